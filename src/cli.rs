@@ -1,0 +1,192 @@
+//! The command line: pm2-runtime's flags, parsed with clap.
+//!
+//! `pm-runtime <file-or-script>` is the short form of `pm-runtime start <file-or-script>`.
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Overrides;
+use crate::logs::OutputFormat;
+
+#[derive(Debug, Parser)]
+#[command(name = "pm-runtime", version, about = "A daemonless, PID-1-safe process runtime for containers: a drop-in for pm2-runtime.", long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run an ecosystem file (.yml, .yaml, .json, .config.js) or a script in the foreground.
+    Start(StartArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Ecosystem file or script to run.
+    pub target: String,
+    /// Arguments for the script (script form only), after `--`.
+    #[arg(last = true)]
+    pub args: Vec<String>,
+    /// App name (script form).
+    #[arg(short = 'n', long)]
+    pub name: Option<String>,
+    /// Number of instances: N, max, or -N (CPUs minus N). Honoured with ecosystem files too.
+    #[arg(short = 'i', long, allow_hyphen_values = true)]
+    pub instances: Option<String>,
+    /// Merge env_<NAME> of the ecosystem file into env.
+    #[arg(long, value_name = "NAME")]
+    pub env: Option<String>,
+    /// Start only these apps (comma- or space-separated names).
+    #[arg(long, value_name = "NAMES")]
+    pub only: Option<String>,
+    /// Interpreter for the script (node, python3, bash, none, …).
+    #[arg(long)]
+    pub interpreter: Option<String>,
+    /// Arguments for the interpreter (e.g. "--max-old-space-size=512").
+    #[arg(long, allow_hyphen_values = true)]
+    pub node_args: Option<String>,
+    /// Do not restart apps when they exit.
+    #[arg(long)]
+    pub no_autorestart: bool,
+    /// Exit codes that do not trigger a restart.
+    #[arg(long, num_args = 1.., value_name = "CODES")]
+    pub stop_exit_codes: Option<Vec<i32>>,
+    /// Keep running when every app has stopped.
+    #[arg(long)]
+    pub no_auto_exit: bool,
+    /// Seconds to wait before starting the apps.
+    #[arg(long, value_name = "SECONDS")]
+    pub delay: Option<f64>,
+    /// Milliseconds between the kill signal and SIGKILL when stopping an app (default 1600).
+    #[arg(long, value_name = "MS")]
+    pub kill_timeout: Option<u64>,
+    /// Restart an app whose memory exceeds this (e.g. 150M).
+    #[arg(long, value_name = "SIZE")]
+    pub max_memory_restart: Option<String>,
+    /// Restart on a cron schedule.
+    #[arg(short = 'c', long = "cron", value_name = "PATTERN")]
+    pub cron: Option<String>,
+    /// Restart apps when files change.
+    #[arg(long)]
+    pub watch: bool,
+    /// Log lines as `<id>|<name> | line`.
+    #[arg(long, conflicts_with_all = ["json", "format"])]
+    pub formatted: bool,
+    /// Log lines as JSON objects, one per line.
+    #[arg(long, conflicts_with = "format")]
+    pub json: bool,
+    /// Log lines as `timestamp=… app=… id=… type=… message=…`.
+    #[arg(long)]
+    pub format: bool,
+    /// Raw app output (the default).
+    #[arg(long)]
+    pub raw: bool,
+    /// PM2 Plus keys and machine name (accepted for compatibility; the metrics push is a later feature).
+    #[arg(long, value_name = "KEY")]
+    pub secret: Option<String>,
+    #[arg(long = "public", value_name = "KEY")]
+    pub public_key: Option<String>,
+    #[arg(long, value_name = "NAME")]
+    pub machine_name: Option<String>,
+}
+
+impl StartArgs {
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            env: self.env.clone(),
+            only: self
+                .only
+                .as_deref()
+                .map(|s| {
+                    s.split([',', ' '])
+                        .filter(|n| !n.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            name: self.name.clone(),
+            instances: self.instances.clone(),
+            interpreter: self.interpreter.clone(),
+            node_args: self.node_args.clone(),
+            no_autorestart: self.no_autorestart,
+            stop_exit_codes: self.stop_exit_codes.clone(),
+            kill_timeout: self.kill_timeout,
+            max_memory_restart: self.max_memory_restart.clone(),
+            cron: self.cron.clone(),
+            watch: self.watch,
+            args: self.args.clone(),
+        }
+    }
+
+    pub fn output_format(&self, stdout_is_tty: bool) -> OutputFormat {
+        if self.json {
+            OutputFormat::Json
+        } else if self.format {
+            OutputFormat::Logfmt
+        } else if self.formatted {
+            OutputFormat::Formatted {
+                color: stdout_is_tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+            }
+        } else {
+            OutputFormat::Raw
+        }
+    }
+}
+
+const SUBCOMMANDS: &[&str] = &["start", "help"];
+
+/// Inserts `start` for the short form `pm-runtime <file> …`.
+pub fn normalize_args(mut args: Vec<String>) -> Vec<String> {
+    if let Some(first) = args.get(1) {
+        if !first.starts_with('-') && !SUBCOMMANDS.contains(&first.as_str()) {
+            args.insert(1, "start".to_string());
+        }
+    }
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn short_form_becomes_start() {
+        assert_eq!(
+            normalize_args(v(&["pm-runtime", "app.yml"])),
+            v(&["pm-runtime", "start", "app.yml"])
+        );
+        assert_eq!(
+            normalize_args(v(&["pm-runtime", "start", "app.yml"])),
+            v(&["pm-runtime", "start", "app.yml"])
+        );
+        assert_eq!(
+            normalize_args(v(&["pm-runtime", "--version"])),
+            v(&["pm-runtime", "--version"])
+        );
+    }
+
+    #[test]
+    fn flags_parse() {
+        let cli = Cli::try_parse_from(normalize_args(v(&[
+            "pm-runtime",
+            "app.js",
+            "-i",
+            "-1",
+            "--only",
+            "a,b",
+            "--",
+            "x",
+            "--y",
+        ])))
+        .unwrap();
+        let Command::Start(s) = cli.command;
+        assert_eq!(s.instances.as_deref(), Some("-1"));
+        let o = s.overrides();
+        assert_eq!(o.only, v(&["a", "b"]));
+        assert_eq!(o.args, v(&["x", "--y"]));
+    }
+}

@@ -1,0 +1,170 @@
+//! The validated, typed ecosystem that every other module consumes.
+//!
+//! Nothing here touches the filesystem or the environment: `load`/`validate` build these values,
+//! everything downstream only reads them.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A whole ecosystem after loading, validation and CLI overrides.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ecosystem {
+    /// The file it came from (`None` for the script form: `pm-runtime app.js`).
+    pub file: Option<PathBuf>,
+    /// Apps in file order, after `--only` filtering.
+    pub apps: Vec<App>,
+    /// Non-fatal findings (unknown keys with "did you mean", undefined `--env`, …), already
+    /// formatted as `file:line:col: path: message`.
+    pub warnings: Vec<String>,
+}
+
+/// How many instances to run. Resolved to a number at start (`max`/`0` = usable CPUs, `-N` = CPUs − N).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Instances {
+    Count(u32),
+    /// `max` or `0`.
+    Max,
+    /// `-N` (CPUs minus N, at least 1).
+    MinusCpus(u32),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecMode {
+    Fork,
+    Cluster,
+}
+
+/// `filter_env`: true drops the whole inherited environment; strings drop inherited variables
+/// that match one of them (the matching rule follows PM2's source: see `spawn` for the use).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum FilterEnv {
+    #[default]
+    Inherit,
+    DropAll,
+    DropMatching(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Watch {
+    #[default]
+    Off,
+    /// `watch: true`: the app's cwd.
+    Cwd,
+    Paths(Vec<PathBuf>),
+}
+
+/// A user or group given by name or numeric id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    Id(u32),
+    Name(String),
+}
+
+/// What the child process will be: `program` + `argv` (argv excludes the program itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    /// The interpreter (`node`, `python3`, `bash`, …) or the script itself for `interpreter: none`,
+    /// or `sh` for a script containing a space. An absolute path when it could be found in PATH.
+    pub program: PathBuf,
+    /// `interpreter_args…, script, args…` (or `-c "<script>"` for the shell form).
+    pub argv: Vec<String>,
+    /// The interpreter's name as PM2 reports it (`node`, `python3`, `bash`, `none`).
+    pub interpreter: String,
+    /// True when `interpreter` is node or bun (gets `NODE_CHANNEL_FD`, can do cluster mode).
+    pub is_node: bool,
+}
+
+/// One app of the ecosystem: every PM2 key, typed, with PM2's defaults applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct App {
+    pub name: String,
+    pub namespace: String,
+    /// `script` as written in the file.
+    pub script: String,
+    /// Absolute path of the script (`pm_exec_path`); for a command with spaces, the command itself.
+    pub exec_path: PathBuf,
+    /// Absolute working directory (`pm_cwd`).
+    pub cwd: PathBuf,
+    pub args: Vec<String>,
+    pub interpreter_args: Vec<String>,
+    pub command: Command,
+    /// `env` ⊕ `env_<name>` for the selected `--env`, values stringified. Does not include the
+    /// inherited environment or PM2's own variables (the spawner adds those).
+    pub env: BTreeMap<String, String>,
+    pub filter_env: FilterEnv,
+    pub port: Option<u16>,
+    pub instances: Instances,
+    pub exec_mode: ExecMode,
+    pub instance_var: String,
+    pub increment_var: Option<String>,
+    pub uid: Option<Principal>,
+    pub gid: Option<Principal>,
+    pub autostart: bool,
+    pub autorestart: bool,
+    pub stop_exit_codes: Vec<i32>,
+    pub min_uptime: Duration,
+    pub max_restarts: u32,
+    pub restart_delay: Duration,
+    pub exp_backoff_restart_delay: Option<Duration>,
+    /// Bytes (K/M/G are powers of 1024).
+    pub max_memory_restart: Option<u64>,
+    pub cron_restart: Option<String>,
+    pub kill_timeout: Duration,
+    /// Signal name as given (`SIGINT` default, or `PM2_KILL_SIGNAL`, or per-app `kill_signal`),
+    /// validated to be a real signal name; normalised to the `SIGXXX` form.
+    pub kill_signal: String,
+    pub kill_retry_time: Duration,
+    pub shutdown_with_message: bool,
+    pub treekill: bool,
+    pub wait_ready: bool,
+    pub listen_timeout: Duration,
+    pub watch: Watch,
+    pub ignore_watch: Vec<String>,
+    pub watch_delay: Duration,
+    /// Raw `watch_options` object (chokidar options in PM2), kept for the watch issue.
+    pub watch_options: Option<serde_json::Value>,
+    pub out_file: Option<PathBuf>,
+    pub error_file: Option<PathBuf>,
+    pub log_file: Option<PathBuf>,
+    pub pid_file: Option<PathBuf>,
+    pub merge_logs: Option<bool>,
+    pub log_date_format: Option<String>,
+    pub time: bool,
+    pub log_type: Option<String>,
+    pub disable_logs: bool,
+    /// Log rotation for file logs (our extension): bytes, and how many rotated files to keep.
+    pub log_max_size: Option<u64>,
+    pub log_retain: Option<u32>,
+    /// Keys PM2 accepts that have no effect here (pmx, vizion, automation, trace, …), kept verbatim.
+    pub ignored: BTreeMap<String, serde_json::Value>,
+}
+
+/// What the command line adds to or overrides in a file (pm2-runtime's flags).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overrides {
+    /// `--env NAME`: merge `env_NAME` over `env`.
+    pub env: Option<String>,
+    /// `--only a,b`: keep only these app names (already split on `,` and spaces).
+    pub only: Vec<String>,
+    /// `-n/--name` (script form only; with a file it is ignored, as PM2 does).
+    pub name: Option<String>,
+    /// `-i/--instances`: honoured with ecosystem files too (unlike PM2). Raw text: N, max, -N.
+    pub instances: Option<String>,
+    pub interpreter: Option<String>,
+    /// `--node-args "…"` (split like a shell).
+    pub node_args: Option<String>,
+    /// `--no-autorestart`.
+    pub no_autorestart: bool,
+    pub stop_exit_codes: Option<Vec<i32>>,
+    /// `--kill-timeout MS`.
+    pub kill_timeout: Option<u64>,
+    /// `--max-memory-restart 100M`.
+    pub max_memory_restart: Option<String>,
+    /// `-c/--cron`.
+    pub cron: Option<String>,
+    /// `--watch`: apps without a `watch` key get `watch: true`.
+    pub watch: bool,
+    /// Script form: everything after `--`.
+    pub args: Vec<String>,
+}

@@ -1,0 +1,167 @@
+//! pm-runtime: a daemonless, PID-1-safe process runtime for containers, and a drop-in
+//! replacement for PM2's `pm2-runtime`.
+//!
+//! How the pieces fit (data flows one way, every piece of state has one owning task):
+//!
+//! ```text
+//! cli ──► config ──► supervisor (coordinator) ──► instance tasks ──► process (spawn, reaper)
+//!                        ▲   signals                  │  exit statuses, IPC 'ready'
+//!                        └── status updates ◄─────────┘
+//!   app pipes ──► logs: pump tasks (framer + formatter) ──► one writer thread ──► stdout/stderr
+//!   runtime events (tracing) ─────────────────────────────┘
+//! ```
+//!
+//! - [`config`] turns an ecosystem file or a script into a validated [`config::Ecosystem`],
+//!   reporting every problem with file, line and column.
+//! - [`process`] starts processes in their own process groups and owns every `wait` (the
+//!   [`process::Reaper`]); it is the only place with `unsafe`.
+//! - [`supervisor`] runs one task per app instance (state machine + PM2's restart policy as pure
+//!   functions) and a coordinator that handles signals, auto-exit and the final sweep.
+//! - [`logs`] frames app output into whole lines and writes it, with the runtime's own events,
+//!   through a single writer.
+//! - [`exit`] is the table of exit codes.
+
+pub mod cli;
+pub mod config;
+pub mod exit;
+pub mod logs;
+pub mod process;
+pub mod signals;
+pub mod supervisor;
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::time::Duration;
+
+use clap::Parser;
+use tracing_subscriber::layer::SubscriberExt;
+
+use cli::{Cli, Command, StartArgs};
+use exit::Outcome;
+
+/// Runs the command line `args` (including the program name) and returns how the runtime ended.
+pub fn run(args: Vec<String>) -> Outcome {
+    let cli = match Cli::try_parse_from(cli::normalize_args(args)) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                Outcome::Usage
+            } else {
+                Outcome::Requested
+            };
+        }
+    };
+    match cli.command {
+        Command::Start(start) => run_start(&start),
+    }
+}
+
+fn run_start(start: &StartArgs) -> Outcome {
+    // Before anything can spawn: count stop signals synchronously, and reap orphans.
+    if let Err(e) = process::unix::install_stop_counter() {
+        eprintln!("pm-runtime: cannot install signal handlers: {e}");
+        return Outcome::Internal;
+    }
+    if !process::unix::is_pid1() {
+        if let Err(e) = process::unix::become_subreaper() {
+            eprintln!(
+                "pm-runtime: warning: cannot become a child subreaper ({e}); orphans of the apps will not be reaped by pm-runtime"
+            );
+        }
+    }
+    let overrides = start.overrides();
+    let loaded = if config::is_config_file(&start.target) {
+        config::load(Path::new(&start.target), &overrides)
+    } else {
+        config::from_script(&start.target, &overrides)
+    };
+    let eco = match loaded {
+        Ok(eco) => eco,
+        Err(e) => {
+            eprintln!("pm-runtime: invalid configuration, nothing was started:");
+            for p in &e.problems {
+                eprintln!("  {p}");
+            }
+            return Outcome::ConfigError;
+        }
+    };
+    if eco.apps.is_empty() {
+        eprintln!("pm-runtime: no app to run in {}", start.target);
+        return Outcome::ConfigError;
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pm-runtime: cannot start the async runtime: {e}");
+            return Outcome::Internal;
+        }
+    };
+    let format = start.output_format(std::io::stdout().is_terminal());
+    let delay = Duration::from_secs_f64(start.delay.unwrap_or(0.0).max(0.0));
+    rt.block_on(async move {
+        let tags: Vec<logs::AppTag> = eco
+            .apps
+            .iter()
+            .map(|a| logs::AppTag {
+                name: &a.name,
+                pm_id: 0,
+            })
+            .collect();
+        let (hub, writer) = match logs::LogHub::start(format, &tags) {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("pm-runtime: cannot set up output: {e}");
+                return Outcome::Internal;
+            }
+        };
+        let level = match std::env::var("PM_RUNTIME_LOG").as_deref() {
+            Ok("debug") => tracing::Level::DEBUG,
+            Ok("warn") => tracing::Level::WARN,
+            Ok("error") => tracing::Level::ERROR,
+            _ => tracing::Level::INFO,
+        };
+        let subscriber =
+            tracing_subscriber::registry().with(logs::layer::HubLayer::new(hub.clone(), level));
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        for w in &eco.warnings {
+            tracing::warn!("{w}");
+        }
+        let signals = match signals::Signals::install() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("cannot install signal handlers: {e}");
+                return Outcome::Internal;
+            }
+        };
+        let reaper = process::Reaper::new();
+        let reaper_task = tokio::spawn(reaper.clone().run());
+        let opts = supervisor::RunOptions {
+            auto_exit: !start.no_auto_exit,
+            delay,
+            pm2_home: pm2_home(),
+            cpus: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+        };
+        let outcome = supervisor::run(eco, opts, reaper.clone(), hub.clone(), signals).await;
+        hub.drain_pumps(Duration::from_secs(1)).await;
+        reaper.reap_now();
+        reaper_task.abort();
+        hub.flush().await;
+        writer.finish();
+        outcome
+    })
+}
+
+/// `$PM2_HOME`, else `~/.pm2`, as PM2 does.
+pub fn pm2_home() -> String {
+    if let Some(h) = std::env::var_os("PM2_HOME").filter(|h| !h.is_empty()) {
+        return h.to_string_lossy().into_owned();
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".to_string());
+    format!("{home}/.pm2")
+}

@@ -1,0 +1,315 @@
+//! The log hub: pumps that read app pipes, and the one writer thread that owns our stdout/stderr.
+//!
+//! Data path: an app pipe → its pump task (reads up to 64 KiB, frames whole lines, formats them
+//! into one buffer) → a bounded channel → the writer thread → `write(2)` on fd 1 or 2.
+//! - Lines are never torn: a buffer only ever holds whole formatted lines, and the writer is the
+//!   only writer of our stdout and stderr, so nothing can interleave with a line.
+//! - Back-pressure: the channel holds at most [`CHANNEL_CHUNKS`] buffers. When the reader of our
+//!   stdout stalls, pumps wait on the channel, stop reading their pipes, and the apps block on
+//!   their own writes, exactly as without a runtime. Memory stays bounded; nothing is dropped.
+//!   The writer is a plain thread, so a blocked stdout never blocks the async tasks that reap,
+//!   handle signals and restart apps.
+//! - Runtime events are never awaited (they are emitted from anywhere, including the tasks that
+//!   must not block): when the channel is full they wait in a small overflow queue that the
+//!   writer drains after every buffer; beyond [`OVERFLOW_EVENTS`] they are counted, and the count
+//!   is printed once output flows again. Only runtime events can be dropped, never app lines.
+//! - EPIPE (our stdout closed): the apps keep running; their output to that stream is discarded
+//!   from then on and one warning goes to the other stream.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::io::AsyncReadExt;
+use tokio::net::unix::pipe;
+use tokio::sync::{Notify, mpsc};
+
+use super::format::{AppTag, Decoration, Event, Formatter, OutputFormat, Stream};
+use super::framer::Framer;
+use crate::config::App;
+
+/// How many formatted buffers may wait for the writer.
+pub const CHANNEL_CHUNKS: usize = 64;
+/// How many runtime events may wait beyond that before they are counted as dropped.
+pub const OVERFLOW_EVENTS: usize = 4096;
+const READ_SIZE: usize = 64 * 1024;
+
+enum Msg {
+    Data(Stream, Vec<u8>),
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+struct Inner {
+    tx: mpsc::Sender<Msg>,
+    overflow: Mutex<VecDeque<(Stream, Vec<u8>)>>,
+    dropped_events: AtomicU64,
+    formatter: Formatter,
+    active_pumps: AtomicUsize,
+    pumps_done: Notify,
+}
+
+/// Handle to the log pipeline. Cheap to clone.
+#[derive(Clone)]
+pub struct LogHub {
+    inner: Arc<Inner>,
+}
+
+/// The writer thread; [`Writer::finish`] flushes and joins it.
+pub struct Writer {
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LogHub {
+    /// Starts the writer thread. `apps` gives the formatter every name up front, so the
+    /// `--formatted` prefix width is stable.
+    pub fn start(format: OutputFormat, apps: &[AppTag]) -> io::Result<(LogHub, Writer)> {
+        let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+        let inner = Arc::new(Inner {
+            tx,
+            overflow: Mutex::new(VecDeque::new()),
+            dropped_events: AtomicU64::new(0),
+            formatter: Formatter::new(format, apps),
+            active_pumps: AtomicUsize::new(0),
+            pumps_done: Notify::new(),
+        });
+        let out = File::from(io::stdout().as_fd().try_clone_to_owned()?);
+        let err = File::from(io::stderr().as_fd().try_clone_to_owned()?);
+        let hub = LogHub {
+            inner: inner.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("log-writer".into())
+            .spawn(move || writer_loop(rx, &inner, out, err))?;
+        Ok((
+            hub,
+            Writer {
+                thread: Some(thread),
+            },
+        ))
+    }
+
+    /// Emits one runtime event without ever waiting.
+    pub fn event(&self, ev: &Event) {
+        let mut buf = Vec::with_capacity(128);
+        let stream = self.inner.formatter.event(&mut buf, ev, SystemTime::now());
+        match self.inner.tx.try_send(Msg::Data(stream, buf)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(Msg::Data(s, b))) => {
+                let mut q = self
+                    .inner
+                    .overflow
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                if q.len() < OVERFLOW_EVENTS {
+                    q.push_back((s, b));
+                } else {
+                    self.inner.dropped_events.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Starts a task that reads one app pipe until EOF and sends its lines to the writer.
+    pub fn pump(&self, pipe: pipe::Receiver, app: &App, pm_id: u32, stream: Stream) {
+        if app.disable_logs {
+            // Still drain the pipe, or the app would block on a full pipe.
+            tokio::spawn(drain(pipe));
+            return;
+        }
+        let deco = Decoration::new(
+            app.log_date_format.as_deref(),
+            app.time,
+            app.log_type.as_deref() == Some("json"),
+        );
+        let hub = self.clone();
+        let name = app.name.clone();
+        hub.inner.active_pumps.fetch_add(1, Ordering::SeqCst);
+        tokio::spawn(async move {
+            hub.pump_loop(pipe, &name, pm_id, stream, &deco).await;
+            if hub.inner.active_pumps.fetch_sub(1, Ordering::SeqCst) == 1 {
+                hub.inner.pumps_done.notify_waiters();
+            }
+        });
+    }
+
+    async fn pump_loop(
+        &self,
+        mut pipe: pipe::Receiver,
+        name: &str,
+        pm_id: u32,
+        stream: Stream,
+        deco: &Decoration,
+    ) {
+        let tag = AppTag { name, pm_id };
+        let mut framer = Framer::new();
+        let mut read_buf = vec![0u8; READ_SIZE];
+        let mut out = Vec::with_capacity(READ_SIZE + 1024);
+        let mut target = stream;
+        loop {
+            let n = match pipe.read(&mut read_buf).await {
+                Ok(0) | Err(_) => 0,
+                Ok(n) => n,
+            };
+            let now = SystemTime::now();
+            let fmt = &self.inner.formatter;
+            let mut emit = |line: &[u8], continued: bool| {
+                target = fmt.app_line(&mut out, &tag, stream, deco, line, continued, now);
+            };
+            if n == 0 {
+                framer.finish(&mut emit);
+            } else {
+                framer.push(&read_buf[..n], &mut emit);
+            }
+            if !out.is_empty() {
+                let buf = std::mem::replace(&mut out, Vec::with_capacity(READ_SIZE + 1024));
+                if self.inner.tx.send(Msg::Data(target, buf)).await.is_err() {
+                    return;
+                }
+            }
+            if n == 0 {
+                return;
+            }
+        }
+    }
+
+    /// Waits until every pump has reached EOF, at most `timeout` (a daemonised grandchild can
+    /// hold a pipe open forever).
+    pub async fn drain_pumps(&self, timeout: Duration) {
+        let wait = async {
+            loop {
+                let notified = self.inner.pumps_done.notified();
+                if self.inner.active_pumps.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(timeout, wait).await;
+    }
+
+    /// Waits until everything sent so far has been written.
+    pub async fn flush(&self) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        if self.inner.tx.send(Msg::Flush(tx)).await.is_ok() {
+            let _ =
+                tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(5))).await;
+        }
+    }
+
+    /// SIGUSR2 / `reloadLogs`: reopen file logs. (File logs arrive with the log-pipeline issue.)
+    pub fn reopen_files(&self) {}
+}
+
+impl Writer {
+    /// Joins the writer thread once every hub handle is gone; returns at once otherwise.
+    pub fn finish(mut self) {
+        if let Some(t) = self.thread.take() {
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+async fn drain(mut pipe: pipe::Receiver) {
+    let mut buf = vec![0u8; READ_SIZE];
+    while let Ok(n) = pipe.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+    }
+}
+
+/// One of our two output streams, with its EPIPE state.
+struct Sink {
+    file: File,
+    closed: bool,
+}
+
+impl Sink {
+    fn write(&mut self, buf: &[u8]) -> Option<io::Error> {
+        if self.closed {
+            return None;
+        }
+        match write_all_blocking(&mut self.file, buf) {
+            Ok(()) => None,
+            Err(e) => {
+                self.closed = true;
+                Some(e)
+            }
+        }
+    }
+}
+
+/// `write_all` that also copes with an inherited non-blocking stdout (EAGAIN → wait until writable).
+fn write_all_blocking(file: &mut File, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        match file.write(buf) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let mut fds = [nix::poll::PollFd::new(
+                    file.as_fd(),
+                    nix::poll::PollFlags::POLLOUT,
+                )];
+                let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn writer_loop(mut rx: mpsc::Receiver<Msg>, inner: &Inner, out: File, err: File) {
+    let mut sinks = [
+        Sink {
+            file: out,
+            closed: false,
+        },
+        Sink {
+            file: err,
+            closed: false,
+        },
+    ];
+    let idx = |s: Stream| if s == Stream::Out { 0 } else { 1 };
+    let write = |sinks: &mut [Sink; 2], s: Stream, buf: &[u8]| {
+        let i = idx(s);
+        if let Some(e) = sinks[i].write(buf) {
+            let name = if i == 0 { "stdout" } else { "stderr" };
+            let msg = format!(
+                "pm-runtime: cannot write to {name} ({e}); the apps keep running, their output to {name} is discarded from now on\n"
+            );
+            let _ = sinks[1 - i].write(msg.as_bytes());
+        }
+    };
+    while let Some(msg) = rx.blocking_recv() {
+        match msg {
+            Msg::Data(s, buf) => write(&mut sinks, s, &buf),
+            Msg::Flush(ack) => {
+                let _ = ack.send(());
+            }
+        }
+        let pending: Vec<(Stream, Vec<u8>)> = inner
+            .overflow
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect();
+        for (s, buf) in pending {
+            write(&mut sinks, s, &buf);
+        }
+        let dropped = inner.dropped_events.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            let msg = format!(
+                "pm-runtime: {dropped} runtime event line(s) were dropped while output was blocked\n"
+            );
+            write(&mut sinks, Stream::Err, msg.as_bytes());
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Everything about one OS process: starting it, signalling it, reaping it, and the PID-1
+//! duties of the runtime itself.
+//!
+//! Owns no app policy. The supervisor decides *what* to run and *when*; this module only knows
+//! *how*: a process group per instance, stdout/stderr pipes, the Node IPC channel on fd 3, and
+//! the single [`Reaper`] that owns every `wait`.
+
+pub mod reaper;
+pub mod tree;
+pub mod unix;
+
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+use tokio::net::unix::pipe;
+use tokio::sync::oneshot;
+
+pub use reaper::{Exit, Reaper};
+
+/// What to start: fully resolved, no defaults left to apply.
+#[derive(Debug, Clone)]
+pub struct SpawnSpec {
+    pub program: PathBuf,
+    pub argv: Vec<String>,
+    pub cwd: PathBuf,
+    /// The complete environment of the child (nothing else is inherited).
+    pub env: Vec<(OsString, OsString)>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// Give the child Node's IPC channel on fd 3.
+    pub ipc: bool,
+}
+
+/// A started instance: its pid (= its process group id), exit status, and our ends of its pipes.
+pub struct Running {
+    pub pid: u32,
+    pub exit: oneshot::Receiver<Exit>,
+    pub stdout: Option<pipe::Receiver>,
+    pub stderr: Option<pipe::Receiver>,
+    pub ipc: Option<tokio::net::UnixStream>,
+}
+
+/// Starts one instance through the reaper.
+pub fn spawn(reaper: &Reaper, spec: &SpawnSpec) -> io::Result<Running> {
+    let mut cmd = Command::new(&spec.program);
+    cmd.args(&spec.argv)
+        .current_dir(&spec.cwd)
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(gid) = spec.gid {
+        cmd.gid(gid);
+    }
+    if let Some(uid) = spec.uid {
+        cmd.uid(uid);
+    }
+    let (ipc_parent, ipc_child) = if spec.ipc {
+        let (a, b) = socketpair(
+            AddressFamily::Unix,
+            SockType::Stream,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(io::Error::from)?;
+        (Some(a), Some(b))
+    } else {
+        (None, None)
+    };
+    unix::prepare_child(&mut cmd, ipc_child);
+    let mut spawned = reaper.spawn(&mut cmd)?;
+    // Close our copy of the child's end of the IPC channel now, so EOF is seen when it exits.
+    drop(cmd);
+    let stdout = spawned
+        .child
+        .stdout
+        .take()
+        .map(|p| pipe::Receiver::from_owned_fd(OwnedFd::from(p)))
+        .transpose()?;
+    let stderr = spawned
+        .child
+        .stderr
+        .take()
+        .map(|p| pipe::Receiver::from_owned_fd(OwnedFd::from(p)))
+        .transpose()?;
+    let ipc = ipc_parent
+        .map(|fd| {
+            let std = std::os::unix::net::UnixStream::from(fd);
+            std.set_nonblocking(true)?;
+            tokio::net::UnixStream::from_std(std)
+        })
+        .transpose()?;
+    Ok(Running {
+        pid: spawned.pid,
+        exit: spawned.exit,
+        stdout,
+        stderr,
+        ipc,
+    })
+}

@@ -1,0 +1,139 @@
+//! Every libc call that needs `unsafe`, and the small OS facts around them.
+//!
+//! This is the only file of the crate with `unsafe` code. Each block says why it is sound.
+//! Nothing here keeps state except the two signal counters, which are written from a signal
+//! handler and therefore are plain atomics.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use nix::sys::signal::{self, Signal};
+use nix::unistd::Pid;
+
+/// How many SIGTERM/SIGINT the runtime has received, counted inside the signal handler itself.
+///
+/// The supervisor reads it when an app exits: Heroku and `docker kill` send SIGTERM to every
+/// process at once, so an app may exit before the runtime's own signal task has run. Reading a
+/// counter set synchronously by the handler closes that race: such an exit is never restarted.
+static STOP_SIGNALS: AtomicU32 = AtomicU32::new(0);
+
+/// Installs the synchronous stop-signal counter for SIGTERM and SIGINT. Call once, before any
+/// app is spawned. tokio's own handlers (registered through the same registry) keep working.
+pub fn install_stop_counter() -> io::Result<()> {
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        // SAFETY: the action only performs an atomic add, which is async-signal-safe; it does
+        // not allocate, lock or call into libc. signal-hook-registry chains it with tokio's.
+        unsafe {
+            signal_hook_registry::register(sig, || {
+                STOP_SIGNALS.fetch_add(1, Ordering::SeqCst);
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Number of SIGTERM/SIGINT received so far.
+pub fn stop_signals_received() -> u32 {
+    STOP_SIGNALS.load(Ordering::SeqCst)
+}
+
+/// Makes this process the reaper of its orphaned descendants (what PID 1 is anyway).
+pub fn become_subreaper() -> io::Result<()> {
+    nix::sys::prctl::set_child_subreaper(true).map_err(io::Error::from)
+}
+
+/// True when we are the init of our PID namespace.
+pub fn is_pid1() -> bool {
+    std::process::id() == 1
+}
+
+/// Prepares `cmd` to run as an app instance: its own process group (so a stop signal reaches
+/// everything the app started), and, for Node apps, the IPC channel mapped to fd 3.
+///
+/// std already resets the signal mask and SIGPIPE's disposition in the child.
+pub fn prepare_child(cmd: &mut Command, ipc_child_end: Option<OwnedFd>) {
+    cmd.process_group(0);
+    if let Some(fd) = ipc_child_end {
+        // SAFETY: the closure runs in the forked child before exec and only calls dup2 and
+        // fcntl, both async-signal-safe; it neither allocates nor takes locks. `fd` is moved
+        // into the closure and stays open in the parent until `cmd` is dropped (after spawn).
+        unsafe {
+            cmd.pre_exec(move || {
+                let raw = fd.as_raw_fd();
+                if raw == IPC_FD {
+                    let flags = libc::fcntl(raw, libc::F_GETFD);
+                    if flags < 0 || libc::fcntl(raw, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                } else if libc::dup2(raw, IPC_FD) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+}
+
+/// The fd number of Node's IPC channel in the child (`NODE_CHANNEL_FD`).
+pub const IPC_FD: i32 = 3;
+
+/// Sends `sig` to a process group. ESRCH (the group is gone) is not an error.
+pub fn signal_group(pgid: u32, sig: Signal) {
+    let _ = signal::killpg(Pid::from_raw(pgid as i32), sig);
+}
+
+/// Sends `sig` to one process. ESRCH is not an error.
+pub fn signal_pid(pid: u32, sig: Signal) {
+    let _ = signal::kill(Pid::from_raw(pid as i32), sig);
+}
+
+/// True while a process group still has a member (zombies included).
+pub fn group_alive(pgid: u32) -> bool {
+    signal::killpg(Pid::from_raw(pgid as i32), None).is_ok()
+}
+
+/// As PID 1 only: sends `sig` to every process of the namespace but ourselves.
+/// On a host this would hit every process we may signal, so it refuses unless we are PID 1.
+pub fn signal_everyone_as_pid1(sig: Signal) -> bool {
+    if !is_pid1() {
+        return false;
+    }
+    signal::kill(Pid::from_raw(-1), sig).is_ok()
+}
+
+/// Parses a signal name the way users write it: `SIGINT`, `INT`, `sigint`, or a number.
+pub fn parse_signal(name: &str) -> Option<Signal> {
+    let upper = name.trim().to_ascii_uppercase();
+    if let Ok(n) = upper.parse::<i32>() {
+        return Signal::try_from(n).ok();
+    }
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    full.parse::<Signal>().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signal_names() {
+        let table = [
+            ("SIGINT", Some(Signal::SIGINT)),
+            ("term", Some(Signal::SIGTERM)),
+            ("SIGUSR2", Some(Signal::SIGUSR2)),
+            ("9", Some(Signal::SIGKILL)),
+            ("SIGFOO", None),
+            ("", None),
+        ];
+        for (input, want) in table {
+            assert_eq!(parse_signal(input), want, "{input}");
+        }
+    }
+}

@@ -1,0 +1,492 @@
+//! One app instance: a task that owns its process, its status and its restart history.
+//!
+//! The task is the only owner of that state. The coordinator talks to it through its inbox
+//! ([`Cmd`]) and the shared shutdown level; the task reports every status change back as an
+//! [`Update`]. Every timeout (`kill_timeout`, `listen_timeout`, restart delays) is a `select!`
+//! against the child's exit and the inbox.
+
+use std::ffi::OsString;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::sys::signal::Signal;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::env::{self, InstanceFacts};
+use super::policy::{self, Decision, History, Policy};
+use crate::config::{App, Principal};
+use crate::logs::LogHub;
+use crate::process::{self, Exit, Reaper, SpawnSpec, tree, unix};
+
+/// Status names are PM2's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Launching,
+    Online,
+    Stopping,
+    Stopped,
+    Errored,
+    WaitingRestart,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Launching => "launching",
+            Status::Online => "online",
+            Status::Stopping => "stopping",
+            Status::Stopped => "stopped",
+            Status::Errored => "errored",
+            Status::WaitingRestart => "waiting restart",
+        }
+    }
+
+    /// Whether the instance can still run without anyone asking: the runtime stays up for it.
+    /// Unlike PM2, `waiting restart` counts as alive (spec §8 #3).
+    pub fn is_alive(self) -> bool {
+        matches!(
+            self,
+            Status::Launching | Status::Online | Status::Stopping | Status::WaitingRestart
+        )
+    }
+}
+
+/// How far the runtime's shutdown has gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Shutdown {
+    Running,
+    /// Stop gracefully: kill signal, then SIGKILL after `kill_timeout`.
+    Graceful,
+    /// A second TERM/INT: SIGKILL now.
+    Force,
+}
+
+/// Requests to an instance.
+#[derive(Debug)]
+pub enum Cmd {
+    /// Stop (if running) and start again, resetting the restart history (PM2's manual restart).
+    Restart,
+    /// Send a signal to the instance's process group.
+    Signal(Signal),
+}
+
+/// A status change, reported to the coordinator.
+#[derive(Debug, Clone)]
+pub struct Update {
+    pub pm_id: u32,
+    pub status: Status,
+    pub pid: Option<u32>,
+    pub last_exit: Option<Exit>,
+    pub restart_time: u32,
+}
+
+/// Everything an instance task needs, given once at start.
+pub struct Instance {
+    pub app: Arc<App>,
+    pub pm_id: u32,
+    pub instance: u32,
+    pub reaper: Reaper,
+    pub logs: LogHub,
+    pub inherited_env: Arc<Vec<(OsString, OsString)>>,
+    pub pm2_home: String,
+    pub updates: mpsc::UnboundedSender<Update>,
+    pub shutdown: watch::Receiver<Shutdown>,
+    pub inbox: mpsc::UnboundedReceiver<Cmd>,
+}
+
+/// What ended one run of the process.
+enum RunEnd {
+    Exited(Exit, Instant),
+    /// Stopped on request (restart or shutdown); carries the exit status.
+    Stopped(Exit, bool),
+    SpawnFailed,
+}
+
+impl Instance {
+    fn tag(&self) -> String {
+        format!("{}:{}", self.app.name, self.pm_id)
+    }
+
+    fn report(&self, status: Status, pid: Option<u32>, last_exit: Option<Exit>, restart_time: u32) {
+        let _ = self.updates.send(Update {
+            pm_id: self.pm_id,
+            status,
+            pid,
+            last_exit,
+            restart_time,
+        });
+    }
+
+    fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow() != Shutdown::Running || unix::stop_signals_received() > 0
+    }
+
+    /// The task's body: runs until the instance is stopped for good (or errored), or the runtime shuts down.
+    pub async fn run(mut self) {
+        let policy = Policy {
+            autorestart: self.app.autorestart,
+            stop_exit_codes: self.app.stop_exit_codes.clone(),
+            min_uptime: self.app.min_uptime,
+            max_restarts: self.app.max_restarts,
+            restart_delay: self.app.restart_delay,
+            exp_backoff_restart_delay: self.app.exp_backoff_restart_delay,
+        };
+        let created_wall = now_ms();
+        let mut hist = History::new(Instant::now());
+        let mut restart_time: u32 = 0;
+        let unique_id = env::uuid_v4();
+        let tag = self.tag();
+
+        if !self.app.autostart {
+            self.report(Status::Stopped, None, None, 0);
+            tracing::info!(app = %self.app.name, id = self.pm_id, status = "stop", "App [{tag}] registered but not started (autostart: false)");
+            return;
+        }
+        let mut last_exit = None;
+        loop {
+            if self.shutting_down() {
+                break;
+            }
+            if hist.created_at.is_none() {
+                hist.created_at = Some(Instant::now());
+            }
+            let facts = InstanceFacts {
+                pm_id: self.pm_id,
+                instance: self.instance,
+                unique_id: unique_id.clone(),
+                restart_time,
+                unstable_restarts: hist.unstable_restarts,
+                created_at: created_wall,
+                pm_uptime: now_ms(),
+                pm2_home: self.pm2_home.clone(),
+                home: None,
+            };
+            let end = self.run_once(&facts, restart_time, last_exit).await;
+            let (exit, started) = match end {
+                RunEnd::Stopped(exit, restart) => {
+                    last_exit = Some(exit);
+                    if restart && !self.shutting_down() {
+                        hist = History::new(Instant::now());
+                        restart_time += 1;
+                        continue;
+                    }
+                    self.report(Status::Stopped, None, Some(exit), restart_time);
+                    return;
+                }
+                RunEnd::Exited(exit, started) => (exit, started),
+                RunEnd::SpawnFailed => (Exit::Code(127), Instant::now()),
+            };
+            last_exit = Some(exit);
+            let shutting = self.shutting_down();
+            let decision =
+                policy::on_exit(&policy, &mut hist, exit, started, Instant::now(), shutting);
+            match decision {
+                Decision::Stop => {
+                    self.report(Status::Stopped, None, Some(exit), restart_time);
+                    return;
+                }
+                Decision::Errored => {
+                    tracing::error!(app = %self.app.name, id = self.pm_id, status = "errored",
+                        "Script {} had too many unstable restarts ({}). Stopped. \"errored\"", self.app.exec_path.display(), self.app.max_restarts);
+                    self.report(Status::Errored, None, Some(exit), restart_time);
+                    return;
+                }
+                Decision::Restart(delay) => {
+                    if !delay.is_zero() {
+                        tracing::info!(app = %self.app.name, id = self.pm_id, status = "waiting restart", "App [{tag}] will restart in {}ms", delay.as_millis());
+                        self.report(Status::WaitingRestart, None, Some(exit), restart_time);
+                        if !self.wait_or_interrupt(delay).await {
+                            self.report(Status::Stopped, None, Some(exit), restart_time);
+                            return;
+                        }
+                    }
+                    restart_time += 1;
+                }
+            }
+        }
+        self.report(Status::Stopped, None, last_exit, restart_time);
+    }
+
+    /// Sleeps for a restart delay. Returns false when the runtime began shutting down meanwhile.
+    async fn wait_or_interrupt(&mut self, delay: Duration) -> bool {
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep => return !self.shutting_down(),
+                changed = self.shutdown.changed() => {
+                    if changed.is_err() || self.shutting_down() { return false; }
+                }
+                cmd = self.inbox.recv() => match cmd {
+                    Some(Cmd::Restart) => return true,
+                    Some(Cmd::Signal(_)) => {}
+                    None => return false,
+                }
+            }
+        }
+    }
+
+    /// Starts the process once and follows it until it exits or is stopped.
+    async fn run_once(
+        &mut self,
+        facts: &InstanceFacts,
+        restart_time: u32,
+        last_exit: Option<Exit>,
+    ) -> RunEnd {
+        let app = self.app.clone();
+        let tag = self.tag();
+        let mut facts = facts.clone();
+        let (uid, gid) = match resolve_ids(&app) {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::error!(app = %app.name, id = self.pm_id, "App [{tag}] cannot start: {e}");
+                return RunEnd::SpawnFailed;
+            }
+        };
+        facts.home = uid
+            .and_then(|u| nix::unistd::User::from_uid(u.into()).ok().flatten())
+            .map(|u| u.dir.to_string_lossy().into_owned());
+        let spec = SpawnSpec {
+            program: app.command.program.clone(),
+            argv: app.command.argv.clone(),
+            cwd: app.cwd.clone(),
+            env: env::build(&self.inherited_env, &app, &facts),
+            uid,
+            gid,
+            ipc: app.command.is_node,
+        };
+        self.report(Status::Launching, None, last_exit, restart_time);
+        tracing::info!(app = %app.name, id = self.pm_id, status = "start", "App [{tag}] starting in -fork mode-");
+        let running = match process::spawn(&self.reaper, &spec) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(app = %app.name, id = self.pm_id, "App [{tag}] failed to start {}: {e}", spec.program.display());
+                return RunEnd::SpawnFailed;
+            }
+        };
+        let started = Instant::now();
+        let pid = running.pid;
+        if let Some(out) = running.stdout {
+            self.logs
+                .pump(out, &app, self.pm_id, crate::logs::Stream::Out);
+        }
+        if let Some(err) = running.stderr {
+            self.logs
+                .pump(err, &app, self.pm_id, crate::logs::Stream::Err);
+        }
+        let (ready_tx, mut ready_rx) = oneshot::channel::<()>();
+        let mut ipc_writer: Option<OwnedWriteHalf> = None;
+        if let Some(ipc) = running.ipc {
+            let (read, write) = ipc.into_split();
+            ipc_writer = Some(write);
+            tokio::spawn(read_ipc(read, ready_tx, tag.clone()));
+        } else {
+            drop(ready_tx);
+        }
+        let mut exit_rx = running.exit;
+
+        let mut online = !app.wait_ready;
+        if online {
+            self.report(Status::Online, Some(pid), last_exit, restart_time);
+            tracing::info!(app = %app.name, id = self.pm_id, status = "online", "App [{tag}] online");
+        }
+        let listen_timeout = tokio::time::sleep(app.listen_timeout);
+        tokio::pin!(listen_timeout);
+        let mut ready_open = true;
+        loop {
+            tokio::select! {
+                exit = &mut exit_rx => {
+                    let exit = exit.unwrap_or(Exit::Code(0));
+                    log_exit(&app, self.pm_id, exit);
+                    return RunEnd::Exited(exit, started);
+                }
+                r = &mut ready_rx, if !online && ready_open => {
+                    if r.is_ok() {
+                        online = true;
+                        self.report(Status::Online, Some(pid), last_exit, restart_time);
+                        tracing::info!(app = %app.name, id = self.pm_id, status = "online", "App [{tag}] online (ready)");
+                    } else {
+                        ready_open = false;
+                    }
+                }
+                _ = &mut listen_timeout, if !online => {
+                    online = true;
+                    self.report(Status::Online, Some(pid), last_exit, restart_time);
+                    tracing::warn!(app = %app.name, id = self.pm_id, status = "online", "App [{tag}] did not send 'ready' within listen_timeout ({}ms); considered online", app.listen_timeout.as_millis());
+                }
+                changed = self.shutdown.changed() => {
+                    if changed.is_err() || *self.shutdown.borrow() != Shutdown::Running {
+                        let exit = self.stop(pid, &mut exit_rx, ipc_writer.as_mut(), restart_time).await;
+                        return RunEnd::Stopped(exit, false);
+                    }
+                }
+                cmd = self.inbox.recv() => match cmd {
+                    Some(Cmd::Restart) => {
+                        tracing::info!(app = %app.name, id = self.pm_id, status = "restart", "App [{tag}] restarting");
+                        let exit = self.stop(pid, &mut exit_rx, ipc_writer.as_mut(), restart_time).await;
+                        return RunEnd::Stopped(exit, true);
+                    }
+                    Some(Cmd::Signal(sig)) => unix::signal_group(pid, sig),
+                    None => {}
+                }
+            }
+        }
+    }
+
+    /// PM2's kill algorithm, with a process group instead of a `ps` walk: the app's kill signal
+    /// (or the `shutdown` IPC message) to the whole tree, then SIGKILL after `kill_timeout` to
+    /// whatever is left of it. Returns the leader's exit status.
+    async fn stop(
+        &mut self,
+        pid: u32,
+        exit_rx: &mut oneshot::Receiver<Exit>,
+        ipc: Option<&mut OwnedWriteHalf>,
+        restart_time: u32,
+    ) -> Exit {
+        let app = self.app.clone();
+        let tag = self.tag();
+        self.report(Status::Stopping, Some(pid), None, restart_time);
+        tracing::info!(app = %app.name, id = self.pm_id, status = "stopping", "Stopping app:{} id:{}", app.name, self.pm_id);
+        let force_now = *self.shutdown.borrow() == Shutdown::Force;
+        let sig = unix::parse_signal(&app.kill_signal).unwrap_or(Signal::SIGINT);
+        let mut strays = Vec::new();
+        if force_now {
+            strays = kill_tree(pid, Signal::SIGKILL, app.treekill);
+        } else {
+            let mut sent = false;
+            if app.shutdown_with_message {
+                if let Some(w) = ipc {
+                    sent = w.write_all(b"\"shutdown\"\n").await.is_ok();
+                }
+            }
+            if !sent {
+                strays = kill_tree(pid, sig, app.treekill);
+            }
+        }
+        let deadline = tokio::time::Instant::now() + app.kill_timeout;
+        let exit = loop {
+            tokio::select! {
+                e = &mut *exit_rx => break e.unwrap_or(Exit::Code(0)),
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::warn!(app = %app.name, id = self.pm_id, "Process with pid {pid} still alive after {}ms, sending SIGKILL", app.kill_timeout.as_millis());
+                    kill_tree(pid, Signal::SIGKILL, app.treekill);
+                    break (&mut *exit_rx).await.unwrap_or(Exit::Signal(9));
+                }
+                changed = self.shutdown.changed() => {
+                    if changed.is_err() || *self.shutdown.borrow() == Shutdown::Force {
+                        kill_tree(pid, Signal::SIGKILL, app.treekill);
+                    }
+                }
+            }
+        };
+        // The leader is gone; members of its group (or descendants that left it) may remain.
+        while unix::group_alive(pid) || strays.iter().any(|&p| alive(p)) {
+            if tokio::time::Instant::now() >= deadline {
+                unix::signal_group(pid, Signal::SIGKILL);
+                for &p in &strays {
+                    unix::signal_pid(p, Signal::SIGKILL);
+                }
+                break;
+            }
+            tokio::time::sleep(app.kill_retry_time.min(Duration::from_millis(100))).await;
+        }
+        log_exit(&app, self.pm_id, exit);
+        tracing::debug!("App [{tag}] stopped");
+        exit
+    }
+}
+
+/// Signals the instance's process group and, with `treekill`, every descendant that left it.
+/// Returns the descendants outside the group that were signalled.
+fn kill_tree(pid: u32, sig: Signal, treekill: bool) -> Vec<u32> {
+    let mut strays = Vec::new();
+    if treekill {
+        let procs = tree::snapshot();
+        for d in tree::descendants(&procs, pid) {
+            if procs
+                .iter()
+                .any(|p| p.pid == d && p.pgid != pid && p.state != 'Z')
+            {
+                unix::signal_pid(d, sig);
+                strays.push(d);
+            }
+        }
+    }
+    unix::signal_group(pid, sig);
+    strays
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| tree::parse_stat(&s))
+        .is_some_and(|s| s.state != 'Z')
+}
+
+fn log_exit(app: &App, pm_id: u32, exit: Exit) {
+    let (code, signal) = match exit {
+        Exit::Code(c) => (c.to_string(), "none".to_string()),
+        Exit::Signal(s) => (
+            "null".to_string(),
+            Signal::try_from(s)
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_else(|_| s.to_string()),
+        ),
+    };
+    tracing::info!(app = %app.name, id = pm_id, status = "exit", "App [{}:{pm_id}] exited with code [{code}] via signal [{signal}]", app.name);
+}
+
+/// Reads Node's IPC channel: newline-delimited JSON. `"ready"` resolves readiness; other
+/// messages are logged at debug level (later issues route them).
+async fn read_ipc(read: tokio::net::unix::OwnedReadHalf, ready: oneshot::Sender<()>, tag: String) {
+    let mut ready = Some(ready);
+    let mut lines = BufReader::new(read).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        match serde_json::from_str::<serde_json::Value>(&line) {
+            Ok(serde_json::Value::String(s)) if s == "ready" => {
+                if let Some(tx) = ready.take() {
+                    let _ = tx.send(());
+                }
+            }
+            Ok(_) => tracing::debug!("App [{tag}] IPC message: {line}"),
+            Err(_) => tracing::debug!("App [{tag}] sent malformed IPC data"),
+        }
+    }
+}
+
+fn resolve_ids(app: &App) -> Result<(Option<u32>, Option<u32>), String> {
+    let uid = match &app.uid {
+        None => None,
+        Some(Principal::Id(u)) => Some(*u),
+        Some(Principal::Name(n)) => Some(
+            nix::unistd::User::from_name(n)
+                .ok()
+                .flatten()
+                .ok_or_else(|| format!("unknown user {n:?}"))?
+                .uid
+                .as_raw(),
+        ),
+    };
+    let gid = match &app.gid {
+        None => None,
+        Some(Principal::Id(g)) => Some(*g),
+        Some(Principal::Name(n)) => Some(
+            nix::unistd::Group::from_name(n)
+                .ok()
+                .flatten()
+                .ok_or_else(|| format!("unknown group {n:?}"))?
+                .gid
+                .as_raw(),
+        ),
+    };
+    Ok((uid, gid))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
