@@ -28,7 +28,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::sync::{Notify, mpsc};
 
-use super::format::{AppTag, Decoration, Event, Formatter, OutputFormat, Stream};
+use super::format::{AppTag, Decoration, Event, Formatter, OutputFormat, Stamp, Stream};
 use super::framer::Framer;
 use crate::config::App;
 
@@ -95,7 +95,10 @@ impl LogHub {
     /// Emits one runtime event without ever waiting.
     pub fn event(&self, ev: &Event) {
         let mut buf = Vec::with_capacity(128);
-        let stream = self.inner.formatter.event(&mut buf, ev, SystemTime::now());
+        let stream = self
+            .inner
+            .formatter
+            .event(&mut buf, ev, &Stamp::new(SystemTime::now()));
         match self.inner.tx.try_send(Msg::Data(stream, buf)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(Msg::Data(s, b))) => {
@@ -155,15 +158,18 @@ impl LogHub {
                 Ok(0) | Err(_) => 0,
                 Ok(n) => n,
             };
-            let now = SystemTime::now();
-            let fmt = &self.inner.formatter;
-            let mut emit = |line: &[u8], continued: bool| {
-                target = fmt.app_line(&mut out, &tag, stream, deco, line, continued, now);
-            };
-            if n == 0 {
-                framer.finish(&mut emit);
-            } else {
-                framer.push(&read_buf[..n], &mut emit);
+            {
+                // The stamp is per read and must not live across the await below.
+                let now = Stamp::new(SystemTime::now());
+                let fmt = &self.inner.formatter;
+                let mut emit = |line: &[u8], continued: bool| {
+                    target = fmt.app_line(&mut out, &tag, stream, deco, line, continued, &now);
+                };
+                if n == 0 {
+                    framer.finish(&mut emit);
+                } else {
+                    framer.push(&read_buf[..n], &mut emit);
+                }
             }
             if !out.is_empty() {
                 let buf = std::mem::replace(&mut out, Vec::with_capacity(READ_SIZE + 1024));
