@@ -137,10 +137,11 @@ const SUBCOMMANDS: &[&str] = &["start", "help"];
 
 /// Inserts `start` for the short form `pm-runtime <file> …`.
 pub fn normalize_args(mut args: Vec<String>) -> Vec<String> {
-    if let Some(first) = args.get(1) {
-        if !first.starts_with('-') && !SUBCOMMANDS.contains(&first.as_str()) {
-            args.insert(1, "start".to_string());
-        }
+    if let Some(first) = args.get(1)
+        && !first.starts_with('-')
+        && !SUBCOMMANDS.contains(&first.as_str())
+    {
+        args.insert(1, "start".to_string());
     }
     args
 }

@@ -63,12 +63,12 @@ fn run_start(start: &StartArgs) -> Outcome {
         eprintln!("pm-runtime: cannot install signal handlers: {e}");
         return Outcome::Internal;
     }
-    if !process::unix::is_pid1() {
-        if let Err(e) = process::unix::become_subreaper() {
-            eprintln!(
-                "pm-runtime: warning: cannot become a child subreaper ({e}); orphans of the apps will not be reaped by pm-runtime"
-            );
-        }
+    if !process::unix::is_pid1()
+        && let Err(e) = process::unix::become_subreaper()
+    {
+        eprintln!(
+            "pm-runtime: warning: cannot become a child subreaper ({e}); orphans of the apps will not be reaped by pm-runtime"
+        );
     }
     let overrides = start.overrides();
     let loaded = if config::is_config_file(&start.target) {

@@ -44,12 +44,12 @@ impl DateFormat {
         let mut out = String::new();
         let mut rest = dayjs;
         'outer: while let Some(c) = rest.chars().next() {
-            if c == '[' {
-                if let Some(end) = rest.find(']') {
-                    out.push_str(&rest[1..end].replace('%', "%%"));
-                    rest = &rest[end + 1..];
-                    continue;
-                }
+            if c == '['
+                && let Some(end) = rest.find(']')
+            {
+                out.push_str(&rest[1..end].replace('%', "%%"));
+                rest = &rest[end + 1..];
+                continue;
             }
             for (tok, fmt) in TOKENS {
                 if let Some(r) = rest.strip_prefix(tok) {

@@ -109,9 +109,12 @@ mod tests {
             .collect()
     }
 
+    /// (reads, then EOF?, expected lines; `+` marks a continued piece)
+    type Case<'a> = (&'a [&'a [u8]], bool, &'a [&'a str]);
+
     #[test]
     fn table() {
-        let cases: &[(&[&[u8]], bool, &[&str])] = &[
+        let cases: &[Case] = &[
             (&[b"a\nb\n"], false, &["a", "b"]),
             (&[b"par", b"tial\n"], false, &["partial"]),
             (&[b"\n\nx\n"], false, &["", "", "x"]),

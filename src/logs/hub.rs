@@ -214,10 +214,10 @@ impl LogHub {
 impl Writer {
     /// Joins the writer thread once every hub handle is gone; returns at once otherwise.
     pub fn finish(mut self) {
-        if let Some(t) = self.thread.take() {
-            if t.is_finished() {
-                let _ = t.join();
-            }
+        if let Some(t) = self.thread.take()
+            && t.is_finished()
+        {
+            let _ = t.join();
         }
     }
 }

@@ -356,10 +356,10 @@ impl Instance {
             strays = kill_tree(pid, Signal::SIGKILL, app.treekill);
         } else {
             let mut sent = false;
-            if app.shutdown_with_message {
-                if let Some(w) = ipc {
-                    sent = w.write_all(b"\"shutdown\"\n").await.is_ok();
-                }
+            if app.shutdown_with_message
+                && let Some(w) = ipc
+            {
+                sent = w.write_all(b"\"shutdown\"\n").await.is_ok();
             }
             if !sent {
                 strays = kill_tree(pid, sig, app.treekill);

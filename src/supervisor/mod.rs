@@ -102,11 +102,17 @@ pub async fn run(
     drop(updates_tx);
 
     let mut requested = false;
+    let mut tasks_left = true;
     loop {
         tokio::select! {
-            // Every task holds a sender: `None` means all of them have finished.
-            update = updates_rx.recv() => {
-                let Some(update) = update else { break };
+            // Every task holds a sender: `None` means all of them have finished. With
+            // --no-auto-exit the runtime then stays up for signals (and the control socket).
+            update = updates_rx.recv(), if tasks_left => {
+                let Some(update) = update else {
+                    tasks_left = false;
+                    if requested || opts.auto_exit { break }
+                    continue;
+                };
                 if let Some(slot) = slots.get_mut(&update.pm_id) {
                     slot.last = Some(update);
                 }
@@ -123,6 +129,9 @@ pub async fn run(
                         requested = true;
                         tracing::info!("Stop signal received: stopping every app (kill_timeout applies)");
                         let _ = shutdown_tx.send(Shutdown::Graceful);
+                    }
+                    if !tasks_left {
+                        break;
                     }
                 }
                 RuntimeSignal::Reload => {
@@ -183,15 +192,14 @@ fn outcome(apps: &[App], slots: &BTreeMap<u32, Slot>) -> Outcome {
             last_exit: Some(exit),
             ..
         }) = &s.last
+            && *exit != Exit::Code(0)
         {
-            if *exit != Exit::Code(0) {
-                tracing::info!(
-                    "Exiting: every app has finished; {} exited with {}",
-                    apps[s.app_index].name,
-                    exit.as_code()
-                );
-                return Outcome::AppsFinished(exit.as_code());
-            }
+            tracing::info!(
+                "Exiting: every app has finished; {} exited with {}",
+                apps[s.app_index].name,
+                exit.as_code()
+            );
+            return Outcome::AppsFinished(exit.as_code());
         }
     }
     tracing::info!("Exiting: every app has finished");

@@ -1,0 +1,106 @@
+//! Output: every line exactly once, whole, in order; JSON output parses line by line.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::scenario::*;
+
+/// A fast writer that is not Node: Python writing numbered lines in big blocks.
+const WRITER: &str = "import sys, os\nn = int(sys.argv[1]); tag = os.environ['name'] + os.environ['NODE_APP_INSTANCE']\nout = sys.stdout\nfor i in range(n):\n    out.write(f'{tag} line {i} ' + 'x' * (i % 50) + '\\n')\nout.flush()\n";
+
+fn check_counts(lines: &[String], writers: usize, n: usize) {
+    let mut next: HashMap<String, usize> = HashMap::new();
+    for l in lines {
+        let mut parts = l.splitn(4, ' ');
+        let (Some(tag), Some("line"), Some(num)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let num: usize = num.parse().unwrap_or_else(|_| panic!("torn line: {l:?}"));
+        let expect = next.entry(tag.to_string()).or_insert(0);
+        assert_eq!(num, *expect, "out of order or lost for {tag}: {l:?}");
+        let pad = parts.next().unwrap_or("");
+        assert_eq!(pad.len(), num % 50, "torn line: {l:?}");
+        *expect += 1;
+    }
+    assert_eq!(next.len(), writers, "{next:?}");
+    assert!(next.values().all(|&c| c == n), "{next:?}");
+}
+
+#[test]
+fn many_writers_lines_arrive_whole_and_in_order() {
+    let n = 20_000;
+    let s = Scenario::new().file("w.py", WRITER).file("eco.yml", &format!("apps:\n  - name: w\n    script: w.py\n    args: ['{n}']\n    exec_mode: fork\n    instances: 8\n    autorestart: false\n"));
+    let (status, out, err) = s.run(&["eco.yml"], Duration::from_secs(60));
+    assert_eq!(status.code(), Some(0), "{err}");
+    let lines: Vec<String> = out.lines().map(str::to_string).collect();
+    check_counts(&lines, 8, n);
+}
+
+#[test]
+fn json_mode_every_line_parses() {
+    let n = 5_000;
+    let s = Scenario::new().file("w.py", WRITER).file("eco.yml", &format!("apps:\n  - name: w\n    script: w.py\n    args: ['{n}']\n    exec_mode: fork\n    instances: 4\n    autorestart: false\n"));
+    let (status, out, err) = s.run(&["eco.yml", "--json"], Duration::from_secs(60));
+    assert_eq!(status.code(), Some(0), "{err}");
+    let mut messages = Vec::new();
+    let mut events = 0;
+    for l in out.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}"));
+        match v["type"].as_str() {
+            Some("out") => messages.push(v["message"].as_str().unwrap().to_string()),
+            Some("process_event") | Some("PM2") => events += 1,
+            other => panic!("unexpected type {other:?}: {l}"),
+        }
+    }
+    assert!(events >= 8, "runtime events are JSON too");
+    check_counts(&messages, 4, n);
+}
+
+#[test]
+fn one_mib_line_arrives_whole_and_huge_line_is_split_with_marker() {
+    let s = Scenario::new().file(
+        "big.py",
+        "import sys\nsys.stdout.write('a' * (1 << 20) + '\\n')\nsys.stdout.write('b' * (9 << 20) + '\\n')\nsys.stdout.write('end\\n')\n",
+    );
+    let (status, out, _) = s.run(&["big.py", "--no-autorestart"], Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0));
+    let lines: Vec<&str> = out.lines().filter(|l| !l.contains("PM2 log:")).collect();
+    assert_eq!(lines[0].len(), 1 << 20);
+    let marker = " [pm-runtime: line continues]";
+    let pieces: Vec<&str> = lines[1..lines.len() - 1].to_vec();
+    assert!(
+        pieces.len() >= 3,
+        "9 MiB split into pieces: {}",
+        pieces.len()
+    );
+    let total: usize = pieces
+        .iter()
+        .map(|p| p.trim_end_matches(marker).len())
+        .sum();
+    assert_eq!(total, 9 << 20, "nothing lost");
+    assert!(
+        pieces[..pieces.len() - 1]
+            .iter()
+            .all(|p| p.ends_with(marker))
+    );
+    assert_eq!(*lines.last().unwrap(), "end");
+}
+
+#[test]
+fn blank_lines_and_partial_last_line_are_kept() {
+    let s = Scenario::new().file("p.sh", "#!/bin/sh\nprintf 'one\\n\\ntwo\\nno-newline'\n");
+    let (status, out, _) = s.run(&["p.sh", "--no-autorestart"], Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0));
+    let app: Vec<&str> = out.lines().filter(|l| !l.contains("PM2 log:")).collect();
+    assert_eq!(app, vec!["one", "", "two", "no-newline"]);
+}
+
+#[test]
+fn stderr_goes_to_stderr_in_raw_mode() {
+    let s = Scenario::new().file("e.sh", "#!/bin/sh\necho to-out\necho to-err >&2\n");
+    let (_, out, err) = s.run(&["e.sh", "--no-autorestart"], Duration::from_secs(10));
+    assert!(out.contains("to-out") && !out.contains("to-err"));
+    assert!(err.contains("to-err"));
+}

@@ -1,0 +1,10 @@
+//! Integration tests: the real binary, real processes, real signals, real sockets on 127.0.0.1.
+//! One test binary; one module per feature.
+
+mod scenario;
+
+mod config_errors;
+mod lifecycle;
+mod logs;
+mod restart;
+mod stop;
