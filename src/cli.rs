@@ -97,12 +97,7 @@ impl StartArgs {
             only: self
                 .only
                 .as_deref()
-                .map(|s| {
-                    s.split([',', ' '])
-                        .filter(|n| !n.is_empty())
-                        .map(str::to_string)
-                        .collect()
-                })
+                .map(|s| s.split([',', ' ']).filter(|n| !n.is_empty()).map(str::to_string).collect())
                 .unwrap_or_default(),
             name: self.name.clone(),
             instances: self.instances.clone(),
@@ -124,9 +119,7 @@ impl StartArgs {
         } else if self.format {
             OutputFormat::Logfmt
         } else if self.formatted {
-            OutputFormat::Formatted {
-                color: stdout_is_tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
-            }
+            OutputFormat::Formatted { color: stdout_is_tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) }
         } else {
             OutputFormat::Raw
         }
@@ -156,34 +149,14 @@ mod tests {
 
     #[test]
     fn short_form_becomes_start() {
-        assert_eq!(
-            normalize_args(v(&["pm-runtime", "app.yml"])),
-            v(&["pm-runtime", "start", "app.yml"])
-        );
-        assert_eq!(
-            normalize_args(v(&["pm-runtime", "start", "app.yml"])),
-            v(&["pm-runtime", "start", "app.yml"])
-        );
-        assert_eq!(
-            normalize_args(v(&["pm-runtime", "--version"])),
-            v(&["pm-runtime", "--version"])
-        );
+        assert_eq!(normalize_args(v(&["pm-runtime", "app.yml"])), v(&["pm-runtime", "start", "app.yml"]));
+        assert_eq!(normalize_args(v(&["pm-runtime", "start", "app.yml"])), v(&["pm-runtime", "start", "app.yml"]));
+        assert_eq!(normalize_args(v(&["pm-runtime", "--version"])), v(&["pm-runtime", "--version"]));
     }
 
     #[test]
     fn flags_parse() {
-        let cli = Cli::try_parse_from(normalize_args(v(&[
-            "pm-runtime",
-            "app.js",
-            "-i",
-            "-1",
-            "--only",
-            "a,b",
-            "--",
-            "x",
-            "--y",
-        ])))
-        .unwrap();
+        let cli = Cli::try_parse_from(normalize_args(v(&["pm-runtime", "app.js", "-i", "-1", "--only", "a,b", "--", "x", "--y"]))).unwrap();
         let Command::Start(s) = cli.command;
         assert_eq!(s.instances.as_deref(), Some("-1"));
         let o = s.overrides();

@@ -45,11 +45,7 @@ pub fn run(args: Vec<String>) -> Outcome {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() {
-                Outcome::Usage
-            } else {
-                Outcome::Requested
-            };
+            return if e.use_stderr() { Outcome::Usage } else { Outcome::Requested };
         }
     };
     match cli.command {
@@ -66,9 +62,7 @@ fn run_start(start: &StartArgs) -> Outcome {
     if !process::unix::is_pid1()
         && let Err(e) = process::unix::become_subreaper()
     {
-        eprintln!(
-            "pm-runtime: warning: cannot become a child subreaper ({e}); orphans of the apps will not be reaped by pm-runtime"
-        );
+        eprintln!("pm-runtime: warning: cannot become a child subreaper ({e}); orphans of the apps will not be reaped by pm-runtime");
     }
     let overrides = start.overrides();
     let loaded = if config::is_config_file(&start.target) {
@@ -90,10 +84,7 @@ fn run_start(start: &StartArgs) -> Outcome {
         eprintln!("pm-runtime: no app to run in {}", start.target);
         return Outcome::ConfigError;
     }
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("pm-runtime: cannot start the async runtime: {e}");
@@ -103,14 +94,7 @@ fn run_start(start: &StartArgs) -> Outcome {
     let format = start.output_format(std::io::stdout().is_terminal());
     let delay = Duration::from_secs_f64(start.delay.unwrap_or(0.0).max(0.0));
     rt.block_on(async move {
-        let tags: Vec<logs::AppTag> = eco
-            .apps
-            .iter()
-            .map(|a| logs::AppTag {
-                name: &a.name,
-                pm_id: 0,
-            })
-            .collect();
+        let tags: Vec<logs::AppTag> = eco.apps.iter().map(|a| logs::AppTag { name: &a.name, pm_id: 0 }).collect();
         let (hub, writer) = match logs::LogHub::start(format, &tags) {
             Ok(x) => x,
             Err(e) => {
@@ -124,8 +108,7 @@ fn run_start(start: &StartArgs) -> Outcome {
             Ok("error") => tracing::Level::ERROR,
             _ => tracing::Level::INFO,
         };
-        let subscriber =
-            tracing_subscriber::registry().with(logs::layer::HubLayer::new(hub.clone(), level));
+        let subscriber = tracing_subscriber::registry().with(logs::layer::HubLayer::new(hub.clone(), level));
         let _ = tracing::subscriber::set_global_default(subscriber);
         for w in &eco.warnings {
             tracing::warn!("{w}");
@@ -143,9 +126,7 @@ fn run_start(start: &StartArgs) -> Outcome {
             auto_exit: !start.no_auto_exit,
             delay,
             pm2_home: pm2_home(),
-            cpus: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
+            cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         };
         let outcome = supervisor::run(eco, opts, reaper.clone(), hub.clone(), signals).await;
         hub.drain_pumps(Duration::from_secs(1)).await;

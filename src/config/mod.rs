@@ -13,21 +13,10 @@ impl std::fmt::Display for ConfigError {
 }
 impl std::error::Error for ConfigError {}
 pub fn is_config_file(path: &str) -> bool {
-    [
-        ".json",
-        ".yml",
-        ".yaml",
-        ".config.js",
-        ".config.cjs",
-        ".config.mjs",
-    ]
-    .iter()
-    .any(|e| path.contains(e))
+    [".json", ".yml", ".yaml", ".config.js", ".config.cjs", ".config.mjs"].iter().any(|e| path.contains(e))
 }
 pub fn load(path: &Path, _o: &Overrides) -> Result<Ecosystem, ConfigError> {
-    Err(ConfigError {
-        problems: vec![format!("{}: not supported yet", path.display())],
-    })
+    Err(ConfigError { problems: vec![format!("{}: not supported yet", path.display())] })
 }
 pub fn resolve_instances(i: Instances, cpus: usize) -> u32 {
     match i {
@@ -48,31 +37,16 @@ pub fn from_script(script: &str, o: &Overrides) -> Result<Ecosystem, ConfigError
     };
     argv.push(exec_path.to_string_lossy().into_owned());
     argv.extend(o.args.iter().cloned());
-    let n = o
-        .instances
-        .as_deref()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1);
+    let n = o.instances.as_deref().and_then(|s| s.parse().ok()).unwrap_or(1);
     let app = App {
-        name: o.name.clone().unwrap_or_else(|| {
-            Path::new(script)
-                .file_stem()
-                .unwrap()
-                .to_string_lossy()
-                .into_owned()
-        }),
+        name: o.name.clone().unwrap_or_else(|| Path::new(script).file_stem().unwrap().to_string_lossy().into_owned()),
         namespace: "default".into(),
         script: script.into(),
         exec_path,
         cwd,
         args: o.args.clone(),
         interpreter_args: vec![],
-        command: Command {
-            program,
-            argv,
-            interpreter: interp.into(),
-            is_node,
-        },
+        command: Command { program, argv, interpreter: interp.into(), is_node },
         env: Default::default(),
         filter_env: FilterEnv::Inherit,
         port: None,
@@ -115,9 +89,5 @@ pub fn from_script(script: &str, o: &Overrides) -> Result<Ecosystem, ConfigError
         log_retain: None,
         ignored: Default::default(),
     };
-    Ok(Ecosystem {
-        file: None,
-        apps: vec![app],
-        warnings: vec![],
-    })
+    Ok(Ecosystem { file: None, apps: vec![app], warnings: vec![] })
 }

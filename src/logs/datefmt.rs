@@ -83,8 +83,7 @@ mod tests {
 
     #[test]
     fn tokens() {
-        let t = Utc.with_ymd_and_hms(2026, 3, 7, 14, 5, 9).unwrap()
-            + chrono::Duration::milliseconds(42);
+        let t = Utc.with_ymd_and_hms(2026, 3, 7, 14, 5, 9).unwrap() + chrono::Duration::milliseconds(42);
         let table = [
             ("YYYY-MM-DDTHH:mm:ss", "2026-03-07T14:05:09"),
             ("YYYY-MM-DD HH:mm:ss.SSS", "2026-03-07 14:05:09.042"),

@@ -77,23 +77,14 @@ pub struct Stamp {
 
 impl Stamp {
     pub fn new(time: SystemTime) -> Self {
-        Self {
-            time,
-            iso: OnceCell::new(),
-            local: OnceCell::new(),
-        }
+        Self { time, iso: OnceCell::new(), local: OnceCell::new() }
     }
     /// UTC, ISO 8601 with milliseconds (`2026-11-21T16:05:44.972Z`).
     fn iso(&self) -> &str {
-        self.iso.get_or_init(|| {
-            DateTime::<Utc>::from(self.time)
-                .format("%Y-%m-%dT%H:%M:%S%.3fZ")
-                .to_string()
-        })
+        self.iso.get_or_init(|| DateTime::<Utc>::from(self.time).format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
     }
     fn local(&self) -> &DateTime<Local> {
-        self.local
-            .get_or_init(|| DateTime::<Local>::from(self.time))
+        self.local.get_or_init(|| DateTime::<Local>::from(self.time))
     }
 }
 
@@ -107,15 +98,8 @@ pub struct Decoration {
 impl Decoration {
     /// `time: true` means `YYYY-MM-DDTHH:mm:ss` and wins over `log_date_format`, as in PM2.
     pub fn new(log_date_format: Option<&str>, time: bool, log_type_json: bool) -> Self {
-        let date = if time {
-            Some("YYYY-MM-DDTHH:mm:ss")
-        } else {
-            log_date_format.filter(|f| !f.is_empty())
-        };
-        Self {
-            date: date.map(DateFormat::parse),
-            json: log_type_json,
-        }
+        let date = if time { Some("YYYY-MM-DDTHH:mm:ss") } else { log_date_format.filter(|f| !f.is_empty()) };
+        Self { date: date.map(DateFormat::parse), json: log_type_json }
     }
 
     fn is_plain(&self) -> bool {
@@ -134,14 +118,8 @@ impl Decoration {
                 None => json_str(&mut out, stamp.iso().as_bytes()),
             }
             out.extend_from_slice(b",\"type\":");
-            out.extend_from_slice(if stream == Stream::Out {
-                b"\"out\""
-            } else {
-                b"\"err\""
-            });
-            out.extend_from_slice(
-                format!(",\"process_id\":{},\"app_name\":", tag.pm_id).as_bytes(),
-            );
+            out.extend_from_slice(if stream == Stream::Out { b"\"out\"" } else { b"\"err\"" });
+            out.extend_from_slice(format!(",\"process_id\":{},\"app_name\":", tag.pm_id).as_bytes());
             json_str(&mut out, tag.name.as_bytes());
             out.push(b'}');
         } else if let Some(d) = &self.date {
@@ -168,21 +146,10 @@ const RESET: &str = "\x1b[39m";
 
 impl Formatter {
     pub fn new(format: OutputFormat, apps: &[AppTag]) -> Self {
-        let width = apps
-            .iter()
-            .map(|a| a.pm_id.to_string().len() + 1 + a.name.chars().count() + 1)
-            .max()
-            .unwrap_or(0)
-            .max(4);
-        let event_date = std::env::var("PM2_LOG_DATE_FORMAT")
-            .ok()
-            .filter(|f| !f.is_empty())
-            .unwrap_or_else(|| "YYYY-MM-DDTHH:mm:ss".into());
-        Self {
-            format,
-            width,
-            event_date: DateFormat::parse(&event_date),
-        }
+        let width = apps.iter().map(|a| a.pm_id.to_string().len() + 1 + a.name.chars().count() + 1).max().unwrap_or(0).max(4);
+        let event_date =
+            std::env::var("PM2_LOG_DATE_FORMAT").ok().filter(|f| !f.is_empty()).unwrap_or_else(|| "YYYY-MM-DDTHH:mm:ss".into());
+        Self { format, width, event_date: DateFormat::parse(&event_date) }
     }
 
     /// Appends one output line for one app line; returns the stream it goes to.
@@ -204,11 +171,7 @@ impl Formatter {
             decorated = deco.apply(tag, stream, line, stamp);
             &decorated
         };
-        let marker: &[u8] = if continued {
-            CONTINUATION_MARKER.as_bytes()
-        } else {
-            b""
-        };
+        let marker: &[u8] = if continued { CONTINUATION_MARKER.as_bytes() } else { b"" };
         match self.format {
             OutputFormat::Raw => {
                 out.extend_from_slice(line);
@@ -218,11 +181,7 @@ impl Formatter {
             }
             OutputFormat::Formatted { color } => {
                 let label = format!("{}|{}", tag.pm_id, tag.name);
-                self.prefix(
-                    out,
-                    &label,
-                    color.then_some(if stream == Stream::Out { GREEN } else { RED }),
-                );
+                self.prefix(out, &label, color.then_some(if stream == Stream::Out { GREEN } else { RED }));
                 out.extend_from_slice(strip_cr(line));
                 out.extend_from_slice(marker);
                 out.push(b'\n');
@@ -234,14 +193,8 @@ impl Formatter {
                 json_str(out, &msg);
                 out.extend_from_slice(b",\"timestamp\":\"");
                 out.extend_from_slice(stamp.iso().as_bytes());
-                out.extend_from_slice(if stream == Stream::Out {
-                    b"\",\"type\":\"out\""
-                } else {
-                    b"\",\"type\":\"err\""
-                });
-                out.extend_from_slice(
-                    format!(",\"process_id\":{},\"app_name\":", tag.pm_id).as_bytes(),
-                );
+                out.extend_from_slice(if stream == Stream::Out { b"\",\"type\":\"out\"" } else { b"\",\"type\":\"err\"" });
+                out.extend_from_slice(format!(",\"process_id\":{},\"app_name\":", tag.pm_id).as_bytes());
                 json_str(out, tag.name.as_bytes());
                 out.extend_from_slice(b"}\n");
             }
@@ -249,11 +202,7 @@ impl Formatter {
                 let mut msg = strip_cr(line).to_vec();
                 msg.extend_from_slice(marker);
                 self.logfmt_head(out, stamp, tag.name.as_bytes(), &tag.pm_id.to_string());
-                out.extend_from_slice(if stream == Stream::Out {
-                    b" type=out message="
-                } else {
-                    b" type=error message="
-                });
+                out.extend_from_slice(if stream == Stream::Out { b" type=out message=" } else { b" type=error message=" });
                 logfmt_value(out, &msg);
                 out.push(b'\n');
             }
@@ -270,19 +219,8 @@ impl Formatter {
                     Level::Warn => "warn",
                     Level::Error => "error",
                 };
-                out.extend_from_slice(
-                    format!(
-                        "{}: PM2 {method}: {}\n",
-                        self.event_date.format(stamp.local()),
-                        ev.message
-                    )
-                    .as_bytes(),
-                );
-                return if ev.level == Level::Info {
-                    Stream::Out
-                } else {
-                    Stream::Err
-                };
+                out.extend_from_slice(format!("{}: PM2 {method}: {}\n", self.event_date.format(stamp.local()), ev.message).as_bytes());
+                return if ev.level == Level::Info { Stream::Out } else { Stream::Err };
             }
             OutputFormat::Formatted { color } => {
                 self.prefix(out, "PM2", color.then_some(BLUE));
@@ -299,18 +237,12 @@ impl Formatter {
                     (Some(status), Some(app)) => {
                         out.extend_from_slice(b",\"type\":\"process_event\",\"status\":");
                         json_str(out, status.as_bytes());
-                        out.extend_from_slice(
-                            format!(",\"process_id\":{},\"app_name\":", app.pm_id).as_bytes(),
-                        );
+                        out.extend_from_slice(format!(",\"process_id\":{},\"app_name\":", app.pm_id).as_bytes());
                         json_str(out, app.name.as_bytes());
                     }
                     _ => {
                         out.extend_from_slice(
-                            format!(
-                                ",\"type\":\"PM2\",\"level\":\"{}\",\"app_name\":\"PM2\"",
-                                ev.level.as_str()
-                            )
-                            .as_bytes(),
+                            format!(",\"type\":\"PM2\",\"level\":\"{}\",\"app_name\":\"PM2\"", ev.level.as_str()).as_bytes(),
                         );
                     }
                 }
@@ -325,9 +257,7 @@ impl Formatter {
                     }
                     _ => {
                         self.logfmt_head(out, stamp, b"PM2", "-");
-                        out.extend_from_slice(
-                            format!(" type=PM2 level={}", ev.level.as_str()).as_bytes(),
-                        );
+                        out.extend_from_slice(format!(" type=PM2 level={}", ev.level.as_str()).as_bytes());
                     }
                 }
                 out.extend_from_slice(b" message=");
@@ -354,13 +284,7 @@ impl Formatter {
 
     fn logfmt_head(&self, out: &mut Vec<u8>, stamp: &Stamp, app: &[u8], id: &str) {
         out.extend_from_slice(b"timestamp=");
-        out.extend_from_slice(
-            stamp
-                .local()
-                .format("%Y-%m-%d-%H:%M:%S%z")
-                .to_string()
-                .as_bytes(),
-        );
+        out.extend_from_slice(stamp.local().format("%Y-%m-%d-%H:%M:%S%z").to_string().as_bytes());
         out.extend_from_slice(b" app=");
         logfmt_value(out, app);
         out.extend_from_slice(b" id=");
@@ -402,9 +326,7 @@ pub fn json_str(out: &mut Vec<u8>, s: &[u8]) {
 
 /// Appends a logfmt value, quoted when empty or when it holds spaces, `=`, quotes or controls.
 fn logfmt_value(out: &mut Vec<u8>, v: &[u8]) {
-    let plain = !v.is_empty()
-        && v.iter()
-            .all(|&b| b > b' ' && b != b'=' && b != b'"' && b != 0x7f);
+    let plain = !v.is_empty() && v.iter().all(|&b| b > b' ' && b != b'=' && b != b'"' && b != 0x7f);
     if plain {
         out.extend_from_slice(v);
     } else {
@@ -421,99 +343,39 @@ mod tests {
         Stamp::new(UNIX_EPOCH + Duration::from_millis(1_795_622_744_972))
     }
     fn tags() -> Vec<AppTag<'static>> {
-        vec![
-            AppTag {
-                name: "web",
-                pm_id: 0,
-            },
-            AppTag {
-                name: "worker",
-                pm_id: 1,
-            },
-        ]
+        vec![AppTag { name: "web", pm_id: 0 }, AppTag { name: "worker", pm_id: 1 }]
     }
     fn line(f: OutputFormat, stream: Stream, text: &[u8], continued: bool) -> (String, Stream) {
         // Local time (logfmt, dates) depends on TZ: those tests check only the fixed parts.
         let fm = Formatter::new(f, &tags());
         let mut out = Vec::new();
-        let s = fm.app_line(
-            &mut out,
-            &AppTag {
-                name: "web",
-                pm_id: 0,
-            },
-            stream,
-            &Decoration::default(),
-            text,
-            continued,
-            &stamp(),
-        );
+        let s = fm.app_line(&mut out, &AppTag { name: "web", pm_id: 0 }, stream, &Decoration::default(), text, continued, &stamp());
         (String::from_utf8(out).unwrap(), s)
     }
 
     #[test]
     fn raw_shapes() {
-        assert_eq!(
-            line(OutputFormat::Raw, Stream::Out, b"hello", false),
-            ("hello\n".into(), Stream::Out)
-        );
-        assert_eq!(
-            line(OutputFormat::Raw, Stream::Err, b"", false),
-            ("\n".into(), Stream::Err)
-        );
-        assert_eq!(
-            line(OutputFormat::Raw, Stream::Out, b"abc", true).0,
-            format!("abc{CONTINUATION_MARKER}\n")
-        );
+        assert_eq!(line(OutputFormat::Raw, Stream::Out, b"hello", false), ("hello\n".into(), Stream::Out));
+        assert_eq!(line(OutputFormat::Raw, Stream::Err, b"", false), ("\n".into(), Stream::Err));
+        assert_eq!(line(OutputFormat::Raw, Stream::Out, b"abc", true).0, format!("abc{CONTINUATION_MARKER}\n"));
     }
 
     #[test]
     fn formatted_shapes() {
         assert_eq!(
-            line(
-                OutputFormat::Formatted { color: false },
-                Stream::Err,
-                b"hello",
-                false
-            ),
+            line(OutputFormat::Formatted { color: false }, Stream::Err, b"hello", false),
             ("0|web    | hello\n".into(), Stream::Out)
         );
-        assert_eq!(
-            line(
-                OutputFormat::Formatted { color: true },
-                Stream::Out,
-                b"hi",
-                false
-            )
-            .0,
-            "\x1b[32m0|web    | \x1b[39mhi\n"
-        );
+        assert_eq!(line(OutputFormat::Formatted { color: true }, Stream::Out, b"hi", false).0, "\x1b[32m0|web    | \x1b[39mhi\n");
         let fm = Formatter::new(OutputFormat::Formatted { color: false }, &tags());
         let mut out = Vec::new();
-        fm.event(
-            &mut out,
-            &Event {
-                level: Level::Info,
-                message: "App [web:0] online",
-                app: None,
-                status: None,
-            },
-            &stamp(),
-        );
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "PM2      | App [web:0] online\n"
-        );
+        fm.event(&mut out, &Event { level: Level::Info, message: "App [web:0] online", app: None, status: None }, &stamp());
+        assert_eq!(String::from_utf8(out).unwrap(), "PM2      | App [web:0] online\n");
     }
 
     #[test]
     fn json_shapes() {
-        let (s, stream) = line(
-            OutputFormat::Json,
-            Stream::Err,
-            b"say \"hi\"\t\x01\r",
-            false,
-        );
+        let (s, stream) = line(OutputFormat::Json, Stream::Err, b"say \"hi\"\t\x01\r", false);
         assert_eq!(stream, Stream::Out);
         assert_eq!(
             s,
@@ -527,24 +389,12 @@ mod tests {
             &Event {
                 level: Level::Info,
                 message: "App [web:0] online",
-                app: Some(AppTag {
-                    name: "web",
-                    pm_id: 0,
-                }),
+                app: Some(AppTag { name: "web", pm_id: 0 }),
                 status: Some("online"),
             },
             &stamp(),
         );
-        fm.event(
-            &mut out,
-            &Event {
-                level: Level::Warn,
-                message: "careful",
-                app: None,
-                status: None,
-            },
-            &stamp(),
-        );
+        fm.event(&mut out, &Event { level: Level::Warn, message: "careful", app: None, status: None }, &stamp());
         let text = String::from_utf8(out).unwrap();
         let mut it = text.lines();
         assert_eq!(
@@ -575,34 +425,15 @@ mod tests {
     #[test]
     fn decorations() {
         let fm = Formatter::new(OutputFormat::Raw, &tags());
-        let tag = AppTag {
-            name: "web",
-            pm_id: 3,
-        };
+        let tag = AppTag { name: "web", pm_id: 3 };
         let mut out = Vec::new();
-        fm.app_line(
-            &mut out,
-            &tag,
-            Stream::Out,
-            &Decoration::new(None, false, true),
-            b"x",
-            false,
-            &stamp(),
-        );
+        fm.app_line(&mut out, &tag, Stream::Out, &Decoration::new(None, false, true), b"x", false, &stamp());
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "{\"message\":\"x\",\"timestamp\":\"2026-11-25T16:05:44.972Z\",\"type\":\"out\",\"process_id\":3,\"app_name\":\"web\"}\n"
         );
         let mut out = Vec::new();
-        fm.app_line(
-            &mut out,
-            &tag,
-            Stream::Out,
-            &Decoration::new(Some("[day] D"), false, false),
-            b"x",
-            false,
-            &stamp(),
-        );
+        fm.app_line(&mut out, &tag, Stream::Out, &Decoration::new(Some("[day] D"), false, false), b"x", false, &stamp());
         let s = String::from_utf8(out).unwrap();
         assert!(s.starts_with("day 2") && s.ends_with(": x\n"), "{s}");
     }

@@ -31,10 +31,7 @@ impl Framer {
     }
 
     pub fn with_cap(cap: usize) -> Self {
-        Self {
-            pending: Vec::new(),
-            cap: cap.max(1),
-        }
+        Self { pending: Vec::new(), cap: cap.max(1) }
     }
 
     /// Feeds one read; `emit(piece, continued)` is called for each complete line (or piece).
@@ -98,15 +95,7 @@ mod tests {
     }
 
     fn lines(v: &[(Vec<u8>, bool)]) -> Vec<String> {
-        v.iter()
-            .map(|(l, c)| {
-                format!(
-                    "{}{}",
-                    String::from_utf8_lossy(l),
-                    if *c { "+" } else { "" }
-                )
-            })
-            .collect()
+        v.iter().map(|(l, c)| format!("{}{}", String::from_utf8_lossy(l), if *c { "+" } else { "" })).collect()
     }
 
     /// (reads, then EOF?, expected lines; `+` marks a continued piece)
@@ -149,21 +138,11 @@ mod tests {
         for step in [1, 3, 7, 26] {
             let reads: Vec<&[u8]> = input.chunks(step).collect();
             let got = frame(10, &reads, true);
-            assert_eq!(
-                got.iter().map(|(_, c)| *c).collect::<Vec<_>>(),
-                vec![true, true, false],
-                "step {step}"
-            );
-            assert_eq!(
-                got.iter().flat_map(|(l, _)| l.clone()).collect::<Vec<u8>>(),
-                line
-            );
+            assert_eq!(got.iter().map(|(_, c)| *c).collect::<Vec<_>>(), vec![true, true, false], "step {step}");
+            assert_eq!(got.iter().flat_map(|(l, _)| l.clone()).collect::<Vec<u8>>(), line);
         }
         // Exactly the cap stays whole.
-        assert_eq!(
-            frame(10, &[b"0123456789\n"], false),
-            vec![(b"0123456789".to_vec(), false)]
-        );
+        assert_eq!(frame(10, &[b"0123456789\n"], false), vec![(b"0123456789".to_vec(), false)]);
     }
 
     #[test]

@@ -16,10 +16,11 @@
 //! - EPIPE (our stdout closed): the apps keep running; their output to that stream is discarded
 //!   from then on and one warning goes to the other stream.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -28,9 +29,11 @@ use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::sync::{Notify, mpsc};
 
+use super::file::{FileLog, is_null};
 use super::format::{AppTag, Decoration, Event, Formatter, OutputFormat, Stamp, Stream};
 use super::framer::Framer;
-use crate::config::App;
+use super::recent::Recent;
+use crate::config::{App, ExecMode, Instances};
 
 /// How many formatted buffers may wait for the writer.
 pub const CHANNEL_CHUNKS: usize = 64;
@@ -50,6 +53,24 @@ struct Inner {
     formatter: Formatter,
     active_pumps: AtomicUsize,
     pumps_done: Notify,
+    /// Open log files by path (instances with `merge_logs` share one).
+    files: Mutex<HashMap<PathBuf, SharedFile>>,
+    /// Recent lines per pm_id.
+    recent: Mutex<HashMap<u32, Arc<Mutex<Recent>>>>,
+}
+
+type SharedFile = Arc<Mutex<FileLog>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned lock means a thread panicked mid-update of a log buffer; the data is still
+    // usable for logging, and the runtime must keep going.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Where one pump also copies its lines.
+struct Sinks {
+    files: Vec<SharedFile>,
+    recent: Arc<Mutex<Recent>>,
 }
 
 /// Handle to the log pipeline. Cheap to clone.
@@ -75,38 +96,24 @@ impl LogHub {
             formatter: Formatter::new(format, apps),
             active_pumps: AtomicUsize::new(0),
             pumps_done: Notify::new(),
+            files: Mutex::new(HashMap::new()),
+            recent: Mutex::new(HashMap::new()),
         });
         let out = File::from(io::stdout().as_fd().try_clone_to_owned()?);
         let err = File::from(io::stderr().as_fd().try_clone_to_owned()?);
-        let hub = LogHub {
-            inner: inner.clone(),
-        };
-        let thread = std::thread::Builder::new()
-            .name("log-writer".into())
-            .spawn(move || writer_loop(rx, &inner, out, err))?;
-        Ok((
-            hub,
-            Writer {
-                thread: Some(thread),
-            },
-        ))
+        let hub = LogHub { inner: inner.clone() };
+        let thread = std::thread::Builder::new().name("log-writer".into()).spawn(move || writer_loop(rx, &inner, out, err))?;
+        Ok((hub, Writer { thread: Some(thread) }))
     }
 
     /// Emits one runtime event without ever waiting.
     pub fn event(&self, ev: &Event) {
         let mut buf = Vec::with_capacity(128);
-        let stream = self
-            .inner
-            .formatter
-            .event(&mut buf, ev, &Stamp::new(SystemTime::now()));
+        let stream = self.inner.formatter.event(&mut buf, ev, &Stamp::new(SystemTime::now()));
         match self.inner.tx.try_send(Msg::Data(stream, buf)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(Msg::Data(s, b))) => {
-                let mut q = self
-                    .inner
-                    .overflow
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
+                let mut q = self.inner.overflow.lock().unwrap_or_else(|e| e.into_inner());
                 if q.len() < OVERFLOW_EVENTS {
                     q.push_back((s, b));
                 } else {
@@ -124,34 +131,53 @@ impl LogHub {
             tokio::spawn(drain(pipe));
             return;
         }
-        let deco = Decoration::new(
-            app.log_date_format.as_deref(),
-            app.time,
-            app.log_type.as_deref() == Some("json"),
-        );
+        let deco = Decoration::new(app.log_date_format.as_deref(), app.time, app.log_type.as_deref() == Some("json"));
+        let sinks = self.sinks(app, pm_id, stream);
         let hub = self.clone();
         let name = app.name.clone();
         hub.inner.active_pumps.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(async move {
-            hub.pump_loop(pipe, &name, pm_id, stream, &deco).await;
+            hub.pump_loop(pipe, &name, pm_id, stream, &deco, &sinks).await;
             if hub.inner.active_pumps.fetch_sub(1, Ordering::SeqCst) == 1 {
                 hub.inner.pumps_done.notify_waiters();
             }
         });
     }
 
-    async fn pump_loop(
-        &self,
-        mut pipe: pipe::Receiver,
-        name: &str,
-        pm_id: u32,
-        stream: Stream,
-        deco: &Decoration,
-    ) {
+    /// The files (opened once, shared by path) and the recent-lines buffer of one stream.
+    fn sinks(&self, app: &App, pm_id: u32, stream: Stream) -> Sinks {
+        let recent = lock(&self.inner.recent).entry(pm_id).or_default().clone();
+        let own = if stream == Stream::Out { &app.out_file } else { &app.error_file };
+        let mut files = Vec::new();
+        for path in [own, &app.log_file].into_iter().flatten() {
+            let path = log_path(app, path, pm_id);
+            if is_null(&path) {
+                continue;
+            }
+            let mut open = lock(&self.inner.files);
+            if let Some(f) = open.get(&path) {
+                files.push(f.clone());
+                continue;
+            }
+            match FileLog::open(&path, app.log_max_size, app.log_retain.unwrap_or(5)) {
+                Ok(f) => {
+                    let f = Arc::new(Mutex::new(f));
+                    open.insert(path, f.clone());
+                    files.push(f);
+                }
+                Err(e) => tracing::error!(app = %app.name, id = pm_id, "cannot open log file {}: {e}", path.display()),
+            }
+        }
+        Sinks { files, recent }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn pump_loop(&self, mut pipe: pipe::Receiver, name: &str, pm_id: u32, stream: Stream, deco: &Decoration, sinks: &Sinks) {
         let tag = AppTag { name, pm_id };
         let mut framer = Framer::new();
         let mut read_buf = vec![0u8; READ_SIZE];
         let mut out = Vec::with_capacity(READ_SIZE + 1024);
+        let mut file_buf = Vec::new();
         let mut target = stream;
         loop {
             let n = match pipe.read(&mut read_buf).await {
@@ -162,14 +188,34 @@ impl LogHub {
                 // The stamp is per read and must not live across the await below.
                 let now = Stamp::new(SystemTime::now());
                 let fmt = &self.inner.formatter;
+                let mut recent = lock(&sinks.recent);
+                let to_files = !sinks.files.is_empty();
                 let mut emit = |line: &[u8], continued: bool| {
                     target = fmt.app_line(&mut out, &tag, stream, deco, line, continued, &now);
+                    recent.push(stream, line);
+                    if to_files {
+                        // Files get the app's line as written, whatever the stdout format.
+                        file_buf.extend_from_slice(line);
+                        if continued {
+                            file_buf.extend_from_slice(super::format::CONTINUATION_MARKER.as_bytes());
+                        }
+                        file_buf.push(b'\n');
+                    }
                 };
                 if n == 0 {
                     framer.finish(&mut emit);
                 } else {
                     framer.push(&read_buf[..n], &mut emit);
                 }
+            }
+            if !file_buf.is_empty() {
+                for f in &sinks.files {
+                    let mut f = lock(f);
+                    if let Err(e) = f.write_lines(&file_buf) {
+                        tracing::error!(app = %name, id = pm_id, "cannot write log file {}: {e}", f.path().display());
+                    }
+                }
+                file_buf.clear();
             }
             if !out.is_empty() {
                 let buf = std::mem::replace(&mut out, Vec::with_capacity(READ_SIZE + 1024));
@@ -202,13 +248,34 @@ impl LogHub {
     pub async fn flush(&self) {
         let (tx, rx) = std::sync::mpsc::channel();
         if self.inner.tx.send(Msg::Flush(tx)).await.is_ok() {
-            let _ =
-                tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(5))).await;
+            let _ = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(5))).await;
         }
     }
 
-    /// SIGUSR2 / `reloadLogs`: reopen file logs. (File logs arrive with the log-pipeline issue.)
-    pub fn reopen_files(&self) {}
+    /// SIGUSR2 / `reloadLogs`: reopen every log file (after an external rotation).
+    pub fn reopen_files(&self) {
+        for (path, f) in lock(&self.inner.files).iter() {
+            if let Err(e) = lock(f).reopen() {
+                tracing::error!("cannot reopen log file {}: {e}", path.display());
+            }
+        }
+    }
+
+    /// `flush`: truncate the log files whose path is in `paths` (all when `None`).
+    pub fn truncate_files(&self, paths: Option<&[PathBuf]>) {
+        for (path, f) in lock(&self.inner.files).iter() {
+            if paths.is_none_or(|p| p.contains(path)) {
+                if let Err(e) = lock(f).truncate() {
+                    tracing::error!("cannot truncate log file {}: {e}", path.display());
+                }
+            }
+        }
+    }
+
+    /// The last `n` lines of an instance (for `logs --lines N`).
+    pub fn recent(&self, pm_id: u32, n: usize) -> Vec<(Stream, Vec<u8>)> {
+        lock(&self.inner.recent).get(&pm_id).map(|r| lock(r).last(n)).unwrap_or_default()
+    }
 }
 
 impl Writer {
@@ -260,10 +327,7 @@ fn write_all_blocking(file: &mut File, mut buf: &[u8]) -> io::Result<()> {
             Ok(n) => buf = &buf[n..],
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let mut fds = [nix::poll::PollFd::new(
-                    file.as_fd(),
-                    nix::poll::PollFlags::POLLOUT,
-                )];
+                let mut fds = [nix::poll::PollFd::new(file.as_fd(), nix::poll::PollFlags::POLLOUT)];
                 let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE);
             }
             Err(e) => return Err(e),
@@ -273,16 +337,7 @@ fn write_all_blocking(file: &mut File, mut buf: &[u8]) -> io::Result<()> {
 }
 
 fn writer_loop(mut rx: mpsc::Receiver<Msg>, inner: &Inner, out: File, err: File) {
-    let mut sinks = [
-        Sink {
-            file: out,
-            closed: false,
-        },
-        Sink {
-            file: err,
-            closed: false,
-        },
-    ];
+    let mut sinks = [Sink { file: out, closed: false }, Sink { file: err, closed: false }];
     let idx = |s: Stream| if s == Stream::Out { 0 } else { 1 };
     let write = |sinks: &mut [Sink; 2], s: Stream, buf: &[u8]| {
         let i = idx(s);
@@ -301,21 +356,38 @@ fn writer_loop(mut rx: mpsc::Receiver<Msg>, inner: &Inner, out: File, err: File)
                 let _ = ack.send(());
             }
         }
-        let pending: Vec<(Stream, Vec<u8>)> = inner
-            .overflow
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-            .collect();
+        let pending: Vec<(Stream, Vec<u8>)> = inner.overflow.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
         for (s, buf) in pending {
             write(&mut sinks, s, &buf);
         }
         let dropped = inner.dropped_events.swap(0, Ordering::Relaxed);
         if dropped > 0 {
-            let msg = format!(
-                "pm-runtime: {dropped} runtime event line(s) were dropped while output was blocked\n"
-            );
+            let msg = format!("pm-runtime: {dropped} runtime event line(s) were dropped while output was blocked\n");
             write(&mut sinks, Stream::Err, msg.as_bytes());
         }
     }
+}
+
+/// Whether instances of `app` write separate files (`-<pm_id>` before `.log`): PM2 merges in
+/// fork mode with a single instance unless `merge_logs` says otherwise.
+fn separate_files(app: &App) -> bool {
+    match app.merge_logs {
+        Some(merge) => !merge,
+        None => app.exec_mode == ExecMode::Cluster || app.instances != Instances::Count(1),
+    }
+}
+
+/// A configured log path for one instance: relative to the app's cwd, `-<pm_id>` inserted
+/// before the extension when instances keep separate files.
+pub fn log_path(app: &App, path: &Path, pm_id: u32) -> PathBuf {
+    let path = if is_null(path) || path.is_absolute() { path.to_path_buf() } else { app.cwd.join(path) };
+    if is_null(&path) || !separate_files(app) {
+        return path;
+    }
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}-{pm_id}.{}", ext.to_string_lossy()),
+        None => format!("{stem}-{pm_id}"),
+    };
+    path.with_file_name(name)
 }

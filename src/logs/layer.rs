@@ -94,11 +94,6 @@ impl<S: Subscriber> Layer<S> for HubLayer {
             (Some(name), Some(pm_id)) => Some(AppTag { name, pm_id }),
             _ => None,
         };
-        self.hub.event(&Event {
-            level,
-            message: &f.message,
-            app,
-            status: f.status.as_deref(),
-        });
+        self.hub.event(&Event { level, message: &f.message, app, status: f.status.as_deref() });
     }
 }

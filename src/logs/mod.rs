@@ -2,10 +2,12 @@
 //! writer that owns the runtime's stdout and stderr. The runtime's own events take the same path.
 
 pub mod datefmt;
+pub mod file;
 pub mod format;
 pub mod framer;
 pub mod hub;
 pub mod layer;
+pub mod recent;
 
 pub use format::{AppTag, Decoration, Event, Formatter, Level, OutputFormat, Stamp, Stream};
 pub use framer::Framer;

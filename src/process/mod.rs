@@ -62,13 +62,7 @@ pub fn spawn(reaper: &Reaper, spec: &SpawnSpec) -> io::Result<Running> {
         cmd.uid(uid);
     }
     let (ipc_parent, ipc_child) = if spec.ipc {
-        let (a, b) = socketpair(
-            AddressFamily::Unix,
-            SockType::Stream,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .map_err(io::Error::from)?;
+        let (a, b) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC).map_err(io::Error::from)?;
         (Some(a), Some(b))
     } else {
         (None, None)
@@ -77,18 +71,8 @@ pub fn spawn(reaper: &Reaper, spec: &SpawnSpec) -> io::Result<Running> {
     let mut spawned = reaper.spawn(&mut cmd)?;
     // Close our copy of the child's end of the IPC channel now, so EOF is seen when it exits.
     drop(cmd);
-    let stdout = spawned
-        .child
-        .stdout
-        .take()
-        .map(|p| pipe::Receiver::from_owned_fd(OwnedFd::from(p)))
-        .transpose()?;
-    let stderr = spawned
-        .child
-        .stderr
-        .take()
-        .map(|p| pipe::Receiver::from_owned_fd(OwnedFd::from(p)))
-        .transpose()?;
+    let stdout = spawned.child.stdout.take().map(|p| pipe::Receiver::from_owned_fd(OwnedFd::from(p))).transpose()?;
+    let stderr = spawned.child.stderr.take().map(|p| pipe::Receiver::from_owned_fd(OwnedFd::from(p))).transpose()?;
     let ipc = ipc_parent
         .map(|fd| {
             let std = std::os::unix::net::UnixStream::from(fd);
@@ -96,11 +80,5 @@ pub fn spawn(reaper: &Reaper, spec: &SpawnSpec) -> io::Result<Running> {
             tokio::net::UnixStream::from_std(std)
         })
         .transpose()?;
-    Ok(Running {
-        pid: spawned.pid,
-        exit: spawned.exit,
-        stdout,
-        stderr,
-        ipc,
-    })
+    Ok(Running { pid: spawned.pid, exit: spawned.exit, stdout, stderr, ipc })
 }

@@ -71,11 +71,7 @@ impl Reaper {
         let (tx, rx) = oneshot::channel();
         table.insert(pid as i32, tx);
         drop(table);
-        Ok(Spawned {
-            pid,
-            child,
-            exit: rx,
-        })
+        Ok(Spawned { pid, child, exit: rx })
     }
 
     /// Reaps every child that has exited, routing known statuses to their owners. Returns how
@@ -104,11 +100,7 @@ impl Reaper {
                 }
                 None => {
                     orphans += 1;
-                    tracing::debug!(
-                        pid = pid.as_raw(),
-                        "reaped orphan pid={} ({exit:?})",
-                        pid.as_raw()
-                    );
+                    tracing::debug!(pid = pid.as_raw(), "reaped orphan pid={} ({exit:?})", pid.as_raw());
                 }
             }
         }

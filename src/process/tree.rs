@@ -25,12 +25,7 @@ pub fn parse_stat(line: &str) -> Option<Stat> {
     let state = f.next()?.chars().next()?;
     let ppid = f.next()?.parse().ok()?;
     let pgid = f.next()?.parse().ok()?;
-    Some(Stat {
-        pid,
-        ppid,
-        pgid,
-        state,
-    })
+    Some(Stat { pid, ppid, pgid, state })
 }
 
 /// Every process visible in /proc right now.
@@ -78,34 +73,14 @@ mod tests {
     #[test]
     fn parses_names_with_spaces_and_parens() {
         let s = parse_stat("42 (my (weird) app) S 7 42 42 0 -1 4194560").unwrap();
-        assert_eq!(
-            s,
-            Stat {
-                pid: 42,
-                ppid: 7,
-                pgid: 42,
-                state: 'S'
-            }
-        );
+        assert_eq!(s, Stat { pid: 42, ppid: 7, pgid: 42, state: 'S' });
         assert_eq!(parse_stat("garbage"), None);
     }
 
     #[test]
     fn walks_a_tree() {
-        let st = |pid, ppid| Stat {
-            pid,
-            ppid,
-            pgid: pid,
-            state: 'S',
-        };
-        let procs = [
-            st(1, 0),
-            st(10, 1),
-            st(11, 10),
-            st(12, 11),
-            st(20, 1),
-            st(13, 10),
-        ];
+        let st = |pid, ppid| Stat { pid, ppid, pgid: pid, state: 'S' };
+        let procs = [st(1, 0), st(10, 1), st(11, 10), st(12, 11), st(20, 1), st(13, 10)];
         let mut d = descendants(&procs, 10);
         d.sort();
         assert_eq!(d, vec![11, 12, 13]);

@@ -110,11 +110,7 @@ pub fn parse_signal(name: &str) -> Option<Signal> {
     if let Ok(n) = upper.parse::<i32>() {
         return Signal::try_from(n).ok();
     }
-    let full = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
+    let full = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
     full.parse::<Signal>().ok()
 }
 

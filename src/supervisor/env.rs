@@ -38,23 +38,13 @@ const NEVER_INHERIT: &[&str] = &[
     "NOTIFY_SOCKET",
 ];
 
-pub fn build(
-    inherited: &[(OsString, OsString)],
-    app: &App,
-    f: &InstanceFacts,
-) -> Vec<(OsString, OsString)> {
+pub fn build(inherited: &[(OsString, OsString)], app: &App, f: &InstanceFacts) -> Vec<(OsString, OsString)> {
     let mut env: Vec<(OsString, OsString)> = match &app.filter_env {
         FilterEnv::DropAll => Vec::new(),
         FilterEnv::Inherit => inherited.to_vec(),
-        FilterEnv::DropMatching(prefixes) => inherited
-            .iter()
-            .filter(|(k, _)| {
-                !prefixes
-                    .iter()
-                    .any(|p| k.to_string_lossy().starts_with(p.as_str()))
-            })
-            .cloned()
-            .collect(),
+        FilterEnv::DropMatching(prefixes) => {
+            inherited.iter().filter(|(k, _)| !prefixes.iter().any(|p| k.to_string_lossy().starts_with(p.as_str()))).cloned().collect()
+        }
     };
     env.retain(|(k, _)| !NEVER_INHERIT.iter().any(|n| OsStr::new(n) == k));
 
@@ -81,10 +71,7 @@ pub fn build(
         ("autostart", app.autostart.to_string()),
         ("treekill", app.treekill.to_string()),
         ("kill_timeout", app.kill_timeout.as_millis().to_string()),
-        (
-            "kill_retry_time",
-            app.kill_retry_time.as_millis().to_string(),
-        ),
+        ("kill_retry_time", app.kill_retry_time.as_millis().to_string()),
         ("PM2_HOME", f.pm2_home.clone()),
     ];
     pm2.push((app.instance_var.as_str(), f.instance.to_string()));
@@ -121,11 +108,7 @@ pub fn build(
     }
     // increment_var: the first instance gets the configured value (or 0), the next ones +1 each.
     if let Some(var) = &app.increment_var {
-        let base = app
-            .env
-            .get(var)
-            .and_then(|v| v.trim().parse::<i64>().ok())
-            .unwrap_or(0);
+        let base = app.env.get(var).and_then(|v| v.trim().parse::<i64>().ok()).unwrap_or(0);
         set(&mut env, var, &(base + i64::from(f.instance)).to_string());
     }
     if let Some(port) = app.port {
@@ -146,25 +129,13 @@ fn set(env: &mut Vec<(OsString, OsString)>, key: &str, value: &str) {
 pub fn uuid_v4() -> String {
     use std::io::Read;
     let mut b = [0u8; 16];
-    let ok = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .is_ok();
+    let ok = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).is_ok();
     if !ok {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
         b = (t ^ (u128::from(std::process::id()) << 64)).to_le_bytes();
     }
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }

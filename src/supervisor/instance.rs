@@ -46,10 +46,7 @@ impl Status {
     /// Whether the instance can still run without anyone asking: the runtime stays up for it.
     /// Unlike PM2, `waiting restart` counts as alive (spec §8 #3).
     pub fn is_alive(self) -> bool {
-        matches!(
-            self,
-            Status::Launching | Status::Online | Status::Stopping | Status::WaitingRestart
-        )
+        matches!(self, Status::Launching | Status::Online | Status::Stopping | Status::WaitingRestart)
     }
 }
 
@@ -110,13 +107,7 @@ impl Instance {
     }
 
     fn report(&self, status: Status, pid: Option<u32>, last_exit: Option<Exit>, restart_time: u32) {
-        let _ = self.updates.send(Update {
-            pm_id: self.pm_id,
-            status,
-            pid,
-            last_exit,
-            restart_time,
-        });
+        let _ = self.updates.send(Update { pm_id: self.pm_id, status, pid, last_exit, restart_time });
     }
 
     fn shutting_down(&self) -> bool {
@@ -180,8 +171,7 @@ impl Instance {
             };
             last_exit = Some(exit);
             let shutting = self.shutting_down();
-            let decision =
-                policy::on_exit(&policy, &mut hist, exit, started, Instant::now(), shutting);
+            let decision = policy::on_exit(&policy, &mut hist, exit, started, Instant::now(), shutting);
             match decision {
                 Decision::Stop => {
                     self.report(Status::Stopped, None, Some(exit), restart_time);
@@ -229,12 +219,7 @@ impl Instance {
     }
 
     /// Starts the process once and follows it until it exits or is stopped.
-    async fn run_once(
-        &mut self,
-        facts: &InstanceFacts,
-        restart_time: u32,
-        last_exit: Option<Exit>,
-    ) -> RunEnd {
+    async fn run_once(&mut self, facts: &InstanceFacts, restart_time: u32, last_exit: Option<Exit>) -> RunEnd {
         let app = self.app.clone();
         let tag = self.tag();
         let mut facts = facts.clone();
@@ -245,9 +230,7 @@ impl Instance {
                 return RunEnd::SpawnFailed;
             }
         };
-        facts.home = uid
-            .and_then(|u| nix::unistd::User::from_uid(u.into()).ok().flatten())
-            .map(|u| u.dir.to_string_lossy().into_owned());
+        facts.home = uid.and_then(|u| nix::unistd::User::from_uid(u.into()).ok().flatten()).map(|u| u.dir.to_string_lossy().into_owned());
         let spec = SpawnSpec {
             program: app.command.program.clone(),
             argv: app.command.argv.clone(),
@@ -268,13 +251,12 @@ impl Instance {
         };
         let started = Instant::now();
         let pid = running.pid;
+        let _pid_file = app.pid_file.as_ref().and_then(|p| PidFile::write(crate::logs::hub::log_path(&app, p, self.pm_id), pid));
         if let Some(out) = running.stdout {
-            self.logs
-                .pump(out, &app, self.pm_id, crate::logs::Stream::Out);
+            self.logs.pump(out, &app, self.pm_id, crate::logs::Stream::Out);
         }
         if let Some(err) = running.stderr {
-            self.logs
-                .pump(err, &app, self.pm_id, crate::logs::Stream::Err);
+            self.logs.pump(err, &app, self.pm_id, crate::logs::Stream::Err);
         }
         let (ready_tx, mut ready_rx) = oneshot::channel::<()>();
         let mut ipc_writer: Option<OwnedWriteHalf> = None;
@@ -338,13 +320,7 @@ impl Instance {
     /// PM2's kill algorithm, with a process group instead of a `ps` walk: the app's kill signal
     /// (or the `shutdown` IPC message) to the whole tree, then SIGKILL after `kill_timeout` to
     /// whatever is left of it. Returns the leader's exit status.
-    async fn stop(
-        &mut self,
-        pid: u32,
-        exit_rx: &mut oneshot::Receiver<Exit>,
-        ipc: Option<&mut OwnedWriteHalf>,
-        restart_time: u32,
-    ) -> Exit {
+    async fn stop(&mut self, pid: u32, exit_rx: &mut oneshot::Receiver<Exit>, ipc: Option<&mut OwnedWriteHalf>, restart_time: u32) -> Exit {
         let app = self.app.clone();
         let tag = self.tag();
         self.report(Status::Stopping, Some(pid), None, restart_time);
@@ -405,10 +381,7 @@ fn kill_tree(pid: u32, sig: Signal, treekill: bool) -> Vec<u32> {
     if treekill {
         let procs = tree::snapshot();
         for d in tree::descendants(&procs, pid) {
-            if procs
-                .iter()
-                .any(|p| p.pid == d && p.pgid != pid && p.state != 'Z')
-            {
+            if procs.iter().any(|p| p.pid == d && p.pgid != pid && p.state != 'Z') {
                 unix::signal_pid(d, sig);
                 strays.push(d);
             }
@@ -419,21 +392,13 @@ fn kill_tree(pid: u32, sig: Signal, treekill: bool) -> Vec<u32> {
 }
 
 fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| tree::parse_stat(&s))
-        .is_some_and(|s| s.state != 'Z')
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| tree::parse_stat(&s)).is_some_and(|s| s.state != 'Z')
 }
 
 fn log_exit(app: &App, pm_id: u32, exit: Exit) {
     let (code, signal) = match exit {
         Exit::Code(c) => (c.to_string(), "none".to_string()),
-        Exit::Signal(s) => (
-            "null".to_string(),
-            Signal::try_from(s)
-                .map(|s| s.as_str().to_string())
-                .unwrap_or_else(|_| s.to_string()),
-        ),
+        Exit::Signal(s) => ("null".to_string(), Signal::try_from(s).map(|s| s.as_str().to_string()).unwrap_or_else(|_| s.to_string())),
     };
     tracing::info!(app = %app.name, id = pm_id, status = "exit", "App [{}:{pm_id}] exited with code [{code}] via signal [{signal}]", app.name);
 }
@@ -460,33 +425,41 @@ fn resolve_ids(app: &App) -> Result<(Option<u32>, Option<u32>), String> {
     let uid = match &app.uid {
         None => None,
         Some(Principal::Id(u)) => Some(*u),
-        Some(Principal::Name(n)) => Some(
-            nix::unistd::User::from_name(n)
-                .ok()
-                .flatten()
-                .ok_or_else(|| format!("unknown user {n:?}"))?
-                .uid
-                .as_raw(),
-        ),
+        Some(Principal::Name(n)) => {
+            Some(nix::unistd::User::from_name(n).ok().flatten().ok_or_else(|| format!("unknown user {n:?}"))?.uid.as_raw())
+        }
     };
     let gid = match &app.gid {
         None => None,
         Some(Principal::Id(g)) => Some(*g),
-        Some(Principal::Name(n)) => Some(
-            nix::unistd::Group::from_name(n)
-                .ok()
-                .flatten()
-                .ok_or_else(|| format!("unknown group {n:?}"))?
-                .gid
-                .as_raw(),
-        ),
+        Some(Principal::Name(n)) => {
+            Some(nix::unistd::Group::from_name(n).ok().flatten().ok_or_else(|| format!("unknown group {n:?}"))?.gid.as_raw())
+        }
     };
     Ok((uid, gid))
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}
+
+/// A `pid_file`, removed when the process has exited (the guard is dropped).
+struct PidFile(std::path::PathBuf);
+
+impl PidFile {
+    fn write(path: std::path::PathBuf, pid: u32) -> Option<Self> {
+        match crate::logs::file::write_pid_file(&path, pid) {
+            Ok(()) => Some(Self(path)),
+            Err(e) => {
+                tracing::error!("cannot write pid file {}: {e}", path.display());
+                None
+            }
+        }
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }

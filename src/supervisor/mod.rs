@@ -42,13 +42,7 @@ struct Slot {
 }
 
 /// Runs the ecosystem until it is stopped or nothing can run any more.
-pub async fn run(
-    eco: Ecosystem,
-    opts: RunOptions,
-    reaper: Reaper,
-    logs: LogHub,
-    mut signals: Signals,
-) -> Outcome {
+pub async fn run(eco: Ecosystem, opts: RunOptions, reaper: Reaper, logs: LogHub, mut signals: Signals) -> Outcome {
     if let Some(app) = eco.apps.iter().find(|a| a.exec_mode == ExecMode::Cluster) {
         tracing::error!(
             "App [{}] uses cluster mode (exec_mode: cluster, or instances on a Node app without exec_mode), which this version does not run yet. Set `exec_mode: fork` to run {} independent instances.",
@@ -87,14 +81,7 @@ pub async fn run(
                 shutdown: shutdown_rx.clone(),
                 inbox: rx,
             };
-            slots.insert(
-                next_id,
-                Slot {
-                    app_index,
-                    inbox: tx,
-                    last: None,
-                },
-            );
+            slots.insert(next_id, Slot { app_index, inbox: tx, last: None });
             tasks.spawn(inst.run());
             next_id += 1;
         }
@@ -168,17 +155,12 @@ pub async fn run(
 
 /// True when no instance can run again by itself.
 fn all_settled(slots: &BTreeMap<u32, Slot>) -> bool {
-    slots
-        .values()
-        .all(|s| s.last.as_ref().is_some_and(|u| !u.status.is_alive()))
+    slots.values().all(|s| s.last.as_ref().is_some_and(|u| !u.status.is_alive()))
 }
 
 /// The exit code when the apps ended by themselves (see `exit.rs`).
 fn outcome(apps: &[App], slots: &BTreeMap<u32, Slot>) -> Outcome {
-    if slots
-        .values()
-        .any(|s| s.last.as_ref().is_some_and(|u| u.status == Status::Errored))
-    {
+    if slots.values().any(|s| s.last.as_ref().is_some_and(|u| u.status == Status::Errored)) {
         let names: Vec<&str> = slots
             .values()
             .filter(|s| s.last.as_ref().is_some_and(|u| u.status == Status::Errored))
@@ -188,17 +170,10 @@ fn outcome(apps: &[App], slots: &BTreeMap<u32, Slot>) -> Outcome {
         return Outcome::AppErrored;
     }
     for s in slots.values() {
-        if let Some(Update {
-            last_exit: Some(exit),
-            ..
-        }) = &s.last
+        if let Some(Update { last_exit: Some(exit), .. }) = &s.last
             && *exit != Exit::Code(0)
         {
-            tracing::info!(
-                "Exiting: every app has finished; {} exited with {}",
-                apps[s.app_index].name,
-                exit.as_code()
-            );
+            tracing::info!("Exiting: every app has finished; {} exited with {}", apps[s.app_index].name, exit.as_code());
             return Outcome::AppsFinished(exit.as_code());
         }
     }
@@ -214,26 +189,16 @@ async fn sweep_strays() {
     let strays = || -> Vec<u32> {
         let procs = tree::snapshot();
         if unix::is_pid1() {
-            procs
-                .iter()
-                .filter(|p| p.pid != me && p.state != 'Z')
-                .map(|p| p.pid)
-                .collect()
+            procs.iter().filter(|p| p.pid != me && p.state != 'Z').map(|p| p.pid).collect()
         } else {
-            tree::descendants(&procs, me)
-                .into_iter()
-                .filter(|pid| procs.iter().any(|p| p.pid == *pid && p.state != 'Z'))
-                .collect()
+            tree::descendants(&procs, me).into_iter().filter(|pid| procs.iter().any(|p| p.pid == *pid && p.state != 'Z')).collect()
         }
     };
     let first = strays();
     if first.is_empty() {
         return;
     }
-    tracing::warn!(
-        "Terminating {} stray process(es) left by the apps",
-        first.len()
-    );
+    tracing::warn!("Terminating {} stray process(es) left by the apps", first.len());
     let signal_all = |sig: Signal, pids: &[u32]| {
         if !unix::signal_everyone_as_pid1(sig) {
             for &p in pids {

@@ -42,11 +42,7 @@ pub struct History {
 
 impl History {
     pub fn new(now: Instant) -> Self {
-        Self {
-            created_at: Some(now),
-            unstable_restarts: 0,
-            prev_backoff: None,
-        }
+        Self { created_at: Some(now), unstable_restarts: 0, prev_backoff: None }
     }
 }
 
@@ -63,14 +59,7 @@ pub enum Decision {
 
 /// Decides what follows an exit. `started_at` is when this run began, `shutting_down` whether
 /// the runtime is stopping everything.
-pub fn on_exit(
-    policy: &Policy,
-    hist: &mut History,
-    exit: Exit,
-    started_at: Instant,
-    now: Instant,
-    shutting_down: bool,
-) -> Decision {
+pub fn on_exit(policy: &Policy, hist: &mut History, exit: Exit, started_at: Instant, now: Instant, shutting_down: bool) -> Decision {
     let code = match exit {
         Exit::Code(c) => Some(c),
         Exit::Signal(_) => None,
@@ -81,9 +70,7 @@ pub fn on_exit(
     }
     let uptime = now.saturating_duration_since(started_at);
     let window = policy.min_uptime.saturating_mul(policy.max_restarts);
-    let in_window = hist
-        .created_at
-        .is_some_and(|c| now.saturating_duration_since(c) < window);
+    let in_window = hist.created_at.is_some_and(|c| now.saturating_duration_since(c) < window);
     if in_window && uptime < policy.min_uptime {
         hist.unstable_restarts += 1;
     }
@@ -137,51 +124,15 @@ mod tests {
     fn final_exits() {
         let t0 = Instant::now();
         let table: [(Policy, Exit, bool, Decision); 5] = [
-            (
-                Policy {
-                    autorestart: false,
-                    ..policy()
-                },
-                Exit::Code(0),
-                false,
-                Decision::Stop,
-            ),
-            (
-                Policy {
-                    autorestart: false,
-                    ..policy()
-                },
-                Exit::Code(3),
-                false,
-                Decision::Stop,
-            ),
-            (
-                Policy {
-                    stop_exit_codes: vec![42],
-                    ..policy()
-                },
-                Exit::Code(42),
-                false,
-                Decision::Stop,
-            ),
-            (
-                Policy {
-                    stop_exit_codes: vec![42],
-                    ..policy()
-                },
-                Exit::Signal(9),
-                false,
-                Decision::Restart(Duration::ZERO),
-            ),
+            (Policy { autorestart: false, ..policy() }, Exit::Code(0), false, Decision::Stop),
+            (Policy { autorestart: false, ..policy() }, Exit::Code(3), false, Decision::Stop),
+            (Policy { stop_exit_codes: vec![42], ..policy() }, Exit::Code(42), false, Decision::Stop),
+            (Policy { stop_exit_codes: vec![42], ..policy() }, Exit::Signal(9), false, Decision::Restart(Duration::ZERO)),
             (policy(), Exit::Code(1), true, Decision::Stop),
         ];
         for (p, exit, shutting, want) in table {
             let mut h = History::new(t0);
-            assert_eq!(
-                on_exit(&p, &mut h, exit, t0, t0 + MS(5000), shutting),
-                want,
-                "{p:?} {exit:?}"
-            );
+            assert_eq!(on_exit(&p, &mut h, exit, t0, t0 + MS(5000), shutting), want, "{p:?} {exit:?}");
         }
     }
 
@@ -213,10 +164,7 @@ mod tests {
         for _ in 0..100 {
             let started = now;
             now += MS(1500);
-            assert_eq!(
-                on_exit(&p, &mut h, Exit::Code(1), started, now, false),
-                Decision::Restart(Duration::ZERO)
-            );
+            assert_eq!(on_exit(&p, &mut h, Exit::Code(1), started, now, false), Decision::Restart(Duration::ZERO));
         }
         assert_eq!(h.unstable_restarts, 0);
     }
@@ -234,45 +182,27 @@ mod tests {
 
     #[test]
     fn restart_delay_applies() {
-        let p = Policy {
-            restart_delay: MS(250),
-            ..policy()
-        };
+        let p = Policy { restart_delay: MS(250), ..policy() };
         let t0 = Instant::now();
         let mut h = History::new(t0);
-        assert_eq!(
-            on_exit(&p, &mut h, Exit::Code(1), t0, t0 + MS(5000), false),
-            Decision::Restart(MS(250))
-        );
+        assert_eq!(on_exit(&p, &mut h, Exit::Code(1), t0, t0 + MS(5000), false), Decision::Restart(MS(250)));
     }
 
     #[test]
     fn exponential_backoff_sequence_and_reset() {
-        let p = Policy {
-            exp_backoff_restart_delay: Some(MS(100)),
-            max_restarts: 1000,
-            ..policy()
-        };
+        let p = Policy { exp_backoff_restart_delay: Some(MS(100)), max_restarts: 1000, ..policy() };
         let t0 = Instant::now();
         let mut h = History::new(t0);
-        let want = [
-            100, 150, 225, 337, 505, 757, 1135, 1702, 2553, 3829, 5743, 8614, 12921, 15000, 15000,
-        ];
+        let want = [100, 150, 225, 337, 505, 757, 1135, 1702, 2553, 3829, 5743, 8614, 12921, 15000, 15000];
         let mut now = t0;
         for w in want {
             let started = now;
             now += MS(50);
-            assert_eq!(
-                on_exit(&p, &mut h, Exit::Code(1), started, now, false),
-                Decision::Restart(MS(w))
-            );
+            assert_eq!(on_exit(&p, &mut h, Exit::Code(1), started, now, false), Decision::Restart(MS(w)));
         }
         // After 30 s of uptime the next crash starts from the base again.
         let started = now;
         now += MS(30_000);
-        assert_eq!(
-            on_exit(&p, &mut h, Exit::Code(1), started, now, false),
-            Decision::Restart(MS(100))
-        );
+        assert_eq!(on_exit(&p, &mut h, Exit::Code(1), started, now, false), Decision::Restart(MS(100)));
     }
 }

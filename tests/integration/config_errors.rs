@@ -29,10 +29,7 @@ fn wrong_types_are_all_reported_with_positions() {
     assert_eq!(code, Some(78));
     assert!(text.contains("ecosystem.config.yml:4:"), "{text}");
     assert!(text.contains("apps[0].max_restarts"), "{text}");
-    assert!(
-        text.contains("ecosystem.config.yml:7:16: apps[1].instances"),
-        "{text}"
-    );
+    assert!(text.contains("ecosystem.config.yml:7:16: apps[1].instances"), "{text}");
     assert!(text.contains("apps[1].kill_timeout"), "{text}");
 }
 
@@ -41,27 +38,18 @@ fn missing_script_is_an_error() {
     let s = Scenario::new().file("eco.yml", "apps:\n  - name: a\n    script: nope.js\n");
     let (code, text) = run_err(&s, "eco.yml");
     assert_eq!(code, Some(78));
-    assert!(
-        text.contains("apps[0].script") && text.contains("nope.js"),
-        "{text}"
-    );
+    assert!(text.contains("apps[0].script") && text.contains("nope.js"), "{text}");
 }
 
 #[test]
 fn unknown_key_is_a_warning_with_a_suggestion() {
     let s = Scenario::new()
         .file("ok.sh", "#!/bin/sh\necho fine\n")
-        .file(
-            "eco.yml",
-            "apps:\n  - name: a\n    script: ok.sh\n    autorestart: false\n    instancez: 2\n",
-        );
+        .file("eco.yml", "apps:\n  - name: a\n    script: ok.sh\n    autorestart: false\n    instancez: 2\n");
     let (status, out, err) = s.run(&["eco.yml"], Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "{out}{err}");
     let text = format!("{out}{err}");
-    assert!(
-        text.contains("instancez") && text.contains("did you mean \"instances\""),
-        "{text}"
-    );
+    assert!(text.contains("instancez") && text.contains("did you mean \"instances\""), "{text}");
     assert!(out.contains("fine"));
 }
 
@@ -79,14 +67,8 @@ fn missing_file_and_bad_flags() {
 
 #[test]
 fn bad_kill_signal_is_an_error() {
-    let s = Scenario::new().file("a.sh", "#!/bin/sh\n").file(
-        "eco.yml",
-        "apps:\n  - name: a\n    script: a.sh\n    kill_signal: SIGFOO\n",
-    );
+    let s = Scenario::new().file("a.sh", "#!/bin/sh\n").file("eco.yml", "apps:\n  - name: a\n    script: a.sh\n    kill_signal: SIGFOO\n");
     let (code, text) = run_err(&s, "eco.yml");
     assert_eq!(code, Some(78));
-    assert!(
-        text.contains("kill_signal") && text.contains("SIGFOO"),
-        "{text}"
-    );
+    assert!(text.contains("kill_signal") && text.contains("SIGFOO"), "{text}");
 }

@@ -13,10 +13,10 @@ http.createServer((req, res) => res.end(`hello from ${process.env.name} ${proces
 #[test]
 fn two_app_yaml_starts_node_http_and_python() {
     let port = free_port();
-    let s = Scenario::new()
-        .file("server.js", HTTP_APP)
-        .file("job.py", "import time\nprint('python says hi')\ntime.sleep(30)\n")
-        .file("ecosystem.config.yml", &format!("apps:\n  - name: web\n    script: server.js\n    port: {port}\n  - name: job\n    script: job.py\n"));
+    let s = Scenario::new().file("server.js", HTTP_APP).file("job.py", "import time\nprint('python says hi')\ntime.sleep(30)\n").file(
+        "ecosystem.config.yml",
+        &format!("apps:\n  - name: web\n    script: server.js\n    port: {port}\n  - name: job\n    script: job.py\n"),
+    );
     let mut r = s.start(&["start", "ecosystem.config.yml"]);
     r.wait_for("python says hi", Duration::from_secs(10));
     r.wait_for(&format!("listening on {port}"), Duration::from_secs(10));
@@ -24,10 +24,7 @@ fn two_app_yaml_starts_node_http_and_python() {
     r.signal(libc::SIGTERM);
     let status = r.wait(Duration::from_secs(5)).expect("exits after SIGTERM");
     assert_eq!(status.code(), Some(0));
-    assert!(
-        http_get(port).is_none(),
-        "nothing answers after the runtime exited"
-    );
+    assert!(http_get(port).is_none(), "nothing answers after the runtime exited");
 }
 
 const ENV_APP: &str = "console.log(`ENV name=${process.env.name} inst=${process.env.NODE_APP_INSTANCE} A=${process.env.A} B=${process.env.B} pm_id=${process.env.pm_id} mode=${process.env.exec_mode} uid=${process.env.unique_id ? 'set' : 'unset'}`);\n";
@@ -45,33 +42,20 @@ fn env_prod_and_only() {
   ]
 }"#,
     );
-    let (status, out, err) = s.run(
-        &["eco.json", "--env", "prod", "--only", "web"],
-        Duration::from_secs(10),
-    );
+    let (status, out, err) = s.run(&["eco.json", "--env", "prod", "--only", "web"], Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "{out}\n{err}");
-    assert!(
-        out.contains("ENV name=web inst=0 A=base B=prod pm_id=0 mode=fork_mode uid=set"),
-        "{out}"
-    );
-    assert!(
-        !out.contains("name=other"),
-        "--only web must not start other: {out}"
-    );
+    assert!(out.contains("ENV name=web inst=0 A=base B=prod pm_id=0 mode=fork_mode uid=set"), "{out}");
+    assert!(!out.contains("name=other"), "--only web must not start other: {out}");
 }
 
 #[test]
 fn instances_in_fork_mode_get_distinct_numbers() {
-    let s = Scenario::new().file("env.js", ENV_APP).file(
-        "eco.yml",
-        "apps:\n  - name: w\n    script: env.js\n    exec_mode: fork\n    autorestart: false\n",
-    );
+    let s = Scenario::new()
+        .file("env.js", ENV_APP)
+        .file("eco.yml", "apps:\n  - name: w\n    script: env.js\n    exec_mode: fork\n    autorestart: false\n");
     let (status, out, err) = s.run(&["start", "eco.yml", "-i", "3"], Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "{out}\n{err}");
-    let mut insts: Vec<&str> = lines_with(&out, "ENV name=w")
-        .iter()
-        .map(|l| l.split_whitespace().nth(2).unwrap())
-        .collect();
+    let mut insts: Vec<&str> = lines_with(&out, "ENV name=w").iter().map(|l| l.split_whitespace().nth(2).unwrap()).collect();
     insts.sort();
     assert_eq!(insts, vec!["inst=0", "inst=1", "inst=2"], "{out}");
 }
@@ -79,10 +63,7 @@ fn instances_in_fork_mode_get_distinct_numbers() {
 #[test]
 fn script_form_passes_args_after_double_dash() {
     let s = Scenario::new().file("args.sh", "#!/bin/sh\necho \"ARGS:$*\"\n");
-    let (status, out, _) = s.run(
-        &["args.sh", "--no-autorestart", "--", "a1", "--flag"],
-        Duration::from_secs(10),
-    );
+    let (status, out, _) = s.run(&["args.sh", "--no-autorestart", "--", "a1", "--flag"], Duration::from_secs(10));
     assert_eq!(status.code(), Some(0));
     assert!(out.contains("ARGS:a1 --flag"), "{out}");
 }
@@ -104,10 +85,9 @@ fn wait_ready_marks_online_only_after_ready() {
 
 #[test]
 fn cluster_mode_is_refused_clearly_for_now() {
-    let s = Scenario::new().file("a.js", "").file(
-        "eco.yml",
-        "apps:\n  - name: c\n    script: a.js\n    exec_mode: cluster\n    instances: 2\n",
-    );
+    let s = Scenario::new()
+        .file("a.js", "")
+        .file("eco.yml", "apps:\n  - name: c\n    script: a.js\n    exec_mode: cluster\n    instances: 2\n");
     let (status, out, err) = s.run(&["eco.yml"], Duration::from_secs(10));
     assert_eq!(status.code(), Some(78));
     assert!(format!("{out}{err}").contains("cluster mode"), "{out}{err}");

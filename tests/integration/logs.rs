@@ -12,8 +12,7 @@ fn check_counts(lines: &[String], writers: usize, n: usize) {
     let mut next: HashMap<String, usize> = HashMap::new();
     for l in lines {
         let mut parts = l.splitn(4, ' ');
-        let (Some(tag), Some("line"), Some(num)) = (parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(tag), Some("line"), Some(num)) = (parts.next(), parts.next(), parts.next()) else {
             continue;
         };
         let num: usize = num.parse().unwrap_or_else(|_| panic!("torn line: {l:?}"));
@@ -30,7 +29,12 @@ fn check_counts(lines: &[String], writers: usize, n: usize) {
 #[test]
 fn many_writers_lines_arrive_whole_and_in_order() {
     let n = 20_000;
-    let s = Scenario::new().file("w.py", WRITER).file("eco.yml", &format!("apps:\n  - name: w\n    script: w.py\n    args: ['{n}']\n    exec_mode: fork\n    instances: 8\n    autorestart: false\n"));
+    let s = Scenario::new().file("w.py", WRITER).file(
+        "eco.yml",
+        &format!(
+            "apps:\n  - name: w\n    script: w.py\n    args: ['{n}']\n    exec_mode: fork\n    instances: 8\n    autorestart: false\n"
+        ),
+    );
     let (status, out, err) = s.run(&["eco.yml"], Duration::from_secs(60));
     assert_eq!(status.code(), Some(0), "{err}");
     let lines: Vec<String> = out.lines().map(str::to_string).collect();
@@ -40,14 +44,18 @@ fn many_writers_lines_arrive_whole_and_in_order() {
 #[test]
 fn json_mode_every_line_parses() {
     let n = 5_000;
-    let s = Scenario::new().file("w.py", WRITER).file("eco.yml", &format!("apps:\n  - name: w\n    script: w.py\n    args: ['{n}']\n    exec_mode: fork\n    instances: 4\n    autorestart: false\n"));
+    let s = Scenario::new().file("w.py", WRITER).file(
+        "eco.yml",
+        &format!(
+            "apps:\n  - name: w\n    script: w.py\n    args: ['{n}']\n    exec_mode: fork\n    instances: 4\n    autorestart: false\n"
+        ),
+    );
     let (status, out, err) = s.run(&["eco.yml", "--json"], Duration::from_secs(60));
     assert_eq!(status.code(), Some(0), "{err}");
     let mut messages = Vec::new();
     let mut events = 0;
     for l in out.lines() {
-        let v: serde_json::Value =
-            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}"));
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}"));
         match v["type"].as_str() {
             Some("out") => messages.push(v["message"].as_str().unwrap().to_string()),
             Some("process_event") | Some("PM2") => events += 1,
@@ -70,21 +78,10 @@ fn one_mib_line_arrives_whole_and_huge_line_is_split_with_marker() {
     assert_eq!(lines[0].len(), 1 << 20);
     let marker = " [pm-runtime: line continues]";
     let pieces: Vec<&str> = lines[1..lines.len() - 1].to_vec();
-    assert!(
-        pieces.len() >= 3,
-        "9 MiB split into pieces: {}",
-        pieces.len()
-    );
-    let total: usize = pieces
-        .iter()
-        .map(|p| p.trim_end_matches(marker).len())
-        .sum();
+    assert!(pieces.len() >= 3, "9 MiB split into pieces: {}", pieces.len());
+    let total: usize = pieces.iter().map(|p| p.trim_end_matches(marker).len()).sum();
     assert_eq!(total, 9 << 20, "nothing lost");
-    assert!(
-        pieces[..pieces.len() - 1]
-            .iter()
-            .all(|p| p.ends_with(marker))
-    );
+    assert!(pieces[..pieces.len() - 1].iter().all(|p| p.ends_with(marker)));
     assert_eq!(*lines.last().unwrap(), "end");
 }
 

@@ -8,17 +8,11 @@ use crate::scenario::*;
 fn app_exit_code_is_the_runtime_exit_code_without_autorestart() {
     let s = Scenario::new()
         .file("exit3.sh", "#!/bin/sh\necho bye\nexit 3\n")
-        .file(
-            "eco.yml",
-            "apps:\n  - name: e\n    script: exit3.sh\n    autorestart: false\n",
-        );
+        .file("eco.yml", "apps:\n  - name: e\n    script: exit3.sh\n    autorestart: false\n");
     let started = std::time::Instant::now();
     let (status, out, _) = s.run(&["eco.yml"], Duration::from_secs(10));
     assert_eq!(status.code(), Some(3), "{out}");
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "auto-exit must not wait like pm2-runtime's 12 s"
-    );
+    assert!(started.elapsed() < Duration::from_secs(3), "auto-exit must not wait like pm2-runtime's 12 s");
     assert_eq!(lines_with(&out, "bye").len(), 1);
 }
 
@@ -26,20 +20,10 @@ fn app_exit_code_is_the_runtime_exit_code_without_autorestart() {
 fn crash_loop_becomes_errored_and_runtime_exits_2() {
     let s = Scenario::new()
         .file("crash.sh", "#!/bin/sh\necho crash\nexit 1\n")
-        .file(
-            "eco.yml",
-            "apps:\n  - name: c\n    script: crash.sh\n    max_restarts: 5\n",
-        );
+        .file("eco.yml", "apps:\n  - name: c\n    script: crash.sh\n    max_restarts: 5\n");
     let (status, out, err) = s.run(&["eco.yml"], Duration::from_secs(20));
     assert_eq!(status.code(), Some(2), "{out}\n{err}");
-    assert_eq!(
-        lines_with(&out, "crash")
-            .iter()
-            .filter(|l| **l == "crash")
-            .count(),
-        5,
-        "{out}"
-    );
+    assert_eq!(lines_with(&out, "crash").iter().filter(|l| **l == "crash").count(), 5, "{out}");
     assert!(format!("{out}{err}").contains("too many unstable restarts"));
 }
 
@@ -47,10 +31,7 @@ fn crash_loop_becomes_errored_and_runtime_exits_2() {
 fn stop_exit_codes_end_without_restart() {
     let s = Scenario::new()
         .file("x.sh", "#!/bin/sh\necho once\nexit 42\n")
-        .file(
-            "eco.yml",
-            "apps:\n  - name: x\n    script: x.sh\n    stop_exit_codes: [42]\n",
-        );
+        .file("eco.yml", "apps:\n  - name: x\n    script: x.sh\n    stop_exit_codes: [42]\n");
     let (status, out, _) = s.run(&["eco.yml"], Duration::from_secs(10));
     assert_eq!(status.code(), Some(42));
     assert_eq!(out.lines().filter(|l| *l == "once").count(), 1, "{out}");
@@ -65,16 +46,9 @@ fn slow_crash_is_restarted_with_restart_delay() {
     r.wait_for("will restart in 300ms", Duration::from_secs(5));
     std::thread::sleep(Duration::from_millis(1000));
     let runs = r.stdout().lines().filter(|l| *l == "run").count();
-    assert!(
-        (3..=5).contains(&runs),
-        "about one run per 300 ms, got {runs}"
-    );
+    assert!((3..=5).contains(&runs), "about one run per 300 ms, got {runs}");
     r.signal(libc::SIGTERM);
-    assert_eq!(
-        r.wait(Duration::from_secs(5)).unwrap().code(),
-        Some(0),
-        "a waiting restart is cancelled by a stop"
-    );
+    assert_eq!(r.wait(Duration::from_secs(5)).unwrap().code(), Some(0), "a waiting restart is cancelled by a stop");
 }
 
 #[test]
@@ -82,10 +56,7 @@ fn no_auto_exit_keeps_running() {
     let s = Scenario::new().file("q.sh", "#!/bin/sh\nexit 0\n");
     let mut r = s.start(&["q.sh", "--no-autorestart", "--no-auto-exit"]);
     r.wait_for("exited with code [0]", Duration::from_secs(5));
-    assert!(
-        r.wait(Duration::from_millis(800)).is_none(),
-        "still running"
-    );
+    assert!(r.wait(Duration::from_millis(800)).is_none(), "still running");
     r.signal(libc::SIGTERM);
     assert_eq!(r.wait(Duration::from_secs(5)).unwrap().code(), Some(0));
 }

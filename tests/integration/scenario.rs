@@ -17,9 +17,7 @@ pub struct Scenario {
 
 impl Scenario {
     pub fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().expect("tempdir"),
-        }
+        Self { dir: tempfile::tempdir().expect("tempdir") }
     }
 
     pub fn path(&self) -> &Path {
@@ -37,10 +35,7 @@ impl Scenario {
 
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(BIN);
-        c.args(args)
-            .current_dir(self.dir.path())
-            .env("PM2_HOME", self.dir.path().join(".pm2"))
-            .env_remove("PM_RUNTIME_LOG");
+        c.args(args).current_dir(self.dir.path()).env("PM2_HOME", self.dir.path().join(".pm2")).env_remove("PM_RUNTIME_LOG");
         c
     }
 
@@ -70,10 +65,7 @@ fn collect(mut r: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
         loop {
             match r.read(&mut buf) {
                 Ok(0) | Err(_) => break,
-                Ok(n) => into
-                    .lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n])),
+                Ok(n) => into.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n])),
             }
         }
     });
@@ -81,9 +73,7 @@ fn collect(mut r: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
 
 impl Running {
     pub fn start(mut cmd: Command) -> Self {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn pm-runtime");
         let out = Arc::new(Mutex::new(String::new()));
         let err = Arc::new(Mutex::new(String::new()));
@@ -113,11 +103,7 @@ impl Running {
             }
             thread::sleep(Duration::from_millis(20));
         }
-        panic!(
-            "timed out waiting for {needle:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.stdout(),
-            self.stderr()
-        );
+        panic!("timed out waiting for {needle:?}\n--- stdout ---\n{}\n--- stderr ---\n{}", self.stdout(), self.stderr());
     }
 
     pub fn signal(&self, sig: i32) {
@@ -156,8 +142,7 @@ impl Drop for Running {
 pub fn http_get(port: u16) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    s.write_all(b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
     let mut resp = String::new();
     BufReader::new(s).read_to_string(&mut resp).ok()?;
     resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
@@ -170,21 +155,14 @@ pub fn wait_http(port: u16, timeout: Duration) -> String {
         if let Some(body) = http_get(port) {
             return body;
         }
-        assert!(
-            Instant::now() < deadline,
-            "nothing answered on 127.0.0.1:{port}"
-        );
+        assert!(Instant::now() < deadline, "nothing answered on 127.0.0.1:{port}");
         thread::sleep(Duration::from_millis(25));
     }
 }
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Pids of processes whose command line contains `marker` (zombies excluded).
@@ -196,13 +174,8 @@ pub fn pids_with(marker: &str) -> Vec<u32> {
         };
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let zombie = stat
-            .rsplit_once(')')
-            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
-        if !zombie
-            && String::from_utf8_lossy(&cmdline).contains(marker)
-            && pid != std::process::id()
-        {
+        let zombie = stat.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
+        if !zombie && String::from_utf8_lossy(&cmdline).contains(marker) && pid != std::process::id() {
             out.push(pid);
         }
     }

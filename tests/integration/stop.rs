@@ -21,10 +21,8 @@ fn sigint_handler_of_800ms_completes() {
 
 #[test]
 fn app_ignoring_signals_is_killed_after_kill_timeout_with_its_children() {
-    let s = Scenario::new().file(
-        "stubborn.sh",
-        "#!/bin/sh\ntrap '' INT TERM\nsleep 1000 &\nsetsid sleep 1001 &\necho stubborn\nwhile :; do sleep 1; done\n",
-    );
+    let s = Scenario::new()
+        .file("stubborn.sh", "#!/bin/sh\ntrap '' INT TERM\nsleep 1000 &\nsetsid sleep 1001 &\necho stubborn\nwhile :; do sleep 1; done\n");
     let marker = s.path().to_string_lossy().to_string();
     let mut r = s.start(&["stubborn.sh", "--kill-timeout", "700"]);
     r.wait_for("stubborn", Duration::from_secs(10));
@@ -34,42 +32,23 @@ fn app_ignoring_signals_is_killed_after_kill_timeout_with_its_children() {
     let status = r.wait(Duration::from_secs(5)).expect("exits");
     let took = t.elapsed();
     assert_eq!(status.code(), Some(0));
-    assert!(
-        took >= Duration::from_millis(650) && took < Duration::from_millis(2500),
-        "took {took:?}"
-    );
-    assert!(
-        r.stderr().contains("sending SIGKILL"),
-        "warnings go to stderr in raw mode: {}",
-        r.stderr()
-    );
-    assert!(
-        pids_with(&marker).is_empty(),
-        "survivors: {:?}",
-        pids_with(&marker)
-    );
+    assert!(took >= Duration::from_millis(650) && took < Duration::from_millis(2500), "took {took:?}");
+    assert!(r.stderr().contains("sending SIGKILL"), "warnings go to stderr in raw mode: {}", r.stderr());
+    assert!(pids_with(&marker).is_empty(), "survivors: {:?}", pids_with(&marker));
     // The sleeps (including the one that left for its own session) are gone too.
-    assert!(
-        pids_with("sleep 100").is_empty(),
-        "a sleep survived: {:?}",
-        pids_with("sleep 100")
-    );
+    assert!(pids_with("sleep 100").is_empty(), "a sleep survived: {:?}", pids_with("sleep 100"));
 }
 
 #[test]
 fn second_stop_signal_kills_at_once() {
-    let s = Scenario::new().file(
-        "slow.sh",
-        "#!/bin/sh\ntrap '' INT TERM\necho slow\nwhile :; do sleep 1; done\n",
-    );
+    let s = Scenario::new().file("slow.sh", "#!/bin/sh\ntrap '' INT TERM\necho slow\nwhile :; do sleep 1; done\n");
     let mut r = s.start(&["slow.sh", "--kill-timeout", "10000"]);
     r.wait_for("slow", Duration::from_secs(10));
     r.signal(libc::SIGTERM);
     std::thread::sleep(Duration::from_millis(200));
     let t = Instant::now();
     r.signal(libc::SIGTERM);
-    r.wait(Duration::from_secs(3))
-        .expect("second TERM ends it quickly");
+    r.wait(Duration::from_secs(3)).expect("second TERM ends it quickly");
     assert!(t.elapsed() < Duration::from_secs(2));
 }
 
@@ -92,19 +71,12 @@ fn heroku_style_term_to_everyone_does_not_restart_apps() {
     let status = r.wait(Duration::from_secs(5)).expect("exits");
     assert_eq!(status.code(), Some(0));
     let out = r.stdout();
-    assert_eq!(
-        lines_with(&out, "starting in").len(),
-        2,
-        "no app may be restarted:\n{out}"
-    );
+    assert_eq!(lines_with(&out, "starting in").len(), 2, "no app may be restarted:\n{out}");
 }
 
 /// Runs the runtime as PID 1 of a fresh PID namespace. Returns None where unshare is not allowed.
 fn unshare_available() -> bool {
-    std::process::Command::new("unshare")
-        .args(["--pid", "--fork", "--mount-proc", "true"])
-        .status()
-        .is_ok_and(|s| s.success())
+    std::process::Command::new("unshare").args(["--pid", "--fork", "--mount-proc", "true"]).status().is_ok_and(|s| s.success())
 }
 
 fn ns_children(host_pid: u32) -> Vec<(u32, char)> {
@@ -140,15 +112,7 @@ fn as_pid1_orphans_are_reaped_and_stop_is_complete() {
         "#!/bin/sh\ni=0\nwhile [ $i -lt 500 ]; do ( sleep 0.3 & ) ; i=$((i+1)); done\necho spawned 500 orphans\nsetsid sleep 2002 &\nwhile :; do sleep 1; done\n",
     );
     let mut cmd = std::process::Command::new("unshare");
-    cmd.args([
-        "--pid",
-        "--fork",
-        "--mount-proc",
-        BIN,
-        "start",
-        "orphans.sh",
-    ])
-    .current_dir(s.path());
+    cmd.args(["--pid", "--fork", "--mount-proc", BIN, "start", "orphans.sh"]).current_dir(s.path());
     let mut r = Running::start(cmd);
     r.wait_for("spawned 500 orphans", Duration::from_secs(20));
     // unshare's child is pm-runtime, PID 1 inside.
@@ -160,32 +124,17 @@ fn as_pid1_orphans_are_reaped_and_stop_is_complete() {
         assert!(Instant::now() < deadline, "no runtime under unshare");
     };
     let nspid = std::fs::read_to_string(format!("/proc/{runtime}/status")).unwrap();
-    assert!(
-        nspid
-            .lines()
-            .any(|l| l.starts_with("NSpid:") && l.trim_end().ends_with("\t1")),
-        "not PID 1: {nspid}"
-    );
+    assert!(nspid.lines().any(|l| l.starts_with("NSpid:") && l.trim_end().ends_with("\t1")), "not PID 1: {nspid}");
     std::thread::sleep(Duration::from_secs(2));
-    let zombies: Vec<_> = ns_children(runtime)
-        .into_iter()
-        .filter(|(_, st)| *st == 'Z')
-        .collect();
+    let zombies: Vec<_> = ns_children(runtime).into_iter().filter(|(_, st)| *st == 'Z').collect();
     assert!(zombies.is_empty(), "zombies left: {}", zombies.len());
 
     let t = Instant::now();
     // SAFETY: kill(2) on the runtime's host pid.
     unsafe { libc::kill(runtime as i32, libc::SIGTERM) };
     let status = r.wait(Duration::from_secs(5)).expect("exits");
-    assert!(
-        t.elapsed() < Duration::from_millis(1600 + 1500),
-        "took {:?}",
-        t.elapsed()
-    );
+    assert!(t.elapsed() < Duration::from_millis(1600 + 1500), "took {:?}", t.elapsed());
     assert_eq!(status.code(), Some(0), "{}\n{}", r.stdout(), r.stderr());
     assert!(ns_children(runtime).is_empty());
-    assert!(
-        pids_with("sleep 2002").is_empty(),
-        "a process of the namespace survived"
-    );
+    assert!(pids_with("sleep 2002").is_empty(), "a process of the namespace survived");
 }
