@@ -57,10 +57,11 @@ impl FileLog {
         if self.file.is_none() || buf.is_empty() {
             return Ok(());
         }
-        if let Some(max) = self.max_size {
-            if self.size > 0 && self.size + buf.len() as u64 > max {
-                self.rotate()?;
-            }
+        if let Some(max) = self.max_size
+            && self.size > 0
+            && self.size + buf.len() as u64 > max
+        {
+            self.rotate()?;
         }
         if let Some(f) = self.file.as_mut() {
             f.write_all(buf)?;

@@ -264,10 +264,10 @@ impl LogHub {
     /// `flush`: truncate the log files whose path is in `paths` (all when `None`).
     pub fn truncate_files(&self, paths: Option<&[PathBuf]>) {
         for (path, f) in lock(&self.inner.files).iter() {
-            if paths.is_none_or(|p| p.contains(path)) {
-                if let Err(e) = lock(f).truncate() {
-                    tracing::error!("cannot truncate log file {}: {e}", path.display());
-                }
+            if paths.is_none_or(|p| p.contains(path))
+                && let Err(e) = lock(f).truncate()
+            {
+                tracing::error!("cannot truncate log file {}: {e}", path.display());
             }
         }
     }
