@@ -101,3 +101,48 @@ fn stderr_goes_to_stderr_in_raw_mode() {
     assert!(out.contains("to-out") && !out.contains("to-err"));
     assert!(err.contains("to-err"));
 }
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0)))
+        .unwrap_or(0)
+}
+
+#[test]
+fn stalled_stdout_blocks_apps_not_the_runtime_and_loses_nothing() {
+    use std::io::Read;
+    let n = 300_000;
+    let s = Scenario::new()
+        .file("w.py", WRITER)
+        .file("crash.sh", "#!/bin/sh\necho run >> runs.txt\nsleep 0.5\nexit 1\n")
+        .file(
+            "eco.yml",
+            &format!("apps:\n  - name: w\n    script: w.py\n    args: ['{n}']\n    autorestart: false\n  - name: crash\n    script: crash.sh\n    min_uptime: 100\n"),
+        );
+    let mut cmd = s.command(&["eco.yml"]);
+    cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    // Nobody reads stdout for 5 s.
+    std::thread::sleep(Duration::from_secs(5));
+    let runs = std::fs::read_to_string(s.path().join("runs.txt")).unwrap_or_default().lines().count();
+    assert!(runs >= 4, "the crashing app is restarted while stdout is stalled (runs: {runs})");
+    let rss = rss_kb(child.id());
+    assert!(rss < 40_000, "runtime memory stays bounded: {rss} kB");
+    // Resume reading: every line of the writer arrives once, in order.
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        let _ = stdout.read_to_string(&mut all);
+        all
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    // SAFETY: kill(2) on our own unreaped child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let out = reader.join().unwrap();
+    let lines: Vec<String> = out.lines().filter(|l| l.starts_with('w')).map(str::to_string).collect();
+    check_counts(&lines, 1, n);
+}
