@@ -25,6 +25,7 @@ pub mod cli;
 pub mod config;
 pub mod exit;
 pub mod logs;
+pub mod metrics;
 pub mod process;
 pub mod signals;
 pub mod supervisor;

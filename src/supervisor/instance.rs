@@ -14,11 +14,15 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::cron::Schedule;
 use super::env::{self, InstanceFacts};
 use super::policy::{self, Decision, History, Policy};
 use crate::config::{App, Principal};
 use crate::logs::LogHub;
 use crate::process::{self, Exit, Reaper, SpawnSpec, tree, unix};
+
+/// How often `max_memory_restart` samples the instance's tree.
+const MEMORY_SAMPLE: Duration = Duration::from_millis(500);
 
 /// Status names are PM2's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +81,8 @@ pub struct Update {
     pub pid: Option<u32>,
     pub last_exit: Option<Exit>,
     pub restart_time: u32,
+    /// Stopped (or errored) but `cron_restart` will start it again: still counts as alive.
+    pub scheduled: bool,
 }
 
 /// Everything an instance task needs, given once at start.
@@ -93,6 +99,18 @@ pub struct Instance {
     pub inbox: mpsc::UnboundedReceiver<Cmd>,
 }
 
+/// `cron_restart` of the instance, if any.
+fn schedule_of(app: &App) -> Option<Schedule> {
+    let pattern = app.cron_restart.as_deref()?;
+    match Schedule::parse(pattern) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::error!(app = %app.name, "{e}; cron_restart is ignored");
+            None
+        }
+    }
+}
+
 /// What ended one run of the process.
 enum RunEnd {
     Exited(Exit, Instant),
@@ -107,7 +125,25 @@ impl Instance {
     }
 
     fn report(&self, status: Status, pid: Option<u32>, last_exit: Option<Exit>, restart_time: u32) {
-        let _ = self.updates.send(Update { pm_id: self.pm_id, status, pid, last_exit, restart_time });
+        let _ = self.updates.send(Update { pm_id: self.pm_id, status, pid, last_exit, restart_time, scheduled: false });
+    }
+
+    /// Reports a final status; with `cron_restart`, waits for the next fire and returns true to
+    /// start again (PM2's cron starts a stopped app), false when the instance is done for good.
+    async fn settle(&mut self, status: Status, exit: Option<Exit>, restart_time: u32, schedule: Option<&Schedule>) -> bool {
+        let next = schedule.filter(|_| !self.shutting_down()).and_then(Schedule::until_next_local);
+        let _ =
+            self.updates.send(Update { pm_id: self.pm_id, status, pid: None, last_exit: exit, restart_time, scheduled: next.is_some() });
+        match next {
+            Some(delay) => {
+                let again = self.wait_or_interrupt(delay).await;
+                if again {
+                    tracing::info!(app = %self.app.name, id = self.pm_id, status = "restart", "App [{}] started by cron_restart", self.tag());
+                }
+                again
+            }
+            None => false,
+        }
     }
 
     fn shutting_down(&self) -> bool {
@@ -129,6 +165,7 @@ impl Instance {
         let mut restart_time: u32 = 0;
         let unique_id = env::uuid_v4();
         let tag = self.tag();
+        let schedule = schedule_of(&self.app);
 
         if !self.app.autostart {
             self.report(Status::Stopped, None, None, 0);
@@ -154,7 +191,7 @@ impl Instance {
                 pm2_home: self.pm2_home.clone(),
                 home: None,
             };
-            let end = self.run_once(&facts, restart_time, last_exit).await;
+            let end = self.run_once(&facts, restart_time, last_exit, schedule.as_ref()).await;
             let (exit, started) = match end {
                 RunEnd::Stopped(exit, restart) => {
                     last_exit = Some(exit);
@@ -163,7 +200,11 @@ impl Instance {
                         restart_time += 1;
                         continue;
                     }
-                    self.report(Status::Stopped, None, Some(exit), restart_time);
+                    if self.settle(Status::Stopped, Some(exit), restart_time, schedule.as_ref()).await {
+                        hist = History::new(Instant::now());
+                        restart_time += 1;
+                        continue;
+                    }
                     return;
                 }
                 RunEnd::Exited(exit, started) => (exit, started),
@@ -174,13 +215,21 @@ impl Instance {
             let decision = policy::on_exit(&policy, &mut hist, exit, started, Instant::now(), shutting);
             match decision {
                 Decision::Stop => {
-                    self.report(Status::Stopped, None, Some(exit), restart_time);
+                    if self.settle(Status::Stopped, Some(exit), restart_time, schedule.as_ref()).await {
+                        hist = History::new(Instant::now());
+                        restart_time += 1;
+                        continue;
+                    }
                     return;
                 }
                 Decision::Errored => {
                     tracing::error!(app = %self.app.name, id = self.pm_id, status = "errored",
                         "Script {} had too many unstable restarts ({}). Stopped. \"errored\"", self.app.exec_path.display(), self.app.max_restarts);
-                    self.report(Status::Errored, None, Some(exit), restart_time);
+                    if self.settle(Status::Errored, Some(exit), restart_time, schedule.as_ref()).await {
+                        hist = History::new(Instant::now());
+                        restart_time += 1;
+                        continue;
+                    }
                     return;
                 }
                 Decision::Restart(delay) => {
@@ -219,7 +268,7 @@ impl Instance {
     }
 
     /// Starts the process once and follows it until it exits or is stopped.
-    async fn run_once(&mut self, facts: &InstanceFacts, restart_time: u32, last_exit: Option<Exit>) -> RunEnd {
+    async fn run_once(&mut self, facts: &InstanceFacts, restart_time: u32, last_exit: Option<Exit>, schedule: Option<&Schedule>) -> RunEnd {
         let app = self.app.clone();
         let tag = self.tag();
         let mut facts = facts.clone();
@@ -276,6 +325,13 @@ impl Instance {
         }
         let listen_timeout = tokio::time::sleep(app.listen_timeout);
         tokio::pin!(listen_timeout);
+        // max_memory_restart: the RSS of the whole process tree, sampled twice a second so a
+        // crossing is acted on well within a second (pm2-runtime: every 30 s, main pid only).
+        let cron_at = schedule.and_then(Schedule::until_next_local);
+        let cron = tokio::time::sleep(cron_at.unwrap_or(Duration::from_secs(86400 * 365)));
+        tokio::pin!(cron);
+        let mut memory_check = tokio::time::interval(MEMORY_SAMPLE);
+        memory_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut ready_open = true;
         loop {
             tokio::select! {
@@ -297,6 +353,21 @@ impl Instance {
                     online = true;
                     self.report(Status::Online, Some(pid), last_exit, restart_time);
                     tracing::warn!(app = %app.name, id = self.pm_id, status = "online", "App [{tag}] did not send 'ready' within listen_timeout ({}ms); considered online", app.listen_timeout.as_millis());
+                }
+                _ = &mut cron, if cron_at.is_some() => {
+                    tracing::info!(app = %app.name, id = self.pm_id, status = "restart", "App [{tag}] restarted by cron_restart");
+                    let exit = self.stop(pid, &mut exit_rx, ipc_writer.as_mut(), restart_time).await;
+                    return RunEnd::Stopped(exit, true);
+                }
+                _ = memory_check.tick(), if app.max_memory_restart.is_some() => {
+                    let limit = app.max_memory_restart.unwrap_or(u64::MAX);
+                    let rss = crate::metrics::proc::tree_rss(pid);
+                    if rss > limit {
+                        tracing::warn!(app = %app.name, id = self.pm_id, status = "restart",
+                            "App [{tag}] restarted because it exceeds max_memory_restart (current_memory={rss} max_memory_limit={limit} [octets])");
+                        let exit = self.stop(pid, &mut exit_rx, ipc_writer.as_mut(), restart_time).await;
+                        return RunEnd::Stopped(exit, true);
+                    }
                 }
                 changed = self.shutdown.changed() => {
                     if changed.is_err() || *self.shutdown.borrow() != Shutdown::Running {

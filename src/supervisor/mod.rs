@@ -4,6 +4,7 @@
 //! State ownership: each instance task owns its process and restart history; this coordinator
 //! owns only the latest [`Update`] of each instance. Nobody else holds either.
 
+pub mod cron;
 pub mod env;
 pub mod instance;
 pub mod policy;
@@ -155,7 +156,7 @@ pub async fn run(eco: Ecosystem, opts: RunOptions, reaper: Reaper, logs: LogHub,
 
 /// True when no instance can run again by itself.
 fn all_settled(slots: &BTreeMap<u32, Slot>) -> bool {
-    slots.values().all(|s| s.last.as_ref().is_some_and(|u| !u.status.is_alive()))
+    slots.values().all(|s| s.last.as_ref().is_some_and(|u| !u.status.is_alive() && !u.scheduled))
 }
 
 /// The exit code when the apps ended by themselves (see `exit.rs`).
