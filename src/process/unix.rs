@@ -114,6 +114,16 @@ pub fn parse_signal(name: &str) -> Option<Signal> {
     full.parse::<Signal>().ok()
 }
 
+/// The system's page size in bytes (for /proc/<pid>/statm).
+pub fn page_size() -> u64 {
+    static PAGE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *PAGE.get_or_init(|| {
+        // SAFETY: sysconf has no preconditions and only reads system configuration.
+        let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if n > 0 { n as u64 } else { 4096 }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,14 +142,4 @@ mod tests {
             assert_eq!(parse_signal(input), want, "{input}");
         }
     }
-}
-
-/// The system's page size in bytes (for /proc/<pid>/statm).
-pub fn page_size() -> u64 {
-    static PAGE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *PAGE.get_or_init(|| {
-        // SAFETY: sysconf has no preconditions and only reads system configuration.
-        let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        if n > 0 { n as u64 } else { 4096 }
-    })
 }
