@@ -6,6 +6,7 @@
 
 pub mod cron;
 pub mod env;
+pub mod file_watch;
 pub mod instance;
 pub mod policy;
 
@@ -89,6 +90,25 @@ pub async fn run(eco: Ecosystem, opts: RunOptions, reaper: Reaper, logs: LogHub,
     }
     drop(updates_tx);
 
+    // One watcher per app with `watch`; it names the app, the coordinator restarts its instances.
+    let (restart_tx, mut restart_rx) = mpsc::unbounded_channel::<usize>();
+    for (app_index, app) in eco.apps.iter().enumerate() {
+        let own: Vec<_> = [&app.out_file, &app.error_file, &app.log_file, &app.pid_file]
+            .into_iter()
+            .flatten()
+            .flat_map(|p| {
+                slots
+                    .iter()
+                    .filter(|(_, s)| s.app_index == app_index)
+                    .map(|(id, _)| crate::logs::hub::log_path(app, p, *id))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        if let Err(e) = file_watch::spawn(app_index, app, own, restart_tx.clone()) {
+            tracing::error!(app = %app.name, "cannot watch files: {e}");
+        }
+    }
+
     let mut requested = false;
     let mut tasks_left = true;
     loop {
@@ -106,6 +126,11 @@ pub async fn run(eco: Ecosystem, opts: RunOptions, reaper: Reaper, logs: LogHub,
                 }
                 if !requested && opts.auto_exit && all_settled(&slots) {
                     break;
+                }
+            }
+            Some(app_index) = restart_rx.recv(), if !requested => {
+                for slot in slots.values().filter(|s| s.app_index == app_index) {
+                    let _ = slot.inbox.send(Cmd::Restart);
                 }
             }
             sig = signals.recv() => match sig {
