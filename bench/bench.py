@@ -6,6 +6,9 @@ Measures what DESIGN.md §6 targets, for the core runtime:
   2. time until 16 fork-mode Node apps all answer HTTP (and pm2-runtime's time)
   3. supervisor CPU seconds over 10 s idle with those 4 apps (target ~0; pm2-runtime ~0.27 s/20 s)
   4. crash -> new process answering (target <= 0.1 s; pm2-runtime ~0.26 s)
+  5. log throughput: 4 fast non-Node producers x 1 000 000 lines through the runtime's stdout:
+     lines/s, CPU seconds of the runtime per million lines, torn lines (target >= 1 M lines/s, 0 torn)
+  6. idle CPU over 20 s with 4 apps under max_memory_restart and watch (target <= 0.02 s)
 
 Usage: python3 bench/bench.py [--no-pm2]. Not a test: it prints numbers, it asserts nothing.
 """
@@ -141,6 +144,51 @@ def bench_16(tool):
     return took, restart
 
 
+def bench_logs(tool, n=1_000_000, apps=4):
+    d = tempfile.mkdtemp()
+    eco = write_eco(d, [{"name": f"p{i}", "script": f"seq 1 {n}", "autorestart": False} for i in range(apps)])
+    env = dict(os.environ, PM2_HOME=os.path.join(d, ".pm2"))
+    cmd = [PM, "start", eco, "--no-auto-exit"] if tool == "pm-runtime" else [PM2, "start", eco, "--no-auto-exit"]
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, cwd=d, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+    want = n * apps
+    got = torn = 0
+    buf = b""
+    while got < want and time.monotonic() - t0 < 120:
+        chunk = p.stdout.read1(1 << 20)
+        if not chunk:
+            break
+        buf += chunk
+        lines = buf.split(b"\n")
+        buf = lines.pop()
+        for line in lines:
+            if line.isdigit():
+                got += 1
+            elif b"PM2" not in line and line:
+                torn += 1
+    took = time.monotonic() - t0
+    cpu = cpu_seconds(p.pid)
+    stop(p)
+    shutil.rmtree(d, ignore_errors=True)
+    return got / took, cpu / (got / 1e6) if got else float("nan"), torn, got == want
+
+
+def bench_idle_triggers(tool):
+    d = tempfile.mkdtemp()
+    with open(os.path.join(d, "idle.js"), "w") as f:
+        f.write(IDLE_JS)
+    os.makedirs(os.path.join(d, "node_modules", "dep"), exist_ok=True)
+    eco = write_eco(d, [{"name": f"i{i}", "script": "idle.js", "exec_mode": "fork", "max_memory_restart": "200M", "watch": True} for i in range(4)])
+    p = start(tool, eco, d)
+    time.sleep(4)
+    c0 = cpu_seconds(p.pid)
+    time.sleep(20)
+    cpu = cpu_seconds(p.pid) - c0
+    stop(p)
+    shutil.rmtree(d, ignore_errors=True)
+    return cpu
+
+
 def ensure_pm2():
     if os.path.exists(PM2):
         return True
@@ -158,10 +206,12 @@ def main():
     for tool in tools:
         rss, cpu = bench_idle(tool)
         t16, crash = bench_16(tool)
-        rows.append((tool, rss, cpu, t16, crash))
-    print(f"{'':14} {'RSS 4 idle apps':>16} {'CPU 10 s idle':>14} {'16 apps answer':>15} {'crash->answer':>14}")
-    for tool, rss, cpu, t16, crash in rows:
-        print(f"{tool:14} {rss:>13.1f} MB {cpu:>12.2f} s {t16:>13.2f} s {crash:>12.3f} s")
+        rate, cpu_per_m, torn, complete = bench_logs(tool)
+        idle_triggers = bench_idle_triggers(tool)
+        rows.append((tool, rss, cpu, t16, crash, rate, cpu_per_m, torn, complete, idle_triggers))
+    print(f"{'':12} {'RSS 4 idle':>11} {'CPU 10s idle':>13} {'16 answer':>10} {'crash->ans':>11} {'lines/s':>10} {'CPU s/M lines':>14} {'torn':>5} {'all?':>5} {'CPU 20s mem+watch':>18}")
+    for tool, rss, cpu, t16, crash, rate, cpm, torn, complete, it in rows:
+        print(f"{tool:12} {rss:>8.1f} MB {cpu:>11.3f} s {t16:>8.2f} s {crash:>9.3f} s {rate:>10.0f} {cpm:>14.3f} {torn:>5} {str(complete):>5} {it:>16.3f} s")
 
 
 if __name__ == "__main__":
