@@ -61,6 +61,10 @@ pub fn spawn(reaper: &Reaper, spec: &SpawnSpec) -> io::Result<Running> {
     if let Some(uid) = spec.uid {
         cmd.uid(uid);
     }
+    if spec.ipc {
+        // Node finds its IPC channel through these (what `child_process.fork` sets).
+        cmd.env("NODE_CHANNEL_FD", unix::IPC_FD.to_string()).env("NODE_CHANNEL_SERIALIZATION_MODE", "json");
+    }
     let (ipc_parent, ipc_child) = if spec.ipc {
         let (a, b) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC).map_err(io::Error::from)?;
         (Some(a), Some(b))
