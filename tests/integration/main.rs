@@ -8,3 +8,4 @@ mod lifecycle;
 mod logs;
 mod restart;
 mod stop;
+mod triggers;

@@ -1,0 +1,109 @@
+//! Restart triggers: exponential backoff, memory limit on the tree, cron, watch.
+
+use std::time::{Duration, Instant};
+
+use crate::scenario::*;
+
+#[test]
+fn exponential_backoff_gaps_follow_pm2s_sequence() {
+    // Each run appends a monotonic timestamp (ms) to a file; the gaps must be 100, 150, 225, 337, 505.
+    let s = Scenario::new()
+        .file(
+            "crash.py",
+            "import time\nwith open('starts.txt', 'a') as f:\n    f.write(f'{time.monotonic() * 1000:.0f}\\n')\nraise SystemExit(1)\n",
+        )
+        .file("eco.yml", "apps:\n  - name: b\n    script: crash.py\n    exp_backoff_restart_delay: 100\n    max_restarts: 100\n");
+    let mut r = s.start(&["eco.yml"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let starts = loop {
+        let text = std::fs::read_to_string(s.path().join("starts.txt")).unwrap_or_default();
+        let v: Vec<f64> = text.lines().filter_map(|l| l.parse().ok()).collect();
+        if v.len() >= 6 || Instant::now() > deadline {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    r.signal(libc::SIGTERM);
+    r.wait(Duration::from_secs(5)).unwrap();
+    assert!(starts.len() >= 6, "{starts:?}");
+    let want = [100.0, 150.0, 225.0, 337.0, 505.0];
+    // Python's start-up (~30-60 ms) sits inside every gap: compare gap - startup overhead.
+    let gaps: Vec<f64> = starts.windows(2).map(|w| w[1] - w[0]).collect();
+    let overhead = gaps[0] - want[0];
+    for (g, w) in gaps.iter().zip(want) {
+        assert!((g - overhead - w).abs() <= 50.0, "gaps {gaps:?} vs {want:?}");
+    }
+    assert!(r.stdout().contains("will restart in 100ms") && r.stdout().contains("will restart in 505ms"), "{}", r.stdout());
+}
+
+#[test]
+fn memory_limit_restarts_a_tree_whose_child_grows() {
+    // The parent stays small; its child grows 20 MB/s. The limit is on the whole tree.
+    let s = Scenario::new()
+        .file("grow.py", "import time\nb = []\nwhile True:\n    b.append(bytearray(20 * 1024 * 1024))\n    time.sleep(1)\n")
+        .file("parent.sh", "#!/bin/sh\necho parent up\npython3 grow.py\n")
+        .file("eco.yml", "apps:\n  - name: m\n    script: parent.sh\n    max_memory_restart: 60M\n");
+    let mut r = s.start(&["eco.yml"]);
+    r.wait_for("exceeds max_memory_restart", Duration::from_secs(15));
+    r.wait_for("restart", Duration::from_secs(1));
+    let out = r.stdout() + &r.stderr();
+    let line = out.lines().find(|l| l.contains("exceeds max_memory_restart")).unwrap().to_string();
+    let current: u64 = line.split("current_memory=").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    // Detected within one sample of crossing: at most one 20 MB step above the limit.
+    assert!(current > 60 << 20 && current < (60 << 20) + (45 << 20), "{line}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(r.stdout().matches("parent up").count() >= 2, "restarted: {}", r.stdout());
+    r.signal(libc::SIGTERM);
+    r.wait(Duration::from_secs(5)).unwrap();
+}
+
+#[test]
+fn cron_restarts_running_app_and_starts_stopped_one() {
+    let s = Scenario::new()
+        .file("run.sh", "#!/bin/sh\necho tick\nsleep 100\n")
+        .file("once.sh", "#!/bin/sh\necho batch\n")
+        .file(
+            "eco.yml",
+            "apps:\n  - name: r\n    script: run.sh\n    cron_restart: '*/2 * * * * *'\n  - name: batch\n    script: once.sh\n    autorestart: false\n    cron_restart: '*/2 * * * * *'\n",
+        );
+    let mut r = s.start(&["eco.yml"]);
+    std::thread::sleep(Duration::from_millis(5200));
+    let out = r.stdout();
+    let ticks = out.lines().filter(|l| *l == "tick").count();
+    let batches = out.lines().filter(|l| *l == "batch").count();
+    assert!((3..=4).contains(&ticks), "running app restarted every 2 s: {ticks}\n{out}");
+    assert!((3..=4).contains(&batches), "stopped app started every 2 s, runtime kept up: {batches}\n{out}");
+    r.signal(libc::SIGTERM);
+    assert_eq!(r.wait(Duration::from_secs(5)).unwrap().code(), Some(0));
+}
+
+#[test]
+fn watch_restarts_once_per_burst_and_ignores_node_modules() {
+    let s = Scenario::new()
+        .file("app.sh", "#!/bin/sh\necho started\nsleep 100\n")
+        .file("src/a.txt", "a")
+        .file("node_modules/dep/index.js", "x")
+        .file("eco.yml", "apps:\n  - name: w\n    script: app.sh\n    watch: true\n");
+    let mut r = s.start(&["eco.yml"]);
+    r.wait_for("started", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(300));
+    let count = |r: &Running| r.stdout().lines().filter(|l| *l == "started").count();
+    // Writing into node_modules restarts nothing.
+    for i in 0..20 {
+        std::fs::write(s.path().join(format!("node_modules/dep/f{i}.js")), "x").unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(count(&r), 1, "{}", r.stdout());
+    // One touched file: one restart.
+    std::fs::write(s.path().join("src/a.txt"), "b").unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(count(&r), 2, "{}", r.stdout());
+    // 100 files at once: one restart.
+    for i in 0..100 {
+        std::fs::write(s.path().join(format!("src/f{i}.txt")), "x").unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(count(&r), 3, "{}", r.stdout());
+    r.signal(libc::SIGTERM);
+    r.wait(Duration::from_secs(5)).unwrap();
+}
