@@ -68,7 +68,14 @@ pub enum Shutdown {
 #[derive(Debug)]
 pub enum Cmd {
     /// Stop (if running) and start again, resetting the restart history (PM2's manual restart).
+    /// Starts a stopped instance.
     Restart,
+    /// Start if stopped; nothing if running.
+    Start,
+    /// Stop and stay stopped until `Start`/`Restart` (PM2's `stop`).
+    Stop,
+    /// Stop and end the task (PM2's `delete`, scale down).
+    Delete,
     /// Send a signal to the instance's process group.
     Signal(Signal),
 }
@@ -83,6 +90,12 @@ pub struct Update {
     pub restart_time: u32,
     /// Stopped (or errored) but `cron_restart` will start it again: still counts as alive.
     pub scheduled: bool,
+    /// Stopped on request (`stop`), not by its own doing.
+    pub manual: bool,
+    /// When the current process started (for uptime), if running.
+    pub since: Option<SystemTime>,
+    /// The task has ended (deleted, or done for good).
+    pub gone: bool,
 }
 
 /// Everything an instance task needs, given once at start.
@@ -114,9 +127,18 @@ fn schedule_of(app: &App) -> Option<Schedule> {
 /// What ended one run of the process.
 enum RunEnd {
     Exited(Exit, Instant),
-    /// Stopped on request (restart or shutdown); carries the exit status.
-    Stopped(Exit, bool),
+    /// Stopped on request; carries the exit status and what comes next.
+    Stopped(Exit, After),
     SpawnFailed,
+}
+
+/// What follows a stop on request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum After {
+    Restart,
+    Park,
+    Delete,
+    Shutdown,
 }
 
 impl Instance {
@@ -125,29 +147,64 @@ impl Instance {
     }
 
     fn report(&self, status: Status, pid: Option<u32>, last_exit: Option<Exit>, restart_time: u32) {
-        let _ = self.updates.send(Update { pm_id: self.pm_id, status, pid, last_exit, restart_time, scheduled: false });
-    }
-
-    /// Reports a final status; with `cron_restart`, waits for the next fire and returns true to
-    /// start again (PM2's cron starts a stopped app), false when the instance is done for good.
-    async fn settle(&mut self, status: Status, exit: Option<Exit>, restart_time: u32, schedule: Option<&Schedule>) -> bool {
-        let next = schedule.filter(|_| !self.shutting_down()).and_then(Schedule::until_next_local);
-        let _ =
-            self.updates.send(Update { pm_id: self.pm_id, status, pid: None, last_exit: exit, restart_time, scheduled: next.is_some() });
-        match next {
-            Some(delay) => {
-                let again = self.wait_or_interrupt(delay).await;
-                if again {
-                    tracing::info!(app = %self.app.name, id = self.pm_id, status = "restart", "App [{}] started by cron_restart", self.tag());
-                }
-                again
-            }
-            None => false,
-        }
+        let since = pid.map(|_| SystemTime::now());
+        let _ = self.updates.send(Update {
+            pm_id: self.pm_id,
+            status,
+            pid,
+            last_exit,
+            restart_time,
+            scheduled: false,
+            manual: false,
+            since,
+            gone: false,
+        });
     }
 
     fn shutting_down(&self) -> bool {
         *self.shutdown.borrow() != Shutdown::Running || unix::stop_signals_received() > 0
+    }
+
+    /// Parks a stopped or errored instance: reports it, then waits for a reason to start again
+    /// (`start`/`restart`, or the next `cron_restart` fire, which starts a stopped app as PM2
+    /// does). Returns true to start, false when the task must end (delete, shutdown).
+    async fn settle(&mut self, status: Status, exit: Option<Exit>, restart_time: u32, schedule: Option<&Schedule>, mut manual: bool) -> bool {
+        loop {
+            let next = if self.shutting_down() { None } else { schedule.and_then(Schedule::until_next_local) };
+            let _ = self.updates.send(Update {
+                pm_id: self.pm_id,
+                status,
+                pid: None,
+                last_exit: exit,
+                restart_time,
+                scheduled: next.is_some(),
+                manual,
+                since: None,
+                gone: false,
+            });
+            if self.shutting_down() {
+                return false;
+            }
+            let cron = tokio::time::sleep(next.unwrap_or(Duration::from_secs(86400 * 365)));
+            tokio::pin!(cron);
+            loop {
+                tokio::select! {
+                    _ = &mut cron, if next.is_some() => {
+                        tracing::info!(app = %self.app.name, id = self.pm_id, status = "restart", "App [{}] started by cron_restart", self.tag());
+                        return true;
+                    }
+                    changed = self.shutdown.changed() => {
+                        if changed.is_err() || self.shutting_down() { return false; }
+                    }
+                    cmd = self.inbox.recv() => match cmd {
+                        Some(Cmd::Restart | Cmd::Start) => return true,
+                        Some(Cmd::Delete) | None => return false,
+                        Some(Cmd::Stop) => { manual = true; break; }
+                        Some(Cmd::Signal(_)) => {}
+                    }
+                }
+            }
+        }
     }
 
     /// The task's body: runs until the instance is stopped for good (or errored), or the runtime shuts down.
@@ -167,12 +224,13 @@ impl Instance {
         let tag = self.tag();
         let schedule = schedule_of(&self.app);
 
-        if !self.app.autostart {
-            self.report(Status::Stopped, None, None, 0);
-            tracing::info!(app = %self.app.name, id = self.pm_id, status = "stop", "App [{tag}] registered but not started (autostart: false)");
-            return;
-        }
         let mut last_exit = None;
+        if !self.app.autostart {
+            tracing::info!(app = %self.app.name, id = self.pm_id, status = "stop", "App [{tag}] registered but not started (autostart: false)");
+            if !self.settle(Status::Stopped, None, 0, schedule.as_ref(), true).await {
+                return self.gone(last_exit, restart_time);
+            }
+        }
         loop {
             if self.shutting_down() {
                 break;
@@ -193,19 +251,19 @@ impl Instance {
             };
             let end = self.run_once(&facts, restart_time, last_exit, schedule.as_ref()).await;
             let (exit, started) = match end {
-                RunEnd::Stopped(exit, restart) => {
+                RunEnd::Stopped(exit, after) => {
                     last_exit = Some(exit);
-                    if restart && !self.shutting_down() {
+                    let again = match after {
+                        After::Restart => !self.shutting_down(),
+                        After::Park => self.settle(Status::Stopped, Some(exit), restart_time, schedule.as_ref(), true).await,
+                        After::Delete | After::Shutdown => false,
+                    };
+                    if again {
                         hist = History::new(Instant::now());
                         restart_time += 1;
                         continue;
                     }
-                    if self.settle(Status::Stopped, Some(exit), restart_time, schedule.as_ref()).await {
-                        hist = History::new(Instant::now());
-                        restart_time += 1;
-                        continue;
-                    }
-                    return;
+                    return self.gone(last_exit, restart_time);
                 }
                 RunEnd::Exited(exit, started) => (exit, started),
                 RunEnd::SpawnFailed => (Exit::Code(127), Instant::now()),
@@ -215,53 +273,76 @@ impl Instance {
             let decision = policy::on_exit(&policy, &mut hist, exit, started, Instant::now(), shutting);
             match decision {
                 Decision::Stop => {
-                    if self.settle(Status::Stopped, Some(exit), restart_time, schedule.as_ref()).await {
+                    if self.settle(Status::Stopped, Some(exit), restart_time, schedule.as_ref(), false).await {
                         hist = History::new(Instant::now());
                         restart_time += 1;
                         continue;
                     }
-                    return;
+                    return self.gone(last_exit, restart_time);
                 }
                 Decision::Errored => {
                     tracing::error!(app = %self.app.name, id = self.pm_id, status = "errored",
                         "Script {} had too many unstable restarts ({}). Stopped. \"errored\"", self.app.exec_path.display(), self.app.max_restarts);
-                    if self.settle(Status::Errored, Some(exit), restart_time, schedule.as_ref()).await {
+                    if self.settle(Status::Errored, Some(exit), restart_time, schedule.as_ref(), false).await {
                         hist = History::new(Instant::now());
                         restart_time += 1;
                         continue;
                     }
-                    return;
+                    return self.gone(last_exit, restart_time);
                 }
                 Decision::Restart(delay) => {
                     if !delay.is_zero() {
                         tracing::info!(app = %self.app.name, id = self.pm_id, status = "waiting restart", "App [{tag}] will restart in {}ms", delay.as_millis());
                         self.report(Status::WaitingRestart, None, Some(exit), restart_time);
-                        if !self.wait_or_interrupt(delay).await {
-                            self.report(Status::Stopped, None, Some(exit), restart_time);
-                            return;
+                        match self.wait_or_interrupt(delay).await {
+                            Some(After::Restart) => {}
+                            Some(After::Park) => {
+                                if !self.settle(Status::Stopped, Some(exit), restart_time, schedule.as_ref(), true).await {
+                                    return self.gone(last_exit, restart_time);
+                                }
+                                hist = History::new(Instant::now());
+                            }
+                            _ => return self.gone(last_exit, restart_time),
                         }
                     }
                     restart_time += 1;
                 }
             }
         }
-        self.report(Status::Stopped, None, last_exit, restart_time);
+        self.gone(last_exit, restart_time)
     }
 
-    /// Sleeps for a restart delay. Returns false when the runtime began shutting down meanwhile.
-    async fn wait_or_interrupt(&mut self, delay: Duration) -> bool {
+    /// The task ends: a last update saying so.
+    fn gone(&self, last_exit: Option<Exit>, restart_time: u32) {
+        let _ = self.updates.send(Update {
+            pm_id: self.pm_id,
+            status: Status::Stopped,
+            pid: None,
+            last_exit,
+            restart_time,
+            scheduled: false,
+            manual: true,
+            since: None,
+            gone: true,
+        });
+    }
+
+    /// Sleeps for a restart delay. `Restart` when it is over (or a restart was asked for),
+    /// `Park` on a `stop`, `Delete`/`Shutdown` when the task must end.
+    async fn wait_or_interrupt(&mut self, delay: Duration) -> Option<After> {
         let sleep = tokio::time::sleep(delay);
         tokio::pin!(sleep);
         loop {
             tokio::select! {
-                _ = &mut sleep => return !self.shutting_down(),
+                _ = &mut sleep => return Some(if self.shutting_down() { After::Shutdown } else { After::Restart }),
                 changed = self.shutdown.changed() => {
-                    if changed.is_err() || self.shutting_down() { return false; }
+                    if changed.is_err() || self.shutting_down() { return Some(After::Shutdown); }
                 }
                 cmd = self.inbox.recv() => match cmd {
-                    Some(Cmd::Restart) => return true,
+                    Some(Cmd::Restart | Cmd::Start) => return Some(After::Restart),
+                    Some(Cmd::Stop) => return Some(After::Park),
+                    Some(Cmd::Delete) | None => return Some(After::Delete),
                     Some(Cmd::Signal(_)) => {}
-                    None => return false,
                 }
             }
         }
@@ -357,7 +438,7 @@ impl Instance {
                 _ = &mut cron, if cron_at.is_some() => {
                     tracing::info!(app = %app.name, id = self.pm_id, status = "restart", "App [{tag}] restarted by cron_restart");
                     let exit = self.stop(pid, &mut exit_rx, ipc_writer.as_mut(), restart_time).await;
-                    return RunEnd::Stopped(exit, true);
+                    return RunEnd::Stopped(exit, After::Restart);
                 }
                 _ = memory_check.tick(), if app.max_memory_restart.is_some() => {
                     let limit = app.max_memory_restart.unwrap_or(u64::MAX);
@@ -366,23 +447,31 @@ impl Instance {
                         tracing::warn!(app = %app.name, id = self.pm_id, status = "restart",
                             "App [{tag}] restarted because it exceeds max_memory_restart (current_memory={rss} max_memory_limit={limit} [octets])");
                         let exit = self.stop(pid, &mut exit_rx, ipc_writer.as_mut(), restart_time).await;
-                        return RunEnd::Stopped(exit, true);
+                        return RunEnd::Stopped(exit, After::Restart);
                     }
                 }
                 changed = self.shutdown.changed() => {
                     if changed.is_err() || *self.shutdown.borrow() != Shutdown::Running {
                         let exit = self.stop(pid, &mut exit_rx, ipc_writer.as_mut(), restart_time).await;
-                        return RunEnd::Stopped(exit, false);
+                        return RunEnd::Stopped(exit, After::Shutdown);
                     }
                 }
                 cmd = self.inbox.recv() => match cmd {
                     Some(Cmd::Restart) => {
                         tracing::info!(app = %app.name, id = self.pm_id, status = "restart", "App [{tag}] restarting");
                         let exit = self.stop(pid, &mut exit_rx, ipc_writer.as_mut(), restart_time).await;
-                        return RunEnd::Stopped(exit, true);
+                        return RunEnd::Stopped(exit, After::Restart);
                     }
+                    Some(Cmd::Stop) => {
+                        let exit = self.stop(pid, &mut exit_rx, ipc_writer.as_mut(), restart_time).await;
+                        return RunEnd::Stopped(exit, After::Park);
+                    }
+                    Some(Cmd::Delete) | None => {
+                        let exit = self.stop(pid, &mut exit_rx, ipc_writer.as_mut(), restart_time).await;
+                        return RunEnd::Stopped(exit, After::Delete);
+                    }
+                    Some(Cmd::Start) => {}
                     Some(Cmd::Signal(sig)) => unix::signal_group(pid, sig),
-                    None => {}
                 }
             }
         }

@@ -121,7 +121,9 @@ pub async fn run(eco: Ecosystem, opts: RunOptions, reaper: Reaper, logs: LogHub,
                     if requested || opts.auto_exit { break }
                     continue;
                 };
-                if let Some(slot) = slots.get_mut(&update.pm_id) {
+                if update.gone {
+                    slots.remove(&update.pm_id);
+                } else if let Some(slot) = slots.get_mut(&update.pm_id) {
                     slot.last = Some(update);
                 }
                 if !requested && opts.auto_exit && all_settled(&slots) {
@@ -167,7 +169,7 @@ pub async fn run(eco: Ecosystem, opts: RunOptions, reaper: Reaper, logs: LogHub,
     }
     while tasks.join_next().await.is_some() {}
     while let Ok(update) = updates_rx.try_recv() {
-        if let Some(slot) = slots.get_mut(&update.pm_id) {
+        if let Some(slot) = slots.get_mut(&update.pm_id).filter(|_| !update.gone) {
             slot.last = Some(update);
         }
     }
