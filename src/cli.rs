@@ -17,7 +17,70 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run an ecosystem file (.yml, .yaml, .json, .config.js) or a script in the foreground.
+    /// With a runtime already running and an app name instead of a file: start that app.
     Start(StartArgs),
+    /// List the processes of the running runtime.
+    #[command(visible_aliases = ["list", "l", "status"])]
+    Ls {
+        /// name|id|pid|memory|cpu|status|uptime, optionally :asc or :desc.
+        #[arg(long)]
+        sort: Option<String>,
+    },
+    /// The process list as JSON (PM2's jlist shape).
+    Jlist,
+    /// Details of one app or process.
+    #[command(visible_alias = "describe")]
+    Show { target: String },
+    /// Print recent log lines of an app (all apps by default).
+    Logs {
+        target: Option<String>,
+        #[arg(long, default_value_t = 15)]
+        lines: usize,
+        /// Print and exit (the default for now: following the stream comes later).
+        #[arg(long)]
+        nostream: bool,
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        raw: bool,
+        #[arg(long)]
+        err: bool,
+        #[arg(long)]
+        out: bool,
+    },
+    /// Stop an app, a process id, a namespace or all.
+    Stop(Target),
+    /// Restart (stop, then start) an app, a process id, a namespace or all.
+    Restart(Target),
+    /// Reload: a restart in fork mode (zero-downtime reload comes with cluster mode).
+    Reload(Target),
+    /// Stop and remove an app, a process id, a namespace or all.
+    Delete(Target),
+    /// Scale an app to N instances, or by +N / -N.
+    Scale {
+        name: String,
+        #[arg(allow_hyphen_values = true)]
+        count: String,
+    },
+    /// Send a signal to every process of an app.
+    #[command(name = "sendSignal", visible_alias = "send-signal")]
+    SendSignal { signal: String, target: String },
+    /// Empty the log files of an app (all by default).
+    Flush { target: Option<String> },
+    /// Reopen log files (after an external rotation).
+    #[command(name = "reloadLogs", visible_alias = "reload-logs")]
+    ReloadLogs,
+    /// Exit 0 when a runtime answers and every app that should be online is (health checks).
+    Ping,
+}
+
+#[derive(Debug, Args)]
+pub struct Target {
+    /// App name, process id, namespace, or `all`.
+    pub target: String,
+    /// Accepted for PM2 compatibility (the env given at start is kept).
+    #[arg(long)]
+    pub update_env: bool,
 }
 
 #[derive(Debug, Args)]
@@ -126,7 +189,29 @@ impl StartArgs {
     }
 }
 
-const SUBCOMMANDS: &[&str] = &["start", "help"];
+const SUBCOMMANDS: &[&str] = &[
+    "start",
+    "help",
+    "ls",
+    "list",
+    "l",
+    "status",
+    "jlist",
+    "show",
+    "describe",
+    "logs",
+    "stop",
+    "restart",
+    "reload",
+    "delete",
+    "scale",
+    "sendSignal",
+    "send-signal",
+    "flush",
+    "reloadLogs",
+    "reload-logs",
+    "ping",
+];
 
 /// Inserts `start` for the short form `pm-runtime <file> …`.
 pub fn normalize_args(mut args: Vec<String>) -> Vec<String> {
@@ -157,7 +242,7 @@ mod tests {
     #[test]
     fn flags_parse() {
         let cli = Cli::try_parse_from(normalize_args(v(&["pm-runtime", "app.js", "-i", "-1", "--only", "a,b", "--", "x", "--y"]))).unwrap();
-        let Command::Start(s) = cli.command;
+        let Command::Start(s) = cli.command else { panic!("not start") };
         assert_eq!(s.instances.as_deref(), Some("-1"));
         let o = s.overrides();
         assert_eq!(o.only, v(&["a", "b"]));

@@ -7,6 +7,7 @@
 //! | 2    | an app became `errored` (too many unstable restarts) — pm2-runtime's auto-exit code |
 //! | 64   | bad command line |
 //! | 70   | internal error of the runtime |
+//! | 75   | another runtime already serves this `PM2_HOME` |
 //! | 78   | configuration error: unreadable or invalid ecosystem file, missing script, unsupported mode |
 
 use std::process::ExitCode;
@@ -19,6 +20,7 @@ pub enum Outcome {
     Usage,
     Internal,
     ConfigError,
+    AlreadyRunning,
 }
 
 impl Outcome {
@@ -30,6 +32,7 @@ impl Outcome {
             Outcome::Usage => 64,
             Outcome::Internal => 70,
             Outcome::ConfigError => 78,
+            Outcome::AlreadyRunning => 75,
         }
     }
 }

@@ -23,12 +23,14 @@
 
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod exit;
 pub mod logs;
 pub mod metrics;
 pub mod process;
 pub mod signals;
 pub mod supervisor;
+mod verbs;
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -49,8 +51,16 @@ pub fn run(args: Vec<String>) -> Outcome {
             return if e.use_stderr() { Outcome::Usage } else { Outcome::Requested };
         }
     };
+    let home = std::path::PathBuf::from(pm2_home());
     match cli.command {
-        Command::Start(start) => run_start(&start),
+        Command::Start(start) => {
+            // `pm-runtime start web` against a running runtime, when `web` is no file.
+            if !Path::new(&start.target).exists() && !config::is_config_file(&start.target) && control::client::runtime_running(&home) {
+                return verbs::act(&home, "start", &start.target);
+            }
+            run_start(&start)
+        }
+        other => verbs::run(&home, other),
     }
 }
 
@@ -121,6 +131,22 @@ fn run_start(start: &StartArgs) -> Outcome {
                 return Outcome::Internal;
             }
         };
+        // The control socket: refuse to run twice on one PM2_HOME; run without it if it cannot be made.
+        let (control_tx, control_rx) = tokio::sync::mpsc::channel(64);
+        let socket = match control::server::bind(Path::new(&pm2_home())) {
+            Ok((listener, path)) => {
+                tokio::spawn(control::server::serve(listener, control_tx));
+                Some(path)
+            }
+            Err(e) if e.starts_with("another pm-runtime") => {
+                tracing::error!("{e}");
+                return Outcome::AlreadyRunning;
+            }
+            Err(e) => {
+                tracing::warn!("{e}; running without the control socket (pm-runtime ls etc. will not reach this runtime)");
+                None
+            }
+        };
         let reaper = process::Reaper::new();
         let reaper_task = tokio::spawn(reaper.clone().run());
         let opts = supervisor::RunOptions {
@@ -129,7 +155,10 @@ fn run_start(start: &StartArgs) -> Outcome {
             pm2_home: pm2_home(),
             cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         };
-        let outcome = supervisor::run(eco, opts, reaper.clone(), hub.clone(), signals).await;
+        let outcome = supervisor::run(eco, opts, reaper.clone(), hub.clone(), signals, control_rx).await;
+        if let Some(path) = socket {
+            let _ = std::fs::remove_file(path);
+        }
         hub.drain_pumps(Duration::from_secs(1)).await;
         reaper.reap_now();
         reaper_task.abort();

@@ -168,7 +168,14 @@ impl Instance {
     /// Parks a stopped or errored instance: reports it, then waits for a reason to start again
     /// (`start`/`restart`, or the next `cron_restart` fire, which starts a stopped app as PM2
     /// does). Returns true to start, false when the task must end (delete, shutdown).
-    async fn settle(&mut self, status: Status, exit: Option<Exit>, restart_time: u32, schedule: Option<&Schedule>, mut manual: bool) -> bool {
+    async fn settle(
+        &mut self,
+        status: Status,
+        exit: Option<Exit>,
+        restart_time: u32,
+        schedule: Option<&Schedule>,
+        mut manual: bool,
+    ) -> bool {
         loop {
             let next = if self.shutting_down() { None } else { schedule.and_then(Schedule::until_next_local) };
             let _ = self.updates.send(Update {

@@ -1,9 +1,11 @@
 //! The coordinator: starts one task per app instance, owns the table of their statuses, turns
-//! the runtime's signals into requests, decides when the runtime exits and with which code.
+//! the runtime's signals and control requests into commands, decides when the runtime exits and
+//! with which code.
 //!
 //! State ownership: each instance task owns its process and restart history; this coordinator
 //! owns only the latest [`Update`] of each instance. Nobody else holds either.
 
+pub mod control;
 pub mod cron;
 pub mod env;
 pub mod file_watch;
@@ -20,6 +22,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::config::{App, Ecosystem, ExecMode};
+use crate::control::server::ControlRequest;
 use crate::exit::Outcome;
 use crate::logs::LogHub;
 use crate::process::{Exit, Reaper, tree, unix};
@@ -37,14 +40,81 @@ pub struct RunOptions {
     pub cpus: usize,
 }
 
-struct Slot {
-    app_index: usize,
+/// One instance as the coordinator sees it.
+pub struct Slot {
+    pub app_index: usize,
+    /// `NODE_APP_INSTANCE` of this instance.
+    pub instance: u32,
     inbox: mpsc::UnboundedSender<Cmd>,
-    last: Option<Update>,
+    pub last: Option<Update>,
+}
+
+/// The coordinator's state: the apps, the instance table, and what new instances need.
+pub struct Coordinator {
+    pub apps: Vec<Arc<App>>,
+    pub slots: BTreeMap<u32, Slot>,
+    next_id: u32,
+    tasks: JoinSet<()>,
+    reaper: Reaper,
+    pub logs: LogHub,
+    inherited: Arc<Vec<(OsString, OsString)>>,
+    pm2_home: String,
+    updates_tx: mpsc::UnboundedSender<Update>,
+    shutdown_rx: watch::Receiver<Shutdown>,
+    /// Last CPU sample per pm_id (ticks, when), for `ls`'s cpu %.
+    cpu_prev: std::collections::HashMap<u32, (u64, std::time::Instant)>,
+}
+
+impl Coordinator {
+    /// Starts one more instance of `app_index`, with the lowest free instance number (PM2 fills gaps).
+    pub fn spawn_instance(&mut self, app_index: usize) -> u32 {
+        let used: Vec<u32> = self.slots.values().filter(|s| s.app_index == app_index).map(|s| s.instance).collect();
+        let instance = (0..).find(|n| !used.contains(n)).unwrap_or(0);
+        let pm_id = self.next_id;
+        self.next_id += 1;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let inst = Instance {
+            app: self.apps[app_index].clone(),
+            pm_id,
+            instance,
+            reaper: self.reaper.clone(),
+            logs: self.logs.clone(),
+            inherited_env: self.inherited.clone(),
+            pm2_home: self.pm2_home.clone(),
+            updates: self.updates_tx.clone(),
+            shutdown: self.shutdown_rx.clone(),
+            inbox: rx,
+        };
+        self.slots.insert(pm_id, Slot { app_index, instance, inbox: tx, last: None });
+        self.tasks.spawn(inst.run());
+        pm_id
+    }
+
+    /// Sends a command to an instance.
+    pub fn send(&self, pm_id: u32, cmd: Cmd) {
+        if let Some(slot) = self.slots.get(&pm_id) {
+            let _ = slot.inbox.send(cmd);
+        }
+    }
+
+    fn record(&mut self, update: Update) {
+        if update.gone {
+            self.slots.remove(&update.pm_id);
+        } else if let Some(slot) = self.slots.get_mut(&update.pm_id) {
+            slot.last = Some(update);
+        }
+    }
 }
 
 /// Runs the ecosystem until it is stopped or nothing can run any more.
-pub async fn run(eco: Ecosystem, opts: RunOptions, reaper: Reaper, logs: LogHub, mut signals: Signals) -> Outcome {
+pub async fn run(
+    eco: Ecosystem,
+    opts: RunOptions,
+    reaper: Reaper,
+    logs: LogHub,
+    mut signals: Signals,
+    mut control: mpsc::Receiver<ControlRequest>,
+) -> Outcome {
     if let Some(app) = eco.apps.iter().find(|a| a.exec_mode == ExecMode::Cluster) {
         tracing::error!(
             "App [{}] uses cluster mode (exec_mode: cluster, or instances on a Node app without exec_mode), which this version does not run yet. Set `exec_mode: fork` to run {} independent instances.",
@@ -60,44 +130,35 @@ pub async fn run(eco: Ecosystem, opts: RunOptions, reaper: Reaper, logs: LogHub,
         }
     }
 
-    let inherited: Arc<Vec<(OsString, OsString)>> = Arc::new(std::env::vars_os().collect());
     let (shutdown_tx, shutdown_rx) = watch::channel(Shutdown::Running);
     let (updates_tx, mut updates_rx) = mpsc::unbounded_channel::<Update>();
-    let mut slots: BTreeMap<u32, Slot> = BTreeMap::new();
-    let mut tasks = JoinSet::new();
-    let mut next_id = 0u32;
-    for (app_index, app) in eco.apps.iter().enumerate() {
-        let app = Arc::new(app.clone());
-        let n = crate::config::resolve_instances(app.instances, opts.cpus);
-        for instance in 0..n {
-            let (tx, rx) = mpsc::unbounded_channel();
-            let inst = Instance {
-                app: app.clone(),
-                pm_id: next_id,
-                instance,
-                reaper: reaper.clone(),
-                logs: logs.clone(),
-                inherited_env: inherited.clone(),
-                pm2_home: opts.pm2_home.clone(),
-                updates: updates_tx.clone(),
-                shutdown: shutdown_rx.clone(),
-                inbox: rx,
-            };
-            slots.insert(next_id, Slot { app_index, inbox: tx, last: None });
-            tasks.spawn(inst.run());
-            next_id += 1;
+    let mut co = Coordinator {
+        apps: eco.apps.iter().cloned().map(Arc::new).collect(),
+        slots: BTreeMap::new(),
+        next_id: 0,
+        tasks: JoinSet::new(),
+        reaper,
+        logs: logs.clone(),
+        inherited: Arc::new(std::env::vars_os().collect()),
+        pm2_home: opts.pm2_home.clone(),
+        updates_tx,
+        shutdown_rx,
+        cpu_prev: Default::default(),
+    };
+    for app_index in 0..co.apps.len() {
+        for _ in 0..crate::config::resolve_instances(co.apps[app_index].instances, opts.cpus) {
+            co.spawn_instance(app_index);
         }
     }
-    drop(updates_tx);
 
     // One watcher per app with `watch`; it names the app, the coordinator restarts its instances.
     let (restart_tx, mut restart_rx) = mpsc::unbounded_channel::<usize>();
-    for (app_index, app) in eco.apps.iter().enumerate() {
+    for (app_index, app) in co.apps.iter().enumerate() {
         let own: Vec<_> = [&app.out_file, &app.error_file, &app.log_file, &app.pid_file]
             .into_iter()
             .flatten()
             .flat_map(|p| {
-                slots
+                co.slots
                     .iter()
                     .filter(|(_, s)| s.app_index == app_index)
                     .map(|(id, _)| crate::logs::hub::log_path(app, p, *id))
@@ -110,29 +171,29 @@ pub async fn run(eco: Ecosystem, opts: RunOptions, reaper: Reaper, logs: LogHub,
     }
 
     let mut requested = false;
-    let mut tasks_left = true;
     loop {
         tokio::select! {
-            // Every task holds a sender: `None` means all of them have finished. With
-            // --no-auto-exit the runtime then stays up for signals (and the control socket).
-            update = updates_rx.recv(), if tasks_left => {
-                let Some(update) = update else {
-                    tasks_left = false;
-                    if requested || opts.auto_exit { break }
-                    continue;
-                };
-                if update.gone {
-                    slots.remove(&update.pm_id);
-                } else if let Some(slot) = slots.get_mut(&update.pm_id) {
-                    slot.last = Some(update);
-                }
-                if !requested && opts.auto_exit && all_settled(&slots) {
+            update = updates_rx.recv() => {
+                let Some(update) = update else { break };
+                co.record(update);
+                if !requested && opts.auto_exit && all_settled(&co.slots) {
                     break;
                 }
             }
+            Some(_) = co.tasks.join_next() => {
+                if co.tasks.is_empty() && (requested || opts.auto_exit) {
+                    // Drain the last updates before deciding.
+                    while let Ok(u) = updates_rx.try_recv() { co.record(u); }
+                    break;
+                }
+            }
+            Some(req) = control.recv(), if !requested => {
+                let reply = control::handle(&mut co, req.req);
+                let _ = req.reply.send(reply);
+            }
             Some(app_index) = restart_rx.recv(), if !requested => {
-                for slot in slots.values().filter(|s| s.app_index == app_index) {
-                    let _ = slot.inbox.send(Cmd::Restart);
+                for (id, _) in co.slots.iter().filter(|(_, s)| s.app_index == app_index) {
+                    co.send(*id, Cmd::Restart);
                 }
             }
             sig = signals.recv() => match sig {
@@ -145,20 +206,20 @@ pub async fn run(eco: Ecosystem, opts: RunOptions, reaper: Reaper, logs: LogHub,
                         tracing::info!("Stop signal received: stopping every app (kill_timeout applies)");
                         let _ = shutdown_tx.send(Shutdown::Graceful);
                     }
-                    if !tasks_left {
+                    if co.tasks.is_empty() {
                         break;
                     }
                 }
                 RuntimeSignal::Reload => {
                     tracing::info!("SIGHUP received: restarting every app");
-                    for slot in slots.values() { let _ = slot.inbox.send(Cmd::Restart); }
+                    for id in co.slots.keys() { co.send(*id, Cmd::Restart); }
                 }
                 RuntimeSignal::ReopenLogs => {
                     tracing::info!("SIGUSR2 received: reopening log files");
                     logs.reopen_files();
                 }
                 RuntimeSignal::Forward(sig) => {
-                    for slot in slots.values() { let _ = slot.inbox.send(Cmd::Signal(sig)); }
+                    for id in co.slots.keys() { co.send(*id, Cmd::Signal(sig)); }
                 }
             },
         }
@@ -167,10 +228,18 @@ pub async fn run(eco: Ecosystem, opts: RunOptions, reaper: Reaper, logs: LogHub,
     if !requested {
         let _ = shutdown_tx.send(Shutdown::Graceful);
     }
-    while tasks.join_next().await.is_some() {}
+    loop {
+        tokio::select! {
+            done = co.tasks.join_next() => if done.is_none() { break },
+            s = signals.recv() => if s == RuntimeSignal::Stop {
+                tracing::warn!("Second stop signal: killing every app now");
+                let _ = shutdown_tx.send(Shutdown::Force);
+            },
+        }
+    }
     while let Ok(update) = updates_rx.try_recv() {
-        if let Some(slot) = slots.get_mut(&update.pm_id).filter(|_| !update.gone) {
-            slot.last = Some(update);
+        if !update.gone {
+            co.record(update);
         }
     }
     sweep_strays().await;
@@ -178,7 +247,8 @@ pub async fn run(eco: Ecosystem, opts: RunOptions, reaper: Reaper, logs: LogHub,
     if requested {
         return Outcome::Requested;
     }
-    outcome(&eco.apps, &slots)
+    let apps: Vec<App> = co.apps.iter().map(|a| (**a).clone()).collect();
+    outcome(&apps, &co.slots)
 }
 
 /// True when no instance can run again by itself.

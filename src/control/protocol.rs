@@ -1,0 +1,87 @@
+//! The control protocol: newline-delimited JSON over a Unix socket, one request per line, one
+//! reply per request. Scriptable with socat:
+//!
+//! ```text
+//! $ echo '{"v":1,"cmd":"ls"}' | socat - UNIX-CONNECT:$HOME/.pm2/pm-runtime.sock
+//! {"ok":true,"processes":[…]}
+//! ```
+//!
+//! Requests (`v` is the protocol version, 1; optional): `ping`, `ls`, `show {target}`,
+//! `start|stop|restart|reload|delete {target}`, `scale {name, count}` (`"4"`, `"+2"`, `"-1"`),
+//! `signal {signal, target}`, `logs {target?, lines}`, `flush {target?}`, `reload_logs`.
+//! `target` is an app name, a pm_id, a namespace or `all`. Replies: `{"ok":true,…}` or
+//! `{"ok":false,"error":"…"}`. A malformed, oversized (over [`MAX_REQUEST`]) or unknown request
+//! gets an error reply and never disturbs the runtime.
+
+use serde::Deserialize;
+
+pub const VERSION: u32 = 1;
+/// Longest request line accepted.
+pub const MAX_REQUEST: usize = 64 * 1024;
+/// The socket's file name inside `$PM2_HOME`.
+pub const SOCKET_NAME: &str = "pm-runtime.sock";
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    Ping,
+    Ls,
+    Show { target: String },
+    Start { target: String },
+    Stop { target: String },
+    Restart { target: String },
+    Reload { target: String },
+    Delete { target: String },
+    Scale { name: String, count: String },
+    Signal { signal: String, target: String },
+    Logs { target: Option<String>, lines: usize },
+    Flush { target: Option<String> },
+    ReloadLogs,
+}
+
+#[derive(Debug, Deserialize)]
+struct Envelope {
+    #[serde(default)]
+    v: Option<u32>,
+    #[serde(flatten)]
+    rest: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Parses one request line; the error text is what the client gets back.
+pub fn parse(line: &str) -> Result<Request, String> {
+    let env: Envelope = serde_json::from_str(line).map_err(|e| format!("malformed request: {e}"))?;
+    if let Some(v) = env.v {
+        if v != VERSION {
+            return Err(format!("unsupported protocol version {v} (this runtime speaks {VERSION})"));
+        }
+    }
+    serde_json::from_value(serde_json::Value::Object(env.rest)).map_err(|e| format!("invalid request: {e}"))
+}
+
+pub fn error(msg: impl Into<String>) -> serde_json::Value {
+    serde_json::json!({ "ok": false, "error": msg.into() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_requests_and_rejects_garbage() {
+        assert_eq!(parse(r#"{"v":1,"cmd":"ls"}"#), Ok(Request::Ls));
+        assert_eq!(parse(r#"{"cmd":"stop","target":"web"}"#), Ok(Request::Stop { target: "web".into() }));
+        assert_eq!(parse(r#"{"cmd":"scale","name":"web","count":"+2"}"#), Ok(Request::Scale { name: "web".into(), count: "+2".into() }));
+        for bad in [
+            "",
+            "garbage",
+            "{}",
+            r#"{"cmd":"explode"}"#,
+            r#"{"cmd":"stop"}"#,
+            r#"{"v":9,"cmd":"ls"}"#,
+            r#"{"cmd":"ls","extra":1}"#,
+            "[1,2]",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! The runtime's side of the control socket: `$PM2_HOME/pm-runtime.sock`.
+//!
+//! The directory is made 0700 and the socket 0600; a connecting process of another uid (root
+//! excepted) is refused. A socket left by a dead runtime is replaced; a live one means another
+//! runtime uses this `PM2_HOME`, and this one refuses to start. Requests are handed to the
+//! coordinator, which owns every answer; this module only frames lines and checks peers.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+
+use super::protocol::{self, MAX_REQUEST, Request, SOCKET_NAME};
+
+/// A request on its way to the coordinator, with where to send the reply.
+pub struct ControlRequest {
+    pub req: Request,
+    pub reply: oneshot::Sender<serde_json::Value>,
+}
+
+pub fn socket_path(pm2_home: &Path) -> PathBuf {
+    pm2_home.join(SOCKET_NAME)
+}
+
+/// Binds the control socket. Must run inside the tokio runtime.
+pub fn bind(pm2_home: &Path) -> Result<(UnixListener, PathBuf), String> {
+    let path = socket_path(pm2_home);
+    std::fs::create_dir_all(pm2_home).map_err(|e| format!("cannot create {}: {e}", pm2_home.display()))?;
+    let _ = std::fs::set_permissions(pm2_home, std::fs::Permissions::from_mode(0o700));
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+            return Err(format!(
+                "another pm-runtime is already running with PM2_HOME={} (its socket {} answers); set a different PM2_HOME to run a second one",
+                pm2_home.display(),
+                path.display()
+            ));
+        }
+        std::fs::remove_file(&path).map_err(|e| format!("cannot remove stale socket {}: {e}", path.display()))?;
+    }
+    let listener = UnixListener::bind(&path).map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("cannot restrict {}: {e}", path.display()))?;
+    Ok((listener, path))
+}
+
+/// Accepts connections forever.
+pub async fn serve(listener: UnixListener, to_coordinator: mpsc::Sender<ControlRequest>) {
+    let me = nix::unistd::geteuid().as_raw();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let allowed = stream.peer_cred().is_ok_and(|c| c.uid() == me || c.uid() == 0);
+        if !allowed {
+            tracing::warn!("control socket: refused a connection from another user");
+            continue;
+        }
+        tokio::spawn(connection(stream, to_coordinator.clone()));
+    }
+}
+
+async fn connection(stream: UnixStream, to_coordinator: mpsc::Sender<ControlRequest>) {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        // Bounded read: an endless line cannot grow our memory.
+        let n = match (&mut reader).take(MAX_REQUEST as u64 + 1).read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let reply = if n > MAX_REQUEST && !line.ends_with(b"\n") {
+            let _ = write.write_all(format!("{}\n", protocol::error(format!("request longer than {MAX_REQUEST} bytes"))).as_bytes()).await;
+            return;
+        } else {
+            match std::str::from_utf8(&line).map_err(|_| "request is not UTF-8".to_string()).and_then(|l| protocol::parse(l.trim())) {
+                Err(e) => protocol::error(e),
+                Ok(req) => {
+                    let (tx, rx) = oneshot::channel();
+                    if to_coordinator.send(ControlRequest { req, reply: tx }).await.is_err() {
+                        protocol::error("the runtime is shutting down")
+                    } else {
+                        rx.await.unwrap_or_else(|_| protocol::error("the runtime is shutting down"))
+                    }
+                }
+            }
+        };
+        if write.write_all(format!("{reply}\n").as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}

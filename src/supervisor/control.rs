@@ -1,0 +1,223 @@
+//! Answers control requests against the coordinator's table: `ls`, `stop web`, `scale web +2`…
+//!
+//! Runs inside the coordinator's task, so it reads and changes the instance table without any
+//! sharing. Commands to instances are sent and answered at once; the client follows up with
+//! `ls` if it wants to wait for the result.
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+use super::Coordinator;
+use super::instance::{Cmd, Status};
+use crate::config::ExecMode;
+use crate::control::protocol::{Request, error};
+use crate::logs::Stream;
+use crate::metrics::proc;
+
+pub fn handle(co: &mut Coordinator, req: Request) -> Value {
+    match req {
+        Request::Ping => ping(co),
+        Request::Ls => json!({ "ok": true, "processes": processes(co, None) }),
+        Request::Show { target } => match resolve(co, &target) {
+            Ok(ids) => json!({ "ok": true, "processes": processes(co, Some(&ids)) }),
+            Err(e) => error(e),
+        },
+        Request::Start { target } => command(co, &target, || Cmd::Start),
+        Request::Stop { target } => command(co, &target, || Cmd::Stop),
+        // Fork mode: a reload is a restart (zero-downtime reloads come with cluster mode).
+        Request::Restart { target } | Request::Reload { target } => command(co, &target, || Cmd::Restart),
+        Request::Delete { target } => command(co, &target, || Cmd::Delete),
+        Request::Signal { signal, target } => match crate::process::unix::parse_signal(&signal) {
+            Some(sig) => command(co, &target, || Cmd::Signal(sig)),
+            None => error(format!("unknown signal {signal:?} (try SIGUSR2, SIGHUP, SIGTERM, …)")),
+        },
+        Request::Scale { name, count } => scale(co, &name, &count),
+        Request::Logs { target, lines } => logs(co, target.as_deref(), lines),
+        Request::Flush { target } => flush(co, target.as_deref()),
+        Request::ReloadLogs => {
+            co.logs.reopen_files();
+            json!({ "ok": true })
+        }
+    }
+}
+
+/// pm_ids matching an app name, a pm_id, a namespace or `all`.
+pub fn resolve(co: &Coordinator, target: &str) -> Result<Vec<u32>, String> {
+    let ids: Vec<u32> = if target == "all" {
+        co.slots.keys().copied().collect()
+    } else if let Ok(id) = target.parse::<u32>() {
+        co.slots.keys().copied().filter(|k| *k == id).collect()
+    } else {
+        let by_name: Vec<u32> = co.slots.iter().filter(|(_, s)| co.apps[s.app_index].name == target).map(|(k, _)| *k).collect();
+        if by_name.is_empty() {
+            co.slots.iter().filter(|(_, s)| co.apps[s.app_index].namespace == target).map(|(k, _)| *k).collect()
+        } else {
+            by_name
+        }
+    };
+    if ids.is_empty() && target != "all" {
+        let mut names: Vec<&str> = co.slots.values().map(|s| co.apps[s.app_index].name.as_str()).collect();
+        names.dedup();
+        return Err(format!(
+            "no process or app named {target:?} (known: {})",
+            if names.is_empty() { "none".to_string() } else { names.join(", ") }
+        ));
+    }
+    Ok(ids)
+}
+
+fn command(co: &Coordinator, target: &str, cmd: impl Fn() -> Cmd) -> Value {
+    match resolve(co, target) {
+        Ok(ids) => {
+            for id in &ids {
+                co.send(*id, cmd());
+            }
+            json!({ "ok": true, "ids": ids })
+        }
+        Err(e) => error(e),
+    }
+}
+
+fn ping(co: &Coordinator) -> Value {
+    let mut problems = Vec::new();
+    for (id, s) in &co.slots {
+        let name = &co.apps[s.app_index].name;
+        match &s.last {
+            None => problems.push(format!("{name}:{id} has not started yet")),
+            Some(u) if u.status == Status::Online => {}
+            Some(u) if u.status == Status::Stopped && (u.manual || u.scheduled) => {}
+            Some(u) => problems.push(format!("{name}:{id} is {}", u.status.as_str())),
+        }
+    }
+    json!({ "ok": true, "healthy": problems.is_empty(), "problems": problems })
+}
+
+fn scale(co: &mut Coordinator, name: &str, count: &str) -> Value {
+    let Some(app_index) = co.apps.iter().position(|a| a.name == name) else {
+        return error(format!("no app named {name:?}"));
+    };
+    let current: Vec<u32> = co.slots.iter().filter(|(_, s)| s.app_index == app_index).map(|(k, _)| *k).collect();
+    let n = current.len() as i64;
+    let target = match count.trim() {
+        c if c.starts_with('+') => c[1..].parse::<i64>().map(|k| n + k),
+        c if c.starts_with('-') => c[1..].parse::<i64>().map(|k| n - k),
+        c => c.parse::<i64>(),
+    };
+    let Ok(target) = target else { return error(format!("scale: expected N, +N or -N, got {count:?}")) };
+    let target = target.max(0);
+    if target == n {
+        return error(format!("{name} already has {n} instance(s): nothing to do"));
+    }
+    if target > n {
+        let added: Vec<u32> = (n..target).map(|_| co.spawn_instance(app_index)).collect();
+        json!({ "ok": true, "added": added, "instances": target })
+    } else {
+        // PM2 removes the first (lowest) ids.
+        let removed: Vec<u32> = current.iter().copied().take((n - target) as usize).collect();
+        for id in &removed {
+            co.send(*id, Cmd::Delete);
+        }
+        json!({ "ok": true, "removed": removed, "instances": target })
+    }
+}
+
+fn logs(co: &Coordinator, target: Option<&str>, lines: usize) -> Value {
+    let ids = match resolve(co, target.unwrap_or("all")) {
+        Ok(ids) => ids,
+        Err(e) => return error(e),
+    };
+    let mut out = Vec::new();
+    for id in ids {
+        let name = &co.apps[co.slots[&id].app_index].name;
+        for (stream, line) in co.logs.recent(id, lines) {
+            out.push(json!({
+                "pm_id": id,
+                "app_name": name,
+                "type": if stream == Stream::Out { "out" } else { "err" },
+                "message": String::from_utf8_lossy(&line),
+            }));
+        }
+    }
+    json!({ "ok": true, "lines": out })
+}
+
+fn flush(co: &Coordinator, target: Option<&str>) -> Value {
+    let ids = match resolve(co, target.unwrap_or("all")) {
+        Ok(ids) => ids,
+        Err(e) => return error(e),
+    };
+    let mut paths = Vec::new();
+    for id in ids {
+        let app = &co.apps[co.slots[&id].app_index];
+        for p in [&app.out_file, &app.error_file, &app.log_file].into_iter().flatten() {
+            paths.push(crate::logs::hub::log_path(app, p, id));
+        }
+    }
+    co.logs.truncate_files(Some(&paths));
+    json!({ "ok": true, "files": paths })
+}
+
+fn ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}
+
+/// PM2's `jlist` shape, for the fields we have.
+fn processes(co: &mut Coordinator, only: Option<&[u32]>) -> Vec<Value> {
+    let ticks_per_s = 100.0;
+    let mut out = Vec::new();
+    let ids: Vec<u32> = co.slots.keys().copied().filter(|k| only.is_none_or(|o| o.contains(k))).collect();
+    for id in ids {
+        let slot = &co.slots[&id];
+        let app = co.apps[slot.app_index].clone();
+        let last = slot.last.clone();
+        let status = last.as_ref().map_or("launching", |u| u.status.as_str());
+        let pid = last.as_ref().and_then(|u| u.pid).unwrap_or(0);
+        let (memory, cpu) = if pid != 0 {
+            let tree = proc::tree(pid);
+            let mem: u64 = tree.iter().map(|p| proc::rss(*p)).sum();
+            let ticks: u64 = tree.iter().map(|p| proc::cpu_ticks(*p)).sum();
+            let now = Instant::now();
+            let cpu = match co.cpu_prev.insert(id, (ticks, now)) {
+                Some((prev, at)) if ticks >= prev && now > at => {
+                    (ticks - prev) as f64 / ticks_per_s / now.duration_since(at).as_secs_f64() * 100.0
+                }
+                _ => 0.0,
+            };
+            (mem, (cpu * 10.0).round() / 10.0)
+        } else {
+            (0, 0.0)
+        };
+        let version = std::fs::read_to_string(app.cwd.join("package.json"))
+            .ok()
+            .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+            .and_then(|v| v.get("version").and_then(|v| v.as_str()).map(str::to_string))
+            .unwrap_or_else(|| "N/A".into());
+        let uptime = last.as_ref().and_then(|u| u.since).map(ms).unwrap_or(0);
+        out.push(json!({
+            "pid": pid,
+            "name": app.name,
+            "pm_id": id,
+            "monit": { "memory": memory, "cpu": cpu },
+            "pm2_env": {
+                "name": app.name,
+                "namespace": app.namespace,
+                "status": status,
+                "pm_uptime": uptime,
+                "restart_time": last.as_ref().map_or(0, |u| u.restart_time),
+                "exec_mode": if app.exec_mode == ExecMode::Cluster { "cluster_mode" } else { "fork_mode" },
+                "exec_interpreter": app.command.interpreter,
+                "pm_exec_path": app.exec_path,
+                "pm_cwd": app.cwd,
+                "instance_var": app.instance_var,
+                "NODE_APP_INSTANCE": slot.instance,
+                "autorestart": app.autorestart,
+                "watch": app.watch != crate::config::Watch::Off,
+                "version": version,
+                "username": std::env::var("USER").unwrap_or_else(|_| "root".into()),
+                "exit_code": last.as_ref().and_then(|u| u.last_exit).map(|e| e.as_code()),
+            }
+        }));
+    }
+    out
+}
