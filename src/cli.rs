@@ -18,7 +18,7 @@ pub struct Cli {
 pub enum Command {
     /// Run an ecosystem file (.yml, .yaml, .json, .config.js) or a script in the foreground.
     /// With a runtime already running and an app name instead of a file: start that app.
-    Start(StartArgs),
+    Start(Box<StartArgs>),
     /// List the processes of the running runtime.
     #[command(visible_aliases = ["list", "l", "status"])]
     Ls {

@@ -41,10 +41,10 @@ pub fn run(home: &Path, cmd: Command) -> Outcome {
         Command::Start(_) => unreachable!("handled by the caller"),
         Command::Ls { sort } => match client::processes(home) {
             Ok(mut ps) => {
-                if let Some(spec) = sort {
-                    if let Err(e) = client::sort(&mut ps, &spec) {
-                        return fail(&e);
-                    }
+                if let Some(spec) = sort
+                    && let Err(e) = client::sort(&mut ps, &spec)
+                {
+                    return fail(&e);
                 }
                 print!("{}", client::table(&ps));
                 Outcome::Requested
