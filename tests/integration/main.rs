@@ -4,6 +4,7 @@
 mod scenario;
 
 mod config_errors;
+mod control;
 mod lifecycle;
 mod logs;
 mod restart;

@@ -1,0 +1,157 @@
+//! Control from another process through the socket, using only the CLI (as `docker exec` would).
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::scenario::*;
+
+fn cli(s: &Scenario, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN).args(args).current_dir(s.path()).env("PM2_HOME", s.path().join(".pm2")).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn jlist(s: &Scenario) -> Vec<serde_json::Value> {
+    let (code, out, err) = cli(s, &["jlist"]);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str::<serde_json::Value>(&out).unwrap().as_array().unwrap().clone()
+}
+
+fn count(s: &Scenario, name: &str) -> usize {
+    jlist(s).iter().filter(|p| p["name"] == name).count()
+}
+
+fn three_apps() -> Scenario {
+    Scenario::new()
+        .file("web.sh", "#!/bin/sh\ntrap 'echo web got USR2' USR2\necho web up\nwhile :; do echo web line; sleep 0.1; done\n")
+        .file("worker.py", "import time\nx = bytearray(30 * 1024 * 1024)\nprint('worker up', flush=True)\nwhile True: time.sleep(1)\n")
+        .file("small.sh", "#!/bin/sh\necho small up\nwhile :; do sleep 1; done\n")
+        .file(
+            "eco.yml",
+            "apps:\n  - name: web\n    script: web.sh\n    exec_mode: fork\n    instances: 2\n  - name: worker\n    script: worker.py\n  - name: small\n    script: small.sh\n",
+        )
+}
+
+#[test]
+fn ls_jlist_scale_stop_start_delete_signal_logs_ping() {
+    let s = three_apps();
+    let mut r = s.start(&["eco.yml"]);
+    r.wait_for("worker up", Duration::from_secs(10));
+    r.wait_for("small up", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+
+    let (code, out, _) = cli(&s, &["ls"]);
+    assert_eq!(code, 0);
+    for name in ["web", "worker", "small"] {
+        assert!(out.contains(name), "{out}");
+    }
+    assert_eq!(out.matches("online").count(), 4, "{out}");
+    // Pids in the table are the real ones.
+    let ps = jlist(&s);
+    for p in &ps {
+        let pid = p["pid"].as_u64().unwrap();
+        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "{p}");
+        assert_eq!(p["pm2_env"]["restart_time"], 0);
+    }
+    // Sorted by memory, the 30 MB worker comes first.
+    let (_, out, _) = cli(&s, &["ls", "--sort", "memory:desc"]);
+    assert!(out.lines().nth(2).unwrap().contains("worker"), "{out}");
+
+    assert_eq!(cli(&s, &["ping"]).0, 0);
+    assert_eq!(cli(&s, &["scale", "web", "4"]).0, 0);
+    assert_eq!(count(&s, "web"), 4);
+    assert_eq!(cli(&s, &["scale", "web", "+2"]).0, 0);
+    assert_eq!(count(&s, "web"), 6);
+    assert_eq!(cli(&s, &["scale", "web", "2"]).0, 0);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(count(&s, "web"), 2);
+    let mut insts: Vec<u64> =
+        jlist(&s).iter().filter(|p| p["name"] == "web").map(|p| p["pm2_env"]["NODE_APP_INSTANCE"].as_u64().unwrap()).collect();
+    insts.sort();
+    assert_eq!(insts.len(), 2);
+
+    assert_eq!(cli(&s, &["stop", "small"]).0, 0);
+    assert!(jlist(&s).iter().any(|p| p["name"] == "small" && p["pm2_env"]["status"] == "stopped"));
+    assert_eq!(cli(&s, &["ping"]).0, 0, "a stopped-on-request app is not unhealthy");
+    assert_eq!(cli(&s, &["start", "small"]).0, 0);
+    assert!(jlist(&s).iter().any(|p| p["name"] == "small" && p["pm2_env"]["status"] == "online"));
+    assert_eq!(cli(&s, &["delete", "small"]).0, 0);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(count(&s, "small"), 0);
+
+    assert_eq!(cli(&s, &["sendSignal", "SIGUSR2", "web"]).0, 0);
+    r.wait_for("web got USR2", Duration::from_secs(3));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(r.stdout().matches("web got USR2").count(), 2, "every web process got it");
+
+    let (code, out, _) = cli(&s, &["logs", "web", "--lines", "20", "--nostream"]);
+    assert_eq!(code, 0);
+    assert!(out.lines().count() >= 20 && out.contains("web line"), "{out}");
+
+    let (code, _, err) = cli(&s, &["stop", "nope"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("web") && err.contains("worker"), "lists known names: {err}");
+
+    r.signal(libc::SIGTERM);
+    assert_eq!(r.wait(Duration::from_secs(5)).unwrap().code(), Some(0));
+    let (code, _, err) = cli(&s, &["ls"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("pm-runtime.sock"), "names the socket it tried: {err}");
+}
+
+#[test]
+fn ping_fails_when_an_app_is_errored() {
+    let s = Scenario::new()
+        .file("ok.sh", "#!/bin/sh\nwhile :; do sleep 1; done\n")
+        .file("crash.sh", "#!/bin/sh\nexit 1\n")
+        .file("eco.yml", "apps:\n  - name: ok\n    script: ok.sh\n  - name: crash\n    script: crash.sh\n    max_restarts: 2\n");
+    let mut r = s.start(&["eco.yml"]);
+    r.wait_for("too many unstable restarts", Duration::from_secs(10));
+    let (code, _, err) = cli(&s, &["ping"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("crash") && err.contains("errored"), "{err}");
+    r.signal(libc::SIGTERM);
+    r.wait(Duration::from_secs(5));
+}
+
+#[test]
+fn socket_is_private_and_survives_garbage() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::fs::PermissionsExt;
+    let s = Scenario::new().file("a.sh", "#!/bin/sh\nwhile :; do sleep 1; done\n");
+    let mut r = s.start(&["a.sh"]);
+    r.wait_for("online", Duration::from_secs(5));
+    let sock = s.path().join(".pm2/pm-runtime.sock");
+    assert_eq!(std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(std::fs::metadata(s.path().join(".pm2")).unwrap().permissions().mode() & 0o777, 0o700);
+    let mut c = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    c.write_all(b"\x00\xffnot json\n{\"cmd\":\"explode\"}\n").unwrap();
+    let mut rd = BufReader::new(c.try_clone().unwrap());
+    for _ in 0..2 {
+        let mut line = String::new();
+        rd.read_line(&mut line).unwrap();
+        assert!(line.contains("\"ok\":false"), "{line}");
+    }
+    // An oversized request is refused and the connection closed.
+    let mut big = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    let _ = big.write_all(&vec![b'x'; 200 * 1024]);
+    // A second runtime on the same PM2_HOME refuses to start.
+    let (status, _, err) = s.run(&["a.sh"], Duration::from_secs(5));
+    assert_eq!(status.code(), Some(75), "{err}");
+    // Another uid cannot connect (nobody = 65534).
+    let other = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "python3",
+            "-c",
+            &format!("import socket; s=socket.socket(socket.AF_UNIX); s.connect('{}')", sock.display()),
+        ])
+        .output();
+    if let Ok(o) = other {
+        assert!(!o.status.success(), "another uid connected");
+    }
+    assert_eq!(cli(&s, &["ping"]).0, 0, "still serving");
+    r.signal(libc::SIGTERM);
+    r.wait(Duration::from_secs(5));
+}
