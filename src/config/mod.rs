@@ -1,93 +1,425 @@
-//! STAND-IN until the real loader lands.
+//! Configuration: turns a PM2 ecosystem file (YAML, JSON, JS) or a bare script, plus the
+//! command-line [`Overrides`], into a validated, typed [`Ecosystem`].
+//!
+//! Pipeline: read and parse the file into a spanned tree (`tree`, or `js` for node-evaluated
+//! configs) → find the apps and validate every key (`validate`, collecting all problems with
+//! `file:line:col` positions) → `--only` / `--env` → resolve cwd, script and interpreter
+//! (`resolve`) → apply overrides and PM2's defaults. Every problem is collected into one
+//! [`ConfigError`]; non-fatal findings go to [`Ecosystem::warnings`].
+//!
+//! Environment variables read (through an injectable lookup): `PM2_KILL_TIMEOUT`,
+//! `PM2_KILL_SIGNAL`, `PM2_GRACEFUL_LISTEN_TIMEOUT`, `PATH`, and `HOME` (for `~/` in log paths).
+
+mod js;
 mod model;
+mod resolve;
+mod tree;
+mod units;
+mod validate;
+
 pub use model::*;
-use std::path::Path;
+
+use resolve::{Host, Target, normalize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tree::Node;
+use validate::{RawApp, Reporter, join};
+
+/// Everything that is wrong with a configuration, one problem per line.
 #[derive(Debug)]
 pub struct ConfigError {
     pub problems: Vec<String>,
 }
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.problems.join("\n"))
     }
 }
+
 impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    fn one(msg: impl Into<String>) -> Self {
+        ConfigError { problems: vec![msg.into()] }
+    }
+}
+
+/// PM2's rule (`Common.isConfigFile`): the path *contains* one of these (so `ecosystem.js` is a
+/// script, and `app.json5` is a config).
 pub fn is_config_file(path: &str) -> bool {
     [".json", ".yml", ".yaml", ".config.js", ".config.cjs", ".config.mjs"].iter().any(|e| path.contains(e))
 }
-pub fn load(path: &Path, _o: &Overrides) -> Result<Ecosystem, ConfigError> {
-    Err(ConfigError { problems: vec![format!("{}: not supported yet", path.display())] })
+
+/// Loads an ecosystem file, relative paths taken against the process's cwd.
+pub fn load(path: &Path, overrides: &Overrides) -> Result<Ecosystem, ConfigError> {
+    let base_dir = std::env::current_dir().map_err(|e| ConfigError::one(format!("cannot determine the current directory: {e}")))?;
+    let var = |k: &str| std::env::var(k).ok();
+    load_with(path, overrides, &Host { base_dir, var: &var })
 }
+
+/// The script form: `pm-runtime app.js -- a b`.
+pub fn from_script(script: &str, overrides: &Overrides) -> Result<Ecosystem, ConfigError> {
+    let base_dir = std::env::current_dir().map_err(|e| ConfigError::one(format!("cannot determine the current directory: {e}")))?;
+    let var = |k: &str| std::env::var(k).ok();
+    from_script_with(script, overrides, &Host { base_dir, var: &var })
+}
+
+/// `Count(0)`/`Max` → cpus, `MinusCpus(n)` → cpus − n, never below 1.
 pub fn resolve_instances(i: Instances, cpus: usize) -> u32 {
-    match i {
-        Instances::Count(0) | Instances::Max => cpus.max(1) as u32,
-        Instances::Count(n) => n,
-        Instances::MinusCpus(n) => (cpus as i64 - n as i64).max(1) as u32,
+    let cpus = i64::try_from(cpus).unwrap_or(i64::MAX).max(1);
+    let n = match i {
+        Instances::Count(0) | Instances::Max => cpus,
+        Instances::Count(n) => i64::from(n),
+        Instances::MinusCpus(n) => cpus - i64::from(n),
+    };
+    u32::try_from(n.max(1)).unwrap_or(u32::MAX)
+}
+
+/// How a config file is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Yaml,
+    Json,
+    Js,
+}
+
+fn format_of(path: &str) -> Format {
+    if path.contains(".json") {
+        Format::Json
+    } else if path.contains(".yml") || path.contains(".yaml") {
+        Format::Yaml
+    } else {
+        Format::Js
     }
 }
-pub fn from_script(script: &str, o: &Overrides) -> Result<Ecosystem, ConfigError> {
-    let cwd = std::env::current_dir().unwrap();
-    let exec_path = cwd.join(script);
-    let (program, mut argv, interp, is_node) = if script.ends_with(".js") {
-        ("/usr/bin/node".into(), vec![], "node", true)
-    } else if script.ends_with(".py") {
-        ("/usr/bin/python3".into(), vec![], "python3", false)
-    } else {
-        ("/bin/sh".into(), vec![], "bash", false)
+
+/// Reads and parses a config file into a tree (positions for YAML/JSON, none for JS).
+fn read_tree(path: &Path, host: &Host) -> Result<Node, ConfigError> {
+    let label = path.display().to_string();
+    let abs = host.base_dir.join(path);
+    let format = format_of(&label);
+    let read = || {
+        std::fs::read_to_string(&abs).map_err(|e| {
+            ConfigError::one(match e.kind() {
+                std::io::ErrorKind::NotFound => {
+                    format!("{label}: file not found ({})", normalize(&abs).display())
+                }
+                _ => format!("{label}: cannot read the file: {e}"),
+            })
+        })
     };
-    argv.push(exec_path.to_string_lossy().into_owned());
-    argv.extend(o.args.iter().cloned());
-    let n = o.instances.as_deref().and_then(|s| s.parse().ok()).unwrap_or(1);
-    let app = App {
-        name: o.name.clone().unwrap_or_else(|| Path::new(script).file_stem().unwrap().to_string_lossy().into_owned()),
-        namespace: "default".into(),
-        script: script.into(),
-        exec_path,
-        cwd,
-        args: o.args.clone(),
-        interpreter_args: vec![],
-        command: Command { program, argv, interpreter: interp.into(), is_node },
-        env: Default::default(),
-        filter_env: FilterEnv::Inherit,
-        port: None,
-        instances: Instances::Count(n),
-        exec_mode: ExecMode::Fork,
-        instance_var: "NODE_APP_INSTANCE".into(),
-        increment_var: None,
-        uid: None,
-        gid: None,
-        autostart: true,
-        autorestart: !o.no_autorestart,
-        stop_exit_codes: o.stop_exit_codes.clone().unwrap_or_default(),
-        min_uptime: std::time::Duration::from_millis(1000),
-        max_restarts: 16,
-        restart_delay: Default::default(),
-        exp_backoff_restart_delay: None,
-        max_memory_restart: None,
-        cron_restart: None,
-        kill_timeout: std::time::Duration::from_millis(o.kill_timeout.unwrap_or(1600)),
-        kill_signal: "SIGINT".into(),
-        kill_retry_time: std::time::Duration::from_millis(100),
-        shutdown_with_message: false,
-        treekill: true,
-        wait_ready: false,
-        listen_timeout: std::time::Duration::from_millis(3000),
-        watch: Watch::Off,
-        ignore_watch: vec![],
-        watch_delay: Default::default(),
-        watch_options: None,
-        out_file: None,
-        error_file: None,
-        log_file: None,
-        pid_file: None,
-        merge_logs: None,
-        log_date_format: None,
-        time: false,
-        log_type: None,
-        disable_logs: false,
-        log_max_size: None,
-        log_retain: None,
-        ignored: Default::default(),
+    let syntax = |e: tree::SyntaxError| {
+        let at = e.pos.map(|p| format!(":{}:{}", p.line, p.col)).unwrap_or_default();
+        ConfigError::one(format!("{label}{at}: syntax error: {}", e.message))
     };
-    Ok(Ecosystem { file: None, apps: vec![app], warnings: vec![] })
+    match format {
+        Format::Yaml => tree::parse_yaml(&read()?).map_err(syntax),
+        Format::Json => {
+            let text = read()?;
+            match tree::parse_lenient_json(&text) {
+                Ok(n) => Ok(n),
+                // Not JSON-ish enough for us: PM2 evaluates it as JavaScript; so do we, if we can.
+                Err(e) => match js::eval_with_node(path, js::JsMode::JsonExpr, host) {
+                    Ok(v) => Ok(Node::from_json(&v)),
+                    Err(_) => Err(syntax(e)),
+                },
+            }
+        }
+        Format::Js => {
+            if !abs.is_file() {
+                return Err(read().err().unwrap_or_else(|| ConfigError::one(format!("{label}: not a file"))));
+            }
+            js::eval_with_node(path, js::JsMode::Module, host)
+                .map(|v| Node::from_json(&v))
+                .map_err(|e| ConfigError::one(prefix_label(&label, &e)))
+        }
+    }
 }
+
+fn prefix_label(label: &str, msg: &str) -> String {
+    if msg.contains(label) { msg.to_string() } else { format!("{label}: {msg}") }
+}
+
+/// The overrides, parsed once (invalid values are errors naming the flag).
+#[derive(Debug, Default)]
+struct Flags {
+    instances: Option<Instances>,
+    node_args: Option<Vec<String>>,
+    max_memory_restart: Option<u64>,
+    cron: Option<Option<String>>,
+}
+
+fn parse_flags(o: &Overrides, errors: &mut Vec<String>) -> Flags {
+    let mut f = Flags::default();
+    if let Some(i) = &o.instances {
+        f.instances = validate::parse_instances_text(i);
+        if f.instances.is_none() {
+            errors.push(format!("-i: expected a number, \"max\" or -N, got {i:?}"));
+        }
+    }
+    if let Some(a) = &o.node_args {
+        match units::split_args(a) {
+            Ok(v) => f.node_args = Some(v),
+            Err(e) => errors.push(format!("--node-args: {e}")),
+        }
+    }
+    if let Some(m) = &o.max_memory_restart {
+        match units::parse_size(m) {
+            Ok(v) => f.max_memory_restart = Some(v),
+            Err(e) => errors.push(format!("--max-memory-restart: {e}")),
+        }
+    }
+    if let Some(c) = &o.cron {
+        match validate::parse_cron(c) {
+            Ok(v) => f.cron = Some(v),
+            Err(e) => errors.push(format!("--cron: {e}")),
+        }
+    }
+    if let Some(i) = &o.interpreter
+        && i.trim().is_empty()
+    {
+        errors.push("--interpreter: must not be empty".into());
+    }
+    f
+}
+
+/// Defaults that come from the environment (`PM2_KILL_TIMEOUT`, …).
+struct Defaults {
+    kill_timeout: Duration,
+    kill_signal: String,
+    listen_timeout: Duration,
+}
+
+fn env_defaults(host: &Host, warnings: &mut Vec<String>) -> Defaults {
+    let mut d =
+        Defaults { kill_timeout: Duration::from_millis(1600), kill_signal: "SIGINT".into(), listen_timeout: Duration::from_millis(3000) };
+    let ms = |name: &str, warnings: &mut Vec<String>| -> Option<Duration> {
+        let v = (host.var)(name)?;
+        match v.trim().parse::<f64>().ok().and_then(units::ms_to_duration) {
+            Some(d) => Some(d),
+            None => {
+                warnings.push(format!("{name}={v:?} is not a number of milliseconds; ignored"));
+                None
+            }
+        }
+    };
+    if let Some(t) = ms("PM2_KILL_TIMEOUT", warnings) {
+        d.kill_timeout = t;
+    }
+    if let Some(t) = ms("PM2_GRACEFUL_LISTEN_TIMEOUT", warnings) {
+        d.listen_timeout = t;
+    }
+    if let Some(s) = (host.var)("PM2_KILL_SIGNAL") {
+        match units::parse_signal(&s) {
+            Ok(sig) => d.kill_signal = sig,
+            Err(e) => warnings.push(format!("PM2_KILL_SIGNAL: {e}; using SIGINT")),
+        }
+    }
+    d
+}
+
+/// Loads an ecosystem file with an explicit base directory and environment.
+fn load_with(path: &Path, o: &Overrides, host: &Host) -> Result<Ecosystem, ConfigError> {
+    let label = path.display().to_string();
+    let root = read_tree(path, host)?;
+    let mut rep = Reporter::new(label.clone());
+    let mut flag_errors = Vec::new();
+    let flags = parse_flags(o, &mut flag_errors);
+    let defaults = env_defaults(host, &mut rep.warnings);
+
+    let doc = validate::locate_apps(&root, &mut rep);
+
+    // --only: exact names, file order.
+    let entries: Vec<&(String, &Node)> = if o.only.is_empty() {
+        doc.apps.iter().collect()
+    } else {
+        let kept: Vec<_> = doc.apps.iter().filter(|(_, n)| validate::quick_name(n).is_some_and(|name| o.only.contains(&name))).collect();
+        if kept.is_empty() && !doc.apps.is_empty() {
+            let names: Vec<String> = doc.apps.iter().filter_map(|(_, n)| validate::quick_name(n)).collect();
+            let wanted: Vec<String> = o.only.iter().map(|n| format!("{n:?}")).collect();
+            rep.errors.push(format!(
+                "--only {}: no app named {} in {label} (apps: {})",
+                o.only.join(","),
+                wanted.join(" or "),
+                names.join(", ")
+            ));
+        }
+        kept
+    };
+
+    let raws: Vec<RawApp> = entries.iter().map(|(p, n)| validate::validate_app(p, n, &mut rep)).collect();
+
+    // --env: deploy.<env>.env < env < env_<env>.
+    let mut deploy_env = BTreeMap::new();
+    if let Some(e) = &o.env {
+        if let Some(env_node) = doc.deploy.and_then(|d| d.get(e)).and_then(|d| d.get("env")) {
+            deploy_env = validate::env_map(env_node, &format!("deploy.{e}.env"), &mut rep);
+        }
+        if !raws.is_empty() && !raws.iter().any(|r| r.env_named.contains_key(e)) {
+            rep.warnings.push(format!("Environment [{e}] is not defined in {label}"));
+        }
+    }
+
+    let mut apps = Vec::new();
+    for raw in &raws {
+        if let Some(app) = finish(raw, o, &flags, &defaults, &deploy_env, false, host, &mut rep) {
+            apps.push(app);
+        }
+    }
+
+    let mut problems = flag_errors;
+    problems.append(&mut rep.errors);
+    if !problems.is_empty() {
+        return Err(ConfigError { problems });
+    }
+    Ok(Ecosystem { file: Some(path.to_path_buf()), apps, warnings: rep.warnings })
+}
+
+/// The script form with an explicit base directory and environment.
+fn from_script_with(script: &str, o: &Overrides, host: &Host) -> Result<Ecosystem, ConfigError> {
+    let mut rep = Reporter::new("");
+    let mut problems = Vec::new();
+    let flags = parse_flags(o, &mut problems);
+    let defaults = env_defaults(host, &mut rep.warnings);
+    if script.trim().is_empty() {
+        problems.push("script: must not be empty".into());
+        return Err(ConfigError { problems });
+    }
+    let raw = RawApp { script: Some((script.to_string(), None)), ..Default::default() };
+    let app = finish(&raw, o, &flags, &defaults, &BTreeMap::new(), true, host, &mut rep);
+    problems.append(&mut rep.errors);
+    match app {
+        Some(app) if problems.is_empty() => Ok(Ecosystem { file: None, apps: vec![app], warnings: rep.warnings }),
+        _ => Err(ConfigError { problems }),
+    }
+}
+
+/// Turns a validated app into the final [`App`]: resolution, overrides, env merging, defaults.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    raw: &RawApp,
+    o: &Overrides,
+    flags: &Flags,
+    defaults: &Defaults,
+    deploy_env: &BTreeMap<String, String>,
+    script_form: bool,
+    host: &Host,
+    rep: &mut Reporter,
+) -> Option<App> {
+    let (script, script_pos) = raw.script.as_ref()?;
+    let interpreter = match &o.interpreter {
+        Some(i) if !i.trim().is_empty() => Some((i.as_str(), None, "--interpreter".to_string())),
+        _ => raw.interpreter.as_ref().map(|(i, pos)| (i.as_str(), *pos, join(&raw.path, "interpreter"))),
+    };
+    let interpreter_args = flags.node_args.clone().or_else(|| raw.interpreter_args.clone()).unwrap_or_default();
+    let args = if script_form { o.args.clone() } else { raw.args.clone().unwrap_or_default() };
+    let target = Target {
+        path: &raw.path,
+        script,
+        script_pos: *script_pos,
+        script_key: if script_form { String::new() } else { join(&raw.path, "script") },
+        cwd: raw.cwd.as_ref().map(|(c, p)| (c.as_str(), *p)),
+        interpreter,
+        interpreter_args: &interpreter_args,
+        args: &args,
+    };
+    let resolved = resolve::resolve(&target, host, rep)?;
+
+    let mut name = match (&o.name, script_form) {
+        (Some(n), true) => n.clone(),
+        _ => raw.name.clone().unwrap_or_else(|| validate::default_name(script)),
+    };
+    let mut env = deploy_env.clone();
+    env.extend(raw.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    if let Some(e) = &o.env {
+        if let Some(extra) = raw.env_named.get(e) {
+            env.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        if raw.append_env_to_name {
+            name = format!("{name}-{e}");
+        }
+    }
+
+    let exec_mode =
+        raw.exec_mode.unwrap_or(if raw.instances.is_some() && resolved.command.is_node { ExecMode::Cluster } else { ExecMode::Fork });
+    let cwd = resolved.cwd.clone();
+    let home = (host.var)("HOME");
+    let file_path = |p: &Option<String>| p.as_deref().map(|p| log_path(p, &cwd, home.as_deref()));
+    let watch = match &raw.watch {
+        Some(Watch::Paths(ps)) => Watch::Paths(ps.iter().map(|p| normalize(&cwd.join(p))).collect()),
+        Some(w) => w.clone(),
+        None if o.watch => Watch::Cwd,
+        None => Watch::Off,
+    };
+
+    Some(App {
+        name,
+        namespace: raw.namespace.clone().unwrap_or_else(|| "default".into()),
+        script: script.clone(),
+        exec_path: resolved.exec_path,
+        cwd: cwd.clone(),
+        args,
+        interpreter_args,
+        command: resolved.command,
+        env,
+        filter_env: raw.filter_env.clone(),
+        port: raw.port,
+        instances: flags.instances.or(raw.instances).unwrap_or(Instances::Count(1)),
+        exec_mode,
+        instance_var: raw.instance_var.clone().unwrap_or_else(|| "NODE_APP_INSTANCE".into()),
+        increment_var: raw.increment_var.clone(),
+        uid: raw.uid.clone(),
+        gid: raw.gid.clone(),
+        autostart: raw.autostart.unwrap_or(true),
+        autorestart: !o.no_autorestart && raw.autorestart.unwrap_or(true),
+        stop_exit_codes: o.stop_exit_codes.clone().or_else(|| raw.stop_exit_codes.clone()).unwrap_or_default(),
+        min_uptime: raw.min_uptime.unwrap_or(Duration::from_millis(1000)),
+        max_restarts: raw.max_restarts.unwrap_or(16),
+        restart_delay: raw.restart_delay.unwrap_or_default(),
+        exp_backoff_restart_delay: raw.exp_backoff_restart_delay.filter(|d| !d.is_zero()),
+        max_memory_restart: flags.max_memory_restart.or(raw.max_memory_restart),
+        cron_restart: flags.cron.clone().or(raw.cron_restart.clone()).flatten(),
+        kill_timeout: o.kill_timeout.map(Duration::from_millis).or(raw.kill_timeout).unwrap_or(defaults.kill_timeout),
+        kill_signal: raw.kill_signal.clone().unwrap_or_else(|| defaults.kill_signal.clone()),
+        kill_retry_time: raw.kill_retry_time.unwrap_or(Duration::from_millis(100)),
+        shutdown_with_message: raw.shutdown_with_message.unwrap_or(false),
+        treekill: raw.treekill.unwrap_or(true),
+        wait_ready: raw.wait_ready.unwrap_or(false),
+        listen_timeout: raw.listen_timeout.unwrap_or(defaults.listen_timeout),
+        watch,
+        ignore_watch: raw.ignore_watch.clone().unwrap_or_default(),
+        watch_delay: raw.watch_delay.unwrap_or_default(),
+        watch_options: raw.watch_options.clone(),
+        out_file: file_path(&raw.out_file),
+        error_file: file_path(&raw.error_file),
+        log_file: file_path(&raw.log_file.clone().flatten()),
+        pid_file: file_path(&raw.pid_file),
+        merge_logs: raw.merge_logs,
+        log_date_format: raw.log_date_format.clone(),
+        time: raw.time.unwrap_or(false),
+        log_type: raw.log_type.clone(),
+        disable_logs: raw.disable_logs.unwrap_or(false),
+        log_max_size: raw.log_max_size,
+        log_retain: raw.log_retain,
+        ignored: raw.ignored.clone(),
+    })
+}
+
+/// A log/pid path as PM2 resolves it: `~/` expanded, relative to the app's cwd; `/dev/null` and
+/// `NULL` kept as they are.
+fn log_path(p: &str, cwd: &Path, home: Option<&str>) -> PathBuf {
+    if p == "NULL" || p == "/dev/null" {
+        return PathBuf::from(p);
+    }
+    let expanded = match (p.strip_prefix("~/"), home) {
+        (Some(rest), Some(h)) => Path::new(h).join(rest),
+        _ => PathBuf::from(p),
+    };
+    normalize(&cwd.join(expanded))
+}
+
+#[cfg(test)]
+mod tests;

@@ -35,14 +35,17 @@ pub enum ExecMode {
     Cluster,
 }
 
-/// `filter_env`: true drops the whole inherited environment; strings drop inherited variables
-/// that match one of them (the matching rule follows PM2's source: see `spawn` for the use).
+/// `filter_env`: true drops the whole inherited environment; a string drops that variable; a
+/// list drops every variable whose name contains one of its entries (PM2's rules).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum FilterEnv {
     #[default]
     Inherit,
     DropAll,
+    /// A list: drop inherited variables whose name contains any entry (PM2's list form).
     DropMatching(Vec<String>),
+    /// A string: drop the inherited variable of exactly that name (PM2's string form).
+    DropExact(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

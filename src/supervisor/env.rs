@@ -42,9 +42,10 @@ pub fn build(inherited: &[(OsString, OsString)], app: &App, f: &InstanceFacts) -
     let mut env: Vec<(OsString, OsString)> = match &app.filter_env {
         FilterEnv::DropAll => Vec::new(),
         FilterEnv::Inherit => inherited.to_vec(),
-        FilterEnv::DropMatching(prefixes) => {
-            inherited.iter().filter(|(k, _)| !prefixes.iter().any(|p| k.to_string_lossy().starts_with(p.as_str()))).cloned().collect()
+        FilterEnv::DropMatching(parts) => {
+            inherited.iter().filter(|(k, _)| !parts.iter().any(|p| k.to_string_lossy().contains(p.as_str()))).cloned().collect()
         }
+        FilterEnv::DropExact(name) => inherited.iter().filter(|(k, _)| k != name.as_str()).cloned().collect(),
     };
     env.retain(|(k, _)| !NEVER_INHERIT.iter().any(|n| OsStr::new(n) == k));
 

@@ -41,7 +41,7 @@ fn stop_exit_codes_end_without_restart() {
 fn slow_crash_is_restarted_with_restart_delay() {
     let s = Scenario::new()
         .file("c.sh", "#!/bin/sh\necho run\nexit 1\n")
-        .file("eco.yml", "apps:\n  - name: d\n    script: c.sh\n    restart_delay: 300\n    max_restarts: 3\n    min_uptime: 10\n");
+        .file("eco.yml", "apps:\n  - name: d\n    script: c.sh\n    restart_delay: 300\n    max_restarts: 3\n    min_uptime: 100\n");
     let mut r = s.start(&["eco.yml"]);
     r.wait_for("will restart in 300ms", Duration::from_secs(5));
     std::thread::sleep(Duration::from_millis(1000));

@@ -1,0 +1,381 @@
+//! Filesystem and PATH resolution of one app (spec §5, §3.1): working directory, the script's
+//! absolute path (`pm_exec_path`), the interpreter (explicit, or chosen by extension), and the
+//! final [`Command`]. Reads the environment only through [`Host`], so tests inject their own
+//! `PATH` and base directory.
+
+use super::model::Command;
+use super::tree::Pos;
+use super::validate::{Reporter, join};
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+
+/// The process context resolution depends on: the base directory (the process cwd) and an
+/// environment lookup.
+pub struct Host<'a> {
+    pub base_dir: PathBuf,
+    pub var: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Host<'_> {
+    /// Finds an executable: a path with a `/` is taken relative to `dir`; a bare name is searched
+    /// in `PATH`. Returns an absolute, lexically normalised path.
+    pub fn which(&self, prog: &str, dir: &Path) -> Option<PathBuf> {
+        if prog.is_empty() {
+            return None;
+        }
+        if prog.contains('/') {
+            let p = normalize(&dir.join(prog));
+            return is_executable_file(&p).then_some(p);
+        }
+        let path = (self.var)("PATH")?;
+        path.split(':').filter(|d| !d.is_empty()).map(|d| normalize(&self.base_dir.join(d).join(prog))).find(|p| is_executable_file(p))
+    }
+}
+
+fn is_executable_file(p: &Path) -> bool {
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Lexical normalisation (`a/./b/../c` → `a/c`), like node's `path.resolve`; no symlinks resolved.
+pub fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+/// What resolution needs to know about one app.
+pub struct Target<'a> {
+    /// Key path prefix for messages (`apps[0]`; empty for the script form).
+    pub path: &'a str,
+    pub script: &'a str,
+    pub script_pos: Option<Pos>,
+    /// Key path to blame for script problems (`apps[0].script`; empty for the script form).
+    pub script_key: String,
+    pub cwd: Option<(&'a str, Option<Pos>)>,
+    /// Explicit interpreter, and the key path to blame (`apps[0].interpreter`, `--interpreter`).
+    pub interpreter: Option<(&'a str, Option<Pos>, String)>,
+    pub interpreter_args: &'a [String],
+    pub args: &'a [String],
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resolved {
+    pub cwd: PathBuf,
+    pub exec_path: PathBuf,
+    pub command: Command,
+    /// The script was a shell command (contained a space).
+    pub shell: bool,
+}
+
+/// Resolves cwd, script and interpreter; reports every problem found.
+pub fn resolve(t: &Target, host: &Host, rep: &mut Reporter) -> Option<Resolved> {
+    let script_key = t.script_key.clone();
+    let cwd = match t.cwd {
+        None => host.base_dir.clone(),
+        Some((c, pos)) => {
+            let p = normalize(&host.base_dir.join(c));
+            if !p.is_dir() {
+                rep.error(pos, &join(t.path, "cwd"), format!("directory not found: {}", p.display()));
+                return None;
+            }
+            p
+        }
+    };
+
+    let candidate = normalize(&cwd.join(t.script));
+    let file = if candidate.exists() {
+        Some(candidate.clone())
+    } else if t.script.contains(' ') {
+        None
+    } else if !t.script.contains('/') {
+        match host.which(t.script, &cwd) {
+            Some(p) => Some(p),
+            None => {
+                rep.error(t.script_pos, &script_key, format!("script not found: {}", candidate.display()));
+                return None;
+            }
+        }
+    } else {
+        rep.error(t.script_pos, &script_key, format!("script not found: {}", candidate.display()));
+        return None;
+    };
+
+    let Some(exec_path) = file else {
+        // A command line (`npm start`): run through the shell, as PM2 does (bash, else sh).
+        let program = host.which("bash", &cwd).or_else(|| host.which("sh", &cwd)).unwrap_or_else(|| PathBuf::from("/bin/sh"));
+        if !t.args.is_empty() {
+            rep.warn(t.script_pos, &script_key, "args are ignored for a command with spaces (it runs as `sh -c \"<script>\"`)");
+        }
+        return Some(Resolved {
+            cwd,
+            exec_path: PathBuf::from(t.script),
+            command: Command { program, argv: vec!["-c".into(), t.script.to_string()], interpreter: "none".into(), is_node: false },
+            shell: true,
+        });
+    };
+
+    let (interp_name, blame) = match &t.interpreter {
+        Some((name, pos, key)) => (name.to_string(), Some((*pos, key.clone()))),
+        None => (by_extension(&exec_path, host, &cwd), None),
+    };
+
+    let exec_str = exec_path.to_string_lossy().into_owned();
+    if interp_name == "none" {
+        if !is_executable_file(&exec_path) {
+            rep.error(
+                t.script_pos,
+                &script_key,
+                format!("{} is not executable (make it executable, or set an interpreter)", exec_path.display()),
+            );
+            return None;
+        }
+        return Some(Resolved {
+            cwd,
+            command: Command { program: exec_path.clone(), argv: t.args.to_vec(), interpreter: "none".into(), is_node: false },
+            exec_path,
+            shell: false,
+        });
+    }
+
+    let Some(program) = host.which(&interp_name, &cwd) else {
+        let (pos, key) = blame.unwrap_or((t.script_pos, script_key.clone()));
+        let msg = if interp_name.contains('/') {
+            format!("interpreter {interp_name:?} not found (or not executable)")
+        } else {
+            format!("interpreter {interp_name:?} is not available in PATH")
+        };
+        rep.error(pos, &key, msg);
+        return None;
+    };
+    let base = Path::new(&interp_name).file_name().map(|b| b.to_string_lossy().into_owned()).unwrap_or_default();
+    let is_node = base.ends_with("node") || base.ends_with("bun");
+    let mut argv = t.interpreter_args.to_vec();
+    argv.push(exec_str);
+    argv.extend(t.args.iter().cloned());
+    Some(Resolved { cwd, exec_path, command: Command { program, argv, interpreter: interp_name, is_node }, shell: false })
+}
+
+/// The interpreter PM2 picks for a script with no explicit one.
+///
+/// `.py` prefers `python3` when it exists (PM2 prefers `python` and falls back to `python3`);
+/// `.ts`/`.tsx` use `bun` when it is in PATH, else `node` (type stripping in recent Node).
+/// Unknown extensions: `none` for binaries (a NUL byte in the first 8000 bytes) and `#!` scripts,
+/// else `node`.
+pub fn by_extension(exec_path: &Path, host: &Host, cwd: &Path) -> String {
+    let ext = exec_path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
+    let name = match ext.as_str() {
+        "js" | "cjs" | "mjs" => "node",
+        "sh" => "bash",
+        "py" => {
+            if host.which("python3", cwd).is_some() || host.which("python", cwd).is_none() {
+                "python3"
+            } else {
+                "python"
+            }
+        }
+        "rb" => "ruby",
+        "php" => "php",
+        "pl" => "perl",
+        "coffee" => "coffee",
+        "ls" => "lsc",
+        "ts" | "tsx" => {
+            if host.which("bun", cwd).is_some() {
+                "bun"
+            } else {
+                "node"
+            }
+        }
+        _ => {
+            if runs_itself(exec_path) {
+                "none"
+            } else {
+                "node"
+            }
+        }
+    };
+    name.to_string()
+}
+
+/// True for a binary (NUL byte in the first 8000 bytes) or a `#!` script.
+fn runs_itself(p: &Path) -> bool {
+    let mut buf = Vec::with_capacity(8000);
+    let Ok(f) = std::fs::File::open(p) else {
+        return false;
+    };
+    if f.take(8000).read_to_end(&mut buf).is_err() {
+        return false;
+    }
+    buf.starts_with(b"#!") || buf.contains(&0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    /// A temp dir with a `bin/` of fake interpreters on PATH and a `work/` base dir.
+    struct Fixture {
+        dir: tempfile::TempDir,
+        path: String,
+    }
+
+    impl Fixture {
+        fn new(bins: &[&str]) -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            let bin = dir.path().join("bin");
+            fs::create_dir_all(&bin).unwrap();
+            fs::create_dir_all(dir.path().join("work")).unwrap();
+            for b in bins {
+                exe(&bin.join(b), b"#!/bin/sh\n");
+            }
+            let path = bin.to_string_lossy().into_owned();
+            Fixture { dir, path }
+        }
+        fn work(&self) -> PathBuf {
+            self.dir.path().join("work")
+        }
+        fn resolve(&self, script: &str, interp: Option<&str>) -> (Option<Resolved>, Reporter) {
+            let var = |k: &str| (k == "PATH").then(|| self.path.clone());
+            let host = Host { base_dir: self.work(), var: &var };
+            let mut rep = Reporter::new("f.yml");
+            let args = vec!["a1".to_string()];
+            let t = Target {
+                path: "apps[0]",
+                script,
+                script_pos: None,
+                script_key: "apps[0].script".into(),
+                cwd: None,
+                interpreter: interp.map(|i| (i, None, "apps[0].interpreter".to_string())),
+                interpreter_args: &[],
+                args: &args,
+            };
+            (resolve(&t, &host, &mut rep), rep)
+        }
+    }
+
+    fn exe(p: &Path, content: &[u8]) {
+        fs::write(p, content).unwrap();
+        fs::set_permissions(p, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    #[test]
+    fn interpreter_by_extension() {
+        let f = Fixture::new(&["node", "bash", "python3", "python", "ruby", "php", "perl"]);
+        let w = f.work();
+        for (file, content) in [
+            ("a.js", &b"1"[..]),
+            ("a.cjs", b"1"),
+            ("a.mjs", b"1"),
+            ("a.sh", b"echo"),
+            ("a.py", b"print(1)"),
+            ("a.rb", b"1"),
+            ("a.php", b"1"),
+            ("a.pl", b"1"),
+            ("a.ts", b"1"),
+            ("plain", b"console.log(1)"),
+        ] {
+            fs::write(w.join(file), content).unwrap();
+        }
+        exe(&w.join("shebang"), b"#!/bin/sh\necho\n");
+        exe(&w.join("binary"), b"\x7fELF\0\0\0");
+        let table = [
+            ("a.js", "node"),
+            ("a.cjs", "node"),
+            ("a.mjs", "node"),
+            ("a.sh", "bash"),
+            ("a.py", "python3"),
+            ("a.rb", "ruby"),
+            ("a.php", "php"),
+            ("a.pl", "perl"),
+            ("a.ts", "node"),
+            ("plain", "node"),
+            ("shebang", "none"),
+            ("binary", "none"),
+        ];
+        for (script, want) in table {
+            let (r, rep) = f.resolve(script, None);
+            let r = r.unwrap_or_else(|| panic!("{script}: {:?}", rep.errors));
+            assert_eq!(r.command.interpreter, want, "{script}");
+            assert_eq!(r.exec_path, w.join(script));
+            if want == "none" {
+                assert_eq!(r.command.program, w.join(script));
+                assert_eq!(r.command.argv, ["a1"]);
+            } else {
+                assert_eq!(r.command.program, f.dir.path().join("bin").join(want));
+                assert_eq!(r.command.argv, [w.join(script).to_string_lossy().as_ref(), "a1"]);
+            }
+            assert_eq!(r.command.is_node, want == "node", "{script}");
+        }
+    }
+
+    #[test]
+    fn ts_prefers_bun_and_python_falls_back() {
+        let f = Fixture::new(&["bun", "python"]);
+        fs::write(f.work().join("a.ts"), "1").unwrap();
+        fs::write(f.work().join("a.py"), "1").unwrap();
+        let (r, _) = f.resolve("a.ts", None);
+        let r = r.unwrap();
+        assert_eq!(r.command.interpreter, "bun");
+        assert!(r.command.is_node);
+        let (r, _) = f.resolve("a.py", None);
+        assert_eq!(r.unwrap().command.interpreter, "python");
+    }
+
+    #[test]
+    fn missing_interpreter_and_script() {
+        let f = Fixture::new(&[]);
+        fs::write(f.work().join("a.rb"), "1").unwrap();
+        let (r, rep) = f.resolve("a.rb", None);
+        assert!(r.is_none());
+        assert_eq!(rep.errors, ["f.yml: apps[0].script: interpreter \"ruby\" is not available in PATH"]);
+        let (_, rep) = f.resolve("a.rb", Some("ruby3"));
+        assert_eq!(rep.errors, ["f.yml: apps[0].interpreter: interpreter \"ruby3\" is not available in PATH"]);
+        let (r, rep) = f.resolve("nope.js", None);
+        assert!(r.is_none());
+        let want = format!("f.yml: apps[0].script: script not found: {}", f.work().join("nope.js").display());
+        assert_eq!(rep.errors, [want]);
+    }
+
+    #[test]
+    fn script_in_path_and_shell_command() {
+        let f = Fixture::new(&["mytool", "bash"]);
+        let (r, _) = f.resolve("mytool", None);
+        let r = r.unwrap();
+        assert_eq!(r.command.interpreter, "none");
+        assert_eq!(r.exec_path, f.dir.path().join("bin/mytool"));
+
+        let (r, rep) = f.resolve("python3 -m http.server 8000", None);
+        let r = r.unwrap();
+        assert!(r.shell);
+        assert_eq!(r.command.program, f.dir.path().join("bin/bash"));
+        assert_eq!(r.command.argv, ["-c", "python3 -m http.server 8000"]);
+        assert_eq!(r.command.interpreter, "none");
+        assert_eq!(r.exec_path, PathBuf::from("python3 -m http.server 8000"));
+        assert_eq!(rep.warnings.len(), 1, "args are ignored");
+    }
+
+    #[test]
+    fn explicit_none_needs_executable() {
+        let f = Fixture::new(&[]);
+        fs::write(f.work().join("prog"), "x").unwrap();
+        let (r, rep) = f.resolve("prog", Some("none"));
+        assert!(r.is_none());
+        assert!(rep.errors[0].contains("is not executable"), "{:?}", rep.errors);
+    }
+
+    #[test]
+    fn normalizes() {
+        assert_eq!(normalize(Path::new("/a/./b/../c")), PathBuf::from("/a/c"));
+    }
+}

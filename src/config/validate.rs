@@ -1,0 +1,997 @@
+//! Walks the spanned tree of an ecosystem file: finds the apps (`apps`, legacy `pm2`, or the
+//! document itself), maps every key and alias of PM2's schema to its canonical name, and checks
+//! and converts each value into a [`RawApp`]. Every problem is collected with its position
+//! (`file:line:col: apps[1].instances: …`); nothing stops at the first error.
+//!
+//! Filesystem and PATH resolution (cwd, script, interpreter) happen later, in `resolve`.
+
+use super::model::{ExecMode, FilterEnv, Instances, Principal, Watch};
+use super::tree::{Key, Node, Pos, Value};
+use super::units;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Collects problems (errors) and warnings, formatted `label:line:col: path: message`.
+#[derive(Debug, Default)]
+pub struct Reporter {
+    /// The file as the user named it (empty for the script form).
+    pub label: String,
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+impl Reporter {
+    pub fn new(label: impl Into<String>) -> Self {
+        Reporter { label: label.into(), ..Default::default() }
+    }
+
+    pub fn format(&self, pos: Option<Pos>, path: &str, msg: &str) -> String {
+        let mut s = self.label.clone();
+        if let Some(p) = pos
+            && !s.is_empty()
+        {
+            s.push_str(&format!(":{}:{}", p.line, p.col));
+        }
+        for part in [path, msg] {
+            if part.is_empty() {
+                continue;
+            }
+            if !s.is_empty() {
+                s.push_str(": ");
+            }
+            s.push_str(part);
+        }
+        s
+    }
+
+    pub fn error(&mut self, pos: Option<Pos>, path: &str, msg: impl AsRef<str>) {
+        let line = self.format(pos, path, msg.as_ref());
+        self.errors.push(line);
+    }
+
+    pub fn warn(&mut self, pos: Option<Pos>, path: &str, msg: impl AsRef<str>) {
+        let line = self.format(pos, path, msg.as_ref());
+        self.warnings.push(line);
+    }
+}
+
+/// Joins a key path: `apps[0]` + `instances` → `apps[0].instances`.
+pub fn join(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() { key.to_string() } else { format!("{prefix}.{key}") }
+}
+
+/// Canonical keys that configure something here.
+const EFFECTIVE_KEYS: &[&str] = &[
+    "script",
+    "name",
+    "namespace",
+    "cwd",
+    "args",
+    "exec_interpreter",
+    "node_args",
+    "env",
+    "filter_env",
+    "port",
+    "instances",
+    "exec_mode",
+    "increment_var",
+    "instance_var",
+    "uid",
+    "gid",
+    "append_env_to_name",
+    "autostart",
+    "autorestart",
+    "stop_exit_codes",
+    "min_uptime",
+    "max_restarts",
+    "restart_delay",
+    "exp_backoff_restart_delay",
+    "max_memory_restart",
+    "cron_restart",
+    "kill_timeout",
+    "kill_signal",
+    "kill_retry_time",
+    "shutdown_with_message",
+    "treekill",
+    "wait_ready",
+    "listen_timeout",
+    "watch",
+    "ignore_watch",
+    "watch_options",
+    "watch_delay",
+    "out_file",
+    "error_file",
+    "log_file",
+    "pid_file",
+    "merge_logs",
+    "log_date_format",
+    "time",
+    "log_type",
+    "disable_logs",
+    "log_max_size",
+    "log_retain",
+];
+
+/// Keys PM2 accepts that have no effect here: kept verbatim in `App::ignored`, no warning.
+const IGNORED_KEYS: &[&str] = &[
+    "name_prefix",
+    "username",
+    "force",
+    "install_url",
+    "post_update",
+    "write",
+    "execute_command",
+    "io",
+    "pmx",
+    "automation",
+    "vizion",
+    "trace",
+    "disable_trace",
+    "v8",
+    "event_loop_inspector",
+    "deep_monitoring",
+    "windowsHide",
+    "source_map_support",
+    "disable_source_map_support",
+];
+
+/// PM2's explicit aliases (schema.json `alias`, plus `cmd`/`command` from `verifyConfs`).
+const ALIASES: &[(&str, &str)] = &[
+    ("exec", "script"),
+    ("cmd", "script"),
+    ("command", "script"),
+    ("interpreter", "exec_interpreter"),
+    ("interpreter_args", "node_args"),
+    ("out", "out_file"),
+    ("output", "out_file"),
+    ("out_log", "out_file"),
+    ("error", "error_file"),
+    ("err", "error_file"),
+    ("err_file", "error_file"),
+    ("err_log", "error_file"),
+    ("log", "log_file"),
+    ("pid", "pid_file"),
+    ("combine_logs", "merge_logs"),
+    ("cron", "cron_restart"),
+    ("user", "uid"),
+];
+
+fn known(k: &str) -> Option<&'static str> {
+    EFFECTIVE_KEYS.iter().chain(IGNORED_KEYS).find(|c| **c == k).copied().or_else(|| ALIASES.iter().find(|(a, _)| *a == k).map(|(_, c)| *c))
+}
+
+/// Maps a key as written to its canonical schema name (`maxMemoryRestart` → `max_memory_restart`,
+/// `out` → `out_file`). `None` for unknown keys; `env_*` keys are handled by the caller.
+pub fn canonical(key: &str) -> Option<&'static str> {
+    known(key).or_else(|| {
+        let snake = camel_to_snake(key);
+        (snake != key).then(|| known(&snake)).flatten()
+    })
+}
+
+fn camel_to_snake(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 4);
+    for c in s.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn all_key_names() -> impl Iterator<Item = &'static str> {
+    EFFECTIVE_KEYS.iter().chain(IGNORED_KEYS).copied().chain(ALIASES.iter().map(|(a, _)| *a))
+}
+
+/// An app after key/value validation, before filesystem resolution. `None` = not set in the file.
+#[derive(Debug, Default, Clone)]
+pub struct RawApp {
+    /// `apps[0]` etc. (empty when the document itself is the app).
+    pub path: String,
+    pub script: Option<(String, Option<Pos>)>,
+    pub name: Option<String>,
+    pub namespace: Option<String>,
+    pub cwd: Option<(String, Option<Pos>)>,
+    pub args: Option<Vec<String>>,
+    pub interpreter: Option<(String, Option<Pos>)>,
+    pub interpreter_args: Option<Vec<String>>,
+    pub env: BTreeMap<String, String>,
+    /// `env_<name>` blocks by `<name>`.
+    pub env_named: BTreeMap<String, BTreeMap<String, String>>,
+    pub filter_env: FilterEnv,
+    pub port: Option<u16>,
+    pub instances: Option<Instances>,
+    pub exec_mode: Option<ExecMode>,
+    pub increment_var: Option<String>,
+    pub instance_var: Option<String>,
+    pub uid: Option<Principal>,
+    pub gid: Option<Principal>,
+    pub append_env_to_name: bool,
+    pub autostart: Option<bool>,
+    pub autorestart: Option<bool>,
+    pub stop_exit_codes: Option<Vec<i32>>,
+    pub min_uptime: Option<Duration>,
+    pub max_restarts: Option<u32>,
+    pub restart_delay: Option<Duration>,
+    pub exp_backoff_restart_delay: Option<Duration>,
+    pub max_memory_restart: Option<u64>,
+    /// `Some(None)`: explicitly disabled with `0`.
+    pub cron_restart: Option<Option<String>>,
+    pub kill_timeout: Option<Duration>,
+    pub kill_signal: Option<String>,
+    pub kill_retry_time: Option<Duration>,
+    pub shutdown_with_message: Option<bool>,
+    pub treekill: Option<bool>,
+    pub wait_ready: Option<bool>,
+    pub listen_timeout: Option<Duration>,
+    pub watch: Option<Watch>,
+    pub ignore_watch: Option<Vec<String>>,
+    pub watch_options: Option<serde_json::Value>,
+    pub watch_delay: Option<Duration>,
+    pub out_file: Option<String>,
+    pub error_file: Option<String>,
+    /// `Some(None)`: `log_file: false` (or `true`, which has no effect here).
+    pub log_file: Option<Option<String>>,
+    pub pid_file: Option<String>,
+    pub merge_logs: Option<bool>,
+    pub log_date_format: Option<String>,
+    pub time: Option<bool>,
+    pub log_type: Option<String>,
+    pub disable_logs: Option<bool>,
+    pub log_max_size: Option<u64>,
+    pub log_retain: Option<u32>,
+    pub ignored: BTreeMap<String, serde_json::Value>,
+}
+
+/// Where the apps of a document are, and the `deploy` section.
+pub struct Document<'a> {
+    /// (path, node) of each app entry in file order.
+    pub apps: Vec<(String, &'a Node)>,
+    pub deploy: Option<&'a Node>,
+}
+
+/// Finds the apps: `apps` (list or one object), else legacy `pm2`, else the document itself.
+pub fn locate_apps<'a>(root: &'a Node, rep: &mut Reporter) -> Document<'a> {
+    let mut doc = Document { apps: Vec::new(), deploy: None };
+    let entries = match &root.value {
+        Value::Map(entries) => entries,
+        Value::Seq(items) => {
+            doc.apps = items.iter().enumerate().map(|(i, n)| (format!("[{i}]"), n)).collect();
+            return doc;
+        }
+        Value::Null => {
+            rep.error(root.pos, "", "the file is empty (expected an \"apps\" list)");
+            return doc;
+        }
+        _ => {
+            rep.error(root.pos, "", format!("expected a mapping with an \"apps\" list, got {}", root.describe()));
+            return doc;
+        }
+    };
+    let container = ["apps", "pm2"].into_iter().find_map(|k| entries.iter().find(|(key, _)| key.name == k));
+    let Some((key, apps)) = container else {
+        // The document itself is one app.
+        doc.apps.push((String::new(), root));
+        return doc;
+    };
+    doc.deploy = root.get("deploy");
+    for (k, v) in entries {
+        match k.name.as_str() {
+            "apps" | "pm2" | "deploy" => {}
+            "static" => rep.warn(k.pos, "static", "not supported (serving static files is not part of pm-runtime); ignored"),
+            other => {
+                if let Some(s) = units::suggest(other, ["apps", "deploy", "static"]) {
+                    rep.warn(k.pos, other, format!("unknown key (did you mean \"{s}\"?)"));
+                }
+                let _ = v;
+            }
+        }
+    }
+    match &apps.value {
+        Value::Seq(items) => {
+            doc.apps = items.iter().enumerate().map(|(i, n)| (format!("{}[{i}]", key.name), n)).collect();
+        }
+        Value::Map(_) => doc.apps.push((key.name.clone(), apps)),
+        _ => rep.error(apps.pos, &key.name, format!("expected a list of apps or one app, got {}", apps.describe())),
+    }
+    doc
+}
+
+/// The name an app will have (explicit `name`, else derived from `script`), for `--only`.
+pub fn quick_name(app: &Node) -> Option<String> {
+    if let Some(Node { value: Value::Str(n), .. }) = app.get("name") {
+        return Some(n.clone());
+    }
+    ["script", "exec", "cmd", "command"].into_iter().find_map(|k| match app.get(k) {
+        Some(Node { value: Value::Str(s), .. }) => Some(default_name(s)),
+        _ => None,
+    })
+}
+
+/// PM2's `renderApplicationName`: the whole command when it has a space, else the basename
+/// without its last extension (a leading dot is kept: `.hidden` stays `.hidden`).
+pub fn default_name(script: &str) -> String {
+    if script.contains(' ') {
+        return script.to_string();
+    }
+    let base = script.rsplit('/').next().unwrap_or(script);
+    match base.rfind('.') {
+        Some(i) if i > 0 => base[..i].to_string(),
+        _ => base.to_string(),
+    }
+}
+
+/// Validates one app entry.
+pub fn validate_app(path: &str, node: &Node, rep: &mut Reporter) -> RawApp {
+    let mut app = RawApp { path: path.to_string(), ..Default::default() };
+    let Value::Map(entries) = &node.value else {
+        rep.error(node.pos, path, format!("expected an app (a mapping with \"script\"), got {}", node.describe()));
+        return app;
+    };
+
+    // Group entries by canonical key; the canonical spelling wins over aliases (PM2 does
+    // `conf[key] || (conf[key] = json[alias])`).
+    let mut chosen: BTreeMap<&'static str, (&Key, &Node)> = BTreeMap::new();
+    for (k, v) in entries {
+        if let Some(env_name) = k.name.strip_prefix("env_") {
+            let p = join(path, &k.name);
+            let map = env_map(v, &p, rep);
+            app.env_named.insert(env_name.to_string(), map);
+            continue;
+        }
+        let Some(canon) = canonical(&k.name) else {
+            let p = join(path, &k.name);
+            match units::suggest(&k.name, all_key_names()) {
+                Some(s) => rep.warn(k.pos, &p, format!("unknown key (did you mean \"{s}\"?)")),
+                None => rep.warn(k.pos, &p, "unknown key (ignored)"),
+            }
+            continue;
+        };
+        match chosen.get(canon) {
+            None => {
+                chosen.insert(canon, (k, v));
+            }
+            Some((prev, _)) => {
+                let (keep, drop) = if k.name == canon && prev.name != canon { (k, *prev) } else { (*prev, k) };
+                rep.warn(drop.pos, &join(path, &drop.name), format!("duplicate of \"{}\" (ignored)", keep.name));
+                if keep.name == k.name {
+                    chosen.insert(canon, (k, v));
+                }
+            }
+        }
+    }
+
+    let script_given = chosen.get("script").is_some_and(|(_, v)| v.value != Value::Null);
+    for (canon, (k, v)) in chosen {
+        let p = join(path, &k.name);
+        let mut c = Check { rep, path: &p, node: v };
+        if IGNORED_KEYS.contains(&canon) {
+            app.ignored.insert(k.name.clone(), v.to_json());
+            continue;
+        }
+        if v.value == Value::Null {
+            // PM2 treats null like an absent key.
+            continue;
+        }
+        match canon {
+            "script" => app.script = c.nonempty_string().map(|s| (s, v.pos)),
+            "name" => app.name = c.string(),
+            "namespace" => app.namespace = c.string(),
+            "cwd" => app.cwd = c.nonempty_string().map(|s| (s, v.pos)),
+            "args" => app.args = c.arg_list(),
+            "exec_interpreter" => app.interpreter = c.nonempty_string().map(|s| (s, v.pos)),
+            "node_args" => app.interpreter_args = c.arg_list(),
+            "env" => app.env = env_map(v, &p, c.rep),
+            "filter_env" => app.filter_env = c.filter_env().unwrap_or_default(),
+            "port" => app.port = c.port(),
+            "instances" => app.instances = c.instances(),
+            "exec_mode" => app.exec_mode = c.exec_mode(),
+            "increment_var" => app.increment_var = c.string(),
+            "instance_var" => app.instance_var = c.nonempty_string(),
+            "uid" => app.uid = c.principal(false),
+            "gid" => app.gid = c.principal(true),
+            "append_env_to_name" => app.append_env_to_name = c.bool().unwrap_or(false),
+            "autostart" => app.autostart = c.bool(),
+            "autorestart" => app.autorestart = c.bool(),
+            "stop_exit_codes" => app.stop_exit_codes = c.exit_codes(),
+            "min_uptime" => {
+                // PM2's schema: `min: 100`.
+                app.min_uptime = c.duration().filter(|d| {
+                    let ok = *d >= Duration::from_millis(100);
+                    if !ok {
+                        c.rep.error(v.pos, &p, format!("must be at least 100 ms, got {}", v.describe()));
+                    }
+                    ok
+                });
+            }
+            "max_restarts" => app.max_restarts = c.count(),
+            "restart_delay" => app.restart_delay = c.duration(),
+            "exp_backoff_restart_delay" => app.exp_backoff_restart_delay = c.duration(),
+            "max_memory_restart" => app.max_memory_restart = c.size(),
+            "cron_restart" => app.cron_restart = c.cron(),
+            "kill_timeout" => app.kill_timeout = c.duration(),
+            "kill_signal" => app.kill_signal = c.signal(),
+            "kill_retry_time" => app.kill_retry_time = c.duration(),
+            "shutdown_with_message" => app.shutdown_with_message = c.bool(),
+            "treekill" => app.treekill = c.bool(),
+            "wait_ready" => app.wait_ready = c.bool(),
+            "listen_timeout" => app.listen_timeout = c.duration(),
+            "watch" => app.watch = c.watch(),
+            "ignore_watch" => app.ignore_watch = c.arg_list(),
+            "watch_options" => app.watch_options = c.object(),
+            "watch_delay" => app.watch_delay = c.duration(),
+            "out_file" => app.out_file = c.nonempty_string(),
+            "error_file" => app.error_file = c.nonempty_string(),
+            "log_file" => app.log_file = c.log_file(),
+            "pid_file" => app.pid_file = c.nonempty_string(),
+            "merge_logs" => app.merge_logs = c.bool(),
+            "log_date_format" => app.log_date_format = c.string(),
+            "time" => app.time = c.bool(),
+            "log_type" => app.log_type = c.string(),
+            "disable_logs" => app.disable_logs = c.bool(),
+            "log_max_size" => app.log_max_size = c.size(),
+            "log_retain" => app.log_retain = c.count(),
+            other => {
+                // Unreachable by construction (every canonical key is handled above); keep it
+                // rather than panic.
+                c.rep.warn(k.pos, &p, format!("key \"{other}\" is not handled (ignored)"));
+            }
+        }
+    }
+
+    if !script_given {
+        rep.error(node.pos, path, "missing required key \"script\"");
+    }
+    app
+}
+
+/// Converts an `env`/`env_<name>` mapping: numbers/bools stringified, objects JSON-stringified,
+/// nulls dropped (PM2's fork mode never passes null values).
+pub fn env_map(node: &Node, path: &str, rep: &mut Reporter) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    match &node.value {
+        Value::Map(entries) => {
+            for (k, v) in entries {
+                if k.name.is_empty() || k.name.contains('=') || k.name.contains('\0') {
+                    rep.error(k.pos, &join(path, &k.name), "invalid environment variable name");
+                    continue;
+                }
+                let s = match &v.value {
+                    Value::Null => continue,
+                    Value::Str(s) => s.clone(),
+                    Value::Bool(b) => b.to_string(),
+                    Value::Int(i) => i.to_string(),
+                    Value::Float(f) => js_number(*f),
+                    Value::Seq(_) | Value::Map(_) => v.to_json().to_string(),
+                };
+                if s.contains('\0') {
+                    rep.error(v.pos, &join(path, &k.name), "value contains a NUL byte");
+                    continue;
+                }
+                out.insert(k.name.clone(), s);
+            }
+        }
+        Value::Null => {}
+        _ => rep.error(node.pos, path, format!("expected a mapping of variable names to values, got {}", node.describe())),
+    }
+    out
+}
+
+/// Formats a number as JavaScript's `String(n)` does for common values.
+fn js_number(f: f64) -> String {
+    if f.fract() == 0.0 && f.abs() < 1e21 { format!("{}", f as i128) } else { f.to_string() }
+}
+
+/// Parses `instances` text (`4`, `max`, `0`, `-1`) the way both the file and `-i` accept it.
+pub fn parse_instances_text(s: &str) -> Option<Instances> {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("max") {
+        return Some(Instances::Max);
+    }
+    let n: i64 = t.parse().ok()?;
+    Some(instances_from_int(n))
+}
+
+fn instances_from_int(n: i64) -> Instances {
+    match n {
+        0 => Instances::Max,
+        n if n < 0 => Instances::MinusCpus(u32::try_from(n.unsigned_abs()).unwrap_or(u32::MAX)),
+        n => Instances::Count(u32::try_from(n).unwrap_or(u32::MAX)),
+    }
+}
+
+/// A cron pattern in croner's dialect (what PM2 7 uses, and what the supervisor's scheduler
+/// parses: 5 fields, or 6 with seconds first, `@daily`-style nicknames); `"0"` disables.
+pub fn parse_cron(s: &str) -> Result<Option<String>, String> {
+    use croner::parser::{CronParser, Seconds, Year};
+    let t = s.trim();
+    if t == "0" || t.is_empty() {
+        return Ok(None);
+    }
+    let parser = CronParser::builder().seconds(Seconds::Optional).year(Year::Disallowed).build();
+    match parser.parse(t) {
+        Ok(_) => Ok(Some(t.to_string())),
+        Err(e) => Err(format!("invalid cron pattern {s:?}: {e}")),
+    }
+}
+
+/// Checks one value against the shape a key expects, reporting at the value's position.
+struct Check<'r, 'n> {
+    rep: &'r mut Reporter,
+    path: &'n str,
+    node: &'n Node,
+}
+
+impl Check<'_, '_> {
+    fn fail<T>(&mut self, msg: impl AsRef<str>) -> Option<T> {
+        self.rep.error(self.node.pos, self.path, msg);
+        None
+    }
+
+    fn got(&self) -> String {
+        self.node.describe()
+    }
+
+    fn string(&mut self) -> Option<String> {
+        match &self.node.value {
+            Value::Str(s) => Some(s.clone()),
+            Value::Int(i) => Some(i.to_string()),
+            Value::Float(f) => Some(js_number(*f)),
+            _ => {
+                let g = self.got();
+                self.fail(format!("expected a string, got {g}"))
+            }
+        }
+    }
+
+    fn nonempty_string(&mut self) -> Option<String> {
+        let s = self.string()?;
+        if s.trim().is_empty() {
+            return self.fail("must not be empty");
+        }
+        Some(s)
+    }
+
+    fn bool(&mut self) -> Option<bool> {
+        match &self.node.value {
+            Value::Bool(b) => Some(*b),
+            Value::Str(s) if s == "true" => Some(true),
+            Value::Str(s) if s == "false" => Some(false),
+            _ => {
+                let g = self.got();
+                self.fail(format!("expected true or false, got {g}"))
+            }
+        }
+    }
+
+    /// A number or numeric string as f64 (PM2 auto-parses numeric strings).
+    fn number(&self) -> Option<f64> {
+        match &self.node.value {
+            Value::Int(i) => Some(*i as f64),
+            Value::Float(f) => Some(*f),
+            Value::Str(s) => s.trim().parse::<f64>().ok().filter(|f| f.is_finite()),
+            _ => None,
+        }
+    }
+
+    fn count(&mut self) -> Option<u32> {
+        match self.number() {
+            Some(n) if n >= 0.0 && n.fract() == 0.0 && n <= u32::MAX as f64 => Some(n as u32),
+            _ => {
+                let g = self.got();
+                self.fail(format!("expected a whole number ≥ 0, got {g}"))
+            }
+        }
+    }
+
+    fn duration(&mut self) -> Option<Duration> {
+        let r = match &self.node.value {
+            Value::Int(_) | Value::Float(_) => {
+                self.number().and_then(units::ms_to_duration).ok_or_else(|| format!("expected milliseconds ≥ 0, got {}", self.got()))
+            }
+            Value::Str(s) => units::parse_duration(s),
+            _ => Err(format!("expected milliseconds or a duration like \"5s\", got {}", self.got())),
+        };
+        r.map_err(|e| self.fail::<()>(e)).ok()
+    }
+
+    fn size(&mut self) -> Option<u64> {
+        let r = match &self.node.value {
+            Value::Int(i) if *i >= 0 => Ok(*i as u64),
+            Value::Float(f) if *f >= 0.0 && f.is_finite() => Ok(*f as u64),
+            Value::Str(s) => units::parse_size(s),
+            _ => Err(format!("expected a size in bytes or a number with K, M or G (e.g. \"200M\"), got {}", self.got())),
+        };
+        r.map_err(|e| self.fail::<()>(e)).ok()
+    }
+
+    fn arg_list(&mut self) -> Option<Vec<String>> {
+        match &self.node.value {
+            Value::Str(s) => match units::split_args(s) {
+                Ok(v) => Some(v),
+                Err(e) => self.fail(e),
+            },
+            Value::Seq(items) => {
+                let mut out = Vec::new();
+                let mut ok = true;
+                for (i, item) in items.iter().enumerate() {
+                    let s = match &item.value {
+                        Value::Str(s) => s.clone(),
+                        Value::Int(n) => n.to_string(),
+                        Value::Float(f) => js_number(*f),
+                        Value::Bool(b) => b.to_string(),
+                        _ => {
+                            self.rep.error(item.pos, &format!("{}[{i}]", self.path), format!("expected a string, got {}", item.describe()));
+                            ok = false;
+                            continue;
+                        }
+                    };
+                    out.push(s);
+                }
+                ok.then_some(out)
+            }
+            Value::Int(_) | Value::Float(_) => self.string().map(|s| vec![s]),
+            _ => {
+                let g = self.got();
+                self.fail(format!("expected a list of strings or a string, got {g}"))
+            }
+        }
+    }
+
+    fn instances(&mut self) -> Option<Instances> {
+        let parsed = match &self.node.value {
+            Value::Int(n) => Some(instances_from_int(*n)),
+            Value::Float(f) if f.fract() == 0.0 => Some(instances_from_int(*f as i64)),
+            Value::Str(s) => parse_instances_text(s),
+            _ => None,
+        };
+        if parsed.is_none() {
+            let g = self.got();
+            return self.fail(format!("expected a number, \"max\" or -N, got {g}"));
+        }
+        parsed
+    }
+
+    fn exec_mode(&mut self) -> Option<ExecMode> {
+        match &self.node.value {
+            Value::Str(s) => match s.as_str() {
+                "fork" | "fork_mode" => Some(ExecMode::Fork),
+                "cluster" | "cluster_mode" => Some(ExecMode::Cluster),
+                _ => self.fail(format!("expected \"fork\" or \"cluster\" (or fork_mode/cluster_mode), got {s:?}")),
+            },
+            _ => {
+                let g = self.got();
+                self.fail(format!("expected \"fork\" or \"cluster\", got {g}"))
+            }
+        }
+    }
+
+    fn port(&mut self) -> Option<u16> {
+        match self.number() {
+            Some(n) if n.fract() == 0.0 && (1.0..=65535.0).contains(&n) => Some(n as u16),
+            _ => {
+                let g = self.got();
+                self.fail(format!("expected a port number 1-65535, got {g}"))
+            }
+        }
+    }
+
+    fn exit_codes(&mut self) -> Option<Vec<i32>> {
+        let one = |n: &Node| -> Option<i32> {
+            match &n.value {
+                Value::Int(i) => i32::try_from(*i).ok(),
+                Value::Str(s) => s.trim().parse().ok(),
+                Value::Float(f) if f.fract() == 0.0 => i32::try_from(*f as i64).ok(),
+                _ => None,
+            }
+        };
+        match &self.node.value {
+            Value::Seq(items) => {
+                let mut out = Vec::new();
+                for (i, item) in items.iter().enumerate() {
+                    match one(item) {
+                        Some(c) => out.push(c),
+                        None => self.rep.error(
+                            item.pos,
+                            &format!("{}[{i}]", self.path),
+                            format!("expected an exit code, got {}", item.describe()),
+                        ),
+                    }
+                }
+                (out.len() == items.len()).then_some(out)
+            }
+            Value::Str(s) => {
+                let parts: Vec<Option<i32>> =
+                    s.split(|c: char| c == ',' || c.is_whitespace()).filter(|p| !p.is_empty()).map(|p| p.parse().ok()).collect();
+                match parts.into_iter().collect::<Option<Vec<i32>>>() {
+                    Some(v) => Some(v),
+                    None => self.fail(format!("expected exit codes, got {s:?}")),
+                }
+            }
+            _ => match one(self.node) {
+                Some(c) => Some(vec![c]),
+                None => {
+                    let g = self.got();
+                    self.fail(format!("expected an exit code or a list of them, got {g}"))
+                }
+            },
+        }
+    }
+
+    fn cron(&mut self) -> Option<Option<String>> {
+        let text = match &self.node.value {
+            Value::Int(0) => return Some(None),
+            Value::Str(s) => s.clone(),
+            _ => {
+                let g = self.got();
+                return self.fail(format!("expected a cron pattern string, got {g}"));
+            }
+        };
+        match parse_cron(&text) {
+            Ok(v) => Some(v),
+            Err(e) => self.fail(e),
+        }
+    }
+
+    fn signal(&mut self) -> Option<String> {
+        let text = match &self.node.value {
+            Value::Str(s) => s.clone(),
+            Value::Int(i) => i.to_string(),
+            _ => {
+                let g = self.got();
+                return self.fail(format!("expected a signal name, got {g}"));
+            }
+        };
+        match units::parse_signal(&text) {
+            Ok(s) => Some(s),
+            Err(e) => self.fail(e),
+        }
+    }
+
+    fn watch(&mut self) -> Option<Watch> {
+        match &self.node.value {
+            Value::Bool(true) => Some(Watch::Cwd),
+            Value::Bool(false) => Some(Watch::Off),
+            Value::Str(_) | Value::Seq(_) => {
+                let paths = match &self.node.value {
+                    Value::Str(s) => vec![s.clone()],
+                    _ => self.arg_list()?,
+                };
+                if paths.is_empty() { Some(Watch::Cwd) } else { Some(Watch::Paths(paths.into_iter().map(Into::into).collect())) }
+            }
+            _ => {
+                let g = self.got();
+                self.fail(format!("expected true/false, a path or a list of paths, got {g}"))
+            }
+        }
+    }
+
+    fn filter_env(&mut self) -> Option<FilterEnv> {
+        match &self.node.value {
+            Value::Bool(true) => Some(FilterEnv::DropAll),
+            Value::Bool(false) => Some(FilterEnv::Inherit),
+            Value::Str(s) if s.is_empty() => Some(FilterEnv::Inherit),
+            Value::Str(s) => Some(FilterEnv::DropExact(s.clone())),
+            Value::Seq(_) => {
+                let v = self.arg_list()?;
+                Some(if v.is_empty() { FilterEnv::Inherit } else { FilterEnv::DropMatching(v) })
+            }
+            _ => {
+                let g = self.got();
+                self.fail(format!("expected true/false, a name or a list of names, got {g}"))
+            }
+        }
+    }
+
+    fn object(&mut self) -> Option<serde_json::Value> {
+        match &self.node.value {
+            Value::Map(_) => Some(self.node.to_json()),
+            _ => {
+                let g = self.got();
+                self.fail(format!("expected a mapping, got {g}"))
+            }
+        }
+    }
+
+    fn log_file(&mut self) -> Option<Option<String>> {
+        match &self.node.value {
+            Value::Bool(false) => Some(None),
+            Value::Bool(true) => {
+                self.rep.warn(self.node.pos, self.path, "true has no effect here (there is no $PM2_HOME/logs); give a path");
+                Some(None)
+            }
+            _ => self.nonempty_string().map(Some),
+        }
+    }
+
+    fn principal(&mut self, group: bool) -> Option<Principal> {
+        let text = match &self.node.value {
+            Value::Int(i) => {
+                return match u32::try_from(*i) {
+                    Ok(id) => Some(Principal::Id(id)),
+                    Err(_) => self.fail(format!("expected an id ≥ 0 or a name, got {i}")),
+                };
+            }
+            Value::Str(s) => s.trim().to_string(),
+            _ => {
+                let g = self.got();
+                return self.fail(format!("expected a numeric id or a name, got {g}"));
+            }
+        };
+        if let Ok(id) = text.parse::<u32>() {
+            return Some(Principal::Id(id));
+        }
+        let exists = if group {
+            nix::unistd::Group::from_name(&text).ok().flatten().is_some()
+        } else {
+            nix::unistd::User::from_name(&text).ok().flatten().is_some()
+        };
+        if exists {
+            Some(Principal::Name(text))
+        } else {
+            let what = if group { "group" } else { "user" };
+            self.fail(format!("unknown {what} {text:?} (not in the system's {what} database)"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tree::parse_yaml;
+    use super::*;
+
+    fn check(yaml: &str) -> (Vec<RawApp>, Reporter) {
+        let root = parse_yaml(yaml).unwrap();
+        let mut rep = Reporter::new("f.yml");
+        let doc = locate_apps(&root, &mut rep);
+        let apps = doc.apps.iter().map(|(p, n)| validate_app(p, n, &mut rep)).collect();
+        (apps, rep)
+    }
+
+    #[test]
+    fn canonical_names() {
+        assert_eq!(canonical("maxMemoryRestart"), Some("max_memory_restart"));
+        assert_eq!(canonical("exec"), Some("script"));
+        assert_eq!(canonical("interpreterArgs"), Some("node_args"));
+        assert_eq!(canonical("errFile"), Some("error_file"));
+        assert_eq!(canonical("windowsHide"), Some("windowsHide"));
+        assert_eq!(canonical("out"), Some("out_file"));
+        assert_eq!(canonical("instancez"), None);
+    }
+
+    #[test]
+    fn values_and_aliases() {
+        let (apps, rep) = check(
+            "apps:\n  - exec: a.js\n    maxMemoryRestart: 100M\n    instances: max\n    \
+             min_uptime: 5s\n    env: {PORT: 3000, DEBUG: true, OBJ: {a: 1}, NIL: null}\n    \
+             node_args: \"--inspect --title='a b'\"\n    stop_exit_codes: 0\n    cron: 0\n    \
+             watch: [src, lib]\n    pmx: false\n    exec_mode: cluster_mode\n    port: \"8080\"\n",
+        );
+        assert!(rep.errors.is_empty(), "{:?}", rep.errors);
+        assert!(rep.warnings.is_empty(), "{:?}", rep.warnings);
+        let a = &apps[0];
+        assert_eq!(a.script.as_ref().unwrap().0, "a.js");
+        assert_eq!(a.max_memory_restart, Some(100 * 1024 * 1024));
+        assert_eq!(a.instances, Some(Instances::Max));
+        assert_eq!(a.min_uptime, Some(Duration::from_secs(5)));
+        assert_eq!(a.env["PORT"], "3000");
+        assert_eq!(a.env["DEBUG"], "true");
+        assert_eq!(a.env["OBJ"], r#"{"a":1}"#);
+        assert!(!a.env.contains_key("NIL"));
+        assert_eq!(a.interpreter_args.as_deref().unwrap(), ["--inspect", "--title=a b"]);
+        assert_eq!(a.stop_exit_codes, Some(vec![0]));
+        assert_eq!(a.cron_restart, Some(None));
+        assert_eq!(a.watch, Some(Watch::Paths(vec!["src".into(), "lib".into()])));
+        assert_eq!(a.ignored["pmx"], serde_json::Value::Bool(false));
+        assert_eq!(a.exec_mode, Some(ExecMode::Cluster));
+        assert_eq!(a.port, Some(8080));
+    }
+
+    #[test]
+    fn all_errors_with_positions() {
+        let yaml = "\
+apps:
+  - script: a.js
+    instances: 2
+  - script: b.js
+    port: 70000
+    max_memory_restart: lots
+    instances: four
+    kill_signal: SIGNOPE
+    min_uptime: 5 days
+    autorestart: maybe
+  - name: c
+    script: c.js
+    min_uptime: 50
+";
+        let (_, rep) = check(yaml);
+        let want = [
+            "f.yml:5:11: apps[1].port: expected a port number 1-65535, got 70000",
+            "f.yml:6:25: apps[1].max_memory_restart: expected a size",
+            "f.yml:7:16: apps[1].instances: expected a number, \"max\" or -N, got \"four\"",
+            "f.yml:8:18: apps[1].kill_signal: unknown signal \"SIGNOPE\"",
+            "f.yml:9:17: apps[1].min_uptime: expected milliseconds",
+            "f.yml:10:18: apps[1].autorestart: expected true or false, got \"maybe\"",
+            "f.yml:13:17: apps[2].min_uptime: must be at least 100 ms, got 50",
+        ];
+        for w in want {
+            assert!(rep.errors.iter().any(|e| e.starts_with(w)), "missing {w:?} in {:#?}", rep.errors);
+        }
+        assert_eq!(rep.errors.len(), want.len(), "{:#?}", rep.errors);
+    }
+
+    #[test]
+    fn unknown_key_did_you_mean() {
+        let (_, rep) = check("apps:\n  - script: a.js\n    instancez: 2\n    zzzqqq: 1\n");
+        assert_eq!(rep.warnings[0], "f.yml:3:5: apps[0].instancez: unknown key (did you mean \"instances\"?)");
+        assert_eq!(rep.warnings[1], "f.yml:4:5: apps[0].zzzqqq: unknown key (ignored)");
+        assert!(rep.errors.is_empty());
+    }
+
+    #[test]
+    fn shapes() {
+        let (apps, rep) = check("apps:\n  script: a.js\n");
+        assert!(rep.errors.is_empty(), "{:?}", rep.errors);
+        assert_eq!(apps.len(), 1);
+        assert_eq!(apps[0].path, "apps");
+        let (apps, _) = check("pm2:\n  - script: a.js\n  - script: b.js\n");
+        assert_eq!(apps.len(), 2);
+        assert_eq!(apps[1].path, "pm2[1]");
+        let (apps, _) = check("script: a.js\nname: x\n");
+        assert_eq!(apps[0].name.as_deref(), Some("x"));
+        let (apps, _) = check("- script: a.js\n- script: b.js\n");
+        assert_eq!(apps.len(), 2);
+        let (_, rep) = check("apps: 3\n");
+        assert!(rep.errors[0].contains("expected a list of apps"), "{:?}", rep.errors);
+        let (_, rep) = check("apps: []\nstatic: []\n");
+        assert!(rep.warnings[0].contains("not supported"));
+    }
+
+    #[test]
+    fn duplicate_alias_prefers_canonical() {
+        let (apps, rep) = check("apps:\n  - exec: b.js\n    script: a.js\n");
+        assert_eq!(apps[0].script.as_ref().unwrap().0, "a.js");
+        assert!(rep.warnings[0].contains("apps[0].exec: duplicate of \"script\""), "{:?}", rep.warnings);
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(default_name("app.js"), "app");
+        assert_eq!(default_name("./dist/server.min.js"), "server.min");
+        assert_eq!(default_name("bin/worker"), "worker");
+        assert_eq!(default_name(".hidden"), ".hidden");
+        assert_eq!(default_name("npm start"), "npm start");
+    }
+
+    #[test]
+    fn cron_patterns() {
+        assert_eq!(parse_cron("0"), Ok(None));
+        assert_eq!(parse_cron("0 3 * * *"), Ok(Some("0 3 * * *".into())));
+        assert_eq!(parse_cron("*/10 * * * * *"), Ok(Some("*/10 * * * * *".into())));
+        assert_eq!(parse_cron("@daily"), Ok(Some("@daily".into())));
+        assert!(parse_cron("61 * * * *").is_err());
+        assert!(parse_cron("every day").is_err());
+    }
+
+    #[test]
+    fn instances_text() {
+        assert_eq!(parse_instances_text("4"), Some(Instances::Count(4)));
+        assert_eq!(parse_instances_text("max"), Some(Instances::Max));
+        assert_eq!(parse_instances_text("0"), Some(Instances::Max));
+        assert_eq!(parse_instances_text("-1"), Some(Instances::MinusCpus(1)));
+        assert_eq!(parse_instances_text("x"), None);
+    }
+
+    #[test]
+    fn principals() {
+        let (apps, rep) = check("apps:\n  - script: a.js\n    uid: root\n    gid: 0\n");
+        assert!(rep.errors.is_empty(), "{:?}", rep.errors);
+        assert_eq!(apps[0].uid, Some(Principal::Name("root".into())));
+        assert_eq!(apps[0].gid, Some(Principal::Id(0)));
+        let (_, rep) = check("apps:\n  - script: a.js\n    user: no-such-user-xyz\n");
+        assert!(rep.errors[0].contains("unknown user \"no-such-user-xyz\""), "{:?}", rep.errors);
+    }
+}
