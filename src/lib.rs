@@ -85,7 +85,9 @@ fn run_start(start: &StartArgs) -> Outcome {
         Ok(eco) => eco,
         Err(e) => {
             eprintln!("pm-runtime: invalid configuration, nothing was started:");
-            for p in &e.problems {
+            let mut problems = e.problems.clone();
+            problems.sort_by_key(|p| position(p));
+            for p in &problems {
                 eprintln!("  {p}");
             }
             return Outcome::ConfigError;
@@ -166,6 +168,15 @@ fn run_start(start: &StartArgs) -> Outcome {
         writer.finish();
         outcome
     })
+}
+
+/// `(line, column)` of a `file:line:col: …` problem, for ordering (problems without come last).
+fn position(problem: &str) -> (u64, u64) {
+    let mut parts = problem.splitn(4, ':').skip(1);
+    match (parts.next().and_then(|l| l.trim().parse().ok()), parts.next().and_then(|c| c.trim().parse().ok())) {
+        (Some(l), Some(c)) => (l, c),
+        _ => (u64::MAX, 0),
+    }
 }
 
 /// `$PM2_HOME`, else `~/.pm2`, as PM2 does.

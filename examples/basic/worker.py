@@ -16,7 +16,9 @@ signal.signal(signal.SIGINT, stop)
 signal.signal(signal.SIGTERM, stop)
 n = 0
 while running:
-    print(f"worker: heartbeat {n}")
+    if n % 25 == 0:
+        print(f"worker: heartbeat {n // 25}")
     n += 1
-    time.sleep(5)
+    time.sleep(0.2)
+print("worker: stopped cleanly", flush=True)
 sys.exit(0)
