@@ -24,7 +24,9 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PM = os.path.join(ROOT, "target", "release", "pm-runtime")
+# The binary that ships (Dockerfile): static glibc, release profile.
+TARGET = "x86_64-unknown-linux-gnu"
+PM = os.path.join(ROOT, "target", TARGET, "release", "pm-runtime")
 PM2_DIR = os.path.join(ROOT, "bench", "pm2")
 PM2 = os.path.join(PM2_DIR, "node_modules", ".bin", "pm2-runtime")
 
@@ -198,7 +200,8 @@ def ensure_pm2():
 
 
 def main():
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    env = dict(os.environ, RUSTFLAGS="-C target-feature=+crt-static")
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--target", TARGET], cwd=ROOT, env=env, check=True)
     tools = ["pm-runtime"]
     if "--no-pm2" not in sys.argv and ensure_pm2():
         tools.append("pm2-runtime")

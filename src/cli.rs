@@ -72,6 +72,17 @@ pub enum Command {
     ReloadLogs,
     /// Exit 0 when a runtime answers and every app that should be online is (health checks).
     Ping,
+    /// Check an ecosystem file and print what would run (env keys only, never values); start nothing.
+    #[command(visible_alias = "dry-run")]
+    Validate {
+        file: String,
+        #[arg(long, value_name = "NAME")]
+        env: Option<String>,
+        #[arg(long, value_name = "NAMES")]
+        only: Option<String>,
+        #[arg(short = 'i', long, allow_hyphen_values = true)]
+        instances: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -189,35 +200,17 @@ impl StartArgs {
     }
 }
 
-const SUBCOMMANDS: &[&str] = &[
-    "start",
-    "help",
-    "ls",
-    "list",
-    "l",
-    "status",
-    "jlist",
-    "show",
-    "describe",
-    "logs",
-    "stop",
-    "restart",
-    "reload",
-    "delete",
-    "scale",
-    "sendSignal",
-    "send-signal",
-    "flush",
-    "reloadLogs",
-    "reload-logs",
-    "ping",
-];
+/// Whether `word` names a subcommand (or one of its aliases), as clap knows them.
+fn is_subcommand(word: &str) -> bool {
+    use clap::CommandFactory;
+    word == "help" || Cli::command().get_subcommands().any(|c| c.get_name() == word || c.get_all_aliases().any(|a| a == word))
+}
 
 /// Inserts `start` for the short form `pm-runtime <file> …`.
 pub fn normalize_args(mut args: Vec<String>) -> Vec<String> {
     if let Some(first) = args.get(1)
         && !first.starts_with('-')
-        && !SUBCOMMANDS.contains(&first.as_str())
+        && !is_subcommand(first)
     {
         args.insert(1, "start".to_string());
     }
@@ -237,6 +230,9 @@ mod tests {
         assert_eq!(normalize_args(v(&["pm-runtime", "app.yml"])), v(&["pm-runtime", "start", "app.yml"]));
         assert_eq!(normalize_args(v(&["pm-runtime", "start", "app.yml"])), v(&["pm-runtime", "start", "app.yml"]));
         assert_eq!(normalize_args(v(&["pm-runtime", "--version"])), v(&["pm-runtime", "--version"]));
+        for verb in ["ls", "list", "status", "jlist", "describe", "sendSignal", "reloadLogs", "validate", "dry-run", "ping", "scale"] {
+            assert_eq!(normalize_args(v(&["pm-runtime", verb])), v(&["pm-runtime", verb]), "{verb}");
+        }
     }
 
     #[test]

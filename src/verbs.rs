@@ -39,6 +39,7 @@ pub fn act(home: &Path, verb: &str, target: &str) -> Outcome {
 pub fn run(home: &Path, cmd: Command) -> Outcome {
     match cmd {
         Command::Start(_) => unreachable!("handled by the caller"),
+        Command::Validate { file, env, only, instances } => validate(&file, env, only, instances),
         Command::Ls { sort } => match client::processes(home) {
             Ok(mut ps) => {
                 if let Some(spec) = sort
@@ -140,4 +141,57 @@ pub fn run(home: &Path, cmd: Command) -> Outcome {
             Err(e) => fail(&e),
         },
     }
+}
+
+/// `validate`: parse and resolve like `start`, print the plan; never starts anything and never
+/// prints an environment value (they may be secrets).
+fn validate(file: &str, env: Option<String>, only: Option<String>, instances: Option<String>) -> Outcome {
+    let overrides = crate::config::Overrides {
+        env,
+        only: only.map(|s| s.split([',', ' ']).filter(|n| !n.is_empty()).map(str::to_string).collect()).unwrap_or_default(),
+        instances,
+        ..Default::default()
+    };
+    let loaded = if crate::config::is_config_file(file) {
+        crate::config::load(Path::new(file), &overrides)
+    } else {
+        crate::config::from_script(file, &overrides)
+    };
+    let eco = match loaded {
+        Ok(eco) => eco,
+        Err(e) => {
+            eprintln!("{file}: invalid");
+            for p in &e.problems {
+                eprintln!("  {p}");
+            }
+            return Outcome::ConfigError;
+        }
+    };
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    println!("{file}: valid, {} app(s)", eco.apps.len());
+    for w in &eco.warnings {
+        println!("  warning: {w}");
+    }
+    for app in &eco.apps {
+        let mode = if app.exec_mode == crate::config::ExecMode::Cluster { "cluster" } else { "fork" };
+        println!("- {}", app.name);
+        println!("    run:         {} {}", app.command.program.display(), app.command.argv.join(" "));
+        println!("    cwd:         {}", app.cwd.display());
+        println!("    interpreter: {}", app.command.interpreter);
+        println!("    mode:        {mode}, {} instance(s)", crate::config::resolve_instances(app.instances, cpus));
+        let keys: Vec<&str> = app.env.keys().map(String::as_str).collect();
+        println!("    env keys:    {}", if keys.is_empty() { "-".to_string() } else { keys.join(", ") });
+        if let Some(p) = app.port {
+            println!("    port:        {p}");
+        }
+        println!(
+            "    restarts:    autorestart={} max_restarts={} min_uptime={}ms kill_timeout={}ms kill_signal={}",
+            app.autorestart,
+            app.max_restarts,
+            app.min_uptime.as_millis(),
+            app.kill_timeout.as_millis(),
+            app.kill_signal
+        );
+    }
+    Outcome::Requested
 }

@@ -8,5 +8,6 @@ mod control;
 mod lifecycle;
 mod logs;
 mod restart;
+mod ship;
 mod stop;
 mod triggers;
