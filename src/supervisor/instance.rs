@@ -223,6 +223,7 @@ impl Instance {
             max_restarts: self.app.max_restarts,
             restart_delay: self.app.restart_delay,
             exp_backoff_restart_delay: self.app.exp_backoff_restart_delay,
+            backoff_reset: policy::backoff_reset_from(std::env::var("EXP_BACKOFF_RESET_TIMER").ok().as_deref()),
         };
         let created_wall = now_ms();
         let mut hist = History::new(Instant::now());

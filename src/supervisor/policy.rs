@@ -15,8 +15,9 @@ use crate::process::Exit;
 
 /// PM2's cap of the exponential backoff.
 pub const BACKOFF_CAP: Duration = Duration::from_millis(15_000);
-/// Uptime after which the exponential backoff starts again from its first value
-/// (`EXP_BACKOFF_RESET_TIMER`). Unlike PM2, checked at the moment of the exit, not on a 30 s poll.
+/// Default uptime after which the exponential backoff starts again from its first value
+/// (PM2's `EXP_BACKOFF_RESET_TIMER`, which overrides it). Unlike PM2, checked at the moment of
+/// the exit, not on a 30 s poll.
 pub const BACKOFF_RESET: Duration = Duration::from_millis(30_000);
 
 /// The app settings the policy reads.
@@ -28,6 +29,13 @@ pub struct Policy {
     pub max_restarts: u32,
     pub restart_delay: Duration,
     pub exp_backoff_restart_delay: Option<Duration>,
+    /// Uptime that resets the backoff ([`BACKOFF_RESET`] unless `EXP_BACKOFF_RESET_TIMER`).
+    pub backoff_reset: Duration,
+}
+
+/// `EXP_BACKOFF_RESET_TIMER` (ms) as PM2 reads it, else [`BACKOFF_RESET`].
+pub fn backoff_reset_from(value: Option<&str>) -> Duration {
+    value.and_then(|v| v.trim().parse::<u64>().ok()).map_or(BACKOFF_RESET, Duration::from_millis)
 }
 
 /// Restart bookkeeping of one instance (PM2's `created_at`, `unstable_restarts`, `prev_restart_delay`).
@@ -87,7 +95,7 @@ fn next_delay(policy: &Policy, hist: &mut History, uptime: Duration) -> Duration
     let Some(base) = policy.exp_backoff_restart_delay else {
         return policy.restart_delay;
     };
-    if uptime >= BACKOFF_RESET {
+    if uptime >= policy.backoff_reset {
         hist.prev_backoff = None;
     }
     let delay = match hist.prev_backoff {
@@ -116,6 +124,7 @@ mod tests {
             max_restarts: 16,
             restart_delay: Duration::ZERO,
             exp_backoff_restart_delay: None,
+            backoff_reset: BACKOFF_RESET,
         }
     }
     const MS: fn(u64) -> Duration = Duration::from_millis;
@@ -178,6 +187,13 @@ mod tests {
         let started = t0 + MS(20_000);
         on_exit(&p, &mut h, Exit::Code(1), started, started + MS(10), false);
         assert_eq!(h.unstable_restarts, 0);
+    }
+
+    #[test]
+    fn backoff_reset_timer_from_env() {
+        assert_eq!(backoff_reset_from(None), BACKOFF_RESET);
+        assert_eq!(backoff_reset_from(Some("1500")), MS(1500));
+        assert_eq!(backoff_reset_from(Some("soon")), BACKOFF_RESET);
     }
 
     #[test]
