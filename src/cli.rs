@@ -36,7 +36,7 @@ pub enum Command {
         target: Option<String>,
         #[arg(long, default_value_t = 15)]
         lines: usize,
-        /// Print and exit (the default for now: following the stream comes later).
+        /// Print the recent lines and exit instead of following the stream.
         #[arg(long)]
         nostream: bool,
         #[arg(long)]
@@ -72,6 +72,21 @@ pub enum Command {
     ReloadLogs,
     /// Exit 0 when a runtime answers and every app that should be online is (health checks).
     Ping,
+    /// Against a running runtime: restart the file's apps with their new settings, start new ones.
+    #[command(name = "startOrRestart", visible_alias = "start-or-restart")]
+    StartOrRestart(ApplyArgs),
+    /// Same as startOrRestart (fork mode: a reload is a restart).
+    #[command(name = "startOrReload", visible_alias = "start-or-reload")]
+    StartOrReload(ApplyArgs),
+    /// Same as startOrRestart (fork mode: a reload is a restart).
+    #[command(name = "startOrGracefulReload", visible_alias = "start-or-graceful-reload")]
+    StartOrGracefulReload(ApplyArgs),
+    /// Write a commented sample ecosystem.config.yml (or .js) in the current directory.
+    Ecosystem {
+        /// Write ecosystem.config.js instead.
+        #[arg(long)]
+        js: bool,
+    },
     /// Check an ecosystem file and print what would run (env keys only, never values); start nothing.
     #[command(visible_alias = "dry-run")]
     Validate {
@@ -83,6 +98,18 @@ pub enum Command {
         #[arg(short = 'i', long, allow_hyphen_values = true)]
         instances: Option<String>,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    pub file: String,
+    #[arg(long, value_name = "NAME")]
+    pub env: Option<String>,
+    #[arg(long, value_name = "NAMES")]
+    pub only: Option<String>,
+    /// Accepted for PM2 compatibility (a file always brings its env).
+    #[arg(long)]
+    pub update_env: bool,
 }
 
 #[derive(Debug, Args)]

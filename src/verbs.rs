@@ -30,6 +30,11 @@ pub fn act(home: &Path, verb: &str, target: &str) -> Outcome {
     match client::request(home, &json!({"cmd": verb, "target": target})) {
         Ok(_) => {
             client::wait_settled(home, Duration::from_secs(15));
+            if client::processes(home).is_err() {
+                // Nothing could run any more, so the runtime exited (as pm2-runtime does; see --no-auto-exit).
+                println!("done: no app is left running, so the runtime has exited");
+                return Outcome::Requested;
+            }
             print_table(home)
         }
         Err(e) => fail(&e),
@@ -40,6 +45,10 @@ pub fn run(home: &Path, cmd: Command) -> Outcome {
     match cmd {
         Command::Start(_) => unreachable!("handled by the caller"),
         Command::Validate { file, env, only, instances } => validate(&file, env, only, instances),
+        Command::StartOrRestart(a) => apply(home, "startOrRestart", a),
+        Command::StartOrReload(a) => apply(home, "startOrReload", a),
+        Command::StartOrGracefulReload(a) => apply(home, "startOrGracefulReload", a),
+        Command::Ecosystem { js } => write_sample(js),
         Command::Ls { sort } => match client::processes(home) {
             Ok(mut ps) => {
                 if let Some(spec) = sort
@@ -69,28 +78,52 @@ pub fn run(home: &Path, cmd: Command) -> Outcome {
             Err(e) => fail(&e),
         },
         Command::Logs { target, lines, nostream, json, raw, err, out } => {
+            use std::io::Write as _;
+            // Returns false once stdout is gone (`pm-runtime logs | head`): stop quietly.
+            let show = |l: &serde_json::Value| -> bool {
+                let kind = l["type"].as_str().unwrap_or("out");
+                if (err && kind != "err") || (out && kind != "out") {
+                    return true;
+                }
+                let msg = l["message"].as_str().unwrap_or("");
+                let mut o = std::io::stdout().lock();
+                if json {
+                    writeln!(o, "{l}").is_ok()
+                } else if raw {
+                    writeln!(o, "{msg}").is_ok()
+                } else {
+                    writeln!(o, "{}|{} | {msg}", l["pm_id"], l["app_name"].as_str().unwrap_or("")).is_ok()
+                }
+            };
+            let mut last_seq = 0;
             match client::request(home, &json!({"cmd": "logs", "target": target, "lines": lines})) {
                 Ok(r) => {
                     for l in r["lines"].as_array().into_iter().flatten() {
-                        let kind = l["type"].as_str().unwrap_or("out");
-                        if (err && kind != "err") || (out && kind != "out") {
-                            continue;
-                        }
-                        let msg = l["message"].as_str().unwrap_or("");
-                        if json {
-                            println!("{l}");
-                        } else if raw {
-                            println!("{msg}");
-                        } else {
-                            println!("{}|{} | {msg}", l["pm_id"], l["app_name"].as_str().unwrap_or(""));
+                        last_seq = last_seq.max(l["seq"].as_u64().unwrap_or(0));
+                        if !show(l) {
+                            return Outcome::Requested;
                         }
                     }
-                    if !nostream {
-                        eprintln!("pm-runtime: following the log stream is not supported yet; printed the last {lines} lines");
-                    }
-                    Outcome::Requested
                 }
-                Err(e) => fail(&e),
+                Err(e) => return fail(&e),
+            }
+            if nostream {
+                return Outcome::Requested;
+            }
+            // Follow: poll for lines after the last one seen, until the runtime goes away.
+            loop {
+                std::thread::sleep(Duration::from_millis(250));
+                match client::request(home, &json!({"cmd": "logs", "target": target, "lines": 0, "after": last_seq})) {
+                    Ok(r) => {
+                        for l in r["lines"].as_array().into_iter().flatten() {
+                            last_seq = last_seq.max(l["seq"].as_u64().unwrap_or(0));
+                            if !show(l) {
+                                return Outcome::Requested;
+                            }
+                        }
+                    }
+                    Err(_) => return Outcome::Requested,
+                }
             }
         }
         Command::Stop(t) => act(home, "stop", &t.target),
@@ -194,4 +227,96 @@ fn validate(file: &str, env: Option<String>, only: Option<String>, instances: Op
         );
     }
     Outcome::Requested
+}
+
+/// `startOrRestart` and friends: load the file here (this process's cwd and `node`), send the
+/// resolved apps to the running runtime.
+fn apply(home: &Path, action: &str, a: crate::cli::ApplyArgs) -> Outcome {
+    let overrides = crate::config::Overrides {
+        env: a.env,
+        only: a.only.map(|s| s.split([',', ' ']).filter(|n| !n.is_empty()).map(str::to_string).collect()).unwrap_or_default(),
+        ..Default::default()
+    };
+    let eco = match crate::config::load(Path::new(&a.file), &overrides) {
+        Ok(eco) => eco,
+        Err(e) => {
+            eprintln!("pm-runtime: invalid configuration, nothing was changed:");
+            for p in &e.problems {
+                eprintln!("  {p}");
+            }
+            return Outcome::ConfigError;
+        }
+    };
+    for w in &eco.warnings {
+        eprintln!("pm-runtime: warning: {w}");
+    }
+    let Ok(eco_json) = serde_json::to_value(&eco) else { return fail("cannot encode the ecosystem") };
+    match client::request(home, &json!({"cmd": "apply", "action": action, "ecosystem": eco_json})) {
+        Ok(_) => {
+            client::wait_settled(home, Duration::from_secs(15));
+            print_table(home)
+        }
+        Err(e) => fail(&format!("{e}; to run this file in the foreground: pm-runtime start {}", a.file)),
+    }
+}
+
+const SAMPLE_YML: &str = r#"# pm-runtime / PM2 ecosystem file. Run it with: pm-runtime start ecosystem.config.yml
+# Every key of PM2's schema is accepted; check a file with: pm-runtime validate ecosystem.config.yml
+apps:
+  - name: web                  # how ls, logs, restart… refer to it
+    script: index.js           # .js runs with node, .py with python3, .sh with bash; or a command with spaces
+    # args: ["--port", "3000"]
+    # cwd: /app
+    instances: 1               # a number, max (usable CPUs) or -1 (CPUs minus one)
+    exec_mode: fork            # fork or cluster
+    autorestart: true
+    max_restarts: 16           # unstable restarts (exits within min_uptime) before "errored"
+    min_uptime: 1000           # ms
+    # restart_delay: 0         # ms before each restart
+    # exp_backoff_restart_delay: 100   # 100, 150, 225, … up to 15 s
+    # max_memory_restart: 300M # whole process tree, checked twice a second
+    # cron_restart: "0 3 * * *"
+    # watch: false             # true, a path, or a list of paths
+    # ignore_watch: [node_modules, logs]
+    kill_timeout: 1600         # ms between SIGINT and SIGKILL on stop
+    # wait_ready: true         # online only after process.send('ready')
+    # listen_timeout: 3000
+    env:
+      NODE_ENV: development
+    env_production:            # merged with --env production
+      NODE_ENV: production
+    # out_file: logs/out.log   # no files unless set; stdout is the log
+    # log_max_size: 10M        # pm-runtime: rotate file logs
+    # log_retain: 5
+"#;
+
+const SAMPLE_JS: &str = r#"// pm-runtime / PM2 ecosystem file. Run it with: pm-runtime start ecosystem.config.js
+module.exports = {
+  apps: [
+    {
+      name: 'web',
+      script: 'index.js',
+      instances: 1,
+      exec_mode: 'fork',
+      autorestart: true,
+      max_memory_restart: '300M',
+      env: { NODE_ENV: 'development' },
+      env_production: { NODE_ENV: 'production' },
+    },
+  ],
+};
+"#;
+
+/// `ecosystem`: writes a commented sample, never over an existing file.
+fn write_sample(js: bool) -> Outcome {
+    let (name, body) = if js { ("ecosystem.config.js", SAMPLE_JS) } else { ("ecosystem.config.yml", SAMPLE_YML) };
+    let file = std::fs::OpenOptions::new().write(true).create_new(true).open(name);
+    match file.and_then(|mut f| std::io::Write::write_all(&mut f, body.as_bytes())) {
+        Ok(()) => {
+            println!("File {name} generated");
+            Outcome::Requested
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => fail(&format!("{name} already exists; not overwritten")),
+        Err(e) => fail(&format!("cannot write {name}: {e}")),
+    }
 }

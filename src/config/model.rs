@@ -7,8 +7,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 /// A whole ecosystem after loading, validation and CLI overrides.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Ecosystem {
     /// The file it came from (`None` for the script form: `pm-runtime app.js`).
     pub file: Option<PathBuf>,
@@ -20,7 +22,7 @@ pub struct Ecosystem {
 }
 
 /// How many instances to run. Resolved to a number at start (`max`/`0` = usable CPUs, `-N` = CPUs − N).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Instances {
     Count(u32),
     /// `max` or `0`.
@@ -29,7 +31,7 @@ pub enum Instances {
     MinusCpus(u32),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ExecMode {
     Fork,
     Cluster,
@@ -37,7 +39,7 @@ pub enum ExecMode {
 
 /// `filter_env`: true drops the whole inherited environment; a string drops that variable; a
 /// list drops every variable whose name contains one of its entries (PM2's rules).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum FilterEnv {
     #[default]
     Inherit,
@@ -48,7 +50,7 @@ pub enum FilterEnv {
     DropExact(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum Watch {
     #[default]
     Off,
@@ -58,14 +60,14 @@ pub enum Watch {
 }
 
 /// A user or group given by name or numeric id.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Principal {
     Id(u32),
     Name(String),
 }
 
 /// What the child process will be: `program` + `argv` (argv excludes the program itself).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Command {
     /// The interpreter (`node`, `python3`, `bash`, …) or the script itself for `interpreter: none`,
     /// or `sh` for a script containing a space. An absolute path when it could be found in PATH.
@@ -79,7 +81,7 @@ pub struct Command {
 }
 
 /// One app of the ecosystem: every PM2 key, typed, with PM2's defaults applied.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct App {
     pub name: String,
     pub namespace: String,
@@ -144,7 +146,7 @@ pub struct App {
 }
 
 /// What the command line adds to or overrides in a file (pm2-runtime's flags).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Overrides {
     /// `--env NAME`: merge `env_NAME` over `env`.
     pub env: Option<String>,

@@ -8,7 +8,8 @@
 //!
 //! Requests (`v` is the protocol version, 1; optional): `ping`, `ls`, `show {target}`,
 //! `start|stop|restart|reload|delete {target}`, `scale {name, count}` (`"4"`, `"+2"`, `"-1"`),
-//! `signal {signal, target}`, `logs {target?, lines}`, `flush {target?}`, `reload_logs`.
+//! `signal {signal, target}`, `logs {target?, lines, after?}`, `flush {target?}`, `reload_logs`,
+//! `apply {action, ecosystem}` (sent by `startOrRestart`; the ecosystem is the resolved model).
 //! `target` is an app name, a pm_id, a namespace or `all`. Replies: `{"ok":true,…}` or
 //! `{"ok":false,"error":"…"}`. A malformed, oversized (over [`MAX_REQUEST`]) or unknown request
 //! gets an error reply and never disturbs the runtime.
@@ -16,27 +17,58 @@
 use serde::Deserialize;
 
 pub const VERSION: u32 = 1;
-/// Longest request line accepted.
-pub const MAX_REQUEST: usize = 64 * 1024;
+/// Longest request line accepted (an `apply` carries a whole ecosystem).
+pub const MAX_REQUEST: usize = 1024 * 1024;
 /// The socket's file name inside `$PM2_HOME`.
 pub const SOCKET_NAME: &str = "pm-runtime.sock";
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
     Ping,
     Ls,
-    Show { target: String },
-    Start { target: String },
-    Stop { target: String },
-    Restart { target: String },
-    Reload { target: String },
-    Delete { target: String },
-    Scale { name: String, count: String },
-    Signal { signal: String, target: String },
-    Logs { target: Option<String>, lines: usize },
-    Flush { target: Option<String> },
+    Show {
+        target: String,
+    },
+    Start {
+        target: String,
+    },
+    Stop {
+        target: String,
+    },
+    Restart {
+        target: String,
+    },
+    Reload {
+        target: String,
+    },
+    Delete {
+        target: String,
+    },
+    Scale {
+        name: String,
+        count: String,
+    },
+    Signal {
+        signal: String,
+        target: String,
+    },
+    /// `after`: only lines with a higher `seq` (to follow the stream by polling).
+    Logs {
+        target: Option<String>,
+        lines: usize,
+        after: Option<u64>,
+    },
+    Flush {
+        target: Option<String>,
+    },
     ReloadLogs,
+    /// `startOrRestart|startOrReload|startOrGracefulReload <file>`: the client loads the file and
+    /// sends the resolved apps; known names are restarted with the new settings, new ones started.
+    Apply {
+        action: String,
+        ecosystem: crate::config::Ecosystem,
+    },
 }
 
 #[derive(Debug, Deserialize)]

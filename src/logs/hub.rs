@@ -57,6 +57,8 @@ struct Inner {
     files: Mutex<HashMap<PathBuf, SharedFile>>,
     /// Recent lines per pm_id.
     recent: Mutex<HashMap<u32, Arc<Mutex<Recent>>>>,
+    /// Sequence number of the last line remembered, across every app (for `logs` following).
+    seq: AtomicU64,
 }
 
 type SharedFile = Arc<Mutex<FileLog>>;
@@ -98,6 +100,7 @@ impl LogHub {
             pumps_done: Notify::new(),
             files: Mutex::new(HashMap::new()),
             recent: Mutex::new(HashMap::new()),
+            seq: AtomicU64::new(0),
         });
         let out = File::from(io::stdout().as_fd().try_clone_to_owned()?);
         let err = File::from(io::stderr().as_fd().try_clone_to_owned()?);
@@ -192,7 +195,8 @@ impl LogHub {
                 let to_files = !sinks.files.is_empty();
                 let mut emit = |line: &[u8], continued: bool| {
                     target = fmt.app_line(&mut out, &tag, stream, deco, line, continued, &now);
-                    recent.push(stream, line);
+                    let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed) + 1;
+                    recent.push(seq, stream, line);
                     if to_files {
                         // Files get the app's line as written, whatever the stdout format.
                         file_buf.extend_from_slice(line);
@@ -272,9 +276,15 @@ impl LogHub {
         }
     }
 
-    /// The last `n` lines of an instance (for `logs --lines N`).
-    pub fn recent(&self, pm_id: u32, n: usize) -> Vec<(Stream, Vec<u8>)> {
-        lock(&self.inner.recent).get(&pm_id).map(|r| lock(r).last(n)).unwrap_or_default()
+    /// The last `n` lines of an instance (for `logs --lines N`), or those after `after`.
+    pub fn recent(&self, pm_id: u32, n: usize, after: Option<u64>) -> Vec<super::recent::Line> {
+        let map = lock(&self.inner.recent);
+        let Some(r) = map.get(&pm_id) else { return Vec::new() };
+        let r = lock(r);
+        match after {
+            Some(seq) => r.after(seq),
+            None => r.last(n),
+        }
     }
 }
 

@@ -33,8 +33,9 @@ pub fn handle(co: &mut Coordinator, req: Request) -> Value {
             None => error(format!("unknown signal {signal:?} (try SIGUSR2, SIGHUP, SIGTERM, …)")),
         },
         Request::Scale { name, count } => scale(co, &name, &count),
-        Request::Logs { target, lines } => logs(co, target.as_deref(), lines),
+        Request::Logs { target, lines, after } => logs(co, target.as_deref(), lines, after),
         Request::Flush { target } => flush(co, target.as_deref()),
+        Request::Apply { action, ecosystem } => apply(co, &action, ecosystem),
         Request::ReloadLogs => {
             co.logs.reopen_files();
             json!({ "ok": true })
@@ -122,7 +123,7 @@ fn scale(co: &mut Coordinator, name: &str, count: &str) -> Value {
     }
 }
 
-fn logs(co: &Coordinator, target: Option<&str>, lines: usize) -> Value {
+fn logs(co: &Coordinator, target: Option<&str>, lines: usize, after: Option<u64>) -> Value {
     let ids = match resolve(co, target.unwrap_or("all")) {
         Ok(ids) => ids,
         Err(e) => return error(e),
@@ -130,8 +131,9 @@ fn logs(co: &Coordinator, target: Option<&str>, lines: usize) -> Value {
     let mut out = Vec::new();
     for id in ids {
         let name = &co.apps[co.slots[&id].app_index].name;
-        for (stream, line) in co.logs.recent(id, lines) {
+        for (seq, stream, line) in co.logs.recent(id, lines, after) {
             out.push(json!({
+                "seq": seq,
                 "pm_id": id,
                 "app_name": name,
                 "type": if stream == Stream::Out { "out" } else { "err" },
@@ -139,6 +141,7 @@ fn logs(co: &Coordinator, target: Option<&str>, lines: usize) -> Value {
             }));
         }
     }
+    out.sort_by_key(|l| l["seq"].as_u64());
     json!({ "ok": true, "lines": out })
 }
 
@@ -220,4 +223,39 @@ fn processes(co: &mut Coordinator, only: Option<&[u32]>) -> Vec<Value> {
         }));
     }
     out
+}
+
+/// `startOrRestart` and friends: apps already known are restarted with their new settings
+/// (fork mode: reload = restart), new ones are started. Apps not in the file are left alone.
+fn apply(co: &mut Coordinator, action: &str, eco: crate::config::Ecosystem) -> Value {
+    if let Some(app) = eco.apps.iter().find(|a| a.exec_mode == ExecMode::Cluster) {
+        return error(format!("{}: cluster mode is not supported yet (use exec_mode: fork)", app.name));
+    }
+    let (mut restarted, mut started) = (Vec::new(), Vec::new());
+    for app in eco.apps {
+        let name = app.name.clone();
+        let new = std::sync::Arc::new(app);
+        if let Some(idx) = co.apps.iter().position(|a| a.name == name) {
+            co.apps[idx] = new.clone();
+            let ids: Vec<u32> = co.slots.iter().filter(|(_, s)| s.app_index == idx).map(|(k, _)| *k).collect();
+            if ids.is_empty() {
+                for _ in 0..crate::config::resolve_instances(new.instances, co.cpus) {
+                    co.spawn_instance(idx);
+                }
+            }
+            for id in ids {
+                co.send(id, Cmd::Replace(new.clone()));
+            }
+            restarted.push(name);
+        } else {
+            co.apps.push(new.clone());
+            let idx = co.apps.len() - 1;
+            for _ in 0..crate::config::resolve_instances(new.instances, co.cpus) {
+                co.spawn_instance(idx);
+            }
+            started.push(name);
+        }
+    }
+    tracing::info!("{action}: restarted [{}], started [{}]", restarted.join(", "), started.join(", "));
+    json!({ "ok": true, "restarted": restarted, "started": started })
 }

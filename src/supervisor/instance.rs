@@ -78,6 +78,8 @@ pub enum Cmd {
     Delete,
     /// Send a signal to the instance's process group.
     Signal(Signal),
+    /// New settings for the app (`startOrRestart` with a changed file): restart (or start) with them.
+    Replace(Arc<App>),
 }
 
 /// A status change, reported to the coordinator.
@@ -110,6 +112,19 @@ pub struct Instance {
     pub updates: mpsc::UnboundedSender<Update>,
     pub shutdown: watch::Receiver<Shutdown>,
     pub inbox: mpsc::UnboundedReceiver<Cmd>,
+}
+
+/// The restart policy of an app.
+fn policy_of(app: &App) -> Policy {
+    Policy {
+        autorestart: app.autorestart,
+        stop_exit_codes: app.stop_exit_codes.clone(),
+        min_uptime: app.min_uptime,
+        max_restarts: app.max_restarts,
+        restart_delay: app.restart_delay,
+        exp_backoff_restart_delay: app.exp_backoff_restart_delay,
+        backoff_reset: policy::backoff_reset_from(std::env::var("EXP_BACKOFF_RESET_TIMER").ok().as_deref()),
+    }
 }
 
 /// `cron_restart` of the instance, if any.
@@ -205,6 +220,7 @@ impl Instance {
                     }
                     cmd = self.inbox.recv() => match cmd {
                         Some(Cmd::Restart | Cmd::Start) => return true,
+                        Some(Cmd::Replace(app)) => { self.app = app; return true; }
                         Some(Cmd::Delete) | None => return false,
                         Some(Cmd::Stop) => { manual = true; break; }
                         Some(Cmd::Signal(_)) => {}
@@ -216,21 +232,12 @@ impl Instance {
 
     /// The task's body: runs until the instance is stopped for good (or errored), or the runtime shuts down.
     pub async fn run(mut self) {
-        let policy = Policy {
-            autorestart: self.app.autorestart,
-            stop_exit_codes: self.app.stop_exit_codes.clone(),
-            min_uptime: self.app.min_uptime,
-            max_restarts: self.app.max_restarts,
-            restart_delay: self.app.restart_delay,
-            exp_backoff_restart_delay: self.app.exp_backoff_restart_delay,
-            backoff_reset: policy::backoff_reset_from(std::env::var("EXP_BACKOFF_RESET_TIMER").ok().as_deref()),
-        };
         let created_wall = now_ms();
         let mut hist = History::new(Instant::now());
         let mut restart_time: u32 = 0;
         let unique_id = env::uuid_v4();
         let tag = self.tag();
-        let schedule = schedule_of(&self.app);
+        let mut schedule = schedule_of(&self.app);
 
         let mut last_exit = None;
         if !self.app.autostart {
@@ -243,6 +250,9 @@ impl Instance {
             if self.shutting_down() {
                 break;
             }
+            // Settings may have been replaced (startOrRestart): read them at every start.
+            let policy = policy_of(&self.app);
+            schedule = schedule_of(&self.app);
             if hist.created_at.is_none() {
                 hist.created_at = Some(Instant::now());
             }
@@ -348,6 +358,10 @@ impl Instance {
                 }
                 cmd = self.inbox.recv() => match cmd {
                     Some(Cmd::Restart | Cmd::Start) => return Some(After::Restart),
+                    Some(Cmd::Replace(app)) => {
+                        self.app = app;
+                        return Some(After::Restart);
+                    }
                     Some(Cmd::Stop) => return Some(After::Park),
                     Some(Cmd::Delete) | None => return Some(After::Delete),
                     Some(Cmd::Signal(_)) => {}
@@ -465,6 +479,12 @@ impl Instance {
                     }
                 }
                 cmd = self.inbox.recv() => match cmd {
+                    Some(Cmd::Replace(new)) => {
+                        tracing::info!(app = %app.name, id = self.pm_id, status = "restart", "App [{tag}] restarting with new settings");
+                        let exit = self.stop(pid, &mut exit_rx, ipc_writer.as_mut(), restart_time).await;
+                        self.app = new;
+                        return RunEnd::Stopped(exit, After::Restart);
+                    }
                     Some(Cmd::Restart) => {
                         tracing::info!(app = %app.name, id = self.pm_id, status = "restart", "App [{tag}] restarting");
                         let exit = self.stop(pid, &mut exit_rx, ipc_writer.as_mut(), restart_time).await;

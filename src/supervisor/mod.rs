@@ -61,6 +61,8 @@ pub struct Coordinator {
     pm2_home: String,
     updates_tx: mpsc::UnboundedSender<Update>,
     shutdown_rx: watch::Receiver<Shutdown>,
+    /// How many CPUs `instances: max` means.
+    pub cpus: usize,
     /// Last CPU sample per pm_id (ticks, when), for `ls`'s cpu %.
     cpu_prev: std::collections::HashMap<u32, (u64, std::time::Instant)>,
 }
@@ -144,6 +146,7 @@ pub async fn run(
         updates_tx,
         shutdown_rx,
         cpu_prev: Default::default(),
+        cpus: opts.cpus,
     };
     for app_index in 0..co.apps.len() {
         for _ in 0..crate::config::resolve_instances(co.apps[app_index].instances, opts.cpus) {

@@ -155,3 +155,55 @@ fn socket_is_private_and_survives_garbage() {
     r.signal(libc::SIGTERM);
     r.wait(Duration::from_secs(5));
 }
+
+#[test]
+fn start_or_restart_applies_new_settings_and_starts_new_apps() {
+    let s = Scenario::new()
+        .file("m.sh", "#!/bin/sh\necho \"MSG=$MSG\"\nwhile :; do sleep 0.2; done\n")
+        .file("e.yml", "apps:\n  - name: m\n    script: m.sh\n    env:\n      MSG: one\n");
+    let mut r = s.start(&["e.yml"]);
+    r.wait_for("MSG=one", Duration::from_secs(5));
+    let s = s.file(
+        "e.yml",
+        "apps:\n  - name: m\n    script: m.sh\n    env:\n      MSG: two\n  - name: n\n    script: m.sh\n    env:\n      MSG: new\n",
+    );
+    let (code, out, err) = cli(&s, &["startOrRestart", "e.yml"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(" m ") && out.contains(" n "), "{out}");
+    r.wait_for("MSG=two", Duration::from_secs(5));
+    r.wait_for("MSG=new", Duration::from_secs(5));
+    // A broken file changes nothing and says where.
+    let s = s.file("e.yml", "apps:\n  - name: m\n    script: m.sh\n    instances: lots\n");
+    let (code, _, err) = cli(&s, &["startOrReload", "e.yml"]);
+    assert_eq!(code, 78);
+    assert!(err.contains("e.yml:4:16"), "{err}");
+    r.signal(libc::SIGTERM);
+    r.wait(Duration::from_secs(5));
+}
+
+#[test]
+fn logs_follow_the_stream_until_the_runtime_exits() {
+    let s = Scenario::new().file("t.sh", "#!/bin/sh\ni=0\nwhile [ $i -lt 15 ]; do echo \"tick $i\"; i=$((i+1)); sleep 0.1; done\nsleep 1\n");
+    let mut r = s.start(&["t.sh", "--no-autorestart"]);
+    r.wait_for("tick 1", Duration::from_secs(5));
+    let out = Command::new(BIN)
+        .args(["logs", "t", "--raw", "--lines", "1"])
+        .current_dir(s.path())
+        .env("PM2_HOME", s.path().join(".pm2"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("tick 14"), "followed to the end: {text}");
+    r.wait(Duration::from_secs(5));
+}
+
+#[test]
+fn ecosystem_writes_a_sample_once() {
+    let s = Scenario::new();
+    assert_eq!(cli(&s, &["ecosystem"]).0, 0);
+    let text = std::fs::read_to_string(s.path().join("ecosystem.config.yml")).unwrap();
+    assert!(text.contains("apps:") && text.contains("env_production"));
+    assert_ne!(cli(&s, &["ecosystem"]).0, 0, "never overwrites");
+    assert_eq!(cli(&s, &["ecosystem", "--js"]).0, 0);
+    assert!(s.path().join("ecosystem.config.js").exists());
+}
