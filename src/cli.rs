@@ -70,6 +70,8 @@ pub enum Command {
     /// Reopen log files (after an external rotation).
     #[command(name = "reloadLogs", visible_alias = "reload-logs")]
     ReloadLogs,
+    /// A terminal dashboard: processes, CPU, memory, live logs of the selected one.
+    Monit,
     /// Exit 0 when a runtime answers and every app that should be online is (health checks).
     Ping,
     /// Against a running runtime: restart the file's apps with their new settings, start new ones.

@@ -27,6 +27,8 @@ pub mod control;
 pub mod exit;
 pub mod logs;
 pub mod metrics;
+#[cfg(feature = "monit")]
+mod monit;
 pub mod process;
 pub mod signals;
 pub mod supervisor;

@@ -49,6 +49,10 @@ pub fn run(home: &Path, cmd: Command) -> Outcome {
         Command::StartOrReload(a) => apply(home, "startOrReload", a),
         Command::StartOrGracefulReload(a) => apply(home, "startOrGracefulReload", a),
         Command::Ecosystem { js } => write_sample(js),
+        #[cfg(feature = "monit")]
+        Command::Monit => crate::monit::run(home),
+        #[cfg(not(feature = "monit"))]
+        Command::Monit => fail("this build has no monit (built without the `monit` feature)"),
         Command::Ls { sort } => match client::processes(home) {
             Ok(mut ps) => {
                 if let Some(spec) = sort

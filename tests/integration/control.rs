@@ -183,7 +183,8 @@ fn start_or_restart_applies_new_settings_and_starts_new_apps() {
 
 #[test]
 fn logs_follow_the_stream_until_the_runtime_exits() {
-    let s = Scenario::new().file("t.sh", "#!/bin/sh\ni=0\nwhile [ $i -lt 15 ]; do echo \"tick $i\"; i=$((i+1)); sleep 0.1; done\nsleep 1\n");
+    let s =
+        Scenario::new().file("t.sh", "#!/bin/sh\ni=0\nwhile [ $i -lt 15 ]; do echo \"tick $i\"; i=$((i+1)); sleep 0.1; done\nsleep 1\n");
     let mut r = s.start(&["t.sh", "--no-autorestart"]);
     r.wait_for("tick 1", Duration::from_secs(5));
     let out = Command::new(BIN)
@@ -206,4 +207,48 @@ fn ecosystem_writes_a_sample_once() {
     assert_ne!(cli(&s, &["ecosystem"]).0, 0, "never overwrites");
     assert_eq!(cli(&s, &["ecosystem", "--js"]).0, 0);
     assert!(s.path().join("ecosystem.config.js").exists());
+}
+
+#[test]
+fn monit_is_drawn_and_navigated_in_tmux() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        eprintln!("skipped: tmux is not installed");
+        return;
+    }
+    let s = Scenario::new()
+        .file("t.sh", "#!/bin/sh\ni=0\nwhile :; do echo \"$name tick $i\"; i=$((i+1)); sleep 0.1; done\n")
+        .file("e.yml", "apps:\n  - name: web\n    script: t.sh\n  - name: api\n    script: t.sh\n");
+    let mut r = s.start(&["e.yml"]);
+    r.wait_for("api tick 1", Duration::from_secs(5));
+    let session = format!("monit{}", std::process::id());
+    let tmux = |args: &[&str]| Command::new("tmux").args(args).output().unwrap();
+    let home = s.path().join(".pm2");
+    let cmd = format!("PM2_HOME={} {BIN} monit; echo MONIT_EXIT=$?; sleep 3", home.display());
+    tmux(&["new-session", "-d", "-s", &session, "-x", "100", "-y", "24", &cmd]);
+    let screen = |tmux: &dyn Fn(&[&str]) -> std::process::Output| {
+        String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", &session]).stdout).into_owned()
+    };
+    let wait_screen = |needle: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = screen(&tmux);
+            if text.contains(needle) {
+                return text;
+            }
+            assert!(std::time::Instant::now() < deadline, "{needle:?} not on screen:\n{text}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let first = wait_screen("Logs: web");
+    assert!(first.contains("Processes") && first.contains("api") && first.contains("online"), "{first}");
+    wait_screen("web tick");
+    tmux(&["send-keys", "-t", &session, "Down"]);
+    wait_screen("Logs: api");
+    wait_screen("api tick");
+    tmux(&["send-keys", "-t", &session, "q"]);
+    let end = wait_screen("MONIT_EXIT=0");
+    assert!(!end.contains("Processes"), "terminal restored:\n{end}");
+    tmux(&["kill-session", "-t", &session]);
+    r.signal(libc::SIGTERM);
+    r.wait(Duration::from_secs(5));
 }
