@@ -1,0 +1,1 @@
+console.log(`message: ${process.env.MESSAGE} (NODE_ENV=${process.env.NODE_ENV})`);
