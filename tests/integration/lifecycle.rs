@@ -92,3 +92,24 @@ fn cluster_mode_is_refused_clearly_for_now() {
     assert_eq!(status.code(), Some(78));
     assert!(format!("{out}{err}").contains("cluster mode"), "{out}{err}");
 }
+
+#[test]
+fn uid_script_in_path_filter_env_port_and_delay() {
+    let s = Scenario::new()
+        .file("who.sh", "#!/bin/sh\necho \"WHO uid=$(id -u) home=$HOME port=$PORT keep=${KEEP_ME:-unset} drop=${SECRET_X:-unset}\"\n")
+        .file(
+            "eco.yml",
+            "apps:\n  - name: who\n    script: who.sh\n    uid: nobody\n    port: 4321\n    autorestart: false\n    filter_env: [SECRET_]\n  - name: echo\n    script: echo\n    args: [found, in, PATH]\n    autorestart: false\n",
+        );
+    std::fs::set_permissions(s.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut cmd = s.command(&["eco.yml", "--delay", "0.5"]);
+    cmd.env("KEEP_ME", "kept").env("SECRET_X", "hidden");
+    let started = std::time::Instant::now();
+    let mut r = Running::start(cmd);
+    let status = r.wait(Duration::from_secs(10)).unwrap();
+    assert_eq!(status.code(), Some(0), "{}{}", r.stdout(), r.stderr());
+    assert!(started.elapsed() >= Duration::from_millis(500), "--delay");
+    let out = r.stdout();
+    assert!(out.contains("WHO uid=65534 home=/nonexistent port=4321 keep=kept drop=unset"), "{out}");
+    assert!(out.contains("found in PATH"), "{out}");
+}
