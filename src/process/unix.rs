@@ -51,11 +51,31 @@ pub fn is_pid1() -> bool {
 }
 
 /// Prepares `cmd` to run as an app instance: its own process group (so a stop signal reaches
-/// everything the app started), and, for Node apps, the IPC channel mapped to fd 3.
+/// everything the app started), SIGTERM if the runtime dies without stopping it (so an app is
+/// never left running after a `kill -9` of the runtime), and, for Node apps, the IPC channel
+/// mapped to fd 3.
 ///
-/// std already resets the signal mask and SIGPIPE's disposition in the child.
+/// std already resets the signal mask and SIGPIPE's disposition in the child. The parent-death
+/// signal follows the thread that forks: every spawn happens on the runtime's main thread,
+/// which lives as long as the process.
 pub fn prepare_child(cmd: &mut Command, ipc_child_end: Option<OwnedFd>) {
     cmd.process_group(0);
+    let parent = std::process::id();
+    // SAFETY: runs in the forked child before exec; prctl and getppid are plain syscalls,
+    // async-signal-safe, no allocation or locking. std applies uid/gid before pre_exec hooks,
+    // so the setting survives the credential change (which would otherwise clear it).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The runtime died between fork and prctl: behave as if the signal had come.
+            if libc::getppid() as u32 != parent {
+                libc::_exit(143);
+            }
+            Ok(())
+        });
+    }
     if let Some(fd) = ipc_child_end {
         // SAFETY: the closure runs in the forked child before exec and only calls dup2 and
         // fcntl, both async-signal-safe; it neither allocates nor takes locks. `fd` is moved

@@ -172,7 +172,9 @@ pub fn pids_with(marker: &str) -> Vec<u32> {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
             continue;
         };
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        // Arguments are NUL-separated in /proc: compare with spaces, as a user reads `ps`.
+        let cmdline: Vec<u8> =
+            std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default().into_iter().map(|b| if b == 0 { b' ' } else { b }).collect();
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         let zombie = stat.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
         if !zombie && String::from_utf8_lossy(&cmdline).contains(marker) && pid != std::process::id() {

@@ -138,3 +138,22 @@ fn as_pid1_orphans_are_reaped_and_stop_is_complete() {
     assert!(ns_children(runtime).is_empty());
     assert!(pids_with("sleep 2002").is_empty(), "a process of the namespace survived");
 }
+
+#[test]
+fn apps_do_not_outlive_a_killed_runtime() {
+    let s = Scenario::new().file("long.sh", "#!/bin/sh\necho long up\nexec sleep 3003\n");
+    let mut r = s.start(&["long.sh"]);
+    r.wait_for("long up", Duration::from_secs(5));
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while pids_with("sleep 3003").is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(pids_with("sleep 3003").len(), 1);
+    r.child.kill().unwrap(); // SIGKILL: no chance to stop anything
+    r.wait(Duration::from_secs(2));
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !pids_with("sleep 3003").is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(pids_with("sleep 3003").is_empty(), "the app outlived its runtime");
+}
