@@ -109,7 +109,14 @@ fn run_start(start: &StartArgs) -> Outcome {
     let format = start.output_format(std::io::stdout().is_terminal());
     let delay = Duration::from_secs_f64(start.delay.unwrap_or(0.0).max(0.0));
     rt.block_on(async move {
-        let tags: Vec<logs::AppTag> = eco.apps.iter().map(|a| logs::AppTag { name: &a.name, pm_id: 0 }).collect();
+        // One tag per instance (pm_ids in start order), so `--formatted` columns are PM2's width.
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let mut tags = Vec::new();
+        for a in &eco.apps {
+            for _ in 0..config::resolve_instances(a.instances, cpus) {
+                tags.push(logs::AppTag { name: &a.name, pm_id: tags.len() as u32 });
+            }
+        }
         let (hub, writer) = match logs::LogHub::start(format, &tags) {
             Ok(x) => x,
             Err(e) => {
@@ -153,12 +160,7 @@ fn run_start(start: &StartArgs) -> Outcome {
         };
         let reaper = process::Reaper::new();
         let reaper_task = tokio::spawn(reaper.clone().run());
-        let opts = supervisor::RunOptions {
-            auto_exit: !start.no_auto_exit,
-            delay,
-            pm2_home: pm2_home(),
-            cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        };
+        let opts = supervisor::RunOptions { auto_exit: !start.no_auto_exit, delay, pm2_home: pm2_home(), cpus };
         let outcome = supervisor::run(eco, opts, reaper.clone(), hub.clone(), signals, control_rx).await;
         if let Some(path) = socket {
             let _ = std::fs::remove_file(path);
