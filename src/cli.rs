@@ -39,10 +39,13 @@ pub enum Command {
         /// Print the recent lines and exit instead of following the stream.
         #[arg(long)]
         nostream: bool,
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["raw", "format"])]
         json: bool,
         #[arg(long)]
         raw: bool,
+        /// `timestamp=… app=… id=… type=out|error message=…` lines.
+        #[arg(long, conflicts_with = "raw")]
+        format: bool,
         #[arg(long)]
         err: bool,
         #[arg(long)]
@@ -56,6 +59,8 @@ pub enum Command {
     Reload(Target),
     /// Stop and remove an app, a process id, a namespace or all.
     Delete(Target),
+    /// Set the restart counters (↺) of an app, a process id, a namespace or all back to 0.
+    Reset(Target),
     /// Scale an app to N instances, or by +N / -N.
     Scale {
         name: String,

@@ -81,7 +81,7 @@ pub fn run(home: &Path, cmd: Command) -> Outcome {
             }
             Err(e) => fail(&e),
         },
-        Command::Logs { target, lines, nostream, json, raw, err, out } => {
+        Command::Logs { target, lines, nostream, json, raw, format, err, out } => {
             use std::io::Write as _;
             // Returns false once stdout is gone (`pm-runtime logs | head`): stop quietly.
             let show = |l: &serde_json::Value| -> bool {
@@ -95,6 +95,15 @@ pub fn run(home: &Path, cmd: Command) -> Outcome {
                     writeln!(o, "{l}").is_ok()
                 } else if raw {
                     writeln!(o, "{msg}").is_ok()
+                } else if format {
+                    let mut line = Vec::new();
+                    let tag =
+                        crate::logs::AppTag { name: l["app_name"].as_str().unwrap_or(""), pm_id: l["pm_id"].as_u64().unwrap_or(0) as u32 };
+                    let stream = if kind == "err" { crate::logs::Stream::Err } else { crate::logs::Stream::Out };
+                    let fmt = crate::logs::Formatter::new(crate::logs::OutputFormat::Logfmt, &[tag]);
+                    let stamp = crate::logs::Stamp::new(std::time::SystemTime::now());
+                    fmt.app_line(&mut line, &tag, stream, &crate::logs::Decoration::default(), msg.as_bytes(), false, &stamp);
+                    o.write_all(&line).is_ok()
                 } else {
                     writeln!(o, "{}|{} | {msg}", l["pm_id"], l["app_name"].as_str().unwrap_or("")).is_ok()
                 }
@@ -134,6 +143,7 @@ pub fn run(home: &Path, cmd: Command) -> Outcome {
         Command::Restart(t) => act(home, "restart", &t.target),
         Command::Reload(t) => act(home, "reload", &t.target),
         Command::Delete(t) => act(home, "delete", &t.target),
+        Command::Reset(t) => act(home, "reset", &t.target),
         Command::Scale { name, count } => match client::request(home, &json!({"cmd": "scale", "name": name, "count": count})) {
             Ok(_) => {
                 client::wait_settled(home, Duration::from_secs(15));

@@ -7,7 +7,7 @@
 //! ```
 //!
 //! Requests (`v` is the protocol version, 1; optional): `ping`, `ls`, `show {target}`,
-//! `start|stop|restart|reload|delete {target}`, `scale {name, count}` (`"4"`, `"+2"`, `"-1"`),
+//! `start|stop|restart|reload|delete|reset {target}`, `scale {name, count}` (`"4"`, `"+2"`, `"-1"`),
 //! `signal {signal, target}`, `logs {target?, lines, after?}`, `flush {target?}`, `reload_logs`,
 //! `apply {action, ecosystem}` (sent by `startOrRestart`; the ecosystem is the resolved model).
 //! `target` is an app name, a pm_id, a namespace or `all`. Replies: `{"ok":true,…}` or
@@ -43,6 +43,9 @@ pub enum Request {
         target: String,
     },
     Delete {
+        target: String,
+    },
+    Reset {
         target: String,
     },
     Scale {

@@ -28,6 +28,7 @@ pub fn handle(co: &mut Coordinator, req: Request) -> Value {
         // Fork mode: a reload is a restart (zero-downtime reloads come with cluster mode).
         Request::Restart { target } | Request::Reload { target } => command(co, &target, || Cmd::Restart),
         Request::Delete { target } => command(co, &target, || Cmd::Delete),
+        Request::Reset { target } => command(co, &target, || Cmd::Reset),
         Request::Signal { signal, target } => match crate::process::unix::parse_signal(&signal) {
             Some(sig) => command(co, &target, || Cmd::Signal(sig)),
             None => error(format!("unknown signal {signal:?} (try SIGUSR2, SIGHUP, SIGTERM, …)")),

@@ -80,6 +80,8 @@ pub enum Cmd {
     Signal(Signal),
     /// New settings for the app (`startOrRestart` with a changed file): restart (or start) with them.
     Replace(Arc<App>),
+    /// PM2's `reset`: the restart counter back to 0, nothing else changes.
+    Reset,
 }
 
 /// A status change, reported to the coordinator.
@@ -112,6 +114,8 @@ pub struct Instance {
     pub updates: mpsc::UnboundedSender<Update>,
     pub shutdown: watch::Receiver<Shutdown>,
     pub inbox: mpsc::UnboundedReceiver<Cmd>,
+    /// PM2's `restart_time` (↺): starts counted since the first; `reset` sets it back to 0.
+    pub restart_time: u32,
 }
 
 /// The restart policy of an app.
@@ -161,14 +165,14 @@ impl Instance {
         format!("{}:{}", self.app.name, self.pm_id)
     }
 
-    fn report(&self, status: Status, pid: Option<u32>, last_exit: Option<Exit>, restart_time: u32) {
+    fn report(&self, status: Status, pid: Option<u32>, last_exit: Option<Exit>) {
         let since = pid.map(|_| SystemTime::now());
         let _ = self.updates.send(Update {
             pm_id: self.pm_id,
             status,
             pid,
             last_exit,
-            restart_time,
+            restart_time: self.restart_time,
             scheduled: false,
             manual: false,
             since,
@@ -183,14 +187,7 @@ impl Instance {
     /// Parks a stopped or errored instance: reports it, then waits for a reason to start again
     /// (`start`/`restart`, or the next `cron_restart` fire, which starts a stopped app as PM2
     /// does). Returns true to start, false when the task must end (delete, shutdown).
-    async fn settle(
-        &mut self,
-        status: Status,
-        exit: Option<Exit>,
-        restart_time: u32,
-        schedule: Option<&Schedule>,
-        mut manual: bool,
-    ) -> bool {
+    async fn settle(&mut self, status: Status, exit: Option<Exit>, schedule: Option<&Schedule>, mut manual: bool) -> bool {
         loop {
             let next = if self.shutting_down() { None } else { schedule.and_then(Schedule::until_next_local) };
             let _ = self.updates.send(Update {
@@ -198,7 +195,7 @@ impl Instance {
                 status,
                 pid: None,
                 last_exit: exit,
-                restart_time,
+                restart_time: self.restart_time,
                 scheduled: next.is_some(),
                 manual,
                 since: None,
@@ -223,6 +220,7 @@ impl Instance {
                         Some(Cmd::Replace(app)) => { self.app = app; return true; }
                         Some(Cmd::Delete) | None => return false,
                         Some(Cmd::Stop) => { manual = true; break; }
+                        Some(Cmd::Reset) => { self.restart_time = 0; break; }
                         Some(Cmd::Signal(_)) => {}
                     }
                 }
@@ -234,7 +232,6 @@ impl Instance {
     pub async fn run(mut self) {
         let created_wall = now_ms();
         let mut hist = History::new(Instant::now());
-        let mut restart_time: u32 = 0;
         let unique_id = env::uuid_v4();
         let tag = self.tag();
         let mut schedule = schedule_of(&self.app);
@@ -242,8 +239,8 @@ impl Instance {
         let mut last_exit = None;
         if !self.app.autostart {
             tracing::info!(app = %self.app.name, id = self.pm_id, status = "stop", "App [{tag}] registered but not started (autostart: false)");
-            if !self.settle(Status::Stopped, None, 0, schedule.as_ref(), true).await {
-                return self.gone(last_exit, restart_time);
+            if !self.settle(Status::Stopped, None, schedule.as_ref(), true).await {
+                return self.gone(last_exit);
             }
         }
         loop {
@@ -260,28 +257,28 @@ impl Instance {
                 pm_id: self.pm_id,
                 instance: self.instance,
                 unique_id: unique_id.clone(),
-                restart_time,
+                restart_time: self.restart_time,
                 unstable_restarts: hist.unstable_restarts,
                 created_at: created_wall,
                 pm_uptime: now_ms(),
                 pm2_home: self.pm2_home.clone(),
                 home: None,
             };
-            let end = self.run_once(&facts, restart_time, last_exit, schedule.as_ref()).await;
+            let end = self.run_once(&facts, last_exit, schedule.as_ref()).await;
             let (exit, started) = match end {
                 RunEnd::Stopped(exit, after) => {
                     last_exit = Some(exit);
                     let again = match after {
                         After::Restart => !self.shutting_down(),
-                        After::Park => self.settle(Status::Stopped, Some(exit), restart_time, schedule.as_ref(), true).await,
+                        After::Park => self.settle(Status::Stopped, Some(exit), schedule.as_ref(), true).await,
                         After::Delete | After::Shutdown => false,
                     };
                     if again {
                         hist = History::new(Instant::now());
-                        restart_time += 1;
+                        self.restart_time += 1;
                         continue;
                     }
-                    return self.gone(last_exit, restart_time);
+                    return self.gone(last_exit);
                 }
                 RunEnd::Exited(exit, started) => (exit, started),
                 RunEnd::SpawnFailed => (Exit::Code(127), Instant::now()),
@@ -291,53 +288,53 @@ impl Instance {
             let decision = policy::on_exit(&policy, &mut hist, exit, started, Instant::now(), shutting);
             match decision {
                 Decision::Stop => {
-                    if self.settle(Status::Stopped, Some(exit), restart_time, schedule.as_ref(), false).await {
+                    if self.settle(Status::Stopped, Some(exit), schedule.as_ref(), false).await {
                         hist = History::new(Instant::now());
-                        restart_time += 1;
+                        self.restart_time += 1;
                         continue;
                     }
-                    return self.gone(last_exit, restart_time);
+                    return self.gone(last_exit);
                 }
                 Decision::Errored => {
                     tracing::error!(app = %self.app.name, id = self.pm_id, status = "errored",
                         "Script {} had too many unstable restarts ({}). Stopped. \"errored\"", self.app.exec_path.display(), self.app.max_restarts);
-                    if self.settle(Status::Errored, Some(exit), restart_time, schedule.as_ref(), false).await {
+                    if self.settle(Status::Errored, Some(exit), schedule.as_ref(), false).await {
                         hist = History::new(Instant::now());
-                        restart_time += 1;
+                        self.restart_time += 1;
                         continue;
                     }
-                    return self.gone(last_exit, restart_time);
+                    return self.gone(last_exit);
                 }
                 Decision::Restart(delay) => {
                     if !delay.is_zero() {
                         tracing::info!(app = %self.app.name, id = self.pm_id, status = "waiting restart", "App [{tag}] will restart in {}ms", delay.as_millis());
-                        self.report(Status::WaitingRestart, None, Some(exit), restart_time);
+                        self.report(Status::WaitingRestart, None, Some(exit));
                         match self.wait_or_interrupt(delay).await {
                             Some(After::Restart) => {}
                             Some(After::Park) => {
-                                if !self.settle(Status::Stopped, Some(exit), restart_time, schedule.as_ref(), true).await {
-                                    return self.gone(last_exit, restart_time);
+                                if !self.settle(Status::Stopped, Some(exit), schedule.as_ref(), true).await {
+                                    return self.gone(last_exit);
                                 }
                                 hist = History::new(Instant::now());
                             }
-                            _ => return self.gone(last_exit, restart_time),
+                            _ => return self.gone(last_exit),
                         }
                     }
-                    restart_time += 1;
+                    self.restart_time += 1;
                 }
             }
         }
-        self.gone(last_exit, restart_time)
+        self.gone(last_exit)
     }
 
     /// The task ends: a last update saying so.
-    fn gone(&self, last_exit: Option<Exit>, restart_time: u32) {
+    fn gone(&self, last_exit: Option<Exit>) {
         let _ = self.updates.send(Update {
             pm_id: self.pm_id,
             status: Status::Stopped,
             pid: None,
             last_exit,
-            restart_time,
+            restart_time: self.restart_time,
             scheduled: false,
             manual: true,
             since: None,
@@ -364,6 +361,7 @@ impl Instance {
                     }
                     Some(Cmd::Stop) => return Some(After::Park),
                     Some(Cmd::Delete) | None => return Some(After::Delete),
+                    Some(Cmd::Reset) => self.restart_time = 0,
                     Some(Cmd::Signal(_)) => {}
                 }
             }
@@ -371,7 +369,7 @@ impl Instance {
     }
 
     /// Starts the process once and follows it until it exits or is stopped.
-    async fn run_once(&mut self, facts: &InstanceFacts, restart_time: u32, last_exit: Option<Exit>, schedule: Option<&Schedule>) -> RunEnd {
+    async fn run_once(&mut self, facts: &InstanceFacts, last_exit: Option<Exit>, schedule: Option<&Schedule>) -> RunEnd {
         let app = self.app.clone();
         let tag = self.tag();
         let mut facts = facts.clone();
@@ -392,7 +390,7 @@ impl Instance {
             gid,
             ipc: app.command.is_node,
         };
-        self.report(Status::Launching, None, last_exit, restart_time);
+        self.report(Status::Launching, None, last_exit);
         tracing::info!(app = %app.name, id = self.pm_id, status = "start", "App [{tag}] starting in -fork mode-");
         let running = match process::spawn(&self.reaper, &spec) {
             Ok(r) => r,
@@ -423,7 +421,7 @@ impl Instance {
 
         let mut online = !app.wait_ready;
         if online {
-            self.report(Status::Online, Some(pid), last_exit, restart_time);
+            self.report(Status::Online, Some(pid), last_exit);
             tracing::info!(app = %app.name, id = self.pm_id, status = "online", "App [{tag}] online");
         }
         let listen_timeout = tokio::time::sleep(app.listen_timeout);
@@ -446,7 +444,7 @@ impl Instance {
                 r = &mut ready_rx, if !online && ready_open => {
                     if r.is_ok() {
                         online = true;
-                        self.report(Status::Online, Some(pid), last_exit, restart_time);
+                        self.report(Status::Online, Some(pid), last_exit);
                         tracing::info!(app = %app.name, id = self.pm_id, status = "online", "App [{tag}] online (ready)");
                     } else {
                         ready_open = false;
@@ -454,12 +452,12 @@ impl Instance {
                 }
                 _ = &mut listen_timeout, if !online => {
                     online = true;
-                    self.report(Status::Online, Some(pid), last_exit, restart_time);
+                    self.report(Status::Online, Some(pid), last_exit);
                     tracing::warn!(app = %app.name, id = self.pm_id, status = "online", "App [{tag}] did not send 'ready' within listen_timeout ({}ms); considered online", app.listen_timeout.as_millis());
                 }
                 _ = &mut cron, if cron_at.is_some() => {
                     tracing::info!(app = %app.name, id = self.pm_id, status = "restart", "App [{tag}] restarted by cron_restart");
-                    let exit = self.stop(pid, &mut exit_rx, ipc_writer.as_mut(), restart_time).await;
+                    let exit = self.stop(pid, &mut exit_rx, ipc_writer.as_mut()).await;
                     return RunEnd::Stopped(exit, After::Restart);
                 }
                 _ = memory_check.tick(), if app.max_memory_restart.is_some() => {
@@ -468,37 +466,43 @@ impl Instance {
                     if rss > limit {
                         tracing::warn!(app = %app.name, id = self.pm_id, status = "restart",
                             "App [{tag}] restarted because it exceeds max_memory_restart (current_memory={rss} max_memory_limit={limit} [octets])");
-                        let exit = self.stop(pid, &mut exit_rx, ipc_writer.as_mut(), restart_time).await;
+                        let exit = self.stop(pid, &mut exit_rx, ipc_writer.as_mut()).await;
                         return RunEnd::Stopped(exit, After::Restart);
                     }
                 }
                 changed = self.shutdown.changed() => {
                     if changed.is_err() || *self.shutdown.borrow() != Shutdown::Running {
-                        let exit = self.stop(pid, &mut exit_rx, ipc_writer.as_mut(), restart_time).await;
+                        let exit = self.stop(pid, &mut exit_rx, ipc_writer.as_mut()).await;
                         return RunEnd::Stopped(exit, After::Shutdown);
                     }
                 }
                 cmd = self.inbox.recv() => match cmd {
                     Some(Cmd::Replace(new)) => {
                         tracing::info!(app = %app.name, id = self.pm_id, status = "restart", "App [{tag}] restarting with new settings");
-                        let exit = self.stop(pid, &mut exit_rx, ipc_writer.as_mut(), restart_time).await;
+                        let exit = self.stop(pid, &mut exit_rx, ipc_writer.as_mut()).await;
                         self.app = new;
                         return RunEnd::Stopped(exit, After::Restart);
                     }
                     Some(Cmd::Restart) => {
                         tracing::info!(app = %app.name, id = self.pm_id, status = "restart", "App [{tag}] restarting");
-                        let exit = self.stop(pid, &mut exit_rx, ipc_writer.as_mut(), restart_time).await;
+                        let exit = self.stop(pid, &mut exit_rx, ipc_writer.as_mut()).await;
                         return RunEnd::Stopped(exit, After::Restart);
                     }
                     Some(Cmd::Stop) => {
-                        let exit = self.stop(pid, &mut exit_rx, ipc_writer.as_mut(), restart_time).await;
+                        let exit = self.stop(pid, &mut exit_rx, ipc_writer.as_mut()).await;
                         return RunEnd::Stopped(exit, After::Park);
                     }
                     Some(Cmd::Delete) | None => {
-                        let exit = self.stop(pid, &mut exit_rx, ipc_writer.as_mut(), restart_time).await;
+                        let exit = self.stop(pid, &mut exit_rx, ipc_writer.as_mut()).await;
                         return RunEnd::Stopped(exit, After::Delete);
                     }
                     Some(Cmd::Start) => {}
+                    Some(Cmd::Reset) => {
+                        self.restart_time = 0;
+                        if online {
+                            self.report(Status::Online, Some(pid), last_exit);
+                        }
+                    }
                     Some(Cmd::Signal(sig)) => unix::signal_group(pid, sig),
                 }
             }
@@ -508,10 +512,10 @@ impl Instance {
     /// PM2's kill algorithm, with a process group instead of a `ps` walk: the app's kill signal
     /// (or the `shutdown` IPC message) to the whole tree, then SIGKILL after `kill_timeout` to
     /// whatever is left of it. Returns the leader's exit status.
-    async fn stop(&mut self, pid: u32, exit_rx: &mut oneshot::Receiver<Exit>, ipc: Option<&mut OwnedWriteHalf>, restart_time: u32) -> Exit {
+    async fn stop(&mut self, pid: u32, exit_rx: &mut oneshot::Receiver<Exit>, ipc: Option<&mut OwnedWriteHalf>) -> Exit {
         let app = self.app.clone();
         let tag = self.tag();
-        self.report(Status::Stopping, Some(pid), None, restart_time);
+        self.report(Status::Stopping, Some(pid), None);
         tracing::info!(app = %app.name, id = self.pm_id, status = "stopping", "Stopping app:{} id:{}", app.name, self.pm_id);
         let force_now = *self.shutdown.borrow() == Shutdown::Force;
         let sig = unix::parse_signal(&app.kill_signal).unwrap_or(Signal::SIGINT);

@@ -86,6 +86,7 @@ impl Coordinator {
             updates: self.updates_tx.clone(),
             shutdown: self.shutdown_rx.clone(),
             inbox: rx,
+            restart_time: 0,
         };
         self.slots.insert(pm_id, Slot { app_index, instance, inbox: tx, last: None });
         self.tasks.spawn(inst.run());

@@ -252,3 +252,22 @@ fn monit_is_drawn_and_navigated_in_tmux() {
     r.signal(libc::SIGTERM);
     r.wait(Duration::from_secs(5));
 }
+
+#[test]
+fn reset_zeroes_restart_counts_and_logs_have_a_logfmt_form() {
+    let s = Scenario::new()
+        .file("c.sh", "#!/bin/sh\necho \"hello world\"\nsleep 0.3\nexit 1\n")
+        .file("e.yml", "apps:\n  - name: c\n    script: c.sh\n    restart_delay: 200\n");
+    let mut r = s.start(&["e.yml"]);
+    r.wait_for("will restart in 200ms", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(1200));
+    let restarts = |s: &Scenario| jlist(s)[0]["pm2_env"]["restart_time"].as_u64().unwrap();
+    assert!(restarts(&s) >= 1);
+    assert_eq!(cli(&s, &["reset", "c"]).0, 0);
+    assert!(restarts(&s) <= 1, "reset to 0 (one more restart may have happened since)");
+    let (code, out, _) = cli(&s, &["logs", "c", "--format", "--nostream", "--lines", "1"]);
+    assert_eq!(code, 0);
+    assert!(out.contains(" app=c id=0 type=out message=\"hello world\""), "{out}");
+    r.signal(libc::SIGTERM);
+    r.wait(Duration::from_secs(5));
+}
