@@ -22,6 +22,7 @@
 //! - [`exit`] is the table of exit codes.
 
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod exit;
@@ -162,8 +163,8 @@ fn run_start(start: &StartArgs) -> Outcome {
         let reaper_task = tokio::spawn(reaper.clone().run());
         let opts = supervisor::RunOptions { auto_exit: !start.no_auto_exit, delay, pm2_home: pm2_home(), cpus };
         let outcome = supervisor::run(eco, opts, reaper.clone(), hub.clone(), signals, control_rx).await;
-        if let Some(path) = socket {
-            let _ = std::fs::remove_file(path);
+        if let Some(file) = socket {
+            file.remove();
         }
         hub.drain_pumps(Duration::from_secs(1)).await;
         reaper.reap_now();

@@ -24,8 +24,29 @@ pub fn socket_path(pm2_home: &Path) -> PathBuf {
     pm2_home.join(SOCKET_NAME)
 }
 
+/// The socket file this runtime created, to be removed when it exits.
+pub struct SocketFile {
+    path: PathBuf,
+    id: Option<(u64, u64)>,
+}
+
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+impl SocketFile {
+    /// Removes the socket file only if it is still ours: a runtime that started after us on
+    /// the same PM2_HOME (while we were shutting down) must keep its own.
+    pub fn remove(self) {
+        if self.id.is_some() && file_id(&self.path) == self.id {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
 /// Binds the control socket. Must run inside the tokio runtime.
-pub fn bind(pm2_home: &Path) -> Result<(UnixListener, PathBuf), String> {
+pub fn bind(pm2_home: &Path) -> Result<(UnixListener, SocketFile), String> {
     let path = socket_path(pm2_home);
     std::fs::create_dir_all(pm2_home).map_err(|e| format!("cannot create {}: {e}", pm2_home.display()))?;
     let _ = std::fs::set_permissions(pm2_home, std::fs::Permissions::from_mode(0o700));
@@ -42,7 +63,8 @@ pub fn bind(pm2_home: &Path) -> Result<(UnixListener, PathBuf), String> {
     let listener = UnixListener::bind(&path).map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| format!("cannot restrict {}: {e}", path.display()))?;
-    Ok((listener, path))
+    let id = file_id(&path);
+    Ok((listener, SocketFile { path, id }))
 }
 
 /// Accepts connections forever.

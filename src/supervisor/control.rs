@@ -25,8 +25,9 @@ pub fn handle(co: &mut Coordinator, req: Request) -> Value {
         },
         Request::Start { target } => command(co, &target, || Cmd::Start),
         Request::Stop { target } => command(co, &target, || Cmd::Stop),
-        // Fork mode: a reload is a restart (zero-downtime reloads come with cluster mode).
-        Request::Restart { target } | Request::Reload { target } => command(co, &target, || Cmd::Restart),
+        Request::Restart { target } => command(co, &target, || Cmd::Restart),
+        // Cluster mode: zero-downtime; fork mode: a restart, as in PM2.
+        Request::Reload { target } => command(co, &target, || Cmd::Reload),
         Request::Delete { target } => command(co, &target, || Cmd::Delete),
         Request::Reset { target } => command(co, &target, || Cmd::Reset),
         Request::Signal { signal, target } => match crate::process::unix::parse_signal(&signal) {
@@ -229,9 +230,6 @@ fn processes(co: &mut Coordinator, only: Option<&[u32]>) -> Vec<Value> {
 /// `startOrRestart` and friends: apps already known are restarted with their new settings
 /// (fork mode: reload = restart), new ones are started. Apps not in the file are left alone.
 fn apply(co: &mut Coordinator, action: &str, eco: crate::config::Ecosystem) -> Value {
-    if let Some(app) = eco.apps.iter().find(|a| a.exec_mode == ExecMode::Cluster) {
-        return error(format!("{}: cluster mode is not supported yet (use exec_mode: fork)", app.name));
-    }
     let (mut restarted, mut started) = (Vec::new(), Vec::new());
     for app in eco.apps {
         let name = app.name.clone();
@@ -246,6 +244,9 @@ fn apply(co: &mut Coordinator, action: &str, eco: crate::config::Ecosystem) -> V
             }
             for id in ids {
                 co.send(id, Cmd::Replace(new.clone()));
+            }
+            if action != "startOrRestart" {
+                tracing::debug!("{action}: {name} restarts with its new settings");
             }
             restarted.push(name);
         } else {

@@ -115,6 +115,10 @@ pub fn build(inherited: &[(OsString, OsString)], app: &App, f: &InstanceFacts) -
     if let Some(port) = app.port {
         set(&mut env, "PORT", &port.to_string());
     }
+    if app.exec_mode == ExecMode::Cluster && app.command.is_node {
+        // Makes `require('cluster')` a worker whose primary is pm-runtime; ids start at 1.
+        set(&mut env, "NODE_UNIQUE_ID", &(f.pm_id + 1).to_string());
+    }
     env
 }
 

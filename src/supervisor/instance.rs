@@ -82,6 +82,9 @@ pub enum Cmd {
     Replace(Arc<App>),
     /// PM2's `reset`: the restart counter back to 0, nothing else changes.
     Reset,
+    /// Zero-downtime reload: a cluster worker is replaced (the new one first, the old one
+    /// retired once the new one is online); a fork-mode instance is restarted, as in PM2.
+    Reload,
 }
 
 /// A status change, reported to the coordinator.
@@ -116,6 +119,24 @@ pub struct Instance {
     pub inbox: mpsc::UnboundedReceiver<Cmd>,
     /// PM2's `restart_time` (↺): starts counted since the first; `reset` sets it back to 0.
     pub restart_time: u32,
+    /// Cluster mode: the app's shared listening sockets (None in fork mode).
+    pub listeners: Option<crate::cluster::Listeners>,
+}
+
+/// Our end of an instance's IPC channel.
+enum Ipc {
+    None,
+    /// A Node child in fork mode: a task reads its messages; we may write `"shutdown"`.
+    Plain(OwnedWriteHalf),
+    /// A cluster worker: the protocol task owns the socket.
+    Cluster(crate::cluster::WorkerChannel),
+}
+
+/// A process being replaced by a rolling reload: retired once its successor is online.
+pub struct Retiring {
+    pid: u32,
+    exit: oneshot::Receiver<Exit>,
+    ipc: Ipc,
 }
 
 /// The restart policy of an app.
@@ -148,6 +169,8 @@ enum RunEnd {
     Exited(Exit, Instant),
     /// Stopped on request; carries the exit status and what comes next.
     Stopped(Exit, After),
+    /// A rolling reload: the old process still runs and is handed to the next run to retire.
+    Reload(Retiring),
     SpawnFailed,
 }
 
@@ -216,7 +239,7 @@ impl Instance {
                         if changed.is_err() || self.shutting_down() { return false; }
                     }
                     cmd = self.inbox.recv() => match cmd {
-                        Some(Cmd::Restart | Cmd::Start) => return true,
+                        Some(Cmd::Restart | Cmd::Start | Cmd::Reload) => return true,
                         Some(Cmd::Replace(app)) => { self.app = app; return true; }
                         Some(Cmd::Delete) | None => return false,
                         Some(Cmd::Stop) => { manual = true; break; }
@@ -237,6 +260,7 @@ impl Instance {
         let mut schedule = schedule_of(&self.app);
 
         let mut last_exit = None;
+        let mut retiring: Option<Retiring> = None;
         if !self.app.autostart {
             tracing::info!(app = %self.app.name, id = self.pm_id, status = "stop", "App [{tag}] registered but not started (autostart: false)");
             if !self.settle(Status::Stopped, None, schedule.as_ref(), true).await {
@@ -264,8 +288,14 @@ impl Instance {
                 pm2_home: self.pm2_home.clone(),
                 home: None,
             };
-            let end = self.run_once(&facts, last_exit, schedule.as_ref()).await;
+            let end = self.run_once(&facts, last_exit, schedule.as_ref(), retiring.take()).await;
             let (exit, started) = match end {
+                RunEnd::Reload(old) => {
+                    retiring = Some(old);
+                    hist = History::new(Instant::now());
+                    self.restart_time += 1;
+                    continue;
+                }
                 RunEnd::Stopped(exit, after) => {
                     last_exit = Some(exit);
                     let again = match after {
@@ -354,7 +384,7 @@ impl Instance {
                     if changed.is_err() || self.shutting_down() { return Some(After::Shutdown); }
                 }
                 cmd = self.inbox.recv() => match cmd {
-                    Some(Cmd::Restart | Cmd::Start) => return Some(After::Restart),
+                    Some(Cmd::Restart | Cmd::Start | Cmd::Reload) => return Some(After::Restart),
                     Some(Cmd::Replace(app)) => {
                         self.app = app;
                         return Some(After::Restart);
@@ -369,7 +399,13 @@ impl Instance {
     }
 
     /// Starts the process once and follows it until it exits or is stopped.
-    async fn run_once(&mut self, facts: &InstanceFacts, last_exit: Option<Exit>, schedule: Option<&Schedule>) -> RunEnd {
+    async fn run_once(
+        &mut self,
+        facts: &InstanceFacts,
+        last_exit: Option<Exit>,
+        schedule: Option<&Schedule>,
+        mut retiring: Option<Retiring>,
+    ) -> RunEnd {
         let app = self.app.clone();
         let tag = self.tag();
         let mut facts = facts.clone();
@@ -391,11 +427,16 @@ impl Instance {
             ipc: app.command.is_node,
         };
         self.report(Status::Launching, None, last_exit);
-        tracing::info!(app = %app.name, id = self.pm_id, status = "start", "App [{tag}] starting in -fork mode-");
+        let cluster = self.listeners.is_some();
+        let mode = if cluster { "cluster" } else { "fork" };
+        tracing::info!(app = %app.name, id = self.pm_id, status = "start", "App [{tag}] starting in -{mode} mode-");
         let running = match process::spawn(&self.reaper, &spec) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(app = %app.name, id = self.pm_id, "App [{tag}] failed to start {}: {e}", spec.program.display());
+                if let Some(old) = retiring.take() {
+                    self.retire(old);
+                }
                 return RunEnd::SpawnFailed;
             }
         };
@@ -409,21 +450,26 @@ impl Instance {
             self.logs.pump(err, &app, self.pm_id, crate::logs::Stream::Err);
         }
         let (ready_tx, mut ready_rx) = oneshot::channel::<()>();
-        let mut ipc_writer: Option<OwnedWriteHalf> = None;
-        if let Some(ipc) = running.ipc {
-            let (read, write) = ipc.into_split();
-            ipc_writer = Some(write);
-            tokio::spawn(read_ipc(read, ready_tx, tag.clone()));
-        } else {
-            drop(ready_tx);
-        }
+        let mut ipc = match (running.ipc, &self.listeners) {
+            (None, _) => Ipc::None,
+            // Worker ids start at 1 (they become cluster.worker.id); a replacement reuses its id.
+            (Some(stream), Some(listeners)) => Ipc::Cluster(crate::cluster::WorkerChannel::new(stream, self.pm_id + 1, listeners.clone())),
+            (Some(stream), None) => {
+                let (read, write) = stream.into_split();
+                tokio::spawn(read_ipc(read, ready_tx, tag.clone()));
+                Ipc::Plain(write)
+            }
+        };
         let mut exit_rx = running.exit;
 
-        let mut online = !app.wait_ready;
+        // Fork mode: online at once unless wait_ready. Cluster mode: once the worker listens
+        // (or sends 'ready' with wait_ready), as a Node primary would say.
+        let mut online = !app.wait_ready && !cluster;
         if online {
             self.report(Status::Online, Some(pid), last_exit);
             tracing::info!(app = %app.name, id = self.pm_id, status = "online", "App [{tag}] online");
         }
+        let mut cluster_open = matches!(ipc, Ipc::Cluster(_));
         let listen_timeout = tokio::time::sleep(app.listen_timeout);
         tokio::pin!(listen_timeout);
         // max_memory_restart: the RSS of the whole process tree, sampled twice a second so a
@@ -435,10 +481,17 @@ impl Instance {
         memory_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut ready_open = true;
         loop {
+            if online && let Some(old) = retiring.take() {
+                self.retire(old);
+            }
             tokio::select! {
                 exit = &mut exit_rx => {
                     let exit = exit.unwrap_or(Exit::Code(0));
                     log_exit(&app, self.pm_id, exit);
+                    if let Some(old) = retiring.take() {
+                        // The replacement died before it was ready: the old one is retired all the same.
+                        self.retire(old);
+                    }
                     return RunEnd::Exited(exit, started);
                 }
                 r = &mut ready_rx, if !online && ready_open => {
@@ -450,14 +503,33 @@ impl Instance {
                         ready_open = false;
                     }
                 }
+                ev = next_cluster_event(&mut ipc), if cluster_open => match ev {
+                    Some(crate::cluster::WorkerEvent::Listening { port, .. }) if !online && !app.wait_ready => {
+                        online = true;
+                        self.report(Status::Online, Some(pid), last_exit);
+                        tracing::info!(app = %app.name, id = self.pm_id, status = "online", "App [{tag}] online (listening on {port})");
+                    }
+                    Some(crate::cluster::WorkerEvent::Ready) if !online && app.wait_ready => {
+                        online = true;
+                        self.report(Status::Online, Some(pid), last_exit);
+                        tracing::info!(app = %app.name, id = self.pm_id, status = "online", "App [{tag}] online (ready)");
+                    }
+                    Some(crate::cluster::WorkerEvent::ListenFailed { port, errno, .. }) => {
+                        tracing::error!(app = %app.name, id = self.pm_id, "App [{tag}] could not listen on port {port:?}: {}", std::io::Error::from_raw_os_error(errno));
+                    }
+                    Some(crate::cluster::WorkerEvent::Message(m)) => tracing::debug!("App [{tag}] IPC message: {m}"),
+                    Some(crate::cluster::WorkerEvent::Disconnected) | None => cluster_open = false,
+                    Some(_) => {}
+                },
                 _ = &mut listen_timeout, if !online => {
                     online = true;
                     self.report(Status::Online, Some(pid), last_exit);
-                    tracing::warn!(app = %app.name, id = self.pm_id, status = "online", "App [{tag}] did not send 'ready' within listen_timeout ({}ms); considered online", app.listen_timeout.as_millis());
+                    let what = if app.wait_ready { "send 'ready'" } else { "listen" };
+                    tracing::warn!(app = %app.name, id = self.pm_id, status = "online", "App [{tag}] did not {what} within listen_timeout ({}ms); considered online", app.listen_timeout.as_millis());
                 }
                 _ = &mut cron, if cron_at.is_some() => {
                     tracing::info!(app = %app.name, id = self.pm_id, status = "restart", "App [{tag}] restarted by cron_restart");
-                    let exit = self.stop(pid, &mut exit_rx, ipc_writer.as_mut()).await;
+                    let exit = self.stop(pid, &mut exit_rx, &mut ipc).await;
                     return RunEnd::Stopped(exit, After::Restart);
                 }
                 _ = memory_check.tick(), if app.max_memory_restart.is_some() => {
@@ -466,37 +538,50 @@ impl Instance {
                     if rss > limit {
                         tracing::warn!(app = %app.name, id = self.pm_id, status = "restart",
                             "App [{tag}] restarted because it exceeds max_memory_restart (current_memory={rss} max_memory_limit={limit} [octets])");
-                        let exit = self.stop(pid, &mut exit_rx, ipc_writer.as_mut()).await;
+                        if cluster && online {
+                            // Cluster mode: a rolling reload, so the port keeps answering.
+                            return RunEnd::Reload(Retiring { pid, exit: exit_rx, ipc });
+                        }
+                        let exit = self.stop(pid, &mut exit_rx, &mut ipc).await;
                         return RunEnd::Stopped(exit, After::Restart);
                     }
                 }
                 changed = self.shutdown.changed() => {
                     if changed.is_err() || *self.shutdown.borrow() != Shutdown::Running {
-                        let exit = self.stop(pid, &mut exit_rx, ipc_writer.as_mut()).await;
+                        let exit = self.stop(pid, &mut exit_rx, &mut ipc).await;
                         return RunEnd::Stopped(exit, After::Shutdown);
                     }
                 }
                 cmd = self.inbox.recv() => match cmd {
                     Some(Cmd::Replace(new)) => {
                         tracing::info!(app = %app.name, id = self.pm_id, status = "restart", "App [{tag}] restarting with new settings");
-                        let exit = self.stop(pid, &mut exit_rx, ipc_writer.as_mut()).await;
+                        let exit = self.stop(pid, &mut exit_rx, &mut ipc).await;
                         self.app = new;
                         return RunEnd::Stopped(exit, After::Restart);
                     }
                     Some(Cmd::Restart) => {
                         tracing::info!(app = %app.name, id = self.pm_id, status = "restart", "App [{tag}] restarting");
-                        let exit = self.stop(pid, &mut exit_rx, ipc_writer.as_mut()).await;
+                        let exit = self.stop(pid, &mut exit_rx, &mut ipc).await;
                         return RunEnd::Stopped(exit, After::Restart);
                     }
                     Some(Cmd::Stop) => {
-                        let exit = self.stop(pid, &mut exit_rx, ipc_writer.as_mut()).await;
+                        let exit = self.stop(pid, &mut exit_rx, &mut ipc).await;
                         return RunEnd::Stopped(exit, After::Park);
                     }
                     Some(Cmd::Delete) | None => {
-                        let exit = self.stop(pid, &mut exit_rx, ipc_writer.as_mut()).await;
+                        let exit = self.stop(pid, &mut exit_rx, &mut ipc).await;
                         return RunEnd::Stopped(exit, After::Delete);
                     }
                     Some(Cmd::Start) => {}
+                    Some(Cmd::Reload) if cluster && online => {
+                        tracing::info!(app = %app.name, id = self.pm_id, status = "reload", "App [{tag}] reloading: starting its replacement");
+                        return RunEnd::Reload(Retiring { pid, exit: exit_rx, ipc });
+                    }
+                    Some(Cmd::Reload) => {
+                        tracing::info!(app = %app.name, id = self.pm_id, status = "restart", "App [{tag}] restarting (fork mode: reload = restart)");
+                        let exit = self.stop(pid, &mut exit_rx, &mut ipc).await;
+                        return RunEnd::Stopped(exit, After::Restart);
+                    }
                     Some(Cmd::Reset) => {
                         self.restart_time = 0;
                         if online {
@@ -509,61 +594,124 @@ impl Instance {
         }
     }
 
-    /// PM2's kill algorithm, with a process group instead of a `ps` walk: the app's kill signal
-    /// (or the `shutdown` IPC message) to the whole tree, then SIGKILL after `kill_timeout` to
-    /// whatever is left of it. Returns the leader's exit status.
-    async fn stop(&mut self, pid: u32, exit_rx: &mut oneshot::Receiver<Exit>, ipc: Option<&mut OwnedWriteHalf>) -> Exit {
+    /// Stops the running process (see [`terminate`]), reporting `stopping` first.
+    async fn stop(&mut self, pid: u32, exit_rx: &mut oneshot::Receiver<Exit>, ipc: &mut Ipc) -> Exit {
         let app = self.app.clone();
-        let tag = self.tag();
         self.report(Status::Stopping, Some(pid), None);
         tracing::info!(app = %app.name, id = self.pm_id, status = "stopping", "Stopping app:{} id:{}", app.name, self.pm_id);
-        let force_now = *self.shutdown.borrow() == Shutdown::Force;
-        let sig = unix::parse_signal(&app.kill_signal).unwrap_or(Signal::SIGINT);
-        let mut strays = Vec::new();
-        if force_now {
-            strays = kill_tree(pid, Signal::SIGKILL, app.treekill);
-        } else {
-            let mut sent = false;
-            if app.shutdown_with_message
-                && let Some(w) = ipc
-            {
-                sent = w.write_all(b"\"shutdown\"\n").await.is_ok();
+        let exit = terminate(&app, self.pm_id, pid, exit_rx, ipc, &mut self.shutdown).await;
+        log_exit(&app, self.pm_id, exit);
+        exit
+    }
+
+    /// Retires the process a rolling reload replaced, in a task of its own (the new one runs meanwhile).
+    fn retire(&self, mut old: Retiring) {
+        let app = self.app.clone();
+        let pm_id = self.pm_id;
+        let mut shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            tracing::info!(app = %app.name, id = pm_id, "App [{}:{pm_id}] retiring its previous process (pid {})", app.name, old.pid);
+            let exit = terminate(&app, pm_id, old.pid, &mut old.exit, &mut old.ipc, &mut shutdown).await;
+            log_exit(&app, pm_id, exit);
+        });
+    }
+}
+
+/// Next cluster event of a worker channel; never resolves for other channels.
+async fn next_cluster_event(ipc: &mut Ipc) -> Option<crate::cluster::WorkerEvent> {
+    match ipc {
+        Ipc::Cluster(w) => w.next_event().await,
+        _ => std::future::pending().await,
+    }
+}
+
+/// Waits up to `limit` for the exit; a forced shutdown meanwhile SIGKILLs the tree. `None` on timeout.
+async fn wait_exit(
+    exit_rx: &mut oneshot::Receiver<Exit>,
+    limit: Duration,
+    shutdown: &mut watch::Receiver<Shutdown>,
+    pid: u32,
+    treekill: bool,
+) -> Option<Exit> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        tokio::select! {
+            e = &mut *exit_rx => return Some(e.unwrap_or(Exit::Code(0))),
+            _ = tokio::time::sleep_until(deadline) => return None,
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() == Shutdown::Force {
+                    kill_tree(pid, Signal::SIGKILL, treekill);
+                }
+                if changed.is_err() {
+                    return Some((&mut *exit_rx).await.unwrap_or(Exit::Signal(9)));
+                }
             }
+        }
+    }
+}
+
+/// PM2's kill algorithm, with a process group instead of a `ps` walk.
+/// - Cluster worker: first Node's graceful retirement (`disconnect`: it stops accepting, the
+///   port stays open in pm-runtime, in-flight requests finish, it exits) for up to `kill_timeout`.
+/// - Then the app's kill signal (or the `shutdown` IPC message with `shutdown_with_message`) to
+///   the whole tree, and SIGKILL to whatever is left of it after `kill_timeout`.
+///
+/// Returns the leader's exit status.
+async fn terminate(
+    app: &App,
+    pm_id: u32,
+    pid: u32,
+    exit_rx: &mut oneshot::Receiver<Exit>,
+    ipc: &mut Ipc,
+    shutdown: &mut watch::Receiver<Shutdown>,
+) -> Exit {
+    let sig = unix::parse_signal(&app.kill_signal).unwrap_or(Signal::SIGINT);
+    let mut exit = None;
+    let mut strays = Vec::new();
+    if *shutdown.borrow() == Shutdown::Force {
+        strays = kill_tree(pid, Signal::SIGKILL, app.treekill);
+    } else {
+        if let Ipc::Cluster(w) = ipc
+            && w.disconnect().await.is_ok()
+        {
+            exit = wait_exit(exit_rx, app.kill_timeout, shutdown, pid, app.treekill).await;
+        }
+        if exit.is_none() {
+            let sent = app.shutdown_with_message
+                && match ipc {
+                    Ipc::Plain(w) => w.write_all(b"\"shutdown\"\n").await.is_ok(),
+                    Ipc::Cluster(w) => w.send(&serde_json::json!("shutdown")).await.is_ok(),
+                    Ipc::None => false,
+                };
             if !sent {
                 strays = kill_tree(pid, sig, app.treekill);
             }
         }
-        let deadline = tokio::time::Instant::now() + app.kill_timeout;
-        let exit = loop {
-            tokio::select! {
-                e = &mut *exit_rx => break e.unwrap_or(Exit::Code(0)),
-                _ = tokio::time::sleep_until(deadline) => {
-                    tracing::warn!(app = %app.name, id = self.pm_id, "Process with pid {pid} still alive after {}ms, sending SIGKILL", app.kill_timeout.as_millis());
-                    kill_tree(pid, Signal::SIGKILL, app.treekill);
-                    break (&mut *exit_rx).await.unwrap_or(Exit::Signal(9));
-                }
-                changed = self.shutdown.changed() => {
-                    if changed.is_err() || *self.shutdown.borrow() == Shutdown::Force {
-                        kill_tree(pid, Signal::SIGKILL, app.treekill);
-                    }
-                }
-            }
-        };
-        // The leader is gone; members of its group (or descendants that left it) may remain.
-        while unix::group_alive(pid) || strays.iter().any(|&p| alive(p)) {
-            if tokio::time::Instant::now() >= deadline {
-                unix::signal_group(pid, Signal::SIGKILL);
-                for &p in &strays {
-                    unix::signal_pid(p, Signal::SIGKILL);
-                }
-                break;
-            }
-            tokio::time::sleep(app.kill_retry_time.min(Duration::from_millis(100))).await;
-        }
-        log_exit(&app, self.pm_id, exit);
-        tracing::debug!("App [{tag}] stopped");
-        exit
     }
+    let deadline = tokio::time::Instant::now() + app.kill_timeout;
+    let exit = match exit {
+        Some(e) => e,
+        None => match wait_exit(exit_rx, app.kill_timeout, shutdown, pid, app.treekill).await {
+            Some(e) => e,
+            None => {
+                tracing::warn!(app = %app.name, id = pm_id, "Process with pid {pid} still alive after {}ms, sending SIGKILL", app.kill_timeout.as_millis());
+                kill_tree(pid, Signal::SIGKILL, app.treekill);
+                (&mut *exit_rx).await.unwrap_or(Exit::Signal(9))
+            }
+        },
+    };
+    // The leader is gone; members of its group (or descendants that left it) may remain.
+    while unix::group_alive(pid) || strays.iter().any(|&p| alive(p)) {
+        if tokio::time::Instant::now() >= deadline {
+            unix::signal_group(pid, Signal::SIGKILL);
+            for &p in &strays {
+                unix::signal_pid(p, Signal::SIGKILL);
+            }
+            break;
+        }
+        tokio::time::sleep(app.kill_retry_time.min(Duration::from_millis(100))).await;
+    }
+    exit
 }
 
 /// Signals the instance's process group and, with `treekill`, every descendant that left it.

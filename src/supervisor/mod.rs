@@ -63,6 +63,9 @@ pub struct Coordinator {
     shutdown_rx: watch::Receiver<Shutdown>,
     /// How many CPUs `instances: max` means.
     pub cpus: usize,
+    /// Cluster mode: each cluster app's listening sockets, shared by its workers, kept for as
+    /// long as the app exists so the port never closes while workers are replaced.
+    listeners: std::collections::HashMap<usize, crate::cluster::Listeners>,
     /// Last CPU sample per pm_id (ticks, when), for `ls`'s cpu %.
     cpu_prev: std::collections::HashMap<u32, (u64, std::time::Instant)>,
 }
@@ -87,10 +90,23 @@ impl Coordinator {
             shutdown: self.shutdown_rx.clone(),
             inbox: rx,
             restart_time: 0,
+            listeners: self.listeners_for(app_index),
         };
         self.slots.insert(pm_id, Slot { app_index, instance, inbox: tx, last: None });
         self.tasks.spawn(inst.run());
         pm_id
+    }
+
+    /// The listeners of a cluster app (made on first use); `None` in fork mode.
+    fn listeners_for(&mut self, app_index: usize) -> Option<crate::cluster::Listeners> {
+        let app = &self.apps[app_index];
+        if app.exec_mode != ExecMode::Cluster || !app.command.is_node {
+            return None;
+        }
+        let policy = crate::cluster::SchedPolicy::from_env_value(
+            app.env.get("NODE_CLUSTER_SCHED_POLICY").map(String::as_str).or(std::env::var("NODE_CLUSTER_SCHED_POLICY").ok().as_deref()),
+        );
+        Some(self.listeners.entry(app_index).or_insert_with(|| crate::cluster::Listeners::new(policy)).clone())
     }
 
     /// Sends a command to an instance.
@@ -118,14 +134,6 @@ pub async fn run(
     mut signals: Signals,
     mut control: mpsc::Receiver<ControlRequest>,
 ) -> Outcome {
-    if let Some(app) = eco.apps.iter().find(|a| a.exec_mode == ExecMode::Cluster) {
-        tracing::error!(
-            "App [{}] uses cluster mode (exec_mode: cluster, or instances on a Node app without exec_mode), which this version does not run yet. Set `exec_mode: fork` to run {} independent instances.",
-            app.name,
-            crate::config::resolve_instances(app.instances, opts.cpus)
-        );
-        return Outcome::ConfigError;
-    }
     if !opts.delay.is_zero() {
         tokio::select! {
             _ = tokio::time::sleep(opts.delay) => {}
@@ -148,6 +156,7 @@ pub async fn run(
         shutdown_rx,
         cpu_prev: Default::default(),
         cpus: opts.cpus,
+        listeners: Default::default(),
     };
     for app_index in 0..co.apps.len() {
         for _ in 0..crate::config::resolve_instances(co.apps[app_index].instances, opts.cpus) {
@@ -215,8 +224,8 @@ pub async fn run(
                     }
                 }
                 RuntimeSignal::Reload => {
-                    tracing::info!("SIGHUP received: restarting every app");
-                    for id in co.slots.keys() { co.send(*id, Cmd::Restart); }
+                    tracing::info!("SIGHUP received: reloading every app (cluster: zero-downtime; fork: restart)");
+                    for id in co.slots.keys() { co.send(*id, Cmd::Reload); }
                 }
                 RuntimeSignal::ReopenLogs => {
                     tracing::info!("SIGUSR2 received: reopening log files");

@@ -84,16 +84,6 @@ fn wait_ready_marks_online_only_after_ready() {
 }
 
 #[test]
-fn cluster_mode_is_refused_clearly_for_now() {
-    let s = Scenario::new()
-        .file("a.js", "")
-        .file("eco.yml", "apps:\n  - name: c\n    script: a.js\n    exec_mode: cluster\n    instances: 2\n");
-    let (status, out, err) = s.run(&["eco.yml"], Duration::from_secs(10));
-    assert_eq!(status.code(), Some(78));
-    assert!(format!("{out}{err}").contains("cluster mode"), "{out}{err}");
-}
-
-#[test]
 fn uid_script_in_path_filter_env_port_and_delay() {
     let s = Scenario::new()
         .file("who.sh", "#!/bin/sh\necho \"WHO uid=$(id -u) home=$HOME port=$PORT keep=${KEEP_ME:-unset} drop=${SECRET_X:-unset}\"\n")

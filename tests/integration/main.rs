@@ -3,6 +3,7 @@
 
 mod scenario;
 
+mod cluster;
 mod config_errors;
 mod control;
 mod lifecycle;

@@ -22,7 +22,7 @@ fn sigint_handler_of_800ms_completes() {
 #[test]
 fn app_ignoring_signals_is_killed_after_kill_timeout_with_its_children() {
     let s = Scenario::new()
-        .file("stubborn.sh", "#!/bin/sh\ntrap '' INT TERM\nsleep 1000 &\nsetsid sleep 1001 &\necho stubborn\nwhile :; do sleep 1; done\n");
+        .file("stubborn.sh", "#!/bin/sh\ntrap '' INT TERM\nsleep 4141 &\nsetsid sleep 4142 &\necho stubborn\nwhile :; do sleep 1; done\n");
     let marker = s.path().to_string_lossy().to_string();
     let mut r = s.start(&["stubborn.sh", "--kill-timeout", "700"]);
     r.wait_for("stubborn", Duration::from_secs(10));
@@ -36,7 +36,7 @@ fn app_ignoring_signals_is_killed_after_kill_timeout_with_its_children() {
     assert!(r.stderr().contains("sending SIGKILL"), "warnings go to stderr in raw mode: {}", r.stderr());
     assert!(pids_with(&marker).is_empty(), "survivors: {:?}", pids_with(&marker));
     // The sleeps (including the one that left for its own session) are gone too.
-    assert!(pids_with("sleep 100").is_empty(), "a sleep survived: {:?}", pids_with("sleep 100"));
+    assert!(pids_with("sleep 414").is_empty(), "a sleep survived: {:?}", pids_with("sleep 414"));
 }
 
 #[test]

@@ -1,0 +1,393 @@
+//! The listening sockets of one app, shared by all its workers, and the round-robin
+//! dispatcher.
+//!
+//! A socket is bound once per `(address, port, addressType, fd)` (Node's key without the
+//! per-worker index) on the first `queryServer` that names it (or earlier with
+//! [`Listeners::prebind`]) and stays open until the registry is dropped, i.e. as long as the app
+//! exists: a worker closing its server, or every worker being replaced during a reload, never
+//! closes the port. Connections arriving while no worker listens wait in the kernel's backlog
+//! (shared mode) or in the dispatcher (round-robin).
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::{Notify, mpsc};
+
+use super::sys;
+
+/// How connections reach the workers (Node's `cluster.schedulingPolicy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchedPolicy {
+    /// `none`: every worker gets the listening socket; the kernel hands each connection to
+    /// whichever worker accepts first. No per-connection work in pm-runtime.
+    Shared,
+    /// `rr`: pm-runtime accepts and passes each connection to the least-served worker with
+    /// room (see the module docs). Node's default on Linux, and ours.
+    RoundRobin,
+}
+
+impl SchedPolicy {
+    /// The default when `NODE_CLUSTER_SCHED_POLICY` is not set (see the module docs for why).
+    pub const DEFAULT: SchedPolicy = SchedPolicy::RoundRobin;
+
+    /// Reads a `NODE_CLUSTER_SCHED_POLICY` value as Node does: `rr` or `none`; anything else
+    /// (or nothing) gives the default.
+    pub fn from_env_value(value: Option<&str>) -> SchedPolicy {
+        match value {
+            Some("rr") => SchedPolicy::RoundRobin,
+            Some("none") => SchedPolicy::Shared,
+            _ => SchedPolicy::DEFAULT,
+        }
+    }
+}
+
+/// What a worker's `queryServer` asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct ListenRequest {
+    /// The resolved IP the app asked for, or `None` for "any" (no host given).
+    pub address: Option<String>,
+    pub port: i64,
+    /// The JS rendering of `addressType` (`4`, `6`, `udp4`, …).
+    pub address_type: String,
+    /// `listen({fd})`: an fd number in the *worker's* table.
+    pub fd: Option<i64>,
+    /// libuv's `UV_TCP_IPV6ONLY` flag (`ipv6Only: true`).
+    pub ipv6_only: bool,
+}
+
+impl ListenRequest {
+    /// The registry key: Node's `${address}:${port}:${addressType}:${fd}` (no index).
+    fn key(&self) -> String {
+        let address = self.address.as_deref().unwrap_or("null");
+        let fd = self.fd.map(|f| f.to_string()).unwrap_or_else(|| "undefined".to_string());
+        format!("{address}:{}:{}:{fd}", self.port, self.address_type)
+    }
+}
+
+/// Refusals of a `queryServer`, as a positive errno (sent to the worker negated, libuv-style).
+fn refuse(errno: i32) -> io::Error {
+    io::Error::from_raw_os_error(errno)
+}
+
+/// One listening socket of the app.
+pub(crate) struct Listener {
+    pub addr: SocketAddr,
+    /// Shared mode: the socket sent to every worker (a dup each time); never accepted on here.
+    pub fd: Option<OwnedFd>,
+    /// Round-robin mode: the dispatcher fed by the accept task.
+    pub rr: Option<Arc<RrDispatch>>,
+    accept_task: Option<tokio::task::AbortHandle>,
+    /// What the first worker sent as `data` (TLS ticket keys), given to every worker.
+    data: Mutex<Value>,
+}
+
+impl Listener {
+    /// The `data` every worker gets: the first non-null one sent for this socket.
+    pub fn data(&self, offered: &Value) -> Value {
+        let mut d = lock(&self.data);
+        if d.is_null() {
+            *d = offered.clone();
+        }
+        d.clone()
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Some(t) = &self.accept_task {
+            t.abort();
+        }
+    }
+}
+
+/// The listening sockets of one app, shared by all its workers (cheap to clone). Dropping the
+/// last clone closes them (once the worker channels that use them are gone too).
+#[derive(Clone)]
+pub struct Listeners {
+    inner: Arc<Registry>,
+}
+
+struct Registry {
+    policy: SchedPolicy,
+    map: Mutex<HashMap<String, Arc<Listener>>>,
+}
+
+impl Listeners {
+    pub fn new(policy: SchedPolicy) -> Self {
+        Listeners { inner: Arc::new(Registry { policy, map: Mutex::new(HashMap::new()) }) }
+    }
+
+    pub fn policy(&self) -> SchedPolicy {
+        self.inner.policy
+    }
+
+    /// Binds the socket that `server.listen(port)` without a host asks for, before any worker
+    /// starts, so the port answers (connections queue) while workers boot. With port 0 an
+    /// ephemeral port is bound and registered as that port (pass it to the workers as `PORT`).
+    /// Needs a tokio runtime in round-robin mode. Returns the bound address.
+    pub fn prebind(&self, port: u16) -> io::Result<SocketAddr> {
+        let req = ListenRequest { address: None, port: i64::from(port), address_type: "4".to_string(), fd: None, ipv6_only: false };
+        let mut map = lock(&self.inner.map);
+        if let Some(l) = map.get(&req.key()) {
+            return Ok(l.addr);
+        }
+        let listener = Arc::new(bind(&req, self.inner.policy)?);
+        // Port 0: registered under the port actually bound, which is what the workers will ask for.
+        let actual = ListenRequest { port: i64::from(listener.addr.port()), ..req };
+        map.insert(actual.key(), listener.clone());
+        Ok(listener.addr)
+    }
+
+    /// The addresses currently bound.
+    pub fn bound(&self) -> Vec<SocketAddr> {
+        lock(&self.inner.map).values().map(|l| l.addr).collect()
+    }
+
+    /// The socket for `req`, bound on first use. A failed bind is not remembered (the next
+    /// worker tries again, as in Node).
+    pub(crate) fn get_or_bind(&self, req: &ListenRequest) -> io::Result<Arc<Listener>> {
+        let key = req.key();
+        let mut map = lock(&self.inner.map);
+        if let Some(l) = map.get(&key) {
+            return Ok(l.clone());
+        }
+        let listener = Arc::new(bind(req, self.inner.policy)?);
+        map.insert(key, listener.clone());
+        Ok(listener)
+    }
+}
+
+fn bind(req: &ListenRequest, policy: SchedPolicy) -> io::Result<Listener> {
+    if req.fd.is_some() {
+        // `listen({fd: N})` names an fd of the worker, which pm-runtime cannot see.
+        return Err(refuse(libc::EBADF));
+    }
+    if req.address_type != "4" && req.address_type != "6" {
+        // UDP (`udp4`/`udp6`) and anything else: not supported yet.
+        return Err(refuse(libc::ENOTSUP));
+    }
+    let port = u16::try_from(req.port).map_err(|_| refuse(libc::EINVAL))?;
+    let fd = match &req.address {
+        None => sys::tcp_listener_any(port, req.ipv6_only)?,
+        Some(a) => {
+            let ip: IpAddr = a.parse().map_err(|_| refuse(libc::EINVAL))?;
+            sys::tcp_listener(SocketAddr::new(ip, port), req.ipv6_only)?
+        }
+    };
+    let addr = sys::local_addr(fd.as_fd())?;
+    let data = Mutex::new(Value::Null);
+    match policy {
+        SchedPolicy::Shared => Ok(Listener { addr, fd: Some(fd), rr: None, accept_task: None, data }),
+        SchedPolicy::RoundRobin => {
+            let listener = tokio::net::TcpListener::from_std(std::net::TcpListener::from(fd))?;
+            let rr = Arc::new(RrDispatch::default());
+            let task = tokio::spawn(accept_loop(listener, rr.clone()));
+            Ok(Listener { addr, fd: None, rr: Some(rr), accept_task: Some(task.abort_handle()), data })
+        }
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Round-robin
+
+/// Accepted connections held by the dispatcher before it stops accepting (the kernel backlog
+/// holds the rest).
+const PENDING_CAP: usize = 128;
+
+/// Connections a worker server may have been sent and not yet answered. Node's primary uses
+/// 1; see the module docs for the measurements behind this value.
+pub(crate) const RR_IN_FLIGHT: usize = 4;
+
+/// Identifies one server of one worker: the worker channel's unique number and the key we
+/// gave that server.
+pub(crate) type SlotId = (u64, String);
+
+/// A worker server that can take connections.
+#[derive(Clone)]
+pub(crate) struct Slot {
+    pub id: SlotId,
+    pub tx: mpsc::UnboundedSender<RrConn>,
+}
+
+/// A connection on its way to a worker server.
+pub(crate) struct RrConn {
+    pub dispatch: Arc<RrDispatch>,
+    pub slot: SlotId,
+    pub fd: OwnedFd,
+}
+
+#[derive(Default)]
+pub(crate) struct RrDispatch {
+    state: Mutex<RrState>,
+    space: Notify,
+}
+
+#[derive(Default)]
+struct RrState {
+    /// Member servers and how many connections each was given.
+    members: HashMap<SlotId, u64>,
+    /// Room for one connection each (a member appears once per free credit).
+    free: Vec<Slot>,
+    /// Accepted connections waiting for room (only while `free` is empty).
+    pending: VecDeque<OwnedFd>,
+}
+
+impl RrState {
+    /// The free credit of the member that was given the fewest connections (the
+    /// longest-waiting one among equals).
+    fn take_least_served(&mut self) -> Option<Slot> {
+        let (i, _) = self.free.iter().enumerate().min_by_key(|(_, s)| self.members.get(&s.id).copied().unwrap_or(u64::MAX))?;
+        Some(self.free.remove(i))
+    }
+
+    fn served(&mut self, id: &SlotId) {
+        if let Some(n) = self.members.get_mut(id) {
+            *n += 1;
+        }
+    }
+}
+
+impl RrDispatch {
+    /// Gives a connection to the member with room that was given the fewest so far, or
+    /// queues it until one has room.
+    pub fn distribute(self: &Arc<Self>, fd: OwnedFd) {
+        let mut st = lock(&self.state);
+        let mut fd = fd;
+        while let Some(slot) = st.take_least_served() {
+            let conn = RrConn { dispatch: self.clone(), slot: slot.id.clone(), fd };
+            match slot.tx.send(conn) {
+                Ok(()) => {
+                    st.served(&slot.id);
+                    return;
+                }
+                Err(e) => fd = e.0.fd, // that worker's channel is gone: next one
+            }
+        }
+        st.pending.push_back(fd);
+    }
+
+    /// `slot` has room for one more connection (it just answered one). Returns a waiting
+    /// connection for it, or records the room. Nothing for a slot that left.
+    pub fn handoff(&self, slot: &Slot) -> Option<OwnedFd> {
+        let mut st = lock(&self.state);
+        if !st.members.contains_key(&slot.id) {
+            return None;
+        }
+        if let Some(fd) = st.pending.pop_front() {
+            // Pending connections mean nobody else has room: this one takes it.
+            st.served(&slot.id);
+            self.space.notify_one();
+            return Some(fd);
+        }
+        st.free.push(slot.clone());
+        None
+    }
+
+    /// A worker server starts taking connections, with room for [`RR_IN_FLIGHT`] at a time.
+    /// It starts level with the least-served member (a replacement is not flooded to catch up).
+    /// Returns the waiting connections it takes at once.
+    pub fn join(&self, slot: &Slot) -> Vec<OwnedFd> {
+        {
+            let mut st = lock(&self.state);
+            let level = st.members.values().copied().min().unwrap_or(0);
+            st.members.insert(slot.id.clone(), level);
+        }
+        (0..RR_IN_FLIGHT).filter_map(|_| self.handoff(slot)).collect()
+    }
+
+    /// A worker server stops taking connections (closed, disconnecting, or gone).
+    pub fn leave(&self, id: &SlotId) {
+        let mut st = lock(&self.state);
+        st.members.remove(id);
+        st.free.retain(|s| &s.id != id);
+    }
+
+    fn pending_len(&self) -> usize {
+        lock(&self.state).pending.len()
+    }
+}
+
+async fn accept_loop(listener: tokio::net::TcpListener, rr: Arc<RrDispatch>) {
+    loop {
+        // Backpressure: past PENDING_CAP, leave connections in the kernel's backlog.
+        loop {
+            let space = rr.space.notified();
+            tokio::pin!(space);
+            space.as_mut().enable();
+            if rr.pending_len() < PENDING_CAP {
+                break;
+            }
+            space.await;
+        }
+        match listener.accept().await {
+            Ok((stream, _)) => match stream.into_std() {
+                Ok(s) => rr.distribute(OwnedFd::from(s)),
+                Err(e) => tracing::debug!("cluster: dropping an accepted connection: {e}"),
+            },
+            Err(e) => {
+                // EMFILE/ENFILE/ENOBUFS…: the connection stays in the backlog; try again soon.
+                tracing::warn!("cluster: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_from_env() {
+        assert_eq!(SchedPolicy::from_env_value(Some("rr")), SchedPolicy::RoundRobin);
+        assert_eq!(SchedPolicy::from_env_value(Some("none")), SchedPolicy::Shared);
+        assert_eq!(SchedPolicy::from_env_value(Some("bogus")), SchedPolicy::DEFAULT);
+        assert_eq!(SchedPolicy::from_env_value(None), SchedPolicy::DEFAULT);
+    }
+
+    #[test]
+    fn keys_follow_node() {
+        let r = ListenRequest { address: None, port: 8080, address_type: "4".into(), fd: None, ipv6_only: false };
+        assert_eq!(r.key(), "null:8080:4:undefined");
+        let r = ListenRequest { address: Some("::1".into()), port: 80, address_type: "6".into(), fd: Some(4), ipv6_only: false };
+        assert_eq!(r.key(), "::1:80:6:4");
+    }
+
+    #[tokio::test]
+    async fn shared_socket_is_bound_once_and_non_blocking() {
+        let l = Listeners::new(SchedPolicy::Shared);
+        let req = ListenRequest { address: Some("127.0.0.1".into()), port: 0, address_type: "4".into(), fd: None, ipv6_only: false };
+        let a = l.get_or_bind(&req).expect("bind");
+        let b = l.get_or_bind(&req).expect("bind");
+        assert!(Arc::ptr_eq(&a, &b));
+        let fd = a.fd.as_ref().expect("shared fd");
+        let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL).expect("fcntl");
+        assert!(nix::fcntl::OFlag::from_bits_truncate(flags).contains(nix::fcntl::OFlag::O_NONBLOCK));
+        // A second app cannot take the same port: the error is a plain errno.
+        let port = a.addr.port();
+        let other = Listeners::new(SchedPolicy::Shared);
+        let req2 = ListenRequest { port: i64::from(port), ..req };
+        let err = other.get_or_bind(&req2).err().expect("in use");
+        assert_eq!(err.raw_os_error(), Some(libc::EADDRINUSE));
+    }
+
+    #[tokio::test]
+    async fn unsupported_requests_are_refused() {
+        let l = Listeners::new(SchedPolicy::Shared);
+        let udp = ListenRequest { address: None, port: 0, address_type: "udp4".into(), fd: None, ipv6_only: false };
+        assert_eq!(l.get_or_bind(&udp).err().and_then(|e| e.raw_os_error()), Some(libc::ENOTSUP));
+        let fd = ListenRequest { address: None, port: -1, address_type: "null".into(), fd: Some(4), ipv6_only: false };
+        assert_eq!(l.get_or_bind(&fd).err().and_then(|e| e.raw_os_error()), Some(libc::EBADF));
+        let bad = ListenRequest { address: Some("not-an-ip".into()), port: 0, address_type: "4".into(), fd: None, ipv6_only: false };
+        assert_eq!(l.get_or_bind(&bad).err().and_then(|e| e.raw_os_error()), Some(libc::EINVAL));
+    }
+}
