@@ -1,4 +1,4 @@
-// A small HTTP API. Each instance listens on its own PORT (increment_var), so fork-mode scaling works.
+// A small HTTP API: every instance listens on PORT; in cluster mode they share it.
 const http = require('http');
 const port = Number(process.env.PORT || 3000);
 http.createServer((req, res) => {

@@ -515,7 +515,8 @@ impl Instance {
                         tracing::info!(app = %app.name, id = self.pm_id, status = "online", "App [{tag}] online (ready)");
                     }
                     Some(crate::cluster::WorkerEvent::ListenFailed { port, errno, .. }) => {
-                        tracing::error!(app = %app.name, id = self.pm_id, "App [{tag}] could not listen on port {port:?}: {}", std::io::Error::from_raw_os_error(errno));
+                        let port = port.map_or_else(|| "?".to_string(), |p| p.to_string());
+                        tracing::error!(app = %app.name, id = self.pm_id, "App [{tag}] could not listen on port {port}: {}", std::io::Error::from_raw_os_error(errno));
                     }
                     Some(crate::cluster::WorkerEvent::Message(m)) => tracing::debug!("App [{tag}] IPC message: {m}"),
                     Some(crate::cluster::WorkerEvent::Disconnected) | None => cluster_open = false,
