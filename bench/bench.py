@@ -9,6 +9,8 @@ Measures what DESIGN.md §6 targets, for the core runtime:
   5. log throughput: 4 fast non-Node producers x 1 000 000 lines through the runtime's stdout:
      lines/s, CPU seconds of the runtime per million lines, torn lines (target >= 1 M lines/s, 0 torn)
   6. idle CPU over 20 s with 4 apps under max_memory_restart and watch (target <= 0.02 s)
+  7. cluster mode: 16 workers on one port answering (target <= 0.6 s), failed requests during a
+     rolling reload under load (target 0), and the spread of requests across 4 workers (busiest/idlest)
 
 Usage: python3 bench/bench.py [--no-pm2]. Not a test: it prints numbers, it asserts nothing.
 """
@@ -191,6 +193,54 @@ def bench_idle_triggers(tool):
     return cpu
 
 
+CLUSTER_JS = """const http = require('http');
+http.createServer((q, r) => r.end(String(process.pid))).listen(Number(process.env.PORT));
+"""
+
+
+def bench_cluster(tool):
+    d = tempfile.mkdtemp()
+    with open(os.path.join(d, "c.js"), "w") as f:
+        f.write(CLUSTER_JS)
+    port = free_ports(1)[0]
+    eco = write_eco(d, [{"name": "c", "script": "c.js", "exec_mode": "cluster", "instances": 16, "env": {"PORT": str(port)}}])
+    t0 = time.monotonic()
+    p = start(tool, eco, d)
+    pids = set()
+    while len(pids) < 16 and time.monotonic() - t0 < 30:
+        a = answers(port)
+        if a:
+            pids.add(a)
+    up16 = time.monotonic() - t0 if len(pids) >= 16 else float("nan")
+    stop(p)
+    # 4 workers: distribution and a rolling reload under load.
+    eco = write_eco(d, [{"name": "c", "script": "c.js", "exec_mode": "cluster", "instances": 4, "env": {"PORT": str(port)}}])
+    p = start(tool, eco, d)
+    deadline = time.monotonic() + 10
+    while answers(port) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1)
+    counts = {}
+    for _ in range(2000):
+        a = answers(port)
+        if a:
+            counts[a] = counts.get(a, 0) + 1
+    spread = max(counts.values()) / min(counts.values()) if len(counts) == 4 else float("nan")
+    load = subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "fixtures", "load.py"), str(port), "6"], stdout=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    env = dict(os.environ, PM2_HOME=os.path.join(d, ".pm2"))
+    cmd = [PM, "reload", "c"] if tool == "pm-runtime" else [os.path.join(PM2_DIR, "node_modules", ".bin", "pm2"), "reload", "c"]
+    subprocess.run(cmd, cwd=d, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out = load.communicate()[0].strip().replace("'", '"')
+    try:
+        stats = json.loads(out)
+    except ValueError:
+        stats = {"ok": 0, "fail": float("nan"), "retried": 0}
+    stop(p)
+    shutil.rmtree(d, ignore_errors=True)
+    return up16, spread, stats
+
+
 def ensure_pm2():
     if os.path.exists(PM2):
         return True
@@ -212,6 +262,12 @@ def main():
         rate, cpu_per_m, torn, complete = bench_logs(tool)
         idle_triggers = bench_idle_triggers(tool)
         rows.append((tool, rss, cpu, t16, crash, rate, cpu_per_m, torn, complete, idle_triggers))
+    print()
+    print(f"{'':12} {'16 workers up':>14} {'spread 4w':>10} {'reload: ok':>11} {'failed':>7} {'retried':>8}")
+    for tool in tools:
+        up16, spread, st = bench_cluster(tool)
+        print(f"{tool:12} {up16:>12.2f} s {spread:>9.2f}x {st['ok']:>11} {st['fail']:>7} {st['retried']:>8}")
+    print()
     print(f"{'':12} {'RSS 4 idle':>11} {'CPU 10s idle':>13} {'16 answer':>10} {'crash->ans':>11} {'lines/s':>10} {'CPU s/M lines':>14} {'torn':>5} {'all?':>5} {'CPU 20s mem+watch':>18}")
     for tool, rss, cpu, t16, crash, rate, cpm, torn, complete, it in rows:
         print(f"{tool:12} {rss:>8.1f} MB {cpu:>11.3f} s {t16:>8.2f} s {crash:>9.3f} s {rate:>10.0f} {cpm:>14.3f} {torn:>5} {str(complete):>5} {it:>16.3f} s")
