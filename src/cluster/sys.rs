@@ -1,9 +1,10 @@
 //! The system calls of the cluster module: `sendmsg`/`recvmsg` with SCM_RIGHTS on the IPC
-//! channel, and creating listening TCP sockets. The only file of the module with `unsafe`.
+//! channel, and creating listening TCP sockets. No `unsafe` here: taking ownership of a received
+//! fd is `process::unix::own_received_fd`, in the crate's one `unsafe` file.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use nix::sys::socket::{
     AddressFamily, Backlog, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, SockaddrIn, SockaddrIn6, bind, listen,
@@ -39,10 +40,7 @@ pub fn recv_with_fds(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Received>
         for cmsg in cmsgs {
             if let ControlMessageOwned::ScmRights(raw) = cmsg {
                 for r in raw {
-                    // SAFETY: the kernel has just installed `r` in our fd table for this
-                    // SCM_RIGHTS message; nothing else in the process knows the number, so
-                    // taking sole ownership (and closing it on drop) is sound.
-                    fds.push(unsafe { OwnedFd::from_raw_fd(r) });
+                    fds.push(crate::process::unix::own_received_fd(r));
                 }
             }
         }

@@ -144,6 +144,16 @@ pub fn page_size() -> u64 {
     })
 }
 
+/// Takes ownership of a file descriptor the kernel just installed for a received SCM_RIGHTS
+/// message (`recvmsg` on a worker's IPC channel).
+pub fn own_received_fd(raw: std::os::fd::RawFd) -> OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: `raw` was installed in our fd table by recvmsg for this message a moment ago;
+    // nothing else in the process knows the number, so taking sole ownership (closing it on
+    // drop) is sound. Callers pass only numbers read from a ControlMessageOwned::ScmRights.
+    unsafe { OwnedFd::from_raw_fd(raw) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -554,6 +554,11 @@ impl Instance {
                     }
                 }
                 cmd = self.inbox.recv() => match cmd {
+                    Some(Cmd::Replace(new)) if cluster && online => {
+                        tracing::info!(app = %app.name, id = self.pm_id, status = "reload", "App [{tag}] reloading with new settings");
+                        self.app = new;
+                        return RunEnd::Reload(Retiring { pid, exit: exit_rx, ipc });
+                    }
                     Some(Cmd::Replace(new)) => {
                         tracing::info!(app = %app.name, id = self.pm_id, status = "restart", "App [{tag}] restarting with new settings");
                         let exit = self.stop(pid, &mut exit_rx, &mut ipc).await;
