@@ -28,15 +28,23 @@ fn cluster_scenario(port: u16, extra: &str) -> Scenario {
     )
 }
 
+/// Starts the runtime and waits until all four workers are online and the port answers.
+fn start_cluster(s: &Scenario, port: u16) -> Running {
+    let r = s.start(&["e.yml"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while r.stdout().matches("online (listening").count() < 4 {
+        assert!(Instant::now() < deadline, "four workers did not come online:\n{}\n{}", r.stdout(), r.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait_http(port, Duration::from_secs(10));
+    r
+}
+
 #[test]
 fn four_workers_share_one_port_and_a_killed_worker_is_replaced() {
     let port = free_port();
     let s = cluster_scenario(port, "");
-    let mut r = s.start(&["e.yml"]);
-    for _ in 0..4 {
-        r.wait_for("listening", Duration::from_secs(10));
-    }
-    wait_http(port, Duration::from_secs(10));
+    let mut r = start_cluster(&s, port);
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut seen: BTreeMap<u64, serde_json::Value> = BTreeMap::new();
     while seen.len() < 4 && Instant::now() < deadline {
@@ -81,11 +89,7 @@ fn four_workers_share_one_port_and_a_killed_worker_is_replaced() {
 fn rolling_reload_under_load_fails_no_request() {
     let port = free_port();
     let s = cluster_scenario(port, "");
-    let mut r = s.start(&["e.yml"]);
-    for _ in 0..4 {
-        r.wait_for("listening", Duration::from_secs(10));
-    }
-    wait_http(port, Duration::from_secs(10));
+    let mut r = start_cluster(&s, port);
     let load = env!("CARGO_MANIFEST_DIR").to_string() + "/tests/fixtures/load.py";
     let client =
         std::process::Command::new("python3").args([&load, &port.to_string(), "5"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
