@@ -388,6 +388,7 @@ fn finish(
         shutdown_with_message: raw.shutdown_with_message.unwrap_or(false),
         treekill: raw.treekill.unwrap_or(true),
         wait_ready: raw.wait_ready.unwrap_or(false),
+        listen_fds: raw.listen_fds.unwrap_or(false),
         listen_timeout: raw.listen_timeout.unwrap_or(defaults.listen_timeout),
         watch,
         ignore_watch: raw.ignore_watch.clone().unwrap_or_default(),

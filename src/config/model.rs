@@ -123,6 +123,11 @@ pub struct App {
     pub shutdown_with_message: bool,
     pub treekill: bool,
     pub wait_ready: bool,
+    /// Our extension: pass the app's listening socket (on `port`, or `PORT` in `env`) as fd 3
+    /// with `LISTEN_FDS=1` / `LISTEN_PID` (systemd's convention), so instances of any language
+    /// share one port. The runtime binds it once and keeps it open across restarts.
+    #[serde(default)]
+    pub listen_fds: bool,
     pub listen_timeout: Duration,
     pub watch: Watch,
     pub ignore_watch: Vec<String>,

@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 pub use reaper::{Exit, Reaper};
 
 /// What to start: fully resolved, no defaults left to apply.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct SpawnSpec {
     pub program: PathBuf,
     pub argv: Vec<String>,
@@ -34,6 +34,9 @@ pub struct SpawnSpec {
     pub gid: Option<u32>,
     /// Give the child Node's IPC channel on fd 3.
     pub ipc: bool,
+    /// Give the child this listening socket as fd 3 with `LISTEN_FDS=1` and `LISTEN_PID` set to
+    /// its own pid (systemd's socket-passing convention). Not combined with `ipc`.
+    pub listen_fd: Option<OwnedFd>,
 }
 
 /// A started instance: its pid (= its process group id), exit status, and our ends of its pipes.
@@ -47,7 +50,15 @@ pub struct Running {
 
 /// Starts one instance through the reaper.
 pub fn spawn(reaper: &Reaper, spec: &SpawnSpec) -> io::Result<Running> {
-    let mut cmd = Command::new(&spec.program);
+    let mut cmd = if spec.listen_fd.is_some() && !spec.ipc {
+        // LISTEN_PID must be the app's own pid, known only in the child: a shell sets it and
+        // execs the app, which keeps the pid.
+        let mut c = Command::new("/bin/sh");
+        c.arg("-c").arg("LISTEN_PID=$$; export LISTEN_PID; exec \"$0\" \"$@\"").arg(&spec.program);
+        c
+    } else {
+        Command::new(&spec.program)
+    };
     cmd.args(&spec.argv)
         .current_dir(&spec.cwd)
         .env_clear()
@@ -61,6 +72,9 @@ pub fn spawn(reaper: &Reaper, spec: &SpawnSpec) -> io::Result<Running> {
     if let Some(uid) = spec.uid {
         cmd.uid(uid);
     }
+    if spec.listen_fd.is_some() && !spec.ipc {
+        cmd.env("LISTEN_FDS", "1");
+    }
     if spec.ipc {
         // Node finds its IPC channel through these (what `child_process.fork` sets).
         cmd.env("NODE_CHANNEL_FD", unix::IPC_FD.to_string()).env("NODE_CHANNEL_SERIALIZATION_MODE", "json");
@@ -71,7 +85,12 @@ pub fn spawn(reaper: &Reaper, spec: &SpawnSpec) -> io::Result<Running> {
     } else {
         (None, None)
     };
-    unix::prepare_child(&mut cmd, ipc_child);
+    let fd3 = match (ipc_child, &spec.listen_fd) {
+        (Some(ipc), _) => Some(ipc),
+        (None, Some(listener)) => Some(listener.try_clone()?),
+        (None, None) => None,
+    };
+    unix::prepare_child(&mut cmd, fd3);
     let mut spawned = reaper.spawn(&mut cmd)?;
     // Close our copy of the child's end of the IPC channel now, so EOF is seen when it exits.
     drop(cmd);

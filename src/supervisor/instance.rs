@@ -6,6 +6,7 @@
 //! against the child's exit and the inbox.
 
 use std::ffi::OsString;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -20,6 +21,9 @@ use super::policy::{self, Decision, History, Policy};
 use crate::config::{App, Principal};
 use crate::logs::LogHub;
 use crate::process::{self, Exit, Reaper, SpawnSpec, tree, unix};
+
+/// How long an exit that looks requested waits for the runtime's own stop signal.
+const STOP_GRACE: Duration = Duration::from_millis(100);
 
 /// How often `max_memory_restart` samples the instance's tree.
 const MEMORY_SAMPLE: Duration = Duration::from_millis(500);
@@ -121,6 +125,8 @@ pub struct Instance {
     pub restart_time: u32,
     /// Cluster mode: the app's shared listening sockets (None in fork mode).
     pub listeners: Option<crate::cluster::Listeners>,
+    /// `listen_fds`: the app's listening socket, passed as fd 3 to every process of it.
+    pub listen_socket: Option<Arc<std::net::TcpListener>>,
 }
 
 /// Our end of an instance's IPC channel.
@@ -315,7 +321,26 @@ impl Instance {
             };
             last_exit = Some(exit);
             let shutting = self.shutting_down();
-            let decision = policy::on_exit(&policy, &mut hist, exit, started, Instant::now(), shutting);
+            let mut decision = policy::on_exit(&policy, &mut hist, exit, started, Instant::now(), shutting);
+            // An exit that looks requested (code 0, SIGTERM, SIGINT) may be the first half of a
+            // platform-wide stop (Heroku, `docker kill`: TERM to every process at once): give the
+            // runtime's own stop signal a moment to arrive before restarting. Crashes restart at once.
+            if let Decision::Restart(delay) = decision
+                && delay < STOP_GRACE
+                && matches!(exit, Exit::Code(0) | Exit::Signal(libc::SIGTERM) | Exit::Signal(libc::SIGINT))
+            {
+                let grace = tokio::time::sleep(STOP_GRACE - delay);
+                tokio::pin!(grace);
+                loop {
+                    tokio::select! {
+                        _ = &mut grace => break,
+                        changed = self.shutdown.changed() => if changed.is_err() || self.shutting_down() { break },
+                    }
+                }
+                if self.shutting_down() {
+                    decision = Decision::Stop;
+                }
+            }
             match decision {
                 Decision::Stop => {
                     if self.settle(Status::Stopped, Some(exit), schedule.as_ref(), false).await {
@@ -425,6 +450,16 @@ impl Instance {
             uid,
             gid,
             ipc: app.command.is_node,
+            listen_fd: match &self.listen_socket {
+                Some(l) => match l.as_fd().try_clone_to_owned() {
+                    Ok(fd) => Some(fd),
+                    Err(e) => {
+                        tracing::error!(app = %app.name, id = self.pm_id, "App [{tag}] cannot pass its listening socket: {e}");
+                        return RunEnd::SpawnFailed;
+                    }
+                },
+                None => None,
+            },
         };
         self.report(Status::Launching, None, last_exit);
         let cluster = self.listeners.is_some();

@@ -66,6 +66,8 @@ pub struct Coordinator {
     /// Cluster mode: each cluster app's listening sockets, shared by its workers, kept for as
     /// long as the app exists so the port never closes while workers are replaced.
     listeners: std::collections::HashMap<usize, crate::cluster::Listeners>,
+    /// `listen_fds` apps: their listening socket (any language, systemd's convention).
+    sockets: std::collections::HashMap<usize, Arc<std::net::TcpListener>>,
     /// Last CPU sample per pm_id (ticks, when), for `ls`'s cpu %.
     cpu_prev: std::collections::HashMap<u32, (u64, std::time::Instant)>,
 }
@@ -91,6 +93,7 @@ impl Coordinator {
             inbox: rx,
             restart_time: 0,
             listeners: self.listeners_for(app_index),
+            listen_socket: self.listen_socket_for(app_index),
         };
         self.slots.insert(pm_id, Slot { app_index, instance, inbox: tx, last: None });
         self.tasks.spawn(inst.run());
@@ -107,6 +110,36 @@ impl Coordinator {
             app.env.get("NODE_CLUSTER_SCHED_POLICY").map(String::as_str).or(std::env::var("NODE_CLUSTER_SCHED_POLICY").ok().as_deref()),
         );
         Some(self.listeners.entry(app_index).or_insert_with(|| crate::cluster::Listeners::new(policy)).clone())
+    }
+
+    /// `listen_fds`: the app's listening socket, bound on first use and kept while the app
+    /// exists (connections queue in the kernel while an instance restarts). Binds `HOST` from
+    /// the app's env when set, else every interface, on `port` or the env's `PORT`.
+    fn listen_socket_for(&mut self, app_index: usize) -> Option<Arc<std::net::TcpListener>> {
+        let app = &self.apps[app_index];
+        if !app.listen_fds || app.command.is_node {
+            return None;
+        }
+        if let Some(l) = self.sockets.get(&app_index) {
+            return Some(l.clone());
+        }
+        let port = app.port.or_else(|| app.env.get("PORT").and_then(|p| p.trim().parse().ok()));
+        let Some(port) = port else {
+            tracing::error!(app = %app.name, "listen_fds needs `port` (or PORT in env); starting without a passed socket");
+            return None;
+        };
+        let host = app.env.get("HOST").cloned().unwrap_or_else(|| "0.0.0.0".to_string());
+        match std::net::TcpListener::bind((host.as_str(), port)) {
+            Ok(l) => {
+                let l = Arc::new(l);
+                self.sockets.insert(app_index, l.clone());
+                Some(l)
+            }
+            Err(e) => {
+                tracing::error!(app = %app.name, "listen_fds: cannot listen on {host}:{port}: {e}");
+                None
+            }
+        }
     }
 
     /// Sends a command to an instance.
@@ -157,6 +190,7 @@ pub async fn run(
         cpu_prev: Default::default(),
         cpus: opts.cpus,
         listeners: Default::default(),
+        sockets: Default::default(),
     };
     for app_index in 0..co.apps.len() {
         for _ in 0..crate::config::resolve_instances(co.apps[app_index].instances, opts.cpus) {

@@ -11,7 +11,7 @@ const cluster = require('cluster');
 const http = require('http');
 const delay = Number(process.env.READY_DELAY || 0);
 const server = http.createServer((q, r) => r.end(JSON.stringify({ pid: process.pid, inst: process.env.NODE_APP_INSTANCE, isWorker: cluster.isWorker, id: cluster.worker && cluster.worker.id })));
-server.listen(process.env.PORT, () => {
+server.listen(process.env.PORT, '127.0.0.1', () => {
   console.log(`worker ${process.pid} listening`);
   setTimeout(() => { console.log(`worker ${process.pid} ready`); process.send('ready'); }, delay);
 });
@@ -140,4 +140,27 @@ fn with_wait_ready_the_old_worker_stays_until_its_replacement_is_ready() {
     }
     r.signal(libc::SIGTERM);
     r.wait(Duration::from_secs(10));
+}
+
+#[test]
+fn python_instances_share_one_port_through_listen_fds() {
+    let port = free_port();
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python-listen-fds/app.py")).unwrap();
+    let s = Scenario::new().file("app.py", &example).file(
+        "e.yml",
+        &format!("apps:\n  - name: py\n    script: app.py\n    instances: 2\n    listen_fds: true\n    env:\n      PORT: {port}\n      HOST: 127.0.0.1\n"),
+    );
+    let mut r = s.start(&["e.yml"]);
+    r.wait_for("instance 0 serving on fd 3", Duration::from_secs(10));
+    r.wait_for("instance 1 serving on fd 3", Duration::from_secs(10));
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen.len() < 2 && Instant::now() < deadline {
+        if let Some(body) = http_get(port) {
+            seen.insert(body.split_whitespace().nth(2).unwrap_or("").to_string());
+        }
+    }
+    assert_eq!(seen.len(), 2, "both instances answer on one port: {seen:?}");
+    r.signal(libc::SIGTERM);
+    assert_eq!(r.wait(Duration::from_secs(10)).unwrap().code(), Some(0));
 }

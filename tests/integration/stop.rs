@@ -157,3 +157,23 @@ fn apps_do_not_outlive_a_killed_runtime() {
     }
     assert!(pids_with("sleep 3003").is_empty(), "the app outlived its runtime");
 }
+
+#[test]
+fn an_app_stopped_just_before_the_runtime_is_not_restarted() {
+    // The platform's TERM reaches the app 30 ms before it reaches the runtime.
+    let s = Scenario::new().file("t.sh", "#!/bin/sh\necho t up\nexec sleep 5151\n");
+    let mut r = s.start(&["t.sh"]);
+    r.wait_for("t up", Duration::from_secs(5));
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while pids_with("sleep 5151").is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for p in pids_with("sleep 5151") {
+        // SAFETY: plain kill(2) on the app's processes.
+        unsafe { libc::kill(p as i32, libc::SIGTERM) };
+    }
+    std::thread::sleep(Duration::from_millis(30));
+    r.signal(libc::SIGTERM);
+    assert_eq!(r.wait(Duration::from_secs(5)).unwrap().code(), Some(0));
+    assert_eq!(r.stdout().matches("starting in").count(), 1, "restarted during shutdown:\n{}", r.stdout());
+}
