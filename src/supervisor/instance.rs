@@ -442,11 +442,26 @@ impl Instance {
             }
         };
         facts.home = uid.and_then(|u| nix::unistd::User::from_uid(u.into()).ok().flatten()).map(|u| u.dir.to_string_lossy().into_owned());
+        // wait_ready for any language: sd_notify's READY=1 on NOTIFY_SOCKET (an abstract socket,
+        // so no file to clean up), besides Node's process.send('ready').
+        let mut child_env = env::build(&self.inherited_env, &app, &facts);
+        let (notify_tx, mut notify_rx) = oneshot::channel::<()>();
+        let mut notify_open = false;
+        if app.wait_ready {
+            match notify_socket(self.pm_id, self.restart_time) {
+                Ok((name, sock)) => {
+                    child_env.push(("NOTIFY_SOCKET".into(), format!("@{name}").into()));
+                    tokio::spawn(read_notify(sock, notify_tx));
+                    notify_open = true;
+                }
+                Err(e) => tracing::warn!(app = %app.name, id = self.pm_id, "App [{tag}] no NOTIFY_SOCKET: {e}"),
+            }
+        }
         let spec = SpawnSpec {
             program: app.command.program.clone(),
             argv: app.command.argv.clone(),
             cwd: app.cwd.clone(),
-            env: env::build(&self.inherited_env, &app, &facts),
+            env: child_env,
             uid,
             gid,
             ipc: app.command.is_node,
@@ -528,6 +543,15 @@ impl Instance {
                         self.retire(old);
                     }
                     return RunEnd::Exited(exit, started);
+                }
+                r = &mut notify_rx, if !online && notify_open => {
+                    if r.is_ok() {
+                        online = true;
+                        self.report(Status::Online, Some(pid), last_exit);
+                        tracing::info!(app = %app.name, id = self.pm_id, status = "online", "App [{tag}] online (READY=1)");
+                    } else {
+                        notify_open = false;
+                    }
                 }
                 r = &mut ready_rx, if !online && ready_open => {
                     if r.is_ok() {
@@ -798,6 +822,35 @@ async fn read_ipc(read: tokio::net::unix::OwnedReadHalf, ready: oneshot::Sender<
             }
             Ok(_) => tracing::debug!("App [{tag}] IPC message: {line}"),
             Err(_) => tracing::debug!("App [{tag}] sent malformed IPC data"),
+        }
+    }
+}
+
+/// A datagram socket in the abstract namespace for one run of one instance.
+fn notify_socket(pm_id: u32, run: u32) -> std::io::Result<(String, tokio::net::UnixDatagram)> {
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!("pm-runtime/{}/{pm_id}/{run}", std::process::id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+    let sock = std::os::unix::net::UnixDatagram::bind_addr(&addr)?;
+    sock.set_nonblocking(true)?;
+    Ok((name, tokio::net::UnixDatagram::from_std(sock)?))
+}
+
+/// Reads sd_notify datagrams (`KEY=value` lines) until `READY=1`, or until the run it belongs
+/// to is over (the receiver is gone).
+async fn read_notify(sock: tokio::net::UnixDatagram, mut ready: oneshot::Sender<()>) {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        tokio::select! {
+            _ = ready.closed() => return,
+            got = sock.recv(&mut buf) => match got {
+                Ok(n) if buf[..n].split(|&b| b == b'\n').any(|l| l == b"READY=1") => {
+                    let _ = ready.send(());
+                    return;
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            },
         }
     }
 }

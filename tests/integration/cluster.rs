@@ -164,3 +164,19 @@ fn python_instances_share_one_port_through_listen_fds() {
     r.signal(libc::SIGTERM);
     assert_eq!(r.wait(Duration::from_secs(10)).unwrap().code(), Some(0));
 }
+
+#[test]
+fn sd_notify_ready_marks_any_language_online() {
+    let s = Scenario::new()
+        .file(
+            "n.py",
+            "import os, socket, time\nprint('booting', flush=True)\ntime.sleep(0.5)\naddr = os.environ['NOTIFY_SOCKET']\nif addr.startswith('@'):\n    addr = '\\0' + addr[1:]\ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\ns.sendto(b'STATUS=warm\\nREADY=1', addr)\nprint('notified', flush=True)\ntime.sleep(30)\n",
+        )
+        .file("e.yml", "apps:\n  - name: n\n    script: n.py\n    wait_ready: true\n    listen_timeout: 5000\n");
+    let mut r = s.start(&["e.yml"]);
+    r.wait_for("App [n:0] online (READY=1)", Duration::from_secs(10));
+    let out = r.stdout();
+    assert!(!out.contains("did not send 'ready'"), "{out}");
+    r.signal(libc::SIGTERM);
+    r.wait(Duration::from_secs(5));
+}
