@@ -184,6 +184,14 @@ pub fn pids_with(marker: &str) -> Vec<u32> {
     out
 }
 
+/// Waits (bounded) until a process whose command line contains `marker` exists.
+pub fn wait_for_process(marker: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while pids_with(marker).is_empty() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Lines of `text` that contain `needle`.
 pub fn lines_with<'a>(text: &'a str, needle: &str) -> Vec<&'a str> {
     text.lines().filter(|l| l.contains(needle)).collect()

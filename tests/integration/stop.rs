@@ -144,10 +144,7 @@ fn apps_do_not_outlive_a_killed_runtime() {
     let s = Scenario::new().file("long.sh", "#!/bin/sh\necho long up\nexec sleep 3003\n");
     let mut r = s.start(&["long.sh"]);
     r.wait_for("long up", Duration::from_secs(5));
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while pids_with("sleep 3003").is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_process("sleep 3003", Duration::from_secs(2));
     assert_eq!(pids_with("sleep 3003").len(), 1);
     r.child.kill().unwrap(); // SIGKILL: no chance to stop anything
     r.wait(Duration::from_secs(2));
@@ -164,10 +161,7 @@ fn an_app_stopped_just_before_the_runtime_is_not_restarted() {
     let s = Scenario::new().file("t.sh", "#!/bin/sh\necho t up\nexec sleep 5151\n");
     let mut r = s.start(&["t.sh"]);
     r.wait_for("t up", Duration::from_secs(5));
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while pids_with("sleep 5151").is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_process("sleep 5151", Duration::from_secs(2));
     for p in pids_with("sleep 5151") {
         // SAFETY: plain kill(2) on the app's processes.
         unsafe { libc::kill(p as i32, libc::SIGTERM) };
