@@ -202,11 +202,7 @@ impl StartArgs {
     pub fn overrides(&self) -> Overrides {
         Overrides {
             env: self.env.clone(),
-            only: self
-                .only
-                .as_deref()
-                .map(|s| s.split([',', ' ']).filter(|n| !n.is_empty()).map(str::to_string).collect())
-                .unwrap_or_default(),
+            only: self.only.as_deref().map(split_names).unwrap_or_default(),
             name: self.name.clone(),
             instances: self.instances.clone(),
             interpreter: self.interpreter.clone(),
@@ -232,6 +228,11 @@ impl StartArgs {
             OutputFormat::Raw
         }
     }
+}
+
+/// `--only a,b` / `--only "a b"`: app names separated by commas or spaces, as pm2-runtime splits them.
+pub fn split_names(list: &str) -> Vec<String> {
+    list.split([',', ' ']).filter(|n| !n.is_empty()).map(str::to_string).collect()
 }
 
 /// Whether `word` names a subcommand (or one of its aliases), as clap knows them.

@@ -118,7 +118,7 @@ fn run_start(start: &StartArgs) -> Outcome {
                 tags.push(logs::AppTag { name: &a.name, pm_id: tags.len() as u32 });
             }
         }
-        let (hub, writer) = match logs::LogHub::start(format, &tags) {
+        let hub = match logs::LogHub::start(format, &tags) {
             Ok(x) => x,
             Err(e) => {
                 eprintln!("pm-runtime: cannot set up output: {e}");
@@ -170,7 +170,6 @@ fn run_start(start: &StartArgs) -> Outcome {
         reaper.reap_now();
         reaper_task.abort();
         hub.flush().await;
-        writer.finish();
         outcome
     })
 }

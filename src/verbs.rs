@@ -83,6 +83,7 @@ pub fn run(home: &Path, cmd: Command) -> Outcome {
         },
         Command::Logs { target, lines, nostream, json, raw, format, err, out } => {
             use std::io::Write as _;
+            let logfmt = crate::logs::Formatter::new(crate::logs::OutputFormat::Logfmt, &[]);
             // Returns false once stdout is gone (`pm-runtime logs | head`): stop quietly.
             let show = |l: &serde_json::Value| -> bool {
                 let kind = l["type"].as_str().unwrap_or("out");
@@ -100,9 +101,8 @@ pub fn run(home: &Path, cmd: Command) -> Outcome {
                     let tag =
                         crate::logs::AppTag { name: l["app_name"].as_str().unwrap_or(""), pm_id: l["pm_id"].as_u64().unwrap_or(0) as u32 };
                     let stream = if kind == "err" { crate::logs::Stream::Err } else { crate::logs::Stream::Out };
-                    let fmt = crate::logs::Formatter::new(crate::logs::OutputFormat::Logfmt, &[tag]);
                     let stamp = crate::logs::Stamp::new(std::time::SystemTime::now());
-                    fmt.app_line(&mut line, &tag, stream, &crate::logs::Decoration::default(), msg.as_bytes(), false, &stamp);
+                    logfmt.app_line(&mut line, &tag, stream, &crate::logs::Decoration::default(), msg.as_bytes(), false, &stamp);
                     o.write_all(&line).is_ok()
                 } else {
                     writeln!(o, "{}|{} | {msg}", l["pm_id"], l["app_name"].as_str().unwrap_or("")).is_ok()
@@ -195,7 +195,7 @@ pub fn run(home: &Path, cmd: Command) -> Outcome {
 fn validate(file: &str, env: Option<String>, only: Option<String>, instances: Option<String>) -> Outcome {
     let overrides = crate::config::Overrides {
         env,
-        only: only.map(|s| s.split([',', ' ']).filter(|n| !n.is_empty()).map(str::to_string).collect()).unwrap_or_default(),
+        only: only.as_deref().map(crate::cli::split_names).unwrap_or_default(),
         instances,
         ..Default::default()
     };
@@ -248,7 +248,7 @@ fn validate(file: &str, env: Option<String>, only: Option<String>, instances: Op
 fn apply(home: &Path, action: &str, a: crate::cli::ApplyArgs) -> Outcome {
     let overrides = crate::config::Overrides {
         env: a.env,
-        only: a.only.map(|s| s.split([',', ' ']).filter(|n| !n.is_empty()).map(str::to_string).collect()).unwrap_or_default(),
+        only: a.only.as_deref().map(crate::cli::split_names).unwrap_or_default(),
         ..Default::default()
     };
     let eco = match crate::config::load(Path::new(&a.file), &overrides) {

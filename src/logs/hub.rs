@@ -81,15 +81,12 @@ pub struct LogHub {
     inner: Arc<Inner>,
 }
 
-/// The writer thread; [`Writer::finish`] flushes and joins it.
-pub struct Writer {
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
 impl LogHub {
     /// Starts the writer thread. `apps` gives the formatter every name up front, so the
     /// `--formatted` prefix width is stable.
-    pub fn start(format: OutputFormat, apps: &[AppTag]) -> io::Result<(LogHub, Writer)> {
+    /// The thread runs for the life of the process; [`LogHub::flush`] is how to wait until
+    /// everything sent so far has been written.
+    pub fn start(format: OutputFormat, apps: &[AppTag]) -> io::Result<LogHub> {
         let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
         let inner = Arc::new(Inner {
             tx,
@@ -105,8 +102,8 @@ impl LogHub {
         let out = File::from(io::stdout().as_fd().try_clone_to_owned()?);
         let err = File::from(io::stderr().as_fd().try_clone_to_owned()?);
         let hub = LogHub { inner: inner.clone() };
-        let thread = std::thread::Builder::new().name("log-writer".into()).spawn(move || writer_loop(rx, &inner, out, err))?;
-        Ok((hub, Writer { thread: Some(thread) }))
+        std::thread::Builder::new().name("log-writer".into()).spawn(move || writer_loop(rx, &inner, out, err))?;
+        Ok(hub)
     }
 
     /// Emits one runtime event without ever waiting.
@@ -284,17 +281,6 @@ impl LogHub {
         match after {
             Some(seq) => r.after(seq),
             None => r.last(n),
-        }
-    }
-}
-
-impl Writer {
-    /// Joins the writer thread once every hub handle is gone; returns at once otherwise.
-    pub fn finish(mut self) {
-        if let Some(t) = self.thread.take()
-            && t.is_finished()
-        {
-            let _ = t.join();
         }
     }
 }

@@ -11,4 +11,4 @@ pub mod recent;
 
 pub use format::{AppTag, Decoration, Event, Formatter, Level, OutputFormat, Stamp, Stream};
 pub use framer::Framer;
-pub use hub::{LogHub, Writer};
+pub use hub::LogHub;

@@ -209,6 +209,12 @@ impl Instance {
         });
     }
 
+    /// The instance became online (`how`: ready, listening on …, READY=1): reported and logged.
+    fn mark_online(&self, pid: u32, last_exit: Option<Exit>, how: &str) {
+        self.report(Status::Online, Some(pid), last_exit);
+        tracing::info!(app = %self.app.name, id = self.pm_id, status = "online", "App [{}] online ({how})", self.tag());
+    }
+
     fn shutting_down(&self) -> bool {
         *self.shutdown.borrow() != Shutdown::Running || unix::stop_signals_received() > 0
     }
@@ -547,8 +553,7 @@ impl Instance {
                 r = &mut notify_rx, if !online && notify_open => {
                     if r.is_ok() {
                         online = true;
-                        self.report(Status::Online, Some(pid), last_exit);
-                        tracing::info!(app = %app.name, id = self.pm_id, status = "online", "App [{tag}] online (READY=1)");
+                        self.mark_online(pid, last_exit, "READY=1");
                     } else {
                         notify_open = false;
                     }
@@ -556,8 +561,7 @@ impl Instance {
                 r = &mut ready_rx, if !online && ready_open => {
                     if r.is_ok() {
                         online = true;
-                        self.report(Status::Online, Some(pid), last_exit);
-                        tracing::info!(app = %app.name, id = self.pm_id, status = "online", "App [{tag}] online (ready)");
+                        self.mark_online(pid, last_exit, "ready");
                     } else {
                         ready_open = false;
                     }
@@ -565,13 +569,11 @@ impl Instance {
                 ev = next_cluster_event(&mut ipc), if cluster_open => match ev {
                     Some(crate::cluster::WorkerEvent::Listening { port, .. }) if !online && !app.wait_ready => {
                         online = true;
-                        self.report(Status::Online, Some(pid), last_exit);
-                        tracing::info!(app = %app.name, id = self.pm_id, status = "online", "App [{tag}] online (listening on {port})");
+                        self.mark_online(pid, last_exit, &format!("listening on {port}"));
                     }
                     Some(crate::cluster::WorkerEvent::Ready) if !online && app.wait_ready => {
                         online = true;
-                        self.report(Status::Online, Some(pid), last_exit);
-                        tracing::info!(app = %app.name, id = self.pm_id, status = "online", "App [{tag}] online (ready)");
+                        self.mark_online(pid, last_exit, "ready");
                     }
                     Some(crate::cluster::WorkerEvent::ListenFailed { port, errno, .. }) => {
                         let port = port.map_or_else(|| "?".to_string(), |p| p.to_string());
