@@ -16,7 +16,11 @@
 //! - [`process`] starts processes in their own process groups and owns every `wait` (the
 //!   [`process::Reaper`]); it is the only place with `unsafe`.
 //! - [`supervisor`] runs one task per app instance (state machine + PM2's restart policy as pure
-//!   functions) and a coordinator that handles signals, auto-exit and the final sweep.
+//!   functions) and a coordinator that handles signals, auto-exit and the final sweep. The
+//!   coordinator owns the one status table ([`supervisor::status`]), fed by the instances'
+//!   updates, their IPC messages (`@pm2/io` metrics) and one sampler ([`supervisor::sampler`],
+//!   one /proc sweep per period, only while someone reads); every reader (`ls`, `monit`, HTTP,
+//!   PM2 Plus) sees that table through a `watch` feed, and events through the bus.
 //! - [`logs`] frames app output into whole lines and writes it, with the runtime's own events,
 //!   through a single writer.
 //! - [`exit`] is the table of exit codes.
@@ -162,7 +166,12 @@ fn run_start(start: &StartArgs) -> Outcome {
         let reaper = process::Reaper::new();
         let reaper_task = tokio::spawn(reaper.clone().run());
         let opts = supervisor::RunOptions { auto_exit: !start.no_auto_exit, delay, pm2_home: pm2_home(), cpus };
-        let outcome = supervisor::run(eco, opts, reaper.clone(), hub.clone(), signals, control_rx).await;
+        // What readers see: the status table and the event bus. Optional readers (an HTTP
+        // server, an upstream link) take a feed and the control sender here; with none, the feed
+        // is dropped and the sampler only runs while `ls`/`monit` ask.
+        let (board, feed) = supervisor::Board::new();
+        drop(feed);
+        let outcome = supervisor::run(eco, opts, reaper.clone(), hub.clone(), signals, control_rx, board).await;
         if let Some(file) = socket {
             file.remove();
         }

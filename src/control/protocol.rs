@@ -8,7 +8,7 @@
 //!
 //! Requests (`v` is the protocol version, 1; optional): `ping`, `ls`, `show {target}`,
 //! `start|stop|restart|reload|delete|reset {target}`, `scale {name, count}` (`"4"`, `"+2"`, `"-1"`),
-//! `signal {signal, target}`, `logs {target?, lines, after?}`, `flush {target?}`, `reload_logs`,
+//! `signal {signal, target}`, `send {target, message}`, `logs {target?, lines, after?}`, `flush {target?}`, `reload_logs`,
 //! `apply {action, ecosystem}` (sent by `startOrRestart`; the ecosystem is the resolved model).
 //! `target` is an app name, a pm_id, a namespace or `all`. Replies: `{"ok":true,…}` or
 //! `{"ok":false,"error":"…"}`. A malformed, oversized (over [`MAX_REQUEST`]) or unknown request
@@ -51,6 +51,12 @@ pub enum Request {
     Scale {
         name: String,
         count: String,
+    },
+    /// A message for the apps' Node IPC channel (`process.on('message')`), as PM2's
+    /// `sendDataToProcessId`; `@pm2/io` actions and prom-client's cluster requests travel so.
+    Send {
+        target: String,
+        message: serde_json::Value,
     },
     Signal {
         signal: String,

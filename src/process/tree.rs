@@ -14,6 +14,10 @@ pub struct Stat {
     pub pgid: u32,
     /// `Z` for zombies.
     pub state: char,
+    /// CPU time used (user + system), clock ticks.
+    pub ticks: u64,
+    /// Resident set size, pages.
+    pub rss_pages: u64,
 }
 
 /// Parses `/proc/<pid>/stat`. The command name may contain spaces and parentheses, so fields are
@@ -25,7 +29,11 @@ pub fn parse_stat(line: &str) -> Option<Stat> {
     let state = f.next()?.chars().next()?;
     let ppid = f.next()?.parse().ok()?;
     let pgid = f.next()?.parse().ok()?;
-    Some(Stat { pid, ppid, pgid, state })
+    // After pgrp(2): session tty tpgid flags minflt cminflt majflt cmajflt utime(11) stime(12)
+    // cutime cstime priority nice num_threads itrealvalue starttime vsize rss(21).
+    let rest: Vec<&str> = f.take(19).collect();
+    let num = |i: usize| rest.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    Some(Stat { pid, ppid, pgid, state, ticks: num(8) + num(9), rss_pages: num(18) })
 }
 
 /// Every process visible in /proc right now.
@@ -45,12 +53,22 @@ pub fn snapshot() -> Vec<Stat> {
     .collect()
 }
 
-/// All descendants of `root` (not `root` itself) in `procs`, parents before children.
-pub fn descendants(procs: &[Stat], root: u32) -> Vec<u32> {
+/// Children of every process in `procs`, by parent pid: build once, walk many trees.
+pub fn children_map(procs: &[Stat]) -> HashMap<u32, Vec<u32>> {
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
     for p in procs {
         children.entry(p.ppid).or_default().push(p.pid);
     }
+    children
+}
+
+/// All descendants of `root` (not `root` itself) in `procs`, parents before children.
+pub fn descendants(procs: &[Stat], root: u32) -> Vec<u32> {
+    descendants_in(&children_map(procs), root)
+}
+
+/// [`descendants`] with a prebuilt [`children_map`].
+pub fn descendants_in(children: &HashMap<u32, Vec<u32>>, root: u32) -> Vec<u32> {
     let mut out = Vec::new();
     let mut stack = vec![root];
     while let Some(pid) = stack.pop() {
@@ -73,13 +91,16 @@ mod tests {
     #[test]
     fn parses_names_with_spaces_and_parens() {
         let s = parse_stat("42 (my (weird) app) S 7 42 42 0 -1 4194560").unwrap();
-        assert_eq!(s, Stat { pid: 42, ppid: 7, pgid: 42, state: 'S' });
+        assert_eq!(s, Stat { pid: 42, ppid: 7, pgid: 42, state: 'S', ticks: 0, rss_pages: 0 });
+        let line = "42 (node) S 7 42 42 0 -1 4194560 100 0 0 0 150 25 0 0 20 0 11 0 1234 1000000 2048 18446744073709551615";
+        let s = parse_stat(line).unwrap();
+        assert_eq!((s.ticks, s.rss_pages), (175, 2048));
         assert_eq!(parse_stat("garbage"), None);
     }
 
     #[test]
     fn walks_a_tree() {
-        let st = |pid, ppid| Stat { pid, ppid, pgid: pid, state: 'S' };
+        let st = |pid, ppid| Stat { pid, ppid, pgid: pid, state: 'S', ticks: 0, rss_pages: 0 };
         let procs = [st(1, 0), st(10, 1), st(11, 10), st(12, 11), st(20, 1), st(13, 10)];
         let mut d = descendants(&procs, 10);
         d.sort();

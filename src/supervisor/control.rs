@@ -4,7 +4,8 @@
 //! sharing. Commands to instances are sent and answered at once; the client follows up with
 //! `ls` if it wants to wait for the result.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
@@ -13,7 +14,6 @@ use super::instance::{Cmd, Status};
 use crate::config::ExecMode;
 use crate::control::protocol::{Request, error};
 use crate::logs::Stream;
-use crate::metrics::proc;
 
 pub fn handle(co: &mut Coordinator, req: Request) -> Value {
     match req {
@@ -34,6 +34,10 @@ pub fn handle(co: &mut Coordinator, req: Request) -> Value {
             Some(sig) => command(co, &target, || Cmd::Signal(sig)),
             None => error(format!("unknown signal {signal:?} (try SIGUSR2, SIGHUP, SIGTERM, …)")),
         },
+        Request::Send { target, message } => {
+            let message = Arc::new(message);
+            command(co, &target, || Cmd::Send(message.clone()))
+        }
         Request::Scale { name, count } => scale(co, &name, &count),
         Request::Logs { target, lines, after } => logs(co, target.as_deref(), lines, after),
         Request::Flush { target } => flush(co, target.as_deref()),
@@ -167,60 +171,43 @@ fn ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
 }
 
-/// PM2's `jlist` shape, for the fields we have.
+/// PM2's `jlist` shape, for the fields we have, from the status table.
 fn processes(co: &mut Coordinator, only: Option<&[u32]>) -> Vec<Value> {
-    let ticks_per_s = 100.0;
+    let table = co.table_for_reader();
     let mut out = Vec::new();
-    let ids: Vec<u32> = co.slots.keys().copied().filter(|k| only.is_none_or(|o| o.contains(k))).collect();
-    for id in ids {
-        let slot = &co.slots[&id];
-        let app = co.apps[slot.app_index].clone();
-        let last = slot.last.clone();
-        let status = last.as_ref().map_or("launching", |u| u.status.as_str());
-        let pid = last.as_ref().and_then(|u| u.pid).unwrap_or(0);
-        let (memory, cpu) = if pid != 0 {
-            let tree = proc::tree(pid);
-            let mem: u64 = tree.iter().map(|p| proc::rss(*p)).sum();
-            let ticks: u64 = tree.iter().map(|p| proc::cpu_ticks(*p)).sum();
-            let now = Instant::now();
-            let cpu = match co.cpu_prev.insert(id, (ticks, now)) {
-                Some((prev, at)) if ticks >= prev && now > at => {
-                    (ticks - prev) as f64 / ticks_per_s / now.duration_since(at).as_secs_f64() * 100.0
-                }
-                _ => 0.0,
-            };
-            (mem, (cpu * 10.0).round() / 10.0)
-        } else {
-            (0, 0.0)
-        };
+    for row in table.instances.iter().filter(|r| only.is_none_or(|o| o.contains(&r.pm_id))) {
+        let app = &row.app;
         let version = std::fs::read_to_string(app.cwd.join("package.json"))
             .ok()
             .and_then(|s| serde_json::from_str::<Value>(&s).ok())
             .and_then(|v| v.get("version").and_then(|v| v.as_str()).map(str::to_string))
             .unwrap_or_else(|| "N/A".into());
-        let uptime = last.as_ref().and_then(|u| u.since).map(ms).unwrap_or(0);
         out.push(json!({
-            "pid": pid,
+            "pid": row.pid.unwrap_or(0),
             "name": app.name,
-            "pm_id": id,
-            "monit": { "memory": memory, "cpu": cpu },
+            "pm_id": row.pm_id,
+            "monit": { "memory": row.sample.memory_bytes, "cpu": row.sample.cpu_percent },
             "pm2_env": {
                 "name": app.name,
                 "namespace": app.namespace,
-                "status": status,
-                "pm_uptime": uptime,
-                "restart_time": last.as_ref().map_or(0, |u| u.restart_time),
+                "status": row.status_str(),
+                "pm_uptime": row.started_at.map(ms).unwrap_or(0),
+                "created_at": ms(row.created_at),
+                "restart_time": row.restart_time,
+                "unique_id": row.unique_id,
                 "exec_mode": if app.exec_mode == ExecMode::Cluster { "cluster_mode" } else { "fork_mode" },
                 "exec_interpreter": app.command.interpreter,
                 "pm_exec_path": app.exec_path,
                 "pm_cwd": app.cwd,
                 "instance_var": app.instance_var,
-                "NODE_APP_INSTANCE": slot.instance,
+                "NODE_APP_INSTANCE": row.instance,
                 "autorestart": app.autorestart,
                 "watch": app.watch != crate::config::Watch::Off,
                 "version": version,
                 "username": std::env::var("USER").unwrap_or_else(|_| "root".into()),
-                "exit_code": last.as_ref().and_then(|u| u.last_exit).map(|e| e.as_code()),
+                "exit_code": row.last_exit.map(|e| e.as_code()),
+                "axm_monitor": *row.axm_monitor,
+                "axm_actions": *row.axm_actions,
             }
         }));
     }

@@ -89,6 +89,9 @@ pub enum Cmd {
     /// Zero-downtime reload: a cluster worker is replaced (the new one first, the old one
     /// retired once the new one is online); a fork-mode instance is restarted, as in PM2.
     Reload,
+    /// A message for the app's Node IPC channel (`process.on('message')`); dropped when the
+    /// instance has no channel or is not running.
+    Send(Arc<serde_json::Value>),
 }
 
 /// A status change, reported to the coordinator.
@@ -127,7 +130,15 @@ pub struct Instance {
     pub listeners: Option<crate::cluster::Listeners>,
     /// `listen_fds`: the app's listening socket, passed as fd 3 to every process of it.
     pub listen_socket: Option<Arc<std::net::TcpListener>>,
+    /// PM2's `unique_id` of this instance (given by the coordinator, kept across restarts).
+    pub unique_id: String,
+    /// Where the app's own IPC messages go (the coordinator: status table and bus).
+    pub messages: AppMessages,
 }
+
+/// The sending side of the app-message channel: `(pm_id, message)`. Bounded; a message that
+/// does not fit is dropped (a chatty app must not grow the runtime's memory).
+pub type AppMessages = mpsc::Sender<(u32, serde_json::Value)>;
 
 /// Our end of an instance's IPC channel.
 enum Ipc {
@@ -256,7 +267,7 @@ impl Instance {
                         Some(Cmd::Delete) | None => return false,
                         Some(Cmd::Stop) => { manual = true; break; }
                         Some(Cmd::Reset) => { self.restart_time = 0; break; }
-                        Some(Cmd::Signal(_)) => {}
+                        Some(Cmd::Signal(_) | Cmd::Send(_)) => {}
                     }
                 }
             }
@@ -267,7 +278,7 @@ impl Instance {
     pub async fn run(mut self) {
         let created_wall = now_ms();
         let mut hist = History::new(Instant::now());
-        let unique_id = env::uuid_v4();
+        let unique_id = self.unique_id.clone();
         let tag = self.tag();
         let mut schedule = schedule_of(&self.app);
 
@@ -423,7 +434,7 @@ impl Instance {
                     Some(Cmd::Stop) => return Some(After::Park),
                     Some(Cmd::Delete) | None => return Some(After::Delete),
                     Some(Cmd::Reset) => self.restart_time = 0,
-                    Some(Cmd::Signal(_)) => {}
+                    Some(Cmd::Signal(_) | Cmd::Send(_)) => {}
                 }
             }
         }
@@ -512,7 +523,7 @@ impl Instance {
             (Some(stream), Some(listeners)) => Ipc::Cluster(crate::cluster::WorkerChannel::new(stream, self.pm_id + 1, listeners.clone())),
             (Some(stream), None) => {
                 let (read, write) = stream.into_split();
-                tokio::spawn(read_ipc(read, ready_tx, tag.clone()));
+                tokio::spawn(read_ipc(read, ready_tx, tag.clone(), self.pm_id, self.messages.clone()));
                 Ipc::Plain(write)
             }
         };
@@ -579,7 +590,11 @@ impl Instance {
                         let port = port.map_or_else(|| "?".to_string(), |p| p.to_string());
                         tracing::error!(app = %app.name, id = self.pm_id, "App [{tag}] could not listen on port {port}: {}", std::io::Error::from_raw_os_error(errno));
                     }
-                    Some(crate::cluster::WorkerEvent::Message(m)) => tracing::debug!("App [{tag}] IPC message: {m}"),
+                    Some(crate::cluster::WorkerEvent::Message(m)) => {
+                        if self.messages.try_send((self.pm_id, m)).is_err() {
+                            tracing::debug!("App [{tag}] IPC message dropped: the runtime is behind");
+                        }
+                    }
                     Some(crate::cluster::WorkerEvent::Disconnected) | None => cluster_open = false,
                     Some(_) => {}
                 },
@@ -656,6 +671,7 @@ impl Instance {
                         }
                     }
                     Some(Cmd::Signal(sig)) => unix::signal_group(pid, sig),
+                    Some(Cmd::Send(msg)) => send_ipc(&mut ipc, &msg, &tag).await,
                 }
             }
         }
@@ -812,7 +828,7 @@ fn log_exit(app: &App, pm_id: u32, exit: Exit) {
 
 /// Reads Node's IPC channel: newline-delimited JSON. `"ready"` resolves readiness; other
 /// messages are logged at debug level (later issues route them).
-async fn read_ipc(read: tokio::net::unix::OwnedReadHalf, ready: oneshot::Sender<()>, tag: String) {
+async fn read_ipc(read: tokio::net::unix::OwnedReadHalf, ready: oneshot::Sender<()>, tag: String, pm_id: u32, messages: AppMessages) {
     let mut ready = Some(ready);
     let mut lines = BufReader::new(read).lines();
     while let Ok(Some(line)) = lines.next_line().await {
@@ -822,9 +838,29 @@ async fn read_ipc(read: tokio::net::unix::OwnedReadHalf, ready: oneshot::Sender<
                     let _ = tx.send(());
                 }
             }
-            Ok(_) => tracing::debug!("App [{tag}] IPC message: {line}"),
+            Ok(m) => {
+                if messages.try_send((pm_id, m)).is_err() {
+                    tracing::debug!("App [{tag}] IPC message dropped: the runtime is behind");
+                }
+            }
             Err(_) => tracing::debug!("App [{tag}] sent malformed IPC data"),
         }
+    }
+}
+
+/// Writes one message on the instance's Node IPC channel (JSON, one line: Node's format).
+async fn send_ipc(ipc: &mut Ipc, msg: &serde_json::Value, tag: &str) {
+    let sent = match ipc {
+        Ipc::Plain(w) => {
+            let mut line = msg.to_string().into_bytes();
+            line.push(b'\n');
+            w.write_all(&line).await.is_ok()
+        }
+        Ipc::Cluster(w) => w.send(msg).await.is_ok(),
+        Ipc::None => false,
+    };
+    if !sent {
+        tracing::debug!("App [{tag}] has no open IPC channel: message not delivered");
     }
 }
 

@@ -11,11 +11,13 @@ pub mod env;
 pub mod file_watch;
 pub mod instance;
 pub mod policy;
+pub mod sampler;
+pub mod status;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, watch};
@@ -28,6 +30,28 @@ use crate::logs::LogHub;
 use crate::process::{Exit, Reaper, tree, unix};
 use crate::signals::{RuntimeSignal, Signals};
 use instance::{Cmd, Instance, Shutdown, Status, Update};
+use status::{AppStatus, Bus, BusEvent, InstanceStatus, RestartCounts, Sample, StatusFeed, StatusTable};
+
+/// Where the coordinator publishes what readers see: the status table and the event bus.
+/// Made before the run so that optional readers (HTTP, PM2 Plus) can be given their handles.
+pub struct Board {
+    pub status: watch::Sender<Arc<StatusTable>>,
+    pub bus: Bus,
+}
+
+impl Board {
+    /// The board and a first feed (drop it when no reader needs one: the sampler then sleeps).
+    pub fn new() -> (Board, StatusFeed) {
+        let (status, feed) = status::channel();
+        (Board { status, bus: Bus::default() }, feed)
+    }
+}
+
+/// App IPC messages the coordinator may have waiting (beyond: dropped, the app is told nothing).
+const MESSAGE_QUEUE: usize = 1024;
+
+/// How long an `ls` keeps the sampler sweeping (monit asks every second).
+const READER_LINGER: Duration = Duration::from_secs(5);
 
 /// Options of a run that do not come from the ecosystem.
 #[derive(Debug, Clone)]
@@ -47,6 +71,12 @@ pub struct Slot {
     pub instance: u32,
     inbox: mpsc::UnboundedSender<Cmd>,
     pub last: Option<Update>,
+    pub unique_id: String,
+    pub created_at: SystemTime,
+    pub restarts: RestartCounts,
+    pub sample: Sample,
+    pub axm_monitor: Arc<serde_json::Map<String, serde_json::Value>>,
+    pub axm_actions: Arc<Vec<serde_json::Value>>,
 }
 
 /// The coordinator's state: the apps, the instance table, and what new instances need.
@@ -68,8 +98,13 @@ pub struct Coordinator {
     listeners: std::collections::HashMap<usize, crate::cluster::Listeners>,
     /// `listen_fds` apps: their listening socket (any language, systemd's convention).
     sockets: std::collections::HashMap<usize, Arc<std::net::TcpListener>>,
-    /// Last CPU sample per pm_id (ticks, when), for `ls`'s cpu %.
-    cpu_prev: std::collections::HashMap<u32, (u64, std::time::Instant)>,
+    board: Board,
+    /// A stop signal arrived.
+    stopping: bool,
+    sampler: sampler::Sampler,
+    /// Until when an `ls`/`monit` reader keeps the sampler going.
+    reader_until: Option<Instant>,
+    messages_tx: instance::AppMessages,
 }
 
 impl Coordinator {
@@ -80,6 +115,7 @@ impl Coordinator {
         let pm_id = self.next_id;
         self.next_id += 1;
         let (tx, rx) = mpsc::unbounded_channel();
+        let unique_id = env::uuid_v4();
         let inst = Instance {
             app: self.apps[app_index].clone(),
             pm_id,
@@ -94,8 +130,24 @@ impl Coordinator {
             restart_time: 0,
             listeners: self.listeners_for(app_index),
             listen_socket: self.listen_socket_for(app_index),
+            unique_id: unique_id.clone(),
+            messages: self.messages_tx.clone(),
         };
-        self.slots.insert(pm_id, Slot { app_index, instance, inbox: tx, last: None });
+        self.slots.insert(
+            pm_id,
+            Slot {
+                app_index,
+                instance,
+                inbox: tx,
+                last: None,
+                unique_id,
+                created_at: SystemTime::now(),
+                restarts: RestartCounts::default(),
+                sample: Sample::default(),
+                axm_monitor: Default::default(),
+                axm_actions: Default::default(),
+            },
+        );
         self.tasks.spawn(inst.run());
         pm_id
     }
@@ -150,11 +202,115 @@ impl Coordinator {
     }
 
     fn record(&mut self, update: Update) {
+        if let Some(slot) = self.slots.get(&update.pm_id) {
+            self.board.bus.publish(BusEvent::Status {
+                pm_id: update.pm_id,
+                name: self.apps[slot.app_index].name.clone(),
+                status: update.status,
+                last_exit: update.last_exit,
+                manual: update.manual,
+            });
+        }
         if update.gone {
             self.slots.remove(&update.pm_id);
         } else if let Some(slot) = self.slots.get_mut(&update.pm_id) {
+            if update.pid.is_none() {
+                slot.sample = Sample::default();
+            }
             slot.last = Some(update);
         }
+        self.publish();
+    }
+
+    /// An app's own IPC message: `@pm2/io`'s metrics and actions land in the table; every
+    /// message goes on the bus.
+    fn on_message(&mut self, pm_id: u32, message: serde_json::Value) {
+        let Some(slot) = self.slots.get_mut(&pm_id) else { return };
+        let kind = message.get("type").and_then(|t| t.as_str());
+        let mut changed = false;
+        match (kind, message.get("data")) {
+            (Some("axm:monitor"), Some(serde_json::Value::Object(data))) => {
+                slot.axm_monitor = Arc::new(data.clone());
+                changed = true;
+            }
+            (Some("axm:action"), Some(data)) => {
+                let name = data.get("action_name");
+                if !slot.axm_actions.iter().any(|a| a.get("action_name") == name) {
+                    Arc::make_mut(&mut slot.axm_actions).push(data.clone());
+                    changed = true;
+                }
+            }
+            _ => {}
+        }
+        let name = self.apps[slot.app_index].name.clone();
+        self.board.bus.publish(BusEvent::AppMessage { pm_id, name, message: Arc::new(message) });
+        if changed {
+            self.publish();
+        }
+    }
+
+    /// Whether anyone needs resource numbers now: a reader holds a feed, or an `ls` was recent.
+    fn needs_samples(&self) -> bool {
+        self.board.status.receiver_count() > 0 || self.reader_until.is_some_and(|t| Instant::now() < t)
+    }
+
+    /// One sweep of /proc for every running instance; the numbers go into the table.
+    fn sample(&mut self) {
+        let roots: Vec<(u32, u32)> = self.slots.iter().filter_map(|(id, s)| Some((*id, s.last.as_ref()?.pid?))).collect();
+        let mut samples = self.sampler.sweep(&roots);
+        for (id, slot) in self.slots.iter_mut() {
+            slot.sample = samples.remove(id).unwrap_or_default();
+        }
+        self.publish();
+    }
+
+    /// A reader (`ls`, `monit`) wants the table now: fresh numbers if the last sweep is old,
+    /// and the sampler keeps going for a while (monit asks again every second).
+    pub fn table_for_reader(&mut self) -> Arc<StatusTable> {
+        let now = Instant::now();
+        self.reader_until = Some(now + READER_LINGER);
+        if self.sampler.last_sweep.is_none_or(|t| now.duration_since(t) >= sampler::PERIOD.mul_f32(0.9)) {
+            self.sample();
+        }
+        self.board.status.borrow().clone()
+    }
+
+    /// Publishes the table as it is now.
+    fn publish(&self) {
+        let instances = self
+            .slots
+            .iter()
+            .map(|(id, s)| {
+                let last = s.last.as_ref();
+                InstanceStatus {
+                    pm_id: *id,
+                    app: self.apps[s.app_index].clone(),
+                    instance: s.instance,
+                    unique_id: s.unique_id.clone(),
+                    status: last.map(|u| u.status),
+                    pid: last.and_then(|u| u.pid),
+                    ready: last.is_some_and(|u| u.status == Status::Online),
+                    restart_time: last.map_or(0, |u| u.restart_time),
+                    restarts: s.restarts,
+                    last_exit: last.and_then(|u| u.last_exit),
+                    manual: last.is_some_and(|u| u.manual),
+                    scheduled: last.is_some_and(|u| u.scheduled),
+                    created_at: s.created_at,
+                    started_at: last.and_then(|u| u.since),
+                    sample: s.sample,
+                    axm_monitor: s.axm_monitor.clone(),
+                    axm_actions: s.axm_actions.clone(),
+                }
+            })
+            .collect();
+        let apps = self
+            .apps
+            .iter()
+            .enumerate()
+            .map(|(i, app)| AppStatus { app: app.clone(), desired: self.slots.values().filter(|s| s.app_index == i).count() })
+            .collect();
+        let sampled_at = self.sampler.last_sweep.map(|t| SystemTime::now() - t.elapsed());
+        self.board.status.send_replace(Arc::new(StatusTable { instances, apps, stopping: self.stopping, sampled_at }));
     }
 }
 
@@ -166,6 +322,7 @@ pub async fn run(
     logs: LogHub,
     mut signals: Signals,
     mut control: mpsc::Receiver<ControlRequest>,
+    board: Board,
 ) -> Outcome {
     if !opts.delay.is_zero() {
         tokio::select! {
@@ -176,6 +333,7 @@ pub async fn run(
 
     let (shutdown_tx, shutdown_rx) = watch::channel(Shutdown::Running);
     let (updates_tx, mut updates_rx) = mpsc::unbounded_channel::<Update>();
+    let (messages_tx, mut messages_rx) = mpsc::channel(MESSAGE_QUEUE);
     let mut co = Coordinator {
         apps: eco.apps.iter().cloned().map(Arc::new).collect(),
         slots: BTreeMap::new(),
@@ -187,7 +345,11 @@ pub async fn run(
         pm2_home: opts.pm2_home.clone(),
         updates_tx,
         shutdown_rx,
-        cpu_prev: Default::default(),
+        board,
+        stopping: false,
+        sampler: Default::default(),
+        reader_until: None,
+        messages_tx,
         cpus: opts.cpus,
         listeners: Default::default(),
         sockets: Default::default(),
@@ -217,9 +379,16 @@ pub async fn run(
         }
     }
 
+    co.publish();
     let mut requested = false;
+    let mut next_sample = tokio::time::Instant::now();
     loop {
         tokio::select! {
+            Some((pm_id, message)) = messages_rx.recv() => co.on_message(pm_id, message),
+            _ = tokio::time::sleep_until(next_sample), if co.needs_samples() => {
+                co.sample();
+                next_sample = tokio::time::Instant::now() + sampler::PERIOD;
+            }
             update = updates_rx.recv() => {
                 let Some(update) = update else { break };
                 co.record(update);
@@ -236,6 +405,7 @@ pub async fn run(
             }
             Some(req) = control.recv(), if !requested => {
                 let reply = control::handle(&mut co, req.req);
+                co.publish();
                 let _ = req.reply.send(reply);
             }
             Some(app_index) = restart_rx.recv(), if !requested => {
@@ -250,6 +420,8 @@ pub async fn run(
                         let _ = shutdown_tx.send(Shutdown::Force);
                     } else {
                         requested = true;
+                        co.stopping = true;
+                        co.publish();
                         tracing::info!("Stop signal received: stopping every app (kill_timeout applies)");
                         let _ = shutdown_tx.send(Shutdown::Graceful);
                     }

@@ -271,3 +271,58 @@ fn reset_zeroes_restart_counts_and_logs_have_a_logfmt_form() {
     r.signal(libc::SIGTERM);
     r.wait(Duration::from_secs(5));
 }
+
+/// One request on the control socket, one reply.
+fn request(s: &Scenario, line: &str) -> serde_json::Value {
+    use std::io::{BufRead, BufReader, Write};
+    let mut c = std::os::unix::net::UnixStream::connect(s.path().join(".pm2/pm-runtime.sock")).unwrap();
+    c.write_all(format!("{line}\n").as_bytes()).unwrap();
+    let mut reply = String::new();
+    BufReader::new(c).read_line(&mut reply).unwrap();
+    serde_json::from_str(&reply).unwrap()
+}
+
+#[test]
+fn app_messages_reach_the_table_and_send_reaches_the_app() {
+    // An app using @pm2/io's wire format: custom metrics and an action over Node IPC; it also
+    // echoes whatever the runtime sends it.
+    let app = r#"
+process.send({ type: 'axm:action', data: { action_name: 'flush-cache', action_type: 'custom', arity: 0 } });
+setInterval(() => process.send({ type: 'axm:monitor', data: { 'Queue depth': { value: 17, unit: 'jobs' } } }), 100);
+process.on('message', (m) => console.log('got message ' + JSON.stringify(m)));
+console.log('app up');
+"#;
+    for mode in ["fork", "cluster"] {
+        let s = Scenario::new().file("app.js", app).file(
+            "eco.yml",
+            &format!("apps:\n  - name: app\n    script: app.js\n    exec_mode: {mode}\n    instances: 2\n    listen_timeout: 300\n"),
+        );
+        let mut r = s.start(&["eco.yml"]);
+        r.wait_for("app up", Duration::from_secs(10));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let ps = jlist(&s);
+            let done = ps.len() == 2
+                && ps.iter().all(|p| {
+                    p["pm2_env"]["axm_monitor"]["Queue depth"]["value"] == 17
+                        && p["pm2_env"]["axm_actions"][0]["action_name"] == "flush-cache"
+                        && p["pm2_env"]["axm_actions"].as_array().unwrap().len() == 1
+                });
+            if done {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{mode}: metrics never showed: {ps:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let reply = request(&s, r#"{"cmd":"send","target":"app","message":{"topic":"hello"}}"#);
+        assert_eq!(reply["ok"], true, "{reply}");
+        assert_eq!(reply["ids"].as_array().unwrap().len(), 2, "{reply}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while lines_with(&r.stdout(), r#"got message {"topic":"hello"}"#).len() < 2 {
+            assert!(std::time::Instant::now() < deadline, "{mode}: {}", r.stdout());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        r.signal(libc::SIGTERM);
+        assert!(r.wait(Duration::from_secs(10)).is_some());
+    }
+}

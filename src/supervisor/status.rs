@@ -1,0 +1,240 @@
+//! The status table: the one view of the runtime that every reader shares.
+//!
+//! Owner: the coordinator (`supervisor/mod.rs`) builds the table from the instances' updates and
+//! the sampler's numbers, and publishes it whole through a `watch` channel after every change.
+//! Readers (`ls`/`jlist`/`show`, `monit`, the HTTP API and `/metrics`, the PM2 Plus link) hold a
+//! [`StatusFeed`] and read the latest `Arc<StatusTable>`: they never block supervision, and a
+//! slow reader only loses its own freshness.
+//!
+//! Must never: hold anything secret that readers could leak by accident beyond the `App`
+//! settings themselves (readers that leave the machine — HTTP, PM2 Plus — must not serialise
+//! `app.env`; see each reader).
+//!
+//! Events that must not be missed between two snapshots (status transitions, app IPC messages)
+//! go on the [`Bus`] as well.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde_json::Value;
+use tokio::sync::{broadcast, watch};
+
+use super::instance::Status;
+use crate::config::App;
+use crate::process::Exit;
+
+/// Why an instance was started again (`pm_runtime_app_restarts_total{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RestartReason {
+    /// The process exited by itself and the restart policy started it again.
+    Crash,
+    /// `max_memory_restart` was crossed.
+    Memory,
+    /// `cron_restart` fired.
+    Cron,
+    /// A watched file changed.
+    Watch,
+    /// `restart`, `start` after a stop, `startOrRestart`…: someone asked.
+    Manual,
+    /// A reload (SIGHUP, `reload`, `startOrReload`).
+    Reload,
+}
+
+impl RestartReason {
+    pub const ALL: [RestartReason; 6] = [
+        RestartReason::Crash,
+        RestartReason::Memory,
+        RestartReason::Cron,
+        RestartReason::Watch,
+        RestartReason::Manual,
+        RestartReason::Reload,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartReason::Crash => "crash",
+            RestartReason::Memory => "memory",
+            RestartReason::Cron => "cron",
+            RestartReason::Watch => "watch",
+            RestartReason::Manual => "manual",
+            RestartReason::Reload => "reload",
+        }
+    }
+}
+
+/// Restarts of one instance since it was created, by reason. Unlike PM2's `restart_time`
+/// (which `reset` sets back to 0), these only ever grow: they are Prometheus counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RestartCounts([u64; 6]);
+
+impl RestartCounts {
+    pub fn add(&mut self, reason: RestartReason) {
+        self.0[reason as usize] += 1;
+    }
+
+    pub fn get(&self, reason: RestartReason) -> u64 {
+        self.0[reason as usize]
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+}
+
+/// Resource use of an instance's whole process tree, as the sampler last saw it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Sample {
+    /// Resident memory of the tree, bytes.
+    pub memory_bytes: u64,
+    /// CPU use over the last sampling period, percent of one core (can exceed 100).
+    pub cpu_percent: f64,
+    /// CPU time (user + system) of the processes of the tree now alive, seconds.
+    pub cpu_seconds: f64,
+}
+
+/// One app instance (one pm_id).
+#[derive(Debug, Clone)]
+pub struct InstanceStatus {
+    pub pm_id: u32,
+    /// The instance's settings (shared with the app; replaced by `startOrRestart`).
+    pub app: Arc<App>,
+    /// `NODE_APP_INSTANCE` (or the app's `instance_var`).
+    pub instance: u32,
+    /// PM2's `unique_id`: a UUID per instance, kept across restarts.
+    pub unique_id: String,
+    /// `None` until the instance task has reported (PM2 shows `launching`).
+    pub status: Option<Status>,
+    pub pid: Option<u32>,
+    /// Online and, where the app signals readiness (listen, `ready`, READY=1), ready.
+    pub ready: bool,
+    /// PM2's `restart_time` (↺), which `reset` sets back to 0.
+    pub restart_time: u32,
+    pub restarts: RestartCounts,
+    pub last_exit: Option<Exit>,
+    /// Stopped on request (`stop`), not by its own doing.
+    pub manual: bool,
+    /// Stopped but `cron_restart` will start it again.
+    pub scheduled: bool,
+    pub created_at: SystemTime,
+    /// When the current process started (`pm_uptime`), if running.
+    pub started_at: Option<SystemTime>,
+    pub sample: Sample,
+    /// `@pm2/io` custom metrics (`axm:monitor`): display name → `{value, unit, type, historic}`.
+    pub axm_monitor: Arc<serde_json::Map<String, Value>>,
+    /// `@pm2/io` actions (`axm:action`), as the app declared them.
+    pub axm_actions: Arc<Vec<Value>>,
+}
+
+impl InstanceStatus {
+    /// PM2's status name (`launching` before the first report).
+    pub fn status_str(&self) -> &'static str {
+        self.status.map_or("launching", Status::as_str)
+    }
+}
+
+/// One app (one ecosystem entry).
+#[derive(Debug, Clone)]
+pub struct AppStatus {
+    pub app: Arc<App>,
+    /// How many instances the runtime keeps (after `scale`).
+    pub desired: usize,
+}
+
+/// Everything readers see, as of one moment.
+#[derive(Debug, Clone, Default)]
+pub struct StatusTable {
+    /// Ordered by pm_id.
+    pub instances: Vec<InstanceStatus>,
+    pub apps: Vec<AppStatus>,
+    /// A stop signal arrived: the runtime is going down (readiness is over).
+    pub stopping: bool,
+    /// When the sampler last read /proc (`None`: never yet).
+    pub sampled_at: Option<SystemTime>,
+}
+
+impl StatusTable {
+    pub fn instance(&self, pm_id: u32) -> Option<&InstanceStatus> {
+        self.instances.binary_search_by_key(&pm_id, |i| i.pm_id).ok().map(|i| &self.instances[i])
+    }
+}
+
+/// A reader's handle on the table.
+pub type StatusFeed = watch::Receiver<Arc<StatusTable>>;
+
+/// The table's channel: the sender for the coordinator, a first receiver for the readers.
+pub fn channel() -> (watch::Sender<Arc<StatusTable>>, StatusFeed) {
+    watch::channel(Arc::new(StatusTable::default()))
+}
+
+/// Something that happened, for readers that must see every occurrence (a snapshot can skip
+/// an `online → stopping → online` that happens between two looks).
+#[derive(Debug, Clone)]
+pub enum BusEvent {
+    /// An instance reported a status.
+    Status { pm_id: u32, name: String, status: Status, last_exit: Option<Exit>, manual: bool },
+    /// An app sent a message on its Node IPC channel (`process.send(msg)`), other than Node's
+    /// own cluster messages and `'ready'`: `@pm2/io`'s `axm:*`, prom-client's replies…
+    AppMessage { pm_id: u32, name: String, message: Arc<Value> },
+}
+
+/// Events fan out to any number of readers; none are kept when nobody listens. A reader that
+/// falls more than [`BUS_CAPACITY`] events behind loses the oldest (it sees `Lagged`).
+#[derive(Debug, Clone)]
+pub struct Bus {
+    tx: broadcast::Sender<BusEvent>,
+}
+
+pub const BUS_CAPACITY: usize = 1024;
+
+impl Default for Bus {
+    fn default() -> Self {
+        Bus { tx: broadcast::channel(BUS_CAPACITY).0 }
+    }
+}
+
+impl Bus {
+    pub fn subscribe(&self) -> broadcast::Receiver<BusEvent> {
+        self.tx.subscribe()
+    }
+
+    /// Whether anyone listens (so senders can skip building events nobody reads).
+    pub fn has_readers(&self) -> bool {
+        self.tx.receiver_count() > 0
+    }
+
+    pub fn publish(&self, ev: BusEvent) {
+        if self.has_readers() {
+            let _ = self.tx.send(ev);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_counts_by_reason() {
+        let mut c = RestartCounts::default();
+        c.add(RestartReason::Crash);
+        c.add(RestartReason::Crash);
+        c.add(RestartReason::Memory);
+        assert_eq!(c.get(RestartReason::Crash), 2);
+        assert_eq!(c.get(RestartReason::Memory), 1);
+        assert_eq!(c.get(RestartReason::Reload), 0);
+        assert_eq!(c.total(), 3);
+        let names: Vec<_> = RestartReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names, ["crash", "memory", "cron", "watch", "manual", "reload"]);
+    }
+
+    #[test]
+    fn bus_keeps_nothing_without_readers() {
+        let bus = Bus::default();
+        assert!(!bus.has_readers());
+        bus.publish(BusEvent::AppMessage { pm_id: 0, name: "a".into(), message: Arc::new(Value::Null) });
+        let mut rx = bus.subscribe();
+        assert!(rx.try_recv().is_err());
+        bus.publish(BusEvent::AppMessage { pm_id: 1, name: "b".into(), message: Arc::new(Value::Null) });
+        assert!(matches!(rx.try_recv(), Ok(BusEvent::AppMessage { pm_id: 1, .. })));
+    }
+}
