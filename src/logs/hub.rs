@@ -27,7 +27,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, broadcast, mpsc};
 
 use super::file::{FileLog, is_null};
 use super::format::{AppTag, Decoration, Event, Formatter, OutputFormat, Stamp, Stream};
@@ -59,7 +59,22 @@ struct Inner {
     recent: Mutex<HashMap<u32, Arc<Mutex<Recent>>>>,
     /// Sequence number of the last line remembered, across every app (for `logs` following).
     seq: AtomicU64,
+    /// Live followers of every app line (HTTP log stream, PM2 Plus); lines are copied for them
+    /// only while at least one is subscribed.
+    live: broadcast::Sender<LiveLine>,
 }
+
+/// One app line as it happens, for live followers: the same `seq` as `logs`/`recent`.
+#[derive(Debug, Clone)]
+pub struct LiveLine {
+    pub seq: u64,
+    pub pm_id: u32,
+    pub stream: Stream,
+    pub line: Arc<[u8]>,
+}
+
+/// Lines a live follower may fall behind by before it loses the oldest (it sees `Lagged`).
+pub const LIVE_CAPACITY: usize = 4096;
 
 type SharedFile = Arc<Mutex<FileLog>>;
 
@@ -98,6 +113,7 @@ impl LogHub {
             files: Mutex::new(HashMap::new()),
             recent: Mutex::new(HashMap::new()),
             seq: AtomicU64::new(0),
+            live: broadcast::channel(LIVE_CAPACITY).0,
         });
         let out = File::from(io::stdout().as_fd().try_clone_to_owned()?);
         let err = File::from(io::stderr().as_fd().try_clone_to_owned()?);
@@ -190,10 +206,15 @@ impl LogHub {
                 let fmt = &self.inner.formatter;
                 let mut recent = lock(&sinks.recent);
                 let to_files = !sinks.files.is_empty();
+                // Checked once per read, not per line: followers come and go rarely.
+                let live = (self.inner.live.receiver_count() > 0).then_some(&self.inner.live);
                 let mut emit = |line: &[u8], continued: bool| {
                     target = fmt.app_line(&mut out, &tag, stream, deco, line, continued, &now);
                     let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed) + 1;
                     recent.push(seq, stream, line);
+                    if let Some(live) = live {
+                        let _ = live.send(LiveLine { seq, pm_id, stream, line: line.into() });
+                    }
                     if to_files {
                         // Files get the app's line as written, whatever the stdout format.
                         file_buf.extend_from_slice(line);
@@ -271,6 +292,11 @@ impl LogHub {
                 tracing::error!("cannot truncate log file {}: {e}", path.display());
             }
         }
+    }
+
+    /// Follows every app line from now on (a slow follower loses the oldest, never blocks apps).
+    pub fn subscribe(&self) -> broadcast::Receiver<LiveLine> {
+        self.inner.live.subscribe()
     }
 
     /// The last `n` lines of an instance (for `logs --lines N`), or those after `after`.
