@@ -8,6 +8,7 @@ mod config_errors;
 mod control;
 mod lifecycle;
 mod logs;
+mod node_apps;
 mod restart;
 mod ship;
 mod stop;
