@@ -9,6 +9,7 @@ mod control;
 mod lifecycle;
 mod logs;
 mod node_apps;
+mod node_cluster;
 mod restart;
 mod ship;
 mod stop;
