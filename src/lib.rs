@@ -23,6 +23,8 @@
 //!   PM2 Plus) sees that table through a `watch` feed, and events through the bus.
 //! - [`logs`] frames app output into whole lines and writes it, with the runtime's own events,
 //!   through a single writer.
+//! - [`preload`] is the script Node apps are started with (`--require`): PM2's handling of
+//!   unhandled rejections and uncaught exceptions, and the keep-alive drain of cluster workers.
 //! - [`exit`] is the table of exit codes.
 
 pub mod cli;
@@ -34,6 +36,7 @@ pub mod logs;
 pub mod metrics;
 #[cfg(feature = "monit")]
 mod monit;
+pub mod preload;
 pub mod process;
 pub mod signals;
 pub mod supervisor;
@@ -140,6 +143,8 @@ fn run_start(start: &StartArgs) -> Outcome {
         for w in &eco.warnings {
             tracing::warn!("{w}");
         }
+        let mut eco = eco;
+        preload::apply(&mut eco.apps, Path::new(&pm2_home()));
         let signals = match signals::Signals::install() {
             Ok(s) => s,
             Err(e) => {

@@ -12,6 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -74,9 +75,17 @@ fn refuse(errno: i32) -> io::Error {
     io::Error::from_raw_os_error(errno)
 }
 
+/// Where a listening socket is bound.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Local {
+    Tcp(SocketAddr),
+    /// A Unix socket: a filesystem path (absolute), or an abstract name starting with `\0`.
+    Unix(PathBuf),
+}
+
 /// One listening socket of the app.
 pub(crate) struct Listener {
-    pub addr: SocketAddr,
+    pub local: Local,
     /// Shared mode: the socket sent to every worker (a dup each time); never accepted on here.
     pub fd: Option<OwnedFd>,
     /// Round-robin mode: the dispatcher fed by the accept task.
@@ -102,6 +111,12 @@ impl Drop for Listener {
         if let Some(t) = &self.accept_task {
             t.abort();
         }
+        // As libuv does when a bound pipe server closes: the socket file goes with it.
+        if let Local::Unix(path) = &self.local
+            && !sys::is_abstract(path)
+        {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
@@ -114,12 +129,21 @@ pub struct Listeners {
 
 struct Registry {
     policy: SchedPolicy,
+    /// What a relative Unix socket path is relative to (the app's cwd).
+    cwd: Option<PathBuf>,
     map: Mutex<HashMap<String, Arc<Listener>>>,
 }
 
 impl Listeners {
     pub fn new(policy: SchedPolicy) -> Self {
-        Listeners { inner: Arc::new(Registry { policy, map: Mutex::new(HashMap::new()) }) }
+        Listeners { inner: Arc::new(Registry { policy, cwd: None, map: Mutex::new(HashMap::new()) }) }
+    }
+
+    /// The listeners of an app whose working directory is `cwd`: a relative Unix socket path
+    /// (`server.listen('app.sock')`) is bound there, where the app expects it (Node's primary
+    /// would bind it relative to its own cwd).
+    pub fn for_app(policy: SchedPolicy, cwd: PathBuf) -> Self {
+        Listeners { inner: Arc::new(Registry { policy, cwd: Some(cwd), map: Mutex::new(HashMap::new()) }) }
     }
 
     pub fn policy(&self) -> SchedPolicy {
@@ -133,19 +157,26 @@ impl Listeners {
     pub fn prebind(&self, port: u16) -> io::Result<SocketAddr> {
         let req = ListenRequest { address: None, port: i64::from(port), address_type: "4".to_string(), fd: None, ipv6_only: false };
         let mut map = lock(&self.inner.map);
-        if let Some(l) = map.get(&req.key()) {
-            return Ok(l.addr);
+        if let Some(Local::Tcp(a)) = map.get(&req.key()).map(|l| &l.local) {
+            return Ok(*a);
         }
-        let listener = Arc::new(bind(&req, self.inner.policy)?);
+        let listener = Arc::new(bind(&req, self.inner.policy, None)?);
+        let Local::Tcp(addr) = listener.local else { return Err(refuse(libc::EINVAL)) };
         // Port 0: registered under the port actually bound, which is what the workers will ask for.
-        let actual = ListenRequest { port: i64::from(listener.addr.port()), ..req };
+        let actual = ListenRequest { port: i64::from(addr.port()), ..req };
         map.insert(actual.key(), listener.clone());
-        Ok(listener.addr)
+        Ok(addr)
     }
 
-    /// The addresses currently bound.
+    /// The TCP addresses currently bound.
     pub fn bound(&self) -> Vec<SocketAddr> {
-        lock(&self.inner.map).values().map(|l| l.addr).collect()
+        lock(&self.inner.map)
+            .values()
+            .filter_map(|l| match l.local {
+                Local::Tcp(a) => Some(a),
+                Local::Unix(_) => None,
+            })
+            .collect()
     }
 
     /// The socket for `req`, bound on first use. A failed bind is not remembered (the next
@@ -156,16 +187,26 @@ impl Listeners {
         if let Some(l) = map.get(&key) {
             return Ok(l.clone());
         }
-        let listener = Arc::new(bind(req, self.inner.policy)?);
+        let listener = Arc::new(bind(req, self.inner.policy, self.inner.cwd.as_deref())?);
         map.insert(key, listener.clone());
         Ok(listener)
     }
 }
 
-fn bind(req: &ListenRequest, policy: SchedPolicy) -> io::Result<Listener> {
+fn bind(req: &ListenRequest, policy: SchedPolicy, cwd: Option<&Path>) -> io::Result<Listener> {
     if req.fd.is_some() {
         // `listen({fd: N})` names an fd of the worker, which pm-runtime cannot see.
         return Err(refuse(libc::EBADF));
+    }
+    if req.address_type == "-1" {
+        // `listen(path)`: Node sends the path as the address, port and addressType -1.
+        let Some(name) = req.address.as_deref().filter(|a| !a.is_empty()) else { return Err(refuse(libc::EINVAL)) };
+        let path = match (sys::is_abstract(Path::new(name)), cwd) {
+            (false, Some(cwd)) => cwd.join(name),
+            _ => PathBuf::from(name),
+        };
+        let fd = sys::unix_listener(&path)?;
+        return with_policy(fd, Local::Unix(path), policy);
     }
     if req.address_type != "4" && req.address_type != "6" {
         // UDP (`udp4`/`udp6`) and anything else: not supported yet.
@@ -180,14 +221,23 @@ fn bind(req: &ListenRequest, policy: SchedPolicy) -> io::Result<Listener> {
         }
     };
     let addr = sys::local_addr(fd.as_fd())?;
+    with_policy(fd, Local::Tcp(addr), policy)
+}
+
+/// A bound socket as the policy uses it: handed to workers (shared), or accepted on here
+/// (round-robin; needs a tokio runtime).
+fn with_policy(fd: OwnedFd, local: Local, policy: SchedPolicy) -> io::Result<Listener> {
     let data = Mutex::new(Value::Null);
     match policy {
-        SchedPolicy::Shared => Ok(Listener { addr, fd: Some(fd), rr: None, accept_task: None, data }),
+        SchedPolicy::Shared => Ok(Listener { local, fd: Some(fd), rr: None, accept_task: None, data }),
         SchedPolicy::RoundRobin => {
-            let listener = tokio::net::TcpListener::from_std(std::net::TcpListener::from(fd))?;
+            let acceptor = match local {
+                Local::Tcp(_) => Acceptor::Tcp(tokio::net::TcpListener::from_std(std::net::TcpListener::from(fd))?),
+                Local::Unix(_) => Acceptor::Unix(tokio::net::UnixListener::from_std(std::os::unix::net::UnixListener::from(fd))?),
+            };
             let rr = Arc::new(RrDispatch::default());
-            let task = tokio::spawn(accept_loop(listener, rr.clone()));
-            Ok(Listener { addr, fd: None, rr: Some(rr), accept_task: Some(task.abort_handle()), data })
+            let task = tokio::spawn(accept_loop(acceptor, rr.clone()));
+            Ok(Listener { local, fd: None, rr: Some(rr), accept_task: Some(task.abort_handle()), data })
         }
     }
 }
@@ -316,7 +366,22 @@ impl RrDispatch {
     }
 }
 
-async fn accept_loop(listener: tokio::net::TcpListener, rr: Arc<RrDispatch>) {
+/// What the round-robin accept task accepts on.
+enum Acceptor {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+impl Acceptor {
+    async fn accept(&self) -> io::Result<OwnedFd> {
+        match self {
+            Acceptor::Tcp(l) => l.accept().await.and_then(|(s, _)| s.into_std()).map(OwnedFd::from),
+            Acceptor::Unix(l) => l.accept().await.and_then(|(s, _)| s.into_std()).map(OwnedFd::from),
+        }
+    }
+}
+
+async fn accept_loop(listener: Acceptor, rr: Arc<RrDispatch>) {
     loop {
         // Backpressure: past PENDING_CAP, leave connections in the kernel's backlog.
         loop {
@@ -329,10 +394,8 @@ async fn accept_loop(listener: tokio::net::TcpListener, rr: Arc<RrDispatch>) {
             space.await;
         }
         match listener.accept().await {
-            Ok((stream, _)) => match stream.into_std() {
-                Ok(s) => rr.distribute(OwnedFd::from(s)),
-                Err(e) => tracing::debug!("cluster: dropping an accepted connection: {e}"),
-            },
+            Ok(fd) => rr.distribute(fd),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}
             Err(e) => {
                 // EMFILE/ENFILE/ENOBUFS…: the connection stays in the backlog; try again soon.
                 tracing::warn!("cluster: accept failed: {e}");
@@ -373,7 +436,8 @@ mod tests {
         let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL).expect("fcntl");
         assert!(nix::fcntl::OFlag::from_bits_truncate(flags).contains(nix::fcntl::OFlag::O_NONBLOCK));
         // A second app cannot take the same port: the error is a plain errno.
-        let port = a.addr.port();
+        let Local::Tcp(addr) = a.local else { panic!("tcp") };
+        let port = addr.port();
         let other = Listeners::new(SchedPolicy::Shared);
         let req2 = ListenRequest { port: i64::from(port), ..req };
         let err = other.get_or_bind(&req2).err().expect("in use");

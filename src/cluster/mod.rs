@@ -60,8 +60,13 @@
 //! What Node's primary binds: no host → `::` dual-stack, falling back to `0.0.0.0`; a host → that
 //! IP. SO_REUSEADDR, backlog 511, close-on-exec, and O_NONBLOCK (shared mode hands the same
 //! open file description to every worker, and libuv does not set it on a received handle).
+//! Unix socket paths (`listen(path)`: Node sends the path as `address`, port and addressType
+//! -1) are bound once per path like ports, in both policies: a relative path is taken from the
+//! app's cwd (Node's primary would use its own), a stale socket file nobody listens on is
+//! replaced, an abstract name (`\0…`) is supported, and the file is removed when the app goes
+//! (libuv removes it when a pipe server closes).
 //! Not supported (the worker's server gets an `error`): UDP (`dgram` in a worker, ENOTSUP),
-//! Unix-socket paths (ENOTSUP), `listen({fd})` (EBADF: the fd is in the worker's table).
+//! `listen({fd})` (EBADF: the fd is in the worker's table).
 
 mod channel;
 mod listeners;

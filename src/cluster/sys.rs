@@ -5,10 +5,12 @@
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 use nix::sys::socket::{
-    AddressFamily, Backlog, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, SockaddrIn, SockaddrIn6, bind, listen,
-    recvmsg, sendmsg, setsockopt, socket, sockopt,
+    AddressFamily, Backlog, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, SockaddrIn, SockaddrIn6, UnixAddr, bind,
+    listen, recvmsg, sendmsg, setsockopt, socket, sockopt,
 };
 
 /// The most fds accepted with one `recvmsg`. Node sends one per message; more only if a worker
@@ -90,6 +92,37 @@ pub fn tcp_listener(addr: SocketAddr, v6only: bool) -> io::Result<OwnedFd> {
 pub fn tcp_listener_any(port: u16, v6only: bool) -> io::Result<OwnedFd> {
     tcp_listener(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port), v6only)
         .or_else(|_| tcp_listener(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port), false))
+}
+
+/// True for a Linux abstract socket name (`\0name`: no file).
+pub fn is_abstract(path: &Path) -> bool {
+    path.as_os_str().as_bytes().first() == Some(&0)
+}
+
+/// Creates a listening Unix stream socket at `path` (non-blocking, close-on-exec, backlog as
+/// Node's), or in the abstract namespace for a name starting with `\0`. A socket file left by
+/// a previous run that nobody listens on any more (connecting is refused) is replaced; any
+/// other existing file gives EADDRINUSE, as in Node.
+pub fn unix_listener(path: &Path) -> io::Result<OwnedFd> {
+    let bytes = path.as_os_str().as_bytes();
+    let addr = if is_abstract(path) { UnixAddr::new_abstract(&bytes[1..])? } else { UnixAddr::new(path)? };
+    let fd = socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC, None)?;
+    match bind(fd.as_raw_fd(), &addr) {
+        Err(nix::errno::Errno::EADDRINUSE) if !is_abstract(path) && is_stale_socket(path) => {
+            std::fs::remove_file(path)?;
+            bind(fd.as_raw_fd(), &addr)?;
+        }
+        r => r?,
+    }
+    listen(&fd, Backlog::new(BACKLOG).unwrap_or(Backlog::MAXCONN))?;
+    Ok(fd)
+}
+
+/// A socket file whose listener is gone (connecting is refused).
+fn is_stale_socket(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+    is_socket && std::os::unix::net::UnixStream::connect(path).err().is_some_and(|e| e.kind() == io::ErrorKind::ConnectionRefused)
 }
 
 /// The local address of a bound socket.

@@ -17,7 +17,7 @@ use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 
 use super::channel::Channel;
-use super::listeners::{ListenRequest, Listener, Listeners, RrConn, Slot, SlotId};
+use super::listeners::{ListenRequest, Listener, Listeners, Local, RrConn, Slot, SlotId};
 
 /// What a worker did that the supervisor may care about.
 #[derive(Debug, Clone, PartialEq)]
@@ -484,12 +484,13 @@ impl Worker {
             self.servers.insert(key, Server { listener, slot: None });
         } else if let Some(rr) = listener.rr.clone() {
             // Round-robin: a stand-in handle; `sockname` is what `server.address()` returns and
-            // its port must be the port asked for (it is: we bound exactly that).
-            let a = listener.addr;
-            let family = if a.is_ipv4() { "IPv4" } else { "IPv6" };
-            let sockname = json!({"address": a.ip().to_string(), "family": family, "port": a.port()});
-            let reply =
-                json!({"cmd": "NODE_CLUSTER", "errno": null, "key": key, "ack": ack, "data": data, "sockname": sockname, "seq": seq});
+            // its port must be the port asked for (it is: we bound exactly that). A Unix socket
+            // has none (the worker's server reports its path, as with Node's primary).
+            let mut reply = json!({"cmd": "NODE_CLUSTER", "errno": null, "key": key, "ack": ack, "data": data, "seq": seq});
+            if let Local::Tcp(a) = listener.local {
+                let family = if a.is_ipv4() { "IPv4" } else { "IPv6" };
+                reply["sockname"] = json!({"address": a.ip().to_string(), "family": family, "port": a.port()});
+            }
             self.queue(&reply, Attach::None);
             let slot = Slot { id: (self.uid, key.clone()), tx: self.rr_tx.clone() };
             let waiting = rr.join(&slot);

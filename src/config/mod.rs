@@ -389,6 +389,7 @@ fn finish(
         treekill: raw.treekill.unwrap_or(true),
         wait_ready: raw.wait_ready.unwrap_or(false),
         listen_fds: raw.listen_fds.unwrap_or(false),
+        pm_runtime_preload: raw.pm_runtime_preload.unwrap_or(true),
         listen_timeout: raw.listen_timeout.unwrap_or(defaults.listen_timeout),
         watch,
         ignore_watch: raw.ignore_watch.clone().unwrap_or_default(),

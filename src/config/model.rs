@@ -128,6 +128,11 @@ pub struct App {
     /// share one port. The runtime binds it once and keeps it open across restarts.
     #[serde(default)]
     pub listen_fds: bool,
+    /// Our extension: start Node apps with pm-runtime's preload (`--require`), which handles
+    /// unhandled rejections and uncaught exceptions as PM2's process container does and drains
+    /// keep-alive connections of a retiring cluster worker (see `preload`). `false` turns it off.
+    #[serde(default = "yes")]
+    pub pm_runtime_preload: bool,
     pub listen_timeout: Duration,
     pub watch: Watch,
     pub ignore_watch: Vec<String>,
@@ -148,6 +153,10 @@ pub struct App {
     pub log_retain: Option<u32>,
     /// Keys PM2 accepts that have no effect here (pmx, vizion, automation, trace, …), kept verbatim.
     pub ignored: BTreeMap<String, serde_json::Value>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// What the command line adds to or overrides in a file (pm2-runtime's flags).

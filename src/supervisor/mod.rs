@@ -161,7 +161,7 @@ impl Coordinator {
         let policy = crate::cluster::SchedPolicy::from_env_value(
             app.env.get("NODE_CLUSTER_SCHED_POLICY").map(String::as_str).or(std::env::var("NODE_CLUSTER_SCHED_POLICY").ok().as_deref()),
         );
-        Some(self.listeners.entry(app_index).or_insert_with(|| crate::cluster::Listeners::new(policy)).clone())
+        Some(self.listeners.entry(app_index).or_insert_with(|| crate::cluster::Listeners::for_app(policy, app.cwd.clone())).clone())
     }
 
     /// `listen_fds`: the app's listening socket, bound on first use and kept while the app

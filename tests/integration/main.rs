@@ -8,6 +8,8 @@ mod config_errors;
 mod control;
 mod lifecycle;
 mod logs;
+mod node_apps;
+mod node_cluster;
 mod restart;
 mod ship;
 mod stop;

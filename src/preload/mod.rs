@@ -1,0 +1,138 @@
+//! The preload given to Node apps (`node --require $PM2_HOME/pm-runtime-preload.js …`): the
+//! behaviour PM2's process container wraps around an app, which apps rely on without knowing
+//! it (an unhandled rejection is logged and not fatal, an uncaught exception is logged and
+//! exits 1, `process.title`), plus the keep-alive drain of a retiring cluster worker. The
+//! script itself is `preload.js`, embedded in the binary and written to PM2_HOME at start.
+//!
+//! Only apps whose interpreter is `node` get it (not bun, not shell commands); per app,
+//! `pm_runtime_preload: false` turns it off and Node's defaults apply.
+
+use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::config::App;
+
+/// The file name in PM2_HOME.
+pub const FILE_NAME: &str = "pm-runtime-preload.js";
+
+/// The preload's source.
+pub const SOURCE: &str = include_str!("preload.js");
+
+/// True when `app` is started with the preload: a Node app (interpreter `node`, not a shell
+/// command) that did not turn it off.
+pub fn wants(app: &App) -> bool {
+    let interpreter = Path::new(&app.command.interpreter).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    app.pm_runtime_preload && app.command.is_node && interpreter.ends_with("node")
+}
+
+/// The node arguments with the preload in front: `--require <preload> <node_args…> <script> <args…>`.
+/// Before the app's own `node_args`, so ours is loaded first (its handlers are registered
+/// before any other preload's).
+pub fn with_preload(argv: &[String], preload: &Path) -> Vec<String> {
+    let mut out = Vec::with_capacity(argv.len() + 2);
+    out.push("--require".to_string());
+    out.push(preload.to_string_lossy().into_owned());
+    out.extend(argv.iter().cloned());
+    out
+}
+
+/// Writes the preload into `dir` (created if needed) unless it is already there with the same
+/// content: a temporary file renamed over the old one, mode 0644 (apps may run as another uid).
+pub fn install(dir: &Path) -> io::Result<PathBuf> {
+    let path = dir.join(FILE_NAME);
+    if std::fs::read(&path).is_ok_and(|old| old == SOURCE.as_bytes()) {
+        return Ok(path);
+    }
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".{FILE_NAME}.{}", std::process::id()));
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(SOURCE.as_bytes())?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.map(|()| path)
+}
+
+/// Installs the preload if any app wants it and adds it to those apps' command lines: in
+/// `home` (PM2_HOME, mode 0700), or for apps that run as another user (`uid`/`gid`) in a
+/// directory of ours that they can read ([`shared_dir`]). If it cannot be written, the apps run
+/// without it, with a warning saying what that means.
+pub fn apply(apps: &mut [App], home: &Path) {
+    let mut installed: [Option<Option<PathBuf>>; 2] = [None, None];
+    for app in apps.iter_mut().filter(|a| wants(a)) {
+        let other_user = app.uid.is_some() || app.gid.is_some();
+        let slot = &mut installed[usize::from(other_user)];
+        let path = slot.get_or_insert_with(|| {
+            let dir = if other_user { shared_dir() } else { Ok(home.to_path_buf()) };
+            match dir.and_then(|d| install(&d)) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot write {FILE_NAME}: {e}; Node apps{} run without pm-runtime's preload (an unhandled rejection ends them, as in plain Node)",
+                        if other_user { " with uid/gid" } else { "" }
+                    );
+                    None
+                }
+            }
+        });
+        if let Some(p) = path {
+            app.command.argv = with_preload(&app.command.argv, p);
+        }
+    }
+}
+
+/// A directory only we can write and everyone can read, for apps that run as another user:
+/// `$TMPDIR/pm-runtime-<euid>`, mode 0755, refused if it exists and is not ours, is a symlink,
+/// or is writable by others.
+fn shared_dir() -> io::Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let euid = nix::unistd::geteuid().as_raw();
+    let dir = std::env::temp_dir().join(format!("pm-runtime-{euid}"));
+    match std::fs::DirBuilder::new().mode(0o755).create(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let meta = std::fs::symlink_metadata(&dir)?;
+    if !meta.is_dir() || meta.uid() != euid || meta.mode() & 0o022 != 0 {
+        return Err(io::Error::other(format!("{} is not a directory of ours (or others can write it)", dir.display())));
+    }
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preload_goes_before_node_args_and_script() {
+        let argv: Vec<String> = ["--max-old-space-size=64", "/app/server.js", "--port", "1"].map(String::from).to_vec();
+        let out = with_preload(&argv, Path::new("/h/pm-runtime-preload.js"));
+        assert_eq!(out, ["--require", "/h/pm-runtime-preload.js", "--max-old-space-size=64", "/app/server.js", "--port", "1"]);
+    }
+
+    #[test]
+    fn install_writes_once_and_replaces_a_stale_copy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = dir.path().join("home");
+        let p = install(&home).expect("install");
+        assert_eq!(std::fs::read_to_string(&p).expect("read"), SOURCE);
+        assert_eq!(std::fs::metadata(&p).expect("meta").permissions().mode() & 0o777, 0o644);
+        let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&p).expect("meta"));
+        // Same content: left alone.
+        install(&home).expect("again");
+        assert_eq!(std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&p).expect("meta")), inode);
+        // Stale content: replaced.
+        std::fs::write(&p, "old").expect("write");
+        install(&home).expect("replace");
+        assert_eq!(std::fs::read_to_string(&p).expect("read"), SOURCE);
+        assert_eq!(std::fs::read_dir(&home).expect("dir").count(), 1, "no temporary file left behind");
+    }
+}

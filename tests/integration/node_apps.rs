@@ -1,0 +1,111 @@
+//! Node apps as PM2's process container runs them (pm-runtime's preload): unhandled rejections
+//! are logged and not fatal, uncaught exceptions are logged and exit 1, in fork and cluster
+//! mode; `pm_runtime_preload: false` gives Node's defaults back.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::scenario::*;
+
+/// MODE=reject: an unhandled rejection 100 ms after start, then proof of life.
+/// MODE=throw: an uncaught exception in the first run only (`restart_time` is PM2's counter).
+const APP: &str = r#"
+const mode = process.env.MODE;
+console.log(`boot ${process.env.name} run=${process.env.restart_time} title=${process.title} execArgv=${process.execArgv.join(' ')}`);
+if (mode === 'reject') {
+  setTimeout(() => Promise.reject(new Error(`rejected-on-purpose by ${process.env.name}`)), 100);
+  setTimeout(() => console.log(`${process.env.name} still up after the rejection`), 400);
+}
+if (mode === 'throw' && process.env.restart_time === '0') {
+  setTimeout(() => { throw new Error(`thrown-on-purpose by ${process.env.name}`); }, 100);
+}
+if (mode === 'throw' && process.env.restart_time !== '0') console.log(`${process.env.name} second life`);
+if (process.env.PORT) require('http').createServer((q, r) => r.end('ok')).listen(process.env.PORT, '127.0.0.1');
+setInterval(() => {}, 1000);
+"#;
+
+fn scenario(mode: &str, extra: &str) -> Scenario {
+    Scenario::new().file("app.js", APP).file(
+        "e.yml",
+        &format!(
+            "apps:\n  - name: f\n    script: app.js\n    node_args: --max-old-space-size=77\n{extra}    env:\n      MODE: {mode}\n  \
+             - name: c\n    script: app.js\n    exec_mode: cluster\n    instances: 2\n{extra}    env:\n      MODE: {mode}\n      PORT: {}\n",
+            free_port()
+        ),
+    )
+}
+
+fn jlist(s: &Scenario) -> Vec<serde_json::Value> {
+    let out = Command::new(BIN).arg("jlist").current_dir(s.path()).env("PM2_HOME", s.path().join(".pm2")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap().as_array().unwrap().clone()
+}
+
+/// Waits until `needle` occurs `n` times in stdout + stderr.
+fn wait_count(r: &Running, needle: &str, n: usize, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while (r.stdout() + &r.stderr()).matches(needle).count() < n {
+        assert!(Instant::now() < deadline, "{needle:?} not seen {n} times\n--- stdout ---\n{}\n--- stderr ---\n{}", r.stdout(), r.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn unhandled_rejection_is_logged_and_not_fatal_in_fork_and_cluster_mode() {
+    let s = scenario("reject", "");
+    let mut r = s.start(&["e.yml"]);
+    wait_count(&r, "still up after the rejection", 3, Duration::from_secs(15));
+    let (out, err) = (r.stdout(), r.stderr());
+    // PM2's wording: the cluster container prefixes the stack; the fork container prints the error.
+    assert_eq!(
+        err.matches("You have triggered an unhandledRejection, you may have forgotten to catch a Promise rejection:").count(),
+        2,
+        "{err}"
+    );
+    assert_eq!(err.matches("Error: rejected-on-purpose by c").count(), 2, "{err}");
+    assert_eq!(err.matches("Error: rejected-on-purpose by f").count(), 1, "{err}");
+    assert!(!out.contains("exited with code"), "{out}");
+    for p in jlist(&s) {
+        assert_eq!(p["pm2_env"]["status"], "online", "{p}");
+        assert_eq!(p["pm2_env"]["restart_time"], 0, "{p}");
+    }
+    // process.title as PM2 sets it; node_args kept, after the preload and before the script.
+    let title = format!("title=node {}", s.path().join("app.js").display());
+    assert_eq!(out.matches(&title).count(), 3, "{out}");
+    let f_boot = lines_with(&out, "boot f ")[0];
+    assert!(f_boot.contains("pm-runtime-preload.js --max-old-space-size=77"), "{f_boot}");
+    r.signal(libc::SIGTERM);
+    assert_eq!(r.wait(Duration::from_secs(10)).unwrap().code(), Some(0));
+}
+
+#[test]
+fn uncaught_exception_is_logged_then_exits_1_and_is_restarted() {
+    let s = scenario("throw", "");
+    let mut r = s.start(&["e.yml"]);
+    wait_count(&r, "second life", 3, Duration::from_secs(15));
+    let (out, err) = (r.stdout(), r.stderr());
+    assert_eq!(err.matches("Error: thrown-on-purpose by c").count(), 2, "{err}");
+    assert_eq!(err.matches("Error: thrown-on-purpose by f").count(), 1, "{err}");
+    assert_eq!(out.matches("exited with code [1] via signal [none]").count(), 3, "{out}");
+    // Logged as PM2 does (the stack only), not by Node's default handler (source line, version).
+    assert!(!err.contains("Node.js v"), "{err}");
+    for p in jlist(&s) {
+        assert_eq!(p["pm2_env"]["restart_time"], 1, "{p}");
+    }
+    r.signal(libc::SIGTERM);
+    r.wait(Duration::from_secs(10));
+}
+
+#[test]
+fn pm_runtime_preload_false_gives_nodes_default_back() {
+    let s = scenario("reject", "    pm_runtime_preload: false\n    autorestart: false\n");
+    let mut r = s.start(&["e.yml"]);
+    // Node's default for an unhandled rejection: the app dies with code 1; nothing is left to run.
+    let status = r.wait(Duration::from_secs(15)).expect("every app died, so the runtime exits");
+    let (out, err) = (r.stdout(), r.stderr());
+    assert_eq!(out.matches("exited with code [1]").count(), 3, "{out}\n{err}");
+    assert!(!out.contains("still up after the rejection"), "{out}");
+    assert!(!err.contains("You have triggered an unhandledRejection"), "{err}");
+    assert!(!out.contains("pm-runtime-preload"), "{out}");
+    assert_ne!(status.code(), Some(0));
+}
