@@ -86,6 +86,13 @@ fn run_start(start: &StartArgs) -> Outcome {
     };
     let eco = match loaded {
         Ok(eco) => eco,
+        // A stop signal cancelled the evaluation of a JS config: we were asked to stop.
+        Err(e) if process::unix::stop_signals_received() > 0 => {
+            for p in &e.problems {
+                eprintln!("pm-runtime: {p}");
+            }
+            return Outcome::Requested;
+        }
         Err(e) => {
             eprintln!("pm-runtime: invalid configuration, nothing was started:");
             let mut problems = e.problems.clone();

@@ -97,7 +97,7 @@ fn format_of(path: &str) -> Format {
 }
 
 /// Reads and parses a config file into a tree (positions for YAML/JSON, none for JS).
-fn read_tree(path: &Path, host: &Host) -> Result<Node, ConfigError> {
+fn read_tree(path: &Path, host: &Host, timeout: Duration) -> Result<Node, ConfigError> {
     let label = path.display().to_string();
     let abs = host.base_dir.join(path);
     let format = format_of(&label);
@@ -122,7 +122,7 @@ fn read_tree(path: &Path, host: &Host) -> Result<Node, ConfigError> {
             match tree::parse_lenient_json(&text) {
                 Ok(n) => Ok(n),
                 // Not JSON-ish enough for us: PM2 evaluates it as JavaScript; so do we, if we can.
-                Err(e) => match js::eval_with_node(path, js::JsMode::JsonExpr, host) {
+                Err(e) => match js::eval_with_node(path, js::JsMode::JsonExpr, host, timeout) {
                     Ok(v) => Ok(Node::from_json(&v)),
                     Err(_) => Err(syntax(e)),
                 },
@@ -132,7 +132,7 @@ fn read_tree(path: &Path, host: &Host) -> Result<Node, ConfigError> {
             if !abs.is_file() {
                 return Err(read().err().unwrap_or_else(|| ConfigError::one(format!("{label}: not a file"))));
             }
-            js::eval_with_node(path, js::JsMode::Module, host)
+            js::eval_with_node(path, js::JsMode::Module, host, timeout)
                 .map(|v| Node::from_json(&v))
                 .map_err(|e| ConfigError::one(prefix_label(&label, &e)))
         }
@@ -224,7 +224,8 @@ fn env_defaults(host: &Host, warnings: &mut Vec<String>) -> Defaults {
 /// Loads an ecosystem file with an explicit base directory and environment.
 fn load_with(path: &Path, o: &Overrides, host: &Host) -> Result<Ecosystem, ConfigError> {
     let label = path.display().to_string();
-    let root = read_tree(path, host)?;
+    let timeout = o.config_timeout.and_then(|s| Duration::try_from_secs_f64(s).ok()).unwrap_or(js::DEFAULT_TIMEOUT);
+    let root = read_tree(path, host, timeout)?;
     let mut rep = Reporter::new(label.clone());
     let mut flag_errors = Vec::new();
     let flags = parse_flags(o, &mut flag_errors);

@@ -72,3 +72,37 @@ fn bad_kill_signal_is_an_error() {
     assert_eq!(code, Some(78));
     assert!(text.contains("kill_signal") && text.contains("SIGFOO"), "{text}");
 }
+
+#[test]
+fn js_config_that_never_finishes_times_out_and_its_node_is_killed() {
+    let s = Scenario::new().file("a.sh", "#!/bin/sh\n").file("spin.config.js", "while (true) {}\n");
+    let marker = s.path().join("spin.config.js").display().to_string();
+    for verb in ["start", "validate"] {
+        let started = std::time::Instant::now();
+        let (status, out, err) = s.run(&[verb, "spin.config.js", "--config-timeout", "1"], Duration::from_secs(20));
+        let text = format!("{out}{err}");
+        assert_eq!(status.code(), Some(78), "{verb}: {text}");
+        assert!(text.contains("spin.config.js: evaluation did not finish within 1 s"), "{verb}: {text}");
+        assert!(text.contains("--config-timeout"), "{verb}: {text}");
+        assert!(started.elapsed() < Duration::from_secs(10), "{verb}: took {:?}", started.elapsed());
+        assert!(pids_with(&marker).is_empty(), "{verb}: the evaluating node survived");
+    }
+    let (status, _, err) = s.run(&["start", "spin.config.js", "--config-timeout", "0"], Duration::from_secs(5));
+    assert_eq!(status.code(), Some(64), "{err}");
+}
+
+#[test]
+fn stop_signal_cancels_js_config_evaluation() {
+    let s = Scenario::new().file("spin.config.js", "process.on('SIGTERM', () => {});\nwhile (true) {}\n");
+    let marker = s.path().join("spin.config.js").display().to_string();
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        let mut r = s.start(&["spin.config.js"]);
+        wait_for_process(&marker, Duration::from_secs(10));
+        assert!(!pids_with(&marker).is_empty(), "node never started");
+        r.signal(sig);
+        let status = r.wait(Duration::from_secs(3)).expect("the runtime ignored the stop signal while evaluating the config");
+        assert_eq!(status.code(), Some(0), "{}", r.stderr());
+        assert!(r.stderr().contains("spin.config.js: evaluation cancelled"), "{}", r.stderr());
+        assert!(pids_with(&marker).is_empty(), "the evaluating node survived the runtime");
+    }
+}
