@@ -381,16 +381,17 @@ fn finish(
         max_restarts: raw.max_restarts.unwrap_or(16),
         restart_delay: raw.restart_delay.unwrap_or_default(),
         exp_backoff_restart_delay: raw.exp_backoff_restart_delay.filter(|d| !d.is_zero()),
-        max_memory_restart: flags.max_memory_restart.or(raw.max_memory_restart),
+        // 0 means off (PM2's meaning of every 0 below: see `zero_means` in the tests).
+        max_memory_restart: flags.max_memory_restart.or(raw.max_memory_restart).filter(|&b| b > 0),
         cron_restart: flags.cron.clone().or(raw.cron_restart.clone()).flatten(),
-        kill_timeout: o.kill_timeout.map(Duration::from_millis).or(raw.kill_timeout).unwrap_or(defaults.kill_timeout),
+        kill_timeout: o.kill_timeout.map(Duration::from_millis).or(raw.kill_timeout).filter(nonzero).unwrap_or(defaults.kill_timeout),
         kill_signal: raw.kill_signal.clone().unwrap_or_else(|| defaults.kill_signal.clone()),
-        kill_retry_time: raw.kill_retry_time.unwrap_or(Duration::from_millis(100)),
+        kill_retry_time: raw.kill_retry_time.filter(nonzero).unwrap_or(Duration::from_millis(100)),
         shutdown_with_message: raw.shutdown_with_message.unwrap_or(false),
         treekill: raw.treekill.unwrap_or(true),
         wait_ready: raw.wait_ready.unwrap_or(false),
         listen_fds: raw.listen_fds.unwrap_or(false),
-        listen_timeout: raw.listen_timeout.unwrap_or(defaults.listen_timeout),
+        listen_timeout: raw.listen_timeout.filter(nonzero).unwrap_or(defaults.listen_timeout),
         watch,
         ignore_watch: raw.ignore_watch.clone().unwrap_or_default(),
         watch_delay: raw.watch_delay.unwrap_or_default(),
@@ -408,6 +409,12 @@ fn finish(
         log_retain: raw.log_retain,
         ignored: raw.ignored.clone(),
     })
+}
+
+/// PM2 reads `kill_timeout`, `listen_timeout` (`x || default`) and `kill_retry_time` as "the
+/// default" when they are 0.
+fn nonzero(d: &Duration) -> bool {
+    !d.is_zero()
 }
 
 /// A log/pid path as PM2 resolves it: `~/` expanded, relative to the app's cwd; `/dev/null` and

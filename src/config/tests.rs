@@ -466,3 +466,46 @@ fn never_panics_on_odd_documents() {
         let _ = fx.load(&name, &Overrides::default());
     }
 }
+
+/// PM2's meaning of 0 for each numeric key (read from PM2's God.js, Worker.js, Common.js,
+/// God/Methods.js): "off" or "the default", never "every time" or "at once".
+#[test]
+fn zero_means_what_it_means_in_pm2() {
+    type Check = fn(&App) -> bool;
+    let table: [(&str, &str, Check); 13] = [
+        ("max_memory_restart", "0", |a| a.max_memory_restart.is_none()),
+        ("max_memory_restart", "\"0M\"", |a| a.max_memory_restart.is_none()),
+        ("kill_timeout", "0", |a| a.kill_timeout == Duration::from_millis(1600)),
+        ("listen_timeout", "0", |a| a.listen_timeout == Duration::from_millis(3000)),
+        ("kill_retry_time", "0", |a| a.kill_retry_time == Duration::from_millis(100)),
+        ("port", "0", |a| a.port.is_none()),
+        ("cron_restart", "0", |a| a.cron_restart.is_none()),
+        ("cron_restart", "\"0\"", |a| a.cron_restart.is_none()),
+        ("exp_backoff_restart_delay", "0", |a| a.exp_backoff_restart_delay.is_none()),
+        ("restart_delay", "0", |a| a.restart_delay.is_zero()),
+        ("instances", "0", |a| resolve_instances(a.instances, 3) == 3),
+        // 0 restarts: the first unstable exit makes it errored (God.handleExit: 0 >= 0).
+        ("max_restarts", "0", |a| a.max_restarts == 0),
+        ("log_max_size", "0", |a| a.log_max_size.unwrap_or(0) == 0),
+    ];
+    for (key, value, check) in table {
+        let fx = Fx::new();
+        fx.file("a.js", "").file("eco.yml", &format!("apps:\n  - script: a.js\n    {key}: {value}\n"));
+        let eco = ok(fx.load("eco.yml", &Overrides::default()));
+        assert!(check(&eco.apps[0]), "{key}: {value} gave {:?}", eco.apps[0]);
+    }
+    // Negative values are errors naming the key (PM2's schema: digits only, `min: 0`).
+    for key in ["max_memory_restart", "kill_timeout", "listen_timeout", "max_restarts", "restart_delay", "port", "log_max_size"] {
+        let fx = Fx::new();
+        fx.file("a.js", "").file("eco.yml", &format!("apps:\n  - script: a.js\n    {key}: -5\n"));
+        let e = fx.load("eco.yml", &Overrides::default()).unwrap_err().to_string();
+        assert!(e.contains("eco.yml:3:") && e.contains(&format!("apps[0].{key}")), "{key}: {e}");
+    }
+    // The flags mean the same.
+    let fx = Fx::new();
+    fx.file("a.js", "").file("eco.yml", "apps:\n  - script: a.js\n    max_memory_restart: 100M\n    kill_timeout: 500\n");
+    let o = Overrides { max_memory_restart: Some("0".into()), kill_timeout: Some(0), ..Default::default() };
+    let a = &ok(fx.load("eco.yml", &o)).apps[0];
+    assert_eq!(a.max_memory_restart, None);
+    assert_eq!(a.kill_timeout, Duration::from_millis(1600));
+}

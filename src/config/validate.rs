@@ -674,6 +674,8 @@ impl Check<'_, '_> {
 
     fn port(&mut self) -> Option<u16> {
         match self.number() {
+            // PM2 sets PORT only when `port` is truthy.
+            Some(0.0) => None,
             Some(n) if n.fract() == 0.0 && (1.0..=65535.0).contains(&n) => Some(n as u16),
             _ => {
                 let g = self.got();
