@@ -356,6 +356,22 @@ fn finish(
         None => Watch::Off,
     };
 
+    // Past ARG_MAX exec fails with E2BIG: say so now, not as a crash loop at start.
+    let strings = |it: &mut dyn Iterator<Item = usize>| it.map(|n| n + 1 + std::mem::size_of::<usize>()).sum::<usize>();
+    let argv_bytes =
+        strings(&mut std::iter::once(resolved.command.program.as_os_str().len()).chain(resolved.command.argv.iter().map(String::len)));
+    let env_bytes = strings(&mut env.iter().map(|(k, v)| k.len() + 1 + v.len()));
+    let limit = crate::process::unix::arg_max();
+    if argv_bytes + env_bytes > limit {
+        let key = if env_bytes > argv_bytes { "env" } else { "args" };
+        rep.error(
+            *script_pos,
+            &join(&raw.path, key),
+            format!("arguments ({argv_bytes} bytes) and env ({env_bytes} bytes) exceed what exec accepts ({limit} bytes, ARG_MAX)"),
+        );
+        return None;
+    }
+
     Some(App {
         name,
         namespace: raw.namespace.clone().unwrap_or_else(|| "default".into()),

@@ -125,7 +125,7 @@ apps:
     name: bad
     instancez: 2
     instances: four
-    port: 0
+    port: 70000
   - name: noscript
   - script: missing.js
     interpreter: ruby
@@ -135,7 +135,7 @@ apps:
     let missing = fx.work().join("missing.js");
     let want = [
         "ecosystem.config.yml:7:16: apps[1].instances: expected a number, \"max\" or -N, got \"four\"".to_string(),
-        "ecosystem.config.yml:8:11: apps[1].port: expected a port number 1-65535, got 0".to_string(),
+        "ecosystem.config.yml:8:11: apps[1].port: expected a port number 1-65535, got 70000".to_string(),
         "ecosystem.config.yml:9:5: apps[2]: missing required key \"script\"".to_string(),
         format!("ecosystem.config.yml:10:13: apps[3].script: script not found: {}", missing.display()),
     ];
@@ -508,4 +508,17 @@ fn zero_means_what_it_means_in_pm2() {
     let a = &ok(fx.load("eco.yml", &o)).apps[0];
     assert_eq!(a.max_memory_restart, None);
     assert_eq!(a.kill_timeout, Duration::from_millis(1600));
+}
+
+#[test]
+fn args_and_env_past_arg_max_are_an_error() {
+    let fx = Fx::new();
+    let n = crate::process::unix::arg_max() / (100 * 1024) + 2;
+    let args: Vec<String> = (0..n).map(|_| format!("\"{}\"", "a".repeat(100 * 1024))).collect();
+    fx.file("a.js", "").file("eco.yml", &format!("apps:\n  - script: a.js\n    args: [{}]\n", args.join(", ")));
+    let e = fx.load("eco.yml", &Overrides::default()).unwrap_err().to_string();
+    assert!(e.starts_with("eco.yml:2:13: apps[0].args: arguments (") && e.contains("ARG_MAX"), "{}", &e[..e.len().min(300)]);
+    // One string just under the per-string limit is fine.
+    fx.file("ok.yml", &format!("apps:\n  - script: a.js\n    args: [\"{}\"]\n", "a".repeat(validate::MAX_ARG_STRLEN - 1)));
+    ok(fx.load("ok.yml", &Overrides::default()));
 }

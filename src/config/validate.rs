@@ -260,6 +260,10 @@ pub fn locate_apps<'a>(root: &'a Node, rep: &mut Reporter) -> Document<'a> {
     let mut doc = Document { apps: Vec::new(), deploy: None };
     let entries = match &root.value {
         Value::Map(entries) => entries,
+        Value::Seq(items) if items.is_empty() => {
+            rep.error(root.pos, "", "the list of apps is empty: no app to run");
+            return doc;
+        }
         Value::Seq(items) => {
             doc.apps = items.iter().enumerate().map(|(i, n)| (format!("[{i}]"), n)).collect();
             return doc;
@@ -293,6 +297,7 @@ pub fn locate_apps<'a>(root: &'a Node, rep: &mut Reporter) -> Document<'a> {
         }
     }
     match &apps.value {
+        Value::Seq(items) if items.is_empty() => rep.error(apps.pos, &key.name, "the list is empty: no app to run"),
         Value::Seq(items) => {
             doc.apps = items.iter().enumerate().map(|(i, n)| (format!("{}[{i}]", key.name), n)).collect();
         }
@@ -376,6 +381,9 @@ pub fn validate_app(path: &str, node: &Node, rep: &mut Reporter) -> RawApp {
         }
         if v.value == Value::Null {
             // PM2 treats null like an absent key.
+            continue;
+        }
+        if canon != "env" && !exec_safe(v, &p, c.rep) {
             continue;
         }
         match canon {
@@ -474,6 +482,12 @@ pub fn env_map(node: &Node, path: &str, rep: &mut Reporter) -> BTreeMap<String, 
                     rep.error(v.pos, &join(path, &k.name), "value contains a NUL byte");
                     continue;
                 }
+                // The kernel takes `NAME=value` as one string.
+                let entry = k.name.len() + 1 + s.len();
+                if entry >= MAX_ARG_STRLEN {
+                    rep.error(v.pos, &join(path, &k.name), too_long(entry));
+                    continue;
+                }
                 out.insert(k.name.clone(), s);
             }
         }
@@ -481,6 +495,32 @@ pub fn env_map(node: &Node, path: &str, rep: &mut Reporter) -> BTreeMap<String, 
         _ => rep.error(node.pos, path, format!("expected a mapping of variable names to values, got {}", node.describe())),
     }
     out
+}
+
+/// The kernel's limit on one argument or environment string, its terminating NUL included
+/// (`MAX_ARG_STRLEN`, 32 pages): a longer one makes exec fail with E2BIG.
+pub const MAX_ARG_STRLEN: usize = 32 * 4096;
+
+pub fn too_long(len: usize) -> String {
+    format!("is {len} bytes long; exec accepts at most {} bytes per argument or environment entry (MAX_ARG_STRLEN)", MAX_ARG_STRLEN - 1)
+}
+
+/// Every string of an app setting (recursively) must be passable to exec or open: no NUL byte,
+/// shorter than [`MAX_ARG_STRLEN`]. Reports each offender at its position; false if any.
+fn exec_safe(node: &Node, path: &str, rep: &mut Reporter) -> bool {
+    match &node.value {
+        Value::Str(s) if s.contains('\0') => {
+            rep.error(node.pos, path, "contains a NUL byte, which no argument, path or environment entry can hold");
+            false
+        }
+        Value::Str(s) if s.len() >= MAX_ARG_STRLEN => {
+            rep.error(node.pos, path, too_long(s.len()));
+            false
+        }
+        Value::Seq(items) => items.iter().enumerate().fold(true, |ok, (i, n)| exec_safe(n, &format!("{path}[{i}]"), rep) && ok),
+        Value::Map(entries) => entries.iter().fold(true, |ok, (k, n)| exec_safe(n, &join(path, &k.name), rep) && ok),
+        _ => true,
+    }
 }
 
 /// Formats a number as JavaScript's `String(n)` does for common values.

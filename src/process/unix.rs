@@ -165,6 +165,14 @@ pub fn page_size() -> u64 {
     })
 }
 
+/// The most bytes of arguments and environment (strings and their pointers) exec accepts
+/// (`ARG_MAX`: a quarter of the stack limit on Linux).
+pub fn arg_max() -> usize {
+    // SAFETY: sysconf has no preconditions and only reads system configuration.
+    let n = unsafe { libc::sysconf(libc::_SC_ARG_MAX) };
+    if n > 0 { n as usize } else { 128 * 1024 }
+}
+
 /// Takes ownership of a file descriptor the kernel just installed for a received SCM_RIGHTS
 /// message (`recvmsg` on a worker's IPC channel).
 pub fn own_received_fd(raw: std::os::fd::RawFd) -> OwnedFd {

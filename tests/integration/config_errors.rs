@@ -106,3 +106,44 @@ fn stop_signal_cancels_js_config_evaluation() {
         assert!(pids_with(&marker).is_empty(), "the evaluating node survived the runtime");
     }
 }
+
+/// What `start` would fail on, `validate` reports too: both exit 78 naming file:line:key.
+#[test]
+fn validate_and_start_agree_on_what_cannot_be_executed() {
+    let big_arg = "x".repeat(128 * 1024);
+    let huge_env = "y".repeat(50 * 1024 * 1024);
+    let cases: [(&str, String, &str); 5] = [
+        ("dir.yml", "apps:\n  - name: a\n    script: adir\n".into(), "dir.yml:3:13: apps[0].script: "),
+        (
+            "nul.yml",
+            "apps:\n  - name: a\n    script: a.sh\n    args: [\"ok\", \"a\\0b\"]\n".into(),
+            "nul.yml:4:18: apps[0].args[1]: contains a NUL byte",
+        ),
+        (
+            "arg.yml",
+            format!("apps:\n  - name: a\n    script: a.sh\n    args: [\"{big_arg}\"]\n"),
+            "arg.yml:4:12: apps[0].args[0]: is 131072 bytes long",
+        ),
+        (
+            "env.json",
+            format!("{{\"apps\": [{{\"name\": \"a\", \"script\": \"a.sh\",\n \"env\": {{\"BIG\": \"{huge_env}\"}}}}]}}\n"),
+            "env.json:2:17: apps[0].env.BIG: is 52428804 bytes long",
+        ),
+        ("empty.yml", "apps: []\n".into(), "empty.yml:1:7: apps: the list is empty"),
+    ];
+    let mut s = Scenario::new().file("a.sh", "#!/bin/sh\necho ran\n");
+    std::fs::create_dir(s.path().join("adir")).unwrap();
+    for (name, body, _) in &cases {
+        s = s.file(name, body);
+    }
+    for (name, _, want) in &cases {
+        for verb in ["validate", "start"] {
+            let (status, out, err) = s.run(&[verb, name], Duration::from_secs(60));
+            let text = format!("{out}{err}");
+            assert_eq!(status.code(), Some(78), "{verb} {name}: {}", &text[..text.len().min(2000)]);
+            assert!(text.contains(want), "{verb} {name}: want {want:?} in {}", &text[..text.len().min(2000)]);
+            assert!(!text.contains("ran"), "{verb} {name}: something started");
+            assert!(text.len() < 10_000, "{verb} {name}: the value was echoed back ({} bytes)", text.len());
+        }
+    }
+}
