@@ -344,6 +344,19 @@ fn finish(
         }
     }
 
+    // A name derived from the script, given with -n, or suffixed by --env: same rule as `name`.
+    if (raw.name.is_none() || script_form || raw.append_env_to_name)
+        && let Some(e) = validate::control_char_problem(&name)
+    {
+        let key = match (script_form, &o.name) {
+            (true, Some(_)) => "--name".to_string(),
+            (true, None) => "script".to_string(),
+            (false, _) => join(&raw.path, "name"),
+        };
+        rep.error(*script_pos, &key, format!("{name:?} {e}"));
+        return None;
+    }
+
     let exec_mode =
         raw.exec_mode.unwrap_or(if raw.instances.is_some() && resolved.command.is_node { ExecMode::Cluster } else { ExecMode::Fork });
     let cwd = resolved.cwd.clone();

@@ -388,8 +388,8 @@ pub fn validate_app(path: &str, node: &Node, rep: &mut Reporter) -> RawApp {
         }
         match canon {
             "script" => app.script = c.nonempty_string().map(|s| (s, v.pos)),
-            "name" => app.name = c.string(),
-            "namespace" => app.namespace = c.string(),
+            "name" => app.name = c.label(),
+            "namespace" => app.namespace = c.label(),
             "cwd" => app.cwd = c.nonempty_string().map(|s| (s, v.pos)),
             "args" => app.args = c.arg_list(),
             "exec_interpreter" => app.interpreter = c.nonempty_string().map(|s| (s, v.pos)),
@@ -497,6 +497,12 @@ pub fn env_map(node: &Node, path: &str, rep: &mut Reporter) -> BTreeMap<String, 
     out
 }
 
+/// Why `s` cannot be an app name or namespace: it holds a control character (shown escaped).
+pub fn control_char_problem(s: &str) -> Option<String> {
+    let c = s.chars().find(|c| c.is_control())?;
+    Some(format!("must not contain control characters (found {:?})", c))
+}
+
 /// The kernel's limit on one argument or environment string, its terminating NUL included
 /// (`MAX_ARG_STRLEN`, 32 pages): a longer one makes exec fail with E2BIG.
 pub const MAX_ARG_STRLEN: usize = 32 * 4096;
@@ -587,6 +593,16 @@ impl Check<'_, '_> {
                 let g = self.got();
                 self.fail(format!("expected a string, got {g}"))
             }
+        }
+    }
+
+    /// A name that appears inside the runtime's own lines: no control character (a newline
+    /// in a name would let it forge runtime lines).
+    fn label(&mut self) -> Option<String> {
+        let s = self.string()?;
+        match control_char_problem(&s) {
+            Some(e) => self.fail(e),
+            None => Some(s),
         }
     }
 

@@ -147,3 +147,25 @@ fn validate_and_start_agree_on_what_cannot_be_executed() {
         }
     }
 }
+
+/// A newline in an app name would forge runtime lines (`PM2 log: App [web:0] online`).
+#[test]
+fn control_characters_in_app_names_are_config_errors() {
+    let s = Scenario::new()
+        .file("a.sh", "#!/bin/sh\necho ran\n")
+        .file("evil.yml", "apps:\n  - name: \"evil\\n2026-01-01T00:00:00: PM2 log: App [web:0] online\"\n    script: a.sh\n")
+        .file("esc.json", "{\"apps\": [{\"script\": \"a.sh\", \"namespace\": \"n\\u001b[2J\"}]}\n");
+    for verb in ["validate", "start"] {
+        let (status, out, err) = s.run(&[verb, "evil.yml"], Duration::from_secs(10));
+        let text = format!("{out}{err}");
+        assert_eq!(status.code(), Some(78), "{verb}: {text}");
+        assert!(text.contains("evil.yml:2:11: apps[0].name: must not contain control characters (found '\\n')"), "{verb}: {text}");
+        assert!(!text.contains("\nPM2 log: App [web:0] online") && !text.contains("ran"), "{verb}: {text}");
+        let (status, out, err) = s.run(&[verb, "esc.json"], Duration::from_secs(10));
+        assert_eq!(status.code(), Some(78), "{verb}: {out}{err}");
+        assert!(err.contains("apps[0].namespace: must not contain control characters"), "{verb}: {err}");
+    }
+    let (status, _, err) = s.run(&["start", "a.sh", "--name", "x\ny"], Duration::from_secs(10));
+    assert_eq!(status.code(), Some(78), "{err}");
+    assert!(err.contains("--name: \"x\\ny\" must not contain control characters"), "{err}");
+}
