@@ -13,6 +13,7 @@
 mod js;
 mod model;
 mod resolve;
+pub mod strict_json;
 mod tree;
 mod units;
 mod validate;
@@ -121,6 +122,7 @@ fn read_tree(path: &Path, host: &Host, timeout: Duration) -> Result<Node, Config
             let text = read()?;
             match tree::parse_lenient_json(&text) {
                 Ok(n) => Ok(n),
+                Err(e) if e.duplicate => Err(syntax(e)),
                 // Not JSON-ish enough for us: PM2 evaluates it as JavaScript; so do we, if we can.
                 Err(e) => match js::eval_with_node(path, js::JsMode::JsonExpr, host, timeout) {
                     Ok(v) => Ok(Node::from_json(&v)),

@@ -169,3 +169,19 @@ fn control_characters_in_app_names_are_config_errors() {
     assert_eq!(status.code(), Some(78), "{err}");
     assert!(err.contains("--name: \"x\\ny\" must not contain control characters"), "{err}");
 }
+
+#[test]
+fn duplicate_keys_in_json_are_errors_as_in_yaml() {
+    let s = Scenario::new()
+        .file("a.sh", "#!/bin/sh\necho ran\n")
+        .file("dup.json", "{\"apps\": [{\"name\": \"a\", \"script\": \"a.sh\",\n  \"name\": \"b\"}]}\n")
+        .file("dup.yml", "apps:\n  - name: a\n    script: a.sh\n    name: b\n");
+    for file in ["dup.json", "dup.yml"] {
+        for verb in ["validate", "start"] {
+            let (status, out, err) = s.run(&[verb, file], Duration::from_secs(10));
+            assert_eq!(status.code(), Some(78), "{verb} {file}: {out}{err}");
+            assert!(err.contains(&format!("{file}:")) && err.contains("duplicate key \"name\""), "{verb} {file}: {err}");
+            assert!(!out.contains("ran"), "{verb} {file}: {out}");
+        }
+    }
+}
