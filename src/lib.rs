@@ -157,9 +157,13 @@ fn run_start(start: &StartArgs) -> Outcome {
                 tokio::spawn(control::server::serve(listener, control_tx));
                 Some(path)
             }
-            Err(e) if e.starts_with("another pm-runtime") => {
+            Err(e @ control::server::BindError::AlreadyRunning(_)) => {
                 tracing::error!("{e}");
                 return Outcome::AlreadyRunning;
+            }
+            Err(e @ control::server::BindError::Unsafe(_)) => {
+                tracing::error!("{e}");
+                return Outcome::ConfigError;
             }
             Err(e) => {
                 tracing::warn!("{e}; running without the control socket (pm-runtime ls etc. will not reach this runtime)");
