@@ -104,6 +104,9 @@ pub enum Command {
         only: Option<String>,
         #[arg(short = 'i', long, allow_hyphen_values = true)]
         instances: Option<String>,
+        /// Seconds a JS config may take to evaluate before it is killed (default 30).
+        #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+        config_timeout: Option<f64>,
     },
 }
 
@@ -117,6 +120,9 @@ pub struct ApplyArgs {
     /// Accepted for PM2 compatibility (a file always brings its env).
     #[arg(long)]
     pub update_env: bool,
+    /// Seconds a JS config (.config.js, non-JSON .json) may take to evaluate before it is killed (default 30).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub config_timeout: Option<f64>,
 }
 
 #[derive(Debug, Args)]
@@ -196,6 +202,9 @@ pub struct StartArgs {
     pub public_key: Option<String>,
     #[arg(long, value_name = "NAME")]
     pub machine_name: Option<String>,
+    /// Seconds a JS config (.config.js, non-JSON .json) may take to evaluate before it is killed (default 30).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub config_timeout: Option<f64>,
 }
 
 impl StartArgs {
@@ -214,6 +223,7 @@ impl StartArgs {
             cron: self.cron.clone(),
             watch: self.watch,
             args: self.args.clone(),
+            config_timeout: self.config_timeout,
         }
     }
 
@@ -227,6 +237,14 @@ impl StartArgs {
         } else {
             OutputFormat::Raw
         }
+    }
+}
+
+/// A positive, finite number of seconds.
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && std::time::Duration::try_from_secs_f64(v).is_ok() => Ok(v),
+        _ => Err(format!("expected a positive number of seconds, got {s:?}")),
     }
 }
 

@@ -93,6 +93,13 @@ fn run_start(start: &StartArgs) -> Outcome {
     };
     let eco = match loaded {
         Ok(eco) => eco,
+        // A stop signal cancelled the evaluation of a JS config: we were asked to stop.
+        Err(e) if process::unix::stop_signals_received() > 0 => {
+            for p in &e.problems {
+                eprintln!("pm-runtime: {p}");
+            }
+            return Outcome::Requested;
+        }
         Err(e) => {
             eprintln!("pm-runtime: invalid configuration, nothing was started:");
             let mut problems = e.problems.clone();
@@ -159,9 +166,13 @@ fn run_start(start: &StartArgs) -> Outcome {
                 tokio::spawn(control::server::serve(listener, control_tx));
                 Some(path)
             }
-            Err(e) if e.starts_with("another pm-runtime") => {
+            Err(e @ control::server::BindError::AlreadyRunning(_)) => {
                 tracing::error!("{e}");
                 return Outcome::AlreadyRunning;
+            }
+            Err(e @ control::server::BindError::Unsafe(_)) => {
+                tracing::error!("{e}");
+                return Outcome::ConfigError;
             }
             Err(e) => {
                 tracing::warn!("{e}; running without the control socket (pm-runtime ls etc. will not reach this runtime)");

@@ -44,7 +44,7 @@ pub fn act(home: &Path, verb: &str, target: &str) -> Outcome {
 pub fn run(home: &Path, cmd: Command) -> Outcome {
     match cmd {
         Command::Start(_) => unreachable!("handled by the caller"),
-        Command::Validate { file, env, only, instances } => validate(&file, env, only, instances),
+        Command::Validate { file, env, only, instances, config_timeout } => validate(&file, env, only, instances, config_timeout),
         Command::StartOrRestart(a) => apply(home, "startOrRestart", a),
         Command::StartOrReload(a) => apply(home, "startOrReload", a),
         Command::StartOrGracefulReload(a) => apply(home, "startOrGracefulReload", a),
@@ -192,11 +192,12 @@ pub fn run(home: &Path, cmd: Command) -> Outcome {
 
 /// `validate`: parse and resolve like `start`, print the plan; never starts anything and never
 /// prints an environment value (they may be secrets).
-fn validate(file: &str, env: Option<String>, only: Option<String>, instances: Option<String>) -> Outcome {
+fn validate(file: &str, env: Option<String>, only: Option<String>, instances: Option<String>, config_timeout: Option<f64>) -> Outcome {
     let overrides = crate::config::Overrides {
         env,
         only: only.as_deref().map(crate::cli::split_names).unwrap_or_default(),
         instances,
+        config_timeout,
         ..Default::default()
     };
     let loaded = if crate::config::is_config_file(file) {
@@ -249,6 +250,7 @@ fn apply(home: &Path, action: &str, a: crate::cli::ApplyArgs) -> Outcome {
     let overrides = crate::config::Overrides {
         env: a.env,
         only: a.only.as_deref().map(crate::cli::split_names).unwrap_or_default(),
+        config_timeout: a.config_timeout,
         ..Default::default()
     };
     let eco = match crate::config::load(Path::new(&a.file), &overrides) {

@@ -5,12 +5,16 @@
 //! `console.log` output does not get in the way); node's own error text is passed through.
 //!
 //! The loader runs with the base directory as its cwd and the process environment, so
-//! `process.env.X` and `process.cwd()` see what the apps will see. There is no timeout: a config
-//! that never finishes loading blocks startup, as it would with PM2.
+//! `process.env.X` and `process.cwd()` see what the apps will see. Unlike PM2, evaluation has a
+//! deadline (`--config-timeout`, 30 s by default) and a stop signal (SIGTERM/SIGINT, as counted by
+//! [`crate::process::unix::stop_signals_received`]) cancels it: the evaluator runs in its own
+//! process group, which is SIGKILLed then, and dies with the runtime (parent-death signal).
 
 use super::resolve::Host;
+use std::io::Read;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 const MARKER: &str = "@@pm-runtime-config@@";
 
@@ -43,8 +47,12 @@ pub enum JsMode {
     JsonExpr,
 }
 
-/// Runs node on `file` and returns what it exported, or a message for the user.
-pub fn eval_with_node(file: &Path, mode: JsMode, host: &Host) -> Result<serde_json::Value, String> {
+/// How long a config may take to evaluate unless `--config-timeout` says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs node on `file` and returns what it exported, or a message for the user. Gives up (and
+/// kills node) after `timeout`, or as soon as the runtime has received a stop signal.
+pub fn eval_with_node(file: &Path, mode: JsMode, host: &Host, timeout: Duration) -> Result<serde_json::Value, String> {
     let label = file.display();
     let Some(node) = host.which("node", &host.base_dir) else {
         return Err(format!("node is required to read {label} but was not found in PATH"));
@@ -55,27 +63,42 @@ pub fn eval_with_node(file: &Path, mode: JsMode, host: &Host) -> Result<serde_js
         JsMode::Module if is_mjs => "import",
         JsMode::Module => "require",
     };
-    match run_loader(&node, first, file, host) {
+    let deadline = Instant::now() + timeout;
+    match run_loader(&node, first, file, host, deadline, timeout) {
         // Older node cannot require() an ES module: import it instead.
-        Err(e) if first == "require" && e.contains("ERR_REQUIRE_ESM") => run_loader(&node, "import", file, host),
+        Err(e) if first == "require" && e.contains("ERR_REQUIRE_ESM") => run_loader(&node, "import", file, host, deadline, timeout),
         r => r,
     }
 }
 
-fn run_loader(node: &Path, mode_arg: &str, file: &Path, host: &Host) -> Result<serde_json::Value, String> {
+/// What node printed and how it ended.
+struct Output {
+    status: std::process::ExitStatus,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+fn run_loader(
+    node: &Path,
+    mode_arg: &str,
+    file: &Path,
+    host: &Host,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<serde_json::Value, String> {
     let label = file.display();
     let loader = LOADER.replace("MARKER", &format!("{MARKER:?}"));
     let abs = host.base_dir.join(file);
-    let output = Command::new(node)
-        .arg("-e")
-        .arg(&loader)
-        .arg("--")
-        .arg(mode_arg)
-        .arg(&abs)
-        .current_dir(&host.base_dir)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| format!("could not run {} to read {label}: {e}", node.display()))?;
+    let mut cmd = Command::new(node);
+    cmd.arg("-e").arg(&loader).arg("--").arg(mode_arg).arg(&abs).current_dir(&host.base_dir);
+    let output = run_bounded(cmd, deadline).map_err(|e| match e {
+        Bounded::Spawn(e) => format!("could not run {} to read {label}: {e}", node.display()),
+        Bounded::TimedOut => format!(
+            "{label}: evaluation did not finish within {} s; node was killed (a config that never returns? raise the limit with --config-timeout)",
+            timeout.as_secs_f64()
+        ),
+        Bounded::Stopped => format!("{label}: evaluation cancelled by a stop signal; node was killed"),
+    })?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     if output.status.success()
         && let Some(idx) = stdout.rfind(MARKER)
@@ -93,6 +116,56 @@ fn run_loader(node: &Path, mode_arg: &str, file: &Path, host: &Host) -> Result<s
     } else {
         Err(format!("node failed to evaluate {label}:\n{text}"))
     }
+}
+
+enum Bounded {
+    Spawn(std::io::Error),
+    TimedOut,
+    Stopped,
+}
+
+/// Runs `cmd` in its own process group to completion, collecting its output, unless `deadline`
+/// passes or a stop signal arrives first: then the whole group is SIGKILLed and reaped.
+fn run_bounded(mut cmd: Command, deadline: Instant) -> Result<Output, Bounded> {
+    use crate::process::unix;
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    unix::prepare_evaluator(&mut cmd);
+    let mut child = cmd.spawn().map_err(Bounded::Spawn)?;
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = drain(child.stdout.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
+    let err = drain(child.stderr.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
+    let pgid = child.id();
+    let ended = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Ok(status),
+            Ok(None) => {}
+            Err(e) => break Err(Bounded::Spawn(e)),
+        }
+        if unix::stop_signals_received() > 0 {
+            break Err(Bounded::Stopped);
+        }
+        if Instant::now() >= deadline {
+            break Err(Bounded::TimedOut);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // Whatever the outcome, nothing the evaluator started may outlive it (the group also holds
+    // the pipes open, so the readers end only once it is gone).
+    unix::signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
+    if ended.is_err() {
+        let _ = child.wait();
+    }
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    ended.map(|status| Output { status, stdout, stderr })
 }
 
 /// Keeps node's message (file:line, code frame, `SyntaxError: …`) and drops the stack and the
@@ -156,19 +229,19 @@ mod tests {
         std::fs::write(d.join("throws.config.cjs"), "throw new Error('boom from config');\n").unwrap();
         std::fs::write(d.join("bad.config.js"), "module.exports = {\n  apps: [ oops oops ]\n};\n").unwrap();
         with_host(d, |host| {
-            let v = eval_with_node(Path::new("eco.config.js"), JsMode::Module, host).unwrap();
+            let v = eval_with_node(Path::new("eco.config.js"), JsMode::Module, host, DEFAULT_TIMEOUT).unwrap();
             assert_eq!(v["apps"][0]["instances"], 2);
-            let v = eval_with_node(&d.join("eco.config.mjs"), JsMode::Module, host).unwrap();
+            let v = eval_with_node(&d.join("eco.config.mjs"), JsMode::Module, host, DEFAULT_TIMEOUT).unwrap();
             assert_eq!(v["apps"][0]["script"], "b.js");
-            let v = eval_with_node(&d.join("eco.json"), JsMode::JsonExpr, host).unwrap();
+            let v = eval_with_node(&d.join("eco.json"), JsMode::JsonExpr, host, DEFAULT_TIMEOUT).unwrap();
             assert_eq!(v["apps"][0]["port"], 1001);
-            let e = eval_with_node(&d.join("bad.config.js"), JsMode::Module, host).unwrap_err();
+            let e = eval_with_node(&d.join("bad.config.js"), JsMode::Module, host, DEFAULT_TIMEOUT).unwrap_err();
             assert!(e.contains("bad.config.js:2"), "{e}");
             assert!(e.contains("SyntaxError"), "{e}");
             assert!(!e.contains("    at "), "{e}");
-            let v = eval_with_node(&d.join("esm/e.config.js"), JsMode::Module, host).unwrap();
+            let v = eval_with_node(&d.join("esm/e.config.js"), JsMode::Module, host, DEFAULT_TIMEOUT).unwrap();
             assert_eq!(v["apps"][0]["instances"], 3);
-            let e = eval_with_node(&d.join("throws.config.cjs"), JsMode::Module, host).unwrap_err();
+            let e = eval_with_node(&d.join("throws.config.cjs"), JsMode::Module, host, DEFAULT_TIMEOUT).unwrap_err();
             assert!(e.contains("throws.config.cjs:1"), "{e}");
             assert!(e.contains("Error: boom from config"), "{e}");
             assert!(!e.contains("[eval]"), "{e}");
@@ -179,7 +252,7 @@ mod tests {
     fn node_missing() {
         let var = |_: &str| Some("/nonexistent-dir".to_string());
         let host = Host { base_dir: PathBuf::from("/"), var: &var };
-        let e = eval_with_node(Path::new("e.config.js"), JsMode::Module, &host).unwrap_err();
+        let e = eval_with_node(Path::new("e.config.js"), JsMode::Module, &host, DEFAULT_TIMEOUT).unwrap_err();
         assert_eq!(e, "node is required to read e.config.js but was not found in PATH");
     }
 }

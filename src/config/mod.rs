@@ -13,6 +13,7 @@
 mod js;
 mod model;
 mod resolve;
+pub mod strict_json;
 mod tree;
 mod units;
 mod validate;
@@ -97,7 +98,7 @@ fn format_of(path: &str) -> Format {
 }
 
 /// Reads and parses a config file into a tree (positions for YAML/JSON, none for JS).
-fn read_tree(path: &Path, host: &Host) -> Result<Node, ConfigError> {
+fn read_tree(path: &Path, host: &Host, timeout: Duration) -> Result<Node, ConfigError> {
     let label = path.display().to_string();
     let abs = host.base_dir.join(path);
     let format = format_of(&label);
@@ -121,8 +122,9 @@ fn read_tree(path: &Path, host: &Host) -> Result<Node, ConfigError> {
             let text = read()?;
             match tree::parse_lenient_json(&text) {
                 Ok(n) => Ok(n),
+                Err(e) if e.duplicate => Err(syntax(e)),
                 // Not JSON-ish enough for us: PM2 evaluates it as JavaScript; so do we, if we can.
-                Err(e) => match js::eval_with_node(path, js::JsMode::JsonExpr, host) {
+                Err(e) => match js::eval_with_node(path, js::JsMode::JsonExpr, host, timeout) {
                     Ok(v) => Ok(Node::from_json(&v)),
                     Err(_) => Err(syntax(e)),
                 },
@@ -132,7 +134,7 @@ fn read_tree(path: &Path, host: &Host) -> Result<Node, ConfigError> {
             if !abs.is_file() {
                 return Err(read().err().unwrap_or_else(|| ConfigError::one(format!("{label}: not a file"))));
             }
-            js::eval_with_node(path, js::JsMode::Module, host)
+            js::eval_with_node(path, js::JsMode::Module, host, timeout)
                 .map(|v| Node::from_json(&v))
                 .map_err(|e| ConfigError::one(prefix_label(&label, &e)))
         }
@@ -224,7 +226,8 @@ fn env_defaults(host: &Host, warnings: &mut Vec<String>) -> Defaults {
 /// Loads an ecosystem file with an explicit base directory and environment.
 fn load_with(path: &Path, o: &Overrides, host: &Host) -> Result<Ecosystem, ConfigError> {
     let label = path.display().to_string();
-    let root = read_tree(path, host)?;
+    let timeout = o.config_timeout.and_then(|s| Duration::try_from_secs_f64(s).ok()).unwrap_or(js::DEFAULT_TIMEOUT);
+    let root = read_tree(path, host, timeout)?;
     let mut rep = Reporter::new(label.clone());
     let mut flag_errors = Vec::new();
     let flags = parse_flags(o, &mut flag_errors);
@@ -343,6 +346,19 @@ fn finish(
         }
     }
 
+    // A name derived from the script, given with -n, or suffixed by --env: same rule as `name`.
+    if (raw.name.is_none() || script_form || raw.append_env_to_name)
+        && let Some(e) = validate::control_char_problem(&name)
+    {
+        let key = match (script_form, &o.name) {
+            (true, Some(_)) => "--name".to_string(),
+            (true, None) => "script".to_string(),
+            (false, _) => join(&raw.path, "name"),
+        };
+        rep.error(*script_pos, &key, format!("{name:?} {e}"));
+        return None;
+    }
+
     let exec_mode =
         raw.exec_mode.unwrap_or(if raw.instances.is_some() && resolved.command.is_node { ExecMode::Cluster } else { ExecMode::Fork });
     let cwd = resolved.cwd.clone();
@@ -354,6 +370,22 @@ fn finish(
         None if o.watch => Watch::Cwd,
         None => Watch::Off,
     };
+
+    // Past ARG_MAX exec fails with E2BIG: say so now, not as a crash loop at start.
+    let strings = |it: &mut dyn Iterator<Item = usize>| it.map(|n| n + 1 + std::mem::size_of::<usize>()).sum::<usize>();
+    let argv_bytes =
+        strings(&mut std::iter::once(resolved.command.program.as_os_str().len()).chain(resolved.command.argv.iter().map(String::len)));
+    let env_bytes = strings(&mut env.iter().map(|(k, v)| k.len() + 1 + v.len()));
+    let limit = crate::process::unix::arg_max();
+    if argv_bytes + env_bytes > limit {
+        let key = if env_bytes > argv_bytes { "env" } else { "args" };
+        rep.error(
+            *script_pos,
+            &join(&raw.path, key),
+            format!("arguments ({argv_bytes} bytes) and env ({env_bytes} bytes) exceed what exec accepts ({limit} bytes, ARG_MAX)"),
+        );
+        return None;
+    }
 
     Some(App {
         name,
@@ -380,17 +412,18 @@ fn finish(
         max_restarts: raw.max_restarts.unwrap_or(16),
         restart_delay: raw.restart_delay.unwrap_or_default(),
         exp_backoff_restart_delay: raw.exp_backoff_restart_delay.filter(|d| !d.is_zero()),
-        max_memory_restart: flags.max_memory_restart.or(raw.max_memory_restart),
+        // 0 means off (PM2's meaning of every 0 below: see `zero_means` in the tests).
+        max_memory_restart: flags.max_memory_restart.or(raw.max_memory_restart).filter(|&b| b > 0),
         cron_restart: flags.cron.clone().or(raw.cron_restart.clone()).flatten(),
-        kill_timeout: o.kill_timeout.map(Duration::from_millis).or(raw.kill_timeout).unwrap_or(defaults.kill_timeout),
+        kill_timeout: o.kill_timeout.map(Duration::from_millis).or(raw.kill_timeout).filter(nonzero).unwrap_or(defaults.kill_timeout),
         kill_signal: raw.kill_signal.clone().unwrap_or_else(|| defaults.kill_signal.clone()),
-        kill_retry_time: raw.kill_retry_time.unwrap_or(Duration::from_millis(100)),
+        kill_retry_time: raw.kill_retry_time.filter(nonzero).unwrap_or(Duration::from_millis(100)),
         shutdown_with_message: raw.shutdown_with_message.unwrap_or(false),
         treekill: raw.treekill.unwrap_or(true),
         wait_ready: raw.wait_ready.unwrap_or(false),
         listen_fds: raw.listen_fds.unwrap_or(false),
         pm_runtime_preload: raw.pm_runtime_preload.unwrap_or(true),
-        listen_timeout: raw.listen_timeout.unwrap_or(defaults.listen_timeout),
+        listen_timeout: raw.listen_timeout.filter(nonzero).unwrap_or(defaults.listen_timeout),
         watch,
         ignore_watch: raw.ignore_watch.clone().unwrap_or_default(),
         watch_delay: raw.watch_delay.unwrap_or_default(),
@@ -408,6 +441,12 @@ fn finish(
         log_retain: raw.log_retain,
         ignored: raw.ignored.clone(),
     })
+}
+
+/// PM2 reads `kill_timeout`, `listen_timeout` (`x || default`) and `kill_retry_time` as "the
+/// default" when they are 0.
+fn nonzero(d: &Duration) -> bool {
+    !d.is_zero()
 }
 
 /// A log/pid path as PM2 resolves it: `~/` expanded, relative to the app's cwd; `/dev/null` and

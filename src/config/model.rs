@@ -186,4 +186,6 @@ pub struct Overrides {
     pub watch: bool,
     /// Script form: everything after `--`.
     pub args: Vec<String>,
+    /// `--config-timeout SECONDS`: how long a JS config may take to evaluate (default 30).
+    pub config_timeout: Option<f64>,
 }

@@ -94,6 +94,10 @@ pub fn resolve(t: &Target, host: &Host, rep: &mut Reporter) -> Option<Resolved> 
     };
 
     let candidate = normalize(&cwd.join(t.script));
+    if candidate.is_dir() {
+        rep.error(t.script_pos, &script_key, format!("{} is a directory, not a script (name the file to run)", candidate.display()));
+        return None;
+    }
     let file = if candidate.exists() {
         Some(candidate.clone())
     } else if t.script.contains(' ') {

@@ -125,7 +125,7 @@ apps:
     name: bad
     instancez: 2
     instances: four
-    port: 0
+    port: 70000
   - name: noscript
   - script: missing.js
     interpreter: ruby
@@ -135,7 +135,7 @@ apps:
     let missing = fx.work().join("missing.js");
     let want = [
         "ecosystem.config.yml:7:16: apps[1].instances: expected a number, \"max\" or -N, got \"four\"".to_string(),
-        "ecosystem.config.yml:8:11: apps[1].port: expected a port number 1-65535, got 0".to_string(),
+        "ecosystem.config.yml:8:11: apps[1].port: expected a port number 1-65535, got 70000".to_string(),
         "ecosystem.config.yml:9:5: apps[2]: missing required key \"script\"".to_string(),
         format!("ecosystem.config.yml:10:13: apps[3].script: script not found: {}", missing.display()),
     ];
@@ -465,4 +465,60 @@ fn never_panics_on_odd_documents() {
         fx.file(&name, doc);
         let _ = fx.load(&name, &Overrides::default());
     }
+}
+
+/// PM2's meaning of 0 for each numeric key (read from PM2's God.js, Worker.js, Common.js,
+/// God/Methods.js): "off" or "the default", never "every time" or "at once".
+#[test]
+fn zero_means_what_it_means_in_pm2() {
+    type Check = fn(&App) -> bool;
+    let table: [(&str, &str, Check); 13] = [
+        ("max_memory_restart", "0", |a| a.max_memory_restart.is_none()),
+        ("max_memory_restart", "\"0M\"", |a| a.max_memory_restart.is_none()),
+        ("kill_timeout", "0", |a| a.kill_timeout == Duration::from_millis(1600)),
+        ("listen_timeout", "0", |a| a.listen_timeout == Duration::from_millis(3000)),
+        ("kill_retry_time", "0", |a| a.kill_retry_time == Duration::from_millis(100)),
+        ("port", "0", |a| a.port.is_none()),
+        ("cron_restart", "0", |a| a.cron_restart.is_none()),
+        ("cron_restart", "\"0\"", |a| a.cron_restart.is_none()),
+        ("exp_backoff_restart_delay", "0", |a| a.exp_backoff_restart_delay.is_none()),
+        ("restart_delay", "0", |a| a.restart_delay.is_zero()),
+        ("instances", "0", |a| resolve_instances(a.instances, 3) == 3),
+        // 0 restarts: the first unstable exit makes it errored (God.handleExit: 0 >= 0).
+        ("max_restarts", "0", |a| a.max_restarts == 0),
+        ("log_max_size", "0", |a| a.log_max_size.unwrap_or(0) == 0),
+    ];
+    for (key, value, check) in table {
+        let fx = Fx::new();
+        fx.file("a.js", "").file("eco.yml", &format!("apps:\n  - script: a.js\n    {key}: {value}\n"));
+        let eco = ok(fx.load("eco.yml", &Overrides::default()));
+        assert!(check(&eco.apps[0]), "{key}: {value} gave {:?}", eco.apps[0]);
+    }
+    // Negative values are errors naming the key (PM2's schema: digits only, `min: 0`).
+    for key in ["max_memory_restart", "kill_timeout", "listen_timeout", "max_restarts", "restart_delay", "port", "log_max_size"] {
+        let fx = Fx::new();
+        fx.file("a.js", "").file("eco.yml", &format!("apps:\n  - script: a.js\n    {key}: -5\n"));
+        let e = fx.load("eco.yml", &Overrides::default()).unwrap_err().to_string();
+        assert!(e.contains("eco.yml:3:") && e.contains(&format!("apps[0].{key}")), "{key}: {e}");
+    }
+    // The flags mean the same.
+    let fx = Fx::new();
+    fx.file("a.js", "").file("eco.yml", "apps:\n  - script: a.js\n    max_memory_restart: 100M\n    kill_timeout: 500\n");
+    let o = Overrides { max_memory_restart: Some("0".into()), kill_timeout: Some(0), ..Default::default() };
+    let a = &ok(fx.load("eco.yml", &o)).apps[0];
+    assert_eq!(a.max_memory_restart, None);
+    assert_eq!(a.kill_timeout, Duration::from_millis(1600));
+}
+
+#[test]
+fn args_and_env_past_arg_max_are_an_error() {
+    let fx = Fx::new();
+    let n = crate::process::unix::arg_max() / (100 * 1024) + 2;
+    let args: Vec<String> = (0..n).map(|_| format!("\"{}\"", "a".repeat(100 * 1024))).collect();
+    fx.file("a.js", "").file("eco.yml", &format!("apps:\n  - script: a.js\n    args: [{}]\n", args.join(", ")));
+    let e = fx.load("eco.yml", &Overrides::default()).unwrap_err().to_string();
+    assert!(e.starts_with("eco.yml:2:13: apps[0].args: arguments (") && e.contains("ARG_MAX"), "{}", &e[..e.len().min(300)]);
+    // One string just under the per-string limit is fine.
+    fx.file("ok.yml", &format!("apps:\n  - script: a.js\n    args: [\"{}\"]\n", "a".repeat(validate::MAX_ARG_STRLEN - 1)));
+    ok(fx.load("ok.yml", &Overrides::default()));
 }

@@ -48,6 +48,8 @@ pub struct Key {
 pub struct SyntaxError {
     pub pos: Option<Pos>,
     pub message: String,
+    /// A key given twice: well-formed, but refused (node must not be asked to read it instead).
+    pub duplicate: bool,
 }
 
 impl Node {
@@ -205,10 +207,37 @@ pub fn parse_yaml(text: &str) -> Result<Node, SyntaxError> {
     }
     // js-yaml 4 (PM2's parser) follows the YAML 1.2 core schema: `yes`/`on` are strings.
     let opts = serde_saphyr::options! { strict_booleans: true, with_snippet: false };
-    serde_saphyr::from_str_with_options::<Node>(text, opts).map_err(|e| {
+    let node = serde_saphyr::from_str_with_options::<Node>(text, opts).map_err(|e| {
         let pos = e.location().as_ref().and_then(pos_of);
-        SyntaxError { pos, message: strip_location_prefix(&e.without_snippet().to_string()) }
-    })
+        let message = strip_location_prefix(&e.without_snippet().to_string());
+        SyntaxError { pos, duplicate: message.starts_with("duplicate key "), message }
+    })?;
+    // The parser refuses duplicates in block mappings only; flow mappings (`{…}`, so every
+    // JSON object) get the same rule here.
+    match first_duplicate(&node) {
+        Some(k) => Err(SyntaxError { pos: k.pos, message: format!("duplicate key {:?}", k.name), duplicate: true }),
+        None => Ok(node),
+    }
+}
+
+/// The first key (in document order) that repeats an earlier key of the same mapping.
+fn first_duplicate(node: &Node) -> Option<&Key> {
+    match &node.value {
+        Value::Map(entries) => {
+            let mut seen = std::collections::HashSet::new();
+            for (k, v) in entries {
+                if !seen.insert(k.name.as_str()) {
+                    return Some(k);
+                }
+                if let Some(d) = first_duplicate(v) {
+                    return Some(d);
+                }
+            }
+            None
+        }
+        Value::Seq(items) => items.iter().find_map(first_duplicate),
+        _ => None,
+    }
 }
 
 /// serde-saphyr writes positions into its messages (`line N column M: …`, `… at line N, column
@@ -240,11 +269,15 @@ pub fn parse_lenient_json(text: &str) -> Result<Node, SyntaxError> {
         Ok(n) => Ok(n),
         Err(yaml_err) => {
             // serde_json's message is clearer for JSON; prefer it when it also fails.
-            match serde_json::from_str::<serde_json::Value>(&blanked) {
-                Err(e) if e.line() > 0 => Err(SyntaxError {
-                    pos: Some(Pos { line: e.line() as u32, col: e.column() as u32 }),
-                    message: strip_json_location(&e.to_string()),
-                }),
+            match super::strict_json::from_str(&blanked) {
+                Err(e) if e.line() > 0 => {
+                    let message = strip_json_location(&e.to_string());
+                    Err(SyntaxError {
+                        pos: Some(Pos { line: e.line() as u32, col: e.column() as u32 }),
+                        duplicate: e.is_data() && message.starts_with("duplicate key "),
+                        message,
+                    })
+                }
                 Ok(v) => Ok(Node::from_json(&v)),
                 Err(_) => Err(yaml_err),
             }
@@ -393,6 +426,20 @@ mod tests {
         let Value::Seq(items) = &n.get("apps").unwrap().value else { panic!() };
         assert_eq!(items[0].get("script").unwrap().value, Value::Str("a/b.js".into()));
         assert_eq!(items[0].get("name").unwrap().value, Value::Str("café".into()));
+    }
+
+    #[test]
+    fn duplicate_keys_in_json_are_errors_like_in_yaml() {
+        // Through the YAML flow parser…
+        let e = parse_lenient_json("{\"apps\": [{\"name\": \"a\",\n  \"name\": \"b\", \"script\": \"a.sh\"}]}").unwrap_err();
+        assert_eq!((e.pos.map(|p| p.line), e.message.as_str()), (Some(2), "duplicate key \"name\""));
+        // …and through serde_json when YAML cannot read it (a tab before a key).
+        let e = parse_lenient_json("{\n\t\"apps\": [{\"name\": \"a\",\n\t\"name\": \"b\"}]}").unwrap_err();
+        assert_eq!(e.message, "duplicate key \"name\"");
+        assert_eq!(e.pos.map(|p| p.line), Some(3));
+        // A YAML flow mapping too.
+        let e = parse_yaml("apps: [{name: a, name: b}]\n").unwrap_err();
+        assert_eq!((e.pos, e.message.as_str()), (Some(Pos { line: 1, col: 18 }), "duplicate key \"name\""));
     }
 
     #[test]

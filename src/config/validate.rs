@@ -262,6 +262,10 @@ pub fn locate_apps<'a>(root: &'a Node, rep: &mut Reporter) -> Document<'a> {
     let mut doc = Document { apps: Vec::new(), deploy: None };
     let entries = match &root.value {
         Value::Map(entries) => entries,
+        Value::Seq(items) if items.is_empty() => {
+            rep.error(root.pos, "", "the list of apps is empty: no app to run");
+            return doc;
+        }
         Value::Seq(items) => {
             doc.apps = items.iter().enumerate().map(|(i, n)| (format!("[{i}]"), n)).collect();
             return doc;
@@ -295,6 +299,7 @@ pub fn locate_apps<'a>(root: &'a Node, rep: &mut Reporter) -> Document<'a> {
         }
     }
     match &apps.value {
+        Value::Seq(items) if items.is_empty() => rep.error(apps.pos, &key.name, "the list is empty: no app to run"),
         Value::Seq(items) => {
             doc.apps = items.iter().enumerate().map(|(i, n)| (format!("{}[{i}]", key.name), n)).collect();
         }
@@ -380,10 +385,13 @@ pub fn validate_app(path: &str, node: &Node, rep: &mut Reporter) -> RawApp {
             // PM2 treats null like an absent key.
             continue;
         }
+        if canon != "env" && !exec_safe(v, &p, c.rep) {
+            continue;
+        }
         match canon {
             "script" => app.script = c.nonempty_string().map(|s| (s, v.pos)),
-            "name" => app.name = c.string(),
-            "namespace" => app.namespace = c.string(),
+            "name" => app.name = c.label(),
+            "namespace" => app.namespace = c.label(),
             "cwd" => app.cwd = c.nonempty_string().map(|s| (s, v.pos)),
             "args" => app.args = c.arg_list(),
             "exec_interpreter" => app.interpreter = c.nonempty_string().map(|s| (s, v.pos)),
@@ -477,6 +485,12 @@ pub fn env_map(node: &Node, path: &str, rep: &mut Reporter) -> BTreeMap<String, 
                     rep.error(v.pos, &join(path, &k.name), "value contains a NUL byte");
                     continue;
                 }
+                // The kernel takes `NAME=value` as one string.
+                let entry = k.name.len() + 1 + s.len();
+                if entry >= MAX_ARG_STRLEN {
+                    rep.error(v.pos, &join(path, &k.name), too_long(entry));
+                    continue;
+                }
                 out.insert(k.name.clone(), s);
             }
         }
@@ -484,6 +498,38 @@ pub fn env_map(node: &Node, path: &str, rep: &mut Reporter) -> BTreeMap<String, 
         _ => rep.error(node.pos, path, format!("expected a mapping of variable names to values, got {}", node.describe())),
     }
     out
+}
+
+/// Why `s` cannot be an app name or namespace: it holds a control character (shown escaped).
+pub fn control_char_problem(s: &str) -> Option<String> {
+    let c = s.chars().find(|c| c.is_control())?;
+    Some(format!("must not contain control characters (found {:?})", c))
+}
+
+/// The kernel's limit on one argument or environment string, its terminating NUL included
+/// (`MAX_ARG_STRLEN`, 32 pages): a longer one makes exec fail with E2BIG.
+pub const MAX_ARG_STRLEN: usize = 32 * 4096;
+
+pub fn too_long(len: usize) -> String {
+    format!("is {len} bytes long; exec accepts at most {} bytes per argument or environment entry (MAX_ARG_STRLEN)", MAX_ARG_STRLEN - 1)
+}
+
+/// Every string of an app setting (recursively) must be passable to exec or open: no NUL byte,
+/// shorter than [`MAX_ARG_STRLEN`]. Reports each offender at its position; false if any.
+fn exec_safe(node: &Node, path: &str, rep: &mut Reporter) -> bool {
+    match &node.value {
+        Value::Str(s) if s.contains('\0') => {
+            rep.error(node.pos, path, "contains a NUL byte, which no argument, path or environment entry can hold");
+            false
+        }
+        Value::Str(s) if s.len() >= MAX_ARG_STRLEN => {
+            rep.error(node.pos, path, too_long(s.len()));
+            false
+        }
+        Value::Seq(items) => items.iter().enumerate().fold(true, |ok, (i, n)| exec_safe(n, &format!("{path}[{i}]"), rep) && ok),
+        Value::Map(entries) => entries.iter().fold(true, |ok, (k, n)| exec_safe(n, &join(path, &k.name), rep) && ok),
+        _ => true,
+    }
 }
 
 /// Formats a number as JavaScript's `String(n)` does for common values.
@@ -550,6 +596,16 @@ impl Check<'_, '_> {
                 let g = self.got();
                 self.fail(format!("expected a string, got {g}"))
             }
+        }
+    }
+
+    /// A name that appears inside the runtime's own lines: no control character (a newline
+    /// in a name would let it forge runtime lines).
+    fn label(&mut self) -> Option<String> {
+        let s = self.string()?;
+        match control_char_problem(&s) {
+            Some(e) => self.fail(e),
+            None => Some(s),
         }
     }
 
@@ -677,6 +733,8 @@ impl Check<'_, '_> {
 
     fn port(&mut self) -> Option<u16> {
         match self.number() {
+            // PM2 sets PORT only when `port` is truthy.
+            Some(0.0) => None,
             Some(n) if n.fract() == 0.0 && (1.0..=65535.0).contains(&n) => Some(n as u16),
             _ => {
                 let g = self.got();

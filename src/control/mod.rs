@@ -2,5 +2,6 @@
 //! is the client (`pm-runtime ls` from `docker exec`).
 
 pub mod client;
+pub mod home;
 pub mod protocol;
 pub mod server;

@@ -90,7 +90,8 @@ struct Envelope {
 
 /// Parses one request line; the error text is what the client gets back.
 pub fn parse(line: &str) -> Result<Request, String> {
-    let env: Envelope = serde_json::from_str(line).map_err(|e| format!("malformed request: {e}"))?;
+    let value = crate::config::strict_json::from_str(line).map_err(|e| format!("malformed request: {e}"))?;
+    let env: Envelope = serde_json::from_value(value).map_err(|e| format!("malformed request: {e}"))?;
     if let Some(v) = env.v
         && v != VERSION
     {
@@ -112,6 +113,8 @@ mod tests {
         assert_eq!(parse(r#"{"v":1,"cmd":"ls"}"#), Ok(Request::Ls));
         assert_eq!(parse(r#"{"cmd":"stop","target":"web"}"#), Ok(Request::Stop { target: "web".into() }));
         assert_eq!(parse(r#"{"cmd":"scale","name":"web","count":"+2"}"#), Ok(Request::Scale { name: "web".into(), count: "+2".into() }));
+        let e = parse(r#"{"cmd":"stop","target":"web","target":"all"}"#).unwrap_err();
+        assert_eq!(e, "malformed request: duplicate key \"target\" at line 1 column 44");
         for bad in ["", "garbage", "{}", r#"{"cmd":"explode"}"#, r#"{"cmd":"stop"}"#, r#"{"v":9,"cmd":"ls"}"#, "[1,2]"] {
             assert!(parse(bad).is_err(), "{bad}");
         }

@@ -1,7 +1,8 @@
 //! The runtime's side of the control socket: `$PM2_HOME/pm-runtime.sock`.
 //!
-//! The directory is made 0700 and the socket 0600; a connecting process of another uid (root
-//! excepted) is refused. A socket left by a dead runtime is replaced; a live one means another
+//! `PM2_HOME` must belong to the runtime's uid ([`super::home`]); the directory is made 0700
+//! (unless it is a symlink) and the socket 0600; a connecting process of another uid (root
+//! excepted) is refused with a one-line JSON error. A socket left by a dead runtime is replaced; a live one means another
 //! runtime uses this `PM2_HOME`, and this one refuses to start. Requests are handed to the
 //! coordinator, which owns every answer; this module only frames lines and checks peers.
 
@@ -45,24 +46,46 @@ impl SocketFile {
     }
 }
 
+/// Why the control socket could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// Another runtime answers on this PM2_HOME: this one must not start.
+    #[error("{0}")]
+    AlreadyRunning(String),
+    /// PM2_HOME belongs to another user: this one must not start (see [`super::home`]).
+    #[error("{0}")]
+    Unsafe(String),
+    /// Anything else: the runtime may run without the socket.
+    #[error("{0}")]
+    Other(String),
+}
+
 /// Binds the control socket. Must run inside the tokio runtime.
-pub fn bind(pm2_home: &Path) -> Result<(UnixListener, SocketFile), String> {
+pub fn bind(pm2_home: &Path) -> Result<(UnixListener, SocketFile), BindError> {
+    use BindError::Other;
     let path = socket_path(pm2_home);
-    std::fs::create_dir_all(pm2_home).map_err(|e| format!("cannot create {}: {e}", pm2_home.display()))?;
-    let _ = std::fs::set_permissions(pm2_home, std::fs::Permissions::from_mode(0o700));
+    let me = nix::unistd::geteuid().as_raw();
+    let kind = super::home::check(pm2_home, me).map_err(BindError::Unsafe)?;
+    if kind == super::home::Home::Missing {
+        std::fs::create_dir_all(pm2_home).map_err(|e| Other(format!("cannot create {}: {e}", pm2_home.display())))?;
+    }
+    // Never through a symlink: the mode of its target is not ours to change.
+    if kind != super::home::Home::Link {
+        let _ = std::fs::set_permissions(pm2_home, std::fs::Permissions::from_mode(0o700));
+    }
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(&path).is_ok() {
-            return Err(format!(
+            return Err(BindError::AlreadyRunning(format!(
                 "another pm-runtime is already running with PM2_HOME={} (its socket {} answers); set a different PM2_HOME to run a second one",
                 pm2_home.display(),
                 path.display()
-            ));
+            )));
         }
-        std::fs::remove_file(&path).map_err(|e| format!("cannot remove stale socket {}: {e}", path.display()))?;
+        std::fs::remove_file(&path).map_err(|e| Other(format!("cannot remove stale socket {}: {e}", path.display())))?;
     }
-    let listener = UnixListener::bind(&path).map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+    let listener = UnixListener::bind(&path).map_err(|e| Other(format!("cannot listen on {}: {e}", path.display())))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| format!("cannot restrict {}: {e}", path.display()))?;
+        .map_err(|e| Other(format!("cannot restrict {}: {e}", path.display())))?;
     let id = file_id(&path);
     Ok((listener, SocketFile { path, id }))
 }
@@ -72,9 +95,14 @@ pub async fn serve(listener: UnixListener, to_coordinator: mpsc::Sender<ControlR
     let me = nix::unistd::geteuid().as_raw();
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
-        let allowed = stream.peer_cred().is_ok_and(|c| c.uid() == me || c.uid() == 0);
-        if !allowed {
-            tracing::warn!("control socket: refused a connection from another user");
+        let peer = stream.peer_cred().ok().map(|c| c.uid());
+        if !peer.is_some_and(|uid| uid == me || uid == 0) {
+            let who = peer.map_or("an unknown uid".to_string(), |uid| format!("uid {uid}"));
+            tracing::warn!("control socket: refused a connection from {who}");
+            // One line that says why, instead of a bare close ("Broken pipe" for the client).
+            // Best effort and never blocking: a fresh socket's buffer has room for it.
+            let msg = protocol::error(format!("refused: this runtime (uid {me}) accepts only its own user and root, not {who}"));
+            let _ = stream.try_write(format!("{msg}\n").as_bytes());
             continue;
         }
         tokio::spawn(connection(stream, to_coordinator.clone()));

@@ -17,6 +17,9 @@
 //! A file exceeds `max_size` only when a single line is longer than `max_size` (it then goes
 //! alone into a fresh file). `max_size` of `None` or 0 means no rotation.
 //!
+//! A final symlink is followed only when no other user can have planted it
+//! ([`super::safe_open`]); rotation renames and removes links, never their targets.
+//!
 //! `reopen` follows an external rotation (SIGUSR2 / `reloadLogs`); `truncate` empties the file
 //! (`pm2 flush`). If something else truncated the file (logrotate `copytruncate`), the real size
 //! is re-read before rotating, so no needless rotation happens.
@@ -77,7 +80,7 @@ impl FileLog {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             fs::create_dir_all(dir)?;
         }
-        let file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        let file = super::safe_open::open(&self.path, OpenOptions::new().create(true).append(true))?;
         self.size = file.metadata()?.len();
         self.file = Some(file);
         Ok(())
@@ -237,7 +240,8 @@ pub fn write_pid_file(path: &Path, pid: u32) -> io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir)?;
     }
-    fs::write(path, format!("{pid}\n"))
+    let mut f = super::safe_open::open(path, OpenOptions::new().create(true).write(true).truncate(true))?;
+    f.write_all(format!("{pid}\n").as_bytes())
 }
 
 /// A pid file that is removed when dropped (the process exited).

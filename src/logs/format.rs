@@ -1,5 +1,10 @@
-//! The shapes of the runtime's output: one call appends exactly one output line (or, for a
-//! multi-line runtime event in `--formatted`, one line per message line) to a caller's buffer.
+//! The shapes of the runtime's output: one call appends exactly one output line to a caller's
+//! buffer.
+//!
+//! A runtime event is always one line: its message can carry untrusted text (app names, paths,
+//! node's error text), so control characters in it are escaped in every format (`\n`, `\x1b`,
+//! `\u{85}` in raw and `--formatted`; JSON escaping in `--json` and `--format`). App lines are
+//! the app's own bytes and are not touched.
 //!
 //! Owns: the four output formats, per-app decoration (`log_date_format` / `time` prefix,
 //! `log_type: json`), JSON and logfmt escaping, the continuation marker, and which of the
@@ -13,7 +18,7 @@
 //! | format | app line | runtime event |
 //! |---|---|---|
 //! | raw (default) | the line's bytes as written + `\n`; app stderr → our stderr | `2026-11-21T16:04:44: PM2 log: App [web:0] online` (`PM2 warn:` / `PM2 error:` → our stderr, like PM2's `console.warn/error`) |
-//! | `--formatted` | `0\|web  \| hello` (prefix green for out, red for err, when coloured) | `PM2    \| App [web:0] online` (blue), one prefix per message line |
+//! | `--formatted` | `0\|web  \| hello` (prefix green for out, red for err, when coloured) | `PM2    \| App [web:0] online` (blue) |
 //! | `--json` | `{"message":"hello","timestamp":"2026-11-21T16:05:44.972Z","type":"out","process_id":0,"app_name":"web"}` | `{"message":…,"timestamp":…,"type":"process_event","status":"online","process_id":0,"app_name":"web"}`, or `{"message":…,"timestamp":…,"type":"PM2","level":"info","app_name":"PM2"}` (with `"process_id":N,"app_name":"<app>"` instead when the event concerns an app) |
 //! | `--format` | `timestamp=2026-11-21-16:05:48+0000 app=web id=0 type=out message=hello` (`type=error` for stderr) | `timestamp=… app=web id=0 type=process_event status=online message="App [web:0] online"`, or `timestamp=… app=PM2 id=- type=PM2 level=info message="…"` |
 //!
@@ -364,16 +369,14 @@ impl Formatter {
                     out.extend_from_slice(ev.level.pm2_method().as_bytes());
                     out.extend_from_slice(b": ");
                 }
-                out.extend_from_slice(ev.message.as_bytes());
+                escape_controls(out, ev.message);
                 out.push(b'\n');
                 return if ev.level == Level::Info { Stream::Out } else { Stream::Err };
             }
             OutputFormat::Formatted { color } => {
-                for line in ev.message.split('\n') {
-                    self.prefix(out, None, "PM2", color.then_some(BLUE));
-                    out.extend_from_slice(line.as_bytes());
-                    out.push(b'\n');
-                }
+                self.prefix(out, None, "PM2", color.then_some(BLUE));
+                escape_controls(out, ev.message);
+                out.push(b'\n');
             }
             OutputFormat::Json => {
                 out.extend_from_slice(b"{\"message\":");
@@ -574,6 +577,27 @@ pub fn json_str(out: &mut Vec<u8>, s: &[u8]) {
     out.push(b'"');
 }
 
+/// Appends `s` with every control character but tab escaped (`\n`, `\r`, `\x1b`, `\u{85}`),
+/// so no text inside a runtime line can end it or forge another, or drive the terminal.
+pub fn escape_controls(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        if !c.is_control() || c == '\t' {
+            continue;
+        }
+        out.extend_from_slice(&s.as_bytes()[start..i]);
+        match c {
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            c if c.is_ascii() => out.extend_from_slice(&[b'\\', b'x', HEX[(c as usize) >> 4], HEX[(c as usize) & 0xf]]),
+            c => out.extend_from_slice(format!("\\u{{{:x}}}", c as u32).as_bytes()),
+        }
+        start = i + c.len_utf8();
+    }
+    out.extend_from_slice(&s.as_bytes()[start..]);
+}
+
 /// A logfmt value may go unquoted: not empty, no space, control, `=` or `"`, valid UTF-8.
 fn logfmt_plain(v: &[u8]) -> bool {
     !v.is_empty() && v.iter().all(|&c| c > b' ' && c != b'=' && c != b'"' && c != 0x7f) && (v.is_ascii() || std::str::from_utf8(v).is_ok())
@@ -657,6 +681,21 @@ mod tests {
         assert_eq!(ev(&none, &online()).0, "App [web:0] online\n");
     }
 
+    /// Untrusted text inside a runtime event cannot end its line or forge another.
+    #[test]
+    fn runtime_events_escape_control_characters() {
+        let evil = "App [evil\n2026-11-21T16:05:44: PM2 log: App [web:0] online\r\x1b[2J\u{85}\tok";
+        let want = "App [evil\\n2026-11-21T16:05:44: PM2 log: App [web:0] online\\r\\x1b[2J\\u{85}\tok";
+        for f in all_formats() {
+            let (s, _) = ev(&fmt(f), &Event::runtime(Level::Error, evil));
+            assert_eq!(s.matches('\n').count(), 1, "{f:?}: {s:?}");
+            assert!(s.ends_with('\n') && !s.contains('\r') && !s.contains("\x1b[2J"), "{f:?}: {s:?}");
+            if matches!(f, OutputFormat::Raw | OutputFormat::Formatted { .. }) {
+                assert!(s.contains(want) && !s.contains('\u{85}'), "{f:?}: {s:?}");
+            }
+        }
+    }
+
     #[test]
     fn formatted_app_lines_and_events() {
         let f = OutputFormat::Formatted { color: false };
@@ -664,7 +703,7 @@ mod tests {
         assert_eq!(plain(f, Stream::Err, b"oops"), ("0|web  | oops\n".into(), Stream::Out));
         assert_eq!(plain(f, Stream::Out, b""), ("0|web  | \n".into(), Stream::Out));
         assert_eq!(ev(&fmt(f), &online()), ("PM2    | App [web:0] online\n".into(), Stream::Out));
-        assert_eq!(ev(&fmt(f), &Event::runtime(Level::Error, "a\nb")).0, "PM2    | a\nPM2    | b\n");
+        assert_eq!(ev(&fmt(f), &Event::runtime(Level::Error, "a\nb")).0, "PM2    | a\\nb\n");
         // Coloured: PM2's exact bytes (the ` | ` is inside the colour).
         let c = OutputFormat::Formatted { color: true };
         assert_eq!(plain(c, Stream::Out, b"hello out line1").0, "\x1b[32m0|web  | \x1b[39mhello out line1\n");

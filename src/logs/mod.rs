@@ -8,6 +8,7 @@ pub mod framer;
 pub mod hub;
 pub mod layer;
 pub mod recent;
+pub mod safe_open;
 
 pub use format::{AppTag, Decoration, Event, Formatter, Level, OutputFormat, Stamp, Stream};
 pub use framer::Framer;

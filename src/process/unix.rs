@@ -97,6 +97,27 @@ pub fn prepare_child(cmd: &mut Command, ipc_child_end: Option<OwnedFd>) {
     }
 }
 
+/// Prepares `cmd` to evaluate a JS config: its own process group (so everything it starts can be
+/// killed at once when the evaluation is cancelled), and SIGKILL (not SIGTERM, which a config
+/// could catch) when the runtime dies first.
+pub fn prepare_evaluator(cmd: &mut Command) {
+    cmd.process_group(0);
+    let parent = std::process::id();
+    // SAFETY: runs in the forked child before exec; prctl, getppid and _exit are plain
+    // syscalls, async-signal-safe, with no allocation or locking.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::getppid() as u32 != parent {
+                libc::_exit(137);
+            }
+            Ok(())
+        });
+    }
+}
+
 /// The fd number of Node's IPC channel in the child (`NODE_CHANNEL_FD`).
 pub const IPC_FD: i32 = 3;
 
@@ -142,6 +163,14 @@ pub fn page_size() -> u64 {
         let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
         if n > 0 { n as u64 } else { 4096 }
     })
+}
+
+/// The most bytes of arguments and environment (strings and their pointers) exec accepts
+/// (`ARG_MAX`: a quarter of the stack limit on Linux).
+pub fn arg_max() -> usize {
+    // SAFETY: sysconf has no preconditions and only reads system configuration.
+    let n = unsafe { libc::sysconf(libc::_SC_ARG_MAX) };
+    if n > 0 { n as usize } else { 128 * 1024 }
 }
 
 /// Takes ownership of a file descriptor the kernel just installed for a received SCM_RIGHTS

@@ -6,6 +6,7 @@ mod scenario;
 mod cluster;
 mod config_errors;
 mod control;
+mod hardening;
 mod lifecycle;
 mod logs;
 mod node_apps;

@@ -1,0 +1,69 @@
+//! Whose `PM2_HOME` it is. The control socket lives there, so whoever may write in it can
+//! replace the socket and impersonate the runtime to its clients (and receive the ecosystems
+//! `startOrRestart` sends). The runtime and the client verbs therefore use a `PM2_HOME` only
+//! if it belongs to their own uid. A `PM2_HOME` that is a symlink is used through the link
+//! (its target must be ours too) and its target's mode is left alone.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+/// What `PM2_HOME` is on disk, once found acceptable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Home {
+    /// Does not exist yet: the runtime creates it (mode 0700).
+    Missing,
+    /// A directory of ours: the runtime may restrict it to 0700.
+    Own,
+    /// A symlink to a directory of ours: used as is, its target's mode untouched.
+    Link,
+}
+
+/// Checks that `PM2_HOME` is ours (`me` is the effective uid).
+pub fn check(pm2_home: &Path, me: u32) -> Result<Home, String> {
+    let lmeta = match std::fs::symlink_metadata(pm2_home) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Home::Missing),
+        Err(e) => return Err(format!("cannot inspect PM2_HOME {}: {e}", pm2_home.display())),
+    };
+    let (kind, meta) = if lmeta.file_type().is_symlink() {
+        match std::fs::metadata(pm2_home) {
+            Ok(m) => (Home::Link, m),
+            Err(e) => return Err(format!("PM2_HOME {} is a symlink that leads nowhere usable: {e}", pm2_home.display())),
+        }
+    } else {
+        (Home::Own, lmeta)
+    };
+    if !meta.is_dir() {
+        return Err(format!("PM2_HOME {} is not a directory", pm2_home.display()));
+    }
+    if meta.uid() != me {
+        return Err(format!(
+            "PM2_HOME {} belongs to uid {}, not to this user (uid {me}): that user could replace the control socket, so it is not used; chown it or set PM2_HOME to a directory you own",
+            pm2_home.display(),
+            meta.uid()
+        ));
+    }
+    Ok(kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ownership_and_links() {
+        let d = tempfile::tempdir().unwrap();
+        let me = nix::unistd::geteuid().as_raw();
+        let home = d.path().join("home");
+        assert_eq!(check(&home, me), Ok(Home::Missing));
+        std::fs::create_dir(&home).unwrap();
+        assert_eq!(check(&home, me), Ok(Home::Own));
+        let e = check(&home, me + 1).unwrap_err();
+        assert!(e.contains(&format!("belongs to uid {me}, not to this user (uid {})", me + 1)), "{e}");
+        let link = d.path().join("link");
+        std::os::unix::fs::symlink(&home, &link).unwrap();
+        assert_eq!(check(&link, me), Ok(Home::Link));
+        std::fs::write(d.path().join("file"), "").unwrap();
+        assert!(check(&d.path().join("file"), me).unwrap_err().contains("not a directory"));
+    }
+}
