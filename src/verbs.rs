@@ -224,7 +224,10 @@ fn validate(file: &str, env: Option<String>, only: Option<String>, instances: Op
         println!("- {}", app.name);
         println!("    run:         {} {}", app.command.program.display(), app.command.argv.join(" "));
         println!("    cwd:         {}", app.cwd.display());
-        println!("    interpreter: {}", app.command.interpreter);
+        match app.command.interpreter.as_str() {
+            "none" => println!("    interpreter: none (runs {})", app.command.program.display()),
+            name => println!("    interpreter: {name} ({})", app.command.program.display()),
+        }
         println!("    mode:        {mode}, {} instance(s)", crate::config::resolve_instances(app.instances, cpus));
         let keys: Vec<&str> = app.env.keys().map(String::as_str).collect();
         println!("    env keys:    {}", if keys.is_empty() { "-".to_string() } else { keys.join(", ") });

@@ -6,6 +6,7 @@ mod scenario;
 mod cluster;
 mod config_errors;
 mod control;
+mod interpreters;
 mod lifecycle;
 mod logs;
 mod restart;
