@@ -340,8 +340,16 @@ pub fn validate_app(path: &str, node: &Node, rep: &mut Reporter) -> RawApp {
     for (k, v) in entries {
         if let Some(env_name) = k.name.strip_prefix("env_") {
             let p = join(path, &k.name);
-            let map = env_map(v, &p, rep);
-            app.env_named.insert(env_name.to_string(), map);
+            match &v.value {
+                Value::Map(_) => {
+                    let map = env_map(v, &p, rep);
+                    app.env_named.insert(env_name.to_string(), map);
+                }
+                // PM2's schema accepts any `env_*` key, object or string; only an object is an
+                // environment (used with `--env <name>`).
+                Value::Null => {}
+                _ => rep.warn(k.pos, &p, not_an_environment(env_name, v)),
+            }
             continue;
         }
         let Some(canon) = canonical(&k.name) else {
@@ -449,6 +457,22 @@ pub fn validate_app(path: &str, node: &Node, rep: &mut Reporter) -> RawApp {
         rep.error(node.pos, path, "missing required key \"script\"");
     }
     app
+}
+
+/// The warning for an `env_<name>` key whose value is not a mapping (PM2 accepts it and it
+/// has no effect; `env_file` is usually meant as a dotenv file, which PM2 does not load).
+fn not_an_environment(name: &str, v: &Node) -> String {
+    // The value is not shown: it may hold a secret.
+    let kind = match &v.value {
+        Value::Str(_) => "a string",
+        Value::Seq(_) => "a list",
+        Value::Bool(_) => "a boolean",
+        _ => "a number",
+    };
+    if name == "file" && matches!(v.value, Value::Str(_)) {
+        return "PM2 does not load env files: the variables in that file are not set (this key is an environment named \"file\", used only with --env file); ignored".into();
+    }
+    format!("{kind} is not an environment (a mapping of variables, used with --env {name}); ignored")
 }
 
 /// Converts an `env`/`env_<name>` mapping: numbers/bools stringified, objects JSON-stringified,
@@ -852,6 +876,24 @@ mod tests {
         let doc = locate_apps(&root, &mut rep);
         let apps = doc.apps.iter().map(|(p, n)| validate_app(p, n, &mut rep)).collect();
         (apps, rep)
+    }
+
+    #[test]
+    fn any_env_key_is_accepted_and_only_mappings_are_environments() {
+        let (apps, rep) = check(
+            "apps:\n  - script: a.js\n    env_file: .env\n    env_staging: {A: '1'}\n    env_flag: true\n    env_list: [a]\n    env_x: SECRET=hunter2\n    env_nothing: null\n",
+        );
+        assert!(rep.errors.is_empty(), "{:?}", rep.errors);
+        assert_eq!(apps[0].env_named.keys().collect::<Vec<_>>(), ["staging"]);
+        assert_eq!(rep.warnings.len(), 4, "{:?}", rep.warnings);
+        assert!(rep.warnings[0].starts_with("f.yml:3:5: apps[0].env_file: PM2 does not load env files"), "{:?}", rep.warnings);
+        assert!(rep.warnings[1].contains("apps[0].env_flag: a boolean is not an environment"), "{:?}", rep.warnings);
+        assert!(rep.warnings[3].contains("apps[0].env_x: a string is not an environment (a mapping of variables, used with --env x)"));
+        assert!(
+            !rep.warnings.iter().any(|w| w.contains("hunter2") || w.contains("\".env\"")),
+            "values are never shown: {:?}",
+            rep.warnings
+        );
     }
 
     #[test]
