@@ -23,7 +23,7 @@ pub fn handle(co: &mut Coordinator, req: Request) -> Value {
             Ok(ids) => json!({ "ok": true, "processes": processes(co, Some(&ids)) }),
             Err(e) => error(e),
         },
-        Request::Start { target } => command(co, &target, || Cmd::Start),
+        Request::Start { target } => start(co, &target),
         Request::Stop { target } => command(co, &target, || Cmd::Stop),
         Request::Restart { target } => command(co, &target, || Cmd::Restart),
         // Cluster mode: zero-downtime; fork mode: a restart, as in PM2.
@@ -70,8 +70,29 @@ pub fn resolve(co: &Coordinator, target: &str) -> Result<Vec<u32>, String> {
     Ok(ids)
 }
 
+/// `start <name>` is PM2's `restartProcessId`: an instance that is running restarts, one that
+/// is stopped or errored starts.
+fn start(co: &Coordinator, target: &str) -> Value {
+    let running =
+        |id: u32| co.slots.get(&id).and_then(|s| s.last.as_ref()).is_some_and(|u| matches!(u.status, Status::Online | Status::Launching));
+    match resolve(co, target) {
+        Ok(ids) if ids.is_empty() => error(NOTHING),
+        Ok(ids) => {
+            for id in &ids {
+                co.send(*id, if running(*id) { Cmd::Restart } else { Cmd::Start });
+            }
+            json!({ "ok": true, "ids": ids })
+        }
+        Err(e) => error(e),
+    }
+}
+
+/// The refusal of a verb on `all` when there is no app (PM2 exits 1 then).
+const NOTHING: &str = "no process found (the runtime has no apps)";
+
 fn command(co: &Coordinator, target: &str, cmd: impl Fn() -> Cmd) -> Value {
     match resolve(co, target) {
+        Ok(ids) if ids.is_empty() => error(NOTHING),
         Ok(ids) => {
             for id in &ids {
                 co.send(*id, cmd());

@@ -13,3 +13,4 @@ mod restart;
 mod ship;
 mod stop;
 mod triggers;
+mod verbs;
