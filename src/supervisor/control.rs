@@ -10,7 +10,6 @@ use serde_json::{Value, json};
 
 use super::Coordinator;
 use super::instance::{Cmd, Status};
-use crate::config::ExecMode;
 use crate::control::protocol::{Request, error};
 use crate::logs::Stream;
 use crate::metrics::proc;
@@ -188,7 +187,8 @@ fn ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
 }
 
-/// PM2's `jlist` shape, for the fields we have.
+/// PM2's `jlist` shape (see [`super::jlist`]); this socket is private to our uid, so the
+/// apps' env is included, as PM2 does.
 fn processes(co: &mut Coordinator, only: Option<&[u32]>) -> Vec<Value> {
     let ticks_per_s = 100.0;
     let mut out = Vec::new();
@@ -219,31 +219,27 @@ fn processes(co: &mut Coordinator, only: Option<&[u32]>) -> Vec<Value> {
             .and_then(|s| serde_json::from_str::<Value>(&s).ok())
             .and_then(|v| v.get("version").and_then(|v| v.as_str()).map(str::to_string))
             .unwrap_or_else(|| "N/A".into());
-        let uptime = last.as_ref().and_then(|u| u.since).map(ms).unwrap_or(0);
-        out.push(json!({
-            "pid": pid,
-            "name": app.name,
-            "pm_id": id,
-            "monit": { "memory": memory, "cpu": cpu },
-            "pm2_env": {
-                "name": app.name,
-                "namespace": app.namespace,
-                "status": status,
-                "pm_uptime": uptime,
-                "restart_time": last.as_ref().map_or(0, |u| u.restart_time),
-                "exec_mode": if app.exec_mode == ExecMode::Cluster { "cluster_mode" } else { "fork_mode" },
-                "exec_interpreter": app.command.interpreter,
-                "pm_exec_path": app.exec_path,
-                "pm_cwd": app.cwd,
-                "instance_var": app.instance_var,
-                "NODE_APP_INSTANCE": slot.instance,
-                "autorestart": app.autorestart,
-                "watch": app.watch != crate::config::Watch::Off,
-                "version": version,
-                "username": std::env::var("USER").unwrap_or_else(|_| "root".into()),
-                "exit_code": last.as_ref().and_then(|u| u.last_exit).map(|e| e.as_code()),
-            }
-        }));
+        let log =
+            |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| crate::logs::hub::log_path(&app, p, id).to_string_lossy().into_owned());
+        let facts = super::jlist::Facts {
+            app: &app,
+            pm_id: id,
+            instance: slot.instance,
+            status,
+            pid,
+            restart_time: last.as_ref().map_or(0, |u| u.restart_time),
+            pm_uptime: last.as_ref().and_then(|u| u.since).map(ms).unwrap_or(0),
+            exit_code: last.as_ref().and_then(|u| u.last_exit).map(|e| e.as_code()),
+            stopped_manually: last.as_ref().is_some_and(|u| u.manual && u.status == Status::Stopped),
+            out_log: log(&app.out_file),
+            err_log: log(&app.error_file),
+            combined_log: log(&app.log_file),
+            memory,
+            cpu,
+            version,
+            username: std::env::var("USER").unwrap_or_else(|_| "root".into()),
+        };
+        out.push(super::jlist::entry(&facts, super::jlist::Env::Include));
     }
     out
 }

@@ -89,3 +89,41 @@ fn verbs_on_all_with_no_apps_exit_1() {
         assert!(err.contains("no process found"), "{verb}: {err}");
     }
 }
+
+/// `jlist` in PM2's key order and with what PM2 fills: env, the configured instance_var,
+/// watch paths, node_args, log paths; `watch` false after a stop.
+#[test]
+fn jlist_has_pm2_order_and_fields() {
+    let s = Scenario::new().file("a.sh", LOOP).file(
+        "e.yml",
+        "apps:\n  - name: a\n    script: a.sh\n    instance_var: INST\n    watch: [src]\n    ignore_watch: [tmp]\n    interpreter: sh\n    node_args: -e\n    exp_backoff_restart_delay: 100\n    out_file: out.log\n    env:\n      GREETING: hello\n  - name: witness\n    script: a.sh\n    watch: [src]\n",
+    );
+    std::fs::create_dir(s.path().join("src")).unwrap();
+    let _r = s.start(&["e.yml", "--no-auto-exit"]);
+    all_online(&s, 2);
+    let (_, text, _) = s.cli(&["jlist"]);
+    assert!(text.starts_with(r#"[{"pid":"#), "{text}");
+    let pm_id_at = text.find(r#""pm_id":0,"monit""#).unwrap_or_else(|| panic!("pm_id then monit, as PM2: {text}"));
+    assert!(text.find(r#""pm2_env":"#).unwrap() < pm_id_at, "{text}");
+    let p = &jlist(&s)[0];
+    let e = &p["pm2_env"];
+    assert_eq!(e["env"]["GREETING"], "hello");
+    assert_eq!(e["INST"], 0);
+    assert_eq!(e["instance_var"], "INST");
+    assert_eq!(e["watch"], serde_json::json!([s.path().join("src")]));
+    assert_eq!(e["ignore_watch"], serde_json::json!(["tmp"]));
+    assert_eq!(e["node_args"], serde_json::json!(["-e"]));
+    assert_eq!(e["exp_backoff_restart_delay"], 100);
+    assert_eq!(e["pm_out_log_path"], serde_json::json!(s.path().join("out.log")));
+    assert_eq!(e["pm_err_log_path"], serde_json::Value::Null);
+
+    assert_eq!(s.cli(&["stop", "a"]).0, 0);
+    assert_eq!(jlist(&s)[0]["pm2_env"]["watch"], false, "PM2 turns watch off on stop");
+    // And really off: a change restarts the witness watching the same folder, not `a`.
+    std::fs::write(s.path().join("src/x.js"), "changed").unwrap();
+    wait_until("the witness restarted by the change", Duration::from_secs(10), || {
+        let ps = jlist(&s);
+        (ps[1]["pm2_env"]["restart_time"] == 1 && ps[1]["pm2_env"]["status"] == "online").then_some(())
+    });
+    assert_eq!(jlist(&s)[0]["pm2_env"]["status"], "stopped");
+}
