@@ -41,6 +41,55 @@ pub fn act(home: &Path, verb: &str, target: &str) -> Outcome {
     }
 }
 
+/// A verb whose target may be an ecosystem file, as PM2 allows: `restart`/`reload` of a file
+/// are `startOrRestart`/`startOrReload` (PM2's `_startJson`), `stop`/`delete` act on every app
+/// the file names that is running (PM2's `actionFromJson`; the others are skipped).
+fn act_or_file(home: &Path, verb: &str, target: &str) -> Outcome {
+    if !crate::config::is_config_file(target) || !Path::new(target).is_file() {
+        return act(home, verb, target);
+    }
+    let file_args = || crate::cli::ApplyArgs { file: target.to_string(), env: None, only: None, update_env: false, config_timeout: None };
+    match verb {
+        "restart" => return apply(home, "startOrRestart", file_args()),
+        "reload" => return apply(home, "startOrReload", file_args()),
+        _ => {}
+    }
+    let eco = match crate::config::load(Path::new(target), &crate::config::Overrides::default()) {
+        Ok(eco) => eco,
+        Err(e) => {
+            eprintln!("pm-runtime: invalid configuration, nothing was changed:");
+            for p in &e.problems {
+                eprintln!("  {p}");
+            }
+            return Outcome::ConfigError;
+        }
+    };
+    let running = match client::processes(home) {
+        Ok(ps) => ps,
+        Err(e) => return fail(&e),
+    };
+    let mut acted = 0;
+    for app in &eco.apps {
+        if !running.iter().any(|p| p["name"] == app.name.as_str()) {
+            continue;
+        }
+        if let Err(e) = client::request(home, &json!({"cmd": verb, "target": app.name})) {
+            return fail(&e);
+        }
+        acted += 1;
+    }
+    if acted == 0 {
+        println!("none of the apps of {target} is running: nothing to {verb}");
+        return Outcome::Requested;
+    }
+    client::wait_settled(home, Duration::from_secs(15));
+    if client::processes(home).is_err() {
+        println!("done: no app is left running, so the runtime has exited");
+        return Outcome::Requested;
+    }
+    print_table(home)
+}
+
 pub fn run(home: &Path, cmd: Command) -> Outcome {
     match cmd {
         Command::Start(_) => unreachable!("handled by the caller"),
@@ -139,10 +188,10 @@ pub fn run(home: &Path, cmd: Command) -> Outcome {
                 }
             }
         }
-        Command::Stop(t) => act(home, "stop", &t.target),
-        Command::Restart(t) => act(home, "restart", &t.target),
-        Command::Reload(t) => act(home, "reload", &t.target),
-        Command::Delete(t) => act(home, "delete", &t.target),
+        Command::Stop(t) => act_or_file(home, "stop", &t.target),
+        Command::Restart(t) => act_or_file(home, "restart", &t.target),
+        Command::Reload(t) => act_or_file(home, "reload", &t.target),
+        Command::Delete(t) => act_or_file(home, "delete", &t.target),
         Command::Reset(t) => act(home, "reset", &t.target),
         Command::Scale { name, count } => match client::request(home, &json!({"cmd": "scale", "name": name, "count": count})) {
             Ok(_) => {
@@ -225,7 +274,10 @@ fn validate(file: &str, env: Option<String>, only: Option<String>, instances: Op
         println!("- {}", app.name);
         println!("    run:         {} {}", app.command.program.display(), app.command.argv.join(" "));
         println!("    cwd:         {}", app.cwd.display());
-        println!("    interpreter: {}", app.command.interpreter);
+        match app.command.interpreter.as_str() {
+            "none" => println!("    interpreter: none (runs {})", app.command.program.display()),
+            name => println!("    interpreter: {name} ({})", app.command.program.display()),
+        }
         println!("    mode:        {mode}, {} instance(s)", crate::config::resolve_instances(app.instances, cpus));
         let keys: Vec<&str> = app.env.keys().map(String::as_str).collect();
         println!("    env keys:    {}", if keys.is_empty() { "-".to_string() } else { keys.join(", ") });

@@ -170,12 +170,14 @@ pub fn resolve(t: &Target, host: &Host, rep: &mut Reporter) -> Option<Resolved> 
     Some(Resolved { cwd, exec_path, command: Command { program, argv, interpreter: interp_name, is_node }, shell: false })
 }
 
-/// The interpreter PM2 picks for a script with no explicit one.
+/// The interpreter PM2 picks for a script with no explicit one (`Common.resolveInterpreter`).
 ///
 /// `.py` prefers `python3` when it exists (PM2 prefers `python` and falls back to `python3`);
 /// `.ts`/`.tsx` use `bun` when it is in PATH, else `node` (type stripping in recent Node).
-/// Unknown extensions: `none` for binaries (a NUL byte in the first 8000 bytes) and `#!` scripts,
-/// else `node`.
+/// Any other extension, or none (`npm`, `node_modules/.bin/nuxt`, `next/dist/bin/next`): `none`
+/// for a binary (PM2's test: a NUL byte or too many non-text bytes in the first 512), else
+/// `node`, as PM2 does. One exception of ours: an executable script whose `#!` line names
+/// another interpreter (`#!/bin/sh`) runs through it (PM2 would hand a shell script to node).
 pub fn by_extension(exec_path: &Path, host: &Host, cwd: &Path) -> String {
     let ext = exec_path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
     let name = match ext.as_str() {
@@ -200,27 +202,71 @@ pub fn by_extension(exec_path: &Path, host: &Host, cwd: &Path) -> String {
                 "node"
             }
         }
-        _ => {
-            if runs_itself(exec_path) {
-                "none"
-            } else {
-                "node"
-            }
-        }
+        _ => match head(exec_path) {
+            Some(bytes) if is_binary(&bytes) => "none",
+            Some(bytes) if foreign_shebang(&bytes) && is_executable_file(exec_path) => "none",
+            _ => "node",
+        },
     };
     name.to_string()
 }
 
-/// True for a binary (NUL byte in the first 8000 bytes) or a `#!` script.
-fn runs_itself(p: &Path) -> bool {
-    let mut buf = Vec::with_capacity(8000);
-    let Ok(f) = std::fs::File::open(p) else {
-        return false;
-    };
-    if f.take(8000).read_to_end(&mut buf).is_err() {
+/// The first 512 bytes of a file (what PM2's binary test reads).
+fn head(p: &Path) -> Option<Vec<u8>> {
+    let mut buf = Vec::with_capacity(512);
+    std::fs::File::open(p).ok()?.take(512).read_to_end(&mut buf).ok()?;
+    Some(buf)
+}
+
+/// PM2's binary test (`lib/tools/isbinaryfile.js`, reimplemented): a NUL byte is binary; else
+/// bytes that are neither printable ASCII, tabs/newlines nor well-formed 2- or 3-byte UTF-8 are
+/// "suspicious", and more than 10% of them is binary. A UTF-8 BOM or an empty file is text.
+pub fn is_binary(bytes: &[u8]) -> bool {
+    let n = bytes.len().min(512);
+    if n == 0 || bytes.starts_with(&[0xEF, 0xBB, 0xBF]) {
         return false;
     }
-    buf.starts_with(b"#!") || buf.contains(&0)
+    let cont = |i: usize| i < n && (0x80..0xC0).contains(&bytes[i]);
+    let mut suspicious = 0usize;
+    let mut i = 0;
+    while i < n {
+        let b = bytes[i];
+        if b == 0 {
+            return true;
+        }
+        let text = (7..=14).contains(&b) || (32..=127).contains(&b);
+        if !text {
+            if (0xC2..0xE0).contains(&b) && cont(i + 1) {
+                i += 2;
+                continue;
+            }
+            if (0xE0..0xF0).contains(&b) && cont(i + 1) && cont(i + 2) {
+                i += 3;
+                continue;
+            }
+            suspicious += 1;
+            if i > 32 && suspicious * 100 / n > 10 {
+                return true;
+            }
+        }
+        i += 1;
+    }
+    suspicious * 100 / n > 10
+}
+
+/// A `#!` line whose interpreter is not node or bun (`#!/bin/sh`, `#!/usr/bin/env python3`).
+fn foreign_shebang(bytes: &[u8]) -> bool {
+    let Some(rest) = bytes.strip_prefix(b"#!") else {
+        return false;
+    };
+    let line = rest.split(|b| *b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    // `#!/usr/bin/env -S node --flag` and `#!/usr/local/bin/node` both name node.
+    let mut words = line.split_whitespace().filter(|w| !w.starts_with('-'));
+    let first = words.next().unwrap_or_default();
+    let prog = if first.ends_with("/env") { words.next().unwrap_or_default() } else { first };
+    let base = prog.rsplit('/').next().unwrap_or_default();
+    !(base == "node" || base == "nodejs" || base == "bun" || base.starts_with("node"))
 }
 
 #[cfg(test)]
@@ -292,7 +338,12 @@ mod tests {
             fs::write(w.join(file), content).unwrap();
         }
         exe(&w.join("shebang"), b"#!/bin/sh\necho\n");
+        fs::write(w.join("shebang-not-exec"), b"#!/bin/sh\necho\n").unwrap();
+        exe(&w.join("next"), b"#!/usr/bin/env node\nrequire('../server')\n");
+        exe(&w.join("nuxt"), b"#!/usr/bin/env -S node --no-warnings\nimport('x')\n");
         exe(&w.join("binary"), b"\x7fELF\0\0\0");
+        exe(&w.join("binary-no-nul"), &[0x7f, b'E', b'L', b'F', 0xff, 0xfe, 0x90, 0x91].repeat(20));
+        exe(&w.join("utf8"), "// café ünïcødé ✓ — text\nconsole.log(1)\n".as_bytes());
         let table = [
             ("a.js", "node"),
             ("a.cjs", "node"),
@@ -305,7 +356,12 @@ mod tests {
             ("a.ts", "node"),
             ("plain", "node"),
             ("shebang", "none"),
+            ("shebang-not-exec", "node"),
+            ("next", "node"),
+            ("nuxt", "node"),
             ("binary", "none"),
+            ("binary-no-nul", "none"),
+            ("utf8", "node"),
         ];
         for (script, want) in table {
             let (r, rep) = f.resolve(script, None);
@@ -367,6 +423,53 @@ mod tests {
         assert_eq!(r.command.interpreter, "none");
         assert_eq!(r.exec_path, PathBuf::from("python3 -m http.server 8000"));
         assert_eq!(rep.warnings.len(), 1, "args are ignored");
+    }
+
+    /// `script: npm` (found in PATH, a JS file without extension): node runs it, with the
+    /// interpreter args before it, as PM2 does.
+    #[test]
+    fn node_cli_in_path_runs_with_node() {
+        let f = Fixture::new(&["node"]);
+        exe(&f.dir.path().join("bin/npm"), b"#!/usr/bin/env node\nrequire('../lib/cli.js')(process)\n");
+        let var = |k: &str| (k == "PATH").then(|| f.path.clone());
+        let host = Host { base_dir: f.work(), var: &var };
+        let mut rep = Reporter::new("f.yml");
+        let node_args = vec!["--max-old-space-size=64".to_string()];
+        let args = vec!["start".to_string()];
+        let t = Target {
+            path: "apps[0]",
+            script: "npm",
+            script_pos: None,
+            script_key: "apps[0].script".into(),
+            cwd: None,
+            interpreter: None,
+            interpreter_args: &node_args,
+            args: &args,
+        };
+        let r = resolve(&t, &host, &mut rep).unwrap();
+        let npm = f.dir.path().join("bin/npm");
+        assert_eq!(r.command.interpreter, "node");
+        assert!(r.command.is_node);
+        assert_eq!(r.command.program, f.dir.path().join("bin/node"));
+        assert_eq!(r.command.argv, ["--max-old-space-size=64", npm.to_str().unwrap(), "start"]);
+        assert_eq!(r.exec_path, npm);
+    }
+
+    #[test]
+    fn binary_test_table() {
+        let table: [(&[u8], bool); 7] = [
+            (b"", false),
+            (b"plain text\n", false),
+            (b"a\0b", true),
+            (b"\xEF\xBB\xBFtext with BOM \x01\x02", false),
+            ("ünïcødé ✓ ✓ ✓".as_bytes(), false),
+            (&[0xff; 64], true),
+            // A few stray bytes in a long text stay text (≤ 10%).
+            (b"\x01\x02 a long enough line of ordinary text to dilute two odd bytes", false),
+        ];
+        for (bytes, want) in table {
+            assert_eq!(is_binary(bytes), want, "{bytes:?}");
+        }
     }
 
     #[test]

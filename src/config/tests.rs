@@ -124,7 +124,7 @@ apps:
   - script: a.js
     name: bad
     instancez: 2
-    instances: four
+    instances: [4]
     port: 70000
   - name: noscript
   - script: missing.js
@@ -134,7 +134,7 @@ apps:
     let e = fx.load("ecosystem.config.yml", &Overrides::default()).unwrap_err();
     let missing = fx.work().join("missing.js");
     let want = [
-        "ecosystem.config.yml:7:16: apps[1].instances: expected a number, \"max\" or -N, got \"four\"".to_string(),
+        "ecosystem.config.yml:7:16: apps[1].instances: expected a number, \"max\" or -N, got a list".to_string(),
         "ecosystem.config.yml:8:11: apps[1].port: expected a port number 1-65535, got 70000".to_string(),
         "ecosystem.config.yml:9:5: apps[2]: missing required key \"script\"".to_string(),
         format!("ecosystem.config.yml:10:13: apps[3].script: script not found: {}", missing.display()),

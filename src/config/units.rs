@@ -146,6 +146,29 @@ pub fn parse_signal(s: &str) -> Result<String, String> {
     }
 }
 
+/// JavaScript's `parseInt(s)` (radix 10, or 16 after `0x`): leading whitespace and a sign, then
+/// as many digits as there are; `None` where JavaScript gives `NaN`. `"4,"` → 4, `"2.5"` → 2,
+/// `"1e3"` → 1, `"0x10"` → 16. Saturates instead of losing precision.
+pub fn js_parse_int(s: &str) -> Option<i64> {
+    let t = s.trim_start();
+    let (neg, t) = match t.as_bytes().first() {
+        Some(b'-') => (true, &t[1..]),
+        Some(b'+') => (false, &t[1..]),
+        _ => (false, t),
+    };
+    let (radix, t) = match t.get(..2) {
+        Some("0x" | "0X") => (16, &t[2..]),
+        _ => (10, t),
+    };
+    let digits: &str = &t[..t.find(|c: char| !c.is_digit(radix)).unwrap_or(t.len())];
+    if digits.is_empty() {
+        return None;
+    }
+    let n =
+        digits.chars().fold(0i64, |acc, c| acc.saturating_mul(i64::from(radix)).saturating_add(i64::from(c.to_digit(radix).unwrap_or(0))));
+    Some(if neg { -n } else { n })
+}
+
 /// Levenshtein distance (for "did you mean").
 pub fn edit_distance(a: &str, b: &str) -> usize {
     let a: Vec<char> = a.chars().collect();
@@ -242,6 +265,28 @@ mod tests {
         }
         assert!(split_args("'open").is_err());
         assert!(split_args("\"open").is_err());
+    }
+
+    #[test]
+    fn parse_int_like_javascript() {
+        let table: &[(&str, Option<i64>)] = &[
+            ("4", Some(4)),
+            ("4,", Some(4)),
+            (" 12 workers", Some(12)),
+            ("2.5", Some(2)),
+            ("1e3", Some(1)),
+            ("-1", Some(-1)),
+            ("+3", Some(3)),
+            ("0x10", Some(16)),
+            ("", None),
+            ("four", None),
+            ("-", None),
+            ("0x", None),
+            ("99999999999999999999999", Some(i64::MAX)),
+        ];
+        for (input, want) in table {
+            assert_eq!(js_parse_int(input), *want, "{input:?}");
+        }
     }
 
     #[test]

@@ -347,8 +347,16 @@ pub fn validate_app(path: &str, node: &Node, rep: &mut Reporter) -> RawApp {
     for (k, v) in entries {
         if let Some(env_name) = k.name.strip_prefix("env_") {
             let p = join(path, &k.name);
-            let map = env_map(v, &p, rep);
-            app.env_named.insert(env_name.to_string(), map);
+            match &v.value {
+                Value::Map(_) => {
+                    let map = env_map(v, &p, rep);
+                    app.env_named.insert(env_name.to_string(), map);
+                }
+                // PM2's schema accepts any `env_*` key, object or string; only an object is an
+                // environment (used with `--env <name>`).
+                Value::Null => {}
+                _ => rep.warn(k.pos, &p, not_an_environment(env_name, v)),
+            }
             continue;
         }
         let Some(canon) = canonical(&k.name) else {
@@ -460,6 +468,22 @@ pub fn validate_app(path: &str, node: &Node, rep: &mut Reporter) -> RawApp {
         rep.error(node.pos, path, "missing required key \"script\"");
     }
     app
+}
+
+/// The warning for an `env_<name>` key whose value is not a mapping (PM2 accepts it and it
+/// has no effect; `env_file` is usually meant as a dotenv file, which PM2 does not load).
+fn not_an_environment(name: &str, v: &Node) -> String {
+    // The value is not shown: it may hold a secret.
+    let kind = match &v.value {
+        Value::Str(_) => "a string",
+        Value::Seq(_) => "a list",
+        Value::Bool(_) => "a boolean",
+        _ => "a number",
+    };
+    if name == "file" && matches!(v.value, Value::Str(_)) {
+        return "PM2 does not load env files: the variables in that file are not set (this key is an environment named \"file\", used only with --env file); ignored".into();
+    }
+    format!("{kind} is not an environment (a mapping of variables, used with --env {name}); ignored")
 }
 
 /// Converts an `env`/`env_<name>` mapping: numbers/bools stringified, objects JSON-stringified,
@@ -703,18 +727,37 @@ impl Check<'_, '_> {
         }
     }
 
+    /// PM2 is lenient here: a string goes through `parseInt(s) || 0` (`"4,"` is 4, `"four"` is
+    /// 0 = all CPUs) and a fractional number is truncated. Accepted with a warning saying what
+    /// was understood whenever the value is not a plain integer.
     fn instances(&mut self) -> Option<Instances> {
-        let parsed = match &self.node.value {
-            Value::Int(n) => Some(instances_from_int(*n)),
-            Value::Float(f) if f.fract() == 0.0 => Some(instances_from_int(*f as i64)),
-            Value::Str(s) => parse_instances_text(s),
-            _ => None,
+        let (n, exact) = match &self.node.value {
+            Value::Int(n) => (*n, true),
+            Value::Float(f) if f.is_finite() && f.abs() < 1e15 => (f.trunc() as i64, f.fract() == 0.0),
+            Value::Str(s) if s.trim().eq_ignore_ascii_case("max") => return Some(Instances::Max),
+            Value::Str(s) => match units::js_parse_int(s) {
+                Some(n) => (n, s.trim().parse::<i64>().is_ok()),
+                None => (0, false),
+            },
+            _ => {
+                let g = self.got();
+                return self.fail(format!("expected a number, \"max\" or -N, got {g}"));
+            }
         };
-        if parsed.is_none() {
+        if !exact {
+            let meaning = match n {
+                0 => "0 (all CPUs)".to_string(),
+                n if n < 0 => format!("{n} (all CPUs but {})", n.unsigned_abs()),
+                n => n.to_string(),
+            };
             let g = self.got();
-            return self.fail(format!("expected a number, \"max\" or -N, got {g}"));
+            self.rep.warn(
+                self.node.pos,
+                self.path,
+                format!("{g} is not a whole number; understood as {meaning}, as PM2's parseInt reads it"),
+            );
         }
-        parsed
+        Some(instances_from_int(n))
     }
 
     fn exec_mode(&mut self) -> Option<ExecMode> {
@@ -756,6 +799,21 @@ impl Check<'_, '_> {
             Value::Seq(items) => {
                 let mut out = Vec::new();
                 for (i, item) in items.iter().enumerate() {
+                    // PM2 reads string entries with parseInt(s, 10): "1 (crash)" is 1.
+                    let lenient = match &item.value {
+                        Value::Str(s) if one(item).is_none() => units::js_parse_int(s).filter(|_| !s.trim_start().starts_with("0x")),
+                        _ => None,
+                    };
+                    if let Some(c) = lenient.and_then(|c| i32::try_from(c).ok()) {
+                        let p = format!("{}[{i}]", self.path);
+                        self.rep.warn(
+                            item.pos,
+                            &p,
+                            format!("{} is not a whole number; understood as {c}, as PM2's parseInt reads it", item.describe()),
+                        );
+                        out.push(c);
+                        continue;
+                    }
                     match one(item) {
                         Some(c) => out.push(c),
                         None => self.rep.error(
@@ -916,6 +974,55 @@ mod tests {
     }
 
     #[test]
+    fn numbers_in_strings_are_read_as_pm2_reads_them() {
+        let (apps, rep) = check(
+            "apps:\n  - script: a.js\n    instances: '4,'\n  - script: a.js\n    instances: four\n  - script: a.js\n    instances: 2.7\n  - script: a.js\n    instances: ' -1'\n  - script: a.js\n    instances: '3'\n    stop_exit_codes: ['2 (usage)', 3]\n",
+        );
+        assert!(rep.errors.is_empty(), "{:?}", rep.errors);
+        let got: Vec<_> = apps.iter().map(|a| a.instances).collect();
+        assert_eq!(
+            got,
+            [
+                Some(Instances::Count(4)),
+                Some(Instances::Max),
+                Some(Instances::Count(2)),
+                Some(Instances::MinusCpus(1)),
+                Some(Instances::Count(3))
+            ]
+        );
+        assert_eq!(apps[4].stop_exit_codes, Some(vec![2, 3]));
+        assert_eq!(
+            rep.warnings,
+            [
+                "f.yml:3:16: apps[0].instances: \"4,\" is not a whole number; understood as 4, as PM2's parseInt reads it",
+                "f.yml:5:16: apps[1].instances: \"four\" is not a whole number; understood as 0 (all CPUs), as PM2's parseInt reads it",
+                "f.yml:7:16: apps[2].instances: 2.7 is not a whole number; understood as 2, as PM2's parseInt reads it",
+                "f.yml:12:23: apps[4].stop_exit_codes[0]: \"2 (usage)\" is not a whole number; understood as 2, as PM2's parseInt reads it",
+            ]
+        );
+        let (_, rep) = check("apps:\n  - script: a.js\n    instances: true\n");
+        assert_eq!(rep.errors.len(), 1, "a boolean is still an error, as in PM2");
+    }
+
+    #[test]
+    fn any_env_key_is_accepted_and_only_mappings_are_environments() {
+        let (apps, rep) = check(
+            "apps:\n  - script: a.js\n    env_file: .env\n    env_staging: {A: '1'}\n    env_flag: true\n    env_list: [a]\n    env_x: SECRET=hunter2\n    env_nothing: null\n",
+        );
+        assert!(rep.errors.is_empty(), "{:?}", rep.errors);
+        assert_eq!(apps[0].env_named.keys().collect::<Vec<_>>(), ["staging"]);
+        assert_eq!(rep.warnings.len(), 4, "{:?}", rep.warnings);
+        assert!(rep.warnings[0].starts_with("f.yml:3:5: apps[0].env_file: PM2 does not load env files"), "{:?}", rep.warnings);
+        assert!(rep.warnings[1].contains("apps[0].env_flag: a boolean is not an environment"), "{:?}", rep.warnings);
+        assert!(rep.warnings[3].contains("apps[0].env_x: a string is not an environment (a mapping of variables, used with --env x)"));
+        assert!(
+            !rep.warnings.iter().any(|w| w.contains("hunter2") || w.contains("\".env\"")),
+            "values are never shown: {:?}",
+            rep.warnings
+        );
+    }
+
+    #[test]
     fn canonical_names() {
         assert_eq!(canonical("maxMemoryRestart"), Some("max_memory_restart"));
         assert_eq!(canonical("exec"), Some("script"));
@@ -963,7 +1070,7 @@ apps:
   - script: b.js
     port: 70000
     max_memory_restart: lots
-    instances: four
+    instances: {n: 4}
     kill_signal: SIGNOPE
     min_uptime: 5 days
     autorestart: maybe
@@ -975,7 +1082,7 @@ apps:
         let want = [
             "f.yml:5:11: apps[1].port: expected a port number 1-65535, got 70000",
             "f.yml:6:25: apps[1].max_memory_restart: expected a size",
-            "f.yml:7:16: apps[1].instances: expected a number, \"max\" or -N, got \"four\"",
+            "f.yml:7:16: apps[1].instances: expected a number, \"max\" or -N, got a mapping",
             "f.yml:8:18: apps[1].kill_signal: unknown signal \"SIGNOPE\"",
             "f.yml:9:17: apps[1].min_uptime: expected milliseconds",
             "f.yml:10:18: apps[1].autorestart: expected true or false, got \"maybe\"",

@@ -128,7 +128,7 @@ pub fn table(ps: &[Value]) -> String {
             format!("{}%", p["monit"]["cpu"].as_f64().unwrap_or(0.0)),
             human_bytes(p["monit"]["memory"].as_u64().unwrap_or(0)),
             env["username"].as_str().unwrap_or("").to_string(),
-            if env["watch"] == json!(true) { "enabled" } else { "disabled" }.to_string(),
+            if env["watch"] == json!(true) || env["watch"].is_array() { "enabled" } else { "disabled" }.to_string(),
         ]);
     }
     let widths: Vec<usize> = (0..header.len()).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
@@ -162,8 +162,8 @@ pub fn describe(p: &Value) -> String {
         ("interpreter", env["exec_interpreter"].as_str().unwrap_or("").to_string()),
         ("exec cwd", env["pm_cwd"].as_str().unwrap_or("").to_string()),
         ("exec mode", env["exec_mode"].as_str().unwrap_or("").to_string()),
-        ("instance", env["NODE_APP_INSTANCE"].to_string()),
-        ("watch & reload", if env["watch"] == json!(true) { "✔" } else { "✘" }.to_string()),
+        ("instance", env[env["instance_var"].as_str().unwrap_or("NODE_APP_INSTANCE")].to_string()),
+        ("watch & reload", if env["watch"] == json!(true) || env["watch"].is_array() { "✔" } else { "✘" }.to_string()),
         ("cpu", format!("{}%", p["monit"]["cpu"])),
         ("memory", human_bytes(p["monit"]["memory"].as_u64().unwrap_or(0))),
         ("last exit code", env["exit_code"].to_string()),

@@ -86,6 +86,24 @@ impl FileLog {
         Ok(())
     }
 
+    /// Reopens when the path no longer names the open file (deleted or replaced while the app
+    /// was stopped): an app that starts again writes where the user looks. True if reopened.
+    pub fn reopen_if_replaced(&mut self) -> io::Result<bool> {
+        use std::os::unix::fs::MetadataExt;
+        if is_null(&self.path) {
+            return Ok(false);
+        }
+        let same = match (&self.file, fs::metadata(&self.path)) {
+            (Some(f), Ok(on_disk)) => f.metadata().is_ok_and(|open| open.dev() == on_disk.dev() && open.ino() == on_disk.ino()),
+            _ => false,
+        };
+        if same {
+            return Ok(false);
+        }
+        self.reopen()?;
+        Ok(true)
+    }
+
     /// Appends `buf`, which holds whole lines (each ending in `\n`; a missing final `\n` is
     /// treated as the end of a line), rotating between lines when needed.
     pub fn write_lines(&mut self, buf: &[u8]) -> io::Result<()> {

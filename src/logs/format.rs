@@ -204,6 +204,13 @@ impl Decoration {
         self.date.is_none() && !self.json
     }
 
+    /// Appends one log-file line (ending in `\n`): the decorated line, as PM2 writes its files.
+    pub fn file_line(&self, out: &mut Vec<u8>, tag: &AppTag, stream: Stream, line: &[u8], continued: bool, stamp: &Stamp) {
+        let marker: &[u8] = if continued { CONTINUATION_MARKER.as_bytes() } else { b"" };
+        self.write(out, tag, stream, line, marker, stamp);
+        out.push(b'\n');
+    }
+
     /// Writes the decorated line, `marker` appended to the line's text.
     fn write<P: Put + ?Sized>(&self, p: &mut P, tag: &AppTag, stream: Stream, line: &[u8], marker: &[u8], stamp: &Stamp) {
         if self.json {

@@ -172,6 +172,10 @@ impl LogHub {
             }
             let mut open = lock(&self.inner.files);
             if let Some(f) = open.get(&path) {
+                // A start after a stop: the file may have been deleted or rotated meanwhile.
+                if let Err(e) = lock(f).reopen_if_replaced() {
+                    tracing::error!(app = %app.name, id = pm_id, "cannot reopen log file {}: {e}", path.display());
+                }
                 files.push(f.clone());
                 continue;
             }
@@ -216,12 +220,9 @@ impl LogHub {
                         let _ = live.send(LiveLine { seq, pm_id, stream, line: line.into() });
                     }
                     if to_files {
-                        // Files get the app's line as written, whatever the stdout format.
-                        file_buf.extend_from_slice(line);
-                        if continued {
-                            file_buf.extend_from_slice(super::format::CONTINUATION_MARKER.as_bytes());
-                        }
-                        file_buf.push(b'\n');
+                        // Files get the line as PM2 writes them: with the app's decoration
+                        // (log_date_format, log_type: json), whatever the stdout format.
+                        deco.file_line(&mut file_buf, &tag, stream, line, continued, &now);
                     }
                 };
                 if n == 0 {

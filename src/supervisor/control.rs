@@ -11,7 +11,6 @@ use serde_json::{Value, json};
 
 use super::Coordinator;
 use super::instance::{Cmd, Status};
-use crate::config::ExecMode;
 use crate::control::protocol::{Request, error};
 use crate::logs::Stream;
 
@@ -23,7 +22,7 @@ pub fn handle(co: &mut Coordinator, req: Request) -> Value {
             Ok(ids) => json!({ "ok": true, "processes": processes(co, Some(&ids)) }),
             Err(e) => error(e),
         },
-        Request::Start { target } => command(co, &target, || Cmd::Start),
+        Request::Start { target } => start(co, &target),
         Request::Stop { target } => command(co, &target, || Cmd::Stop),
         Request::Restart { target } => command(co, &target, || Cmd::Restart),
         // Cluster mode: zero-downtime; fork mode: a restart, as in PM2.
@@ -74,8 +73,29 @@ pub fn resolve(co: &Coordinator, target: &str) -> Result<Vec<u32>, String> {
     Ok(ids)
 }
 
+/// `start <name>` is PM2's `restartProcessId`: an instance that is running restarts, one that
+/// is stopped or errored starts.
+fn start(co: &Coordinator, target: &str) -> Value {
+    let running =
+        |id: u32| co.slots.get(&id).and_then(|s| s.last.as_ref()).is_some_and(|u| matches!(u.status, Status::Online | Status::Launching));
+    match resolve(co, target) {
+        Ok(ids) if ids.is_empty() => error(NOTHING),
+        Ok(ids) => {
+            for id in &ids {
+                co.send(*id, if running(*id) { Cmd::Restart } else { Cmd::Start });
+            }
+            json!({ "ok": true, "ids": ids })
+        }
+        Err(e) => error(e),
+    }
+}
+
+/// The refusal of a verb on `all` when there is no app (PM2 exits 1 then).
+const NOTHING: &str = "no process found (the runtime has no apps)";
+
 fn command(co: &Coordinator, target: &str, cmd: impl Fn() -> Cmd) -> Value {
     match resolve(co, target) {
+        Ok(ids) if ids.is_empty() => error(NOTHING),
         Ok(ids) => {
             for id in &ids {
                 co.send(*id, cmd());
@@ -171,7 +191,8 @@ fn ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
 }
 
-/// PM2's `jlist` shape, for the fields we have, from the status table.
+/// PM2's `jlist` shape (see [`super::jlist`]) from the status table; this socket is private to
+/// our uid, so the apps' env is included, as PM2 does.
 fn processes(co: &mut Coordinator, only: Option<&[u32]>) -> Vec<Value> {
     let table = co.table_for_reader();
     let mut out = Vec::new();
@@ -182,34 +203,32 @@ fn processes(co: &mut Coordinator, only: Option<&[u32]>) -> Vec<Value> {
             .and_then(|s| serde_json::from_str::<Value>(&s).ok())
             .and_then(|v| v.get("version").and_then(|v| v.as_str()).map(str::to_string))
             .unwrap_or_else(|| "N/A".into());
-        out.push(json!({
-            "pid": row.pid.unwrap_or(0),
-            "name": app.name,
-            "pm_id": row.pm_id,
-            "monit": { "memory": row.sample.memory_bytes, "cpu": row.sample.cpu_percent },
-            "pm2_env": {
-                "name": app.name,
-                "namespace": app.namespace,
-                "status": row.status_str(),
-                "pm_uptime": row.started_at.map(ms).unwrap_or(0),
-                "created_at": ms(row.created_at),
-                "restart_time": row.restart_time,
-                "unique_id": row.unique_id,
-                "exec_mode": if app.exec_mode == ExecMode::Cluster { "cluster_mode" } else { "fork_mode" },
-                "exec_interpreter": app.command.interpreter,
-                "pm_exec_path": app.exec_path,
-                "pm_cwd": app.cwd,
-                "instance_var": app.instance_var,
-                "NODE_APP_INSTANCE": row.instance,
-                "autorestart": app.autorestart,
-                "watch": app.watch != crate::config::Watch::Off,
-                "version": version,
-                "username": std::env::var("USER").unwrap_or_else(|_| "root".into()),
-                "exit_code": row.last_exit.map(|e| e.as_code()),
-                "axm_monitor": *row.axm_monitor,
-                "axm_actions": *row.axm_actions,
-            }
-        }));
+        let id = row.pm_id;
+        let log =
+            |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| crate::logs::hub::log_path(app, p, id).to_string_lossy().into_owned());
+        let facts = super::jlist::Facts {
+            app,
+            pm_id: id,
+            instance: row.instance,
+            status: row.status_str(),
+            pid: row.pid.unwrap_or(0),
+            restart_time: row.restart_time,
+            pm_uptime: row.started_at.map(ms).unwrap_or(0),
+            created_at: ms(row.created_at),
+            unique_id: &row.unique_id,
+            exit_code: row.last_exit.map(|e| e.as_code()),
+            stopped_manually: row.manual && row.status == Some(Status::Stopped),
+            out_log: log(&app.out_file),
+            err_log: log(&app.error_file),
+            combined_log: log(&app.log_file),
+            memory: row.sample.memory_bytes,
+            cpu: row.sample.cpu_percent,
+            version,
+            username: std::env::var("USER").unwrap_or_else(|_| "root".into()),
+            axm_monitor: &row.axm_monitor,
+            axm_actions: &row.axm_actions,
+        };
+        out.push(super::jlist::entry(&facts, super::jlist::Env::Include));
     }
     out
 }

@@ -10,6 +10,7 @@ pub mod cron;
 pub mod env;
 pub mod file_watch;
 pub mod instance;
+pub mod jlist;
 pub mod policy;
 pub mod sampler;
 pub mod status;
@@ -409,7 +410,9 @@ pub async fn run(
                 let _ = req.reply.send(reply);
             }
             Some(app_index) = restart_rx.recv(), if !requested => {
-                for (id, _) in co.slots.iter().filter(|(_, s)| s.app_index == app_index) {
+                // A stop turns watching off for that instance, as in PM2; a start turns it on again.
+                let stopped = |s: &Slot| s.last.as_ref().is_some_and(|u| u.manual && u.status == instance::Status::Stopped);
+                for (id, _) in co.slots.iter().filter(|(_, s)| s.app_index == app_index && !stopped(s)) {
                     co.send(*id, Cmd::Restart);
                 }
             }

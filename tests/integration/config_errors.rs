@@ -23,7 +23,7 @@ fn bad_yaml_syntax_names_file_and_line() {
 fn wrong_types_are_all_reported_with_positions() {
     let s = Scenario::new().file("a.js", "").file(
         "ecosystem.config.yml",
-        "apps:\n  - name: a\n    script: a.js\n    max_restarts: lots\n  - name: b\n    script: a.js\n    instances: four\n    kill_timeout: soon\n",
+        "apps:\n  - name: a\n    script: a.js\n    max_restarts: lots\n  - name: b\n    script: a.js\n    instances: [4]\n    kill_timeout: soon\n",
     );
     let (code, text) = run_err(&s, "ecosystem.config.yml");
     assert_eq!(code, Some(78));

@@ -173,7 +173,7 @@ fn start_or_restart_applies_new_settings_and_starts_new_apps() {
     r.wait_for("MSG=two", Duration::from_secs(5));
     r.wait_for("MSG=new", Duration::from_secs(5));
     // A broken file changes nothing and says where.
-    let s = s.file("e.yml", "apps:\n  - name: m\n    script: m.sh\n    instances: lots\n");
+    let s = s.file("e.yml", "apps:\n  - name: m\n    script: m.sh\n    instances: true\n");
     let (code, _, err) = cli(&s, &["startOrReload", "e.yml"]);
     assert_eq!(code, 78);
     assert!(err.contains("e.yml:4:16"), "{err}");

@@ -171,3 +171,55 @@ fn file_log_rotation_keeps_every_line() {
     // The files hold the app's lines, not the --json stdout format.
     assert!(!all.contains("\"message\""));
 }
+
+/// PM2 writes its log files with the app's decoration: `log_date_format` prefixes every line of
+/// out_file/error_file/log_file, and `log_type: json` writes PM2's JSON objects there.
+#[test]
+fn log_files_carry_date_format_and_json_type() {
+    let s = Scenario::new().file("say.sh", "#!/bin/sh\necho hello\necho oops >&2\n").file(
+        "eco.yml",
+        "apps:\n  - name: dated\n    script: say.sh\n    autorestart: false\n    log_date_format: YYYY-MM-DD\n    out_file: d-out.log\n    error_file: d-err.log\n    log_file: d-all.log\n  - name: js\n    script: say.sh\n    autorestart: false\n    log_type: json\n    out_file: j-out.log\n    error_file: j-err.log\n",
+    );
+    let (status, out, err) = s.run(&["eco.yml"], Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0), "{out}{err}");
+    let read = |f: &str| std::fs::read_to_string(s.path().join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+    let dated = |line: &str, text: &str| {
+        let (date, rest) = line.split_once(": ").unwrap_or_else(|| panic!("no date prefix: {line:?}"));
+        assert!(date.len() == 10 && date.chars().filter(|c| *c == '-').count() == 2, "{line:?}");
+        assert_eq!(rest, text, "{line:?}");
+    };
+    dated(read("d-out.log").trim_end(), "hello");
+    dated(read("d-err.log").trim_end(), "oops");
+    let all = read("d-all.log");
+    assert_eq!(all.lines().count(), 2, "{all}");
+    for l in all.lines() {
+        dated(l, if l.ends_with("hello") { "hello" } else { "oops" });
+    }
+    for (file, message, kind) in [("j-out.log", "hello", "out"), ("j-err.log", "oops", "err")] {
+        let text = read(file);
+        let v: serde_json::Value =
+            serde_json::from_str(text.trim_end()).unwrap_or_else(|e| panic!("{file} is not one JSON line ({e}): {text}"));
+        assert_eq!(v["message"], message, "{v}");
+        assert_eq!(v["type"], kind, "{v}");
+        assert_eq!(v["app_name"], "js", "{v}");
+        assert!(v["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')), "{v}");
+        assert!(v["process_id"].is_u64(), "{v}");
+    }
+}
+
+/// A log file deleted while its app is stopped is created again when the app starts.
+#[test]
+fn log_file_deleted_while_stopped_is_recreated_on_start() {
+    let s = Scenario::new()
+        .file("tick.sh", "#!/bin/sh\necho started $$\nwhile :; do sleep 1; done\n")
+        .file("eco.yml", "apps:\n  - name: tick\n    script: tick.sh\n    out_file: logs/tick.log\n");
+    let _r = s.start(&["eco.yml", "--no-auto-exit"]);
+    let log = s.path().join("logs/tick.log");
+    let read = || std::fs::read_to_string(&log).ok().filter(|t| t.contains("started"));
+    wait_until("the first line in the log file", Duration::from_secs(10), read);
+    assert_eq!(s.cli(&["stop", "tick"]).0, 0);
+    std::fs::remove_dir_all(s.path().join("logs")).unwrap();
+    assert_eq!(s.cli(&["start", "tick"]).0, 0);
+    let text = wait_until("the log file to be created again", Duration::from_secs(10), read);
+    assert_eq!(text.lines().count(), 1, "{text}");
+}

@@ -46,6 +46,16 @@ impl Scenario {
         (status, r.stdout(), r.stderr())
     }
 
+    /// Runs a client verb against the runtime of this scenario: (exit code, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = self.command(args).output().expect("run pm-runtime");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// Starts in the background.
     pub fn start(&self, args: &[&str]) -> Running {
         Running::start(self.command(args))
@@ -189,6 +199,18 @@ pub fn wait_for_process(marker: &str, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while pids_with(marker).is_empty() && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Polls `f` until it returns `Some`, at most `timeout`; panics with `what` otherwise.
+pub fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -1,0 +1,200 @@
+//! PM2's `jlist` / `describe` shape of one process, from plain facts (no coordinator state).
+//!
+//! Keys come in PM2's order (`pid`, `name`, `pm2_env`, `pm_id`, `monit`; inside `pm2_env`, the
+//! order PM2's own objects have), which scripts that read the text rely on; serde_json keeps
+//! insertion order (its `preserve_order` feature).
+//!
+//! `pm2_env.env` holds the app's environment values. Only the control socket (private to the
+//! uid that runs the runtime, as PM2's own socket) may show them: callers say so explicitly
+//! with [`Env::Include`]. Anything served over the network (HTTP endpoints, PM2 Plus) must use
+//! [`Env::Omit`].
+
+use serde_json::{Map, Value, json};
+
+use crate::config::{App, ExecMode, Watch};
+
+/// Whether the app's environment values are part of the output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Env {
+    /// The local control socket only (`jlist`, `show`, `ls`).
+    Include,
+    /// Everything else.
+    Omit,
+}
+
+/// What is known of one process at the time of the listing.
+#[derive(Debug, Clone)]
+pub struct Facts<'a> {
+    pub app: &'a App,
+    pub pm_id: u32,
+    /// The instance number (`NODE_APP_INSTANCE` or the configured `instance_var`).
+    pub instance: u32,
+    pub status: &'a str,
+    /// 0 when not running.
+    pub pid: u32,
+    pub restart_time: u32,
+    /// Start of the current process, ms since the epoch (0 when not running).
+    pub pm_uptime: u64,
+    /// When the instance was created, ms since the epoch.
+    pub created_at: u64,
+    /// PM2's `unique_id` (a UUID per instance, kept across restarts).
+    pub unique_id: &'a str,
+    pub exit_code: Option<i32>,
+    /// Stopped on request: PM2 turns `watch` off then.
+    pub stopped_manually: bool,
+    /// The log paths of this instance (after `-<pm_id>` naming), when configured.
+    pub out_log: Option<String>,
+    pub err_log: Option<String>,
+    pub combined_log: Option<String>,
+    pub memory: u64,
+    pub cpu: f64,
+    /// `version` from the app's package.json, else "N/A".
+    pub version: String,
+    pub username: String,
+    /// `@pm2/io` custom metrics and actions, as the app declared them.
+    pub axm_monitor: &'a Map<String, Value>,
+    pub axm_actions: &'a [Value],
+}
+
+/// One process, as PM2's `jlist` shows it.
+pub fn entry(f: &Facts, env: Env) -> Value {
+    let app = f.app;
+    let watch = match (&app.watch, f.stopped_manually) {
+        (Watch::Off, _) | (_, true) => json!(false),
+        (Watch::Cwd, _) => json!(true),
+        (Watch::Paths(ps), _) => json!(ps),
+    };
+    let mut e = Map::new();
+    let mut put = |k: &str, v: Value| {
+        e.insert(k.to_string(), v);
+    };
+    put("kill_retry_time", json!(app.kill_retry_time.as_millis() as u64));
+    put("username", json!(f.username));
+    put("treekill", json!(app.treekill));
+    put("instance_var", json!(app.instance_var));
+    put("watch", watch);
+    if !app.ignore_watch.is_empty() {
+        put("ignore_watch", json!(app.ignore_watch));
+    }
+    put("autorestart", json!(app.autorestart));
+    put("autostart", json!(app.autostart));
+    if let Some(m) = app.merge_logs {
+        put("merge_logs", json!(m));
+    }
+    if env == Env::Include {
+        put("env", json!(app.env));
+    }
+    put("namespace", json!(app.namespace));
+    put("name", json!(app.name));
+    put("node_args", json!(app.interpreter_args));
+    put("pm_exec_path", json!(app.exec_path));
+    put("pm_cwd", json!(app.cwd));
+    put("exec_interpreter", json!(app.command.interpreter));
+    put("exec_mode", json!(if app.exec_mode == ExecMode::Cluster { "cluster_mode" } else { "fork_mode" }));
+    put("pm_out_log_path", json!(f.out_log));
+    put("pm_err_log_path", json!(f.err_log));
+    if let Some(p) = &f.combined_log {
+        put("pm_log_path", json!(p));
+    }
+    put("kill_timeout", json!(app.kill_timeout.as_millis() as u64));
+    put("restart_delay", json!(app.restart_delay.as_millis() as u64));
+    if let Some(d) = app.exp_backoff_restart_delay {
+        put("exp_backoff_restart_delay", json!(d.as_millis() as u64));
+    }
+    put(&app.instance_var, json!(f.instance));
+    put("status", json!(f.status));
+    put("pm_uptime", json!(f.pm_uptime));
+    put("created_at", json!(f.created_at));
+    put("unique_id", json!(f.unique_id));
+    put("axm_monitor", Value::Object(f.axm_monitor.clone()));
+    put("axm_actions", json!(f.axm_actions));
+    put("pm_id", json!(f.pm_id));
+    put("restart_time", json!(f.restart_time));
+    put("version", json!(f.version));
+    put("exit_code", json!(f.exit_code));
+    json!({
+        "pid": f.pid,
+        "name": app.name,
+        "pm2_env": Value::Object(e),
+        "pm_id": f.pm_id,
+        "monit": { "memory": f.memory, "cpu": f.cpu },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app() -> App {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.js"), "").unwrap();
+        let yml = format!(
+            "apps:\n  - name: web\n    cwd: {}\n    script: a.js\n    instance_var: INSTANCE_ID\n    watch: [src]\n    ignore_watch: [tmp]\n    node_args: --inspect\n    exp_backoff_restart_delay: 100\n    out_file: out.log\n    log_file: all.log\n    env:\n      SECRET: hunter2\n",
+            dir.path().display()
+        );
+        std::fs::write(dir.path().join("e.yml"), yml).unwrap();
+        crate::config::load(&dir.path().join("e.yml"), &Default::default()).unwrap().apps.remove(0)
+    }
+
+    static NO_METRICS: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
+
+    fn facts(app: &App) -> Facts<'_> {
+        Facts {
+            app,
+            pm_id: 3,
+            instance: 1,
+            status: "online",
+            pid: 42,
+            restart_time: 2,
+            pm_uptime: 1000,
+            created_at: 900,
+            unique_id: "0e9b8c1a-0000-4000-8000-000000000000",
+            exit_code: None,
+            stopped_manually: false,
+            out_log: Some("/x/out.log".into()),
+            err_log: None,
+            combined_log: Some("/x/all.log".into()),
+            memory: 1,
+            cpu: 0.5,
+            version: "N/A".into(),
+            username: "root".into(),
+            axm_monitor: &NO_METRICS,
+            axm_actions: &[],
+        }
+    }
+
+    #[test]
+    fn pm2_order_and_fields() {
+        let app = app();
+        let v = entry(&facts(&app), Env::Include);
+        let top: Vec<&String> = v.as_object().unwrap().keys().collect();
+        assert_eq!(top, ["pid", "name", "pm2_env", "pm_id", "monit"]);
+        let text = v.to_string();
+        assert!(text.starts_with(r#"{"pid":42,"name":"web","pm2_env":{"#), "{text}");
+        let e = &v["pm2_env"];
+        assert_eq!(e["INSTANCE_ID"], 1);
+        assert!(e.get("NODE_APP_INSTANCE").is_none());
+        assert_eq!(e["instance_var"], "INSTANCE_ID");
+        assert_eq!(e["watch"].as_array().unwrap().len(), 1);
+        assert!(e["watch"][0].as_str().unwrap().ends_with("/src"));
+        assert_eq!(e["ignore_watch"], json!(["tmp"]));
+        assert_eq!(e["node_args"], json!(["--inspect"]));
+        assert_eq!(e["exp_backoff_restart_delay"], 100);
+        assert_eq!(e["pm_out_log_path"], "/x/out.log");
+        assert_eq!(e["pm_err_log_path"], Value::Null);
+        assert_eq!(e["pm_log_path"], "/x/all.log");
+        assert_eq!(e["env"]["SECRET"], "hunter2");
+    }
+
+    #[test]
+    fn env_only_when_asked_and_watch_off_after_a_stop() {
+        let app = app();
+        let mut f = facts(&app);
+        f.stopped_manually = true;
+        f.status = "stopped";
+        let v = entry(&f, Env::Omit);
+        assert!(v["pm2_env"].get("env").is_none());
+        assert!(!v.to_string().contains("hunter2"));
+        assert_eq!(v["pm2_env"]["watch"], false);
+    }
+}
