@@ -10,6 +10,7 @@ mod lifecycle;
 mod logs;
 mod node_apps;
 mod node_cluster;
+mod node_versions;
 mod restart;
 mod ship;
 mod stop;
