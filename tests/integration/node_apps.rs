@@ -109,3 +109,18 @@ fn pm_runtime_preload_false_gives_nodes_default_back() {
     assert!(!out.contains("pm-runtime-preload"), "{out}");
     assert_ne!(status.code(), Some(0));
 }
+
+#[test]
+fn an_app_running_as_another_user_gets_the_preload_too() {
+    // PM2_HOME is 0700: the preload for a `uid` app is written where that user can read it.
+    let s = Scenario::new()
+        .file("app.js", APP)
+        .file("e.yml", "apps:\n  - name: n\n    script: app.js\n    uid: nobody\n    env:\n      MODE: reject\n");
+    std::fs::set_permissions(s.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut r = s.start(&["e.yml"]);
+    r.wait_for("n still up after the rejection", Duration::from_secs(10));
+    assert!(r.stderr().contains("Error: rejected-on-purpose by n"), "{}", r.stderr());
+    assert!(!r.stdout().contains("exited with code"), "{}", r.stdout());
+    r.signal(libc::SIGTERM);
+    assert_eq!(r.wait(Duration::from_secs(10)).unwrap().code(), Some(0));
+}
