@@ -53,6 +53,8 @@ fn socket_workers_share_one_path(policy: &str) {
         pids.insert(body.split_whitespace().next().unwrap().to_string());
     }
     assert!(pids.len() >= 2, "requests on the socket were answered by more than one worker: {pids:?}");
+    let online = format!("online (listening on {})", sock.display());
+    assert_eq!(r.stdout().matches(&online).count(), 3, "{}", r.stdout());
     r.signal(libc::SIGTERM);
     assert_eq!(r.wait(Duration::from_secs(10)).unwrap().code(), Some(0), "{}", r.stdout());
     assert!(!sock.exists(), "the socket file is removed with the runtime, as Node removes it");
