@@ -45,9 +45,9 @@
 //!
 //! ¹ 32 keep-alive connections + 1 new-connection client + 4 clients of a 300 ms endpoint;
 //! each old worker gets `disconnect` once its replacement listens, exits 0 in 17–280 ms.
-//! ~45 keep-alive requests per run met a connection the retiring worker closed while idle
-//! (Node ≥ 19 closes idle keep-alive sockets on `server.close()`) and were retried once on a
-//! new connection, as HTTP clients do; none failed after that retry.
+//! Without the preload's drain (`crate::preload`), ~45 keep-alive requests per run met a
+//! connection the retiring worker closed while idle (Node ≥ 19 closes idle keep-alive sockets
+//! on `server.close()`, Node 26 also connections whose request is not read yet); with it, none.
 //!
 //! Shared mode fails the fairness target (busiest ≤ 1.5× idlest) and piles keep-alive
 //! connections on one or two workers; round-robin meets it. The cost of round-robin is one

@@ -119,6 +119,17 @@ mod tests {
     }
 
     #[test]
+    fn shared_dir_is_ours_and_readable_by_everyone() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = shared_dir().expect("shared dir");
+        assert_eq!(shared_dir().expect("again"), dir);
+        let meta = std::fs::symlink_metadata(&dir).expect("meta");
+        assert!(meta.is_dir());
+        assert_eq!(meta.mode() & 0o777, 0o755);
+        assert_eq!(meta.uid(), nix::unistd::geteuid().as_raw());
+    }
+
+    #[test]
     fn install_writes_once_and_replaces_a_stale_copy() {
         let dir = tempfile::tempdir().expect("tempdir");
         let home = dir.path().join("home");

@@ -7,6 +7,8 @@
 //  - an unhandled promise rejection is logged to stderr and is not fatal;
 //  - an uncaught exception is logged to stderr, then the process exits with code 1 (unless the
 //    app listens for 'uncaughtException' itself).
+// And, in a cluster worker, it drains HTTP connections when pm-runtime retires the worker (see
+// drainOnDisconnect below).
 'use strict';
 
 (function pmRuntimePreload() {
@@ -51,4 +53,106 @@
       process.exit(1);
     }
   });
+
+  if (clusterMode) {
+    try {
+      if (require('cluster').isWorker) drainOnDisconnect();
+    } catch (e) {
+      writeErr('pm-runtime preload: cannot set up the HTTP drain: ' + text(e));
+    }
+  }
+
+  // When pm-runtime retires this worker (a reload), Node's cluster worker closes its servers
+  // and `server.close()` closes every connection it thinks idle at that instant: keep-alive
+  // connections between two requests, and since Node 26 connections accepted whose request
+  // has not been read yet. A client that had just sent a request on one gets ECONNRESET.
+  // Instead, from the moment the worker is told to disconnect:
+  //  - every response not yet started on a connection carries `Connection: close`, so the
+  //    client opens its next connection elsewhere and this one ends after the response;
+  //  - a connection is closed by us only once it has been idle (no request in progress) for a
+  //    grace period, so a request already on its way is answered instead of reset.
+  // The grace is a quarter of kill_timeout (the time pm-runtime gives the worker to leave),
+  // between 100 ms and 1 s.
+  function drainOnDisconnect() {
+    const dc = require('diagnostics_channel');
+    const http = require('http');
+    const killTimeout = Number(env.kill_timeout) > 0 ? Number(env.kill_timeout) : 1600;
+    const graceMs = Math.min(1000, Math.max(100, Math.floor(killTimeout / 4)));
+    // HTTP connections of this worker: socket -> { responses in progress, idle since }.
+    const conns = new Map();
+    let draining = false;
+    let sweep = null;
+
+    const isHttp = (server) => server && typeof server.closeIdleConnections === 'function';
+    const stateOf = (socket) => {
+      let st = conns.get(socket);
+      if (st === undefined) {
+        st = { responses: new Set(), idleSince: Date.now() };
+        conns.set(socket, st);
+        socket.once('close', () => conns.delete(socket));
+      }
+      return st;
+    };
+    // Strong references: a channel without one may be collected on older Node versions.
+    const channels = {
+      socket: dc.channel('net.server.socket'),
+      start: dc.channel('http.server.request.start'),
+      finish: dc.channel('http.server.response.finish'),
+    };
+    channels.socket.subscribe(({ socket }) => {
+      if (isHttp(socket.server)) stateOf(socket);
+    });
+    channels.start.subscribe(({ socket, response }) => {
+      const st = stateOf(socket);
+      st.responses.add(response);
+      if (draining) response.shouldKeepAlive = false;
+    });
+    channels.finish.subscribe(({ socket, response }) => {
+      const st = conns.get(socket);
+      if (st === undefined) return;
+      st.responses.delete(response);
+      st.idleSince = Date.now();
+    });
+
+    // Closes connections that are truly idle: still an HTTP connection (not upgraded to a
+    // websocket), nothing in progress, nothing for graceMs.
+    const closeIdle = () => {
+      const now = Date.now();
+      for (const [socket, st] of conns) {
+        if (!socket.parser || st.responses.size > 0 || now - st.idleSince < graceMs) continue;
+        const pending = socket._httpMessage;
+        if (pending && !pending.finished) continue;
+        socket.destroy();
+      }
+    };
+    const startDraining = () => {
+      if (draining) return;
+      draining = true;
+      for (const st of conns.values()) {
+        for (const res of st.responses) {
+          if (!res.headersSent) res.shouldKeepAlive = false;
+        }
+      }
+      sweep = setInterval(closeIdle, Math.max(25, Math.floor(graceMs / 4)));
+      sweep.unref();
+    };
+
+    // The primary's `disconnect` arrives as an internal message; ours runs before the cluster
+    // worker's own handler (which closes the servers at once).
+    process.prependListener('internalMessage', (msg) => {
+      if (msg && msg.cmd === 'NODE_CLUSTER' && msg.act === 'disconnect') startDraining();
+    });
+    // While draining, server.close() must not close "idle" connections at once (Node >= 19
+    // does): the sweep above does it when they really are. A disconnect the app starts itself
+    // (cluster.worker.disconnect()) is caught here too.
+    const original = http.Server.prototype.closeIdleConnections;
+    if (typeof original === 'function') {
+      http.Server.prototype.closeIdleConnections = function closeIdleConnections() {
+        const worker = require('cluster').worker;
+        if (!draining && worker && worker.exitedAfterDisconnect === true) startDraining();
+        if (draining) return;
+        return original.apply(this, arguments);
+      };
+    }
+  }
 })();

@@ -235,7 +235,8 @@ fn processes(co: &mut Coordinator, only: Option<&[u32]>) -> Vec<Value> {
 
 /// `startOrRestart` and friends: apps already known are restarted with their new settings
 /// (fork mode: reload = restart), new ones are started. Apps not in the file are left alone.
-fn apply(co: &mut Coordinator, action: &str, eco: crate::config::Ecosystem) -> Value {
+fn apply(co: &mut Coordinator, action: &str, mut eco: crate::config::Ecosystem) -> Value {
+    crate::preload::apply(&mut eco.apps, std::path::Path::new(&co.pm2_home));
     let (mut restarted, mut started) = (Vec::new(), Vec::new());
     for app in eco.apps {
         let name = app.name.clone();

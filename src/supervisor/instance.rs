@@ -578,9 +578,11 @@ impl Instance {
                     }
                 }
                 ev = next_cluster_event(&mut ipc), if cluster_open => match ev {
-                    Some(crate::cluster::WorkerEvent::Listening { port, .. }) if !online && !app.wait_ready => {
+                    Some(crate::cluster::WorkerEvent::Listening { port, address }) if !online && !app.wait_ready => {
                         online = true;
-                        self.mark_online(pid, last_exit, &format!("listening on {port}"));
+                        // A Unix socket has no port: its path is the address.
+                        let on = if port == 0 { address.unwrap_or_default() } else { port.to_string() };
+                        self.mark_online(pid, last_exit, &format!("listening on {on}"));
                     }
                     Some(crate::cluster::WorkerEvent::Ready) if !online && app.wait_ready => {
                         online = true;

@@ -12,6 +12,7 @@ mod lifecycle;
 mod logs;
 mod node_apps;
 mod node_cluster;
+mod node_versions;
 mod restart;
 mod ship;
 mod stop;

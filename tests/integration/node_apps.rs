@@ -109,3 +109,36 @@ fn pm_runtime_preload_false_gives_nodes_default_back() {
     assert!(!out.contains("pm-runtime-preload"), "{out}");
     assert_ne!(status.code(), Some(0));
 }
+
+#[test]
+fn an_app_running_as_another_user_gets_the_preload_too() {
+    // PM2_HOME is 0700: the preload for a `uid` app is written where that user can read it.
+    let s = Scenario::new()
+        .file("app.js", APP)
+        .file("e.yml", "apps:\n  - name: n\n    script: app.js\n    uid: nobody\n    env:\n      MODE: reject\n");
+    std::fs::set_permissions(s.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut r = s.start(&["e.yml"]);
+    r.wait_for("n still up after the rejection", Duration::from_secs(10));
+    assert!(r.stderr().contains("Error: rejected-on-purpose by n"), "{}", r.stderr());
+    assert!(!r.stdout().contains("exited with code"), "{}", r.stdout());
+    r.signal(libc::SIGTERM);
+    assert_eq!(r.wait(Duration::from_secs(10)).unwrap().code(), Some(0));
+}
+
+#[test]
+fn apps_added_with_start_or_restart_get_the_preload_too() {
+    let s = Scenario::new()
+        .file("app.js", APP)
+        .file("idle.sh", "#!/bin/sh\nwhile :; do sleep 1; done\n")
+        .file("e.yml", "apps:\n  - name: i\n    script: idle.sh\n");
+    let mut r = s.start(&["e.yml"]);
+    r.wait_for("App [i:0] online", Duration::from_secs(10));
+    let s = s.file("e.yml", "apps:\n  - name: i\n    script: idle.sh\n  - name: late\n    script: app.js\n    env:\n      MODE: reject\n");
+    let out =
+        Command::new(BIN).args(["startOrRestart", "e.yml"]).current_dir(s.path()).env("PM2_HOME", s.path().join(".pm2")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    r.wait_for("late still up after the rejection", Duration::from_secs(10));
+    assert!(!r.stdout().contains("App [late:1] exited"), "{}", r.stdout());
+    r.signal(libc::SIGTERM);
+    r.wait(Duration::from_secs(10));
+}
