@@ -12,6 +12,16 @@
 'use strict';
 
 (function pmRuntimePreload() {
+  // Processes the app forks (child_process.fork, its own cluster.fork) inherit
+  // process.execArgv. Under PM2 they do not inherit its container, so they must not inherit this
+  // preload either: take our own `--require` out of what the app sees and passes on.
+  const argv = process.execArgv;
+  for (let i = argv.length - 2; i >= 0; i--) {
+    if ((argv[i] === '--require' || argv[i] === '-r') && require('path').resolve(argv[i + 1]) === __filename) {
+      argv.splice(i, 2);
+    }
+  }
+
   const env = process.env;
   const clusterMode = env.exec_mode === 'cluster_mode';
 

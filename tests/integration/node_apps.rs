@@ -72,8 +72,10 @@ fn unhandled_rejection_is_logged_and_not_fatal_in_fork_and_cluster_mode() {
     // process.title as PM2 sets it; node_args kept, after the preload and before the script.
     let title = format!("title=node {}", s.path().join("app.js").display());
     assert_eq!(out.matches(&title).count(), 3, "{out}");
+    // The app sees only its own node_args (children it forks must not inherit the preload,
+    // which handled the rejection above).
     let f_boot = lines_with(&out, "boot f ")[0];
-    assert!(f_boot.contains("pm-runtime-preload.js --max-old-space-size=77"), "{f_boot}");
+    assert!(f_boot.ends_with("execArgv=--max-old-space-size=77"), "{f_boot}");
     r.signal(libc::SIGTERM);
     assert_eq!(r.wait(Duration::from_secs(10)).unwrap().code(), Some(0));
 }
@@ -141,4 +143,19 @@ fn apps_added_with_start_or_restart_get_the_preload_too() {
     assert!(!r.stdout().contains("App [late:1] exited"), "{}", r.stdout());
     r.signal(libc::SIGTERM);
     r.wait(Duration::from_secs(10));
+}
+
+#[test]
+fn children_the_app_forks_do_not_inherit_the_preload() {
+    let s = Scenario::new()
+        .file(
+            "app.js",
+            "if (process.env.CHILD) {\n  console.log(`child execArgv=[${process.execArgv}] rejection-listeners=${process.listenerCount('unhandledRejection')}`);\n  process.exit(0);\n}\nrequire('child_process').fork(__filename, [], { env: { ...process.env, CHILD: '1' } });\nsetInterval(() => {}, 1000);\n",
+        )
+        .file("e.yml", "apps:\n  - name: app\n    script: app.js\n");
+    let mut r = s.start(&["e.yml"]);
+    r.wait_for("child execArgv=", Duration::from_secs(10));
+    assert!(r.stdout().contains("child execArgv=[] rejection-listeners=0"), "{}", r.stdout());
+    r.signal(libc::SIGTERM);
+    assert_eq!(r.wait(Duration::from_secs(10)).unwrap().code(), Some(0));
 }
