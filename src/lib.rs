@@ -166,12 +166,15 @@ fn run_start(start: &StartArgs) -> Outcome {
                 tokio::spawn(control::server::serve(listener, control_tx));
                 Some(path)
             }
+            // The error goes through the log writer: wait for it to be written before exiting.
             Err(e @ control::server::BindError::AlreadyRunning(_)) => {
                 tracing::error!("{e}");
+                hub.flush().await;
                 return Outcome::AlreadyRunning;
             }
             Err(e @ control::server::BindError::Unsafe(_)) => {
                 tracing::error!("{e}");
+                hub.flush().await;
                 return Outcome::ConfigError;
             }
             Err(e) => {
