@@ -90,11 +90,34 @@ pub fn bind(pm2_home: &Path) -> Result<(UnixListener, SocketFile), BindError> {
     Ok((listener, SocketFile { path, id }))
 }
 
+/// How long to wait after a failed accept: from 10 ms, doubling, at most 1 s.
+pub fn accept_backoff(failures: u32) -> std::time::Duration {
+    std::time::Duration::from_millis(10u64.saturating_mul(1 << failures.min(7)).min(1000))
+}
+
 /// Accepts connections forever.
+///
+/// An accept that fails (EMFILE/ENFILE when file descriptors run out, ENOMEM…) leaves the
+/// connection queued and the socket readable: retrying at once would spin a core. It waits
+/// instead ([`accept_backoff`]) and says so once per run of failures.
 pub async fn serve(listener: UnixListener, to_coordinator: mpsc::Sender<ControlRequest>) {
     let me = nix::unistd::geteuid().as_raw();
+    let mut failures = 0u32;
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                failures = 0;
+                stream
+            }
+            Err(e) => {
+                if failures == 0 {
+                    tracing::warn!("control socket: cannot accept a connection ({e}); retrying with a backoff");
+                }
+                tokio::time::sleep(accept_backoff(failures)).await;
+                failures = failures.saturating_add(1);
+                continue;
+            }
+        };
         let peer = stream.peer_cred().ok().map(|c| c.uid());
         if !peer.is_some_and(|uid| uid == me || uid == 0) {
             let who = peer.map_or("an unknown uid".to_string(), |uid| format!("uid {uid}"));
@@ -139,5 +162,17 @@ async fn connection(stream: UnixStream, to_coordinator: mpsc::Sender<ControlRequ
         if write.write_all(format!("{reply}\n").as_bytes()).await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_backoff_grows_and_is_capped() {
+        let ms: Vec<u128> = (0..10).map(|f| accept_backoff(f).as_millis()).collect();
+        assert_eq!(ms, [10, 20, 40, 80, 160, 320, 640, 1000, 1000, 1000]);
+        assert_eq!(accept_backoff(u32::MAX).as_millis(), 1000);
     }
 }

@@ -91,6 +91,17 @@ impl Framer {
         self.pending.len()
     }
 
+    /// Hands out the partial line now as a continued piece (it goes on in the next piece),
+    /// keeping only an incomplete UTF-8 character at its end. For when holding it is not
+    /// possible (the hub's memory budget is exhausted by unfinished lines).
+    pub fn flush_partial(&mut self, emit: &mut dyn FnMut(&[u8], bool)) {
+        let n = complete_prefix(&self.pending);
+        if n > 0 {
+            emit(&self.pending[..n], true);
+            self.pending.drain(..n);
+        }
+    }
+
     fn clear_pending(&mut self) {
         self.pending.clear();
         if self.pending.capacity() > KEEP_CAPACITY {
@@ -116,6 +127,25 @@ fn cut(s: &[u8], cap: usize) -> usize {
     (cap.saturating_sub(3)..=cap).rev().find(|&i| i > 0 && !is_cont(s[i])).unwrap_or(cap)
 }
 
+/// The length of `s` without a UTF-8 character that is cut short at its end.
+fn complete_prefix(s: &[u8]) -> usize {
+    let len = s.len();
+    for back in 1..=len.min(4) {
+        let b = s[len - back];
+        if b & 0xC0 == 0x80 {
+            continue; // a continuation byte: look further back for the lead
+        }
+        let need = match b {
+            0xC0..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF7 => 4,
+            _ => 1,
+        };
+        return if need > back { len - back } else { len };
+    }
+    len
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +160,23 @@ mod tests {
             f.finish(&mut |l, c| out.push((l.to_vec(), c)));
         }
         out
+    }
+
+    #[test]
+    fn flush_partial_keeps_an_unfinished_character() {
+        let mut f = Framer::new();
+        let mut out = Vec::new();
+        f.push("abc\u{e9}".as_bytes(), &mut |l, c| out.push((l.to_vec(), c)));
+        f.push(&"\u{20ac}".as_bytes()[..2], &mut |l, c| out.push((l.to_vec(), c)));
+        f.flush_partial(&mut |l, c| out.push((l.to_vec(), c)));
+        assert_eq!(out, vec![("abc\u{e9}".as_bytes().to_vec(), true)]);
+        assert_eq!(f.pending_len(), 2);
+        f.push(&"\u{20ac}\n".as_bytes()[2..], &mut |l, c| out.push((l.to_vec(), c)));
+        assert_eq!(out[1], ("\u{20ac}".as_bytes().to_vec(), false));
+        assert_eq!(complete_prefix(b""), 0);
+        assert_eq!(complete_prefix(&[0xF0, 0x9F, 0x98]), 0);
+        assert_eq!(complete_prefix(&[b'a', 0xF0, 0x9F, 0x98, 0x80]), 5);
+        assert_eq!(complete_prefix(&[0x80, 0x80]), 2);
     }
 
     fn show(v: &[(Vec<u8>, bool)]) -> Vec<String> {

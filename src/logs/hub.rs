@@ -4,9 +4,14 @@
 //! into one buffer) → a bounded channel → the writer thread → `write(2)` on fd 1 or 2.
 //! - Lines are never torn: a buffer only ever holds whole formatted lines, and the writer is the
 //!   only writer of our stdout and stderr, so nothing can interleave with a line.
-//! - Back-pressure: the channel holds at most [`CHANNEL_CHUNKS`] buffers. When the reader of our
-//!   stdout stalls, pumps wait on the channel, stop reading their pipes, and the apps block on
-//!   their own writes, exactly as without a runtime. Memory stays bounded; nothing is dropped.
+//! - Back-pressure: app output read from the pipes and not yet written, unfinished lines
+//!   included, is bounded by [`OUTPUT_BUDGET`] bytes for all apps together (a semaphore counted
+//!   in bytes: a pump takes room for a read once its pipe is readable, the bytes carry their
+//!   share to the writer, which gives it back once written). When the reader of our stdout
+//!   stalls, pumps wait for room, stop reading their pipes, and the apps block on their own
+//!   writes, exactly as without a runtime. Memory stays bounded; nothing is dropped. Only if the
+//!   whole budget is held by unfinished lines while nothing is being written (which would wait
+//!   forever) is a partial line handed out early, as a continued piece.
 //!   The writer is a plain thread, so a blocked stdout never blocks the async tasks that reap,
 //!   handle signals and restart apps.
 //! - Runtime events are never awaited (they are emitted from anywhere, including the tasks that
@@ -27,7 +32,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
-use tokio::sync::{Notify, broadcast, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
 
 use super::file::{FileLog, is_null};
 use super::format::{AppTag, Decoration, Event, Formatter, OutputFormat, Stamp, Stream};
@@ -37,17 +42,27 @@ use crate::config::{App, ExecMode, Instances};
 
 /// How many formatted buffers may wait for the writer.
 pub const CHANNEL_CHUNKS: usize = 64;
+/// How many bytes of app output, all apps together, the runtime may hold: read from the pipes
+/// and not yet written to our stdout/stderr (unfinished lines included). Counted in bytes, not
+/// in buffers: with 4 MiB lines, 64 buffers were 256 MiB.
+pub const OUTPUT_BUDGET: usize = 16 * 1024 * 1024;
 /// How many runtime events may wait beyond that before they are counted as dropped.
 pub const OVERFLOW_EVENTS: usize = 4096;
 const READ_SIZE: usize = 64 * 1024;
 
 enum Msg {
-    Data(Stream, Vec<u8>),
+    /// A formatted buffer; app output carries its share of [`OUTPUT_BUDGET`], given back once
+    /// written.
+    Data(Stream, Vec<u8>, Option<OwnedSemaphorePermit>),
     Flush(std::sync::mpsc::Sender<()>),
 }
 
 struct Inner {
     tx: mpsc::Sender<Msg>,
+    /// Bytes of app output that may still be queued for the writer ([`OUTPUT_BUDGET`]).
+    budget: Arc<Semaphore>,
+    /// App-output buffers queued for (or being written by) the writer.
+    queued: AtomicUsize,
     overflow: Mutex<VecDeque<(Stream, Vec<u8>)>>,
     dropped_events: AtomicU64,
     formatter: Formatter,
@@ -105,6 +120,8 @@ impl LogHub {
         let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
         let inner = Arc::new(Inner {
             tx,
+            budget: Arc::new(Semaphore::new(OUTPUT_BUDGET)),
+            queued: AtomicUsize::new(0),
             overflow: Mutex::new(VecDeque::new()),
             dropped_events: AtomicU64::new(0),
             formatter: Formatter::new(format, apps),
@@ -126,9 +143,9 @@ impl LogHub {
     pub fn event(&self, ev: &Event) {
         let mut buf = Vec::with_capacity(128);
         let stream = self.inner.formatter.event(&mut buf, ev, &Stamp::new(SystemTime::now()));
-        match self.inner.tx.try_send(Msg::Data(stream, buf)) {
+        match self.inner.tx.try_send(Msg::Data(stream, buf, None)) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(Msg::Data(s, b))) => {
+            Err(mpsc::error::TrySendError::Full(Msg::Data(s, b, _))) => {
                 let mut q = self.inner.overflow.lock().unwrap_or_else(|e| e.into_inner());
                 if q.len() < OVERFLOW_EVENTS {
                     q.push_back((s, b));
@@ -192,64 +209,147 @@ impl LogHub {
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn pump_loop(&self, mut pipe: pipe::Receiver, name: &str, pm_id: u32, stream: Stream, deco: &Decoration, sinks: &Sinks) {
+    async fn pump_loop(&self, pipe: pipe::Receiver, name: &str, pm_id: u32, stream: Stream, deco: &Decoration, sinks: &Sinks) {
         let tag = AppTag { name, pm_id };
         let mut framer = Framer::new();
         let mut read_buf = vec![0u8; READ_SIZE];
         let mut out = Vec::with_capacity(READ_SIZE + 1024);
         let mut file_buf = Vec::new();
         let mut target = stream;
+        // Budget held for the bytes of this stream's unfinished line (== framer.pending_len()).
+        let mut held = self.inner.budget.clone().try_acquire_many_owned(0).ok();
         loop {
-            let n = match pipe.read(&mut read_buf).await {
+            // Wait for data without holding any budget (an idle app holds none), then for room
+            // for one read: with a stalled stdout the pipe is left alone and the app blocks on
+            // its own writes.
+            let ready = pipe.readable().await;
+            let Some(mut room) = self.room_for_read(&mut framer, &tag, stream, deco, sinks, &mut held).await else { return };
+            let n = match ready.and_then(|()| pipe.try_read(&mut read_buf)) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Ok(0) | Err(_) => 0,
                 Ok(n) => n,
             };
+            if let Some(unused) = room.split(READ_SIZE - n) {
+                drop(unused);
+            }
+            match &mut held {
+                Some(h) => h.merge(room),
+                None => held = Some(room),
+            }
             {
                 // The stamp is per read and must not live across the await below.
                 let now = Stamp::new(SystemTime::now());
-                let fmt = &self.inner.formatter;
-                let mut recent = lock(&sinks.recent);
-                let to_files = !sinks.files.is_empty();
-                // Checked once per read, not per line: followers come and go rarely.
-                let live = (self.inner.live.receiver_count() > 0).then_some(&self.inner.live);
-                let mut emit = |line: &[u8], continued: bool| {
-                    target = fmt.app_line(&mut out, &tag, stream, deco, line, continued, &now);
-                    let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed) + 1;
-                    recent.push(seq, stream, line);
-                    if let Some(live) = live {
-                        let _ = live.send(LiveLine { seq, pm_id, stream, line: line.into() });
-                    }
-                    if to_files {
-                        // Files get the line as PM2 writes them: with the app's decoration
-                        // (log_date_format, log_type: json), whatever the stdout format.
-                        deco.file_line(&mut file_buf, &tag, stream, line, continued, &now);
-                    }
-                };
+                let mut emit = self.emitter(&tag, stream, deco, sinks, &now, &mut out, &mut file_buf, &mut target);
                 if n == 0 {
                     framer.finish(&mut emit);
                 } else {
                     framer.push(&read_buf[..n], &mut emit);
                 }
             }
-            if !file_buf.is_empty() {
-                for f in &sinks.files {
-                    let mut f = lock(f);
-                    if let Err(e) = f.write_lines(&file_buf) {
-                        tracing::error!(app = %name, id = pm_id, "cannot write log file {}: {e}", f.path().display());
-                    }
-                }
-                file_buf.clear();
-            }
-            if !out.is_empty() {
-                let buf = std::mem::replace(&mut out, Vec::with_capacity(READ_SIZE + 1024));
-                if self.inner.tx.send(Msg::Data(target, buf)).await.is_err() {
-                    return;
-                }
-            }
-            if n == 0 {
+            // What left the framer takes its share of the budget along to the writer.
+            let left = held.as_ref().map_or(0, |h| h.num_permits()).saturating_sub(framer.pending_len());
+            let permit = held.as_mut().and_then(|h| h.split(left));
+            if !self.send(name, pm_id, sinks, &mut file_buf, &mut out, target, permit).await || n == 0 {
                 return;
             }
         }
+    }
+
+    /// Waits for [`READ_SIZE`] bytes of budget. If every byte of the budget is held by
+    /// unfinished lines and nothing is queued for the writer, nobody could ever give any back:
+    /// this stream's partial line is then handed out as a continued piece.
+    async fn room_for_read(
+        &self,
+        framer: &mut Framer,
+        tag: &AppTag<'_>,
+        stream: Stream,
+        deco: &Decoration,
+        sinks: &Sinks,
+        held: &mut Option<OwnedSemaphorePermit>,
+    ) -> Option<OwnedSemaphorePermit> {
+        loop {
+            tokio::select! {
+                p = self.inner.budget.clone().acquire_many_owned(READ_SIZE as u32) => return p.ok(),
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+            if self.inner.queued.load(Ordering::SeqCst) == 0 && framer.pending_len() > 0 {
+                let mut out = Vec::new();
+                let mut file_buf = Vec::new();
+                let mut target = stream;
+                let now = Stamp::new(SystemTime::now());
+                framer.flush_partial(&mut self.emitter(tag, stream, deco, sinks, &now, &mut out, &mut file_buf, &mut target));
+                let left = held.as_ref().map_or(0, |h| h.num_permits()).saturating_sub(framer.pending_len());
+                let permit = held.as_mut().and_then(|h| h.split(left));
+                if !self.send(tag.name, tag.pm_id, sinks, &mut file_buf, &mut out, target, permit).await {
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// The per-line callback of the framer: format for our output, remember, copy for files.
+    #[allow(clippy::too_many_arguments)]
+    fn emitter<'a>(
+        &'a self,
+        tag: &'a AppTag<'a>,
+        stream: Stream,
+        deco: &'a Decoration,
+        sinks: &'a Sinks,
+        now: &'a Stamp,
+        out: &'a mut Vec<u8>,
+        file_buf: &'a mut Vec<u8>,
+        target: &'a mut Stream,
+    ) -> impl FnMut(&[u8], bool) + 'a {
+        let fmt = &self.inner.formatter;
+        let to_files = !sinks.files.is_empty();
+        // Checked once per read, not per line: followers come and go rarely.
+        let live = (self.inner.live.receiver_count() > 0).then_some(&self.inner.live);
+        move |line: &[u8], continued: bool| {
+            *target = fmt.app_line(out, tag, stream, deco, line, continued, now);
+            let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed) + 1;
+            lock(&sinks.recent).push(seq, stream, line);
+            if let Some(live) = live {
+                let _ = live.send(LiveLine { seq, pm_id: tag.pm_id, stream, line: line.into() });
+            }
+            if to_files {
+                // Files get the line as PM2 writes them: with the app's decoration
+                // (log_date_format, log_type: json), whatever the stdout format.
+                deco.file_line(file_buf, tag, stream, line, continued, now);
+            }
+        }
+    }
+
+    /// Writes `file_buf` to the files and queues `out` (with its budget) for the writer.
+    /// False when the writer is gone.
+    #[allow(clippy::too_many_arguments)]
+    async fn send(
+        &self,
+        name: &str,
+        pm_id: u32,
+        sinks: &Sinks,
+        file_buf: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+        target: Stream,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> bool {
+        if !file_buf.is_empty() {
+            for f in &sinks.files {
+                let mut f = lock(f);
+                if let Err(e) = f.write_lines(file_buf) {
+                    tracing::error!(app = %name, id = pm_id, "cannot write log file {}: {e}", f.path().display());
+                }
+            }
+            file_buf.clear();
+        }
+        if out.is_empty() {
+            return true;
+        }
+        let buf = std::mem::replace(out, Vec::with_capacity(READ_SIZE + 1024));
+        self.inner.queued.fetch_add(1, Ordering::SeqCst);
+        if self.inner.tx.send(Msg::Data(target, buf, permit)).await.is_err() {
+            return false;
+        }
+        true
     }
 
     /// Waits until every pump has reached EOF, at most `timeout` (a daemonised grandchild can
@@ -374,7 +474,13 @@ fn writer_loop(mut rx: mpsc::Receiver<Msg>, inner: &Inner, out: File, err: File)
     };
     while let Some(msg) = rx.blocking_recv() {
         match msg {
-            Msg::Data(s, buf) => write(&mut sinks, s, &buf),
+            // The permit (if any) is dropped with the message, once written.
+            Msg::Data(s, buf, permit) => {
+                write(&mut sinks, s, &buf);
+                if permit.is_some() {
+                    inner.queued.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
             Msg::Flush(ack) => {
                 let _ = ack.send(());
             }

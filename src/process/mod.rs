@@ -48,6 +48,56 @@ pub struct Running {
     pub ipc: Option<tokio::net::UnixStream>,
 }
 
+/// Why an instance could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    /// The system lacks a resource (EMFILE, ENFILE, ENOMEM, EAGAIN): not the app's fault, and
+    /// likely to pass. Worth waiting for, never worth counting as a crash.
+    #[error("{0} (the system is out of resources)")]
+    Resources(io::Error),
+    /// Anything else (missing program, permission, bad cwd…).
+    #[error("{0}")]
+    Other(io::Error),
+}
+
+impl SpawnError {
+    pub fn classify(e: io::Error) -> SpawnError {
+        match e.raw_os_error() {
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EAGAIN) => SpawnError::Resources(e),
+            _ => SpawnError::Other(e),
+        }
+    }
+}
+
+/// The wait before retry `attempt` (0-based) of a start that lacked resources: 100 ms,
+/// doubling, at most 5 s.
+pub fn resource_backoff(attempt: u32) -> std::time::Duration {
+    std::time::Duration::from_millis(100u64.saturating_mul(1 << attempt.min(6)).min(5000))
+}
+
+/// Starts one instance like [`spawn`], but while the system lacks resources it waits (with
+/// [`resource_backoff`], saying why) and tries again, until `give_up()` (the runtime is
+/// stopping). Only then, or for any other failure, is the error returned.
+pub async fn spawn_patiently(reaper: &Reaper, spec: &SpawnSpec, tag: &str, give_up: impl Fn() -> bool) -> Result<Running, SpawnError> {
+    let mut attempt = 0;
+    loop {
+        let e = match spawn(reaper, spec).map_err(SpawnError::classify) {
+            Err(SpawnError::Resources(e)) if !give_up() => e,
+            r => return r,
+        };
+        let wait = resource_backoff(attempt);
+        tracing::warn!(
+            "App [{tag}] cannot start yet: {e}; the system is out of resources, retrying in {} ms (not counted as a restart)",
+            wait.as_millis()
+        );
+        let until = tokio::time::Instant::now() + wait;
+        while tokio::time::Instant::now() < until && !give_up() {
+            tokio::time::sleep(std::time::Duration::from_millis(50).min(wait)).await;
+        }
+        attempt += 1;
+    }
+}
+
 /// Starts one instance through the reaper.
 pub fn spawn(reaper: &Reaper, spec: &SpawnSpec) -> io::Result<Running> {
     let mut cmd = if spec.listen_fd.is_some() && !spec.ipc {
@@ -94,14 +144,40 @@ pub fn spawn(reaper: &Reaper, spec: &SpawnSpec) -> io::Result<Running> {
     let mut spawned = reaper.spawn(&mut cmd)?;
     // Close our copy of the child's end of the IPC channel now, so EOF is seen when it exits.
     drop(cmd);
-    let stdout = spawned.child.stdout.take().map(|p| pipe::Receiver::from_owned_fd(OwnedFd::from(p))).transpose()?;
-    let stderr = spawned.child.stderr.take().map(|p| pipe::Receiver::from_owned_fd(OwnedFd::from(p))).transpose()?;
+    // From here the process exists: a failure must not look like a start worth retrying.
+    let pid = spawned.pid;
+    let started = |e: io::Error| io::Error::other(format!("pid {pid} started but cannot be watched: {e}"));
+    let stdout = spawned.child.stdout.take().map(|p| pipe::Receiver::from_owned_fd(OwnedFd::from(p))).transpose().map_err(started)?;
+    let stderr = spawned.child.stderr.take().map(|p| pipe::Receiver::from_owned_fd(OwnedFd::from(p))).transpose().map_err(started)?;
     let ipc = ipc_parent
         .map(|fd| {
             let std = std::os::unix::net::UnixStream::from(fd);
             std.set_nonblocking(true)?;
             tokio::net::UnixStream::from_std(std)
         })
-        .transpose()?;
+        .transpose()
+        .map_err(started)?;
     Ok(Running { pid: spawned.pid, exit: spawned.exit, stdout, stderr, ipc })
+}
+
+#[cfg(test)]
+mod spawn_error_tests {
+    use super::*;
+
+    #[test]
+    fn resource_errors_are_told_apart() {
+        for (errno, resources) in [
+            (libc::EMFILE, true),
+            (libc::ENFILE, true),
+            (libc::ENOMEM, true),
+            (libc::EAGAIN, true),
+            (libc::ENOENT, false),
+            (libc::EACCES, false),
+        ] {
+            let got = matches!(SpawnError::classify(io::Error::from_raw_os_error(errno)), SpawnError::Resources(_));
+            assert_eq!(got, resources, "errno {errno}");
+        }
+        let ms: Vec<u128> = (0..9).map(|a| resource_backoff(a).as_millis()).collect();
+        assert_eq!(ms, [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
+    }
 }

@@ -497,7 +497,7 @@ impl Instance {
         let cluster = self.listeners.is_some();
         let mode = if cluster { "cluster" } else { "fork" };
         tracing::info!(app = %app.name, id = self.pm_id, status = "start", "App [{tag}] starting in -{mode} mode-");
-        let running = match process::spawn(&self.reaper, &spec) {
+        let running = match process::spawn_patiently(&self.reaper, &spec, &tag, || self.shutting_down()).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(app = %app.name, id = self.pm_id, "App [{tag}] failed to start {}: {e}", spec.program.display());

@@ -145,3 +145,71 @@ fn a_refused_peer_gets_one_line_saying_why() {
     r.signal(libc::SIGTERM);
     r.wait(Duration::from_secs(10)).expect("stopped");
 }
+
+/// CPU seconds (user + system) a process has used, from /proc/<pid>/stat.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    // After the command: state is field 3; utime and stime are fields 14 and 15.
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// Out of file descriptors (`prlimit --nofile=256`, 300 idle control connections): the accept
+/// loop backs off instead of spinning, and says why.
+#[test]
+fn accept_loop_backs_off_when_file_descriptors_run_out() {
+    let s = Scenario::new().file("a.sh", "#!/bin/sh\necho up\nexec sleep 60\n");
+    let mut c = Command::new("prlimit");
+    c.args(["--nofile=256:256", "--", BIN, "a.sh"])
+        .current_dir(s.path())
+        .env("PM2_HOME", s.path().join(".pm2"))
+        .env_remove("PM_RUNTIME_LOG");
+    let mut r = Running::start(c);
+    r.wait_for("up", Duration::from_secs(10));
+    let sock = s.path().join(".pm2/pm-runtime.sock");
+    let conns: Vec<_> =
+        (0..300).map(|_| std::os::unix::net::UnixStream::connect(&sock).expect("connect (the backlog takes them)")).collect();
+    r.wait_for("control socket: cannot accept a connection (Too many open files", Duration::from_secs(10));
+    let before = cpu_seconds(r.pid());
+    std::thread::sleep(Duration::from_secs(3));
+    let used = cpu_seconds(r.pid()) - before;
+    assert!(used < 0.3, "the runtime used {used:.2} s of CPU in 3 s while out of file descriptors");
+    drop(conns);
+    r.signal(libc::SIGTERM);
+    assert_eq!(r.wait(Duration::from_secs(10)).expect("stopped").code(), Some(0));
+}
+
+/// A start that fails for lack of file descriptors waits and says why; it does not burn the
+/// app's restarts (here max_restarts: 3 would make it errored within a second).
+#[test]
+fn spawn_out_of_file_descriptors_waits_instead_of_burning_restarts() {
+    let s = Scenario::new()
+        .file("c.sh", "#!/bin/sh\necho started\nsleep 1.2\nexit 1\n")
+        .file("eco.yml", "apps:\n  - name: c\n    script: c.sh\n    max_restarts: 3\n    min_uptime: 1000\n");
+    let mut c = Command::new("prlimit");
+    c.args(["--nofile=256:256", "--", BIN, "eco.yml"])
+        .current_dir(s.path())
+        .env("PM2_HOME", s.path().join(".pm2"))
+        .env_remove("PM_RUNTIME_LOG");
+    let mut r = Running::start(c);
+    r.wait_for("started", Duration::from_secs(10));
+    let sock = s.path().join(".pm2/pm-runtime.sock");
+    let conns: Vec<_> = (0..300).map(|_| std::os::unix::net::UnixStream::connect(&sock).expect("connect")).collect();
+    r.wait_for("App [c:0] cannot start yet: Too many open files", Duration::from_secs(10));
+    let starts_while_starved = r.stdout().matches("started").count();
+    std::thread::sleep(Duration::from_secs(2));
+    drop(conns);
+    // Once descriptors are back, the app runs again, and was never given up on.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while r.stdout().matches("started").count() <= starts_while_starved && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = format!("{}{}", r.stdout(), r.stderr());
+    assert!(r.stdout().matches("started").count() > starts_while_starved, "never started again:\n{text}");
+    assert!(!text.contains("errored") && !text.contains("Too many unstable restarts"), "{text}");
+    assert!(text.contains("not counted as a restart"), "{text}");
+    r.signal(libc::SIGTERM);
+    r.wait(Duration::from_secs(10)).expect("stopped");
+}

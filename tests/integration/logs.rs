@@ -223,3 +223,103 @@ fn log_file_deleted_while_stopped_is_recreated_on_start() {
     let text = wait_until("the log file to be created again", Duration::from_secs(10), read);
     assert_eq!(text.lines().count(), 1, "{text}");
 }
+
+/// Four apps each write 100 MiB without a newline while nobody reads our stdout: the runtime's
+/// memory stays bounded (the apps are held back instead), and once stdout is read again every
+/// byte arrives.
+#[test]
+fn stalled_stdout_with_huge_lines_keeps_runtime_memory_bounded() {
+    use std::io::Read;
+    const MIB: usize = 1024 * 1024;
+    let writer = "import sys, time\nc = sys.argv[1].encode() * (1024 * 1024)\nfor _ in range(100):\n    sys.stdout.buffer.write(c)\nsys.stdout.buffer.flush()\n";
+    let mut eco = String::from("apps:\n");
+    for c in ["w", "x", "y", "z"] {
+        eco.push_str(&format!("  - name: {c}\n    script: big.py\n    args: ['{c}']\n    autorestart: false\n"));
+    }
+    let s = Scenario::new().file("big.py", writer).file("eco.yml", &eco);
+    let mut cmd = s.command(&["eco.yml"]);
+    cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    // Nobody reads stdout for 6 s; the apps write as fast as they are let.
+    let mut peak = 0;
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(6) {
+        peak = peak.max(rss_kb(child.id()));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(peak > 0, "no RSS read");
+    eprintln!("peak RSS with a stalled stdout: {peak} kB");
+    assert!(peak < 64 * 1024, "the runtime's RSS reached {peak} kB with a stalled stdout (bound: 64 MiB)");
+    // Resume reading: all 4 × 100 MiB arrive.
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        // Bytes of each app's char on its own lines (runtime lines start with a date).
+        let mut counts = [0usize; 256];
+        let (mut first, mut run) = (None, 0usize);
+        let mut buf = vec![0u8; MIB];
+        loop {
+            match stdout.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    for &b in &buf[..n] {
+                        if b == b'\n' {
+                            if let Some(c) = first.take() {
+                                counts[c as usize] += run;
+                            }
+                            run = 0;
+                        } else if first.is_none() {
+                            first = Some(b);
+                            run = 1;
+                        } else if first == Some(b) {
+                            run += 1;
+                        }
+                    }
+                }
+            }
+        }
+        counts
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(std::time::Instant::now() < deadline, "the apps never finished");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
+    let counts = reader.join().unwrap();
+    for c in [b'w', b'x', b'y', b'z'] {
+        assert_eq!(counts[c as usize], 100 * MIB, "bytes of app {}", c as char);
+    }
+}
+
+/// Idle apps hold none of the output budget: 300 silent streams (more than the budget has room
+/// for reads) do not keep another app's lines from being written.
+#[test]
+fn idle_apps_hold_no_output_budget() {
+    let s =
+        Scenario::new().file("idle.sh", "#!/bin/sh\nexec sleep 60\n").file("talk.sh", "#!/bin/sh\nsleep 2\necho talking; sleep 60\n").file(
+            "eco.yml",
+            "apps:\n  - name: idle\n    script: idle.sh\n    exec_mode: fork\n    instances: 150\n  - name: talk\n    script: talk.sh\n",
+        );
+    let r = s.start(&["eco.yml"]);
+    r.wait_for("talking", Duration::from_secs(30));
+}
+
+/// Unfinished lines that together fill the whole budget (5 × 3.5 MiB without a newline, the
+/// apps then silent) cannot wedge the output: they are handed out as continued pieces and
+/// other apps' lines keep flowing.
+#[test]
+fn unfinished_lines_filling_the_budget_do_not_wedge_output() {
+    let s = Scenario::new()
+        .file("part.py", "import sys, time\nsys.stdout.buffer.write(b'p' * (3584 * 1024))\nsys.stdout.buffer.flush()\ntime.sleep(60)\n")
+        .file("talk.sh", "#!/bin/sh\nsleep 3\necho talking; sleep 60\n")
+        .file(
+            "eco.yml",
+            "apps:\n  - name: part\n    script: part.py\n    exec_mode: fork\n    instances: 5\n  - name: talk\n    script: talk.sh\n",
+        );
+    let r = s.start(&["eco.yml"]);
+    r.wait_for("talking", Duration::from_secs(20));
+    r.wait_for("[pm-runtime: line continues]", Duration::from_secs(5));
+}
