@@ -19,8 +19,10 @@ mod units;
 mod validate;
 
 pub use model::*;
+pub use resolve::normalize;
+pub use units::js_parse_int;
 
-use resolve::{Host, Target, normalize};
+use resolve::{Host, Target};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};

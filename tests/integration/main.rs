@@ -14,6 +14,7 @@ mod node_apps;
 mod node_cluster;
 mod node_versions;
 mod restart;
+mod serve;
 mod ship;
 mod stop;
 mod triggers;
