@@ -289,7 +289,9 @@ pub fn locate_apps<'a>(root: &'a Node, rep: &mut Reporter) -> Document<'a> {
     for (k, v) in entries {
         match k.name.as_str() {
             "apps" | "pm2" | "deploy" => {}
-            "static" => rep.warn(k.pos, "static", "not supported; ignored (declare an app with `script: serve` and PM2_SERVE_* env instead)"),
+            "static" => {
+                rep.warn(k.pos, "static", "not supported; ignored (declare an app with `script: serve` and PM2_SERVE_* env instead)")
+            }
             other => {
                 if let Some(s) = units::suggest(other, ["apps", "deploy", "static"]) {
                     rep.warn(k.pos, other, format!("unknown key (did you mean \"{s}\"?)"));
