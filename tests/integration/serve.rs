@@ -105,3 +105,16 @@ fn serve_command_path_port_404_and_bad_requests() {
     // Still serving after all that.
     assert_eq!(request(port, "/app.js", "").0, 200);
 }
+
+/// PM2's top-level `static` section: each entry is a static server app.
+#[test]
+fn static_section_runs_static_servers() {
+    let port = free_port();
+    let s = site(Scenario::new()).file("e.yml", &format!("apps: []\nstatic:\n  - path: dist\n    port: {port}\n    spa: true\n"));
+    let _r = s.start(&["e.yml"]);
+    wait_serving(port);
+    assert_eq!(request(port, "/client/route", "").2, "<h1>home</h1>");
+    let (_, out, _) = s.cli(&["jlist"]);
+    let ps: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(ps[0]["name"], format!("static-page-server-{port}"));
+}
