@@ -301,7 +301,11 @@ pub fn locate_apps<'a>(root: &'a Node, rep: &mut Reporter) -> Document<'a> {
         }
     }
     match &apps.value {
-        Value::Seq(items) if items.is_empty() => rep.error(apps.pos, &key.name, "the list is empty: no app to run"),
+        // Empty with a `static` section: the static servers are the apps.
+        Value::Seq(items) if items.is_empty() && doc.statics.is_none() => {
+            rep.error(apps.pos, &key.name, "the list is empty: no app to run")
+        }
+        Value::Seq(items) if items.is_empty() => {}
         Value::Seq(items) => {
             doc.apps = items.iter().enumerate().map(|(i, n)| (format!("{}[{i}]", key.name), n)).collect();
         }
