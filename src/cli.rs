@@ -94,6 +94,10 @@ pub enum Command {
         #[arg(long)]
         js: bool,
     },
+    /// Serve a directory over HTTP as a supervised app (PM2's `serve`): path defaults to the
+    /// current directory, port to 8080.
+    #[command(visible_alias = "expose")]
+    Serve(ServeArgs),
     /// Check an ecosystem file and print what would run (env keys only, never values); start nothing.
     #[command(visible_alias = "dry-run")]
     Validate {
@@ -123,6 +127,24 @@ pub struct ApplyArgs {
     /// Seconds a JS config (.config.js, non-JSON .json) may take to evaluate before it is killed (default 30).
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
     pub config_timeout: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    pub path: Option<String>,
+    pub port: Option<String>,
+    #[arg(long = "port", value_name = "PORT")]
+    pub port_flag: Option<String>,
+    /// Serve the homepage for paths that do not exist (single-page apps).
+    #[arg(long)]
+    pub spa: bool,
+    #[arg(long, value_name = "USERNAME")]
+    pub basic_auth_username: Option<String>,
+    #[arg(long, value_name = "PASSWORD")]
+    pub basic_auth_password: Option<String>,
+    /// Keep running when the server has stopped.
+    #[arg(long)]
+    pub no_auto_exit: bool,
 }
 
 #[derive(Debug, Args)]

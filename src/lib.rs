@@ -26,6 +26,7 @@
 //! - [`preload`] is the script Node apps are started with (`--require`): PM2's handling of
 //!   unhandled rejections and uncaught exceptions, and the keep-alive drain of cluster workers.
 //! - [`exit`] is the table of exit codes.
+//! - `serve` is PM2's static file server (`script: serve`), run as an app by this binary.
 
 pub mod cli;
 pub mod cluster;
@@ -38,6 +39,7 @@ pub mod metrics;
 mod monit;
 pub mod preload;
 pub mod process;
+mod serve;
 pub mod signals;
 pub mod supervisor;
 mod verbs;
@@ -54,6 +56,10 @@ use exit::Outcome;
 
 /// Runs the command line `args` (including the program name) and returns how the runtime ended.
 pub fn run(args: Vec<String>) -> Outcome {
+    // The process of a `script: serve` app: this binary, run by the runtime.
+    if args.get(1).map(String::as_str) == Some(serve::SUBCOMMAND) {
+        return serve::run(&args[2..]);
+    }
     let cli = match Cli::try_parse_from(cli::normalize_args(args)) {
         Ok(c) => c,
         Err(e) => {
@@ -68,13 +74,44 @@ pub fn run(args: Vec<String>) -> Outcome {
             if !Path::new(&start.target).exists() && !config::is_config_file(&start.target) && control::client::runtime_running(&home) {
                 return verbs::act(&home, "start", &start.target);
             }
-            run_start(&start)
+            run_start(&start, &[])
         }
+        Command::Serve(a) => serve_command(&home, a),
         other => verbs::run(&home, other),
     }
 }
 
-fn run_start(start: &StartArgs) -> Outcome {
+/// `pm-runtime serve [path] [port]`: PM2's `static-page-server-<port>` app, added to the running
+/// runtime if there is one, else run in the foreground.
+fn serve_command(home: &Path, a: cli::ServeArgs) -> Outcome {
+    let port = a.port.or(a.port_flag).unwrap_or_else(|| "8080".into());
+    let path = a.path.unwrap_or_else(|| ".".into());
+    let mut env = vec![("PM2_SERVE_PATH".to_string(), path.clone()), ("PM2_SERVE_PORT".to_string(), port.clone())];
+    if a.spa {
+        env.push(("PM2_SERVE_SPA".into(), "true".into()));
+    }
+    if a.basic_auth_username.is_some() || a.basic_auth_password.is_some() {
+        env.push(("PM2_SERVE_BASIC_AUTH".into(), "true".into()));
+        env.extend(a.basic_auth_username.map(|u| ("PM2_SERVE_BASIC_AUTH_USERNAME".to_string(), u)));
+        env.extend(a.basic_auth_password.map(|p| ("PM2_SERVE_BASIC_AUTH_PASSWORD".to_string(), p)));
+    }
+    let name = format!("static-page-server-{port}");
+    let mut argv = vec!["pm-runtime".to_string(), "start".into(), "serve".into(), "--name".into(), name];
+    if a.no_auto_exit {
+        argv.push("--no-auto-exit".into());
+    }
+    let start = match Cli::try_parse_from(argv) {
+        Ok(Cli { command: Command::Start(s) }) => s,
+        _ => return Outcome::Internal,
+    };
+    if control::client::runtime_running(home) {
+        return verbs::apply_ecosystem(home, "startOrRestart", &start.target, &start.overrides(), &env);
+    }
+    run_start(&start, &env)
+}
+
+/// Runs in the foreground; `extra_env` is added to every app's env (`pm-runtime serve`).
+fn run_start(start: &StartArgs, extra_env: &[(String, String)]) -> Outcome {
     // Before anything can spawn: count stop signals synchronously, and reap orphans.
     if let Err(e) = process::unix::install_stop_counter() {
         eprintln!("pm-runtime: cannot install signal handlers: {e}");
@@ -91,7 +128,7 @@ fn run_start(start: &StartArgs) -> Outcome {
     } else {
         config::from_script(&start.target, &overrides)
     };
-    let eco = match loaded {
+    let mut eco = match loaded {
         Ok(eco) => eco,
         // A stop signal cancelled the evaluation of a JS config: we were asked to stop.
         Err(e) if process::unix::stop_signals_received() > 0 => {
@@ -113,6 +150,9 @@ fn run_start(start: &StartArgs) -> Outcome {
     if eco.apps.is_empty() {
         eprintln!("pm-runtime: no app to run in {}", start.target);
         return Outcome::ConfigError;
+    }
+    for app in &mut eco.apps {
+        app.env.extend(extra_env.iter().cloned());
     }
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,

@@ -92,7 +92,7 @@ fn act_or_file(home: &Path, verb: &str, target: &str) -> Outcome {
 
 pub fn run(home: &Path, cmd: Command) -> Outcome {
     match cmd {
-        Command::Start(_) => unreachable!("handled by the caller"),
+        Command::Start(_) | Command::Serve(_) => unreachable!("handled by the caller"),
         Command::Validate { file, env, only, instances, config_timeout } => validate(&file, env, only, instances, config_timeout),
         Command::StartOrRestart(a) => apply(home, "startOrRestart", a),
         Command::StartOrReload(a) => apply(home, "startOrReload", a),
@@ -294,6 +294,31 @@ fn validate(file: &str, env: Option<String>, only: Option<String>, instances: Op
         );
     }
     Outcome::Requested
+}
+
+/// `pm-runtime serve` against a running runtime: the script-form app (with `extra_env`) is
+/// sent as `startOrRestart`.
+pub fn apply_ecosystem(home: &Path, action: &str, script: &str, o: &crate::config::Overrides, extra_env: &[(String, String)]) -> Outcome {
+    let mut eco = match crate::config::from_script(script, o) {
+        Ok(eco) => eco,
+        Err(e) => {
+            for p in &e.problems {
+                eprintln!("pm-runtime: {p}");
+            }
+            return Outcome::ConfigError;
+        }
+    };
+    for app in &mut eco.apps {
+        app.env.extend(extra_env.iter().cloned());
+    }
+    let Ok(eco_json) = serde_json::to_value(&eco) else { return fail("cannot encode the ecosystem") };
+    match client::request(home, &json!({"cmd": "apply", "action": action, "ecosystem": eco_json})) {
+        Ok(_) => {
+            client::wait_settled(home, Duration::from_secs(15));
+            print_table(home)
+        }
+        Err(e) => fail(&e),
+    }
 }
 
 /// `startOrRestart` and friends: load the file here (this process's cwd and `node`), send the

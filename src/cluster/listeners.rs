@@ -125,25 +125,32 @@ impl Drop for Listener {
 #[derive(Clone)]
 pub struct Listeners {
     inner: Arc<Registry>,
+    /// What a relative Unix socket path is relative to (the app's cwd).
+    cwd: Option<PathBuf>,
 }
 
 struct Registry {
     policy: SchedPolicy,
-    /// What a relative Unix socket path is relative to (the app's cwd).
-    cwd: Option<PathBuf>,
     map: Mutex<HashMap<String, Arc<Listener>>>,
 }
 
 impl Listeners {
     pub fn new(policy: SchedPolicy) -> Self {
-        Listeners { inner: Arc::new(Registry { policy, cwd: None, map: Mutex::new(HashMap::new()) }) }
+        Listeners { inner: Arc::new(Registry { policy, map: Mutex::new(HashMap::new()) }), cwd: None }
     }
 
     /// The listeners of an app whose working directory is `cwd`: a relative Unix socket path
     /// (`server.listen('app.sock')`) is bound there, where the app expects it (Node's primary
     /// would bind it relative to its own cwd).
     pub fn for_app(policy: SchedPolicy, cwd: PathBuf) -> Self {
-        Listeners { inner: Arc::new(Registry { policy, cwd: Some(cwd), map: Mutex::new(HashMap::new()) }) }
+        Listeners::new(policy).with_cwd(cwd)
+    }
+
+    /// The same sockets seen from an app whose working directory is `cwd` (several apps share
+    /// one registry, as under PM2's single cluster primary; each resolves relative Unix socket
+    /// paths against its own cwd).
+    pub fn with_cwd(&self, cwd: PathBuf) -> Self {
+        Listeners { inner: self.inner.clone(), cwd: Some(cwd) }
     }
 
     pub fn policy(&self) -> SchedPolicy {
@@ -182,12 +189,23 @@ impl Listeners {
     /// The socket for `req`, bound on first use. A failed bind is not remembered (the next
     /// worker tries again, as in Node).
     pub(crate) fn get_or_bind(&self, req: &ListenRequest) -> io::Result<Arc<Listener>> {
+        // A relative Unix socket path is keyed by where it is bound (this app's cwd).
+        let resolved;
+        let req = match (&req.address, &self.cwd) {
+            (Some(name), Some(cwd))
+                if req.address_type == "-1" && !name.is_empty() && !name.starts_with('/') && !sys::is_abstract(Path::new(name)) =>
+            {
+                resolved = ListenRequest { address: Some(cwd.join(name).to_string_lossy().into_owned()), ..req.clone() };
+                &resolved
+            }
+            _ => req,
+        };
         let key = req.key();
         let mut map = lock(&self.inner.map);
         if let Some(l) = map.get(&key) {
             return Ok(l.clone());
         }
-        let listener = Arc::new(bind(req, self.inner.policy, self.inner.cwd.as_deref())?);
+        let listener = Arc::new(bind(req, self.inner.policy, self.cwd.as_deref())?);
         map.insert(key, listener.clone());
         Ok(listener)
     }

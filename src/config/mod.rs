@@ -13,14 +13,17 @@
 mod js;
 mod model;
 mod resolve;
+mod statics;
 pub mod strict_json;
 mod tree;
 mod units;
 mod validate;
 
 pub use model::*;
+pub use resolve::normalize;
+pub use units::js_parse_int;
 
-use resolve::{Host, Target, normalize};
+use resolve::{Host, Target};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -235,12 +238,16 @@ fn load_with(path: &Path, o: &Overrides, host: &Host) -> Result<Ecosystem, Confi
 
     let doc = validate::locate_apps(&root, &mut rep);
 
+    // PM2 adds the `static` servers after the apps; `--only` applies to them too.
+    let mut statics = doc.statics.map(|n| statics::static_apps(n, &mut rep)).unwrap_or_default();
+    statics.retain(|a| o.only.is_empty() || a.name.as_ref().is_some_and(|n| o.only.contains(n)));
+
     // --only: exact names, file order.
     let entries: Vec<&(String, &Node)> = if o.only.is_empty() {
         doc.apps.iter().collect()
     } else {
         let kept: Vec<_> = doc.apps.iter().filter(|(_, n)| validate::quick_name(n).is_some_and(|name| o.only.contains(&name))).collect();
-        if kept.is_empty() && !doc.apps.is_empty() {
+        if kept.is_empty() && statics.is_empty() && !doc.apps.is_empty() {
             let names: Vec<String> = doc.apps.iter().filter_map(|(_, n)| validate::quick_name(n)).collect();
             let wanted: Vec<String> = o.only.iter().map(|n| format!("{n:?}")).collect();
             rep.errors.push(format!(
@@ -253,7 +260,8 @@ fn load_with(path: &Path, o: &Overrides, host: &Host) -> Result<Ecosystem, Confi
         kept
     };
 
-    let raws: Vec<RawApp> = entries.iter().map(|(p, n)| validate::validate_app(p, n, &mut rep)).collect();
+    let mut raws: Vec<RawApp> = entries.iter().map(|(p, n)| validate::validate_app(p, n, &mut rep)).collect();
+    raws.extend(statics);
 
     // --env: deploy.<env>.env < env < env_<env>.
     let mut deploy_env = BTreeMap::new();

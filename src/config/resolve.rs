@@ -93,6 +93,23 @@ pub fn resolve(t: &Target, host: &Host, rep: &mut Reporter) -> Option<Resolved> 
         }
     };
 
+    // PM2's built-in static server (`script: serve`, whatever is in the directory): this
+    // binary runs it (`pm-runtime __serve args…`), see `crate::serve`.
+    if t.script == "serve" {
+        let Ok(exe) = std::env::current_exe() else {
+            rep.error(t.script_pos, &script_key, "cannot find the pm-runtime binary to run the static server");
+            return None;
+        };
+        let mut argv = vec![crate::serve::SUBCOMMAND.to_string()];
+        argv.extend(t.args.iter().cloned());
+        return Some(Resolved {
+            cwd,
+            exec_path: exe.clone(),
+            command: Command { program: exe, argv, interpreter: "none".into(), is_node: false },
+            shell: false,
+        });
+    }
+
     let candidate = normalize(&cwd.join(t.script));
     if candidate.is_dir() {
         rep.error(t.script_pos, &script_key, format!("{} is a directory, not a script (name the file to run)", candidate.display()));

@@ -255,11 +255,13 @@ pub struct Document<'a> {
     /// (path, node) of each app entry in file order.
     pub apps: Vec<(String, &'a Node)>,
     pub deploy: Option<&'a Node>,
+    /// The top-level `static` section (PM2's static servers).
+    pub statics: Option<&'a Node>,
 }
 
 /// Finds the apps: `apps` (list or one object), else legacy `pm2`, else the document itself.
 pub fn locate_apps<'a>(root: &'a Node, rep: &mut Reporter) -> Document<'a> {
-    let mut doc = Document { apps: Vec::new(), deploy: None };
+    let mut doc = Document { apps: Vec::new(), deploy: None, statics: None };
     let entries = match &root.value {
         Value::Map(entries) => entries,
         Value::Seq(items) if items.is_empty() => {
@@ -289,7 +291,7 @@ pub fn locate_apps<'a>(root: &'a Node, rep: &mut Reporter) -> Document<'a> {
     for (k, v) in entries {
         match k.name.as_str() {
             "apps" | "pm2" | "deploy" => {}
-            "static" => rep.warn(k.pos, "static", "not supported (serving static files is not part of pm-runtime); ignored"),
+            "static" => doc.statics = Some(v),
             other => {
                 if let Some(s) = units::suggest(other, ["apps", "deploy", "static"]) {
                     rep.warn(k.pos, other, format!("unknown key (did you mean \"{s}\"?)"));
@@ -299,7 +301,11 @@ pub fn locate_apps<'a>(root: &'a Node, rep: &mut Reporter) -> Document<'a> {
         }
     }
     match &apps.value {
-        Value::Seq(items) if items.is_empty() => rep.error(apps.pos, &key.name, "the list is empty: no app to run"),
+        // Empty with a `static` section: the static servers are the apps.
+        Value::Seq(items) if items.is_empty() && doc.statics.is_none() => {
+            rep.error(apps.pos, &key.name, "the list is empty: no app to run")
+        }
+        Value::Seq(items) if items.is_empty() => {}
         Value::Seq(items) => {
             doc.apps = items.iter().enumerate().map(|(i, n)| (format!("{}[{i}]", key.name), n)).collect();
         }
@@ -1118,7 +1124,7 @@ apps:
         let (_, rep) = check("apps: 3\n");
         assert!(rep.errors[0].contains("expected a list of apps"), "{:?}", rep.errors);
         let (_, rep) = check("apps: []\nstatic: []\n");
-        assert!(rep.warnings[0].contains("not supported"));
+        assert!(rep.warnings.is_empty() && rep.errors.is_empty(), "{rep:?}");
     }
 
     #[test]

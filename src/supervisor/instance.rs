@@ -321,14 +321,15 @@ impl Instance {
                 }
                 RunEnd::Stopped(exit, after) => {
                     last_exit = Some(exit);
-                    let again = match after {
-                        After::Restart => !self.shutting_down(),
-                        After::Park => self.settle(Status::Stopped, Some(exit), schedule.as_ref(), true).await,
-                        After::Delete | After::Shutdown => false,
+                    // PM2 counts a restart of a running process, not a start after a stop.
+                    let (again, counted) = match after {
+                        After::Restart => (!self.shutting_down(), true),
+                        After::Park => (self.settle(Status::Stopped, Some(exit), schedule.as_ref(), true).await, false),
+                        After::Delete | After::Shutdown => (false, false),
                     };
                     if again {
                         hist = History::new(Instant::now());
-                        self.restart_time += 1;
+                        self.restart_time += u32::from(counted);
                         continue;
                     }
                     return self.gone(last_exit);
@@ -362,7 +363,6 @@ impl Instance {
                 Decision::Stop => {
                     if self.settle(Status::Stopped, Some(exit), schedule.as_ref(), false).await {
                         hist = History::new(Instant::now());
-                        self.restart_time += 1;
                         continue;
                     }
                     return self.gone(last_exit);
@@ -372,7 +372,6 @@ impl Instance {
                         "Script {} had too many unstable restarts ({}). Stopped. \"errored\"", self.app.exec_path.display(), self.app.max_restarts);
                     if self.settle(Status::Errored, Some(exit), schedule.as_ref(), false).await {
                         hist = History::new(Instant::now());
-                        self.restart_time += 1;
                         continue;
                     }
                     return self.gone(last_exit);
@@ -388,6 +387,7 @@ impl Instance {
                                     return self.gone(last_exit);
                                 }
                                 hist = History::new(Instant::now());
+                                continue; // a start after a stop: not a restart
                             }
                             _ => return self.gone(last_exit),
                         }

@@ -94,8 +94,9 @@ pub struct Coordinator {
     shutdown_rx: watch::Receiver<Shutdown>,
     /// How many CPUs `instances: max` means.
     pub cpus: usize,
-    /// Cluster mode: each cluster app's listening sockets, shared by its workers, kept for as
-    /// long as the app exists so the port never closes while workers are replaced.
+    /// Cluster mode: the listening sockets of every cluster app, by scheduling policy (0 =
+    /// shared, 1 = round-robin), shared by all workers and kept for the runtime's life, so a
+    /// port never closes while workers are replaced.
     listeners: std::collections::HashMap<usize, crate::cluster::Listeners>,
     /// `listen_fds` apps: their listening socket (any language, systemd's convention).
     sockets: std::collections::HashMap<usize, Arc<std::net::TcpListener>>,
@@ -153,7 +154,10 @@ impl Coordinator {
         pm_id
     }
 
-    /// The listeners of a cluster app (made on first use); `None` in fork mode.
+    /// The listeners of a cluster app (made on first use); `None` in fork mode. One registry
+    /// serves every cluster app (per scheduling policy), as PM2 has one Node cluster primary for
+    /// all apps: two apps listening on one port share its socket and its connections, instead of
+    /// the second failing with EADDRINUSE.
     fn listeners_for(&mut self, app_index: usize) -> Option<crate::cluster::Listeners> {
         let app = &self.apps[app_index];
         if app.exec_mode != ExecMode::Cluster || !app.command.is_node {
@@ -162,7 +166,8 @@ impl Coordinator {
         let policy = crate::cluster::SchedPolicy::from_env_value(
             app.env.get("NODE_CLUSTER_SCHED_POLICY").map(String::as_str).or(std::env::var("NODE_CLUSTER_SCHED_POLICY").ok().as_deref()),
         );
-        Some(self.listeners.entry(app_index).or_insert_with(|| crate::cluster::Listeners::for_app(policy, app.cwd.clone())).clone())
+        let key = usize::from(policy == crate::cluster::SchedPolicy::RoundRobin);
+        Some(self.listeners.entry(key).or_insert_with(|| crate::cluster::Listeners::new(policy)).with_cwd(app.cwd.clone()))
     }
 
     /// `listen_fds`: the app's listening socket, bound on first use and kept while the app

@@ -74,6 +74,18 @@ fn start_of_a_running_app_restarts_it() {
         wait_until("a new pid for a", Duration::from_secs(10), || Some(pid_of(&s)).filter(|(p, _)| *p != pid && *p != 0));
     assert_ne!(new_pid, pid);
     assert_eq!(restarts, 1, "a restart of an online app counts, as in PM2");
+
+    // A start after a stop is not a restart (PM2's restartProcessId of a stopped process).
+    assert_eq!(s.cli(&["stop", "a"]).0, 0);
+    assert_eq!(status_of(&s, "a"), ["stopped"]);
+    assert_eq!(s.cli(&["start", "a"]).0, 0);
+    let (_, restarts) =
+        wait_until("a online again", Duration::from_secs(10), || Some(pid_of(&s)).filter(|(p, _)| *p != new_pid && *p != 0));
+    assert_eq!(restarts, 1, "start after stop is not counted");
+    assert_eq!(s.cli(&["stop", "a"]).0, 0);
+    assert_eq!(s.cli(&["restart", "a"]).0, 0);
+    let (_, restarts) = wait_until("a online again", Duration::from_secs(10), || Some(pid_of(&s)).filter(|(p, _)| *p != 0));
+    assert_eq!(restarts, 1, "restart of a stopped app starts it without counting, as in PM2");
 }
 
 #[test]
