@@ -651,11 +651,17 @@ impl Check<'_, '_> {
             Value::Str(s) => parse_instances_text(s),
             _ => None,
         };
-        if parsed.is_none() {
-            let g = self.got();
-            return self.fail(format!("expected a number, \"max\" or -N, got {g}"));
+        match parsed {
+            None => {
+                let g = self.got();
+                self.fail(format!("expected a number, \"max\" or -N, got {g}"))
+            }
+            Some(Instances::Count(n)) => match super::check_instance_count(n.into()) {
+                Ok(()) => parsed,
+                Err(e) => self.fail(e),
+            },
+            Some(_) => parsed,
         }
-        parsed
     }
 
     fn exec_mode(&mut self) -> Option<ExecMode> {
@@ -986,6 +992,16 @@ apps:
         assert_eq!(parse_instances_text("0"), Some(Instances::Max));
         assert_eq!(parse_instances_text("-1"), Some(Instances::MinusCpus(1)));
         assert_eq!(parse_instances_text("x"), None);
+    }
+
+    #[test]
+    fn too_many_instances_is_an_error_with_its_place() {
+        let (_, rep) = check("apps:\n  - script: a.js\n    instances: 100000\n");
+        assert_eq!(rep.errors.len(), 1, "{:?}", rep.errors);
+        assert!(rep.errors[0].contains("apps[0].instances: 100000 instances is more than the limit of 4096"), "{:?}", rep.errors);
+        let (apps, rep) = check("apps:\n  - script: a.js\n    instances: 4096\n");
+        assert!(rep.errors.is_empty(), "{:?}", rep.errors);
+        assert_eq!(apps[0].instances, Some(Instances::Count(4096)));
     }
 
     #[test]

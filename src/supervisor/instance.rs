@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::cron::Schedule;
 use super::env::{self, InstanceFacts};
 use super::policy::{self, Decision, History, Policy};
+use super::status::RestartReason;
 use crate::config::{App, Principal};
 use crate::logs::LogHub;
 use crate::process::{self, Exit, Reaper, SpawnSpec, tree, unix};
@@ -110,6 +111,8 @@ pub struct Update {
     pub since: Option<SystemTime>,
     /// The task has ended (deleted, or done for good).
     pub gone: bool,
+    /// This update starts the instance again, for this reason (the coordinator counts it).
+    pub reason: Option<RestartReason>,
 }
 
 /// Everything an instance task needs, given once at start.
@@ -134,6 +137,8 @@ pub struct Instance {
     pub unique_id: String,
     /// Where the app's own IPC messages go (the coordinator: status table and bus).
     pub messages: AppMessages,
+    /// This task replaces one that panicked: start at once, whatever `autostart` says.
+    pub resumed: bool,
 }
 
 /// The sending side of the app-message channel: `(pm_id, message)`. Bounded; a message that
@@ -217,6 +222,7 @@ impl Instance {
             manual: false,
             since,
             gone: false,
+            reason: None,
         });
     }
 
@@ -246,6 +252,7 @@ impl Instance {
                 manual,
                 since: None,
                 gone: false,
+                reason: None,
             });
             if self.shutting_down() {
                 return false;
@@ -284,7 +291,7 @@ impl Instance {
 
         let mut last_exit = None;
         let mut retiring: Option<Retiring> = None;
-        if !self.app.autostart {
+        if !self.app.autostart && !self.resumed {
             tracing::info!(app = %self.app.name, id = self.pm_id, status = "stop", "App [{tag}] registered but not started (autostart: false)");
             if !self.settle(Status::Stopped, None, schedule.as_ref(), true).await {
                 return self.gone(last_exit);
@@ -411,6 +418,7 @@ impl Instance {
             manual: true,
             since: None,
             gone: true,
+            reason: None,
         });
     }
 
@@ -536,6 +544,7 @@ impl Instance {
             self.report(Status::Online, Some(pid), last_exit);
             tracing::info!(app = %app.name, id = self.pm_id, status = "online", "App [{tag}] online");
         }
+        test_hooks::maybe_panic(self.pm_id, self.restart_time);
         let mut cluster_open = matches!(ipc, Ipc::Cluster(_));
         let listen_timeout = tokio::time::sleep(app.listen_timeout);
         tokio::pin!(listen_timeout);
@@ -723,7 +732,7 @@ async fn wait_exit(
             _ = tokio::time::sleep_until(deadline) => return None,
             changed = shutdown.changed() => {
                 if changed.is_err() || *shutdown.borrow() == Shutdown::Force {
-                    kill_tree(pid, Signal::SIGKILL, treekill);
+                    kill_tree(pid, Signal::SIGKILL, treekill).await;
                 }
                 if changed.is_err() {
                     return Some((&mut *exit_rx).await.unwrap_or(Exit::Signal(9)));
@@ -752,7 +761,7 @@ async fn terminate(
     let mut exit = None;
     let mut strays = Vec::new();
     if *shutdown.borrow() == Shutdown::Force {
-        strays = kill_tree(pid, Signal::SIGKILL, app.treekill);
+        strays = kill_tree(pid, Signal::SIGKILL, app.treekill).await;
     } else {
         if let Ipc::Cluster(w) = ipc
             && w.disconnect().await.is_ok()
@@ -767,7 +776,7 @@ async fn terminate(
                     Ipc::None => false,
                 };
             if !sent {
-                strays = kill_tree(pid, sig, app.treekill);
+                strays = kill_tree(pid, sig, app.treekill).await;
             }
         }
     }
@@ -778,7 +787,7 @@ async fn terminate(
             Some(e) => e,
             None => {
                 tracing::warn!(app = %app.name, id = pm_id, "Process with pid {pid} still alive after {}ms, sending SIGKILL", app.kill_timeout.as_millis());
-                kill_tree(pid, Signal::SIGKILL, app.treekill);
+                kill_tree(pid, Signal::SIGKILL, app.treekill).await;
                 (&mut *exit_rx).await.unwrap_or(Exit::Signal(9))
             }
         },
@@ -798,13 +807,14 @@ async fn terminate(
 }
 
 /// Signals the instance's process group and, with `treekill`, every descendant that left it.
-/// Returns the descendants outside the group that were signalled.
-fn kill_tree(pid: u32, sig: Signal, treekill: bool) -> Vec<u32> {
+/// Returns the descendants outside the group that were signalled. The /proc scan is shared with
+/// every instance stopping at the same time.
+async fn kill_tree(pid: u32, sig: Signal, treekill: bool) -> Vec<u32> {
     let mut strays = Vec::new();
     if treekill {
-        let procs = tree::snapshot();
-        for d in tree::descendants(&procs, pid) {
-            if procs.iter().any(|p| p.pid == d && p.pgid != pid && p.state != 'Z') {
+        let procs = tree::fresh_snapshot().await;
+        for d in procs.descendants(pid) {
+            if procs.get(d).is_some_and(|p| p.pgid != pid && p.state != 'Z') {
                 unix::signal_pid(d, sig);
                 strays.push(d);
             }
@@ -934,4 +944,19 @@ impl Drop for PidFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
+}
+
+/// Fault injection for the integration tests, compiled into debug builds only.
+mod test_hooks {
+    /// `PM_RUNTIME_TEST_PANIC=<pm_id>`: that instance's task panics once its first process is
+    /// running (to test that the coordinator notices). Release builds ignore the variable.
+    #[cfg(debug_assertions)]
+    pub fn maybe_panic(pm_id: u32, restart_time: u32) {
+        if restart_time == 0 && std::env::var("PM_RUNTIME_TEST_PANIC").is_ok_and(|v| v.trim() == pm_id.to_string()) {
+            panic!("injected by PM_RUNTIME_TEST_PANIC");
+        }
+    }
+
+    #[cfg(not(debug_assertions))]
+    pub fn maybe_panic(_pm_id: u32, _restart_time: u32) {}
 }

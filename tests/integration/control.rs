@@ -62,6 +62,10 @@ fn ls_jlist_scale_stop_start_delete_signal_logs_ping() {
     assert_eq!(count(&s, "web"), 4);
     assert_eq!(cli(&s, &["scale", "web", "+2"]).0, 0);
     assert_eq!(count(&s, "web"), 6);
+    let (code, _, err) = cli(&s, &["scale", "web", "100000"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("100000 instances is more than the limit of 4096"), "{err}");
+    assert_eq!(count(&s, "web"), 6, "nothing started");
     assert_eq!(cli(&s, &["scale", "web", "2"]).0, 0);
     poll("web scaled down to 2", Duration::from_secs(5), || (count(&s, "web") == 2).then_some(()));
     let mut insts: Vec<u64> =

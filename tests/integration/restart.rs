@@ -62,3 +62,34 @@ fn no_auto_exit_keeps_running() {
     r.signal(libc::SIGTERM);
     assert_eq!(r.wait(Duration::from_secs(5)).unwrap().code(), Some(0));
 }
+
+#[test]
+fn a_panicked_instance_task_is_noticed_its_process_killed_and_restarted() {
+    // PM_RUNTIME_TEST_PANIC (debug builds only) makes pm_id 0's task panic once its process runs.
+    let s = Scenario::new().file("p.sh", "#!/bin/sh\necho \"up $$\"\nexec sleep 6161\n");
+    let mut cmd = s.command(&["p.sh"]);
+    cmd.env("PM_RUNTIME_TEST_PANIC", "0");
+    let mut r = Running::start(cmd);
+    r.wait_for("supervision task panicked", Duration::from_secs(10));
+    let all = poll("a second process", Duration::from_secs(5), || {
+        let out = r.stdout();
+        let pids: Vec<u32> = out.lines().filter_map(|l| l.strip_prefix("up ")?.trim().parse().ok()).collect();
+        (pids.len() >= 2).then_some(pids)
+    });
+    assert_eq!(all.len(), 2, "restarted once: {}", r.stdout());
+    // The first process was killed with its task: only the new one runs.
+    poll("the first process gone", Duration::from_secs(5), || {
+        (!std::path::Path::new(&format!("/proc/{}", all[0])).exists()
+            || std::fs::read_to_string(format!("/proc/{}/stat", all[0])).is_ok_and(|s| s.contains(") Z")))
+        .then_some(())
+    });
+    assert_eq!(pids_with("sleep 6161").len(), 1);
+    let err = r.stdout() + &r.stderr();
+    assert!(
+        err.contains("App [p:0] supervision task panicked (injected by PM_RUNTIME_TEST_PANIC); its processes were killed; it is restarted"),
+        "{err}"
+    );
+    r.signal(libc::SIGTERM);
+    assert_eq!(r.wait(Duration::from_secs(5)).unwrap().code(), Some(0));
+    assert!(pids_with("sleep 6161").is_empty());
+}
