@@ -2,14 +2,18 @@
 //! the runtime's signals and control requests into commands, decides when the runtime exits and
 //! with which code.
 //!
-//! State ownership: each instance task owns its process and restart history; this coordinator
-//! owns only the latest [`Update`] of each instance. Nobody else holds either.
+//! State ownership: each instance task owns its process and restart history (its
+//! [`machine::Machine`]); this coordinator owns only the latest [`Update`] of each instance.
+//! Nobody else holds either. Modules: `machine` (the pure lifecycle), `instance` (the task that
+//! runs it), `policy` (PM2's restart rules), `numbering` (`NODE_APP_INSTANCE`), `sampler`,
+//! `status`, `control` (requests), `env`, `cron`, `file_watch`.
 
 pub mod control;
 pub mod cron;
 pub mod env;
 pub mod file_watch;
 pub mod instance;
+pub mod machine;
 pub mod numbering;
 pub mod policy;
 pub mod sampler;
@@ -50,6 +54,10 @@ impl Board {
 
 /// App IPC messages the coordinator may have waiting (beyond: dropped, the app is told nothing).
 const MESSAGE_QUEUE: usize = 1024;
+
+/// How often the sampler sweeps while an app has `max_memory_restart`: a crossing is acted on
+/// within half a second (pm2-runtime: every 30 s, main pid only).
+const MEMORY_PERIOD: Duration = Duration::from_millis(500);
 
 /// How long an `ls` keeps the sampler sweeping (monit asks every second).
 const READER_LINGER: Duration = Duration::from_secs(5);
@@ -334,6 +342,23 @@ impl Coordinator {
         self.board.status.receiver_count() > 0 || self.reader_until.is_some_and(|t| Instant::now() < t)
     }
 
+    /// Whether an app has `max_memory_restart` (the sampler then sweeps for it).
+    fn has_memory_limits(&self) -> bool {
+        self.apps.iter().any(|a| a.max_memory_restart.is_some())
+    }
+
+    /// `max_memory_restart`: every running instance whose tree is over its app's limit is told
+    /// so (its machine decides what that means in its state).
+    fn check_memory(&self) {
+        for (id, s) in &self.slots {
+            let Some(limit) = self.apps[s.app_index].max_memory_restart else { continue };
+            let running = s.last.as_ref().is_some_and(|u| matches!(u.status, Status::Online | Status::Launching));
+            if running && s.sample.memory_bytes > limit {
+                self.send(*id, Cmd::OverMemory { rss: s.sample.memory_bytes, limit });
+            }
+        }
+    }
+
     /// One sweep of /proc for every running instance; the numbers go into the table.
     fn sample(&mut self) {
         let roots: Vec<(u32, u32)> = self.slots.iter().filter_map(|(id, s)| Some((*id, s.last.as_ref()?.pid?))).collect();
@@ -467,9 +492,11 @@ pub async fn run(
     loop {
         tokio::select! {
             Some((pm_id, message)) = messages_rx.recv() => co.on_message(pm_id, message),
-            _ = tokio::time::sleep_until(next_sample), if co.needs_samples() => {
+            _ = tokio::time::sleep_until(next_sample), if co.needs_samples() || co.has_memory_limits() => {
                 co.sample();
-                next_sample = tokio::time::Instant::now() + sampler::PERIOD;
+                co.check_memory();
+                let period = if co.has_memory_limits() { MEMORY_PERIOD } else { sampler::PERIOD };
+                next_sample = tokio::time::Instant::now() + period;
             }
             update = updates_rx.recv() => {
                 let Some(update) = update else { break };
