@@ -15,12 +15,19 @@
 //!   reporting every problem with file, line and column.
 //! - [`process`] starts processes in their own process groups and owns every `wait` (the
 //!   [`process::Reaper`]); it is the only place with `unsafe`.
-//! - [`supervisor`] runs one task per app instance (state machine + PM2's restart policy as pure
-//!   functions) and a coordinator that handles signals, auto-exit and the final sweep. The
-//!   coordinator owns the one status table ([`supervisor::status`]), fed by the instances'
+//! - [`supervisor`] runs one task per app instance and a coordinator that handles signals,
+//!   auto-exit and the final sweep. An instance's lifecycle is data: [`supervisor::machine`]
+//!   (pure `step(input, now) -> effects`, calling PM2's restart policy in
+//!   [`supervisor::policy`]); the task ([`supervisor::instance`]) is one `select!` loop that
+//!   turns exits, IPC readiness, timers and commands into inputs and carries out the effects.
+//!   The coordinator owns the one status table ([`supervisor::status`]), fed by the instances'
 //!   updates, their IPC messages (`@pm2/io` metrics) and one sampler ([`supervisor::sampler`],
-//!   one /proc sweep per period, only while someone reads); every reader (`ls`, `monit`, HTTP,
-//!   PM2 Plus) sees that table through a `watch` feed, and events through the bus.
+//!   one /proc sweep per period, while someone reads or an app has `max_memory_restart`: the
+//!   coordinator tells an instance over its limit); every reader (`ls`, `monit`, HTTP, PM2
+//!   Plus) sees that table through a `watch` feed, and events through the bus. A panicked
+//!   instance task is noticed: its processes are killed and it restarts as after a crash.
+//! - [`cluster`] is Node's cluster primary and the one Node IPC channel type (fork-mode Node
+//!   children use it too: `ready`, app messages, `shutdown`).
 //! - [`logs`] frames app output into whole lines and writes it, with the runtime's own events,
 //!   through a single writer.
 //! - [`preload`] is the script Node apps are started with (`--require`): PM2's handling of

@@ -6,15 +6,18 @@
 //! - [`Listeners`]: one per app. The listening sockets, bound once per
 //!   `(address, port, addressType)` and kept open as long as the app exists, so the port never
 //!   closes while workers are replaced.
-//! - [`WorkerChannel`]: one per worker, over our end of its IPC socket. A task of its own serves
+//! - [`WorkerChannel`]: one per Node child (fork-mode children too: it is the one Node IPC
+//!   channel type, and readiness — `ready`, `listening` — comes out of it), over our end of
+//!   its IPC socket. A task of its own serves
 //!   the protocol (`online`, `queryServer`, `listening`, `close`, `exitedAfterDisconnect`,
 //!   handle ACK/NACK, round-robin `newconn`) and reports [`WorkerEvent`]s; the supervisor sends
 //!   app messages and the graceful `disconnect` through it.
 //!
 //! # Spawning a worker
 //!
-//! [`worker_env`] lists the variables: `NODE_CHANNEL_FD=3`, `NODE_CHANNEL_SERIALIZATION_MODE=json`
-//! and `NODE_UNIQUE_ID=<id>` (an integer ≥ 1: it becomes `cluster.worker.id`). fd 3 is the child's
+//! A worker gets `NODE_CHANNEL_FD=3` and `NODE_CHANNEL_SERIALIZATION_MODE=json` (set by
+//! `process::spawn` for every Node child, fd [`crate::process::unix::IPC_FD`]) and
+//! `NODE_UNIQUE_ID=<id>` ([`worker_id`], set by `supervisor/env.rs`). fd 3 is the child's
 //! end of a close-on-exec `socketpair(AF_UNIX, SOCK_STREAM)`, dup2'ed into place between fork
 //! and exec only in that child. `NODE_UNIQUE_ID` must never reach a process without the
 //! channel (its `listen()` would never complete). The script must be a file (`node -e` gets
@@ -76,15 +79,8 @@ mod worker;
 pub use listeners::{Listeners, SchedPolicy};
 pub use worker::{WorkerChannel, WorkerEvent, WorkerHandle};
 
-/// The fd number of the IPC channel in a worker.
-pub const CHANNEL_FD: i32 = 3;
-
-/// The environment a cluster worker needs besides the app's own: the IPC channel on
-/// [`CHANNEL_FD`] and its worker id (≥ 1).
-pub fn worker_env(worker_id: u32) -> [(&'static str, String); 3] {
-    [
-        ("NODE_CHANNEL_FD", CHANNEL_FD.to_string()),
-        ("NODE_CHANNEL_SERIALIZATION_MODE", "json".to_string()),
-        ("NODE_UNIQUE_ID", worker_id.to_string()),
-    ]
+/// The cluster worker id of instance `pm_id` (`NODE_UNIQUE_ID`, which becomes
+/// `cluster.worker.id`): ids start at 1, and a replacement keeps its instance's id.
+pub fn worker_id(pm_id: u32) -> u32 {
+    pm_id + 1
 }

@@ -71,6 +71,29 @@ pub fn from_script(script: &str, overrides: &Overrides) -> Result<Ecosystem, Con
     from_script_with(script, overrides, &Host { base_dir, var: &var })
 }
 
+/// The most instances one app may have unless `PM_RUNTIME_MAX_INSTANCES` says otherwise: more
+/// is almost surely a typo, and each instance is a process, pipes and a task.
+pub const DEFAULT_MAX_INSTANCES: u32 = 4096;
+
+/// The most instances one app may have (`instances`, `-i`, `scale`): `PM_RUNTIME_MAX_INSTANCES`
+/// if it is a positive number, else [`DEFAULT_MAX_INSTANCES`].
+pub fn max_instances() -> u32 {
+    max_instances_from(std::env::var("PM_RUNTIME_MAX_INSTANCES").ok().as_deref())
+}
+
+fn max_instances_from(v: Option<&str>) -> u32 {
+    v.and_then(|v| v.trim().parse::<u32>().ok()).filter(|n| *n > 0).unwrap_or(DEFAULT_MAX_INSTANCES)
+}
+
+/// Why an instance count is refused, if it is (above [`max_instances`]).
+pub fn check_instance_count(n: u64) -> Result<(), String> {
+    let max = max_instances();
+    if n > u64::from(max) {
+        return Err(format!("{n} instances is more than the limit of {max} (set PM_RUNTIME_MAX_INSTANCES to raise it)"));
+    }
+    Ok(())
+}
+
 /// `Count(0)`/`Max` → cpus, `MinusCpus(n)` → cpus − n, never below 1.
 pub fn resolve_instances(i: Instances, cpus: usize) -> u32 {
     let cpus = i64::try_from(cpus).unwrap_or(i64::MAX).max(1);
@@ -161,8 +184,15 @@ fn parse_flags(o: &Overrides, errors: &mut Vec<String>) -> Flags {
     let mut f = Flags::default();
     if let Some(i) = &o.instances {
         f.instances = validate::parse_instances_text(i);
-        if f.instances.is_none() {
-            errors.push(format!("-i: expected a number, \"max\" or -N, got {i:?}"));
+        match f.instances {
+            None => errors.push(format!("-i: expected a number, \"max\" or -N, got {i:?}")),
+            Some(Instances::Count(n)) => {
+                if let Err(e) = check_instance_count(n.into()) {
+                    errors.push(format!("-i: {e}"));
+                    f.instances = None;
+                }
+            }
+            Some(_) => {}
         }
     }
     if let Some(a) = &o.node_args {
@@ -472,3 +502,14 @@ fn log_path(p: &str, cwd: &Path, home: Option<&str>) -> PathBuf {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod limit_tests {
+    #[test]
+    fn max_instances_from_env_value() {
+        assert_eq!(super::max_instances_from(None), 4096);
+        assert_eq!(super::max_instances_from(Some("10")), 10);
+        assert_eq!(super::max_instances_from(Some("0")), 4096);
+        assert_eq!(super::max_instances_from(Some("lots")), 4096);
+    }
+}

@@ -763,7 +763,13 @@ impl Check<'_, '_> {
                 format!("{g} is not a whole number; understood as {meaning}, as PM2's parseInt reads it"),
             );
         }
-        Some(instances_from_int(n))
+        match instances_from_int(n) {
+            Instances::Count(c) => match super::check_instance_count(c.into()) {
+                Ok(()) => Some(Instances::Count(c)),
+                Err(e) => self.fail(e),
+            },
+            other => Some(other),
+        }
     }
 
     fn exec_mode(&mut self) -> Option<ExecMode> {
@@ -1160,6 +1166,16 @@ apps:
         assert_eq!(parse_instances_text("0"), Some(Instances::Max));
         assert_eq!(parse_instances_text("-1"), Some(Instances::MinusCpus(1)));
         assert_eq!(parse_instances_text("x"), None);
+    }
+
+    #[test]
+    fn too_many_instances_is_an_error_with_its_place() {
+        let (_, rep) = check("apps:\n  - script: a.js\n    instances: 100000\n");
+        assert_eq!(rep.errors.len(), 1, "{:?}", rep.errors);
+        assert!(rep.errors[0].contains("apps[0].instances: 100000 instances is more than the limit of 4096"), "{:?}", rep.errors);
+        let (apps, rep) = check("apps:\n  - script: a.js\n    instances: 4096\n");
+        assert!(rep.errors.is_empty(), "{:?}", rep.errors);
+        assert_eq!(apps[0].instances, Some(Instances::Count(4096)));
     }
 
     #[test]

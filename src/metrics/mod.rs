@@ -1,8 +1,5 @@
-//! Resource sampling of app process trees, read straight from /proc.
+//! Metrics for readers outside the runtime.
 //!
-//! Cheap by construction: a tree is walked from its root through
-//! `/proc/<pid>/task/<tid>/children`, so a sample costs a few small reads per process of the
-//! app, never a scan of the whole system. Nothing here can stop or restart anything: callers
-//! decide what a number means.
-
-pub mod proc;
+//! Resource numbers are not read here: the one /proc reader is `process::tree`, and the one
+//! sampler is `supervisor::sampler`, whose numbers land in the status table that every reader
+//! (this module included) shares. Nothing here can stop or restart anything.

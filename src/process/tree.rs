@@ -5,6 +5,8 @@
 
 use std::collections::HashMap;
 use std::fs;
+use std::sync::Arc;
+use std::time::Instant;
 
 /// One `/proc/<pid>/stat` line's fields we care about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +53,56 @@ pub fn snapshot() -> Vec<Stat> {
         parse_stat(&fs::read_to_string(format!("/proc/{name}/stat")).ok()?)
     })
     .collect()
+}
+
+/// A /proc snapshot with its parent → children map, built once and shared.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub procs: Vec<Stat>,
+    children: HashMap<u32, Vec<u32>>,
+    by_pid: HashMap<u32, usize>,
+}
+
+impl Snapshot {
+    pub fn new(procs: Vec<Stat>) -> Self {
+        let children = children_map(&procs);
+        let by_pid = procs.iter().enumerate().map(|(i, p)| (p.pid, i)).collect();
+        Snapshot { procs, children, by_pid }
+    }
+
+    pub fn get(&self, pid: u32) -> Option<&Stat> {
+        self.by_pid.get(&pid).map(|&i| &self.procs[i])
+    }
+
+    /// All descendants of `root`, parents before children.
+    pub fn descendants(&self, root: u32) -> Vec<u32> {
+        descendants_in(&self.children, root)
+    }
+}
+
+/// The last shared scan and when it began.
+static LAST: tokio::sync::Mutex<Option<(Instant, Arc<Snapshot>)>> = tokio::sync::Mutex::const_new(None);
+
+/// A snapshot of /proc taken after this call began, shared with every caller that was waiting
+/// when it was taken: N instances stopping at once cost one scan per sweep, not one each
+/// (1000 instances: one read of ~1000 files instead of a million).
+pub async fn fresh_snapshot() -> Arc<Snapshot> {
+    let asked = Instant::now();
+    let mut last = LAST.lock().await;
+    if let Some((taken, snap)) = &*last
+        && *taken >= asked
+    {
+        return snap.clone();
+    }
+    let taken = Instant::now();
+    // Off the runtime's thread, so that every other caller can arrive and queue meanwhile
+    // (the runtime is single-threaded: a scan in place would serve one caller per scan).
+    let snap = match tokio::task::spawn_blocking(|| Snapshot::new(snapshot())).await {
+        Ok(s) => Arc::new(s),
+        Err(_) => Arc::new(Snapshot::new(snapshot())),
+    };
+    *last = Some((taken, snap.clone()));
+    snap
 }
 
 /// Children of every process in `procs`, by parent pid: build once, walk many trees.
@@ -106,6 +158,24 @@ mod tests {
         d.sort();
         assert_eq!(d, vec![11, 12, 13]);
         assert!(descendants(&procs, 99).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_fresh_snapshot_is_taken_after_the_call() {
+        let a = fresh_snapshot().await;
+        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let b = fresh_snapshot().await;
+        assert!(!Arc::ptr_eq(&a, &b), "a later call never reuses an older scan");
+        assert!(b.get(child.id()).is_some() && b.descendants(std::process::id()).contains(&child.id()));
+        child.kill().unwrap();
+        let _ = child.wait();
+        // Callers that asked while a scan was under way share the next one.
+        let busy = LAST.lock().await;
+        let (c, d, ()) = tokio::join!(fresh_snapshot(), fresh_snapshot(), async move {
+            tokio::task::yield_now().await;
+            drop(busy);
+        });
+        assert!(Arc::ptr_eq(&c, &d));
     }
 
     #[test]

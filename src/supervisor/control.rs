@@ -133,6 +133,9 @@ fn scale(co: &mut Coordinator, name: &str, count: &str) -> Value {
     };
     let Ok(target) = target else { return error(format!("scale: expected N, +N or -N, got {count:?}")) };
     let target = target.max(0);
+    if let Err(e) = crate::config::check_instance_count(target.unsigned_abs()) {
+        return error(format!("scale {name}: {e}"));
+    }
     if target == n {
         return error(format!("{name} already has {n} instance(s): nothing to do"));
     }

@@ -117,7 +117,7 @@ pub fn build(inherited: &[(OsString, OsString)], app: &App, f: &InstanceFacts) -
     }
     if app.exec_mode == ExecMode::Cluster && app.command.is_node {
         // Makes `require('cluster')` a worker whose primary is pm-runtime; ids start at 1.
-        set(&mut env, "NODE_UNIQUE_ID", &(f.pm_id + 1).to_string());
+        set(&mut env, "NODE_UNIQUE_ID", &crate::cluster::worker_id(f.pm_id).to_string());
     }
     env
 }

@@ -2,8 +2,11 @@
 //! the runtime's signals and control requests into commands, decides when the runtime exits and
 //! with which code.
 //!
-//! State ownership: each instance task owns its process and restart history; this coordinator
-//! owns only the latest [`Update`] of each instance. Nobody else holds either.
+//! State ownership: each instance task owns its process and restart history (its
+//! [`machine::Machine`]); this coordinator owns only the latest [`Update`] of each instance.
+//! Nobody else holds either. Modules: `machine` (the pure lifecycle), `instance` (the task that
+//! runs it), `policy` (PM2's restart rules), `numbering` (`NODE_APP_INSTANCE`), `sampler`,
+//! `status`, `control` (requests), `env`, `cron`, `file_watch`.
 
 pub mod control;
 pub mod cron;
@@ -11,6 +14,8 @@ pub mod env;
 pub mod file_watch;
 pub mod instance;
 pub mod jlist;
+pub mod machine;
+pub mod numbering;
 pub mod policy;
 pub mod sampler;
 pub mod status;
@@ -31,7 +36,7 @@ use crate::logs::LogHub;
 use crate::process::{Exit, Reaper, tree, unix};
 use crate::signals::{RuntimeSignal, Signals};
 use instance::{Cmd, Instance, Shutdown, Status, Update};
-use status::{AppStatus, Bus, BusEvent, InstanceStatus, RestartCounts, Sample, StatusFeed, StatusTable};
+use status::{AppStatus, Bus, BusEvent, InstanceStatus, RestartCounts, RestartReason, Sample, StatusFeed, StatusTable};
 
 /// Where the coordinator publishes what readers see: the status table and the event bus.
 /// Made before the run so that optional readers (HTTP, PM2 Plus) can be given their handles.
@@ -50,6 +55,10 @@ impl Board {
 
 /// App IPC messages the coordinator may have waiting (beyond: dropped, the app is told nothing).
 const MESSAGE_QUEUE: usize = 1024;
+
+/// How often the sampler sweeps while an app has `max_memory_restart`: a crossing is acted on
+/// within half a second (pm2-runtime: every 30 s, main pid only).
+const MEMORY_PERIOD: Duration = Duration::from_millis(500);
 
 /// How long an `ls` keeps the sampler sweeping (monit asks every second).
 const READER_LINGER: Duration = Duration::from_secs(5);
@@ -78,6 +87,8 @@ pub struct Slot {
     pub sample: Sample,
     pub axm_monitor: Arc<serde_json::Map<String, serde_json::Value>>,
     pub axm_actions: Arc<Vec<serde_json::Value>>,
+    /// How many times this instance's task panicked (a bug of ours; see `task_ended`).
+    panics: u32,
 }
 
 /// The coordinator's state: the apps, the instance table, and what new instances need.
@@ -107,34 +118,20 @@ pub struct Coordinator {
     /// Until when an `ls`/`monit` reader keeps the sampler going.
     reader_until: Option<Instant>,
     messages_tx: instance::AppMessages,
+    /// Each app's `NODE_APP_INSTANCE` numbers in use.
+    numbers: std::collections::HashMap<usize, numbering::Numbering>,
+    /// Which instance each task runs (a panicked task is known only by its id).
+    task_ids: std::collections::HashMap<tokio::task::Id, u32>,
 }
 
 impl Coordinator {
     /// Starts one more instance of `app_index`, with the lowest free instance number (PM2 fills gaps).
     pub fn spawn_instance(&mut self, app_index: usize) -> u32 {
-        let used: Vec<u32> = self.slots.values().filter(|s| s.app_index == app_index).map(|s| s.instance).collect();
-        let instance = (0..).find(|n| !used.contains(n)).unwrap_or(0);
+        let instance = self.numbers.entry(app_index).or_default().take();
         let pm_id = self.next_id;
         self.next_id += 1;
         let (tx, rx) = mpsc::unbounded_channel();
         let unique_id = env::uuid_v4();
-        let inst = Instance {
-            app: self.apps[app_index].clone(),
-            pm_id,
-            instance,
-            reaper: self.reaper.clone(),
-            logs: self.logs.clone(),
-            inherited_env: self.inherited.clone(),
-            pm2_home: self.pm2_home.clone(),
-            updates: self.updates_tx.clone(),
-            shutdown: self.shutdown_rx.clone(),
-            inbox: rx,
-            restart_time: 0,
-            listeners: self.listeners_for(app_index),
-            listen_socket: self.listen_socket_for(app_index),
-            unique_id: unique_id.clone(),
-            messages: self.messages_tx.clone(),
-        };
         self.slots.insert(
             pm_id,
             Slot {
@@ -148,10 +145,95 @@ impl Coordinator {
                 sample: Sample::default(),
                 axm_monitor: Default::default(),
                 axm_actions: Default::default(),
+                panics: 0,
             },
         );
-        self.tasks.spawn(inst.run());
+        self.start_task(pm_id, rx, 0, false);
         pm_id
+    }
+
+    /// Starts the task of the instance in slot `pm_id`, with its inbox. `resumed`: the task
+    /// replaces one that panicked, so the instance starts whatever `autostart` says.
+    fn start_task(&mut self, pm_id: u32, inbox: mpsc::UnboundedReceiver<Cmd>, restart_time: u32, resumed: bool) {
+        let Some(slot) = self.slots.get(&pm_id) else { return };
+        let (app_index, instance, unique_id) = (slot.app_index, slot.instance, slot.unique_id.clone());
+        let inst = Instance {
+            app: self.apps[app_index].clone(),
+            pm_id,
+            instance,
+            reaper: self.reaper.clone(),
+            logs: self.logs.clone(),
+            inherited_env: self.inherited.clone(),
+            pm2_home: self.pm2_home.clone(),
+            updates: self.updates_tx.clone(),
+            shutdown: self.shutdown_rx.clone(),
+            inbox,
+            restart_time,
+            listeners: self.listeners_for(app_index),
+            listen_socket: self.listen_socket_for(app_index),
+            unique_id,
+            messages: self.messages_tx.clone(),
+            resumed,
+        };
+        let task = self.tasks.spawn(inst.run());
+        self.task_ids.insert(task.id(), pm_id);
+    }
+
+    /// An instance task has ended. A panic (a bug of ours, never the app's) must not leave a
+    /// ghost: the instance's processes are killed, and it starts again as after a crash
+    /// (unless the runtime is stopping, or it keeps panicking: then it is errored).
+    fn task_ended(&mut self, ended: Result<(tokio::task::Id, ()), tokio::task::JoinError>, restart: bool) {
+        let (id, panic) = match ended {
+            Ok((id, ())) => (id, None),
+            Err(e) => (e.id(), Some(e)),
+        };
+        let Some(pm_id) = self.task_ids.remove(&id) else { return };
+        let Some(panic) = panic else { return };
+        let what = match panic.try_into_panic() {
+            Ok(p) => p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_default(),
+            Err(_) => "cancelled".to_string(),
+        };
+        let Some(slot) = self.slots.get_mut(&pm_id) else { return };
+        let app = self.apps[slot.app_index].clone();
+        let last = slot.last.take();
+        if let Some(pid) = last.as_ref().and_then(|u| u.pid) {
+            // The task owned the process: nobody else will stop it. SIGKILL to its group and
+            // to descendants that left it (one shared /proc scan).
+            unix::signal_group(pid, Signal::SIGKILL);
+            tokio::spawn(async move {
+                let procs = tree::fresh_snapshot().await;
+                for d in procs.descendants(pid) {
+                    unix::signal_pid(d, Signal::SIGKILL);
+                }
+            });
+        }
+        slot.panics += 1;
+        let restart_time = last.as_ref().map_or(0, |u| u.restart_time) + 1;
+        let again = restart && !self.stopping && slot.panics <= app.max_restarts.max(1);
+        tracing::error!(app = %app.name, id = pm_id, status = "errored",
+            "App [{}:{pm_id}] supervision task panicked ({what}); its processes were killed{}", app.name,
+            if again { "; it is restarted as after a crash" } else { "" });
+        if again {
+            slot.restarts.add(RestartReason::Crash);
+            let (tx, rx) = mpsc::unbounded_channel();
+            slot.inbox = tx;
+            self.start_task(pm_id, rx, restart_time, true);
+        } else {
+            let status = if self.stopping { Status::Stopped } else { Status::Errored };
+            slot.last = Some(Update {
+                pm_id,
+                status,
+                pid: None,
+                last_exit: last.and_then(|u| u.last_exit),
+                restart_time,
+                scheduled: false,
+                manual: false,
+                since: None,
+                gone: self.stopping,
+                reason: None,
+            });
+        }
+        self.publish();
     }
 
     /// The listeners of a cluster app (made on first use); `None` in fork mode. One registry
@@ -217,15 +299,21 @@ impl Coordinator {
                 manual: update.manual,
             });
         }
+        if let Some(reason) = update.reason
+            && let Some(slot) = self.slots.get_mut(&update.pm_id)
+        {
+            slot.restarts.add(reason);
+        }
         if update.gone {
-            self.slots.remove(&update.pm_id);
+            if let Some(slot) = self.slots.remove(&update.pm_id) {
+                self.numbers.entry(slot.app_index).or_default().give_back(slot.instance);
+            }
         } else if let Some(slot) = self.slots.get_mut(&update.pm_id) {
             if update.pid.is_none() {
                 slot.sample = Sample::default();
             }
             slot.last = Some(update);
         }
-        self.publish();
     }
 
     /// An app's own IPC message: `@pm2/io`'s metrics and actions land in the table; every
@@ -258,6 +346,23 @@ impl Coordinator {
     /// Whether anyone needs resource numbers now: a reader holds a feed, or an `ls` was recent.
     fn needs_samples(&self) -> bool {
         self.board.status.receiver_count() > 0 || self.reader_until.is_some_and(|t| Instant::now() < t)
+    }
+
+    /// Whether an app has `max_memory_restart` (the sampler then sweeps for it).
+    fn has_memory_limits(&self) -> bool {
+        self.apps.iter().any(|a| a.max_memory_restart.is_some())
+    }
+
+    /// `max_memory_restart`: every running instance whose tree is over its app's limit is told
+    /// so (its machine decides what that means in its state).
+    fn check_memory(&self) {
+        for (id, s) in &self.slots {
+            let Some(limit) = self.apps[s.app_index].max_memory_restart else { continue };
+            let running = s.last.as_ref().is_some_and(|u| matches!(u.status, Status::Online | Status::Launching));
+            if running && s.sample.memory_bytes > limit {
+                self.send(*id, Cmd::OverMemory { rss: s.sample.memory_bytes, limit });
+            }
+        }
     }
 
     /// One sweep of /proc for every running instance; the numbers go into the table.
@@ -356,6 +461,8 @@ pub async fn run(
         sampler: Default::default(),
         reader_until: None,
         messages_tx,
+        numbers: Default::default(),
+        task_ids: Default::default(),
         cpus: opts.cpus,
         listeners: Default::default(),
         sockets: Default::default(),
@@ -391,21 +498,33 @@ pub async fn run(
     loop {
         tokio::select! {
             Some((pm_id, message)) = messages_rx.recv() => co.on_message(pm_id, message),
-            _ = tokio::time::sleep_until(next_sample), if co.needs_samples() => {
+            _ = tokio::time::sleep_until(next_sample), if co.needs_samples() || co.has_memory_limits() => {
                 co.sample();
-                next_sample = tokio::time::Instant::now() + sampler::PERIOD;
+                co.check_memory();
+                let period = if co.has_memory_limits() { MEMORY_PERIOD } else { sampler::PERIOD };
+                next_sample = tokio::time::Instant::now() + period;
             }
             update = updates_rx.recv() => {
                 let Some(update) = update else { break };
                 co.record(update);
+                // Whatever else has arrived meanwhile, then one table for all of it: N
+                // instances changing at once cost O(N) updates and a few publishes, not N².
+                while let Ok(u) = updates_rx.try_recv() {
+                    co.record(u);
+                }
+                co.publish();
                 if !requested && opts.auto_exit && all_settled(&co.slots) {
                     break;
                 }
             }
-            Some(_) = co.tasks.join_next() => {
+            Some(ended) = co.tasks.join_next_with_id() => {
+                // What the task reported before it ended (its pid above all) comes first.
+                while let Ok(u) = updates_rx.try_recv() { co.record(u); }
+                co.task_ended(ended, !requested);
                 if co.tasks.is_empty() && (requested || opts.auto_exit) {
                     // Drain the last updates before deciding.
                     while let Ok(u) = updates_rx.try_recv() { co.record(u); }
+                    co.publish();
                     break;
                 }
             }
@@ -457,7 +576,13 @@ pub async fn run(
     }
     loop {
         tokio::select! {
-            done = co.tasks.join_next() => if done.is_none() { break },
+            done = co.tasks.join_next_with_id() => match done {
+                None => break,
+                Some(ended) => {
+                    while let Ok(u) = updates_rx.try_recv() { co.record(u); }
+                    co.task_ended(ended, false)
+                }
+            },
             s = signals.recv() => if s == RuntimeSignal::Stop {
                 tracing::warn!("Second stop signal: killing every app now");
                 let _ = shutdown_tx.send(Shutdown::Force);
@@ -469,6 +594,7 @@ pub async fn run(
             co.record(update);
         }
     }
+    co.publish();
     sweep_strays().await;
 
     if requested {

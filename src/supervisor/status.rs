@@ -34,7 +34,8 @@ pub enum RestartReason {
     Cron,
     /// A watched file changed.
     Watch,
-    /// `restart`, `start` after a stop, `startOrRestart`…: someone asked.
+    /// `restart`, `startOrRestart`… of a running instance: someone asked (a start after a stop
+    /// is not a restart, as in PM2).
     Manual,
     /// A reload (SIGHUP, `reload`, `startOrReload`).
     Reload,

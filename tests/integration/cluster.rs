@@ -115,10 +115,8 @@ fn with_wait_ready_the_old_worker_stays_until_its_replacement_is_ready() {
     let mut cmd = s.command(&["e.yml"]);
     cmd.env("READY_DELAY", "700");
     let mut r = Running::start(cmd);
-    for _ in 0..4 {
-        r.wait_for("ready", Duration::from_secs(10));
-    }
-    std::thread::sleep(Duration::from_millis(300));
+    poll("four workers online (ready)", Duration::from_secs(15), || (r.stdout().matches("online (ready)").count() >= 4).then_some(()));
+    wait_http(port, Duration::from_secs(5));
     let before: std::collections::BTreeSet<u64> = (0..40).filter_map(|_| get(port)).map(|v| v["pid"].as_u64().unwrap()).collect();
     let t = Instant::now();
     let out = Command::new(BIN).args(["reload", "c"]).current_dir(s.path()).env("PM2_HOME", s.path().join(".pm2")).output().unwrap();
@@ -128,11 +126,11 @@ fn with_wait_ready_the_old_worker_stays_until_its_replacement_is_ready() {
         let v = get(port).expect("the port answers during the reload");
         assert!(before.contains(&v["pid"].as_u64().unwrap()), "a new worker answered before sending 'ready'");
     }
-    let log_deadline = Instant::now() + Duration::from_secs(5);
-    while r.stdout().matches("retiring its previous process").count() < 4 && Instant::now() < log_deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    poll("four workers retired", Duration::from_secs(10), || {
+        (r.stdout().matches("retiring its previous process").count() >= 4).then_some(())
+    });
     let log = r.stdout();
+    assert_eq!(log.matches("retiring its previous process").count(), 4, "{log}");
     for line in log.lines().filter(|l| l.contains("retiring its previous process")) {
         let id = line.split("App [c:").nth(1).unwrap().split(']').next().unwrap();
         let ready_at = log.rfind(&format!("App [c:{id}] online (ready)")).unwrap();

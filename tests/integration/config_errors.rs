@@ -185,3 +185,18 @@ fn duplicate_keys_in_json_are_errors_as_in_yaml() {
         }
     }
 }
+
+#[test]
+fn too_many_instances_is_a_config_error_and_the_limit_can_be_raised() {
+    let s = Scenario::new()
+        .file("a.sh", "#!/bin/sh\nexit 0\n")
+        .file("eco.yml", "apps:\n  - name: a\n    script: a.sh\n    instances: 100000\n");
+    let (code, text) = run_err(&s, "eco.yml");
+    assert_eq!(code, Some(78));
+    assert!(text.contains("eco.yml:4:16: apps[0].instances: 100000 instances is more than the limit of 4096"), "{text}");
+    let mut cmd = s.command(&["a.sh", "-i", "5000"]);
+    cmd.env("PM_RUNTIME_MAX_INSTANCES", "10");
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("-i: 5000 instances is more than the limit of 10"), "{out:?}");
+}

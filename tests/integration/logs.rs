@@ -216,11 +216,11 @@ fn log_file_deleted_while_stopped_is_recreated_on_start() {
     let _r = s.start(&["eco.yml", "--no-auto-exit"]);
     let log = s.path().join("logs/tick.log");
     let read = || std::fs::read_to_string(&log).ok().filter(|t| t.contains("started"));
-    wait_until("the first line in the log file", Duration::from_secs(10), read);
+    poll("the first line in the log file", Duration::from_secs(10), read);
     assert_eq!(s.cli(&["stop", "tick"]).0, 0);
     std::fs::remove_dir_all(s.path().join("logs")).unwrap();
     assert_eq!(s.cli(&["start", "tick"]).0, 0);
-    let text = wait_until("the log file to be created again", Duration::from_secs(10), read);
+    let text = poll("the log file to be created again", Duration::from_secs(10), read);
     assert_eq!(text.lines().count(), 1, "{text}");
 }
 

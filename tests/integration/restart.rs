@@ -44,9 +44,11 @@ fn slow_crash_is_restarted_with_restart_delay() {
         .file("eco.yml", "apps:\n  - name: d\n    script: c.sh\n    restart_delay: 300\n    max_restarts: 3\n    min_uptime: 100\n");
     let mut r = s.start(&["eco.yml"]);
     r.wait_for("will restart in 300ms", Duration::from_secs(5));
-    std::thread::sleep(Duration::from_millis(1000));
-    let runs = r.stdout().lines().filter(|l| *l == "run").count();
-    assert!((3..=5).contains(&runs), "about one run per 300 ms, got {runs}");
+    let t = std::time::Instant::now();
+    let runs = || r.stdout().lines().filter(|l| *l == "run").count();
+    poll("three runs", Duration::from_secs(5), || (runs() >= 3).then_some(()));
+    // Two more runs, each after a 300 ms delay.
+    assert!(t.elapsed() >= Duration::from_millis(500), "restarted without the delay: {:?}", t.elapsed());
     r.signal(libc::SIGTERM);
     assert_eq!(r.wait(Duration::from_secs(5)).unwrap().code(), Some(0), "a waiting restart is cancelled by a stop");
 }
@@ -59,4 +61,35 @@ fn no_auto_exit_keeps_running() {
     assert!(r.wait(Duration::from_millis(800)).is_none(), "still running");
     r.signal(libc::SIGTERM);
     assert_eq!(r.wait(Duration::from_secs(5)).unwrap().code(), Some(0));
+}
+
+#[test]
+fn a_panicked_instance_task_is_noticed_its_process_killed_and_restarted() {
+    // PM_RUNTIME_TEST_PANIC (debug builds only) makes pm_id 0's task panic once its process runs.
+    let s = Scenario::new().file("p.sh", "#!/bin/sh\necho \"up $$\"\nexec sleep 6161\n");
+    let mut cmd = s.command(&["p.sh"]);
+    cmd.env("PM_RUNTIME_TEST_PANIC", "0");
+    let mut r = Running::start(cmd);
+    r.wait_for("supervision task panicked", Duration::from_secs(10));
+    let all = poll("a second process", Duration::from_secs(5), || {
+        let out = r.stdout();
+        let pids: Vec<u32> = out.lines().filter_map(|l| l.strip_prefix("up ")?.trim().parse().ok()).collect();
+        (pids.len() >= 2).then_some(pids)
+    });
+    assert_eq!(all.len(), 2, "restarted once: {}", r.stdout());
+    // The first process was killed with its task: only the new one runs.
+    poll("the first process gone", Duration::from_secs(5), || {
+        (!std::path::Path::new(&format!("/proc/{}", all[0])).exists()
+            || std::fs::read_to_string(format!("/proc/{}/stat", all[0])).is_ok_and(|s| s.contains(") Z")))
+        .then_some(())
+    });
+    assert_eq!(pids_with("sleep 6161").len(), 1);
+    let err = r.stdout() + &r.stderr();
+    assert!(
+        err.contains("App [p:0] supervision task panicked (injected by PM_RUNTIME_TEST_PANIC); its processes were killed; it is restarted"),
+        "{err}"
+    );
+    r.signal(libc::SIGTERM);
+    assert_eq!(r.wait(Duration::from_secs(5)).unwrap().code(), Some(0));
+    assert!(pids_with("sleep 6161").is_empty());
 }

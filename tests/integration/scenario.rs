@@ -194,24 +194,37 @@ pub fn pids_with(marker: &str) -> Vec<u32> {
     out
 }
 
-/// Waits (bounded) until a process whose command line contains `marker` exists.
-pub fn wait_for_process(marker: &str, timeout: Duration) {
+/// Waits (bounded) until a process whose command line contains `marker` exists; panics if none
+/// appears in time. Returns the matching pids.
+pub fn wait_for_process(marker: &str, timeout: Duration) -> Vec<u32> {
     let deadline = Instant::now() + timeout;
-    while pids_with(marker).is_empty() && Instant::now() < deadline {
+    loop {
+        let pids = pids_with(marker);
+        if !pids.is_empty() {
+            return pids;
+        }
+        assert!(Instant::now() < deadline, "no process with {marker:?} in its command line after {timeout:?}");
         thread::sleep(Duration::from_millis(10));
     }
 }
 
-/// Polls `f` until it returns `Some`, at most `timeout`; panics with `what` otherwise.
-pub fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+/// Polls `probe` until it returns `Some`, or panics after `timeout` saying `what`.
+pub fn poll<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
     loop {
-        if let Some(v) = f() {
+        if let Some(v) = probe() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
         thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Requires an external tool that CI installs (`.ci/run`): a missing tool fails the test, it
+/// is never counted as a pass.
+pub fn require_tool(name: &str, probe: &[&str]) {
+    let ok = Command::new(name).args(probe).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+    assert!(ok, "this test needs `{name} {}` to work (CI installs it: see .ci/run)", probe.join(" "));
 }
 
 /// Lines of `text` that contain `needle`.

@@ -37,7 +37,7 @@ fn site(s: Scenario) -> Scenario {
 }
 
 fn wait_serving(port: u16) {
-    wait_until("the static server", Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", port)).ok());
+    poll("the static server", Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", port)).ok());
 }
 
 const AUTH: &str = "Authorization: Basic dXNlcjpwYXNz\r\n"; // user:pass

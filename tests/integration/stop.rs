@@ -16,7 +16,8 @@ fn sigint_handler_of_800ms_completes() {
     let status = r.wait(Duration::from_secs(5)).unwrap();
     assert_eq!(status.code(), Some(0));
     assert!(r.stdout().contains("cleanup done"), "{}", r.stdout());
-    assert!(!r.stdout().contains("SIGKILL"), "{}", r.stdout());
+    // The SIGKILL warning goes to stderr in raw mode: look at both streams.
+    assert!(!r.stdout().contains("SIGKILL") && !r.stderr().contains("SIGKILL"), "{}\n{}", r.stdout(), r.stderr());
 }
 
 #[test]
@@ -74,11 +75,6 @@ fn heroku_style_term_to_everyone_does_not_restart_apps() {
     assert_eq!(lines_with(&out, "starting in").len(), 2, "no app may be restarted:\n{out}");
 }
 
-/// Runs the runtime as PID 1 of a fresh PID namespace. Returns None where unshare is not allowed.
-fn unshare_available() -> bool {
-    std::process::Command::new("unshare").args(["--pid", "--fork", "--mount-proc", "true"]).status().is_ok_and(|s| s.success())
-}
-
 fn ns_children(host_pid: u32) -> Vec<(u32, char)> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
@@ -103,10 +99,8 @@ fn ns_children(host_pid: u32) -> Vec<(u32, char)> {
 
 #[test]
 fn as_pid1_orphans_are_reaped_and_stop_is_complete() {
-    if !unshare_available() {
-        eprintln!("skipped: unshare --pid is not permitted here");
-        return;
-    }
+    // Runs the runtime as PID 1 of a fresh PID namespace (CI runs as root with util-linux).
+    require_tool("unshare", &["--pid", "--fork", "--mount-proc", "true"]);
     let s = Scenario::new().file(
         "orphans.sh",
         "#!/bin/sh\ni=0\nwhile [ $i -lt 500 ]; do ( sleep 0.3 & ) ; i=$((i+1)); done\necho spawned 500 orphans\nsetsid sleep 2002 &\nwhile :; do sleep 1; done\n",
@@ -170,4 +164,65 @@ fn an_app_stopped_just_before_the_runtime_is_not_restarted() {
     r.signal(libc::SIGTERM);
     assert_eq!(r.wait(Duration::from_secs(5)).unwrap().code(), Some(0));
     assert_eq!(r.stdout().matches("starting in").count(), 1, "restarted during shutdown:\n{}", r.stdout());
+}
+
+fn cli(s: &Scenario, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(BIN).args(args).current_dir(s.path()).env("PM2_HOME", s.path().join(".pm2")).output().unwrap()
+}
+
+#[test]
+fn commands_are_answered_while_an_app_is_stopping() {
+    // The app ignores the kill signal: its stop lasts kill_timeout (3 s). A signal sent meanwhile
+    // reaches it at once, and a delete sent meanwhile ends the instance with that same stop.
+    let s = Scenario::new()
+        .file("t.sh", "#!/bin/sh\ntrap '' INT TERM\ntrap 'echo got USR2' USR2\necho t up\nwhile :; do sleep 0.1; done\n")
+        .file("e.yml", "apps:\n  - name: t\n    script: t.sh\n    kill_timeout: 3000\n");
+    let mut r = s.start(&["e.yml", "--no-auto-exit"]);
+    r.wait_for("t up", Duration::from_secs(10));
+    r.wait_for("online", Duration::from_secs(5));
+    let t = Instant::now();
+    // The `stop` verb waits until the app has stopped: run it in the background.
+    let mut stop = std::process::Command::new(BIN)
+        .args(["stop", "t"])
+        .current_dir(s.path())
+        .env("PM2_HOME", s.path().join(".pm2"))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    r.wait_for("Stopping app:t", Duration::from_secs(2));
+    assert!(cli(&s, &["sendSignal", "SIGUSR2", "t"]).status.success());
+    r.wait_for("got USR2", Duration::from_secs(2));
+    assert!(t.elapsed() < Duration::from_secs(2), "the signal waited for the stop: {:?}", t.elapsed());
+    assert!(cli(&s, &["delete", "t"]).status.success());
+    let gone = poll("t deleted", Duration::from_secs(6), || {
+        let out = cli(&s, &["jlist"]);
+        (String::from_utf8_lossy(&out.stdout).trim() == "[]").then(|| t.elapsed())
+    });
+    assert!(gone < Duration::from_millis(4500), "one kill_timeout, then gone: {gone:?}");
+    assert!(r.stderr().contains("sending SIGKILL"), "{}", r.stderr());
+    let _ = stop.wait();
+    r.signal(libc::SIGTERM);
+    assert_eq!(r.wait(Duration::from_secs(5)).unwrap().code(), Some(0));
+}
+
+#[test]
+fn a_cluster_worker_that_ignores_everything_is_killed_after_one_kill_timeout() {
+    // Survives `disconnect` (an interval keeps it alive) and ignores SIGINT: SIGKILL comes
+    // kill_timeout after the stop began, not after disconnect + kill_timeout.
+    let port = free_port();
+    let s = Scenario::new()
+        .file(
+            "w.js",
+            "process.on('SIGINT', () => console.log('ignoring SIGINT'));\nrequire('http').createServer((q, r) => r.end('x')).listen(process.env.PORT, '127.0.0.1', () => console.log('w up'));\nsetInterval(() => {}, 1000);\n",
+        )
+        .file("e.yml", &format!("apps:\n  - name: w\n    script: w.js\n    exec_mode: cluster\n    instances: 1\n    kill_timeout: 1500\n    env:\n      PORT: {port}\n"));
+    let mut r = s.start(&["e.yml"]);
+    r.wait_for("online (listening", Duration::from_secs(10));
+    let t = Instant::now();
+    r.signal(libc::SIGTERM);
+    assert_eq!(r.wait(Duration::from_secs(10)).unwrap().code(), Some(0));
+    let took = t.elapsed();
+    assert!(r.stdout().contains("ignoring SIGINT"), "the kill signal came after the disconnect: {}", r.stdout());
+    assert!(r.stderr().contains("sending SIGKILL"), "{}", r.stderr());
+    assert!(took >= Duration::from_millis(1400) && took < Duration::from_millis(2700), "one budget of 1.5 s: {took:?}");
 }

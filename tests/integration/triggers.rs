@@ -44,14 +44,12 @@ fn memory_limit_restarts_a_tree_whose_child_grows() {
         .file("eco.yml", "apps:\n  - name: m\n    script: parent.sh\n    max_memory_restart: 60M\n");
     let mut r = s.start(&["eco.yml"]);
     r.wait_for("exceeds max_memory_restart", Duration::from_secs(15));
-    r.wait_for("restart", Duration::from_secs(1));
+    poll("the app to start again", Duration::from_secs(5), || (r.stdout().matches("parent up").count() >= 2).then_some(()));
     let out = r.stdout() + &r.stderr();
     let line = out.lines().find(|l| l.contains("exceeds max_memory_restart")).unwrap().to_string();
     let current: u64 = line.split("current_memory=").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
     // Detected within one sample of crossing: at most one 20 MB step above the limit.
     assert!(current > 60 << 20 && current < (60 << 20) + (45 << 20), "{line}");
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(r.stdout().matches("parent up").count() >= 2, "restarted: {}", r.stdout());
     r.signal(libc::SIGTERM);
     r.wait(Duration::from_secs(5)).unwrap();
 }
@@ -65,13 +63,17 @@ fn cron_restarts_running_app_and_starts_stopped_one() {
             "eco.yml",
             "apps:\n  - name: r\n    script: run.sh\n    cron_restart: '*/2 * * * * *'\n  - name: batch\n    script: once.sh\n    autorestart: false\n    cron_restart: '*/2 * * * * *'\n",
         );
+    let started = Instant::now();
     let mut r = s.start(&["eco.yml"]);
-    std::thread::sleep(Duration::from_millis(5200));
-    let out = r.stdout();
-    let ticks = out.lines().filter(|l| *l == "tick").count();
-    let batches = out.lines().filter(|l| *l == "batch").count();
-    assert!((3..=4).contains(&ticks), "running app restarted every 2 s: {ticks}\n{out}");
-    assert!((3..=4).contains(&batches), "stopped app started every 2 s, runtime kept up: {batches}\n{out}");
+    let count = |out: &str, what: &str| out.lines().filter(|l| *l == what).count();
+    // Three runs of each: the first, then two cron fires (every even second: 2 to 4 s in).
+    let out = poll("three runs of each app", Duration::from_secs(8), || {
+        let out = r.stdout();
+        (count(&out, "tick") >= 3 && count(&out, "batch") >= 3).then_some(out)
+    });
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(1900), "restarted more often than every 2 s: {took:?}\n{out}");
+    assert!(count(&out, "tick") <= 4 && count(&out, "batch") <= 4, "{out}");
     r.signal(libc::SIGTERM);
     assert_eq!(r.wait(Duration::from_secs(5)).unwrap().code(), Some(0));
 }
@@ -85,24 +87,30 @@ fn watch_restarts_once_per_burst_and_ignores_node_modules() {
         .file("eco.yml", "apps:\n  - name: w\n    script: app.sh\n    watch: true\n");
     let mut r = s.start(&["eco.yml"]);
     r.wait_for("started", Duration::from_secs(5));
-    std::thread::sleep(Duration::from_millis(300));
+    r.wait_for("online", Duration::from_secs(5));
     let count = |r: &Running| r.stdout().lines().filter(|l| *l == "started").count();
-    // Writing into node_modules restarts nothing.
+    let changes =
+        |r: &Running| lines_with(&(r.stdout() + &r.stderr()), "Change detected").into_iter().map(str::to_string).collect::<Vec<_>>();
+    let restarts_to = |r: &Running, n: usize| poll(&format!("{n} runs"), Duration::from_secs(5), || (count(r) >= n).then_some(()));
+    // Writing into node_modules restarts nothing; a touched file after it is the barrier: the
+    // one restart that follows must name it.
     for i in 0..20 {
         std::fs::write(s.path().join(format!("node_modules/dep/f{i}.js")), "x").unwrap();
     }
-    std::thread::sleep(Duration::from_millis(800));
-    assert_eq!(count(&r), 1, "{}", r.stdout());
-    // One touched file: one restart.
     std::fs::write(s.path().join("src/a.txt"), "b").unwrap();
-    std::thread::sleep(Duration::from_millis(1000));
-    assert_eq!(count(&r), 2, "{}", r.stdout());
-    // 100 files at once: one restart.
+    restarts_to(&r, 2);
+    let seen = changes(&r);
+    assert!(seen.len() == 1 && seen[0].contains("a.txt"), "{seen:?}");
+    // 100 files at once: one restart; then one more file (the barrier): one more restart.
     for i in 0..100 {
         std::fs::write(s.path().join(format!("src/f{i}.txt")), "x").unwrap();
     }
-    std::thread::sleep(Duration::from_millis(1200));
-    assert_eq!(count(&r), 3, "{}", r.stdout());
+    restarts_to(&r, 3);
+    std::fs::write(s.path().join("src/z.txt"), "z").unwrap();
+    restarts_to(&r, 4);
+    let seen = changes(&r);
+    assert!(seen.len() == 3 && seen[2].contains("z.txt"), "one restart per burst: {seen:?}");
+    assert_eq!(count(&r), 4, "{}", r.stdout());
     r.signal(libc::SIGTERM);
     r.wait(Duration::from_secs(5)).unwrap();
 }

@@ -26,7 +26,7 @@ fn three_apps() -> Scenario {
 }
 
 fn all_online(s: &Scenario, n: usize) {
-    wait_until("every app online", Duration::from_secs(10), || {
+    poll("every app online", Duration::from_secs(10), || {
         let (code, out, _) = s.cli(&["jlist"]);
         let ps: Vec<serde_json::Value> = if code == 0 { serde_json::from_str(&out).ok()? } else { return None };
         (ps.len() == n && ps.iter().all(|p| p["pm2_env"]["status"] == "online")).then_some(())
@@ -70,8 +70,7 @@ fn start_of_a_running_app_restarts_it() {
     let (pid, restarts) = pid_of(&s);
     assert_eq!(restarts, 0);
     assert_eq!(s.cli(&["start", "a"]).0, 0);
-    let (new_pid, restarts) =
-        wait_until("a new pid for a", Duration::from_secs(10), || Some(pid_of(&s)).filter(|(p, _)| *p != pid && *p != 0));
+    let (new_pid, restarts) = poll("a new pid for a", Duration::from_secs(10), || Some(pid_of(&s)).filter(|(p, _)| *p != pid && *p != 0));
     assert_ne!(new_pid, pid);
     assert_eq!(restarts, 1, "a restart of an online app counts, as in PM2");
 
@@ -79,12 +78,11 @@ fn start_of_a_running_app_restarts_it() {
     assert_eq!(s.cli(&["stop", "a"]).0, 0);
     assert_eq!(status_of(&s, "a"), ["stopped"]);
     assert_eq!(s.cli(&["start", "a"]).0, 0);
-    let (_, restarts) =
-        wait_until("a online again", Duration::from_secs(10), || Some(pid_of(&s)).filter(|(p, _)| *p != new_pid && *p != 0));
+    let (_, restarts) = poll("a online again", Duration::from_secs(10), || Some(pid_of(&s)).filter(|(p, _)| *p != new_pid && *p != 0));
     assert_eq!(restarts, 1, "start after stop is not counted");
     assert_eq!(s.cli(&["stop", "a"]).0, 0);
     assert_eq!(s.cli(&["restart", "a"]).0, 0);
-    let (_, restarts) = wait_until("a online again", Duration::from_secs(10), || Some(pid_of(&s)).filter(|(p, _)| *p != 0));
+    let (_, restarts) = poll("a online again", Duration::from_secs(10), || Some(pid_of(&s)).filter(|(p, _)| *p != 0));
     assert_eq!(restarts, 1, "restart of a stopped app starts it without counting, as in PM2");
 }
 
@@ -133,7 +131,7 @@ fn jlist_has_pm2_order_and_fields() {
     assert_eq!(jlist(&s)[0]["pm2_env"]["watch"], false, "PM2 turns watch off on stop");
     // And really off: a change restarts the witness watching the same folder, not `a`.
     std::fs::write(s.path().join("src/x.js"), "changed").unwrap();
-    wait_until("the witness restarted by the change", Duration::from_secs(10), || {
+    poll("the witness restarted by the change", Duration::from_secs(10), || {
         let ps = jlist(&s);
         (ps[1]["pm2_env"]["restart_time"] == 1 && ps[1]["pm2_env"]["status"] == "online").then_some(())
     });

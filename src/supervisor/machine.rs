@@ -1,0 +1,962 @@
+//! The lifecycle of one app instance as data: a [`Machine`] in a [`State`] takes an [`Input`]
+//! (an exit, a readiness signal, a timer, a command, a memory reading…) and answers with the
+//! [`Effect`]s to carry out (spawn, signal, arm a timer, report a status…).
+//!
+//! Pure: no clock (the caller passes `now`), no process, no I/O. The instance task
+//! (`instance.rs`) turns OS events into inputs and carries out the effects; PM2's restart
+//! policy (`policy.rs`) is called from here. Every command has a meaning in every state,
+//! including while stopping: the stop grace period is a timer ([`Timer::Kill`]) held in the
+//! state, so a `delete` or a signal sent during a stop is answered at once.
+//!
+//! Must never: sleep, read the clock, touch a process or a file.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use super::cron::Schedule;
+use super::policy::{self, Decision, History, Policy};
+use super::status::RestartReason;
+use crate::config::App;
+use crate::process::Exit;
+
+/// How long an exit that looks requested waits for the runtime's own stop signal.
+pub const STOP_GRACE: Duration = Duration::from_millis(100);
+
+/// How often the leftovers of a stopped process group are looked for, at most.
+pub const LEFTOVER_POLL: Duration = Duration::from_millis(100);
+
+/// Status names are PM2's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Launching,
+    Online,
+    Stopping,
+    Stopped,
+    Errored,
+    WaitingRestart,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Launching => "launching",
+            Status::Online => "online",
+            Status::Stopping => "stopping",
+            Status::Stopped => "stopped",
+            Status::Errored => "errored",
+            Status::WaitingRestart => "waiting restart",
+        }
+    }
+
+    /// Whether the instance can still run without anyone asking: the runtime stays up for it.
+    /// Unlike PM2, `waiting restart` counts as alive (spec §8 #3).
+    pub fn is_alive(self) -> bool {
+        matches!(self, Status::Launching | Status::Online | Status::Stopping | Status::WaitingRestart)
+    }
+}
+
+/// How far the runtime's shutdown has gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Shutdown {
+    Running,
+    /// Stop gracefully: kill signal, then SIGKILL after `kill_timeout`.
+    Graceful,
+    /// A second TERM/INT: SIGKILL now.
+    Force,
+}
+
+/// Requests to an instance.
+#[derive(Debug, Clone)]
+pub enum Cmd {
+    /// Stop (if running) and start again, resetting the restart history (PM2's manual restart).
+    /// Starts a stopped instance.
+    Restart,
+    /// Start if stopped; nothing if running.
+    Start,
+    /// Stop and stay stopped until `Start`/`Restart` (PM2's `stop`).
+    Stop,
+    /// Stop and end the task (PM2's `delete`, scale down).
+    Delete,
+    /// Send a signal to the instance's process group.
+    Signal(Signal),
+    /// New settings for the app (`startOrRestart` with a changed file): restart (or start) with them.
+    Replace(Arc<App>),
+    /// PM2's `reset`: the restart counter back to 0, nothing else changes.
+    Reset,
+    /// Zero-downtime reload: a cluster worker is replaced (the new one first, the old one
+    /// retired once the new one is online); a fork-mode instance is restarted, as in PM2.
+    Reload,
+    /// A message for the app's Node IPC channel (`process.on('message')`); dropped when the
+    /// instance has no channel or is not running.
+    Send(Arc<serde_json::Value>),
+    /// The sampler saw the instance's tree over its `max_memory_restart` (bytes).
+    OverMemory { rss: u64, limit: u64 },
+}
+
+/// How an instance said it is ready.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ready {
+    /// `process.send('ready')` on the Node IPC channel.
+    Message,
+    /// A cluster worker's server is listening on this port.
+    /// The port, or for a Unix socket (port 0) its path.
+    Listening(u16, Option<String>),
+    /// sd_notify's `READY=1`.
+    Notify,
+}
+
+/// Timers a machine arms; at most one of each kind at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Timer {
+    /// A stop's deadline: SIGKILL to whatever is left (`kill_timeout` after the stop began).
+    Kill,
+    /// Cluster stop: the kill signal after the worker had half of `kill_timeout` to disconnect.
+    Signal,
+    /// Look again whether the stopped process group has left-over members.
+    Leftovers,
+    /// A restart delay is over.
+    Restart,
+    /// `listen_timeout`: considered online without a readiness signal.
+    Listen,
+    /// `cron_restart` fires.
+    Cron,
+    /// The pause after an exit that looks requested (see [`STOP_GRACE`]).
+    Grace,
+}
+
+/// What happened, as the instance task saw it.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// The task begins.
+    Begin,
+    Cmd(Cmd),
+    /// The process started (after [`Effect::Spawn`]).
+    Spawned {
+        pid: u32,
+    },
+    /// The process could not be started (the task has logged why).
+    SpawnFailed,
+    /// The process exited; `leftovers`: members of its group (or strays) still run.
+    Exited {
+        exit: Exit,
+        leftovers: bool,
+    },
+    /// The stopped process's leftovers are all gone (or still there), after [`Timer::Leftovers`].
+    Leftovers {
+        alive: bool,
+    },
+    Ready(Ready),
+    Timer(Timer),
+    Shutdown(Shutdown),
+}
+
+/// What the instance task must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Report this status to the coordinator.
+    Report(Report),
+    /// Say this in the runtime's log.
+    Log(Log),
+    /// Start the process with the current settings ([`Machine::app`]).
+    Spawn,
+    /// `sendSignal`: this signal to the process group.
+    Signal(Signal),
+    /// Ask the process to stop: the `shutdown` IPC message (`shutdown_with_message`, falling
+    /// back to the signal when it cannot be sent) or the kill signal, to the whole tree.
+    Terminate {
+        signal: Signal,
+        message: bool,
+    },
+    /// SIGKILL to the whole tree.
+    Kill,
+    /// Cluster worker: Node's graceful `disconnect`.
+    Disconnect,
+    /// A message on the Node IPC channel.
+    Send(Arc<serde_json::Value>),
+    /// Arm (or re-arm) a timer at this instant.
+    Arm(Timer, Instant),
+    /// Arm [`Timer::Cron`] at the next fire of `cron_restart` (the task reads the clock).
+    ArmCron,
+    Disarm(Timer),
+    /// Rolling reload: the running process is handed over to retirement (kept running); the
+    /// next [`Effect::Spawn`] starts its replacement.
+    HandOver,
+    /// Retire the handed-over process now (its replacement is online, or failed).
+    Retire,
+    /// The task ends.
+    End,
+}
+
+/// A status report (the coordinator adds pm_id and times).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    pub status: Status,
+    pub pid: Option<u32>,
+    pub last_exit: Option<Exit>,
+    pub restart_time: u32,
+    /// Stopped (or errored) but `cron_restart` will start it again.
+    pub scheduled: bool,
+    /// Stopped on request.
+    pub manual: bool,
+    /// This report starts the instance again, for this reason.
+    pub reason: Option<RestartReason>,
+    pub gone: bool,
+}
+
+/// A line for the runtime's log: level, PM2's status word, text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Log {
+    pub level: Level,
+    pub status: Option<&'static str>,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Warn,
+    Error,
+}
+
+/// What follows a stop on request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Then {
+    Restart(RestartReason),
+    Park,
+    Delete,
+    Shutdown,
+}
+
+/// Where a stop stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopPhase {
+    /// Cluster worker: `disconnect` sent, the kill signal comes at [`Timer::Signal`].
+    Disconnecting,
+    /// The kill signal (or `shutdown` message) was sent.
+    Signalled,
+    /// SIGKILL was sent.
+    Killed,
+    /// The leader exited with this status; members of its group remain.
+    Draining(Exit),
+}
+
+/// The instance's state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum State {
+    /// Created; [`Input::Begin`] not seen yet.
+    New,
+    /// Not running; waits for a reason to start (a command, `cron_restart`).
+    Parked {
+        status: Status,
+        manual: bool,
+    },
+    /// A restart delay runs.
+    Waiting,
+    /// Started, not yet ready (`wait_ready`, cluster listen).
+    Launching {
+        pid: u32,
+        started: Instant,
+    },
+    Online {
+        pid: u32,
+        started: Instant,
+    },
+    /// Being stopped; `then` says what follows.
+    Stopping {
+        pid: u32,
+        then: Then,
+        phase: StopPhase,
+    },
+    /// An exit that looks requested: the runtime's own stop signal may follow (Heroku).
+    Grace {
+        delay: Duration,
+    },
+    /// Spawn asked for; [`Input::Spawned`] or [`Input::SpawnFailed`] comes next.
+    Starting,
+    Gone,
+}
+
+/// PM2's exit line: `App [name:id] exited with code [c] via signal [s]`.
+pub fn exit_line(name: &str, pm_id: u32, exit: Exit) -> String {
+    let (code, signal) = match exit {
+        Exit::Code(c) => (c.to_string(), "none".to_string()),
+        Exit::Signal(s) => ("null".to_string(), Signal::try_from(s).map(|s| s.as_str().to_string()).unwrap_or_else(|_| s.to_string())),
+    };
+    format!("App [{name}:{pm_id}] exited with code [{code}] via signal [{signal}]")
+}
+
+/// The app's kill signal (validated with the config, so the fallback is never used).
+pub fn kill_signal(app: &App) -> Signal {
+    crate::process::unix::parse_signal(&app.kill_signal).unwrap_or(Signal::SIGINT)
+}
+
+/// One instance's lifecycle.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    pub state: State,
+    pub app: Arc<App>,
+    /// Settings that apply from the next start (`startOrRestart` while running).
+    pending_app: Option<Arc<App>>,
+    pub pm_id: u32,
+    /// Cluster mode: a Node worker whose readiness is its `listen`.
+    pub cluster: bool,
+    /// PM2's `restart_time` (↺): starts counted since the first; `reset` sets it back to 0.
+    pub restart_time: u32,
+    pub hist: History,
+    backoff_reset: Duration,
+    pub last_exit: Option<Exit>,
+    /// Why the next start happens (reported with its `launching`).
+    next_reason: Option<RestartReason>,
+    shutdown: Shutdown,
+    /// A stop signal reached the runtime (possibly before the coordinator said so).
+    stop_seen: bool,
+    /// A rolling reload handed the previous process over; retire it once this one is online.
+    retiring: bool,
+    /// `start` after `autostart: false` begins the instance's life: not a restart.
+    first_start: bool,
+    /// This machine replaces one whose task panicked: start whatever `autostart` says.
+    pub resumed: bool,
+}
+
+impl Machine {
+    /// A machine for instance `pm_id`. `backoff_reset`: PM2's `EXP_BACKOFF_RESET_TIMER`.
+    pub fn new(app: Arc<App>, pm_id: u32, cluster: bool, restart_time: u32, backoff_reset: Duration, now: Instant) -> Self {
+        Machine {
+            state: State::New,
+            app,
+            pending_app: None,
+            pm_id,
+            cluster,
+            restart_time,
+            hist: History::new(now),
+            backoff_reset,
+            last_exit: None,
+            next_reason: None,
+            shutdown: Shutdown::Running,
+            stop_seen: false,
+            retiring: false,
+            first_start: true,
+            resumed: false,
+        }
+    }
+
+    /// A stop signal reached the runtime (the global counter): restarts stop now, even before
+    /// the coordinator's shutdown arrives.
+    pub fn note_stop_signal(&mut self) {
+        self.stop_seen = true;
+    }
+
+    fn shutting(&self) -> bool {
+        self.shutdown != Shutdown::Running || self.stop_seen
+    }
+
+    fn tag(&self) -> String {
+        format!("{}:{}", self.app.name, self.pm_id)
+    }
+
+    fn policy(&self) -> Policy {
+        let app = &self.app;
+        Policy {
+            autorestart: app.autorestart,
+            stop_exit_codes: app.stop_exit_codes.clone(),
+            min_uptime: app.min_uptime,
+            max_restarts: app.max_restarts,
+            restart_delay: app.restart_delay,
+            exp_backoff_restart_delay: app.exp_backoff_restart_delay,
+            backoff_reset: self.backoff_reset,
+        }
+    }
+
+    fn has_cron(&self) -> bool {
+        self.app.cron_restart.as_deref().is_some_and(|p| Schedule::parse(p).is_ok())
+    }
+
+    /// The pid of the running process, if any.
+    pub fn pid(&self) -> Option<u32> {
+        match self.state {
+            State::Launching { pid, .. } | State::Online { pid, .. } | State::Stopping { pid, .. } => Some(pid),
+            _ => None,
+        }
+    }
+
+    fn report(&self, status: Status, pid: Option<u32>, fx: &mut Vec<Effect>) {
+        fx.push(Effect::Report(Report {
+            status,
+            pid,
+            last_exit: self.last_exit,
+            restart_time: self.restart_time,
+            scheduled: false,
+            manual: false,
+            reason: None,
+            gone: false,
+        }));
+    }
+
+    fn log(fx: &mut Vec<Effect>, level: Level, status: Option<&'static str>, text: String) {
+        fx.push(Effect::Log(Log { level, status, text }));
+    }
+
+    /// One step: what `input` changes, and what must be done about it.
+    pub fn step(&mut self, input: Input, now: Instant) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        match input {
+            Input::Begin => self.begin(now, &mut fx),
+            Input::Shutdown(level) => self.on_shutdown(level, now, &mut fx),
+            Input::Cmd(cmd) => self.on_cmd(cmd, now, &mut fx),
+            Input::Spawned { pid } => self.on_spawned(pid, now, &mut fx),
+            Input::SpawnFailed => {
+                if self.state == State::Starting {
+                    if self.retiring {
+                        self.retiring = false;
+                        fx.push(Effect::Retire);
+                    }
+                    self.after_exit(Exit::Code(127), now, now, &mut fx);
+                }
+            }
+            Input::Exited { exit, leftovers } => self.on_exit(exit, leftovers, now, &mut fx),
+            Input::Leftovers { alive } => {
+                if let State::Stopping { phase: StopPhase::Draining(exit), then, .. } = self.state {
+                    if alive {
+                        fx.push(Effect::Arm(Timer::Leftovers, now + self.app.kill_retry_time.min(LEFTOVER_POLL)));
+                    } else {
+                        fx.push(Effect::Disarm(Timer::Kill));
+                        self.finish_stop(then, exit, now, &mut fx);
+                    }
+                }
+            }
+            Input::Ready(how) => self.on_ready(how, &mut fx),
+            Input::Timer(t) => self.on_timer(t, now, &mut fx),
+        }
+        fx
+    }
+
+    fn begin(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+        if self.state != State::New {
+            return;
+        }
+        if self.shutting() {
+            return self.end(fx);
+        }
+        if self.app.autostart || self.resumed {
+            self.start(now, fx);
+        } else {
+            Self::log(fx, Level::Info, Some("stop"), format!("App [{}] registered but not started (autostart: false)", self.tag()));
+            self.park(Status::Stopped, true, fx);
+        }
+    }
+
+    /// Starts the process (the start of the instance's life, or a restart with `next_reason`).
+    fn start(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+        if self.shutting() {
+            return self.end(fx);
+        }
+        if let Some(app) = self.pending_app.take() {
+            self.app = app;
+        }
+        if self.hist.created_at.is_none() {
+            self.hist.created_at = Some(now);
+        }
+        fx.push(Effect::Disarm(Timer::Cron));
+        let mut report = Report {
+            status: Status::Launching,
+            pid: None,
+            last_exit: self.last_exit,
+            restart_time: self.restart_time,
+            scheduled: false,
+            manual: false,
+            reason: self.next_reason.take(),
+            gone: false,
+        };
+        if self.first_start {
+            report.reason = None;
+        }
+        self.first_start = false;
+        fx.push(Effect::Report(report));
+        let mode = if self.cluster { "cluster" } else { "fork" };
+        Self::log(fx, Level::Info, Some("start"), format!("App [{}] starting in -{mode} mode-", self.tag()));
+        self.state = State::Starting;
+        fx.push(Effect::Spawn);
+    }
+
+    /// Counts a restart (`restart_time`, and its reason for the coordinator) and starts.
+    fn restart(&mut self, reason: RestartReason, fresh_history: bool, now: Instant, fx: &mut Vec<Effect>) {
+        if self.shutting() {
+            return self.end(fx);
+        }
+        if fresh_history {
+            self.hist = History::new(now);
+        }
+        self.restart_time += 1;
+        self.next_reason = Some(reason);
+        self.first_start = false;
+        self.start(now, fx);
+    }
+
+    fn on_spawned(&mut self, pid: u32, now: Instant, fx: &mut Vec<Effect>) {
+        if self.state != State::Starting {
+            return;
+        }
+        // Fork mode: online at once unless wait_ready. Cluster mode: once the worker listens
+        // (or sends 'ready' with wait_ready), as a Node primary would say.
+        if !self.app.wait_ready && !self.cluster {
+            self.state = State::Online { pid, started: now };
+            self.report(Status::Online, Some(pid), fx);
+            Self::log(fx, Level::Info, Some("online"), format!("App [{}] online", self.tag()));
+            self.retire_if_any(fx);
+        } else {
+            self.state = State::Launching { pid, started: now };
+            fx.push(Effect::Arm(Timer::Listen, now + self.app.listen_timeout));
+        }
+        if self.has_cron() {
+            fx.push(Effect::ArmCron);
+        }
+    }
+
+    fn retire_if_any(&mut self, fx: &mut Vec<Effect>) {
+        if self.retiring {
+            self.retiring = false;
+            fx.push(Effect::Retire);
+        }
+    }
+
+    fn on_ready(&mut self, how: Ready, fx: &mut Vec<Effect>) {
+        let State::Launching { pid, started } = self.state else { return };
+        let wait_ready = self.app.wait_ready;
+        let accepted = match &how {
+            Ready::Listening(..) => self.cluster && !wait_ready,
+            Ready::Message => !self.cluster || wait_ready,
+            Ready::Notify => true,
+        };
+        if !accepted {
+            return;
+        }
+        let said = match how {
+            Ready::Message => "ready".to_string(),
+            // A Unix socket has no port: its path is the address.
+            Ready::Listening(0, Some(path)) => format!("listening on {path}"),
+            Ready::Listening(port, _) => format!("listening on {port}"),
+            Ready::Notify => "READY=1".to_string(),
+        };
+        self.state = State::Online { pid, started };
+        fx.push(Effect::Disarm(Timer::Listen));
+        self.report(Status::Online, Some(pid), fx);
+        Self::log(fx, Level::Info, Some("online"), format!("App [{}] online ({said})", self.tag()));
+        self.retire_if_any(fx);
+    }
+
+    fn on_timer(&mut self, t: Timer, now: Instant, fx: &mut Vec<Effect>) {
+        match (t, self.state.clone()) {
+            (Timer::Listen, State::Launching { pid, started }) => {
+                self.state = State::Online { pid, started };
+                self.report(Status::Online, Some(pid), fx);
+                let what = if self.app.wait_ready { "send 'ready'" } else { "listen" };
+                Self::log(
+                    fx,
+                    Level::Warn,
+                    Some("online"),
+                    format!(
+                        "App [{}] did not {what} within listen_timeout ({}ms); considered online",
+                        self.tag(),
+                        self.app.listen_timeout.as_millis()
+                    ),
+                );
+                self.retire_if_any(fx);
+            }
+            (Timer::Cron, State::Launching { pid, .. } | State::Online { pid, .. }) => {
+                Self::log(fx, Level::Info, Some("restart"), format!("App [{}] restarted by cron_restart", self.tag()));
+                self.begin_stop(pid, Then::Restart(RestartReason::Cron), now, fx);
+            }
+            (Timer::Cron, State::Parked { .. }) => {
+                Self::log(fx, Level::Info, Some("restart"), format!("App [{}] started by cron_restart", self.tag()));
+                self.restart(RestartReason::Cron, true, now, fx);
+            }
+            (Timer::Restart, State::Waiting) => self.restart(RestartReason::Crash, false, now, fx),
+            (Timer::Grace, State::Grace { delay }) => self.decide_restart(delay, now, fx),
+            (Timer::Signal, State::Stopping { pid, then, phase: StopPhase::Disconnecting }) => {
+                self.state = State::Stopping { pid, then, phase: StopPhase::Signalled };
+                fx.push(self.terminate_effect());
+            }
+            (Timer::Kill, State::Stopping { pid, then, phase }) => match phase {
+                StopPhase::Draining(exit) => {
+                    fx.push(Effect::Kill);
+                    fx.push(Effect::Disarm(Timer::Leftovers));
+                    self.finish_stop(then, exit, now, fx);
+                }
+                _ => {
+                    Self::log(
+                        fx,
+                        Level::Warn,
+                        None,
+                        format!("Process with pid {pid} still alive after {}ms, sending SIGKILL", self.app.kill_timeout.as_millis()),
+                    );
+                    fx.push(Effect::Kill);
+                    self.state = State::Stopping { pid, then, phase: StopPhase::Killed };
+                }
+            },
+            // A timer of another state (disarmed too late): nothing to do.
+            _ => {}
+        }
+    }
+
+    fn terminate_effect(&self) -> Effect {
+        Effect::Terminate { signal: kill_signal(&self.app), message: self.app.shutdown_with_message }
+    }
+
+    /// PM2's kill algorithm with one budget: cluster workers first get Node's graceful
+    /// `disconnect` and half of `kill_timeout`, then the kill signal (or `shutdown` message);
+    /// SIGKILL to whatever is left `kill_timeout` after the stop began.
+    fn begin_stop(&mut self, pid: u32, then: Then, now: Instant, fx: &mut Vec<Effect>) {
+        self.report(Status::Stopping, Some(pid), fx);
+        Self::log(fx, Level::Info, Some("stopping"), format!("Stopping app:{} id:{}", self.app.name, self.pm_id));
+        fx.push(Effect::Disarm(Timer::Listen));
+        fx.push(Effect::Disarm(Timer::Cron));
+        let kill_timeout = self.app.kill_timeout;
+        let phase = if self.shutdown == Shutdown::Force {
+            fx.push(Effect::Kill);
+            StopPhase::Killed
+        } else if self.cluster {
+            fx.push(Effect::Disconnect);
+            fx.push(Effect::Arm(Timer::Signal, now + kill_timeout / 2));
+            StopPhase::Disconnecting
+        } else {
+            fx.push(self.terminate_effect());
+            StopPhase::Signalled
+        };
+        fx.push(Effect::Arm(Timer::Kill, now + kill_timeout));
+        self.state = State::Stopping { pid, then, phase };
+    }
+
+    /// A rolling reload: the running worker is kept until its replacement is online.
+    fn rolling_reload(&mut self, reason: RestartReason, now: Instant, fx: &mut Vec<Effect>) {
+        fx.push(Effect::Disarm(Timer::Listen));
+        fx.push(Effect::Disarm(Timer::Cron));
+        fx.push(Effect::HandOver);
+        self.retiring = true;
+        self.restart(reason, true, now, fx);
+    }
+
+    fn on_exit(&mut self, exit: Exit, leftovers: bool, now: Instant, fx: &mut Vec<Effect>) {
+        match self.state.clone() {
+            State::Launching { started, .. } | State::Online { started, .. } => {
+                fx.push(self.exit_log(exit));
+                fx.push(Effect::Disarm(Timer::Listen));
+                fx.push(Effect::Disarm(Timer::Cron));
+                // The replacement died before it was ready: the old one is retired all the same.
+                self.retire_if_any(fx);
+                self.after_exit(exit, started, now, fx);
+            }
+            State::Stopping { pid, then, phase } => {
+                if matches!(phase, StopPhase::Draining(_)) {
+                    return;
+                }
+                fx.push(self.exit_log(exit));
+                fx.push(Effect::Disarm(Timer::Signal));
+                if leftovers && phase != StopPhase::Killed {
+                    self.state = State::Stopping { pid, then, phase: StopPhase::Draining(exit) };
+                    fx.push(Effect::Arm(Timer::Leftovers, now + self.app.kill_retry_time.min(LEFTOVER_POLL)));
+                } else {
+                    if leftovers {
+                        fx.push(Effect::Kill);
+                    }
+                    fx.push(Effect::Disarm(Timer::Kill));
+                    self.finish_stop(then, exit, now, fx);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn exit_log(&self, exit: Exit) -> Effect {
+        Effect::Log(Log { level: Level::Info, status: Some("exit"), text: exit_line(&self.app.name, self.pm_id, exit) })
+    }
+
+    /// A stop on request is over.
+    fn finish_stop(&mut self, then: Then, exit: Exit, now: Instant, fx: &mut Vec<Effect>) {
+        self.last_exit = Some(exit);
+        match then {
+            Then::Restart(reason) => self.restart(reason, true, now, fx),
+            Then::Park => self.park(Status::Stopped, true, fx),
+            Then::Delete | Then::Shutdown => self.end(fx),
+        }
+    }
+
+    /// The process exited by itself (or could not start): PM2's restart policy decides.
+    fn after_exit(&mut self, exit: Exit, started: Instant, now: Instant, fx: &mut Vec<Effect>) {
+        self.last_exit = Some(exit);
+        let shutting = self.shutting();
+        let decision = policy::on_exit(&self.policy(), &mut self.hist, exit, started, now, shutting);
+        // An exit that looks requested (code 0, SIGTERM, SIGINT) may be the first half of a
+        // platform-wide stop (Heroku, `docker kill`: TERM to every process at once): give the
+        // runtime's own stop signal a moment to arrive before restarting. Crashes restart at once.
+        if let Decision::Restart(delay) = decision
+            && delay < STOP_GRACE
+            && matches!(exit, Exit::Code(0) | Exit::Signal(libc::SIGTERM) | Exit::Signal(libc::SIGINT))
+        {
+            self.state = State::Grace { delay };
+            fx.push(Effect::Arm(Timer::Grace, now + (STOP_GRACE - delay)));
+            return;
+        }
+        self.apply(decision, now, fx);
+    }
+
+    fn decide_restart(&mut self, delay: Duration, now: Instant, fx: &mut Vec<Effect>) {
+        if self.shutting() {
+            self.apply(Decision::Stop, now, fx);
+        } else {
+            self.apply(Decision::Restart(delay), now, fx);
+        }
+    }
+
+    fn apply(&mut self, decision: Decision, now: Instant, fx: &mut Vec<Effect>) {
+        match decision {
+            Decision::Stop => self.park(Status::Stopped, false, fx),
+            Decision::Errored => {
+                Self::log(
+                    fx,
+                    Level::Error,
+                    Some("errored"),
+                    format!(
+                        "Script {} had too many unstable restarts ({}). Stopped. \"errored\"",
+                        self.app.exec_path.display(),
+                        self.app.max_restarts
+                    ),
+                );
+                self.park(Status::Errored, false, fx);
+            }
+            Decision::Restart(delay) if delay.is_zero() => self.restart(RestartReason::Crash, false, now, fx),
+            Decision::Restart(delay) => {
+                Self::log(
+                    fx,
+                    Level::Info,
+                    Some("waiting restart"),
+                    format!("App [{}] will restart in {}ms", self.tag(), delay.as_millis()),
+                );
+                self.report(Status::WaitingRestart, None, fx);
+                self.state = State::Waiting;
+                fx.push(Effect::Arm(Timer::Restart, now + delay));
+            }
+        }
+    }
+
+    /// Stopped or errored: reported, then waits for `start`/`restart` or the next cron fire.
+    fn park(&mut self, status: Status, manual: bool, fx: &mut Vec<Effect>) {
+        let scheduled = !self.shutting() && self.has_cron();
+        fx.push(Effect::Report(Report {
+            status,
+            pid: None,
+            last_exit: self.last_exit,
+            restart_time: self.restart_time,
+            scheduled,
+            manual,
+            reason: None,
+            gone: false,
+        }));
+        if self.shutting() {
+            return self.end(fx);
+        }
+        self.state = State::Parked { status, manual };
+        if scheduled {
+            fx.push(Effect::ArmCron);
+        }
+    }
+
+    fn end(&mut self, fx: &mut Vec<Effect>) {
+        for t in [Timer::Kill, Timer::Signal, Timer::Leftovers, Timer::Restart, Timer::Listen, Timer::Cron, Timer::Grace] {
+            fx.push(Effect::Disarm(t));
+        }
+        self.retire_if_any(fx);
+        fx.push(Effect::Report(Report {
+            status: Status::Stopped,
+            pid: None,
+            last_exit: self.last_exit,
+            restart_time: self.restart_time,
+            scheduled: false,
+            manual: true,
+            reason: None,
+            gone: true,
+        }));
+        fx.push(Effect::End);
+        self.state = State::Gone;
+    }
+
+    fn on_shutdown(&mut self, level: Shutdown, now: Instant, fx: &mut Vec<Effect>) {
+        if level <= self.shutdown {
+            return;
+        }
+        self.shutdown = level;
+        match self.state.clone() {
+            State::Launching { pid, .. } | State::Online { pid, .. } => self.begin_stop(pid, Then::Shutdown, now, fx),
+            State::Stopping { pid, then, phase } => {
+                let then = if then == Then::Delete { Then::Delete } else { Then::Shutdown };
+                let phase = if level == Shutdown::Force && phase != StopPhase::Killed && !matches!(phase, StopPhase::Draining(_)) {
+                    fx.push(Effect::Kill);
+                    StopPhase::Killed
+                } else {
+                    if level == Shutdown::Force {
+                        fx.push(Effect::Kill);
+                    }
+                    phase
+                };
+                self.state = State::Stopping { pid, then, phase };
+            }
+            State::Parked { .. } | State::Waiting | State::Grace { .. } | State::New => {
+                if let State::Grace { .. } = self.state {
+                    fx.push(Effect::Disarm(Timer::Grace));
+                    // The exit was the first half of a platform-wide stop: stopped, not restarted.
+                    self.park(Status::Stopped, false, fx);
+                    return;
+                }
+                self.end(fx)
+            }
+            State::Starting | State::Gone => {}
+        }
+    }
+
+    fn on_cmd(&mut self, cmd: Cmd, now: Instant, fx: &mut Vec<Effect>) {
+        let tag = self.tag();
+        match self.state.clone() {
+            State::Launching { pid, .. } | State::Online { pid, .. } => {
+                let online = matches!(self.state, State::Online { .. });
+                match cmd {
+                    Cmd::Replace(new) if self.cluster && online => {
+                        Self::log(fx, Level::Info, Some("reload"), format!("App [{tag}] reloading with new settings"));
+                        self.pending_app = Some(new);
+                        self.rolling_reload(RestartReason::Manual, now, fx);
+                    }
+                    Cmd::Replace(new) => {
+                        Self::log(fx, Level::Info, Some("restart"), format!("App [{tag}] restarting with new settings"));
+                        self.pending_app = Some(new);
+                        self.begin_stop(pid, Then::Restart(RestartReason::Manual), now, fx);
+                    }
+                    Cmd::Restart => {
+                        Self::log(fx, Level::Info, Some("restart"), format!("App [{tag}] restarting"));
+                        self.begin_stop(pid, Then::Restart(RestartReason::Manual), now, fx);
+                    }
+                    Cmd::Stop => self.begin_stop(pid, Then::Park, now, fx),
+                    Cmd::Delete => self.begin_stop(pid, Then::Delete, now, fx),
+                    Cmd::Start => {}
+                    Cmd::Reload if self.cluster && online => {
+                        Self::log(fx, Level::Info, Some("reload"), format!("App [{tag}] reloading: starting its replacement"));
+                        self.rolling_reload(RestartReason::Reload, now, fx);
+                    }
+                    Cmd::Reload => {
+                        Self::log(fx, Level::Info, Some("restart"), format!("App [{tag}] restarting (fork mode: reload = restart)"));
+                        self.begin_stop(pid, Then::Restart(RestartReason::Reload), now, fx);
+                    }
+                    Cmd::Reset => {
+                        self.restart_time = 0;
+                        if online {
+                            self.report(Status::Online, Some(pid), fx);
+                        }
+                    }
+                    Cmd::Signal(sig) => fx.push(Effect::Signal(sig)),
+                    Cmd::Send(msg) => fx.push(Effect::Send(msg)),
+                    Cmd::OverMemory { rss, limit } => {
+                        Self::log(
+                            fx,
+                            Level::Warn,
+                            Some("restart"),
+                            format!(
+                                "App [{tag}] restarted because it exceeds max_memory_restart (current_memory={rss} max_memory_limit={limit} [octets])"
+                            ),
+                        );
+                        if self.cluster && online {
+                            // Cluster mode: a rolling reload, so the port keeps answering.
+                            self.rolling_reload(RestartReason::Memory, now, fx);
+                        } else {
+                            self.begin_stop(pid, Then::Restart(RestartReason::Memory), now, fx);
+                        }
+                    }
+                }
+            }
+            State::Stopping { pid, then, phase } => {
+                // Answered at once: the stop goes on, only what follows it changes.
+                let ends = matches!(then, Then::Delete | Then::Shutdown);
+                let then = match cmd {
+                    Cmd::Delete => Then::Delete,
+                    Cmd::Stop if !ends => Then::Park,
+                    Cmd::Restart | Cmd::Start if !ends => Then::Restart(RestartReason::Manual),
+                    Cmd::Reload if !ends => Then::Restart(RestartReason::Reload),
+                    Cmd::Replace(new) => {
+                        self.pending_app = Some(new);
+                        if ends { then } else { Then::Restart(RestartReason::Manual) }
+                    }
+                    Cmd::Reset => {
+                        self.restart_time = 0;
+                        then
+                    }
+                    Cmd::Signal(sig) => {
+                        fx.push(Effect::Signal(sig));
+                        then
+                    }
+                    Cmd::Send(msg) => {
+                        fx.push(Effect::Send(msg));
+                        then
+                    }
+                    _ => then,
+                };
+                self.state = State::Stopping { pid, then, phase };
+            }
+            State::Parked { status, manual } => match cmd {
+                Cmd::Restart | Cmd::Start | Cmd::Reload => self.start_again(now, fx),
+                Cmd::Replace(new) => {
+                    self.pending_app = Some(new);
+                    self.start_again(now, fx);
+                }
+                Cmd::Delete => self.end(fx),
+                Cmd::Stop => {
+                    if !manual {
+                        self.park(status, true, fx);
+                    }
+                }
+                Cmd::Reset => {
+                    self.restart_time = 0;
+                    self.park(status, manual, fx);
+                }
+                Cmd::Signal(_) | Cmd::Send(_) | Cmd::OverMemory { .. } => {}
+            },
+            State::Waiting | State::Grace { .. } => match cmd {
+                Cmd::Restart | Cmd::Start | Cmd::Reload | Cmd::Replace(_) => {
+                    if let Cmd::Replace(new) = cmd {
+                        self.pending_app = Some(new);
+                    }
+                    fx.push(Effect::Disarm(Timer::Restart));
+                    fx.push(Effect::Disarm(Timer::Grace));
+                    self.restart(RestartReason::Manual, false, now, fx);
+                }
+                Cmd::Stop => {
+                    fx.push(Effect::Disarm(Timer::Restart));
+                    fx.push(Effect::Disarm(Timer::Grace));
+                    self.hist = History::new(now);
+                    self.park(Status::Stopped, true, fx);
+                }
+                Cmd::Delete => self.end(fx),
+                Cmd::Reset => self.restart_time = 0,
+                Cmd::Signal(_) | Cmd::Send(_) | Cmd::OverMemory { .. } => {}
+            },
+            State::New | State::Starting => match cmd {
+                // Before the process exists: only what changes no process.
+                Cmd::Reset => self.restart_time = 0,
+                Cmd::Replace(new) => self.pending_app = Some(new),
+                Cmd::Delete if self.state == State::New => self.end(fx),
+                _ => {}
+            },
+            State::Gone => {}
+        }
+    }
+
+    /// `start`/`restart` of a parked instance (stopped on request, finished, or errored). PM2
+    /// counts restarts of a running process, not a start after a stop: neither `restart_time`
+    /// nor a restart reason moves.
+    fn start_again(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+        fx.push(Effect::Disarm(Timer::Cron));
+        self.hist = History::new(now);
+        self.next_reason = None;
+        self.start(now, fx);
+    }
+}
+
+#[cfg(test)]
+mod tests;

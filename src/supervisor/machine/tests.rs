@@ -1,0 +1,350 @@
+//! Transition tests: every command in every state, and the lifecycle paths that matter
+//! (Horust's `service_handler` tests are the model). No process, no clock: instants are made up.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use super::*;
+use crate::config::App;
+
+/// App `a` (script /bin/sh) with these extra YAML lines, through the real config loader.
+fn app(yaml_extra: &str) -> Arc<App> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("e.yml");
+    std::fs::write(&path, format!("apps:\n  - name: a\n    script: /bin/sh\n{yaml_extra}")).unwrap();
+    let eco = crate::config::load(&path, &Default::default()).unwrap_or_else(|e| panic!("{e:?}"));
+    Arc::new(eco.apps.into_iter().next().unwrap())
+}
+
+fn machine(extra: &str) -> (Machine, Instant) {
+    let now = Instant::now();
+    (Machine::new(app(extra), 0, false, 0, policy::BACKOFF_RESET, now), now)
+}
+
+/// Drives a machine to Online with pid 100.
+fn online(extra: &str) -> (Machine, Instant) {
+    let (mut m, now) = machine(extra);
+    let fx = m.step(Input::Begin, now);
+    assert!(fx.contains(&Effect::Spawn), "{fx:?}");
+    m.step(Input::Spawned { pid: 100 }, now);
+    assert!(matches!(m.state, State::Online { pid: 100, .. }), "{:?}", m.state);
+    (m, now)
+}
+
+fn reports(fx: &[Effect]) -> Vec<Status> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Report(r) => Some(r.status),
+            _ => None,
+        })
+        .collect()
+}
+
+fn armed(fx: &[Effect], t: Timer) -> Option<Instant> {
+    fx.iter().find_map(|e| match e {
+        Effect::Arm(x, at) if *x == t => Some(*at),
+        _ => None,
+    })
+}
+
+fn all_cmds() -> Vec<Cmd> {
+    vec![
+        Cmd::Restart,
+        Cmd::Start,
+        Cmd::Stop,
+        Cmd::Delete,
+        Cmd::Signal(Signal::SIGUSR2),
+        Cmd::Replace(app("")),
+        Cmd::Reset,
+        Cmd::Reload,
+        Cmd::Send(Arc::new(serde_json::json!("hi"))),
+        Cmd::OverMemory { rss: 200, limit: 100 },
+    ]
+}
+
+fn name(c: &Cmd) -> &'static str {
+    match c {
+        Cmd::Restart => "restart",
+        Cmd::Start => "start",
+        Cmd::Stop => "stop",
+        Cmd::Delete => "delete",
+        Cmd::Signal(_) => "signal",
+        Cmd::Replace(_) => "replace",
+        Cmd::Reset => "reset",
+        Cmd::Reload => "reload",
+        Cmd::Send(_) => "send",
+        Cmd::OverMemory { .. } => "over-memory",
+    }
+}
+
+/// A machine in each state worth testing, by name.
+fn in_every_state() -> Vec<(&'static str, Machine, Instant)> {
+    let mut out = Vec::new();
+    let (m, now) = machine("");
+    let mut n = m.clone();
+    n.step(Input::Begin, now);
+    out.push(("starting", n, now));
+    let (m, now) = machine("    restart_delay: 1000\n");
+    let mut w = m.clone();
+    w.step(Input::Begin, now);
+    w.step(Input::Spawned { pid: 100 }, now);
+    w.step(Input::Exited { exit: Exit::Code(1), leftovers: false }, now + Duration::from_secs(5));
+    assert_eq!(w.state, State::Waiting);
+    out.push(("waiting", w, now));
+    let (mut l, now2) = machine("    wait_ready: true\n");
+    l.step(Input::Begin, now2);
+    l.step(Input::Spawned { pid: 100 }, now2);
+    assert!(matches!(l.state, State::Launching { .. }));
+    out.push(("launching", l, now2));
+    let (o, now) = online("");
+    out.push(("online", o.clone(), now));
+    let mut s = o.clone();
+    s.step(Input::Cmd(Cmd::Stop), now);
+    assert!(matches!(s.state, State::Stopping { .. }));
+    out.push(("stopping", s.clone(), now));
+    let mut p = s;
+    p.step(Input::Exited { exit: Exit::Signal(2), leftovers: false }, now);
+    assert!(matches!(p.state, State::Parked { status: Status::Stopped, manual: true }), "{:?}", p.state);
+    out.push(("stopped", p, now));
+    let mut g = o;
+    g.step(Input::Exited { exit: Exit::Code(0), leftovers: false }, now + Duration::from_secs(5));
+    assert!(matches!(g.state, State::Grace { .. }), "{:?}", g.state);
+    out.push(("grace", g, now));
+    let (mut e, now) = machine("    max_restarts: 1\n    min_uptime: 1000\n");
+    e.step(Input::Begin, now);
+    e.step(Input::Spawned { pid: 100 }, now);
+    e.step(Input::Exited { exit: Exit::Code(1), leftovers: false }, now);
+    assert!(matches!(e.state, State::Parked { status: Status::Errored, .. }), "{:?}", e.state);
+    out.push(("errored", e, now));
+    out
+}
+
+/// What each command does in each state: the next state's kind and the key effects.
+#[test]
+fn every_command_in_every_state() {
+    use State as S;
+    for (state_name, m, now) in in_every_state() {
+        for cmd in all_cmds() {
+            let mut m = m.clone();
+            let before = m.state.clone();
+            let fx = m.step(Input::Cmd(cmd.clone()), now + Duration::from_millis(10));
+            let ctx = format!("{} in {state_name}: {:?} -> {:?}\n{fx:?}", name(&cmd), before, m.state);
+            let kind = match &m.state {
+                S::New => "new",
+                S::Parked { status: Status::Stopped, .. } => "stopped",
+                S::Parked { .. } => "errored",
+                S::Waiting => "waiting",
+                S::Launching { .. } => "launching",
+                S::Online { .. } => "online",
+                S::Stopping { then: Then::Restart(_), .. } => "stopping→restart",
+                S::Stopping { then: Then::Park, .. } => "stopping→park",
+                S::Stopping { then: Then::Delete, .. } => "stopping→delete",
+                S::Stopping { then: Then::Shutdown, .. } => "stopping→shutdown",
+                S::Grace { .. } => "grace",
+                S::Starting => "starting",
+                S::Gone => "gone",
+            };
+            let want = match (state_name, name(&cmd)) {
+                // Running: restart-like commands stop first; stop parks; delete ends after the stop.
+                ("online" | "launching", "restart" | "replace" | "over-memory") => "stopping→restart",
+                ("online", "reload") => "stopping→restart", // fork mode: reload = restart
+                ("launching", "reload") => "stopping→restart",
+                ("online" | "launching", "stop") => "stopping→park",
+                ("online" | "launching", "delete") => "stopping→delete",
+                ("online", _) => "online",
+                ("launching", _) => "launching",
+                // Stopping: answered at once, only what follows changes.
+                ("stopping", "restart" | "start" | "reload" | "replace") => "stopping→restart",
+                ("stopping", "delete") => "stopping→delete",
+                ("stopping", _) => "stopping→park",
+                // Not running: start-like commands start (spawn asked for).
+                ("stopped" | "errored" | "waiting" | "grace", "restart" | "start" | "reload" | "replace") => "starting",
+                ("stopped" | "errored" | "waiting" | "grace", "delete") => "gone",
+                ("waiting" | "grace", "stop") => "stopped",
+                ("waiting", _) => "waiting",
+                ("grace", _) => "grace",
+                ("stopped", _) => "stopped",
+                ("errored", "stop") => "errored",
+                ("errored", _) => "errored",
+                ("starting", _) => "starting",
+                _ => unreachable!("{ctx}"),
+            };
+            assert_eq!(kind, want, "{ctx}");
+            // Effects every case must (or must not) have.
+            let has = |p: &dyn Fn(&Effect) -> bool| fx.iter().any(p);
+            match (state_name, name(&cmd)) {
+                ("online" | "launching" | "stopping", "signal") => assert!(has(&|e| *e == Effect::Signal(Signal::SIGUSR2)), "{ctx}"),
+                ("online" | "launching" | "stopping", "send") => assert!(has(&|e| matches!(e, Effect::Send(_))), "{ctx}"),
+                (_, "signal" | "send") => assert!(fx.is_empty(), "nothing to signal: {ctx}"),
+                _ => {}
+            }
+            if want.starts_with("stopping") && !state_name.starts_with("stopping") {
+                assert!(has(&|e| matches!(e, Effect::Terminate { signal: Signal::SIGINT, message: false })), "{ctx}");
+                assert!(armed(&fx, Timer::Kill).is_some(), "the grace period is a timer: {ctx}");
+                assert_eq!(reports(&fx), vec![Status::Stopping], "{ctx}");
+            }
+            if state_name == "stopping" {
+                assert!(
+                    !has(&|e| matches!(e, Effect::Terminate { .. } | Effect::Kill | Effect::Spawn)),
+                    "the stop goes on unchanged: {ctx}"
+                );
+            }
+            if want == "starting" && state_name != "starting" {
+                assert!(has(&|e| *e == Effect::Spawn), "{ctx}");
+                assert_eq!(reports(&fx).last(), Some(&Status::Launching), "{ctx}");
+            }
+            if want == "gone" {
+                assert!(has(&|e| *e == Effect::End), "{ctx}");
+            }
+            if name(&cmd) == "reset" {
+                assert_eq!(m.restart_time, 0, "{ctx}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_stop_is_one_budget_and_commands_are_answered_meanwhile() {
+    let (mut m, now) = online("    kill_timeout: 1600\n");
+    let fx = m.step(Input::Cmd(Cmd::Stop), now);
+    assert_eq!(armed(&fx, Timer::Kill), Some(now + Duration::from_millis(1600)));
+    // A delete during the stop is answered at once: same deadline, the task ends on exit.
+    let fx = m.step(Input::Cmd(Cmd::Delete), now + Duration::from_millis(100));
+    assert!(fx.is_empty(), "{fx:?}");
+    let fx = m.step(Input::Timer(Timer::Kill), now + Duration::from_millis(1600));
+    assert!(fx.contains(&Effect::Kill), "{fx:?}");
+    let fx = m.step(Input::Exited { exit: Exit::Signal(9), leftovers: false }, now + Duration::from_millis(1610));
+    assert!(fx.contains(&Effect::End), "{fx:?}");
+    assert_eq!(m.state, State::Gone);
+}
+
+#[test]
+fn cluster_stop_disconnects_then_signals_at_half_the_budget_then_kills() {
+    let (mut m, now) = machine("    kill_timeout: 1000\n");
+    m.cluster = true;
+    m.step(Input::Begin, now);
+    m.step(Input::Spawned { pid: 7 }, now);
+    m.step(Input::Ready(Ready::Listening(3000, None)), now);
+    assert!(matches!(m.state, State::Online { .. }));
+    let fx = m.step(Input::Shutdown(Shutdown::Graceful), now);
+    assert!(fx.contains(&Effect::Disconnect), "{fx:?}");
+    assert_eq!(armed(&fx, Timer::Signal), Some(now + Duration::from_millis(500)));
+    assert_eq!(armed(&fx, Timer::Kill), Some(now + Duration::from_millis(1000)), "one budget, not two");
+    let fx = m.step(Input::Timer(Timer::Signal), now + Duration::from_millis(500));
+    assert!(fx.iter().any(|e| matches!(e, Effect::Terminate { .. })), "{fx:?}");
+    let fx = m.step(Input::Exited { exit: Exit::Code(0), leftovers: false }, now + Duration::from_millis(600));
+    assert!(fx.contains(&Effect::End), "{fx:?}");
+}
+
+#[test]
+fn leftovers_of_a_stopped_group_are_waited_for_then_killed_at_the_deadline() {
+    let (mut m, now) = online("    kill_timeout: 1000\n");
+    m.step(Input::Cmd(Cmd::Restart), now);
+    let fx = m.step(Input::Exited { exit: Exit::Signal(2), leftovers: true }, now + Duration::from_millis(10));
+    assert!(armed(&fx, Timer::Leftovers).is_some() && !fx.contains(&Effect::Spawn), "{fx:?}");
+    let fx = m.step(Input::Leftovers { alive: true }, now + Duration::from_millis(110));
+    assert!(armed(&fx, Timer::Leftovers).is_some(), "{fx:?}");
+    let fx = m.step(Input::Timer(Timer::Kill), now + Duration::from_millis(1000));
+    assert!(fx.contains(&Effect::Kill) && fx.contains(&Effect::Spawn), "killed, then restarted: {fx:?}");
+    assert_eq!(m.restart_time, 1);
+}
+
+#[test]
+fn restarts_are_counted_with_their_reason() {
+    let reason_of = |fx: &[Effect]| {
+        fx.iter().find_map(|e| match e {
+            Effect::Report(r) if r.status == Status::Launching => Some(r.reason),
+            _ => None,
+        })
+    };
+    let (mut m, now) = online("    cron_restart: '0 0 * * *'\n    max_memory_restart: 100\n");
+    let t = now + Duration::from_secs(60);
+    // A crash (restart at once after the grace: exit code 1 is a crash, no grace).
+    let fx = m.step(Input::Exited { exit: Exit::Code(1), leftovers: false }, t);
+    assert_eq!(reason_of(&fx), Some(Some(RestartReason::Crash)));
+    m.step(Input::Spawned { pid: 101 }, t);
+    for (input, reason) in [
+        (Input::Timer(Timer::Cron), RestartReason::Cron),
+        (Input::Cmd(Cmd::OverMemory { rss: 200, limit: 100 }), RestartReason::Memory),
+        (Input::Cmd(Cmd::Restart), RestartReason::Manual),
+        (Input::Cmd(Cmd::Reload), RestartReason::Reload),
+    ] {
+        m.step(input, t);
+        let fx = m.step(Input::Exited { exit: Exit::Signal(2), leftovers: false }, t);
+        assert_eq!(reason_of(&fx), Some(Some(reason)), "{fx:?}");
+        m.step(Input::Spawned { pid: 102 }, t);
+    }
+    assert_eq!(m.restart_time, 5);
+}
+
+#[test]
+fn a_requested_looking_exit_waits_for_the_stop_signal() {
+    let (mut m, now) = online("");
+    let t = now + Duration::from_secs(5);
+    let fx = m.step(Input::Exited { exit: Exit::Signal(libc::SIGTERM), leftovers: false }, t);
+    assert_eq!(armed(&fx, Timer::Grace), Some(t + STOP_GRACE));
+    // The runtime's stop arrives within the grace: stopped, never restarted.
+    let fx = m.step(Input::Shutdown(Shutdown::Graceful), t + Duration::from_millis(30));
+    assert!(!fx.contains(&Effect::Spawn) && fx.contains(&Effect::End), "{fx:?}");
+    // Without it: restarted once the grace is over.
+    let (mut m, now) = online("");
+    let t = now + Duration::from_secs(5);
+    m.step(Input::Exited { exit: Exit::Code(0), leftovers: false }, t);
+    let fx = m.step(Input::Timer(Timer::Grace), t + STOP_GRACE);
+    assert!(fx.contains(&Effect::Spawn), "{fx:?}");
+}
+
+#[test]
+fn readiness_by_mode() {
+    // wait_ready in fork mode: 'ready' or READY=1; a cluster listen is no readiness then.
+    let (mut m, now) = machine("    wait_ready: true\n    listen_timeout: 3000\n");
+    m.step(Input::Begin, now);
+    let fx = m.step(Input::Spawned { pid: 5 }, now);
+    assert_eq!(armed(&fx, Timer::Listen), Some(now + Duration::from_millis(3000)));
+    assert!(m.step(Input::Ready(Ready::Listening(80, None)), now).is_empty());
+    let fx = m.step(Input::Ready(Ready::Notify), now);
+    assert_eq!(reports(&fx), vec![Status::Online]);
+    // Cluster without wait_ready: listening is readiness, and a timeout says so too.
+    let (mut m, now) = machine("");
+    m.cluster = true;
+    m.step(Input::Begin, now);
+    m.step(Input::Spawned { pid: 5 }, now);
+    assert!(m.step(Input::Ready(Ready::Message), now).is_empty());
+    let fx = m.step(Input::Timer(Timer::Listen), now);
+    assert_eq!(reports(&fx), vec![Status::Online]);
+    assert!(fx.iter().any(|e| matches!(e, Effect::Log(l) if l.level == Level::Warn)), "{fx:?}");
+}
+
+#[test]
+fn cluster_reload_hands_over_and_retires_once_the_replacement_is_online() {
+    let (mut m, now) = machine("");
+    m.cluster = true;
+    m.step(Input::Begin, now);
+    m.step(Input::Spawned { pid: 5 }, now);
+    m.step(Input::Ready(Ready::Listening(80, None)), now);
+    let fx = m.step(Input::Cmd(Cmd::Reload), now);
+    assert!(fx.contains(&Effect::HandOver) && fx.contains(&Effect::Spawn) && !fx.contains(&Effect::Retire), "{fx:?}");
+    m.step(Input::Spawned { pid: 6 }, now);
+    let fx = m.step(Input::Ready(Ready::Listening(80, None)), now);
+    assert!(fx.contains(&Effect::Retire), "{fx:?}");
+}
+
+#[test]
+fn autostart_false_parks_and_the_first_start_is_no_restart() {
+    let (mut m, now) = machine("    autostart: false\n");
+    let fx = m.step(Input::Begin, now);
+    assert_eq!(reports(&fx), vec![Status::Stopped]);
+    let fx = m.step(Input::Cmd(Cmd::Start), now);
+    assert!(fx.contains(&Effect::Spawn));
+    assert_eq!(m.restart_time, 0);
+}
+
+#[test]
+fn a_forced_shutdown_kills_at_once() {
+    let (mut m, now) = online("    kill_timeout: 10000\n");
+    m.step(Input::Shutdown(Shutdown::Graceful), now);
+    let fx = m.step(Input::Shutdown(Shutdown::Force), now);
+    assert!(fx.contains(&Effect::Kill), "{fx:?}");
+}
