@@ -579,7 +579,9 @@ pub async fn run(
             done = co.tasks.join_next_with_id() => match done {
                 None => break,
                 Some(ended) => {
-                    while let Ok(u) = updates_rx.try_recv() { co.record(u); }
+                    // The outcome is decided on the statuses before the stop: tasks ending now
+                    // must not take their slots with them.
+                    while let Ok(u) = updates_rx.try_recv() { if !u.gone { co.record(u); } }
                     co.task_ended(ended, false)
                 }
             },
