@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const MARKER: &str = "@@pm-runtime-config@@";
+pub(super) const MARKER: &str = "@@pm-runtime-config@@";
 
 const LOADER: &str = r#"
 const path = require('path'), fs = require('fs'), url = require('url');
@@ -101,10 +101,9 @@ fn run_loader(
     })?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     if output.status.success()
-        && let Some(idx) = stdout.rfind(MARKER)
+        && let Some(r) = exported_json(&stdout)
     {
-        let json = stdout[idx + MARKER.len()..].trim();
-        return serde_json::from_str(json).map_err(|e| format!("node printed something that is not JSON for {label}: {e}"));
+        return r.map_err(|e| format!("node printed something that is not JSON for {label}: {e}"));
     }
     let stderr = String::from_utf8_lossy(&output.stderr);
     if stderr.contains("ERR_REQUIRE_ESM") || stderr.contains("ERR_REQUIRE_ASYNC_MODULE") {
@@ -116,6 +115,13 @@ fn run_loader(
     } else {
         Err(format!("node failed to evaluate {label}:\n{text}"))
     }
+}
+
+/// What the loader exported: the JSON after the last marker of its stdout (whatever the
+/// config itself printed before), or `None` when there is no marker.
+pub(super) fn exported_json(stdout: &str) -> Option<Result<serde_json::Value, serde_json::Error>> {
+    let idx = stdout.rfind(MARKER)?;
+    Some(super::strict_json::from_str(stdout[idx + MARKER.len()..].trim()))
 }
 
 enum Bounded {

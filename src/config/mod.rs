@@ -501,6 +501,8 @@ fn log_path(p: &str, cwd: &Path, home: Option<&str>) -> PathBuf {
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;
 
 #[cfg(test)]

@@ -107,6 +107,80 @@ pub fn error(msg: impl Into<String>) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    const CMDS: &[&str] = &[
+        "ping",
+        "ls",
+        "show",
+        "start",
+        "stop",
+        "restart",
+        "reload",
+        "delete",
+        "reset",
+        "scale",
+        "signal",
+        "logs",
+        "flush",
+        "reload_logs",
+        "apply",
+        "explode",
+        "",
+    ];
+    const FIELDS: &[&str] = &["v", "cmd", "target", "name", "count", "signal", "lines", "after", "action", "ecosystem", "extra"];
+
+    fn field_value() -> impl Strategy<Value = serde_json::Value> {
+        use serde_json::Value as J;
+        prop_oneof![
+            Just(J::Null),
+            any::<bool>().prop_map(J::Bool),
+            any::<i64>().prop_map(J::from),
+            any::<u64>().prop_map(J::from),
+            any::<String>().prop_map(J::String),
+            prop::sample::select(CMDS).prop_map(|c| J::String(c.into())),
+            Just(serde_json::json!({"file": null, "apps": [{"name": "x"}], "warnings": []})),
+            Just(serde_json::json!([1, {"a": []}])),
+        ]
+    }
+
+    /// Request lines: objects with known fields and random values (a duplicate now and then),
+    /// cut short or with junk, and plain random text. The decoder answers every one, never
+    /// panics, and what it accepts has the command it was sent.
+    fn request_line() -> impl Strategy<Value = String> {
+        let obj = (prop::sample::select(CMDS), prop::collection::vec((prop::sample::select(FIELDS), field_value()), 0..6), any::<bool>());
+        prop_oneof![
+            4 => obj.prop_map(|(cmd, fields, dup)| {
+                let mut parts = vec![format!("\"cmd\":{}", serde_json::Value::String(cmd.into()))];
+                parts.extend(fields.iter().map(|(k, v)| format!("{k:?}:{v}")));
+                if dup {
+                    parts.push(format!("\"cmd\":{:?}", cmd));
+                }
+                format!("{{{}}}", parts.join(","))
+            }),
+            1 => any::<String>(),
+            1 => (any::<String>(), any::<prop::sample::Index>()).prop_map(|(s, i)| {
+                let line = format!("{{\"v\":1,\"cmd\":\"show\",\"target\":{}}}", serde_json::Value::String(s));
+                let cut = i.index(line.len() + 1);
+                line[..(0..=cut).rev().find(|&c| line.is_char_boundary(c)).unwrap_or(0)].to_string()
+            }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn fuzz_control_request_decoder(line in request_line()) {
+            match parse(&line) {
+                Ok(req) => {
+                    let v: serde_json::Value = serde_json::from_str(&line).expect("accepted lines are JSON");
+                    let cmd = v["cmd"].as_str().unwrap_or_default();
+                    let name = format!("{req:?}").to_lowercase().replace('_', "");
+                    prop_assert!(name.starts_with(&cmd.replace('_', "")), "{cmd} decoded as {req:?}");
+                }
+                Err(e) => prop_assert!(!e.is_empty()),
+            }
+        }
+    }
 
     #[test]
     fn parses_requests_and_rejects_garbage() {

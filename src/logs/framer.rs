@@ -28,6 +28,9 @@ const KEEP_CAPACITY: usize = 256 * 1024;
 pub struct Framer {
     pending: Vec<u8>,
     cap: usize,
+    /// A piece of the current line was handed out early ([`Framer::flush_partial`]) and the
+    /// line has not ended yet: EOF must still end it.
+    continuing: bool,
 }
 
 impl Default for Framer {
@@ -44,7 +47,7 @@ impl Framer {
 
     /// A framer with another cap (at least 4 bytes, so a UTF-8 character always fits).
     pub fn with_cap(cap: usize) -> Self {
-        Self { pending: Vec::new(), cap: cap.max(4) }
+        Self { pending: Vec::new(), cap: cap.max(4), continuing: false }
     }
 
     /// Feeds one read. `emit(line, continued)` is called for every complete line, or piece of an
@@ -52,6 +55,7 @@ impl Framer {
     pub fn push(&mut self, data: &[u8], emit: &mut dyn FnMut(&[u8], bool)) {
         let mut rest = data;
         while let Some(i) = memchr::memchr(b'\n', rest) {
+            self.continuing = false;
             if self.pending.is_empty() {
                 emit_split(&rest[..i], self.cap, emit);
             } else {
@@ -80,10 +84,11 @@ impl Framer {
 
     /// End of stream: a trailing partial line becomes a line.
     pub fn finish(&mut self, emit: &mut dyn FnMut(&[u8], bool)) {
-        if !self.pending.is_empty() {
+        if !self.pending.is_empty() || self.continuing {
             emit_split(&self.pending, self.cap, emit);
         }
         self.pending = Vec::new();
+        self.continuing = false;
     }
 
     /// Bytes of a partial line waiting for its end.
@@ -99,6 +104,7 @@ impl Framer {
         if n > 0 {
             emit(&self.pending[..n], true);
             self.pending.drain(..n);
+            self.continuing = true;
         }
     }
 
@@ -173,6 +179,13 @@ mod tests {
         assert_eq!(f.pending_len(), 2);
         f.push(&"\u{20ac}\n".as_bytes()[2..], &mut |l, c| out.push((l.to_vec(), c)));
         assert_eq!(out[1], ("\u{20ac}".as_bytes().to_vec(), false));
+        // Found by fuzz_framer: a line handed out early and then cut by EOF is still ended.
+        let mut f = Framer::new();
+        let mut out = Vec::new();
+        f.push(b"x", &mut |l, c| out.push((l.to_vec(), c)));
+        f.flush_partial(&mut |l, c| out.push((l.to_vec(), c)));
+        f.finish(&mut |l, c| out.push((l.to_vec(), c)));
+        assert_eq!(out, vec![(b"x".to_vec(), true), (Vec::new(), false)]);
         assert_eq!(complete_prefix(b""), 0);
         assert_eq!(complete_prefix(&[0xF0, 0x9F, 0x98]), 0);
         assert_eq!(complete_prefix(&[b'a', 0xF0, 0x9F, 0x98, 0x80]), 5);

@@ -5,6 +5,8 @@ pub mod datefmt;
 pub mod file;
 pub mod format;
 pub mod framer;
+#[cfg(test)]
+mod fuzz;
 pub mod hub;
 pub mod layer;
 pub mod recent;
