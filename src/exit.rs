@@ -8,7 +8,7 @@
 //! | 64   | bad command line |
 //! | 70   | internal error of the runtime |
 //! | 75   | another runtime already serves this `PM2_HOME` |
-//! | 78   | configuration error: unreadable or invalid ecosystem file, missing script, unsupported mode |
+//! | 78   | configuration error: unreadable or invalid ecosystem file, missing script, unsupported mode, a JS config past its deadline, a `PM2_HOME` owned by another user |
 
 use std::process::ExitCode;
 

@@ -29,7 +29,10 @@
 //! - [`cluster`] is Node's cluster primary and the one Node IPC channel type (fork-mode Node
 //!   children use it too: `ready`, app messages, `shutdown`).
 //! - [`logs`] frames app output into whole lines and writes it, with the runtime's own events,
-//!   through a single writer.
+//!   through a single writer, holding at most 16 MiB of it (back-pressure); log files are
+//!   opened without following another user's symlink (`logs::safe_open`).
+//! - [`control`] serves the control socket in a `PM2_HOME` that must be ours (`control::home`)
+//!   and is the client of the verbs.
 //! - [`preload`] is the script Node apps are started with (`--require`): PM2's handling of
 //!   unhandled rejections and uncaught exceptions, and the keep-alive drain of cluster workers.
 //! - [`exit`] is the table of exit codes.
