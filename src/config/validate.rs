@@ -32,7 +32,10 @@ impl Reporter {
         {
             s.push_str(&format!(":{}:{}", p.line, p.col));
         }
-        for part in [path, msg] {
+        // A key path is the file's text: a control character in a key must not reach the
+        // terminal as itself (it could forge lines of the error report).
+        let path = if path.chars().any(char::is_control) { path.escape_debug().to_string() } else { path.to_string() };
+        for part in [path.as_str(), msg] {
             if part.is_empty() {
                 continue;
             }
@@ -1131,6 +1134,14 @@ apps:
         assert!(rep.errors[0].contains("expected a list of apps"), "{:?}", rep.errors);
         let (_, rep) = check("apps: []\nstatic: []\n");
         assert!(rep.warnings.is_empty() && rep.errors.is_empty(), "{rep:?}");
+    }
+
+    #[test]
+    fn control_characters_in_keys_are_escaped_in_reports() {
+        let (_, rep) = check("apps:\n  - script: a.js\n    env: {\"A=\\nB\": 1}\n    \"x\\u001by\": 2\n");
+        let all = format!("{:?}{:?}", rep.errors, rep.warnings);
+        assert!(rep.errors.iter().chain(&rep.warnings).all(|l| !l.contains('\n') && !l.contains('\u{1b}')), "{all}");
+        assert!(all.contains("apps[0].env.A=\\\\nB: invalid environment variable name"), "{all}");
     }
 
     #[test]
