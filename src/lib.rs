@@ -224,6 +224,7 @@ fn run_start(start: &StartArgs, extra_env: &[(String, String)]) -> Outcome {
             }
             Err(e @ control::server::BindError::Unsafe(_)) => {
                 tracing::error!("{e}");
+                // The writer thread must have written the reason before the process exits.
                 hub.flush().await;
                 return Outcome::ConfigError;
             }
