@@ -16,7 +16,7 @@ use std::time::Duration;
 pub struct Reporter {
     /// The file as the user named it (empty for the script form).
     pub label: String,
-    pub errors: Vec<String>,
+    pub errors: Vec<super::Problem>,
     pub warnings: Vec<String>,
 }
 
@@ -45,8 +45,8 @@ impl Reporter {
     }
 
     pub fn error(&mut self, pos: Option<Pos>, path: &str, msg: impl AsRef<str>) {
-        let line = self.format(pos, path, msg.as_ref());
-        self.errors.push(line);
+        let label = self.label.clone();
+        self.errors.push(super::Problem::new(Some(&label), pos, Some(path), msg.as_ref()));
     }
 
     pub fn warn(&mut self, pos: Option<Pos>, path: &str, msg: impl AsRef<str>) {
