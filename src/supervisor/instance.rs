@@ -6,8 +6,9 @@
 //! carries out the [`Effect`]s the machine answers with: spawning, signalling, arming timers,
 //! reporting [`Update`]s. Every decision lives in `machine.rs`; nothing here decides.
 //!
-//! Must never: wait inside an effect for longer than a write on the IPC channel (timeouts are
-//! the machine's timers), so that the inbox is always answered.
+//! Must never: wait inside an effect for longer than a bounded IPC write (`IPC_WRITE_LIMIT`)
+//! or a shared /proc scan (timeouts are the machine's timers), so that the inbox is always
+//! answered.
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
@@ -260,12 +261,12 @@ impl Instance {
             }
             Effect::Disconnect => {
                 if let Some(c) = &run.chan {
-                    let _ = c.disconnect().await;
+                    let _ = bounded(c.disconnect()).await;
                 }
             }
             Effect::Send(msg) => {
                 let sent = match &run.chan {
-                    Some(c) if run.chan_open => c.send(&msg).await.is_ok(),
+                    Some(c) if run.chan_open => bounded(c.send(&msg)).await.is_ok_and(|r| r.is_ok()),
                     _ => false,
                 };
                 if !sent {
@@ -408,7 +409,7 @@ impl Instance {
             let signal = super::machine::kill_signal(&app);
             let mut signalled = false;
             if let Some(c) = &old.chan {
-                let _ = c.disconnect().await;
+                let _ = bounded(c.disconnect()).await;
             } else {
                 terminate(&mut old, pid, signal, app.shutdown_with_message, app.treekill).await;
                 signalled = true;
@@ -442,6 +443,14 @@ impl Instance {
     }
 }
 
+/// How long a write on the IPC channel may hold up the loop (a worker that does not read, or a
+/// handle hand-off waiting for its ACK): the write is then given up, never waited for.
+const IPC_WRITE_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+async fn bounded<T>(write: impl std::future::Future<Output = T>) -> Result<T, tokio::time::error::Elapsed> {
+    tokio::time::timeout(IPC_WRITE_LIMIT, write).await
+}
+
 /// The exit of the running process; never resolves when there is none.
 async fn exit_of(rx: &mut Option<oneshot::Receiver<Exit>>) -> Exit {
     match rx {
@@ -472,7 +481,7 @@ async fn notified(rx: &mut Option<oneshot::Receiver<()>>) -> bool {
 async fn terminate(run: &mut Run, pid: u32, signal: Signal, message: bool, treekill: bool) {
     let sent = message
         && match &run.chan {
-            Some(c) if run.chan_open => c.send(&serde_json::json!("shutdown")).await.is_ok(),
+            Some(c) if run.chan_open => bounded(c.send(&serde_json::json!("shutdown"))).await.is_ok_and(|r| r.is_ok()),
             _ => false,
         };
     if !sent {

@@ -83,6 +83,11 @@ fn name(c: &Cmd) -> &'static str {
 fn in_every_state() -> Vec<(&'static str, Machine, Instant)> {
     let mut out = Vec::new();
     let (m, now) = machine("");
+    out.push(("new", m.clone(), now));
+    let mut d = m.clone();
+    d.step(Input::Cmd(Cmd::Delete), now);
+    assert_eq!(d.state, State::Gone);
+    out.push(("gone", d, now));
     let mut n = m.clone();
     n.step(Input::Begin, now);
     out.push(("starting", n, now));
@@ -169,6 +174,10 @@ fn every_command_in_every_state() {
                 ("errored", "stop") => "errored",
                 ("errored", _) => "errored",
                 ("starting", _) => "starting",
+                // Before its first input only a delete does anything; after the end, nothing.
+                ("new", "delete") => "gone",
+                ("new", _) => "new",
+                ("gone", _) => "gone",
                 _ => unreachable!("{ctx}"),
             };
             assert_eq!(kind, want, "{ctx}");
@@ -195,8 +204,11 @@ fn every_command_in_every_state() {
                 assert!(has(&|e| *e == Effect::Spawn), "{ctx}");
                 assert_eq!(reports(&fx).last(), Some(&Status::Launching), "{ctx}");
             }
-            if want == "gone" {
+            if want == "gone" && state_name != "gone" {
                 assert!(has(&|e| *e == Effect::End), "{ctx}");
+            }
+            if state_name == "gone" {
+                assert!(fx.is_empty(), "{ctx}");
             }
             if name(&cmd) == "reset" {
                 assert_eq!(m.restart_time, 0, "{ctx}");
