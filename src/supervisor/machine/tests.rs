@@ -60,7 +60,7 @@ fn all_cmds() -> Vec<Cmd> {
         Cmd::Reset,
         Cmd::Reload,
         Cmd::Send(Arc::new(serde_json::json!("hi"))),
-        Cmd::OverMemory { rss: 200, limit: 100 },
+        Cmd::OverMemory { pid: 100, rss: 200, limit: 100 },
     ]
 }
 
@@ -279,7 +279,7 @@ fn restarts_are_counted_with_their_reason() {
     m.step(Input::Spawned { pid: 101 }, t);
     for (input, reason) in [
         (Input::Timer(Timer::Cron), RestartReason::Cron),
-        (Input::Cmd(Cmd::OverMemory { rss: 200, limit: 100 }), RestartReason::Memory),
+        (Input::Cmd(Cmd::OverMemory { pid: 102, rss: 200, limit: 100 }), RestartReason::Memory),
         (Input::Cmd(Cmd::Restart), RestartReason::Manual),
         (Input::Cmd(Cmd::Reload), RestartReason::Reload),
     ] {
@@ -351,6 +351,13 @@ fn autostart_false_parks_and_the_first_start_is_no_restart() {
     let fx = m.step(Input::Cmd(Cmd::Start), now);
     assert!(fx.contains(&Effect::Spawn));
     assert_eq!(m.restart_time, 0);
+}
+
+#[test]
+fn a_late_memory_reading_of_a_previous_process_is_ignored() {
+    let (mut m, now) = online("    max_memory_restart: 100\n");
+    assert!(m.step(Input::Cmd(Cmd::OverMemory { pid: 99, rss: 200, limit: 100 }), now).is_empty());
+    assert!(matches!(m.state, State::Online { pid: 100, .. }));
 }
 
 #[test]
