@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Start and stop times of N short-lived instances (`exec sleep`), N = 10, 100, 1000.
 
-Start: from launching pm-runtime until its log says every instance is online.
+Start: from launching pm-runtime until its log says every instance is online, and the CPU
+time the runtime process itself used until then (forks included, the apps' own time not).
 Stop: from SIGTERM until pm-runtime has exited (every instance stopped, every process gone).
 Both should grow linearly with N (issue 10: 1000 instances stopped in under 2 s on 2 cores).
 
@@ -24,6 +25,13 @@ def binary():
         return os.path.abspath(os.environ["PM_RUNTIME_BIN"])
     subprocess.run(["cargo", "build", "--release", "--locked", "--quiet"], cwd=ROOT, check=True)
     return os.path.join(ROOT, "target", "release", "pm-runtime")
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of the runtime process itself (not its children)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run(pm, n):
@@ -49,8 +57,9 @@ def run(pm, n):
         threading.Thread(target=read, daemon=True).start()
         if not all_up.wait(120):
             p.kill()
-            return None, None
+            return None, None, None
         started = time.monotonic() - t0
+        cpu = cpu_seconds(p.pid)
         time.sleep(0.5)
         t1 = time.monotonic()
         p.send_signal(signal.SIGTERM)
@@ -58,18 +67,18 @@ def run(pm, n):
             p.wait(120)
         except subprocess.TimeoutExpired:
             p.kill()
-            return started, None
-        return started, time.monotonic() - t1
+            return started, cpu, None
+        return started, cpu, time.monotonic() - t1
 
 
 def main():
     pm = binary()
     sizes = [int(a) for a in sys.argv[1:]] or [10, 100, 1000]
-    print(f"{'instances':>10} {'start (all online)':>19} {'stop (SIGTERM to exit)':>23}")
+    print(f"{'instances':>10} {'start (all online)':>19} {'runtime CPU to start':>21} {'stop (SIGTERM to exit)':>23}")
     for n in sizes:
-        started, stopped = run(pm, n)
+        started, cpu, stopped = run(pm, n)
         fmt = lambda t: "timeout" if t is None else f"{t:.2f} s"
-        print(f"{n:>10} {fmt(started):>19} {fmt(stopped):>23}", flush=True)
+        print(f"{n:>10} {fmt(started):>19} {fmt(cpu):>21} {fmt(stopped):>23}", flush=True)
 
 
 if __name__ == "__main__":

@@ -35,13 +35,16 @@
 //!   and is the client of the verbs.
 //! - [`preload`] is the script Node apps are started with (`--require`): PM2's handling of
 //!   unhandled rejections and uncaught exceptions, and the keep-alive drain of cluster workers.
-//! - [`exit`] is the table of exit codes.
+//! - [`exit`] is the table of exit codes; [`error`] the top-level errors (critical: the runtime
+//!   cannot run, exit code by kind; runtime: reported, the runtime carries on). Config problems
+//!   are values with file, line, column and key ([`config::Problem`]).
 //! - `serve` is PM2's static file server (`script: serve`), run as an app by this binary.
 
 pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod control;
+pub mod error;
 pub mod exit;
 pub mod logs;
 pub mod metrics;
@@ -62,6 +65,7 @@ use clap::Parser;
 use tracing_subscriber::layer::SubscriberExt;
 
 use cli::{Cli, Command, StartArgs};
+use error::Critical;
 use exit::Outcome;
 
 /// Runs the command line `args` (including the program name) and returns how the runtime ended.
@@ -123,9 +127,8 @@ fn serve_command(home: &Path, a: cli::ServeArgs) -> Outcome {
 /// Runs in the foreground; `extra_env` is added to every app's env (`pm-runtime serve`).
 fn run_start(start: &StartArgs, extra_env: &[(String, String)]) -> Outcome {
     // Before anything can spawn: count stop signals synchronously, and reap orphans.
-    if let Err(e) = process::unix::install_stop_counter() {
-        eprintln!("pm-runtime: cannot install signal handlers: {e}");
-        return Outcome::Internal;
+    if let Err(source) = process::unix::install_stop_counter() {
+        return critical(Critical::Setup { what: "install signal handlers", source });
     }
     if !process::unix::is_pid1()
         && let Err(e) = process::unix::become_subreaper()
@@ -147,29 +150,17 @@ fn run_start(start: &StartArgs, extra_env: &[(String, String)]) -> Outcome {
             }
             return Outcome::Requested;
         }
-        Err(e) => {
-            eprintln!("pm-runtime: invalid configuration, nothing was started:");
-            let mut problems = e.problems.clone();
-            problems.sort_by_key(|p| position(p));
-            for p in &problems {
-                eprintln!("  {p}");
-            }
-            return Outcome::ConfigError;
-        }
+        Err(e) => return critical(Critical::Config(e)),
     };
     if eco.apps.is_empty() {
-        eprintln!("pm-runtime: no app to run in {}", start.target);
-        return Outcome::ConfigError;
+        return critical(Critical::NoApp(start.target.clone()));
     }
     for app in &mut eco.apps {
         app.env.extend(extra_env.iter().cloned());
     }
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("pm-runtime: cannot start the async runtime: {e}");
-            return Outcome::Internal;
-        }
+        Err(source) => return critical(Critical::Setup { what: "start the async runtime", source }),
     };
     let format = start.output_format(std::io::stdout().is_terminal());
     let delay = Duration::from_secs_f64(start.delay.unwrap_or(0.0).max(0.0));
@@ -184,10 +175,7 @@ fn run_start(start: &StartArgs, extra_env: &[(String, String)]) -> Outcome {
         }
         let hub = match logs::LogHub::start(format, &tags) {
             Ok(x) => x,
-            Err(e) => {
-                eprintln!("pm-runtime: cannot set up output: {e}");
-                return Outcome::Internal;
-            }
+            Err(source) => return critical(Critical::Setup { what: "set up output", source }),
         };
         let level = match std::env::var("PM_RUNTIME_LOG").as_deref() {
             Ok("debug") => tracing::Level::DEBUG,
@@ -204,9 +192,10 @@ fn run_start(start: &StartArgs, extra_env: &[(String, String)]) -> Outcome {
         preload::apply(&mut eco.apps, Path::new(&pm2_home()));
         let signals = match signals::Signals::install() {
             Ok(s) => s,
-            Err(e) => {
-                tracing::error!("cannot install signal handlers: {e}");
-                return Outcome::Internal;
+            Err(source) => {
+                let e = Critical::Setup { what: "install signal handlers", source };
+                tracing::error!("{e}");
+                return e.outcome();
             }
         };
         // The control socket: refuse to run twice on one PM2_HOME; run without it if it cannot be made.
@@ -217,19 +206,14 @@ fn run_start(start: &StartArgs, extra_env: &[(String, String)]) -> Outcome {
                 Some(path)
             }
             // The error goes through the log writer: wait for it to be written before exiting.
-            Err(e @ control::server::BindError::AlreadyRunning(_)) => {
+            Err(e @ (control::server::BindError::AlreadyRunning(_) | control::server::BindError::Unsafe(_))) => {
+                let e = Critical::Bind(e);
                 tracing::error!("{e}");
                 hub.flush().await;
-                return Outcome::AlreadyRunning;
-            }
-            Err(e @ control::server::BindError::Unsafe(_)) => {
-                tracing::error!("{e}");
-                // The writer thread must have written the reason before the process exits.
-                hub.flush().await;
-                return Outcome::ConfigError;
+                return e.outcome();
             }
             Err(e) => {
-                tracing::warn!("{e}; running without the control socket (pm-runtime ls etc. will not reach this runtime)");
+                tracing::warn!("{}", error::Runtime::NoControlSocket(e));
                 None
             }
         };
@@ -253,13 +237,11 @@ fn run_start(start: &StartArgs, extra_env: &[(String, String)]) -> Outcome {
     })
 }
 
-/// `(line, column)` of a `file:line:col: …` problem, for ordering (problems without come last).
-fn position(problem: &str) -> (u64, u64) {
-    let mut parts = problem.splitn(4, ':').skip(1);
-    match (parts.next().and_then(|l| l.trim().parse().ok()), parts.next().and_then(|c| c.trim().parse().ok())) {
-        (Some(l), Some(c)) => (l, c),
-        _ => (u64::MAX, 0),
-    }
+/// Says what stops the runtime from running (on stderr: no log writer exists yet) and gives
+/// its exit code.
+fn critical(e: Critical) -> Outcome {
+    eprintln!("pm-runtime: {e}");
+    e.outcome()
 }
 
 /// `$PM2_HOME`, else `~/.pm2`, as PM2 does.

@@ -14,9 +14,10 @@ use ratatui::layout::{Constraint, Layout};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::Line;
 use ratatui::widgets::{Block, Borders, Paragraph, Row, Table, TableState};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::control::client;
+use crate::control::protocol::Request;
 use crate::exit::Outcome;
 
 const LOG_LINES: usize = 500;
@@ -57,16 +58,17 @@ impl State {
             self.last_seq = 0;
         }
         let Some(id) = id else { return };
+        let target = Some(id.to_string());
         let req = if self.last_seq == 0 {
-            json!({"cmd": "logs", "target": id.to_string(), "lines": 100})
+            Request::Logs { target, lines: 100, after: None }
         } else {
-            json!({"cmd": "logs", "target": id.to_string(), "lines": 0, "after": self.last_seq})
+            Request::Logs { target, lines: 0, after: Some(self.last_seq) }
         };
         if let Ok(r) = client::request(home, &req) {
-            for l in r["lines"].as_array().into_iter().flatten() {
-                self.last_seq = self.last_seq.max(l["seq"].as_u64().unwrap_or(0));
-                let prefix = if l["type"] == "err" { "err" } else { "out" };
-                self.logs.push_back(format!("{prefix} │ {}", l["message"].as_str().unwrap_or("")));
+            for l in r.lines.iter().flatten() {
+                self.last_seq = self.last_seq.max(l.seq);
+                let prefix = if l.kind == "err" { "err" } else { "out" };
+                self.logs.push_back(format!("{prefix} │ {}", l.message));
                 while self.logs.len() > LOG_LINES {
                     self.logs.pop_front();
                 }

@@ -4,10 +4,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use serde_json::json;
-
 use crate::cli::Command;
 use crate::control::client;
+use crate::control::protocol::Request;
 use crate::exit::Outcome;
 
 fn fail(msg: &str) -> Outcome {
@@ -25,9 +24,24 @@ fn print_table(home: &Path) -> Outcome {
     }
 }
 
-/// start/stop/restart/reload/delete: send, wait until statuses settle, show the table.
+/// The request of a verb that names a target (`stop web`…).
+fn verb_request(verb: &str, target: &str) -> Option<Request> {
+    let target = target.to_string();
+    Some(match verb {
+        "start" => Request::Start { target },
+        "stop" => Request::Stop { target },
+        "restart" => Request::Restart { target },
+        "reload" => Request::Reload { target },
+        "delete" => Request::Delete { target },
+        "reset" => Request::Reset { target },
+        _ => return None,
+    })
+}
+
+/// start/stop/restart/reload/delete/reset: send, wait until statuses settle, show the table.
 pub fn act(home: &Path, verb: &str, target: &str) -> Outcome {
-    match client::request(home, &json!({"cmd": verb, "target": target})) {
+    let Some(req) = verb_request(verb, target) else { return fail(&format!("unknown verb {verb:?}")) };
+    match client::request(home, &req) {
         Ok(_) => {
             client::wait_settled(home, Duration::from_secs(15));
             if client::processes(home).is_err() {
@@ -73,7 +87,8 @@ fn act_or_file(home: &Path, verb: &str, target: &str) -> Outcome {
         if !running.iter().any(|p| p["name"] == app.name.as_str()) {
             continue;
         }
-        if let Err(e) = client::request(home, &json!({"cmd": verb, "target": app.name})) {
+        let Some(req) = verb_request(verb, &app.name) else { return fail(&format!("unknown verb {verb:?}")) };
+        if let Err(e) = client::request(home, &req) {
             return fail(&e);
         }
         acted += 1;
@@ -121,9 +136,9 @@ pub fn run(home: &Path, cmd: Command) -> Outcome {
             }
             Err(e) => fail(&e),
         },
-        Command::Show { target } => match client::request(home, &json!({"cmd": "show", "target": target})) {
+        Command::Show { target } => match client::request(home, &Request::Show { target }) {
             Ok(r) => {
-                for p in r["processes"].as_array().into_iter().flatten() {
+                for p in r.processes.iter().flatten() {
                     println!("{}", client::describe(p));
                 }
                 Outcome::Requested
@@ -134,34 +149,34 @@ pub fn run(home: &Path, cmd: Command) -> Outcome {
             use std::io::Write as _;
             let logfmt = crate::logs::Formatter::new(crate::logs::OutputFormat::Logfmt, &[]);
             // Returns false once stdout is gone (`pm-runtime logs | head`): stop quietly.
-            let show = |l: &serde_json::Value| -> bool {
-                let kind = l["type"].as_str().unwrap_or("out");
+            let show = |l: &crate::control::protocol::LogLine| -> bool {
+                let kind = l.kind.as_str();
                 if (err && kind != "err") || (out && kind != "out") {
                     return true;
                 }
-                let msg = l["message"].as_str().unwrap_or("");
+                let msg = l.message.as_str();
                 let mut o = std::io::stdout().lock();
                 if json {
-                    writeln!(o, "{l}").is_ok()
+                    // As it came over the wire (a JSON object per line).
+                    writeln!(o, "{}", serde_json::to_value(l).unwrap_or_default()).is_ok()
                 } else if raw {
                     writeln!(o, "{msg}").is_ok()
                 } else if format {
                     let mut line = Vec::new();
-                    let tag =
-                        crate::logs::AppTag { name: l["app_name"].as_str().unwrap_or(""), pm_id: l["pm_id"].as_u64().unwrap_or(0) as u32 };
+                    let tag = crate::logs::AppTag { name: &l.app_name, pm_id: l.pm_id };
                     let stream = if kind == "err" { crate::logs::Stream::Err } else { crate::logs::Stream::Out };
                     let stamp = crate::logs::Stamp::new(std::time::SystemTime::now());
                     logfmt.app_line(&mut line, &tag, stream, &crate::logs::Decoration::default(), msg.as_bytes(), false, &stamp);
                     o.write_all(&line).is_ok()
                 } else {
-                    writeln!(o, "{}|{} | {msg}", l["pm_id"], l["app_name"].as_str().unwrap_or("")).is_ok()
+                    writeln!(o, "{}|{} | {msg}", l.pm_id, l.app_name).is_ok()
                 }
             };
             let mut last_seq = 0;
-            match client::request(home, &json!({"cmd": "logs", "target": target, "lines": lines})) {
+            match client::request(home, &Request::Logs { target: target.clone(), lines, after: None }) {
                 Ok(r) => {
-                    for l in r["lines"].as_array().into_iter().flatten() {
-                        last_seq = last_seq.max(l["seq"].as_u64().unwrap_or(0));
+                    for l in r.lines.iter().flatten() {
+                        last_seq = last_seq.max(l.seq);
                         if !show(l) {
                             return Outcome::Requested;
                         }
@@ -175,10 +190,10 @@ pub fn run(home: &Path, cmd: Command) -> Outcome {
             // Follow: poll for lines after the last one seen, until the runtime goes away.
             loop {
                 std::thread::sleep(Duration::from_millis(250));
-                match client::request(home, &json!({"cmd": "logs", "target": target, "lines": 0, "after": last_seq})) {
+                match client::request(home, &Request::Logs { target: target.clone(), lines: 0, after: Some(last_seq) }) {
                     Ok(r) => {
-                        for l in r["lines"].as_array().into_iter().flatten() {
-                            last_seq = last_seq.max(l["seq"].as_u64().unwrap_or(0));
+                        for l in r.lines.iter().flatten() {
+                            last_seq = last_seq.max(l.seq);
                             if !show(l) {
                                 return Outcome::Requested;
                             }
@@ -193,44 +208,42 @@ pub fn run(home: &Path, cmd: Command) -> Outcome {
         Command::Reload(t) => act_or_file(home, "reload", &t.target),
         Command::Delete(t) => act_or_file(home, "delete", &t.target),
         Command::Reset(t) => act(home, "reset", &t.target),
-        Command::Scale { name, count } => match client::request(home, &json!({"cmd": "scale", "name": name, "count": count})) {
+        Command::Scale { name, count } => match client::request(home, &Request::Scale { name, count }) {
             Ok(_) => {
                 client::wait_settled(home, Duration::from_secs(15));
                 print_table(home)
             }
             Err(e) => fail(&e),
         },
-        Command::SendSignal { signal, target } => {
-            match client::request(home, &json!({"cmd": "signal", "signal": signal, "target": target})) {
-                Ok(r) => {
-                    println!("sent {signal} to {} process(es)", r["ids"].as_array().map_or(0, Vec::len));
-                    Outcome::Requested
-                }
-                Err(e) => fail(&e),
-            }
-        }
-        Command::Flush { target } => match client::request(home, &json!({"cmd": "flush", "target": target})) {
+        Command::SendSignal { signal, target } => match client::request(home, &Request::Signal { signal: signal.clone(), target }) {
             Ok(r) => {
-                println!("flushed {} log file(s)", r["files"].as_array().map_or(0, Vec::len));
+                println!("sent {signal} to {} process(es)", r.ids.map_or(0, |i| i.len()));
                 Outcome::Requested
             }
             Err(e) => fail(&e),
         },
-        Command::ReloadLogs => match client::request(home, &json!({"cmd": "reload_logs"})) {
+        Command::Flush { target } => match client::request(home, &Request::Flush { target }) {
+            Ok(r) => {
+                println!("flushed {} log file(s)", r.files.map_or(0, |f| f.len()));
+                Outcome::Requested
+            }
+            Err(e) => fail(&e),
+        },
+        Command::ReloadLogs => match client::request(home, &Request::ReloadLogs) {
             Ok(_) => {
                 println!("log files reopened");
                 Outcome::Requested
             }
             Err(e) => fail(&e),
         },
-        Command::Ping => match client::request(home, &json!({"cmd": "ping"})) {
-            Ok(r) if r["healthy"] == json!(true) => {
+        Command::Ping => match client::request(home, &Request::Ping) {
+            Ok(r) if r.healthy == Some(true) => {
                 println!("pong");
                 Outcome::Requested
             }
             Ok(r) => {
-                for p in r["problems"].as_array().into_iter().flatten() {
-                    eprintln!("pm-runtime: {}", p.as_str().unwrap_or(""));
+                for p in r.problems.iter().flatten() {
+                    eprintln!("pm-runtime: {p}");
                 }
                 Outcome::AppsFinished(1)
             }
@@ -311,8 +324,7 @@ pub fn apply_ecosystem(home: &Path, action: &str, script: &str, o: &crate::confi
     for app in &mut eco.apps {
         app.env.extend(extra_env.iter().cloned());
     }
-    let Ok(eco_json) = serde_json::to_value(&eco) else { return fail("cannot encode the ecosystem") };
-    match client::request(home, &json!({"cmd": "apply", "action": action, "ecosystem": eco_json})) {
+    match client::request(home, &Request::Apply { action: action.to_string(), ecosystem: eco }) {
         Ok(_) => {
             client::wait_settled(home, Duration::from_secs(15));
             print_table(home)
@@ -343,8 +355,7 @@ fn apply(home: &Path, action: &str, a: crate::cli::ApplyArgs) -> Outcome {
     for w in &eco.warnings {
         eprintln!("pm-runtime: warning: {w}");
     }
-    let Ok(eco_json) = serde_json::to_value(&eco) else { return fail("cannot encode the ecosystem") };
-    match client::request(home, &json!({"cmd": "apply", "action": action, "ecosystem": eco_json})) {
+    match client::request(home, &Request::Apply { action: action.to_string(), ecosystem: eco }) {
         Ok(_) => {
             client::wait_settled(home, Duration::from_secs(15));
             print_table(home)

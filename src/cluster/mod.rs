@@ -6,6 +6,8 @@
 //! - [`Listeners`]: one per app. The listening sockets, bound once per
 //!   `(address, port, addressType)` and kept open as long as the app exists, so the port never
 //!   closes while workers are replaced.
+//! - [`notify`]: sd_notify's `READY=1` for apps in any language (`wait_ready`): with the
+//!   channel's `ready` and `listening`, every readiness signal comes from this module.
 //! - [`WorkerChannel`]: one per Node child (fork-mode children too: it is the one Node IPC
 //!   channel type, and readiness — `ready`, `listening` — comes out of it), over our end of
 //!   its IPC socket. A task of its own serves
@@ -73,6 +75,7 @@
 
 mod channel;
 mod listeners;
+pub mod notify;
 mod sys;
 mod worker;
 

@@ -29,25 +29,101 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tree::Node;
+pub use tree::Pos;
 use validate::{RawApp, Reporter, join};
 
-/// Everything that is wrong with a configuration, one problem per line.
-#[derive(Debug)]
-pub struct ConfigError {
-    pub problems: Vec<String>,
+/// One thing wrong with a configuration, as data: where (file, line, column), which key, what.
+/// Displays as `file:line:col: key: message` (the parts that are known).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The file as the user named it (`None` for flags and the script form).
+    pub file: Option<String>,
+    pub pos: Option<tree::Pos>,
+    /// The key path (`apps[1].instances`), or the flag (`-i`).
+    pub key: Option<String>,
+    pub message: String,
+    /// The rendered line (kept so that a problem reads as a `&str`).
+    text: String,
 }
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.problems.join("\n"))
+impl Problem {
+    pub fn new(file: Option<&str>, pos: Option<tree::Pos>, key: Option<&str>, message: impl Into<String>) -> Self {
+        let file = file.filter(|f| !f.is_empty()).map(str::to_string);
+        let key = key.filter(|k| !k.is_empty()).map(str::to_string);
+        let message = message.into();
+        let mut text = file.clone().unwrap_or_default();
+        if let Some(p) = pos
+            && !text.is_empty()
+        {
+            text.push_str(&format!(":{}:{}", p.line, p.col));
+        }
+        for part in [key.as_deref().unwrap_or(""), message.as_str()] {
+            if part.is_empty() {
+                continue;
+            }
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(part);
+        }
+        // A position is only meaningful within a file.
+        let pos = pos.filter(|_| file.is_some());
+        Problem { file, pos, key, message, text }
+    }
+
+    /// A problem with no place (a flag, the environment, a whole file).
+    pub fn plain(message: impl Into<String>) -> Self {
+        Problem::new(None, None, None, message)
+    }
+
+    /// The order problems are shown in: by line and column; those without a place last.
+    pub fn order(&self) -> (u32, u32) {
+        self.pos.map_or((u32::MAX, 0), |p| (p.line, p.col))
     }
 }
 
-impl std::error::Error for ConfigError {}
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::ops::Deref for Problem {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.text
+    }
+}
+
+impl PartialEq<&str> for Problem {
+    fn eq(&self, other: &&str) -> bool {
+        self.text == *other
+    }
+}
+
+impl PartialEq<String> for Problem {
+    fn eq(&self, other: &String) -> bool {
+        &self.text == other
+    }
+}
+
+/// Everything that is wrong with a configuration (all of it, never only the first).
+#[derive(Debug, thiserror::Error)]
+#[error("{}", self.problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigError {
+    pub problems: Vec<Problem>,
+}
 
 impl ConfigError {
     fn one(msg: impl Into<String>) -> Self {
-        ConfigError { problems: vec![msg.into()] }
+        ConfigError { problems: vec![Problem::plain(msg)] }
+    }
+
+    /// The problems in file order (line, column), those without a place last.
+    pub fn sorted(&self) -> Vec<Problem> {
+        let mut p = self.problems.clone();
+        p.sort_by_key(Problem::order);
+        p
     }
 }
 
@@ -180,15 +256,15 @@ struct Flags {
     cron: Option<Option<String>>,
 }
 
-fn parse_flags(o: &Overrides, errors: &mut Vec<String>) -> Flags {
+fn parse_flags(o: &Overrides, errors: &mut Vec<Problem>) -> Flags {
     let mut f = Flags::default();
     if let Some(i) = &o.instances {
         f.instances = validate::parse_instances_text(i);
         match f.instances {
-            None => errors.push(format!("-i: expected a number, \"max\" or -N, got {i:?}")),
+            None => errors.push(Problem::new(None, None, Some("-i"), format!("expected a number, \"max\" or -N, got {i:?}"))),
             Some(Instances::Count(n)) => {
                 if let Err(e) = check_instance_count(n.into()) {
-                    errors.push(format!("-i: {e}"));
+                    errors.push(Problem::new(None, None, Some("-i"), e));
                     f.instances = None;
                 }
             }
@@ -198,25 +274,25 @@ fn parse_flags(o: &Overrides, errors: &mut Vec<String>) -> Flags {
     if let Some(a) = &o.node_args {
         match units::split_args(a) {
             Ok(v) => f.node_args = Some(v),
-            Err(e) => errors.push(format!("--node-args: {e}")),
+            Err(e) => errors.push(Problem::new(None, None, Some("--node-args"), e)),
         }
     }
     if let Some(m) = &o.max_memory_restart {
         match units::parse_size(m) {
             Ok(v) => f.max_memory_restart = Some(v),
-            Err(e) => errors.push(format!("--max-memory-restart: {e}")),
+            Err(e) => errors.push(Problem::new(None, None, Some("--max-memory-restart"), e)),
         }
     }
     if let Some(c) = &o.cron {
         match validate::parse_cron(c) {
             Ok(v) => f.cron = Some(v),
-            Err(e) => errors.push(format!("--cron: {e}")),
+            Err(e) => errors.push(Problem::new(None, None, Some("--cron"), e)),
         }
     }
     if let Some(i) = &o.interpreter
         && i.trim().is_empty()
     {
-        errors.push("--interpreter: must not be empty".into());
+        errors.push(Problem::new(None, None, Some("--interpreter"), "must not be empty"));
     }
     f
 }
@@ -280,12 +356,12 @@ fn load_with(path: &Path, o: &Overrides, host: &Host) -> Result<Ecosystem, Confi
         if kept.is_empty() && statics.is_empty() && !doc.apps.is_empty() {
             let names: Vec<String> = doc.apps.iter().filter_map(|(_, n)| validate::quick_name(n)).collect();
             let wanted: Vec<String> = o.only.iter().map(|n| format!("{n:?}")).collect();
-            rep.errors.push(format!(
+            rep.errors.push(Problem::plain(format!(
                 "--only {}: no app named {} in {label} (apps: {})",
                 o.only.join(","),
                 wanted.join(" or "),
                 names.join(", ")
-            ));
+            )));
         }
         kept
     };
@@ -326,7 +402,7 @@ fn from_script_with(script: &str, o: &Overrides, host: &Host) -> Result<Ecosyste
     let flags = parse_flags(o, &mut problems);
     let defaults = env_defaults(host, &mut rep.warnings);
     if script.trim().is_empty() {
-        problems.push("script: must not be empty".into());
+        problems.push(Problem::new(None, None, Some("script"), "must not be empty"));
         return Err(ConfigError { problems });
     }
     let raw = RawApp { script: Some((script.to_string(), None)), ..Default::default() };
@@ -504,6 +580,29 @@ fn log_path(p: &str, cwd: &Path, home: Option<&str>) -> PathBuf {
 mod fuzz;
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod problem_tests {
+    use super::*;
+
+    #[test]
+    fn problems_are_data_and_sort_by_place() {
+        let at = |line, col| Some(Pos { line, col });
+        let e = ConfigError {
+            problems: vec![
+                Problem::new(None, None, Some("-i"), "expected a number"),
+                Problem::new(Some("e.yml"), at(7, 16), Some("apps[1].instances"), "too many"),
+                Problem::new(Some("e.yml"), at(4, 3), Some("apps[0].port"), "bad port"),
+            ],
+        };
+        let sorted: Vec<String> = e.sorted().iter().map(ToString::to_string).collect();
+        assert_eq!(sorted, ["e.yml:4:3: apps[0].port: bad port", "e.yml:7:16: apps[1].instances: too many", "-i: expected a number"]);
+        let p = &e.problems[1];
+        assert_eq!((p.file.as_deref(), p.key.as_deref(), p.message.as_str()), (Some("e.yml"), Some("apps[1].instances"), "too many"));
+        // Without a file a position means nothing: it is dropped.
+        assert_eq!(Problem::new(None, at(1, 1), Some("k"), "m").pos, None);
+    }
+}
 
 #[cfg(test)]
 mod limit_tests {

@@ -16,7 +16,7 @@ use std::time::Duration;
 pub struct Reporter {
     /// The file as the user named it (empty for the script form).
     pub label: String,
-    pub errors: Vec<String>,
+    pub errors: Vec<super::Problem>,
     pub warnings: Vec<String>,
 }
 
@@ -48,8 +48,8 @@ impl Reporter {
     }
 
     pub fn error(&mut self, pos: Option<Pos>, path: &str, msg: impl AsRef<str>) {
-        let line = self.format(pos, path, msg.as_ref());
-        self.errors.push(line);
+        let label = self.label.clone();
+        self.errors.push(super::Problem::new(Some(&label), pos, Some(path), msg.as_ref()));
     }
 
     pub fn warn(&mut self, pos: Option<Pos>, path: &str, msg: impl AsRef<str>) {
@@ -1140,7 +1140,8 @@ apps:
     fn control_characters_in_keys_are_escaped_in_reports() {
         let (_, rep) = check("apps:\n  - script: a.js\n    env: {\"A=\\nB\": 1}\n    \"x\\u001by\": 2\n");
         let all = format!("{:?}{:?}", rep.errors, rep.warnings);
-        assert!(rep.errors.iter().chain(&rep.warnings).all(|l| !l.contains('\n') && !l.contains('\u{1b}')), "{all}");
+        let lines = rep.errors.iter().map(|p| &**p).chain(rep.warnings.iter().map(String::as_str));
+        assert!(lines.into_iter().all(|l| !l.contains('\n') && !l.contains('\u{1b}')), "{all}");
         assert!(all.contains("apps[0].env.A=\\\\nB: invalid environment variable name"), "{all}");
     }
 

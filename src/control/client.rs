@@ -8,32 +8,31 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use super::protocol::{self, Reply, Request};
 use super::server::socket_path;
 
 /// Sends one request and returns the reply (`ok: true` ones only; errors become `Err`).
-pub fn request(pm2_home: &Path, req: &Value) -> Result<Value, String> {
+pub fn request(pm2_home: &Path, req: &Request) -> Result<Reply, String> {
     // A socket in another user's PM2_HOME may be anyone's: do not send it anything.
     super::home::check(pm2_home, nix::unistd::geteuid().as_raw())?;
     let path = socket_path(pm2_home);
     let mut stream =
         UnixStream::connect(&path).map_err(|e| format!("no pm-runtime is running here: cannot connect to {} ({e})", path.display()))?;
     stream.set_read_timeout(Some(Duration::from_secs(30))).ok();
-    let mut req = req.clone();
-    req["v"] = json!(super::protocol::VERSION);
-    stream.write_all(format!("{req}\n").as_bytes()).map_err(|e| format!("cannot send to {}: {e}", path.display()))?;
+    stream.write_all(format!("{}\n", protocol::encode(req)).as_bytes()).map_err(|e| format!("cannot send to {}: {e}", path.display()))?;
     let mut line = String::new();
     BufReader::new(&stream).read_line(&mut line).map_err(|e| format!("no answer from {}: {e}", path.display()))?;
-    let reply: Value = serde_json::from_str(&line).map_err(|e| format!("malformed answer from the runtime: {e}"))?;
-    if reply["ok"] == json!(true) { Ok(reply) } else { Err(reply["error"].as_str().unwrap_or("unknown error").to_string()) }
+    let reply: Reply = serde_json::from_str(&line).map_err(|e| format!("malformed answer from the runtime: {e}"))?;
+    if reply.ok { Ok(reply) } else { Err(reply.error.unwrap_or_else(|| "unknown error".to_string())) }
 }
 
 /// True when a runtime answers on this PM2_HOME.
 pub fn runtime_running(pm2_home: &Path) -> bool {
-    request(pm2_home, &json!({"cmd": "ping"})).is_ok()
+    request(pm2_home, &Request::Ping).is_ok()
 }
 
 pub fn processes(pm2_home: &Path) -> Result<Vec<Value>, String> {
-    Ok(request(pm2_home, &json!({"cmd": "ls"}))?["processes"].as_array().cloned().unwrap_or_default())
+    Ok(request(pm2_home, &Request::Ls)?.processes.unwrap_or_default())
 }
 
 /// Waits (bounded) until no process is in a transitional status, so the table shows the result.

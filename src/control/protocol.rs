@@ -13,8 +13,11 @@
 //! `target` is an app name, a pm_id, a namespace or `all`. Replies: `{"ok":true,…}` or
 //! `{"ok":false,"error":"…"}`. A malformed, oversized (over [`MAX_REQUEST`]) or unknown request
 //! gets an error reply and never disturbs the runtime.
+//!
+//! Both sides use these types: the server decodes [`Request`] and encodes [`Reply`], the client
+//! ([`super::client`]) encodes [`Request`] and decodes [`Reply`], so the two cannot drift apart.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub const VERSION: u32 = 1;
 /// Longest request line accepted (an `apply` carries a whole ecosystem).
@@ -22,7 +25,7 @@ pub const MAX_REQUEST: usize = 1024 * 1024;
 /// The socket's file name inside `$PM2_HOME`.
 pub const SOCKET_NAME: &str = "pm-runtime.sock";
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
     Ping,
@@ -64,11 +67,14 @@ pub enum Request {
     },
     /// `after`: only lines with a higher `seq` (to follow the stream by polling).
     Logs {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         target: Option<String>,
         lines: usize,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         after: Option<u64>,
     },
     Flush {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         target: Option<String>,
     },
     ReloadLogs,
@@ -100,8 +106,77 @@ pub fn parse(line: &str) -> Result<Request, String> {
     serde_json::from_value(serde_json::Value::Object(env.rest)).map_err(|e| format!("invalid request: {e}"))
 }
 
-pub fn error(msg: impl Into<String>) -> serde_json::Value {
-    serde_json::json!({ "ok": false, "error": msg.into() })
+/// One request line as the client sends it (with the protocol version), without the newline.
+pub fn encode(req: &Request) -> String {
+    let mut v = serde_json::to_value(req).unwrap_or_default();
+    if let serde_json::Value::Object(m) = &mut v {
+        m.insert("v".into(), VERSION.into());
+    }
+    v.to_string()
+}
+
+/// A reply: `ok`, and the fields of the request that was answered (absent ones are not sent).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// `ls`, `show`: PM2's `jlist` objects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processes: Option<Vec<serde_json::Value>>,
+    /// The pm_ids a command was sent to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ids: Option<Vec<u32>>,
+    /// `ping`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problems: Option<Vec<String>>,
+    /// `scale`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub added: Option<Vec<u32>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed: Option<Vec<u32>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instances: Option<i64>,
+    /// `logs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lines: Option<Vec<LogLine>>,
+    /// `flush`: the files truncated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<Vec<std::path::PathBuf>>,
+    /// `apply`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarted: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<Vec<String>>,
+}
+
+impl Reply {
+    pub fn ok() -> Reply {
+        Reply { ok: true, ..Default::default() }
+    }
+
+    pub fn error(msg: impl Into<String>) -> Reply {
+        Reply { ok: false, error: Some(msg.into()), ..Default::default() }
+    }
+}
+
+/// One recent log line of an app (`logs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub seq: u64,
+    pub pm_id: u32,
+    pub app_name: String,
+    /// `out` or `err`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub message: String,
+}
+
+/// The error reply, as one value.
+pub fn error(msg: impl Into<String>) -> Reply {
+    Reply::error(msg)
 }
 
 #[cfg(test)]
@@ -192,5 +267,64 @@ mod tests {
         for bad in ["", "garbage", "{}", r#"{"cmd":"explode"}"#, r#"{"cmd":"stop"}"#, r#"{"v":9,"cmd":"ls"}"#, "[1,2]"] {
             assert!(parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn every_request_round_trips_and_keeps_its_wire_form() {
+        let t = || "web".to_string();
+        let all = vec![
+            Request::Ping,
+            Request::Ls,
+            Request::Show { target: t() },
+            Request::Start { target: t() },
+            Request::Stop { target: t() },
+            Request::Restart { target: t() },
+            Request::Reload { target: t() },
+            Request::Delete { target: t() },
+            Request::Reset { target: t() },
+            Request::Scale { name: t(), count: "+2".into() },
+            Request::Send { target: t(), message: serde_json::json!({"topic": "x"}) },
+            Request::Signal { signal: "SIGUSR2".into(), target: t() },
+            Request::Logs { target: Some(t()), lines: 20, after: Some(7) },
+            Request::Logs { target: None, lines: 0, after: None },
+            Request::Flush { target: None },
+            Request::ReloadLogs,
+            Request::Apply {
+                action: "startOrRestart".into(),
+                ecosystem: crate::config::Ecosystem { file: None, apps: vec![], warnings: vec![] },
+            },
+        ];
+        for req in all {
+            let line = encode(&req);
+            assert_eq!(parse(&line), Ok(req.clone()), "{line}");
+        }
+        // The documented forms (README, socat examples) are what the client sends.
+        assert_eq!(encode(&Request::Ls), r#"{"cmd":"ls","v":1}"#);
+        assert_eq!(encode(&Request::Stop { target: t() }), r#"{"cmd":"stop","target":"web","v":1}"#);
+        assert_eq!(encode(&Request::Logs { target: None, lines: 5, after: None }), r#"{"cmd":"logs","lines":5,"v":1}"#);
+    }
+
+    #[test]
+    fn replies_round_trip_and_keep_their_wire_form() {
+        let replies = vec![
+            Reply::ok(),
+            Reply::error("no app named \"x\""),
+            Reply { ids: Some(vec![0, 1]), ..Reply::ok() },
+            Reply { healthy: Some(false), problems: Some(vec!["a:0 is errored".into()]), ..Reply::ok() },
+            Reply { added: Some(vec![4]), instances: Some(5), ..Reply::ok() },
+            Reply {
+                lines: Some(vec![LogLine { seq: 3, pm_id: 0, app_name: "a".into(), kind: "out".into(), message: "hi".into() }]),
+                ..Reply::ok()
+            },
+            Reply { processes: Some(vec![serde_json::json!({"pm_id": 0})]), ..Reply::ok() },
+        ];
+        for r in replies {
+            let line = serde_json::to_string(&r).unwrap();
+            assert_eq!(serde_json::from_str::<Reply>(&line).unwrap(), r, "{line}");
+        }
+        assert_eq!(serde_json::to_string(&Reply::error("x")).unwrap(), r#"{"ok":false,"error":"x"}"#);
+        assert_eq!(serde_json::to_string(&Reply { ids: Some(vec![2]), ..Reply::ok() }).unwrap(), r#"{"ok":true,"ids":[2]}"#);
+        let l = LogLine { seq: 1, pm_id: 2, app_name: "a".into(), kind: "err".into(), message: "m".into() };
+        assert_eq!(serde_json::to_string(&l).unwrap(), r#"{"seq":1,"pm_id":2,"app_name":"a","type":"err","message":"m"}"#);
     }
 }

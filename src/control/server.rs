@@ -18,7 +18,7 @@ use super::protocol::{self, MAX_REQUEST, Request, SOCKET_NAME};
 /// A request on its way to the coordinator, with where to send the reply.
 pub struct ControlRequest {
     pub req: Request,
-    pub reply: oneshot::Sender<serde_json::Value>,
+    pub reply: oneshot::Sender<protocol::Reply>,
 }
 
 pub fn socket_path(pm2_home: &Path) -> PathBuf {
@@ -125,7 +125,7 @@ pub async fn serve(listener: UnixListener, to_coordinator: mpsc::Sender<ControlR
             // One line that says why, instead of a bare close ("Broken pipe" for the client).
             // Best effort and never blocking: a fresh socket's buffer has room for it.
             let msg = protocol::error(format!("refused: this runtime (uid {me}) accepts only its own user and root, not {who}"));
-            let _ = stream.try_write(format!("{msg}\n").as_bytes());
+            let _ = stream.try_write(format!("{}\n", serde_json::to_string(&msg).unwrap_or_default()).as_bytes());
             continue;
         }
         tokio::spawn(connection(stream, to_coordinator.clone()));
@@ -144,7 +144,8 @@ async fn connection(stream: UnixStream, to_coordinator: mpsc::Sender<ControlRequ
             Ok(n) => n,
         };
         let reply = if n > MAX_REQUEST && !line.ends_with(b"\n") {
-            let _ = write.write_all(format!("{}\n", protocol::error(format!("request longer than {MAX_REQUEST} bytes"))).as_bytes()).await;
+            let reply = protocol::error(format!("request longer than {MAX_REQUEST} bytes"));
+            let _ = write.write_all(format!("{}\n", serde_json::to_string(&reply).unwrap_or_default()).as_bytes()).await;
             return;
         } else {
             match std::str::from_utf8(&line).map_err(|_| "request is not UTF-8".to_string()).and_then(|l| protocol::parse(l.trim())) {
@@ -159,7 +160,8 @@ async fn connection(stream: UnixStream, to_coordinator: mpsc::Sender<ControlRequ
                 }
             }
         };
-        if write.write_all(format!("{reply}\n").as_bytes()).await.is_err() {
+        let text = serde_json::to_string(&reply).unwrap_or_else(|_| r#"{"ok":false,"error":"cannot encode the reply"}"#.to_string());
+        if write.write_all(format!("{text}\n").as_bytes()).await.is_err() {
             return;
         }
     }

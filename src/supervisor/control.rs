@@ -7,19 +7,19 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::Coordinator;
 use super::instance::{Cmd, Status};
-use crate::control::protocol::{Request, error};
+use crate::control::protocol::{LogLine, Reply, Request, error};
 use crate::logs::Stream;
 
-pub fn handle(co: &mut Coordinator, req: Request) -> Value {
+pub fn handle(co: &mut Coordinator, req: Request) -> Reply {
     match req {
         Request::Ping => ping(co),
-        Request::Ls => json!({ "ok": true, "processes": processes(co, None) }),
+        Request::Ls => Reply { processes: Some(processes(co, None)), ..Reply::ok() },
         Request::Show { target } => match resolve(co, &target) {
-            Ok(ids) => json!({ "ok": true, "processes": processes(co, Some(&ids)) }),
+            Ok(ids) => Reply { processes: Some(processes(co, Some(&ids))), ..Reply::ok() },
             Err(e) => error(e),
         },
         Request::Start { target } => start(co, &target),
@@ -43,7 +43,7 @@ pub fn handle(co: &mut Coordinator, req: Request) -> Value {
         Request::Apply { action, ecosystem } => apply(co, &action, ecosystem),
         Request::ReloadLogs => {
             co.logs.reopen_files();
-            json!({ "ok": true })
+            Reply::ok()
         }
     }
 }
@@ -75,7 +75,7 @@ pub fn resolve(co: &Coordinator, target: &str) -> Result<Vec<u32>, String> {
 
 /// `start <name>` is PM2's `restartProcessId`: an instance that is running restarts, one that
 /// is stopped or errored starts.
-fn start(co: &Coordinator, target: &str) -> Value {
+fn start(co: &Coordinator, target: &str) -> Reply {
     let running =
         |id: u32| co.slots.get(&id).and_then(|s| s.last.as_ref()).is_some_and(|u| matches!(u.status, Status::Online | Status::Launching));
     match resolve(co, target) {
@@ -84,7 +84,7 @@ fn start(co: &Coordinator, target: &str) -> Value {
             for id in &ids {
                 co.send(*id, if running(*id) { Cmd::Restart } else { Cmd::Start });
             }
-            json!({ "ok": true, "ids": ids })
+            Reply { ids: Some(ids), ..Reply::ok() }
         }
         Err(e) => error(e),
     }
@@ -93,20 +93,20 @@ fn start(co: &Coordinator, target: &str) -> Value {
 /// The refusal of a verb on `all` when there is no app (PM2 exits 1 then).
 const NOTHING: &str = "no process found (the runtime has no apps)";
 
-fn command(co: &Coordinator, target: &str, cmd: impl Fn() -> Cmd) -> Value {
+fn command(co: &Coordinator, target: &str, cmd: impl Fn() -> Cmd) -> Reply {
     match resolve(co, target) {
         Ok(ids) if ids.is_empty() => error(NOTHING),
         Ok(ids) => {
             for id in &ids {
                 co.send(*id, cmd());
             }
-            json!({ "ok": true, "ids": ids })
+            Reply { ids: Some(ids), ..Reply::ok() }
         }
         Err(e) => error(e),
     }
 }
 
-fn ping(co: &Coordinator) -> Value {
+fn ping(co: &Coordinator) -> Reply {
     let mut problems = Vec::new();
     for (id, s) in &co.slots {
         let name = &co.apps[s.app_index].name;
@@ -117,10 +117,10 @@ fn ping(co: &Coordinator) -> Value {
             Some(u) => problems.push(format!("{name}:{id} is {}", u.status.as_str())),
         }
     }
-    json!({ "ok": true, "healthy": problems.is_empty(), "problems": problems })
+    Reply { healthy: Some(problems.is_empty()), problems: Some(problems), ..Reply::ok() }
 }
 
-fn scale(co: &mut Coordinator, name: &str, count: &str) -> Value {
+fn scale(co: &mut Coordinator, name: &str, count: &str) -> Reply {
     let Some(app_index) = co.apps.iter().position(|a| a.name == name) else {
         return error(format!("no app named {name:?}"));
     };
@@ -141,18 +141,18 @@ fn scale(co: &mut Coordinator, name: &str, count: &str) -> Value {
     }
     if target > n {
         let added: Vec<u32> = (n..target).map(|_| co.spawn_instance(app_index)).collect();
-        json!({ "ok": true, "added": added, "instances": target })
+        Reply { added: Some(added), instances: Some(target), ..Reply::ok() }
     } else {
         // PM2 removes the first (lowest) ids.
         let removed: Vec<u32> = current.iter().copied().take((n - target) as usize).collect();
         for id in &removed {
             co.send(*id, Cmd::Delete);
         }
-        json!({ "ok": true, "removed": removed, "instances": target })
+        Reply { removed: Some(removed), instances: Some(target), ..Reply::ok() }
     }
 }
 
-fn logs(co: &Coordinator, target: Option<&str>, lines: usize, after: Option<u64>) -> Value {
+fn logs(co: &Coordinator, target: Option<&str>, lines: usize, after: Option<u64>) -> Reply {
     let ids = match resolve(co, target.unwrap_or("all")) {
         Ok(ids) => ids,
         Err(e) => return error(e),
@@ -161,20 +161,20 @@ fn logs(co: &Coordinator, target: Option<&str>, lines: usize, after: Option<u64>
     for id in ids {
         let name = &co.apps[co.slots[&id].app_index].name;
         for (seq, stream, line) in co.logs.recent(id, lines, after) {
-            out.push(json!({
-                "seq": seq,
-                "pm_id": id,
-                "app_name": name,
-                "type": if stream == Stream::Out { "out" } else { "err" },
-                "message": String::from_utf8_lossy(&line),
-            }));
+            out.push(LogLine {
+                seq,
+                pm_id: id,
+                app_name: name.clone(),
+                kind: if stream == Stream::Out { "out" } else { "err" }.to_string(),
+                message: String::from_utf8_lossy(&line).into_owned(),
+            });
         }
     }
-    out.sort_by_key(|l| l["seq"].as_u64());
-    json!({ "ok": true, "lines": out })
+    out.sort_by_key(|l| l.seq);
+    Reply { lines: Some(out), ..Reply::ok() }
 }
 
-fn flush(co: &Coordinator, target: Option<&str>) -> Value {
+fn flush(co: &Coordinator, target: Option<&str>) -> Reply {
     let ids = match resolve(co, target.unwrap_or("all")) {
         Ok(ids) => ids,
         Err(e) => return error(e),
@@ -187,7 +187,7 @@ fn flush(co: &Coordinator, target: Option<&str>) -> Value {
         }
     }
     co.logs.truncate_files(Some(&paths));
-    json!({ "ok": true, "files": paths })
+    Reply { files: Some(paths), ..Reply::ok() }
 }
 
 fn ms(t: SystemTime) -> u64 {
@@ -238,7 +238,7 @@ fn processes(co: &mut Coordinator, only: Option<&[u32]>) -> Vec<Value> {
 
 /// `startOrRestart` and friends: apps already known are restarted with their new settings
 /// (fork mode: reload = restart), new ones are started. Apps not in the file are left alone.
-fn apply(co: &mut Coordinator, action: &str, mut eco: crate::config::Ecosystem) -> Value {
+fn apply(co: &mut Coordinator, action: &str, mut eco: crate::config::Ecosystem) -> Reply {
     crate::preload::apply(&mut eco.apps, std::path::Path::new(&co.pm2_home));
     let (mut restarted, mut started) = (Vec::new(), Vec::new());
     for app in eco.apps {
@@ -269,5 +269,5 @@ fn apply(co: &mut Coordinator, action: &str, mut eco: crate::config::Ecosystem) 
         }
     }
     tracing::info!("{action}: restarted [{}], started [{}]", restarted.join(", "), started.join(", "));
-    json!({ "ok": true, "restarted": restarted, "started": started })
+    Reply { restarted: Some(restarted), started: Some(started), ..Reply::ok() }
 }

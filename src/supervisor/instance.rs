@@ -6,8 +6,9 @@
 //! carries out the [`Effect`]s the machine answers with: spawning, signalling, arming timers,
 //! reporting [`Update`]s. Every decision lives in `machine.rs`; nothing here decides.
 //!
-//! Must never: wait inside an effect for longer than a write on the IPC channel (timeouts are
-//! the machine's timers), so that the inbox is always answered.
+//! Must never: wait inside an effect for longer than a bounded IPC write (`IPC_WRITE_LIMIT`)
+//! or a shared /proc scan (timeouts are the machine's timers), so that the inbox is always
+//! answered.
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
@@ -92,7 +93,7 @@ struct Run {
     /// Descendants outside the process group that a stop signalled.
     strays: Vec<u32>,
     since: Option<SystemTime>,
-    _pid_file: Option<PidFile>,
+    pid_file: Option<PidFile>,
 }
 
 impl Run {
@@ -142,6 +143,8 @@ impl Instance {
             tokio::select! {
                 exit = exit_of(&mut run.exit) => {
                     run.exit = None;
+                    // The pid file names a live process only.
+                    run.pid_file = None;
                     queue.push_back(Input::Exited { exit, leftovers: run.leftovers() });
                 }
                 ev = next_event(&mut run.chan), if run.chan_open => match ev {
@@ -258,12 +261,12 @@ impl Instance {
             }
             Effect::Disconnect => {
                 if let Some(c) = &run.chan {
-                    let _ = c.disconnect().await;
+                    let _ = bounded(c.disconnect()).await;
                 }
             }
             Effect::Send(msg) => {
                 let sent = match &run.chan {
-                    Some(c) if run.chan_open => c.send(&msg).await.is_ok(),
+                    Some(c) if run.chan_open => bounded(c.send(&msg)).await.is_ok_and(|r| r.is_ok()),
                     _ => false,
                 };
                 if !sent {
@@ -329,12 +332,10 @@ impl Instance {
         let mut child_env = env::build(&self.inherited_env, &app, &facts);
         let mut notify = None;
         if app.wait_ready {
-            match notify_socket(self.pm_id, m.restart_time) {
-                Ok((name, sock)) => {
-                    child_env.push(("NOTIFY_SOCKET".into(), format!("@{name}").into()));
-                    let (tx, rx) = oneshot::channel();
-                    tokio::spawn(read_notify(sock, tx));
-                    notify = Some(rx);
+            match crate::cluster::notify::listen(self.pm_id) {
+                Ok((value, ready)) => {
+                    child_env.push(("NOTIFY_SOCKET".into(), value.into()));
+                    notify = Some(ready);
                 }
                 Err(e) => tracing::warn!(app = %app.name, id = self.pm_id, "App [{tag}] no NOTIFY_SOCKET: {e}"),
             }
@@ -390,7 +391,7 @@ impl Instance {
             notify,
             strays: Vec::new(),
             since: Some(SystemTime::now()),
-            _pid_file: app.pid_file.as_ref().and_then(|p| PidFile::write(crate::logs::hub::log_path(&app, p, self.pm_id), pid)),
+            pid_file: app.pid_file.as_ref().and_then(|p| PidFile::write(crate::logs::hub::log_path(&app, p, self.pm_id), pid)),
         })
     }
 
@@ -408,7 +409,7 @@ impl Instance {
             let signal = super::machine::kill_signal(&app);
             let mut signalled = false;
             if let Some(c) = &old.chan {
-                let _ = c.disconnect().await;
+                let _ = bounded(c.disconnect()).await;
             } else {
                 terminate(&mut old, pid, signal, app.shutdown_with_message, app.treekill).await;
                 signalled = true;
@@ -442,6 +443,14 @@ impl Instance {
     }
 }
 
+/// How long a write on the IPC channel may hold up the loop (a worker that does not read, or a
+/// handle hand-off waiting for its ACK): the write is then given up, never waited for.
+const IPC_WRITE_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+async fn bounded<T>(write: impl std::future::Future<Output = T>) -> Result<T, tokio::time::error::Elapsed> {
+    tokio::time::timeout(IPC_WRITE_LIMIT, write).await
+}
+
 /// The exit of the running process; never resolves when there is none.
 async fn exit_of(rx: &mut Option<oneshot::Receiver<Exit>>) -> Exit {
     match rx {
@@ -472,7 +481,7 @@ async fn notified(rx: &mut Option<oneshot::Receiver<()>>) -> bool {
 async fn terminate(run: &mut Run, pid: u32, signal: Signal, message: bool, treekill: bool) {
     let sent = message
         && match &run.chan {
-            Some(c) if run.chan_open => c.send(&serde_json::json!("shutdown")).await.is_ok(),
+            Some(c) if run.chan_open => bounded(c.send(&serde_json::json!("shutdown"))).await.is_ok_and(|r| r.is_ok()),
             _ => false,
         };
     if !sent {
@@ -510,35 +519,6 @@ async fn kill_tree(pid: u32, sig: Signal, treekill: bool) -> Vec<u32> {
 
 fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| tree::parse_stat(&s)).is_some_and(|s| s.state != 'Z')
-}
-
-/// A datagram socket in the abstract namespace for one run of one instance.
-fn notify_socket(pm_id: u32, run: u32) -> std::io::Result<(String, tokio::net::UnixDatagram)> {
-    use std::os::linux::net::SocketAddrExt;
-    let name = format!("pm-runtime/{}/{pm_id}/{run}", std::process::id());
-    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
-    let sock = std::os::unix::net::UnixDatagram::bind_addr(&addr)?;
-    sock.set_nonblocking(true)?;
-    Ok((name, tokio::net::UnixDatagram::from_std(sock)?))
-}
-
-/// Reads sd_notify datagrams (`KEY=value` lines) until `READY=1`, or until the run it belongs
-/// to is over (the receiver is gone).
-async fn read_notify(sock: tokio::net::UnixDatagram, mut ready: oneshot::Sender<()>) {
-    let mut buf = vec![0u8; 4096];
-    loop {
-        tokio::select! {
-            _ = ready.closed() => return,
-            got = sock.recv(&mut buf) => match got {
-                Ok(n) if buf[..n].split(|&b| b == b'\n').any(|l| l == b"READY=1") => {
-                    let _ = ready.send(());
-                    return;
-                }
-                Ok(_) => {}
-                Err(_) => return,
-            },
-        }
-    }
 }
 
 fn resolve_ids(app: &App) -> Result<(Option<u32>, Option<u32>), String> {

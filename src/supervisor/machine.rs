@@ -91,8 +91,9 @@ pub enum Cmd {
     /// A message for the app's Node IPC channel (`process.on('message')`); dropped when the
     /// instance has no channel or is not running.
     Send(Arc<serde_json::Value>),
-    /// The sampler saw the instance's tree over its `max_memory_restart` (bytes).
-    OverMemory { rss: u64, limit: u64 },
+    /// The sampler saw the tree of process `pid` over its `max_memory_restart` (bytes).
+    /// Ignored unless `pid` is still the instance's process (the reading may be late).
+    OverMemory { pid: u32, rss: u64, limit: u64 },
 }
 
 /// How an instance said it is ready.
@@ -853,7 +854,8 @@ impl Machine {
                     }
                     Cmd::Signal(sig) => fx.push(Effect::Signal(sig)),
                     Cmd::Send(msg) => fx.push(Effect::Send(msg)),
-                    Cmd::OverMemory { rss, limit } => {
+                    Cmd::OverMemory { pid: sampled, .. } if sampled != pid => {}
+                    Cmd::OverMemory { rss, limit, .. } => {
                         Self::log(
                             fx,
                             Level::Warn,

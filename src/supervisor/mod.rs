@@ -358,9 +358,11 @@ impl Coordinator {
     fn check_memory(&self) {
         for (id, s) in &self.slots {
             let Some(limit) = self.apps[s.app_index].max_memory_restart else { continue };
-            let running = s.last.as_ref().is_some_and(|u| matches!(u.status, Status::Online | Status::Launching));
-            if running && s.sample.memory_bytes > limit {
-                self.send(*id, Cmd::OverMemory { rss: s.sample.memory_bytes, limit });
+            let running = s.last.as_ref().filter(|u| matches!(u.status, Status::Online | Status::Launching)).and_then(|u| u.pid);
+            if let Some(pid) = running
+                && s.sample.memory_bytes > limit
+            {
+                self.send(*id, Cmd::OverMemory { pid, rss: s.sample.memory_bytes, limit });
             }
         }
     }

@@ -103,3 +103,19 @@ fn uid_script_in_path_filter_env_port_and_delay() {
     assert!(out.contains("WHO uid=65534 home=/nonexistent port=4321 keep=kept drop=unset"), "{out}");
     assert!(out.contains("found in PATH"), "{out}");
 }
+
+#[test]
+fn the_pid_file_names_a_live_process_only() {
+    let s = Scenario::new()
+        .file("p.sh", "#!/bin/sh\necho p up\nsleep 0.5\nexit 3\n")
+        .file("e.yml", "apps:\n  - name: p\n    script: p.sh\n    autorestart: false\n    pid_file: ./p.pid\n");
+    let mut r = s.start(&["e.yml", "--no-auto-exit"]);
+    r.wait_for("p up", Duration::from_secs(5));
+    let pid_file = s.path().join("p.pid");
+    let written = poll("the pid file", Duration::from_secs(2), || std::fs::read_to_string(&pid_file).ok());
+    assert!(written.trim().parse::<u32>().is_ok(), "{written:?}");
+    r.wait_for("exited with code [3]", Duration::from_secs(5));
+    poll("the pid file removed after the exit", Duration::from_secs(2), || (!pid_file.exists()).then_some(()));
+    r.signal(libc::SIGTERM);
+    assert_eq!(r.wait(Duration::from_secs(5)).unwrap().code(), Some(0));
+}

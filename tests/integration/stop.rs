@@ -226,3 +226,21 @@ fn a_cluster_worker_that_ignores_everything_is_killed_after_one_kill_timeout() {
     assert!(r.stderr().contains("sending SIGKILL"), "{}", r.stderr());
     assert!(took >= Duration::from_millis(1400) && took < Duration::from_millis(2700), "one budget of 1.5 s: {took:?}");
 }
+
+#[test]
+fn shutdown_with_message_sends_shutdown_on_the_ipc_channel_instead_of_the_signal() {
+    let s = Scenario::new()
+        .file(
+            "m.js",
+            "process.on('SIGINT', () => console.log('got SIGINT'));\nprocess.on('message', (m) => { if (m === 'shutdown') { console.log('got shutdown message'); process.exit(0); } });\nconsole.log('m up');\nsetInterval(() => {}, 1000);\n",
+        )
+        .file("e.yml", "apps:\n  - name: m\n    script: m.js\n    shutdown_with_message: true\n    kill_timeout: 5000\n");
+    let mut r = s.start(&["e.yml"]);
+    r.wait_for("m up", Duration::from_secs(10));
+    let t = Instant::now();
+    r.signal(libc::SIGTERM);
+    assert_eq!(r.wait(Duration::from_secs(8)).unwrap().code(), Some(0));
+    let out = r.stdout();
+    assert!(out.contains("got shutdown message") && !out.contains("got SIGINT"), "{out}");
+    assert!(t.elapsed() < Duration::from_secs(3), "no kill_timeout wait: {:?}", t.elapsed());
+}

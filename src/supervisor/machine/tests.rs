@@ -60,7 +60,7 @@ fn all_cmds() -> Vec<Cmd> {
         Cmd::Reset,
         Cmd::Reload,
         Cmd::Send(Arc::new(serde_json::json!("hi"))),
-        Cmd::OverMemory { rss: 200, limit: 100 },
+        Cmd::OverMemory { pid: 100, rss: 200, limit: 100 },
     ]
 }
 
@@ -83,6 +83,11 @@ fn name(c: &Cmd) -> &'static str {
 fn in_every_state() -> Vec<(&'static str, Machine, Instant)> {
     let mut out = Vec::new();
     let (m, now) = machine("");
+    out.push(("new", m.clone(), now));
+    let mut d = m.clone();
+    d.step(Input::Cmd(Cmd::Delete), now);
+    assert_eq!(d.state, State::Gone);
+    out.push(("gone", d, now));
     let mut n = m.clone();
     n.step(Input::Begin, now);
     out.push(("starting", n, now));
@@ -169,6 +174,10 @@ fn every_command_in_every_state() {
                 ("errored", "stop") => "errored",
                 ("errored", _) => "errored",
                 ("starting", _) => "starting",
+                // Before its first input only a delete does anything; after the end, nothing.
+                ("new", "delete") => "gone",
+                ("new", _) => "new",
+                ("gone", _) => "gone",
                 _ => unreachable!("{ctx}"),
             };
             assert_eq!(kind, want, "{ctx}");
@@ -195,8 +204,11 @@ fn every_command_in_every_state() {
                 assert!(has(&|e| *e == Effect::Spawn), "{ctx}");
                 assert_eq!(reports(&fx).last(), Some(&Status::Launching), "{ctx}");
             }
-            if want == "gone" {
+            if want == "gone" && state_name != "gone" {
                 assert!(has(&|e| *e == Effect::End), "{ctx}");
+            }
+            if state_name == "gone" {
+                assert!(fx.is_empty(), "{ctx}");
             }
             if name(&cmd) == "reset" {
                 assert_eq!(m.restart_time, 0, "{ctx}");
@@ -267,7 +279,7 @@ fn restarts_are_counted_with_their_reason() {
     m.step(Input::Spawned { pid: 101 }, t);
     for (input, reason) in [
         (Input::Timer(Timer::Cron), RestartReason::Cron),
-        (Input::Cmd(Cmd::OverMemory { rss: 200, limit: 100 }), RestartReason::Memory),
+        (Input::Cmd(Cmd::OverMemory { pid: 102, rss: 200, limit: 100 }), RestartReason::Memory),
         (Input::Cmd(Cmd::Restart), RestartReason::Manual),
         (Input::Cmd(Cmd::Reload), RestartReason::Reload),
     ] {
@@ -339,6 +351,13 @@ fn autostart_false_parks_and_the_first_start_is_no_restart() {
     let fx = m.step(Input::Cmd(Cmd::Start), now);
     assert!(fx.contains(&Effect::Spawn));
     assert_eq!(m.restart_time, 0);
+}
+
+#[test]
+fn a_late_memory_reading_of_a_previous_process_is_ignored() {
+    let (mut m, now) = online("    max_memory_restart: 100\n");
+    assert!(m.step(Input::Cmd(Cmd::OverMemory { pid: 99, rss: 200, limit: 100 }), now).is_empty());
+    assert!(matches!(m.state, State::Online { pid: 100, .. }));
 }
 
 #[test]
