@@ -49,7 +49,11 @@ pub struct Problem {
 impl Problem {
     pub fn new(file: Option<&str>, pos: Option<tree::Pos>, key: Option<&str>, message: impl Into<String>) -> Self {
         let file = file.filter(|f| !f.is_empty()).map(str::to_string);
-        let key = key.filter(|k| !k.is_empty()).map(str::to_string);
+        // A key path is the file's text: a control character in a key must not reach the
+        // terminal as itself (it could forge lines of the error report).
+        let key = key
+            .filter(|k| !k.is_empty())
+            .map(|k| if k.chars().any(char::is_control) { k.escape_debug().to_string() } else { k.to_string() });
         let message = message.into();
         let mut text = file.clone().unwrap_or_default();
         if let Some(p) = pos

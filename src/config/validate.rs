@@ -25,26 +25,9 @@ impl Reporter {
         Reporter { label: label.into(), ..Default::default() }
     }
 
+    /// One report line, `file:line:col: key: message`, as a [`super::Problem`] renders it.
     pub fn format(&self, pos: Option<Pos>, path: &str, msg: &str) -> String {
-        let mut s = self.label.clone();
-        if let Some(p) = pos
-            && !s.is_empty()
-        {
-            s.push_str(&format!(":{}:{}", p.line, p.col));
-        }
-        // A key path is the file's text: a control character in a key must not reach the
-        // terminal as itself (it could forge lines of the error report).
-        let path = if path.chars().any(char::is_control) { path.escape_debug().to_string() } else { path.to_string() };
-        for part in [path.as_str(), msg] {
-            if part.is_empty() {
-                continue;
-            }
-            if !s.is_empty() {
-                s.push_str(": ");
-            }
-            s.push_str(part);
-        }
-        s
+        super::Problem::new(Some(&self.label), pos, Some(path), msg).to_string()
     }
 
     pub fn error(&mut self, pos: Option<Pos>, path: &str, msg: impl AsRef<str>) {
