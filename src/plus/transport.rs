@@ -1,0 +1,262 @@
+//! The websocket to PM2 Plus, and the policies around it: retry backoff and the queue of
+//! packets kept while the link is down.
+//!
+//! The socket is opened by hand (TCP, `PM2_PROXY`'s CONNECT when set, TLS with rustls/ring and
+//! the bundled web roots for `wss`), then the websocket handshake carries PM2's headers. No DNS
+//! probe before reconnecting (the official agent looks up google.com first): a failed connect
+//! is the only signal needed. Every step has a timeout.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{HeaderValue, Uri};
+
+use super::Config;
+
+/// Connecting, TLS and the websocket handshake together.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Non-status packets kept while the link is down (PM2's `PACKET_QUEUE_SIZE`).
+pub const QUEUE_SIZE: usize = 200;
+
+/// The `User-Agent` of the verify call and the websocket: our own, as the other third-party
+/// clients (Go, agent-node) send theirs.
+pub fn user_agent() -> String {
+    format!("pm-runtime PM2-Plus-compatible agent v{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Any byte stream the websocket can run on.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+pub type Socket = WebSocketStream<Pin<Box<dyn Io>>>;
+
+/// rustls with the ring provider and the bundled web roots (no OpenSSL, no system CA store
+/// needed: minimal images often have none).
+pub fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
+    let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup failed: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
+
+/// The HTTP client of the verify call (proxy from `PM2_PROXY`; no proxy from the system
+/// otherwise, as pm2).
+pub fn http_client(cfg: &Config, tls: &Arc<rustls::ClientConfig>) -> Result<reqwest::Client, String> {
+    let mut b = reqwest::Client::builder()
+        .tls_backend_preconfigured((**tls).clone())
+        .user_agent(user_agent())
+        .connect_timeout(super::verify::TIMEOUT)
+        .timeout(super::verify::TIMEOUT)
+        .no_proxy();
+    if let Some(p) = &cfg.proxy {
+        b = b.proxy(reqwest::Proxy::all(p).map_err(|_| "PM2_PROXY is not a valid proxy URL".to_string())?);
+    }
+    b.build().map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
+/// Opens the websocket to `url` (`ws://` or `wss://`) with PM2's headers.
+pub async fn connect(url: &str, cfg: &Config, tls: &Arc<rustls::ClientConfig>) -> Result<Socket, String> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, connect_inner(url, cfg, tls)).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("no websocket within {} s", CONNECT_TIMEOUT.as_secs())),
+    }
+}
+
+async fn connect_inner(url: &str, cfg: &Config, tls: &Arc<rustls::ClientConfig>) -> Result<Socket, String> {
+    let uri: Uri = url.parse().map_err(|_| "the websocket endpoint is not a valid URL".to_string())?;
+    let secure = match uri.scheme_str() {
+        Some("wss") => true,
+        Some("ws") => false,
+        _ => return Err("the websocket endpoint is not ws:// or wss://".into()),
+    };
+    let host = uri.host().ok_or("the websocket endpoint has no host")?.trim_start_matches('[').trim_end_matches(']').to_string();
+    let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+    let tcp = match &cfg.proxy {
+        Some(proxy) => through_proxy(proxy, &host, port).await?,
+        None => TcpStream::connect((host.as_str(), port)).await.map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?,
+    };
+    let _ = tcp.set_nodelay(true);
+    let stream: Pin<Box<dyn Io>> = if secure {
+        let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|_| format!("{host} is not a valid TLS server name"))?;
+        let tls =
+            tokio_rustls::TlsConnector::from(tls.clone()).connect(name, tcp).await.map_err(|e| format!("TLS with {host} failed: {e}"))?;
+        Box::pin(tls)
+    } else {
+        Box::pin(tcp)
+    };
+    let mut req = url.into_client_request().map_err(|_| "the websocket endpoint is not a valid URL".to_string())?;
+    let h = req.headers_mut();
+    let value = |s: &str| {
+        HeaderValue::from_str(s).map_err(|_| "a key or the machine name holds characters not allowed in an HTTP header".to_string())
+    };
+    h.insert("X-KM-PUBLIC", value(&cfg.public_key)?);
+    let mut secret = value(cfg.secret.expose())?;
+    secret.set_sensitive(true);
+    h.insert("X-KM-SECRET", secret);
+    h.insert("X-KM-SERVER", value(&cfg.machine_name)?);
+    h.insert("X-PM2-VERSION", value(&cfg.pm2_version)?);
+    h.insert("X-PROTOCOL-VERSION", HeaderValue::from_static("1"));
+    h.insert("User-Agent", value(&user_agent())?);
+    let (ws, _) = tokio_tungstenite::client_async(req, stream).await.map_err(|e| match e {
+        tokio_tungstenite::tungstenite::Error::Http(resp) => format!("the websocket was refused with HTTP {}", resp.status().as_u16()),
+        other => format!("websocket handshake failed: {}", super::verify::clip(&other.to_string())),
+    })?;
+    Ok(ws)
+}
+
+/// A tunnel through an HTTP proxy (`CONNECT host:port`).
+async fn through_proxy(proxy: &str, host: &str, port: u16) -> Result<TcpStream, String> {
+    let uri: Uri = proxy.parse().map_err(|_| "PM2_PROXY is not a valid URL".to_string())?;
+    if uri.scheme_str().is_some_and(|s| s != "http") {
+        return Err("PM2_PROXY: only http:// proxies carry the websocket".into());
+    }
+    let (phost, pport) = (uri.host().ok_or("PM2_PROXY has no host")?, uri.port_u16().unwrap_or(3128));
+    let mut s = TcpStream::connect((phost, pport)).await.map_err(|e| format!("cannot connect to the proxy {phost}:{pport}: {e}"))?;
+    let target = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+    s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes()).await.map_err(|e| format!("proxy: {e}"))?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > 8192 || s.read(&mut byte).await.map_err(|e| format!("proxy: {e}"))? == 0 {
+            return Err("the proxy closed the connection".into());
+        }
+        head.push(byte[0]);
+    }
+    let status = String::from_utf8_lossy(&head).split_whitespace().nth(1).unwrap_or("").to_string();
+    if status != "200" {
+        return Err(format!("the proxy refused the tunnel (HTTP {})", super::verify::clip(&status)));
+    }
+    Ok(s)
+}
+
+/// Capped exponential backoff with jitter: 1 s, 2 s, 4 s … 60 s, each step 75–100 % of its
+/// nominal value so many servers restarted together do not retry together.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    next: Duration,
+}
+
+pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { next: BACKOFF_MIN }
+    }
+}
+
+impl Backoff {
+    /// The next delay; `unit` is a random number in [0, 1).
+    pub fn delay(&mut self, unit: f64) -> Duration {
+        let d = self.next;
+        self.next = (d * 2).min(BACKOFF_MAX);
+        d.mul_f64(0.75 + 0.25 * unit.clamp(0.0, 1.0))
+    }
+
+    pub fn reset(&mut self) {
+        self.next = BACKOFF_MIN;
+    }
+}
+
+/// A random number in [0, 1) (jitter only: no need for more than the clock's noise).
+pub fn jitter_unit() -> f64 {
+    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+    f64::from(n % 1000) / 1000.0
+}
+
+/// Packets waiting for the link: at most [`QUEUE_SIZE`], the oldest dropped first.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    q: VecDeque<String>,
+    pub dropped: u64,
+}
+
+impl Outbox {
+    pub fn push(&mut self, frame: String) {
+        if self.q.len() == QUEUE_SIZE {
+            self.q.pop_front();
+            self.dropped += 1;
+        }
+        self.q.push_back(frame);
+    }
+
+    /// Puts back a packet whose send failed, first in line.
+    pub fn requeue(&mut self, frame: String) {
+        if self.q.len() == QUEUE_SIZE {
+            self.dropped += 1;
+            return;
+        }
+        self.q.push_front(frame);
+    }
+
+    pub fn pop(&mut self) -> Option<String> {
+        self.q.pop_front()
+    }
+
+    pub fn len(&self) -> usize {
+        self.q.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.q.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_a_cap_with_jitter() {
+        let mut b = Backoff::default();
+        let full: Vec<u64> = (0..9).map(|_| b.delay(1.0).as_secs()).collect();
+        assert_eq!(full, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        b.reset();
+        assert_eq!(b.delay(0.0), Duration::from_millis(750));
+        assert_eq!(b.delay(0.5), Duration::from_millis(1750));
+        let u = jitter_unit();
+        assert!((0.0..1.0).contains(&u));
+    }
+
+    #[test]
+    fn outbox_keeps_the_newest_200() {
+        let mut o = Outbox::default();
+        for i in 0..250 {
+            o.push(i.to_string());
+        }
+        assert_eq!((o.len(), o.dropped), (200, 50));
+        assert_eq!(o.pop().as_deref(), Some("50"));
+        o.requeue("50".into());
+        assert_eq!(o.pop().as_deref(), Some("50"));
+        let rest: Vec<String> = std::iter::from_fn(|| o.pop()).collect();
+        assert_eq!(rest.last().map(String::as_str), Some("249"));
+        assert!(o.is_empty());
+    }
+
+    #[test]
+    fn tls_and_client_build_without_a_global_provider() {
+        let tls = tls_config().expect("tls");
+        let cfg = match super::super::resolve(
+            &|k| match k {
+                "PM2_PUBLIC_KEY" | "PM2_SECRET_KEY" => Some("k".into()),
+                "PM2_PROXY" => Some("http://127.0.0.1:3128".into()),
+                _ => None,
+            },
+            &Default::default(),
+        ) {
+            super::super::Resolved::On(c) => c,
+            other => panic!("{other:?}"),
+        };
+        http_client(&cfg, &tls).expect("client");
+    }
+}
