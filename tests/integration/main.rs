@@ -14,6 +14,8 @@ mod node_apps;
 mod node_cluster;
 mod node_versions;
 mod port_sharing;
+mod plus;
+mod plus_mock;
 mod restart;
 mod serve;
 mod ship;
