@@ -85,8 +85,12 @@ pub fn spawn(cfg: Config, h: Handles) -> Result<(), String> {
 }
 
 fn is_loopback_url(url: &str) -> bool {
-    let host = url.split_once("://").map_or(url, |(_, r)| r).split(['/', ':']).next().unwrap_or("");
-    matches!(host, "localhost" | "127.0.0.1" | "[") || host.starts_with("127.")
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let host = match rest.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => rest.split(['/', ':']).next().unwrap_or(""),
+    };
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Something to send or do, from the runtime's side.
@@ -445,5 +449,22 @@ async fn sleep_until_opt(t: Option<Instant>) {
     match t {
         Some(t) => tokio::time::sleep_until(t.into()).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn loopback_urls() {
+        for (url, want) in [
+            ("http://127.0.0.1:9", true),
+            ("http://localhost/x", true),
+            ("http://[::1]:80", true),
+            ("http://127.9.9.9", true),
+            ("http://10.0.0.1", false),
+            ("http://pm2.example.com", false),
+        ] {
+            assert_eq!(super::is_loopback_url(url), want, "{url}");
+        }
     }
 }

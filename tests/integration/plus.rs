@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::plus_mock::{Hung, MockPlus, Mode, PUBLIC};
+use crate::plus_mock::{Hung, MockPlus, Mode, PUBLIC, Proxy};
 use crate::scenario::{Running, Scenario};
 
 const LONG: Duration = Duration::from_secs(20);
@@ -182,6 +182,26 @@ fn plus_verifies_connects_with_pm2_headers_and_streams_status() {
     });
     // And the link pings (every 5 s).
     mock.wait("a websocket ping", Duration::from_secs(8), |m| (m.pings() > 0).then_some(()));
+    drop(r);
+}
+
+#[test]
+fn plus_goes_through_pm2_proxy() {
+    let secret = marker();
+    let mock = MockPlus::start(&secret, ok());
+    let proxy = Proxy::start();
+    let sc = Scenario::new().file("app.js", TICKER);
+    let mut cmd = plus_cmd(&sc, &["app.js", "--name", "api"], &mock.root(), &secret);
+    cmd.env("PM2_PROXY", format!("http://127.0.0.1:{}", proxy.port));
+    let r = Running::start(cmd);
+    mock.wait_status("api online, through the proxy", LONG, |p| online(p, "api") == 1);
+    let seen = proxy.seen.lock().unwrap().clone();
+    let root = format!("127.0.0.1:{}", mock.port);
+    assert!(
+        seen.iter().any(|l| l.starts_with(&format!("POST http://{root}/api/node/verifyPM2 "))),
+        "verify call through the proxy: {seen:?}"
+    );
+    assert!(seen.iter().any(|l| l.starts_with(&format!("CONNECT {root} "))), "websocket tunnelled through the proxy: {seen:?}");
     drop(r);
 }
 

@@ -339,3 +339,81 @@ impl Drop for Hung {
         self.stop.store(true, Ordering::SeqCst);
     }
 }
+
+/// A tiny HTTP proxy: `CONNECT host:port` tunnels, absolute-form requests are forwarded. It
+/// records the request line of every connection.
+pub struct Proxy {
+    pub port: u16,
+    pub seen: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    pub fn start() -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (st, sn) = (stop.clone(), seen.clone());
+        thread::spawn(move || {
+            while !st.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        let sn = sn.clone();
+                        thread::spawn(move || proxy_conn(s, sn));
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Proxy { port, seen, stop }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn proxy_conn(mut client: TcpStream, seen: Arc<Mutex<Vec<String>>>) {
+    let _ = client.set_nonblocking(false);
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match client.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return,
+        }
+    }
+    let head = String::from_utf8_lossy(&head).to_string();
+    let first = head.lines().next().unwrap_or("").to_string();
+    seen.lock().unwrap().push(first.clone());
+    let mut parts = first.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (authority, rewritten) = if method == "CONNECT" {
+        (target.to_string(), None)
+    } else {
+        // http://host:port/path → host:port, and the request in origin form.
+        let rest = target.strip_prefix("http://").unwrap_or(target);
+        let (auth, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(a, p)| (a, format!("/{p}")));
+        (auth.to_string(), Some(head.replacen(target, &path, 1)))
+    };
+    let Ok(mut upstream) = TcpStream::connect(&authority) else { return };
+    match rewritten {
+        None => {
+            let _ = client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+        }
+        Some(h) => {
+            let _ = upstream.write_all(h.as_bytes());
+        }
+    }
+    let (mut c2, mut u2) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+    thread::spawn(move || {
+        let _ = std::io::copy(&mut c2, &mut u2);
+        let _ = u2.shutdown(std::net::Shutdown::Write);
+    });
+    let _ = std::io::copy(&mut upstream, &mut client);
+    let _ = client.shutdown(std::net::Shutdown::Write);
+}
