@@ -72,6 +72,7 @@ pub fn spawn(cfg: Config, h: Handles) -> Result<(), String> {
         live: None,
         lifecycle: Lifecycle::default(),
         reported: None,
+        announced: false,
         results: mpsc::unbounded_channel(),
     };
     std::thread::Builder::new()
@@ -125,6 +126,8 @@ struct Link {
     lifecycle: Lifecycle,
     /// The problem last reported (its kind), so each is reported once.
     reported: Option<String>,
+    /// The first connection was announced.
+    announced: bool,
     /// Answers of remote actions, made by helper tasks.
     results: (mpsc::UnboundedSender<String>, mpsc::UnboundedReceiver<String>),
 }
@@ -177,9 +180,11 @@ impl Link {
         }
     }
 
+    /// Connected: said once at the first connection and after each reported problem.
     fn recovered(&mut self) {
-        if self.reported.take().is_some() {
-            tracing::info!("PM2 Plus: connected as {}", self.cfg.machine_name);
+        if self.reported.take().is_some() || !self.announced {
+            tracing::info!("PM2 Plus: connected as {} (public key {})", self.cfg.machine_name, self.cfg.public_key);
+            self.announced = true;
         } else {
             tracing::debug!("PM2 Plus: connected as {}", self.cfg.machine_name);
         }

@@ -16,11 +16,15 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, Uri};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::Config;
 
 /// Connecting, TLS and the websocket handshake together.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Largest frame accepted from upstream.
+pub const MAX_MESSAGE: usize = 1024 * 1024;
 
 /// Non-status packets kept while the link is down (PM2's `PACKET_QUEUE_SIZE`).
 pub const QUEUE_SIZE: usize = 200;
@@ -107,7 +111,9 @@ async fn connect_inner(url: &str, cfg: &Config, tls: &Arc<rustls::ClientConfig>)
     h.insert("X-PM2-VERSION", value(&cfg.pm2_version)?);
     h.insert("X-PROTOCOL-VERSION", HeaderValue::from_static("1"));
     h.insert("User-Agent", value(&user_agent())?);
-    let (ws, _) = tokio_tungstenite::client_async(req, stream).await.map_err(|e| match e {
+    // The dashboard's orders are small: a hostile backend cannot make us hold 64 MiB frames.
+    let limits = WebSocketConfig::default().max_message_size(Some(MAX_MESSAGE)).max_frame_size(Some(MAX_MESSAGE));
+    let (ws, _) = tokio_tungstenite::client_async_with_config(req, stream, Some(limits)).await.map_err(|e| match e {
         tokio_tungstenite::tungstenite::Error::Http(resp) => format!("the websocket was refused with HTTP {}", resp.status().as_u16()),
         other => format!("websocket handshake failed: {}", super::verify::clip(&other.to_string())),
     })?;

@@ -186,6 +186,25 @@ fn plus_verifies_connects_with_pm2_headers_and_streams_status() {
 }
 
 #[test]
+fn plus_status_defaults_to_one_per_second() {
+    let secret = marker();
+    let mock = MockPlus::start(&secret, ok());
+    let sc = Scenario::new().file("app.js", TICKER);
+    let mut cmd = plus_cmd(&sc, &["app.js", "--name", "api"], &mock.root(), &secret);
+    cmd.env_remove("PM2_STATUS_INTERVAL");
+    let r = Running::start(cmd);
+    let frames = mock.wait("5 statuses", LONG, |m| {
+        let f = m.frames_on("status");
+        (f.len() >= 5).then_some(f)
+    });
+    let mut gaps: Vec<u128> = frames.windows(2).map(|w| w[1].at.duration_since(w[0].at).as_millis()).collect();
+    gaps.sort();
+    let median = gaps[gaps.len() / 2];
+    assert!((850..=1150).contains(&median), "median gap {median} ms, want ~1000: {gaps:?}");
+    drop(r);
+}
+
+#[test]
 fn plus_goes_through_pm2_proxy() {
     let secret = marker();
     let mock = MockPlus::start(&secret, ok());
