@@ -174,7 +174,7 @@ fn plus_verifies_connects_with_pm2_headers_and_streams_status() {
     assert!((160..=240).contains(&median), "median gap between statuses {median} ms, want ~200: {gaps:?}");
     let t0 = tail[0].at;
     let in_two_s = tail.iter().filter(|f| f.at >= t0 && f.at < t0 + Duration::from_secs(2)).count();
-    assert!((8..=12).contains(&in_two_s), "{in_two_s} statuses in 2 s at a 200 ms interval");
+    assert!((7..=13).contains(&in_two_s), "{in_two_s} statuses in 2 s at a 200 ms interval");
 
     // The app's start was an event.
     mock.wait("process:event online for api", LONG, |m| {
@@ -268,7 +268,14 @@ fn plus_remote_restart_scale_ping_and_logs() {
     thread::sleep(Duration::from_millis(600));
     let late = mock.frames_on("logs").into_iter().filter(|f| f.at > stopped_at + Duration::from_millis(100)).count();
     assert_eq!(late, 0, "log lines kept coming after stopLogging");
-    drop(r);
+
+    // A connected link does not hold the runtime back at shutdown, nor change its exit code.
+    let mut r = r;
+    let t = Instant::now();
+    r.signal(libc::SIGTERM);
+    let status = r.wait(Duration::from_secs(10)).expect("the runtime exits on SIGTERM with the link connected");
+    assert_eq!(status.code(), Some(0), "{}", r.stderr());
+    assert!(t.elapsed() < Duration::from_secs(5), "shutdown took {:?}", t.elapsed());
 }
 
 /// `@pm2/io`, installed from npm once into target/npm-cache (a failed install fails the test).
@@ -452,7 +459,8 @@ fn plus_hung_upstream_does_not_slow_supervision() {
         assert!(s.len() >= 5, "{name}: only {} starts in 30 s", s.len());
         for w in s.windows(2) {
             let gap_ms = (w[1] - w[0]) / 1_000_000;
-            assert!(gap_ms < 1200 + 600, "{name}: a crash took {gap_ms} ms to be restarted (the app lives 1200 ms): {s:?}");
+            // Blocked behind the link, a restart would wait for its 10 s timeouts.
+            assert!(gap_ms < 1200 + 1000, "{name}: a crash took {gap_ms} ms to be restarted (the app lives 1200 ms): {s:?}");
         }
     }
     drop((ra, rb));
