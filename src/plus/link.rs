@@ -73,6 +73,7 @@ pub fn spawn(cfg: Config, h: Handles) -> Result<(), String> {
         lifecycle: Lifecycle::default(),
         reported: None,
         announced: false,
+        flapping: false,
         results: mpsc::unbounded_channel(),
     };
     std::thread::Builder::new()
@@ -106,6 +107,8 @@ enum End {
     Moved(String),
     /// Wait, then verify again.
     Retry,
+    /// The connection failed (said why): wait, then verify again.
+    Lost(String),
 }
 
 struct Link {
@@ -128,6 +131,8 @@ struct Link {
     reported: Option<String>,
     /// The first connection was announced.
     announced: bool,
+    /// The last session ended before it was [`STABLE`].
+    flapping: bool,
     /// Answers of remote actions, made by helper tasks.
     results: (mpsc::UnboundedSender<String>, mpsc::UnboundedReceiver<String>),
 }
@@ -159,12 +164,21 @@ impl Link {
             self.recovered();
             let since = Instant::now();
             let end = self.session(ws, &ws_url).await;
-            if since.elapsed() >= STABLE {
+            self.flapping = since.elapsed() < STABLE;
+            if !self.flapping {
                 backoff.reset();
             }
             match end {
                 End::Moved(url) => moved = Some(url),
                 End::Retry => self.wait(backoff.delay(transport::jitter_unit())).await,
+                End::Lost(why) => {
+                    // A connection that had been up a while going down is news again.
+                    if !self.flapping && self.reported.as_deref() == Some("lost") {
+                        self.reported = None;
+                    }
+                    self.problem("lost", &format!("PM2 Plus: connection lost ({why}); reconnecting"));
+                    self.wait(backoff.delay(transport::jitter_unit())).await;
+                }
             }
         }
     }
@@ -180,9 +194,12 @@ impl Link {
         }
     }
 
-    /// Connected: said once at the first connection and after each reported problem.
+    /// Connected: said once at the first connection and after each reported problem (a link
+    /// that keeps dropping soon after connecting is reported once, not at every turn).
     fn recovered(&mut self) {
-        if self.reported.take().is_some() || !self.announced {
+        if self.flapping && self.reported.as_deref() == Some("lost") {
+            tracing::debug!("PM2 Plus: connected again as {}", self.cfg.machine_name);
+        } else if self.reported.take().is_some() || !self.announced {
             tracing::info!("PM2 Plus: connected as {} (public key {})", self.cfg.machine_name, self.cfg.public_key);
             self.announced = true;
         } else {
@@ -343,8 +360,7 @@ impl Link {
     }
 
     fn lost(&mut self, why: &str) -> End {
-        self.problem("lost", &format!("PM2 Plus: connection lost ({why}); reconnecting"));
-        End::Retry
+        End::Lost(why.to_string())
     }
 
     /// Acts on a frame from the dashboard.
