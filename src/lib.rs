@@ -231,11 +231,19 @@ fn run_start(start: &StartArgs, extra_env: &[(String, String)]) -> Outcome {
         // is dropped and the sampler only runs while `ls`/`monit` ask.
         let (board, feed) = supervisor::Board::new();
         match plus {
+            #[cfg(feature = "plus")]
             plus::Resolved::On(cfg) => {
                 let handles = plus::Handles { feed, bus: board.bus.clone(), control: plus_control, logs: hub.clone() };
                 if let Err(e) = plus::spawn(cfg, handles) {
                     tracing::error!("PM2 Plus: {e}; running without it");
                 }
+            }
+            #[cfg(not(feature = "plus"))]
+            plus::Resolved::On(_) => {
+                tracing::warn!(
+                    "PM2 Plus keys are set, but this pm-runtime was built without PM2 Plus (cargo feature `plus`): the link stays off"
+                );
+                drop((feed, plus_control));
             }
             plus::Resolved::Misconfigured(why) => {
                 tracing::warn!("{why}");

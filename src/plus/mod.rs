@@ -17,16 +17,24 @@
 //! every text that came from upstream is scrubbed before it is printed); send an app's
 //! environment (only `NODE_ENV`); block or slow the coordinator.
 
+// The link itself: only in builds with the `plus` feature (the default). The settings below
+// are always there, so a build without it can still tell a user that set keys.
+#[cfg(feature = "plus")]
 pub mod actions;
+#[cfg(feature = "plus")]
 pub mod link;
+#[cfg(feature = "plus")]
 pub mod packets;
+#[cfg(feature = "plus")]
 pub mod transport;
+#[cfg(feature = "plus")]
 pub mod verify;
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(feature = "plus")]
 pub use link::{Handles, spawn};
 
 /// PM2's root endpoint, used unless `KEYMETRICS_NODE` says otherwise.

@@ -14,7 +14,9 @@ mod node_apps;
 mod node_cluster;
 mod node_versions;
 mod port_sharing;
+#[cfg(feature = "plus")]
 mod plus;
+#[cfg(feature = "plus")]
 mod plus_mock;
 mod restart;
 mod serve;
