@@ -48,9 +48,17 @@ pub struct Handles {
     pub logs: LogHub,
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error(transparent)]
+    Setup(#[from] transport::SetupError),
+    #[error("cannot start its thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
 /// Starts the link on its own thread. The bus is subscribed before this returns, so events of
 /// the apps' first start are not missed.
-pub fn spawn(cfg: Config, h: Handles) -> Result<(), String> {
+pub fn spawn(cfg: Config, h: Handles) -> Result<(), SpawnError> {
     let tls = transport::tls_config()?;
     let client = transport::http_client(&cfg, &tls)?;
     let bus = h.bus.subscribe();
@@ -82,7 +90,7 @@ pub fn spawn(cfg: Config, h: Handles) -> Result<(), String> {
             Ok(rt) => rt.block_on(link.run()),
             Err(e) => tracing::error!("PM2 Plus: cannot start its runtime: {e}"),
         })
-        .map_err(|e| format!("cannot start the PM2 Plus thread: {e}"))?;
+        .map_err(SpawnError::Thread)?;
     Ok(())
 }
 

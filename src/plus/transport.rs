@@ -35,6 +35,40 @@ pub fn user_agent() -> String {
     format!("pm-runtime PM2-Plus-compatible agent v{}", env!("CARGO_PKG_VERSION"))
 }
 
+/// Why the link could not be set up (reported once at start; the link stays off).
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("TLS setup failed: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("PM2_PROXY is not a valid proxy URL")]
+    Proxy,
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+}
+
+/// Why the websocket could not be opened (the link retries).
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("the websocket endpoint is not a valid ws:// or wss:// URL")]
+    BadUrl,
+    #[error("cannot connect to {addr}: {source}")]
+    Tcp { addr: String, source: std::io::Error },
+    #[error("{0} is not a valid TLS server name")]
+    ServerName(String),
+    #[error("TLS with {host} failed: {source}")]
+    Tls { host: String, source: std::io::Error },
+    #[error("a key or the machine name holds characters not allowed in an HTTP header")]
+    Header,
+    #[error("the websocket was refused with HTTP {0}")]
+    Refused(u16),
+    #[error("websocket handshake failed: {0}")]
+    Handshake(String),
+    #[error("no websocket within {} s", CONNECT_TIMEOUT.as_secs())]
+    Timeout,
+    #[error("PM2_PROXY: {0}")]
+    Proxy(String),
+}
+
 /// Any byte stream the websocket can run on.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
@@ -43,11 +77,10 @@ pub type Socket = WebSocketStream<Pin<Box<dyn Io>>>;
 
 /// rustls with the ring provider and the bundled web roots (no OpenSSL, no system CA store
 /// needed: minimal images often have none).
-pub fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
+pub fn tls_config() -> Result<Arc<rustls::ClientConfig>, SetupError> {
     let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
     let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup failed: {e}"))?
+        .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(cfg))
@@ -55,7 +88,7 @@ pub fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
 
 /// The HTTP client of the verify call (proxy from `PM2_PROXY`; no proxy from the system
 /// otherwise, as pm2).
-pub fn http_client(cfg: &Config, tls: &Arc<rustls::ClientConfig>) -> Result<reqwest::Client, String> {
+pub fn http_client(cfg: &Config, tls: &Arc<rustls::ClientConfig>) -> Result<reqwest::Client, SetupError> {
     let mut b = reqwest::Client::builder()
         .tls_backend_preconfigured((**tls).clone())
         .user_agent(user_agent())
@@ -63,46 +96,48 @@ pub fn http_client(cfg: &Config, tls: &Arc<rustls::ClientConfig>) -> Result<reqw
         .timeout(super::verify::TIMEOUT)
         .no_proxy();
     if let Some(p) = &cfg.proxy {
-        b = b.proxy(reqwest::Proxy::all(p).map_err(|_| "PM2_PROXY is not a valid proxy URL".to_string())?);
+        b = b.proxy(reqwest::Proxy::all(p).map_err(|_| SetupError::Proxy)?);
     }
-    b.build().map_err(|e| format!("cannot build the HTTP client: {e}"))
+    b.build().map_err(SetupError::Client)
 }
 
 /// Opens the websocket to `url` (`ws://` or `wss://`) with PM2's headers.
-pub async fn connect(url: &str, cfg: &Config, tls: &Arc<rustls::ClientConfig>) -> Result<Socket, String> {
+pub async fn connect(url: &str, cfg: &Config, tls: &Arc<rustls::ClientConfig>) -> Result<Socket, ConnectError> {
     match tokio::time::timeout(CONNECT_TIMEOUT, connect_inner(url, cfg, tls)).await {
         Ok(r) => r,
-        Err(_) => Err(format!("no websocket within {} s", CONNECT_TIMEOUT.as_secs())),
+        Err(_) => Err(ConnectError::Timeout),
     }
 }
 
-async fn connect_inner(url: &str, cfg: &Config, tls: &Arc<rustls::ClientConfig>) -> Result<Socket, String> {
-    let uri: Uri = url.parse().map_err(|_| "the websocket endpoint is not a valid URL".to_string())?;
+async fn connect_inner(url: &str, cfg: &Config, tls: &Arc<rustls::ClientConfig>) -> Result<Socket, ConnectError> {
+    let uri: Uri = url.parse().map_err(|_| ConnectError::BadUrl)?;
     let secure = match uri.scheme_str() {
         Some("wss") => true,
         Some("ws") => false,
-        _ => return Err("the websocket endpoint is not ws:// or wss://".into()),
+        _ => return Err(ConnectError::BadUrl),
     };
-    let host = uri.host().ok_or("the websocket endpoint has no host")?.trim_start_matches('[').trim_end_matches(']').to_string();
+    let host = uri.host().ok_or(ConnectError::BadUrl)?.trim_start_matches('[').trim_end_matches(']').to_string();
     let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
     let tcp = match &cfg.proxy {
         Some(proxy) => through_proxy(proxy, &host, port).await?,
-        None => TcpStream::connect((host.as_str(), port)).await.map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?,
+        None => TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|source| ConnectError::Tcp { addr: format!("{host}:{port}"), source })?,
     };
     let _ = tcp.set_nodelay(true);
     let stream: Pin<Box<dyn Io>> = if secure {
-        let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|_| format!("{host} is not a valid TLS server name"))?;
-        let tls =
-            tokio_rustls::TlsConnector::from(tls.clone()).connect(name, tcp).await.map_err(|e| format!("TLS with {host} failed: {e}"))?;
+        let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|_| ConnectError::ServerName(host.clone()))?;
+        let tls = tokio_rustls::TlsConnector::from(tls.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|source| ConnectError::Tls { host: host.clone(), source })?;
         Box::pin(tls)
     } else {
         Box::pin(tcp)
     };
-    let mut req = url.into_client_request().map_err(|_| "the websocket endpoint is not a valid URL".to_string())?;
+    let mut req = url.into_client_request().map_err(|_| ConnectError::BadUrl)?;
     let h = req.headers_mut();
-    let value = |s: &str| {
-        HeaderValue::from_str(s).map_err(|_| "a key or the machine name holds characters not allowed in an HTTP header".to_string())
-    };
+    let value = |s: &str| HeaderValue::from_str(s).map_err(|_| ConnectError::Header);
     h.insert("X-KM-PUBLIC", value(&cfg.public_key)?);
     let mut secret = value(cfg.secret.expose())?;
     secret.set_sensitive(true);
@@ -114,14 +149,18 @@ async fn connect_inner(url: &str, cfg: &Config, tls: &Arc<rustls::ClientConfig>)
     // The dashboard's orders are small: a hostile backend cannot make us hold 64 MiB frames.
     let limits = WebSocketConfig::default().max_message_size(Some(MAX_MESSAGE)).max_frame_size(Some(MAX_MESSAGE));
     let (ws, _) = tokio_tungstenite::client_async_with_config(req, stream, Some(limits)).await.map_err(|e| match e {
-        tokio_tungstenite::tungstenite::Error::Http(resp) => format!("the websocket was refused with HTTP {}", resp.status().as_u16()),
-        other => format!("websocket handshake failed: {}", super::verify::clip(&other.to_string())),
+        tokio_tungstenite::tungstenite::Error::Http(resp) => ConnectError::Refused(resp.status().as_u16()),
+        other => ConnectError::Handshake(super::verify::clip(&other.to_string())),
     })?;
     Ok(ws)
 }
 
 /// A tunnel through an HTTP proxy (`CONNECT host:port`).
-async fn through_proxy(proxy: &str, host: &str, port: u16) -> Result<TcpStream, String> {
+async fn through_proxy(proxy: &str, host: &str, port: u16) -> Result<TcpStream, ConnectError> {
+    through_proxy_inner(proxy, host, port).await.map_err(ConnectError::Proxy)
+}
+
+async fn through_proxy_inner(proxy: &str, host: &str, port: u16) -> Result<TcpStream, String> {
     let uri: Uri = proxy.parse().map_err(|_| "PM2_PROXY is not a valid URL".to_string())?;
     if uri.scheme_str().is_some_and(|s| s != "http") {
         return Err("PM2_PROXY: only http:// proxies carry the websocket".into());
