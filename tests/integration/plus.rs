@@ -263,9 +263,11 @@ fn plus_remote_restart_scale_ping_and_logs() {
     assert_eq!(line.payload["process"]["name"], "api");
     mock.push("trigger:pm2:action", json!({"method_name": "stopLogging", "parameters": {}}));
     result_of(&mock, "stopLogging");
-    // Lines sent after stopLogging was answered: none (the app prints every 100 ms).
+    // Lines sent after stopLogging was answered: none while three more statuses arrive (the
+    // app prints every 100 ms).
     let stopped_at = Instant::now();
-    thread::sleep(Duration::from_millis(600));
+    let n = mock.frames_on("status").len();
+    mock.wait("three more statuses", LONG, |m| (m.frames_on("status").len() >= n + 3).then_some(()));
     let late = mock.frames_on("logs").into_iter().filter(|f| f.at > stopped_at + Duration::from_millis(100)).count();
     assert_eq!(late, 0, "log lines kept coming after stopLogging");
 
@@ -415,11 +417,11 @@ fn plus_follows_a_new_endpoint_and_a_refusal_on_reverify() {
     mock.set_mode(Mode::Disabled);
     r.wait_for("it is disabled in the dashboard", LONG);
     let n = mock.upgrades().len();
-    let t = Instant::now();
-    thread::sleep(Duration::from_millis(1500));
+    // The next verify call (after the backoff) is refused too, and nothing connects.
+    let v = mock.verifies().len();
+    let again = mock.wait("another verify call", LONG, |m| m.verifies().get(v + 1).cloned());
     assert_eq!(mock.upgrades().len(), n, "no reconnection while disabled");
-    let last_status = mock.frames_on("status").last().map(|f| f.at).unwrap();
-    assert!(last_status < t + Duration::from_millis(300), "statuses stopped once refused");
+    assert!(mock.frames_on("status").iter().all(|f| f.at < again.at), "statuses stopped once refused");
     drop(r);
 }
 
