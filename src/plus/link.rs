@@ -59,7 +59,10 @@ pub enum SpawnError {
 /// Starts the link on its own thread. The bus is subscribed before this returns, so events of
 /// the apps' first start are not missed.
 pub fn spawn(cfg: Config, h: Handles) -> Result<(), SpawnError> {
-    let tls = transport::tls_config()?;
+    let (tls, warning) = transport::tls_config(cfg.extra_ca.as_deref())?;
+    if let Some(w) = warning {
+        tracing::warn!("{w}");
+    }
     let client = transport::http_client(&cfg, &tls)?;
     let bus = h.bus.subscribe();
     if cfg.root.starts_with("http://") && !is_loopback_url(&cfg.root) {

@@ -96,6 +96,9 @@ pub struct Config {
     pub status_interval: Duration,
     pub reverify_interval: Duration,
     pub pm2_version: String,
+    /// `NODE_EXTRA_CA_CERTS`: more trusted roots (PEM), e.g. a self-hosted backend's own CA, as
+    /// Node (and so pm2's agent) honours it.
+    pub extra_ca: Option<std::path::PathBuf>,
 }
 
 /// The `--public/--secret/--machine-name` flags.
@@ -153,6 +156,7 @@ pub fn resolve(env: &dyn Fn(&str) -> Option<String>, flags: &Flags) -> Resolved 
         status_interval: ms("PM2_STATUS_INTERVAL", STATUS_INTERVAL),
         reverify_interval: ms("PM_RUNTIME_PLUS_REVERIFY_MS", REVERIFY_INTERVAL),
         pm2_version: get("PM2_VERSION").unwrap_or_else(|| PM2_COMPAT_VERSION.to_string()),
+        extra_ca: get("NODE_EXTRA_CA_CERTS").map(std::path::PathBuf::from),
     })
 }
 
@@ -283,6 +287,7 @@ mod tests {
             status_interval: STATUS_INTERVAL,
             reverify_interval: REVERIFY_INTERVAL,
             pm2_version: "x".into(),
+            extra_ca: None,
         };
         assert!(!format!("{c:?}").contains("SECRET-123"));
         assert_eq!(s.scrub("bad key SECRET-123!"), "bad key [redacted]!");

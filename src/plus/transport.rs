@@ -76,14 +76,29 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 pub type Socket = WebSocketStream<Pin<Box<dyn Io>>>;
 
 /// rustls with the ring provider and the bundled web roots (no OpenSSL, no system CA store
-/// needed: minimal images often have none).
-pub fn tls_config() -> Result<Arc<rustls::ClientConfig>, SetupError> {
-    let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+/// needed: minimal images often have none), plus the PEM roots of `NODE_EXTRA_CA_CERTS`.
+/// Returns a warning when that file gives nothing usable.
+pub fn tls_config(extra_ca: Option<&std::path::Path>) -> Result<(Arc<rustls::ClientConfig>, Option<String>), SetupError> {
+    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    let warning = extra_ca.and_then(|path| add_roots(&mut roots, path));
     let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    Ok(Arc::new(cfg))
+    Ok((Arc::new(cfg), warning))
+}
+
+/// Adds the certificates of a PEM file to `roots`; a warning if none could be added.
+fn add_roots(roots: &mut rustls::RootCertStore, path: &std::path::Path) -> Option<String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    match std::fs::read(path) {
+        Ok(pem) => {
+            let (added, _) = roots.add_parsable_certificates(CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok));
+            (added == 0).then(|| format!("PM2 Plus: NODE_EXTRA_CA_CERTS ({}) holds no usable certificate", path.display()))
+        }
+        Err(e) => Some(format!("PM2 Plus: cannot read NODE_EXTRA_CA_CERTS ({}): {e}", path.display())),
+    }
 }
 
 /// The HTTP client of the verify call (proxy from `PM2_PROXY`; no proxy from the system
@@ -289,8 +304,22 @@ mod tests {
     }
 
     #[test]
+    fn extra_roots_from_a_pem_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let (_, w) = tls_config(Some(&missing)).unwrap();
+        assert!(w.is_some_and(|w| w.contains("cannot read NODE_EXTRA_CA_CERTS")));
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n").unwrap();
+        let (_, w) = tls_config(Some(&junk)).unwrap();
+        assert!(w.is_some_and(|w| w.contains("no usable certificate")));
+        let (_, w) = tls_config(None).unwrap();
+        assert!(w.is_none());
+    }
+
+    #[test]
     fn tls_and_client_build_without_a_global_provider() {
-        let tls = tls_config().expect("tls");
+        let (tls, _) = tls_config(None).expect("tls");
         let cfg = match super::super::resolve(
             &|k| match k {
                 "PM2_PUBLIC_KEY" | "PM2_SECRET_KEY" => Some("k".into()),
