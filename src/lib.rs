@@ -53,8 +53,8 @@ pub mod logs;
 pub mod metrics;
 #[cfg(feature = "monit")]
 mod monit;
-pub mod preload;
 pub mod plus;
+pub mod preload;
 pub mod process;
 mod serve;
 pub mod signals;
