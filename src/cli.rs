@@ -217,11 +217,13 @@ pub struct StartArgs {
     /// Raw app output (the default).
     #[arg(long)]
     pub raw: bool,
-    /// PM2 Plus keys and machine name (accepted for compatibility; the metrics push is a later feature).
+    /// PM2 Plus secret key (PM2_SECRET_KEY wins; prefer it: a flag shows in `ps`).
     #[arg(long, value_name = "KEY")]
     pub secret: Option<String>,
+    /// PM2 Plus public key (PM2_PUBLIC_KEY wins).
     #[arg(long = "public", value_name = "KEY")]
     pub public_key: Option<String>,
+    /// Server name on the PM2 Plus dashboard (PM2_MACHINE_NAME wins; default <hostname>-<4 hex>).
     #[arg(long, value_name = "NAME")]
     pub machine_name: Option<String>,
     /// Seconds a JS config (.config.js, non-JSON .json) may take to evaluate before it is killed (default 30).
@@ -247,6 +249,10 @@ impl StartArgs {
             args: self.args.clone(),
             config_timeout: self.config_timeout,
         }
+    }
+
+    pub fn plus_flags(&self) -> crate::plus::Flags {
+        crate::plus::Flags { public_key: self.public_key.clone(), secret: self.secret.clone(), machine_name: self.machine_name.clone() }
     }
 
     pub fn output_format(&self, stdout_is_tty: bool) -> OutputFormat {

@@ -35,6 +35,9 @@
 //!   and is the client of the verbs.
 //! - [`preload`] is the script Node apps are started with (`--require`): PM2's handling of
 //!   unhandled rejections and uncaught exceptions, and the keep-alive drain of cluster workers.
+//! - [`plus`] is the optional PM2 Plus link (on when both keys are set): its own thread reads
+//!   the status feed and the bus, and asks the coordinator for remote actions through the same
+//!   control requests as the socket; nothing of it exists when it is off.
 //! - [`exit`] is the table of exit codes; [`error`] the top-level errors (critical: the runtime
 //!   cannot run, exit code by kind; runtime: reported, the runtime carries on). Config problems
 //!   are values with file, line, column and key ([`config::Problem`]).
@@ -50,6 +53,7 @@ pub mod logs;
 pub mod metrics;
 #[cfg(feature = "monit")]
 mod monit;
+pub mod plus;
 pub mod preload;
 pub mod process;
 mod serve;
@@ -162,6 +166,7 @@ fn run_start(start: &StartArgs, extra_env: &[(String, String)]) -> Outcome {
         Ok(rt) => rt,
         Err(source) => return critical(Critical::Setup { what: "start the async runtime", source }),
     };
+    let plus = plus::resolve(&|name| std::env::var(name).ok(), &start.plus_flags());
     let format = start.output_format(std::io::stdout().is_terminal());
     let delay = Duration::from_secs_f64(start.delay.unwrap_or(0.0).max(0.0));
     rt.block_on(async move {
@@ -200,6 +205,7 @@ fn run_start(start: &StartArgs, extra_env: &[(String, String)]) -> Outcome {
         };
         // The control socket: refuse to run twice on one PM2_HOME; run without it if it cannot be made.
         let (control_tx, control_rx) = tokio::sync::mpsc::channel(64);
+        let plus_control = control_tx.clone();
         let socket = match control::server::bind(Path::new(&pm2_home())) {
             Ok((listener, path)) => {
                 tokio::spawn(control::server::serve(listener, control_tx));
@@ -224,7 +230,27 @@ fn run_start(start: &StartArgs, extra_env: &[(String, String)]) -> Outcome {
         // server, an upstream link) take a feed and the control sender here; with none, the feed
         // is dropped and the sampler only runs while `ls`/`monit` ask.
         let (board, feed) = supervisor::Board::new();
-        drop(feed);
+        match plus {
+            #[cfg(feature = "plus")]
+            plus::Resolved::On(cfg) => {
+                let handles = plus::Handles { feed, bus: board.bus.clone(), control: plus_control, logs: hub.clone() };
+                if let Err(e) = plus::spawn(cfg, handles) {
+                    tracing::error!("PM2 Plus: {e}; running without it");
+                }
+            }
+            #[cfg(not(feature = "plus"))]
+            plus::Resolved::On(_) => {
+                tracing::warn!(
+                    "PM2 Plus keys are set, but this pm-runtime was built without PM2 Plus (cargo feature `plus`): the link stays off"
+                );
+                drop((feed, plus_control));
+            }
+            plus::Resolved::Misconfigured(why) => {
+                tracing::warn!("{why}");
+                drop((feed, plus_control));
+            }
+            plus::Resolved::Off => drop((feed, plus_control)),
+        }
         let outcome = supervisor::run(eco, opts, reaper.clone(), hub.clone(), signals, control_rx, board).await;
         if let Some(file) = socket {
             file.remove();

@@ -36,6 +36,10 @@ const NEVER_INHERIT: &[&str] = &[
     "LISTEN_PID",
     "LISTEN_FDNAMES",
     "NOTIFY_SOCKET",
+    // The PM2 Plus secret is the runtime's, not the apps' (an app that prints its environment
+    // would leak it); an app that needs it sets it in its own `env`.
+    "PM2_SECRET_KEY",
+    "KEYMETRICS_SECRET",
 ];
 
 pub fn build(inherited: &[(OsString, OsString)], app: &App, f: &InstanceFacts) -> Vec<(OsString, OsString)> {

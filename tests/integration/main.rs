@@ -13,6 +13,10 @@ mod logs;
 mod node_apps;
 mod node_cluster;
 mod node_versions;
+#[cfg(feature = "plus")]
+mod plus;
+#[cfg(feature = "plus")]
+mod plus_mock;
 mod port_sharing;
 mod restart;
 mod serve;
