@@ -3,13 +3,14 @@
 # platform, staged into a copy of its platform package, every package.json version checked
 # against Cargo.toml, then `npm pack` of each into the output folder (default npm/dist/).
 #
-#   npm/build.sh [--out DIR] [--platforms linux-x64,linux-arm64]
+#   npm/build.sh [--out DIR] [--platforms linux-x64,linux-arm64] [--binary PLATFORM=PATH]...
 #   npm/build.sh --check         only check that every version matches Cargo.toml (exit 1 if not)
 #   npm/build.sh --set-version   write Cargo.toml's version into every package.json
 #
 # Without --platforms, every platform is attempted and one that cannot be built on this machine
 # (no target std, no cross linker) is skipped with a message; a platform asked for by name must
-# build. Publishing is then: npm publish DIR/*.tgz (platform packages first).
+# build. --binary packs a binary built elsewhere (CI takes the one its Docker build compiled)
+# instead of running cargo; it is checked the same way. Publishing is then: npm publish DIR/*.tgz (platform packages first).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(dirname "$here")"
@@ -18,10 +19,12 @@ cd "$repo"
 out="$here/dist"
 platforms=""
 mode=build
+declare -A given=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) out="$2"; shift 2 ;;
     --platforms) platforms="$2"; shift 2 ;;
+    --binary) given["${2%%=*}"]="${2#*=}"; shift 2 ;;
     --check) mode=check; shift ;;
     --set-version) mode=set; shift ;;
     *) echo "npm/build.sh: unknown argument $1" >&2; exit 64 ;;
@@ -84,7 +87,10 @@ skip() {
 for p in ${platforms//,/ }; do
   t="$(rust_target "$p")" || { echo "npm/build.sh: unknown platform $p" >&2; exit 64; }
   env=(RUSTFLAGS='-C target-feature=+crt-static')
-  if [ "$t" != "$host" ]; then
+  if [ -n "${given[$p]:-}" ]; then
+    bin="${given[$p]}"
+    [ -f "$bin" ] || { echo "npm/build.sh: --binary $p=$bin: no such file" >&2; exit 1; }
+  elif [ "$t" != "$host" ]; then
     if ! rustc --print sysroot >/dev/null || [ ! -d "$(rustc --print sysroot)/lib/rustlib/$t/lib" ]; then
       skip "$p" "no Rust standard library for $t (rustup target add $t)"
       continue
@@ -97,9 +103,11 @@ for p in ${platforms//,/ }; do
     var="CARGO_TARGET_$(echo "$t" | tr 'a-z-' 'A-Z_')_LINKER"
     env+=("$var=$linker")
   fi
-  echo "npm/build.sh: building $p ($t)" >&2
-  env "${env[@]}" cargo build --release --locked --target "$t" >&2
-  bin="target/$t/release/pm-runtime"
+  if [ -z "${given[$p]:-}" ]; then
+    echo "npm/build.sh: building $p ($t)" >&2
+    env "${env[@]}" cargo build --release --locked --target "$t" >&2
+    bin="target/$t/release/pm-runtime"
+  fi
   # The right machine, and statically linked (no interpreter), before it goes anywhere.
   machine="$(od -An -tx1 -j18 -N2 "$bin" | tr -d ' \n')"
   [ "$machine" = "$(elf_machine "$t")" ] || { echo "npm/build.sh: $bin is not a $t binary (ELF machine $machine)" >&2; exit 1; }

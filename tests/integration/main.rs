@@ -13,6 +13,7 @@ mod logs;
 mod node_apps;
 mod node_cluster;
 mod node_versions;
+mod npm;
 mod port_sharing;
 mod restart;
 mod serve;
