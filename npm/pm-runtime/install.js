@@ -16,6 +16,8 @@ function main() {
   if (process.platform === 'win32') return;
   // Yarn 2+ (PnP) runs bins through its own wrappers and cannot take a binary here.
   if (/^yarn\/[2-9]/.test(process.env.npm_config_user_agent || '')) return;
+  // PM_RUNTIME_BINARY_PATH is read when pm-runtime runs: only the launcher can honour it.
+  if (process.env.PM_RUNTIME_BINARY_PATH) return;
   let bin;
   try {
     bin = findBinary();

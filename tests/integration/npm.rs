@@ -400,6 +400,15 @@ fn npm_launcher_without_install_scripts_forwards_signals_and_exit_status() {
     assert_eq!(st.code(), Some(1));
     assert!(err.contains("PM_RUNTIME_BINARY_PATH=") && err.contains("nowhere") && err.contains("not an executable"), "{err}");
 
+    // `npm rebuild pm-runtime` runs the postinstall step again: it keeps the launcher while
+    // PM_RUNTIME_BINARY_PATH is set (only the launcher reads it), and puts the binary otherwise.
+    let mut rebuild = reg.cmd("npm", &proj);
+    rebuild.args(["rebuild", "pm-runtime"]).env("PM_RUNTIME_BINARY_PATH", &fake);
+    ok(rebuild, Duration::from_secs(60));
+    assert!(!is_elf(&bin), "the launcher stays while PM_RUNTIME_BINARY_PATH is set");
+    reg.npm(&proj, &["rebuild", "pm-runtime"]);
+    assert!(is_elf(&bin), "npm rebuild put the binary in place");
+
     // Without the platform package, the error says which package and how to build from source.
     reg.npm(&proj, &["ci", "--ignore-scripts", "--omit=optional"]);
     assert!(!proj.join("node_modules/@pm-runtime/linux-x64").exists());
