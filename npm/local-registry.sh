@@ -3,7 +3,7 @@
 # registry) for testing pm-runtime's npm packages the way users install them.
 #
 #   npm/local-registry.sh tools                     install the test tools (npm/registry/package.json:
-#                                                   verdaccio, Node 22, pnpm, yarn) into $PM_RUNTIME_NPM_TOOLS
+#                                                   verdaccio, pnpm, yarn) into $PM_RUNTIME_NPM_TOOLS
 #                                                   (default target/npm-tools), once; prints that folder
 #   npm/local-registry.sh serve DIR PORT            run verdaccio on 127.0.0.1:PORT in the foreground,
 #                                                   with its config and storage in DIR

@@ -186,9 +186,9 @@ impl Registry {
         ok(c, Duration::from_secs(300))
     }
 
-    /// PATH with one of the test tools' Node versions first.
+    /// PATH with a given Node major first (tests/integration/node_versions.rs).
     fn path_with_node(&self, major: u32) -> std::ffi::OsString {
-        let mut p = std::ffi::OsString::from(self.tools.join(format!("node_modules/node{major}/bin")));
+        let mut p = crate::node_versions::node(major).parent().unwrap().as_os_str().to_owned();
         p.push(":");
         p.push(std::env::var_os("PATH").unwrap_or_default());
         p
