@@ -323,16 +323,7 @@ fn npm_install_gives_the_binary_itself_for_npx_npm_start_npm_ci_and_pid1() {
 #[test]
 fn npm_launcher_without_install_scripts_forwards_signals_and_exit_status() {
     let reg = Registry::start();
-    let proj = reg.project(
-        "launcher",
-        &package_json(""),
-        &[
-            ("app.js", APP),
-            ("ecosystem.config.yml", ECOSYSTEM),
-            ("three.yml", "apps:\n  - name: three\n    script: three.js\n    autorestart: false\n"),
-            ("three.js", "setTimeout(() => process.exit(3), 100);\n"),
-        ],
-    );
+    let proj = reg.project("launcher", &package_json(""), &[("app.js", APP), ("ecosystem.config.yml", ECOSYSTEM)]);
     reg.npm(&proj, &["install", "--ignore-scripts", "pm-runtime"]);
     let bin = proj.join("node_modules/.bin/pm-runtime");
     let text = std::fs::read_to_string(&bin).expect("the launcher is a text file");
@@ -368,8 +359,9 @@ fn npm_launcher_without_install_scripts_forwards_signals_and_exit_status() {
     assert!(!g.0.stderr().contains("killing every app now"), "one SIGTERM, one stop: {}", g.0.stderr());
 
     // The binary's exit code comes back; a binary killed by a signal kills the launcher with it.
-    let (st, out, err) = run(launcher(20, &["start", "three.yml"]), Duration::from_secs(20));
-    assert_eq!(st.code(), Some(3), "{out}\n{err}");
+    let (st, out, err) = run(launcher(20, &["start", "nowhere.yml"]), Duration::from_secs(20));
+    assert_eq!(st.code(), Some(78), "a configuration error: {out}\n{err}");
+    assert!(err.contains("nowhere.yml"), "{err}");
     let (g, _) = serve(launcher(20, &["start", "ecosystem.config.yml"]));
     let child = *children(g.0.pid()).iter().find(|k| exe(**k) == platform_bin).expect("the binary");
     kill(child as i32, libc::SIGKILL);
