@@ -185,14 +185,14 @@ impl Registry {
         c.args(args);
         ok(c, Duration::from_secs(300))
     }
+}
 
-    /// PATH with a given Node major first (tests/integration/node_versions.rs).
-    fn path_with_node(&self, major: u32) -> std::ffi::OsString {
-        let mut p = crate::node_versions::node(major).parent().unwrap().as_os_str().to_owned();
-        p.push(":");
-        p.push(std::env::var_os("PATH").unwrap_or_default());
-        p
-    }
+/// PATH with a given Node major first (tests/integration/node_versions.rs).
+fn path_with_node(major: u32) -> std::ffi::OsString {
+    let mut p = crate::node_versions::node(major).parent().unwrap().as_os_str().to_owned();
+    p.push(":");
+    p.push(std::env::var_os("PATH").unwrap_or_default());
+    p
 }
 
 impl Drop for Registry {
@@ -336,7 +336,7 @@ fn npm_launcher_without_install_scripts_forwards_signals_and_exit_status() {
     // Node 20 has no process.execve: the launcher spawns the binary and relays.
     let launcher = |node: u32, args: &[&str]| {
         let mut c = reg.cmd(&bin, &proj);
-        c.args(args).env("PATH", reg.path_with_node(node));
+        c.args(args).env("PATH", path_with_node(node));
         c
     };
     let (g, _) = serve(launcher(20, &["start", "ecosystem.config.yml"]));
