@@ -17,6 +17,7 @@ mod node_versions;
 mod plus;
 #[cfg(feature = "plus")]
 mod plus_mock;
+mod npm;
 mod port_sharing;
 mod restart;
 mod serve;
