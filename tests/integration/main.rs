@@ -13,11 +13,11 @@ mod logs;
 mod node_apps;
 mod node_cluster;
 mod node_versions;
+mod npm;
 #[cfg(feature = "plus")]
 mod plus;
 #[cfg(feature = "plus")]
 mod plus_mock;
-mod npm;
 mod port_sharing;
 mod restart;
 mod serve;

@@ -46,11 +46,32 @@ fn second_stop_signal_kills_at_once() {
     let mut r = s.start(&["slow.sh", "--kill-timeout", "10000"]);
     r.wait_for("slow", Duration::from_secs(10));
     r.signal(libc::SIGTERM);
-    std::thread::sleep(Duration::from_millis(200));
+    // A second signal counts once it is clearly a second request (signals::STOP_ECHO, 500 ms).
+    std::thread::sleep(Duration::from_millis(700));
     let t = Instant::now();
     r.signal(libc::SIGTERM);
     r.wait(Duration::from_secs(3)).expect("second TERM ends it quickly");
     assert!(t.elapsed() < Duration::from_secs(2));
+}
+
+/// A platform that signals every process (Heroku's dyno manager) plus a launcher that relays its
+/// copy (npm's launcher on Node < 22.15) deliver two TERMs a moment apart: still one graceful
+/// stop, never the forced kill of a second request.
+#[test]
+fn an_echoed_stop_signal_is_the_same_graceful_stop() {
+    let s = Scenario::new().file(
+        "slow.js",
+        "process.on('SIGINT', () => setTimeout(() => { console.log('cleaned up'); process.exit(0); }, 400));\nconsole.log('slow up');\nsetInterval(() => {}, 1000);\n",
+    );
+    let mut r = s.start(&["slow.js"]);
+    r.wait_for("slow up", Duration::from_secs(10));
+    r.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(30));
+    r.signal(libc::SIGTERM);
+    let status = r.wait(Duration::from_secs(10)).expect("stops");
+    assert_eq!(status.code(), Some(0), "{}{}", r.stdout(), r.stderr());
+    assert!(r.stdout().contains("cleaned up"), "the app was not allowed to finish: {}", r.stdout());
+    assert!(!(r.stdout() + &r.stderr()).contains("Second stop signal"), "{}{}", r.stdout(), r.stderr());
 }
 
 #[test]
