@@ -89,6 +89,8 @@ pub fn render(table: &StatusTable, stats: &RuntimeStats, compat_pm2: bool, now: 
         }
     };
     let rows = &table.instances;
+    // Resource series only once the sampler has seen the process (a live tree is never 0 bytes).
+    let sampled = |n: usize| rows[n].pid.is_some() && rows[n].sample.memory_bytes > 0;
     each(&mut out, "pm_runtime_app_up", "gauge", "1 when the instance is online.", &|n| {
         Some(u8::from(rows[n].status == Some(Status::Online)).to_string())
     });
@@ -119,10 +121,10 @@ pub fn render(table: &StatusTable, stats: &RuntimeStats, compat_pm2: bool, now: 
         &|n| rows[n].started_at.map(|t| format!("{:.3}", secs(t))),
     );
     each(&mut out, "pm_runtime_app_cpu_seconds_total", "counter", "CPU time (user+system) of the instance's process tree.", &|n| {
-        rows[n].pid.map(|_| rows[n].sample.cpu_seconds.to_string())
+        sampled(n).then(|| rows[n].sample.cpu_seconds.to_string())
     });
     each(&mut out, "pm_runtime_app_resident_memory_bytes", "gauge", "Resident memory of the instance's whole process tree.", &|n| {
-        rows[n].pid.map(|_| rows[n].sample.memory_bytes.to_string())
+        sampled(n).then(|| rows[n].sample.memory_bytes.to_string())
     });
     each(&mut out, "pm_runtime_app_memory_limit_bytes", "gauge", "max_memory_restart of the instance's app.", &|n| {
         rows[n].app.max_memory_restart.map(|b| b.to_string())

@@ -14,7 +14,7 @@
 //! coordinator waits at most [`CONTROL_TIMEOUT`]); serve env values or secrets (rows come from
 //! `control::process_rows`, which carries no env); let idle or hostile clients exhaust file
 //! descriptors (at most [`MAX_CONNECTIONS`] at once, request headers within [`HEADER_TIMEOUT`],
-//! bodies up to [`MAX_BODY`]).
+//! heads up to [`MAX_HEADERS`], bodies up to [`MAX_BODY`]).
 
 pub mod aggregate;
 pub mod api;
@@ -46,6 +46,8 @@ pub const TOKEN_FILE: &str = "pm-runtime-web.token";
 pub const MAX_CONNECTIONS: usize = 128;
 /// A client must send a request's headers within this time (idle keep-alive included).
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest request head (request line and headers) accepted (`431` beyond).
+pub const MAX_HEADERS: usize = 16 * 1024;
 /// Largest request body accepted (`413` beyond).
 pub const MAX_BODY: usize = 64 * 1024;
 /// Longest wait for the coordinator's answer.
@@ -202,6 +204,7 @@ pub async fn serve(listener: TcpListener, web: Arc<Web>) {
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
                 .max_buf_size(MAX_BODY)
+                .max_header_size(MAX_HEADERS)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
             drop(permit);
