@@ -56,11 +56,6 @@ fn pids(port: u16, app: &str) -> Vec<u64> {
     v["processes"].as_array().unwrap().iter().map(|p| p["pid"].as_u64().unwrap()).collect()
 }
 
-fn restarts(port: u16, app: &str) -> u64 {
-    let v = json(port, &format!("/api/v1/processes/{app}"));
-    v["processes"].as_array().unwrap().iter().map(|p| p["pm2_env"]["restart_time"].as_u64().unwrap()).sum()
-}
-
 fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !ok() {
@@ -515,4 +510,220 @@ fn bad_clients_get_clear_errors_and_supervision_goes_on() {
         TcpStream::connect(("127.0.0.1", port)).is_ok() && get(port, "/livez").0 == 200
     });
     drop(idle);
+}
+
+/// Installs pinned npm packages once into a cache folder under target/ and returns its
+/// node_modules (apps and scripts find them through NODE_PATH). npm must be reachable.
+fn npm_cache(name: &str, packages: &[&str]) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("npm-{name}"));
+    let modules = dir.join("node_modules");
+    let installed = |p: &&str| modules.join(p.rsplit_once('@').map_or(*p, |(n, _)| n)).join("package.json").exists();
+    if packages.iter().all(installed) {
+        return modules;
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = Command::new("npm")
+        .args(["install", "--no-audit", "--no-fund", "--no-save", "--prefix"])
+        .arg(&dir)
+        .args(packages)
+        .output()
+        .expect("npm");
+    assert!(out.status.success(), "npm install {packages:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    modules
+}
+
+const PROM_APP: &str = r#"
+const http = require('http');
+const fs = require('fs');
+const client = require('prom-client');
+// What a cluster app does for prom-client's cluster metrics: one AggregatorRegistry, so that
+// this worker answers the primary's (here: pm-runtime's) metrics requests.
+new client.AggregatorRegistry();
+const inst = Number(process.env.NODE_APP_INSTANCE);
+const requests = new client.Counter({ name: 'app_requests_total', help: 'Requests served', labelNames: ['route'] });
+const latency = new client.Histogram({ name: 'app_latency_seconds', help: 'Latency', labelNames: ['route'], buckets: [0.005, 0.02, 0.1] });
+new client.Gauge({ name: 'app_instance_max', help: 'max', aggregator: 'max' }).set(inst);
+new client.Gauge({ name: 'app_instance_min', help: 'min', aggregator: 'min' }).set(inst + 1);
+new client.Gauge({ name: 'app_instance_avg', help: 'avg', aggregator: 'average' }).set(inst * 10);
+new client.Gauge({ name: 'app_instance_first', help: 'first', aggregator: 'first' }).set(inst + 100);
+new client.Gauge({ name: 'app_instance_omit', help: 'omit', aggregator: 'omit' }).set(inst);
+process.on('SIGUSR2', async () => {
+  fs.writeFileSync(`dump-${inst}.json`, JSON.stringify(await client.register.getMetricsAsJSON()));
+  console.log(`dumped ${inst}`);
+});
+http.createServer((q, r) => {
+  requests.inc({ route: '/hit' });
+  latency.observe({ route: '/hit' }, 0.001 * (inst + 1) * 7);
+  r.end(String(process.pid));
+}).listen(process.env.PORT, '127.0.0.1', () => console.log(`worker ${inst} listening`));
+"#;
+
+/// What prom-client's own AggregatorRegistry makes of the workers' dumps, in a Node master.
+const PROM_REFERENCE: &str = r#"
+const fs = require('fs');
+const { AggregatorRegistry } = require('prom-client');
+const dumps = [0, 1, 2, 3].map(i => JSON.parse(fs.readFileSync(`dump-${i}.json`)));
+AggregatorRegistry.aggregate(dumps).metrics().then(t => process.stdout.write(t));
+"#;
+
+/// Sample lines with their labels sorted, comments as they are: the same exposition whatever
+/// the label order.
+fn canonical(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| match (l.starts_with('#'), l.find('{'), l.rfind('}')) {
+            (false, Some(a), Some(b)) => {
+                let mut labels: Vec<&str> = l[a + 1..b].split(',').collect();
+                labels.sort_unstable();
+                format!("{}{{{}}}{}", &l[..a], labels.join(","), &l[b + 1..])
+            }
+            _ => l.to_string(),
+        })
+        .collect()
+}
+
+#[test]
+fn cluster_apps_prom_client_metrics_are_merged_as_prom_client_does() {
+    let modules = npm_cache("prom", &["prom-client@15.1.3"]);
+    let app_port = free_port();
+    let s = Scenario::new().file("app.js", PROM_APP).file("reference.js", PROM_REFERENCE).file(
+        "e.yml",
+        &format!(
+            "apps:\n  - name: c\n    script: app.js\n    exec_mode: cluster\n    instances: 4\n    env:\n      PORT: {app_port}\n      NODE_PATH: {}\n  - name: plain\n    script: app.js\n    exec_mode: fork\n    env:\n      PORT: {}\n      NODE_PATH: {}\n",
+            modules.display(),
+            free_port(),
+            modules.display()
+        ),
+    );
+    let r = s.start(&["e.yml", "--web=0"]);
+    let port = web_port(&r);
+    wait_until("four workers listen", Duration::from_secs(15), || r.stdout().matches("listening").count() >= 5);
+    // 400 requests, one connection each, spread over the workers by the runtime.
+    let mut by_pid = std::collections::BTreeMap::new();
+    for _ in 0..400 {
+        let pid = http_get(app_port).expect("the app answers");
+        *by_pid.entry(pid).or_insert(0) += 1;
+    }
+    assert!(by_pid.len() >= 2, "requests reached several workers: {by_pid:?}");
+
+    let (code, text) = get(port, "/metrics/apps");
+    assert_eq!(code, 200, "{text}");
+    assert!(text.lines().any(|l| l == "app_requests_total{route=\"/hit\"} 400"), "the counter sums exactly across workers:\n{text}");
+    assert!(text.lines().any(|l| l == "app_latency_seconds_count{route=\"/hit\"} 400"), "{text}");
+    assert!(text.lines().any(|l| l == "app_instance_max 3") && text.lines().any(|l| l == "app_instance_min 1"), "{text}");
+    assert!(text.lines().any(|l| l == "app_instance_avg 15") && text.lines().any(|l| l == "app_instance_first 100"), "{text}");
+    assert!(!text.contains("app_instance_omit"), "{text}");
+    promtool(&text);
+
+    // The same result as prom-client's AggregatorRegistry in a Node master, on the same numbers.
+    assert_eq!(cli(&s, &["sendSignal", "SIGUSR2", "c"]).0, 0);
+    wait_until("every worker dumped its metrics", Duration::from_secs(5), || {
+        (0..4).all(|i| s.path().join(format!("dump-{i}.json")).exists())
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let reference = Command::new("node").arg("reference.js").current_dir(s.path()).env("NODE_PATH", &modules).output().unwrap();
+    assert!(reference.status.success(), "{}", String::from_utf8_lossy(&reference.stderr));
+    let reference = String::from_utf8(reference.stdout).unwrap();
+    let (_, again) = get(port, "/metrics/apps");
+    assert_eq!(canonical(&again), canonical(&reference), "pm-runtime:\n{again}\nprom-client:\n{reference}");
+}
+
+/// Drives the dashboard in the system's Chromium (Debian's `chromium`; CI installs it) with
+/// playwright-core: prints what it saw as JSON.
+const DASHBOARD_DRIVER: &str = r#"
+const { chromium } = require('playwright-core');
+const [port, token, shot] = process.argv.slice(2);
+const base = `http://127.0.0.1:${port}`;
+const api = async p => (await fetch(base + p)).json();
+const sleep = ms => new Promise(r => setTimeout(r, ms));
+(async () => {
+  const browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+           '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  const page = await browser.newPage({ viewport: { width: 1100, height: 640 } });
+  const out = { requests: [] };
+  page.on('request', r => out.requests.push(r.url()));
+  await page.goto(base + '/');
+  out.url = page.url();
+  await page.waitForSelector('tr[data-app="crashy"] .st.online', { timeout: 10000 });
+  await page.waitForSelector('tr[data-app="web"] .st.online', { timeout: 10000 });
+  out.apps = await page.$$eval('#rows tr', trs => trs.map(t => t.dataset.app));
+  // A crash shows up as a restart.
+  const before = await page.textContent('tr[data-app="crashy"] .rs');
+  const pid = (await api('/api/v1/processes/crashy')).processes[0].pid;
+  const t0 = Date.now();
+  process.kill(pid, 'SIGKILL');
+  await page.waitForFunction(b => { const c = document.querySelector('tr[data-app="crashy"] .rs'); return c && c.textContent !== b; }, before, { timeout: 5000 });
+  out.crash_seen_ms = Date.now() - t0;
+  out.restarts = [before, await page.textContent('tr[data-app="crashy"] .rs')];
+  // The restart button asks for the token and restarts the app.
+  page.on('dialog', d => { out.dialog = d.message(); d.accept(token); });
+  const webPid = (await api('/api/v1/processes/web')).processes[0].pid;
+  await page.click('tr[data-app="web"] button[data-a="restart"]');
+  let newPid = webPid;
+  for (const t1 = Date.now(); Date.now() - t1 < 5000 && (newPid === webPid || !newPid); await sleep(50)) {
+    newPid = (await api('/api/v1/processes/web')).processes[0].pid;
+  }
+  out.web_pids = [webPid, newPid];
+  // Selecting an app follows its logs live.
+  await page.click('tr[data-app="web"] td');
+  await page.waitForFunction(() => document.querySelector('#lt').textContent.includes('web'), null, { timeout: 5000 });
+  const seen = await page.textContent('#logs');
+  await page.waitForFunction(n => document.querySelectorAll('#logs div').length > n, (await page.$$('#logs div')).length, { timeout: 5000 });
+  out.logs = (await page.textContent('#logs')).split('\n').slice(-3);
+  await sleep(1500);
+  out.sparklines = await page.$$eval('svg polyline', p => p.length);
+  if (shot) await page.screenshot({ path: shot });
+  out.requests = [...new Set(out.requests.map(u => new URL(u).host))];
+  console.log(JSON.stringify(out));
+  await browser.close();
+})().catch(e => { console.error(e); process.exit(1); });
+"#;
+
+#[test]
+fn dashboard_in_a_real_browser() {
+    let modules = npm_cache("playwright", &["playwright-core@1.65.1"]);
+    let s = Scenario::new()
+        .file("web.sh", "#!/bin/sh\nwhile :; do echo web line $(date +%s%N); sleep 0.2; done\n")
+        .file("crashy.sh", "#!/bin/sh\necho crashy up\nwhile :; do sleep 1; done\n")
+        .file(
+            "e.yml",
+            "apps:\n  - name: web\n    script: web.sh\n    instances: 2\n  - name: crashy\n    script: crashy.sh\n    restart_delay: 0\n",
+        )
+        .file("driver.js", DASHBOARD_DRIVER);
+    let mut cmd = s.command(&["e.yml", "--web=0"]);
+    cmd.env("PM_RUNTIME_WEB_TOKEN", "dash-token-1");
+    let r = Running::start(cmd);
+    let port = web_port(&r);
+    let shot = s.path().join("dashboard.png");
+    // DASHBOARD_SCREENSHOT=path keeps the screenshot (the README's is made so).
+    let shot = std::env::var_os("DASHBOARD_SCREENSHOT").map(PathBuf::from).unwrap_or(shot);
+    let out = Command::new("node")
+        .arg("driver.js")
+        .args([&port.to_string(), "dash-token-1"])
+        .arg(&shot)
+        .current_dir(s.path())
+        .env("NODE_PATH", &modules)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the browser run failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(seen["url"].as_str().unwrap().ends_with("/dashboard"), "{seen}");
+    assert_eq!(seen["apps"], serde_json::json!(["web", "web", "crashy"]), "{seen}");
+    assert!(seen["crash_seen_ms"].as_u64().unwrap() <= 2000, "the crash shows up within 2 s: {seen}");
+    assert_eq!(seen["restarts"][0], "0");
+    assert_eq!(seen["restarts"][1], "1");
+    assert!(seen["dialog"].as_str().unwrap().contains("Token"), "{seen}");
+    assert_ne!(seen["web_pids"][0], seen["web_pids"][1], "the button restarted web: {seen}");
+    assert!(seen["logs"].as_array().unwrap().iter().any(|l| l.as_str().unwrap().contains("web line")), "{seen}");
+    assert_eq!(seen["sparklines"], 6, "CPU and memory sparklines per instance: {seen}");
+    assert_eq!(seen["requests"], serde_json::json!([format!("127.0.0.1:{port}")]), "no external asset: {seen}");
+    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
 }
