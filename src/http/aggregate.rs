@@ -265,29 +265,56 @@ fn escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('\n', "\\n")
 }
 
-/// prom-client's text format of merged metrics (`registry.metrics()`), with `extra` labels put
-/// first on every value (the runtime adds `app` when several apps answer).
-pub fn render(out: &mut String, agg: &Aggregated, extra: &[(&str, &str)]) {
-    let mut blocks = Vec::with_capacity(agg.families.len());
-    for f in &agg.families {
-        let name = escape(&f.name);
-        let mut lines = vec![format!("# HELP {name} {}", escape(&f.help)), format!("# TYPE {name} {}", f.kind)];
-        for s in &f.values {
-            let mut parts: Vec<String> = extra.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v).replace('"', "\\\""))).collect();
-            for (k, v) in &s.labels {
-                let text = match v {
-                    Value::String(t) => escape(t).replace('"', "\\\""),
-                    other => js_string(other),
-                };
-                parts.push(format!("{k}=\"{text}\""));
+/// prom-client's text format of merged metrics (`registry.metrics()`).
+pub fn render(out: &mut String, agg: &Aggregated) {
+    render_apps(out, &[("", agg)]);
+}
+
+/// Several apps' merged metrics in one exposition. With one app, exactly prom-client's text;
+/// with more, each metric appears once (HELP and TYPE from the first app that has it) and every
+/// value gets the label `app` first, so two apps' metrics of the same name stay apart.
+pub fn render_apps(out: &mut String, apps: &[(&str, &Aggregated)]) {
+    let label = apps.len() > 1;
+    let mut names: Vec<&str> = Vec::new();
+    for (_, agg) in apps {
+        for f in &agg.families {
+            if !names.contains(&f.name.as_str()) {
+                names.push(&f.name);
             }
-            let labels = if parts.is_empty() { String::new() } else { format!("{{{}}}", parts.join(",")) };
-            lines.push(format!("{}{labels} {}", s.metric_name.as_deref().unwrap_or(&name), value_string(s.value)));
+        }
+    }
+    let mut blocks = Vec::with_capacity(names.len());
+    for name in names {
+        let mut lines = Vec::new();
+        for (app, agg) in apps {
+            let Some(f) = agg.families.iter().find(|f| f.name == name) else { continue };
+            let escaped = escape(&f.name);
+            if lines.is_empty() {
+                lines.push(format!("# HELP {escaped} {}", escape(&f.help)));
+                lines.push(format!("# TYPE {escaped} {}", f.kind));
+            }
+            for s in &f.values {
+                let mut parts: Vec<String> = Vec::with_capacity(s.labels.len() + 1);
+                if label {
+                    parts.push(format!("app=\"{}\"", escape(app).replace('"', "\\\"")));
+                }
+                for (k, v) in &s.labels {
+                    let text = match v {
+                        Value::String(t) => escape(t).replace('"', "\\\""),
+                        other => js_string(other),
+                    };
+                    parts.push(format!("{k}=\"{text}\""));
+                }
+                let labels = if parts.is_empty() { String::new() } else { format!("{{{}}}", parts.join(",")) };
+                lines.push(format!("{}{labels} {}", s.metric_name.as_deref().unwrap_or(&escaped), value_string(s.value)));
+            }
         }
         blocks.push(lines.join("\n"));
     }
-    for n in &agg.notes {
-        blocks.push(format!("# pm-runtime: {n}"));
+    for (app, agg) in apps {
+        for n in &agg.notes {
+            blocks.push(if label { format!("# pm-runtime: {app}: {n}") } else { format!("# pm-runtime: {n}") });
+        }
     }
     if !blocks.is_empty() {
         out.push_str(&blocks.join("\n\n"));
@@ -392,7 +419,7 @@ mod tests {
         ];
         let got = aggregate(&[w1, w2]);
         let mut text = String::new();
-        render(&mut text, &got, &[]);
+        render(&mut text, &got);
         // Labels print in the order of the first value; serde_json's map orders them by name.
         let want = "# HELP http_requests_total http_requests_total help\n\
                     # TYPE http_requests_total counter\n\
@@ -410,10 +437,15 @@ mod tests {
                     # TYPE g gauge\n\
                     g{path=\"a\\\"b\\\\c\\nd\"} 1.5e-7\n";
         assert_eq!(text, want);
-        let mut with_app = String::new();
-        render(&mut with_app, &got, &[("app", "web")]);
-        assert!(with_app.contains("http_requests_total{app=\"web\",code=\"200\",method=\"GET\"} 7\n"), "{with_app}");
-        assert!(with_app.contains("lat_sum{app=\"web\"} 0.75\n"), "{with_app}");
+        // Two apps: one family per name, every value labelled with its app.
+        let other =
+            aggregate(&[vec![counter("http_requests_total", None, json!([{ "value": 2, "labels": { "code": 200, "method": "GET" } }]))]]);
+        let mut two = String::new();
+        render_apps(&mut two, &[("web", &got), ("api", &other)]);
+        assert_eq!(two.matches("# TYPE http_requests_total counter").count(), 1, "{two}");
+        assert!(two.contains("http_requests_total{app=\"web\",code=\"200\",method=\"GET\"} 7\n"), "{two}");
+        assert!(two.contains("http_requests_total{app=\"api\",code=\"200\",method=\"GET\"} 2\n"), "{two}");
+        assert!(two.contains("lat_sum{app=\"web\"} 0.75\n"), "{two}");
     }
 
     #[test]

@@ -133,7 +133,8 @@ fn cors(mut r: Response) -> Response {
 }
 
 async fn list(State(web): Shared) -> Response {
-    cors(axum::Json(json!({ "processes": process_rows(&web.table(), None), "stopping": web.table().stopping })).into_response())
+    let table = web.table();
+    cors(axum::Json(json!({ "processes": process_rows(&table, None), "stopping": table.stopping })).into_response())
 }
 
 /// pm_ids of `target`: an app name or a pm_id.
@@ -234,6 +235,10 @@ async fn metrics(State(web): Shared) -> Response {
 /// The prom-client metrics of every cluster app, merged across its workers.
 async fn app_metrics(State(web): Shared) -> Response {
     let table = web.table();
+    if table.stopping {
+        // The coordinator no longer carries messages to the apps.
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the runtime is stopping");
+    }
     // pm_id → app name, for the online workers of Node cluster apps.
     let workers: HashMap<u32, String> = table
         .instances
@@ -277,14 +282,17 @@ async fn app_metrics(State(web): Shared) -> Response {
             apps.push((a.app.name.clone(), metrics, notes));
         }
     }
+    let merged: Vec<(String, aggregate::Aggregated)> = apps
+        .into_iter()
+        .map(|(name, metrics, notes)| {
+            let mut agg = aggregate::aggregate(&metrics);
+            agg.notes.extend(notes);
+            (name, agg)
+        })
+        .collect();
+    let refs: Vec<(&str, &aggregate::Aggregated)> = merged.iter().map(|(n, a)| (n.as_str(), a)).collect();
     let mut text = String::new();
-    let several = apps.len() > 1;
-    for (name, metrics, notes) in &apps {
-        let mut agg = aggregate::aggregate(metrics);
-        agg.notes.extend(notes.iter().cloned());
-        let extra = [("app", name.as_str())];
-        aggregate::render(&mut text, &agg, if several { &extra } else { &[] });
-    }
+    aggregate::render_apps(&mut text, &refs);
     ([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], text).into_response()
 }
 
