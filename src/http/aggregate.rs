@@ -420,11 +420,12 @@ mod tests {
         let got = aggregate(&[w1, w2]);
         let mut text = String::new();
         render(&mut text, &got);
-        // Labels print in the order of the first value; serde_json's map orders them by name.
+        // Labels print in the order of the group's first value (serde_json keeps insertion
+        // order), as prom-client prints them; grouping ignores the order.
         let want = "# HELP http_requests_total http_requests_total help\n\
                     # TYPE http_requests_total counter\n\
-                    http_requests_total{code=\"200\",method=\"GET\"} 7\n\
-                    http_requests_total{code=\"500\",method=\"POST\"} 1\n\
+                    http_requests_total{method=\"GET\",code=\"200\"} 7\n\
+                    http_requests_total{method=\"POST\",code=\"500\"} 1\n\
                     \n\
                     # HELP lat Latency\n\
                     # TYPE lat histogram\n\
@@ -443,7 +444,7 @@ mod tests {
         let mut two = String::new();
         render_apps(&mut two, &[("web", &got), ("api", &other)]);
         assert_eq!(two.matches("# TYPE http_requests_total counter").count(), 1, "{two}");
-        assert!(two.contains("http_requests_total{app=\"web\",code=\"200\",method=\"GET\"} 7\n"), "{two}");
+        assert!(two.contains("http_requests_total{app=\"web\",method=\"GET\",code=\"200\"} 7\n"), "{two}");
         assert!(two.contains("http_requests_total{app=\"api\",code=\"200\",method=\"GET\"} 2\n"), "{two}");
         assert!(two.contains("lat_sum{app=\"web\"} 0.75\n"), "{two}");
     }

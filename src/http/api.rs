@@ -37,8 +37,8 @@ use crate::control::protocol::Request;
 use crate::control::server::ControlRequest;
 use crate::logs::Stream;
 use crate::supervisor::control::process_rows;
-use crate::supervisor::jlist::Env;
 use crate::supervisor::instance::Status;
+use crate::supervisor::jlist::Env;
 use crate::supervisor::status::{BusEvent, StatusTable};
 
 type Shared = State<Arc<Web>>;
@@ -134,7 +134,7 @@ fn cors(mut r: Response) -> Response {
 
 async fn list(State(web): Shared) -> Response {
     let table = web.table();
-    cors(axum::Json(json!({ "processes": process_rows(&table, None), "stopping": table.stopping })).into_response())
+    cors(axum::Json(json!({ "processes": process_rows(&table, None, Env::Omit), "stopping": table.stopping })).into_response())
 }
 
 /// pm_ids of `target`: an app name or a pm_id.

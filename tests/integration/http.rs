@@ -217,6 +217,18 @@ fn api_metrics_probes_and_write_actions_without_leaking_secrets() {
         let p = pids(port, "crashy");
         p != before && p[0] != 0
     });
+    // The restart is counted by reason in /metrics; a crash too.
+    let restarts = |reason: &str| -> u64 {
+        let want = format!("pm_runtime_app_restarts_total{{app=\"crashy\",instance=\"0\",pm_id=\"2\",reason=\"{reason}\"}} ");
+        get(port, "/metrics").1.lines().find_map(|l| l.strip_prefix(want.as_str()).map(|v| v.parse().unwrap())).unwrap()
+    };
+    wait_until("a manual restart is counted", Duration::from_secs(5), || restarts("manual") == 1);
+    let pid = pids(port, "crashy")[0];
+    // SAFETY: kill(2) of the app the runtime supervises.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    wait_until("a crash is counted", Duration::from_secs(5), || restarts("crash") == 1);
+    assert!(get(port, "/metrics").1.contains("pm_runtime_app_last_exit_code{app=\"crashy\",instance=\"0\",pm_id=\"2\"} 137"));
+    assert_eq!(restarts("memory") + restarts("cron") + restarts("watch") + restarts("reload"), 0);
     let (code, _, body) = request(port, "POST", "/api/v1/processes/web/scale", &auth, r#"{"count": 3}"#);
     assert_eq!(code, 200, "{body}");
     wait_until("web has 3 instances", Duration::from_secs(5), || pids(port, "web").len() == 3);
@@ -626,6 +638,7 @@ fn cluster_apps_prom_client_metrics_are_merged_as_prom_client_does() {
     let reference = String::from_utf8(reference.stdout).unwrap();
     let (_, again) = get(port, "/metrics/apps");
     assert_eq!(canonical(&again), canonical(&reference), "pm-runtime:\n{again}\nprom-client:\n{reference}");
+    assert_eq!(again, reference, "the same text, label order included");
 }
 
 /// Drives the dashboard in the system's Chromium (Debian's `chromium`; CI installs it) with
