@@ -160,7 +160,7 @@ async fn ask(web: &Web, req: Request) -> Result<Value, Response> {
         return Err(unavailable());
     }
     match tokio::time::timeout(CONTROL_TIMEOUT, rx).await {
-        Ok(Ok(v)) => Ok(v),
+        Ok(Ok(reply)) => Ok(serde_json::to_value(&reply).unwrap_or_else(|e| json!({ "ok": false, "error": e.to_string() }))),
         _ => Err(unavailable()),
     }
 }
