@@ -217,6 +217,13 @@ pub struct StartArgs {
     /// Raw app output (the default).
     #[arg(long)]
     pub raw: bool,
+    /// Serve the HTTP API, /metrics, health probes and the dashboard (default port 9615, or
+    /// PM2_WEB_PORT / PM2_API_PORT; address PM2_API_IPADDR, default 127.0.0.1). Port 0 picks one.
+    #[arg(long, num_args = 0..=1, require_equals = true, value_name = "PORT")]
+    pub web: Option<Option<u16>>,
+    /// Also serve the PM2 Prometheus exporter's metric names on /metrics (`pm2`).
+    #[arg(long, value_name = "pm2")]
+    pub metrics_compat: Option<String>,
     /// PM2 Plus secret key (PM2_SECRET_KEY wins; prefer it: a flag shows in `ps`).
     #[arg(long, value_name = "KEY")]
     pub secret: Option<String>,
@@ -287,9 +294,18 @@ fn is_subcommand(word: &str) -> bool {
     word == "help" || Cli::command().get_subcommands().any(|c| c.get_name() == word || c.get_all_aliases().any(|a| a == word))
 }
 
-/// Inserts `start` for the short form `pm-runtime <file> …`.
+/// Inserts `start` for the short form `pm-runtime <file> …`, and joins `--web PORT` into
+/// `--web=PORT` (so `--web app.yml` leaves the file alone, as in PM2).
 pub fn normalize_args(mut args: Vec<String>) -> Vec<String> {
-    if let Some(first) = args.get(1)
+    if let Some(i) = args.iter().position(|a| a == "--web")
+        && args.get(i + 1).is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        let port = args.remove(i + 1);
+        args[i] = format!("--web={port}");
+    }
+    // `pm-runtime --web app.yml`: the flag may come first.
+    let at = if args.get(1).is_some_and(|a| a == "--web" || a.starts_with("--web=")) { 2 } else { 1 };
+    if let Some(first) = args.get(at)
         && !first.starts_with('-')
         && !is_subcommand(first)
     {
@@ -324,5 +340,20 @@ mod tests {
         let o = s.overrides();
         assert_eq!(o.only, v(&["a", "b"]));
         assert_eq!(o.args, v(&["x", "--y"]));
+    }
+
+    #[test]
+    fn web_takes_an_optional_port_but_never_the_file() {
+        let web = |a: &[&str]| {
+            let cli = Cli::try_parse_from(normalize_args(v(a))).unwrap();
+            let Command::Start(s) = cli.command else { panic!("not start") };
+            (s.web, s.target)
+        };
+        assert_eq!(web(&["pm-runtime", "app.yml"]), (None, "app.yml".into()));
+        assert_eq!(web(&["pm-runtime", "app.yml", "--web"]), (Some(None), "app.yml".into()));
+        assert_eq!(web(&["pm-runtime", "--web", "app.yml"]), (Some(None), "app.yml".into()));
+        assert_eq!(web(&["pm-runtime", "start", "app.yml", "--web", "8080"]), (Some(Some(8080)), "app.yml".into()));
+        assert_eq!(web(&["pm-runtime", "app.yml", "--web=0"]), (Some(Some(0)), "app.yml".into()));
+        assert!(Cli::try_parse_from(normalize_args(v(&["pm-runtime", "app.yml", "--web", "99999"]))).is_err());
     }
 }

@@ -35,6 +35,9 @@
 //!   and is the client of the verbs.
 //! - [`preload`] is the script Node apps are started with (`--require`): PM2's handling of
 //!   unhandled rejections and uncaught exceptions, and the keep-alive drain of cluster workers.
+//! - [`http`] (only with `--web`) serves the table over HTTP: PM2's `--web` JSON, a token-protected
+//!   API whose writes are control requests, Prometheus `/metrics` (with prom-client cluster
+//!   aggregation), health probes, live logs and a dashboard.
 //! - [`plus`] is the optional PM2 Plus link (on when both keys are set): its own thread reads
 //!   the status feed and the bus, and asks the coordinator for remote actions through the same
 //!   control requests as the socket; nothing of it exists when it is off.
@@ -49,6 +52,7 @@ pub mod config;
 pub mod control;
 pub mod error;
 pub mod exit;
+pub mod http;
 pub mod logs;
 pub mod metrics;
 #[cfg(feature = "monit")]
@@ -162,6 +166,13 @@ fn run_start(start: &StartArgs, extra_env: &[(String, String)]) -> Outcome {
     for app in &mut eco.apps {
         app.env.extend(extra_env.iter().cloned());
     }
+    let web = match http::options(start.web, start.metrics_compat.as_deref(), &|k| std::env::var(k).ok()) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("pm-runtime: {e}");
+            return Outcome::Usage;
+        }
+    };
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(source) => return critical(Critical::Setup { what: "start the async runtime", source }),
@@ -206,6 +217,7 @@ fn run_start(start: &StartArgs, extra_env: &[(String, String)]) -> Outcome {
         // The control socket: refuse to run twice on one PM2_HOME; run without it if it cannot be made.
         let (control_tx, control_rx) = tokio::sync::mpsc::channel(64);
         let plus_control = control_tx.clone();
+        let http_control = web.as_ref().map(|_| control_tx.clone());
         let socket = match control::server::bind(Path::new(&pm2_home())) {
             Ok((listener, path)) => {
                 tokio::spawn(control::server::serve(listener, control_tx));
@@ -230,6 +242,16 @@ fn run_start(start: &StartArgs, extra_env: &[(String, String)]) -> Outcome {
         // server, an upstream link) take a feed and the control sender here; with none, the feed
         // is dropped and the sampler only runs while `ls`/`monit` ask.
         let (board, feed) = supervisor::Board::new();
+        if let (Some(opts), Some(control)) = (web, http_control)
+            && let Err(e) = start_http(&opts, feed.clone(), &board, control, &hub, &reaper).await
+        {
+            tracing::error!("{e}");
+            if let Some(file) = socket {
+                file.remove();
+            }
+            hub.flush().await;
+            return Outcome::ConfigError;
+        }
         match plus {
             #[cfg(feature = "plus")]
             plus::Resolved::On(cfg) => {
@@ -268,6 +290,38 @@ fn run_start(start: &StartArgs, extra_env: &[(String, String)]) -> Outcome {
 fn critical(e: Critical) -> Outcome {
     eprintln!("pm-runtime: {e}");
     e.outcome()
+}
+
+/// Binds the HTTP server and spawns it (with `--web`); says where it listens and where the token is.
+async fn start_http(
+    opts: &http::WebOptions,
+    feed: supervisor::status::StatusFeed,
+    board: &supervisor::Board,
+    control: tokio::sync::mpsc::Sender<control::server::ControlRequest>,
+    hub: &logs::LogHub,
+    reaper: &process::Reaper,
+) -> Result<(), String> {
+    let listener = http::bind(opts).await?;
+    let addr = listener.local_addr().map_err(|e| format!("--web: {e}"))?;
+    let (token, file) = http::token(std::env::var("PM_RUNTIME_WEB_TOKEN").ok(), Path::new(&pm2_home()))?;
+    let writes = match (&token, file) {
+        (http::Token::Disabled, _) => "write actions disabled (PM_RUNTIME_WEB_TOKEN is empty)".to_string(),
+        (_, Some(path)) => format!("write actions need the token in {}", path.display()),
+        (_, None) => "write actions need PM_RUNTIME_WEB_TOKEN".to_string(),
+    };
+    tracing::info!("HTTP API, /metrics and dashboard on http://{addr} ({writes})");
+    let web = http::Web {
+        feed,
+        bus: board.bus.clone(),
+        control,
+        logs: hub.clone(),
+        reaper: reaper.clone(),
+        token,
+        compat_pm2: opts.compat_pm2,
+        next_request: Default::default(),
+    };
+    tokio::spawn(http::serve(listener, std::sync::Arc::new(web)));
+    Ok(())
 }
 
 /// `$PM2_HOME`, else `~/.pm2`, as PM2 does.

@@ -77,6 +77,10 @@ struct Inner {
     /// Live followers of every app line (HTTP log stream, PM2 Plus); lines are copied for them
     /// only while at least one is subscribed.
     live: broadcast::Sender<LiveLine>,
+    /// App lines read, by stream (`pm_runtime_log_lines_total{stream}`): out, err.
+    lines: [AtomicU64; 2],
+    /// Nanoseconds pumps waited for room because our stdout/stderr was slow.
+    blocked_ns: AtomicU64,
 }
 
 /// One app line as it happens, for live followers: the same `seq` as `logs`/`recent`.
@@ -131,6 +135,8 @@ impl LogHub {
             recent: Mutex::new(HashMap::new()),
             seq: AtomicU64::new(0),
             live: broadcast::channel(LIVE_CAPACITY).0,
+            lines: [AtomicU64::new(0), AtomicU64::new(0)],
+            blocked_ns: AtomicU64::new(0),
         });
         let out = File::from(io::stdout().as_fd().try_clone_to_owned()?);
         let err = File::from(io::stderr().as_fd().try_clone_to_owned()?);
@@ -267,6 +273,15 @@ impl LogHub {
         sinks: &Sinks,
         held: &mut Option<OwnedSemaphorePermit>,
     ) -> Option<OwnedSemaphorePermit> {
+        if let Ok(p) = self.inner.budget.clone().try_acquire_many_owned(READ_SIZE as u32) {
+            return Some(p);
+        }
+        // No room: the writer is behind (our stdout is slow). Count the wait.
+        let since = std::time::Instant::now();
+        let blocked = scopeguard(|| {
+            self.inner.blocked_ns.fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        });
+        let _blocked = blocked;
         loop {
             tokio::select! {
                 p = self.inner.budget.clone().acquire_many_owned(READ_SIZE as u32) => return p.ok(),
@@ -304,7 +319,9 @@ impl LogHub {
         let to_files = !sinks.files.is_empty();
         // Checked once per read, not per line: followers come and go rarely.
         let live = (self.inner.live.receiver_count() > 0).then_some(&self.inner.live);
+        let counter = &self.inner.lines[usize::from(stream == Stream::Err)];
         move |line: &[u8], continued: bool| {
+            counter.fetch_add(1, Ordering::Relaxed);
             *target = fmt.app_line(out, tag, stream, deco, line, continued, now);
             let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed) + 1;
             lock(&sinks.recent).push(seq, stream, line);
@@ -398,6 +415,17 @@ impl LogHub {
     /// Follows every app line from now on (a slow follower loses the oldest, never blocks apps).
     pub fn subscribe(&self) -> broadcast::Receiver<LiveLine> {
         self.inner.live.subscribe()
+    }
+
+    /// App lines read so far: (stdout, stderr).
+    pub fn line_counts(&self) -> (u64, u64) {
+        (self.inner.lines[0].load(Ordering::Relaxed), self.inner.lines[1].load(Ordering::Relaxed))
+    }
+
+    /// Total time pumps waited for room because our stdout/stderr was slow (the apps were
+    /// blocked on their writes meanwhile).
+    pub fn blocked(&self) -> Duration {
+        Duration::from_nanos(self.inner.blocked_ns.load(Ordering::Relaxed))
     }
 
     /// The last `n` lines of an instance (for `logs --lines N`), or those after `after`.
@@ -519,4 +547,15 @@ pub fn log_path(app: &App, path: &Path, pm_id: u32) -> PathBuf {
         None => format!("{stem}-{pm_id}"),
     };
     path.with_file_name(name)
+}
+
+/// Runs `f` when dropped (however the enclosing future ends, cancellation included).
+fn scopeguard<F: FnMut()>(f: F) -> impl Drop {
+    struct Guard<F: FnMut()>(F);
+    impl<F: FnMut()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            (self.0)()
+        }
+    }
+    Guard(f)
 }

@@ -42,6 +42,8 @@ type Table = HashMap<i32, oneshot::Sender<Exit>>;
 #[derive(Clone, Default)]
 pub struct Reaper {
     table: Arc<Mutex<Table>>,
+    /// Orphans reaped so far (`pm_runtime_reaped_orphans_total`).
+    orphans: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A started child: its pid and the receiver of its exit status. The std `Child` is returned
@@ -100,6 +102,7 @@ impl Reaper {
                 }
                 None => {
                     orphans += 1;
+                    self.orphans.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::debug!(pid = pid.as_raw(), "reaped orphan pid={} ({exit:?})", pid.as_raw());
                 }
             }
@@ -119,6 +122,11 @@ impl Reaper {
             }
             self.reap_now();
         }
+    }
+
+    /// How many orphans (processes nobody registered) were reaped since the start.
+    pub fn orphans_reaped(&self) -> u64 {
+        self.orphans.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Number of children whose exit has not been seen yet.

@@ -197,7 +197,12 @@ fn ms(t: SystemTime) -> u64 {
 /// PM2's `jlist` shape (see [`super::jlist`]) from the status table; this socket is private to
 /// our uid, so the apps' env is included, as PM2 does.
 fn processes(co: &mut Coordinator, only: Option<&[u32]>) -> Vec<Value> {
-    let table = co.table_for_reader();
+    process_rows(&co.table_for_reader(), only, super::jlist::Env::Include)
+}
+
+/// The `jlist` rows of the table (`only`: these pm_ids), with or without the apps' env values:
+/// the socket includes them, the HTTP API never does.
+pub fn process_rows(table: &super::status::StatusTable, only: Option<&[u32]>, env: super::jlist::Env) -> Vec<Value> {
     let mut out = Vec::new();
     for row in table.instances.iter().filter(|r| only.is_none_or(|o| o.contains(&r.pm_id))) {
         let app = &row.app;
@@ -231,7 +236,7 @@ fn processes(co: &mut Coordinator, only: Option<&[u32]>) -> Vec<Value> {
             axm_monitor: &row.axm_monitor,
             axm_actions: &row.axm_actions,
         };
-        out.push(super::jlist::entry(&facts, super::jlist::Env::Include));
+        out.push(super::jlist::entry(&facts, env));
     }
     out
 }

@@ -7,6 +7,7 @@ mod cluster;
 mod config_errors;
 mod control;
 mod hardening;
+mod http;
 mod interpreters;
 mod lifecycle;
 mod logs;

@@ -1,0 +1,295 @@
+//! `/metrics`: the status table and the runtime's counters in Prometheus' text format (0.0.4).
+//!
+//! Names follow Prometheus conventions: one prefix, base units in names, `_total` counters, labels
+//! `app`, `instance` (`NODE_APP_INSTANCE`) and `pm_id`, never `pid` (a new pid per restart would
+//! make new series). Pure: the caller passes the table, the counters and the clock.
+
+use std::fmt::Write;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::supervisor::instance::Status;
+use crate::supervisor::status::{RestartReason, StatusTable};
+
+/// The runtime's own numbers, read when a scrape comes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RuntimeStats {
+    /// App lines read: (stdout, stderr).
+    pub log_lines: (u64, u64),
+    pub log_blocked_seconds: f64,
+    pub reaped_orphans: u64,
+    pub process: SelfStats,
+}
+
+/// The standard `process_*` series of the runtime's own process.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SelfStats {
+    pub cpu_seconds: f64,
+    pub resident_memory_bytes: u64,
+    pub virtual_memory_bytes: u64,
+    pub start_time_seconds: f64,
+    pub open_fds: u64,
+    pub max_fds: Option<u64>,
+}
+
+impl SelfStats {
+    /// Reads /proc/self (a handful of small reads).
+    pub fn read() -> SelfStats {
+        let mut s = SelfStats::default();
+        if let Ok(stat) = std::fs::read_to_string("/proc/self/stat")
+            && let Some((_, rest)) = stat.rsplit_once(')')
+        {
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            // After the command: state(0) … utime(11) stime(12) … starttime(19) vsize(20) rss(21).
+            let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            s.cpu_seconds = (n(11) + n(12)) as f64 / 100.0;
+            s.virtual_memory_bytes = n(20);
+            s.resident_memory_bytes = n(21) * crate::process::unix::page_size();
+            let boot = std::fs::read_to_string("/proc/stat")
+                .ok()
+                .and_then(|t| t.lines().find_map(|l| l.strip_prefix("btime ").and_then(|v| v.trim().parse::<u64>().ok())));
+            if let Some(boot) = boot {
+                s.start_time_seconds = boot as f64 + n(19) as f64 / 100.0;
+            }
+        }
+        s.open_fds = std::fs::read_dir("/proc/self/fd").map(|d| d.count() as u64).unwrap_or(0);
+        s.max_fds = std::fs::read_to_string("/proc/self/limits").ok().and_then(|t| {
+            t.lines().find(|l| l.starts_with("Max open files")).and_then(|l| l.split_whitespace().nth(3)).and_then(|v| v.parse().ok())
+        });
+        s
+    }
+}
+
+/// Every status an instance can have, for the `_status{status}` state set.
+const STATUSES: [&str; 6] = ["launching", "online", "stopping", "stopped", "errored", "waiting restart"];
+
+/// A label value, escaped as the text format wants.
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+fn secs(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()
+}
+
+fn head(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Renders the whole exposition. `compat_pm2` adds the names of the PM2 Prometheus exporter.
+pub fn render(table: &StatusTable, stats: &RuntimeStats, compat_pm2: bool, now: SystemTime) -> String {
+    let mut out = String::with_capacity(512 + table.instances.len() * 1400);
+    let labels: Vec<String> =
+        table.instances.iter().map(|i| format!("app=\"{}\",instance=\"{}\",pm_id=\"{}\"", esc(&i.app.name), i.instance, i.pm_id)).collect();
+    let each = |out: &mut String, name: &str, kind: &str, help: &str, value: &dyn Fn(usize) -> Option<String>| {
+        head(out, name, kind, help);
+        for (n, l) in labels.iter().enumerate() {
+            if let Some(v) = value(n) {
+                let _ = writeln!(out, "{name}{{{l}}} {v}");
+            }
+        }
+    };
+    let rows = &table.instances;
+    // Resource series only once the sampler has seen the process (a live tree is never 0 bytes).
+    let sampled = |n: usize| rows[n].pid.is_some() && rows[n].sample.memory_bytes > 0;
+    each(&mut out, "pm_runtime_app_up", "gauge", "1 when the instance is online.", &|n| {
+        Some(u8::from(rows[n].status == Some(Status::Online)).to_string())
+    });
+    each(&mut out, "pm_runtime_app_ready", "gauge", "1 when the instance is online and ready (listening, 'ready' sent, READY=1).", &|n| {
+        Some(u8::from(rows[n].ready).to_string())
+    });
+    head(&mut out, "pm_runtime_app_status", "gauge", "The instance's status (a state set: 1 for the current one).");
+    for (n, l) in labels.iter().enumerate() {
+        let current = rows[n].status_str();
+        for s in STATUSES {
+            let _ = writeln!(out, "pm_runtime_app_status{{{l},status=\"{s}\"}} {}", u8::from(s == current));
+        }
+    }
+    head(&mut out, "pm_runtime_app_restarts_total", "counter", "Restarts of the instance since it was created, by reason.");
+    for (n, l) in labels.iter().enumerate() {
+        for r in RestartReason::ALL {
+            let _ = writeln!(out, "pm_runtime_app_restarts_total{{{l},reason=\"{}\"}} {}", r.as_str(), rows[n].restarts.get(r));
+        }
+    }
+    each(&mut out, "pm_runtime_app_last_exit_code", "gauge", "Exit code of the instance's last process (128+N for signal N).", &|n| {
+        rows[n].last_exit.map(|e| e.as_code().to_string())
+    });
+    each(
+        &mut out,
+        "pm_runtime_app_start_time_seconds",
+        "gauge",
+        "When the instance's current process started, seconds since the epoch.",
+        &|n| rows[n].started_at.map(|t| format!("{:.3}", secs(t))),
+    );
+    each(&mut out, "pm_runtime_app_cpu_seconds_total", "counter", "CPU time (user+system) of the instance's process tree.", &|n| {
+        sampled(n).then(|| rows[n].sample.cpu_seconds.to_string())
+    });
+    each(&mut out, "pm_runtime_app_resident_memory_bytes", "gauge", "Resident memory of the instance's whole process tree.", &|n| {
+        sampled(n).then(|| rows[n].sample.memory_bytes.to_string())
+    });
+    each(&mut out, "pm_runtime_app_memory_limit_bytes", "gauge", "max_memory_restart of the instance's app.", &|n| {
+        rows[n].app.max_memory_restart.map(|b| b.to_string())
+    });
+    head(&mut out, "pm_runtime_app_instances", "gauge", "Instances of the app: desired (after scale) and running (online).");
+    for a in &table.apps {
+        let running = rows.iter().filter(|i| i.app.name == a.app.name && i.status == Some(Status::Online)).count();
+        let app = esc(&a.app.name);
+        let _ = writeln!(out, "pm_runtime_app_instances{{app=\"{app}\",state=\"desired\"}} {}", a.desired);
+        let _ = writeln!(out, "pm_runtime_app_instances{{app=\"{app}\",state=\"running\"}} {running}");
+    }
+
+    head(&mut out, "pm_runtime_log_lines_total", "counter", "App log lines read, by stream.");
+    let _ = writeln!(out, "pm_runtime_log_lines_total{{stream=\"out\"}} {}", stats.log_lines.0);
+    let _ = writeln!(out, "pm_runtime_log_lines_total{{stream=\"err\"}} {}", stats.log_lines.1);
+    head(
+        &mut out,
+        "pm_runtime_log_blocked_seconds_total",
+        "counter",
+        "Time app output waited because the runtime's stdout/stderr was slow.",
+    );
+    let _ = writeln!(out, "pm_runtime_log_blocked_seconds_total {}", stats.log_blocked_seconds);
+    head(&mut out, "pm_runtime_reaped_orphans_total", "counter", "Orphaned processes reaped by the runtime (PID 1 / subreaper).");
+    let _ = writeln!(out, "pm_runtime_reaped_orphans_total {}", stats.reaped_orphans);
+    head(&mut out, "pm_runtime_build_info", "gauge", "The runtime's version.");
+    let _ = writeln!(out, "pm_runtime_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
+
+    let p = &stats.process;
+    head(&mut out, "process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.");
+    let _ = writeln!(out, "process_cpu_seconds_total {}", p.cpu_seconds);
+    head(&mut out, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+    let _ = writeln!(out, "process_resident_memory_bytes {}", p.resident_memory_bytes);
+    head(&mut out, "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.");
+    let _ = writeln!(out, "process_virtual_memory_bytes {}", p.virtual_memory_bytes);
+    head(&mut out, "process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.");
+    let _ = writeln!(out, "process_start_time_seconds {}", p.start_time_seconds);
+    head(&mut out, "process_open_fds", "gauge", "Number of open file descriptors.");
+    let _ = writeln!(out, "process_open_fds {}", p.open_fds);
+    if let Some(max) = p.max_fds {
+        head(&mut out, "process_max_fds", "gauge", "Maximum number of open file descriptors.");
+        let _ = writeln!(out, "process_max_fds {max}");
+    }
+
+    if compat_pm2 {
+        // The names and labels of the most used PM2 exporter, so existing dashboards keep working.
+        let compat: Vec<String> =
+            rows.iter().map(|i| format!("id=\"{}\",name=\"{}\",instance=\"{}\"", i.pm_id, esc(&i.app.name), i.instance)).collect();
+        let gauge = |out: &mut String, name: &str, help: &str, value: &dyn Fn(usize) -> String| {
+            head(out, name, "gauge", help);
+            for (n, l) in compat.iter().enumerate() {
+                let _ = writeln!(out, "{name}{{{l}}} {}", value(n));
+            }
+        };
+        gauge(&mut out, "pm2_up", "Is the process running", &|n| u8::from(rows[n].status == Some(Status::Online)).to_string());
+        gauge(&mut out, "pm2_cpu", "Process cpu usage", &|n| rows[n].sample.cpu_percent.to_string());
+        gauge(&mut out, "pm2_memory", "Process memory", &|n| rows[n].sample.memory_bytes.to_string());
+        gauge(&mut out, "pm2_uptime", "Process uptime", &|n| {
+            rows[n].started_at.map_or(0, |t| now.duration_since(t).unwrap_or_default().as_secs()).to_string()
+        });
+        gauge(&mut out, "pm2_instances", "Process instances", &|n| {
+            table.apps.iter().find(|a| a.app.name == rows[n].app.name).map_or(0, |a| a.desired).to_string()
+        });
+        gauge(&mut out, "pm2_restarts", "Process restarts", &|n| rows[n].restart_time.to_string());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crate::supervisor::status::{AppStatus, InstanceStatus, RestartCounts, Sample};
+
+    fn app(name: &str, limit: Option<u64>) -> Arc<crate::config::App> {
+        let mut a = crate::http::test_app(name);
+        a.max_memory_restart = limit;
+        a.env.insert("SECRET".into(), "hunter2".into());
+        Arc::new(a)
+    }
+
+    fn table() -> StatusTable {
+        let web = app("we\"b", Some(150 << 20));
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut restarts = RestartCounts::default();
+        restarts.add(RestartReason::Crash);
+        restarts.add(RestartReason::Crash);
+        let row = |pm_id, instance, status, pid| InstanceStatus {
+            pm_id,
+            app: web.clone(),
+            instance,
+            unique_id: "u".into(),
+            status,
+            pid,
+            ready: status == Some(Status::Online),
+            restart_time: 2,
+            restarts,
+            last_exit: Some(crate::process::Exit::Signal(9)),
+            manual: false,
+            scheduled: false,
+            created_at: t0,
+            started_at: pid.map(|_| t0),
+            sample: Sample { memory_bytes: 1024, cpu_percent: 12.5, cpu_seconds: 3.25 },
+            axm_monitor: Default::default(),
+            axm_actions: Default::default(),
+        };
+        StatusTable {
+            instances: vec![row(0, 0, Some(Status::Online), Some(100)), row(1, 1, Some(Status::WaitingRestart), None)],
+            apps: vec![AppStatus { app: web.clone(), desired: 2 }],
+            stopping: false,
+            sampled_at: None,
+        }
+    }
+
+    #[test]
+    fn renders_every_series_with_app_instance_pm_id_labels() {
+        let stats = RuntimeStats { log_lines: (10, 2), log_blocked_seconds: 0.5, reaped_orphans: 3, process: SelfStats::read() };
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_060);
+        let text = render(&table(), &stats, false, now);
+        let l0 = "app=\"we\\\"b\",instance=\"0\",pm_id=\"0\"";
+        for want in [
+            format!("pm_runtime_app_up{{{l0}}} 1"),
+            "pm_runtime_app_up{app=\"we\\\"b\",instance=\"1\",pm_id=\"1\"} 0".to_string(),
+            format!("pm_runtime_app_ready{{{l0}}} 1"),
+            format!("pm_runtime_app_status{{{l0},status=\"online\"}} 1"),
+            format!("pm_runtime_app_status{{{l0},status=\"errored\"}} 0"),
+            "pm_runtime_app_status{app=\"we\\\"b\",instance=\"1\",pm_id=\"1\",status=\"waiting restart\"} 1".to_string(),
+            format!("pm_runtime_app_restarts_total{{{l0},reason=\"crash\"}} 2"),
+            format!("pm_runtime_app_restarts_total{{{l0},reason=\"reload\"}} 0"),
+            format!("pm_runtime_app_last_exit_code{{{l0}}} 137"),
+            format!("pm_runtime_app_start_time_seconds{{{l0}}} 1700000000.000"),
+            format!("pm_runtime_app_cpu_seconds_total{{{l0}}} 3.25"),
+            format!("pm_runtime_app_resident_memory_bytes{{{l0}}} 1024"),
+            format!("pm_runtime_app_memory_limit_bytes{{{l0}}} 157286400"),
+            "pm_runtime_app_instances{app=\"we\\\"b\",state=\"desired\"} 2".into(),
+            "pm_runtime_app_instances{app=\"we\\\"b\",state=\"running\"} 1".into(),
+            "pm_runtime_log_lines_total{stream=\"out\"} 10".into(),
+            "pm_runtime_log_lines_total{stream=\"err\"} 2".into(),
+            "pm_runtime_log_blocked_seconds_total 0.5".into(),
+            "pm_runtime_reaped_orphans_total 3".into(),
+            "# TYPE pm_runtime_app_restarts_total counter".into(),
+            "# TYPE process_cpu_seconds_total counter".into(),
+        ] {
+            assert!(text.lines().any(|l| l == want), "missing {want:?} in\n{text}");
+        }
+        assert!(!text.contains("pid="), "never a pid label");
+        assert!(!text.contains("hunter2"));
+        assert!(!text.contains("pm2_up"), "compat names only on request");
+        // A stopped instance has no start time and no resource numbers.
+        assert!(!text.contains("pm_runtime_app_start_time_seconds{app=\"we\\\"b\",instance=\"1\""));
+        let compat = render(&table(), &stats, true, now);
+        assert!(compat.lines().any(|l| l == "pm2_up{id=\"0\",name=\"we\\\"b\",instance=\"0\"} 1"), "{compat}");
+        assert!(compat.lines().any(|l| l == "pm2_uptime{id=\"0\",name=\"we\\\"b\",instance=\"0\"} 60"));
+        assert!(compat.lines().any(|l| l == "pm2_restarts{id=\"1\",name=\"we\\\"b\",instance=\"1\"} 2"));
+        assert!(compat.lines().any(|l| l == "pm2_instances{id=\"1\",name=\"we\\\"b\",instance=\"1\"} 2"));
+    }
+
+    #[test]
+    fn reads_its_own_process() {
+        let s = SelfStats::read();
+        assert!(s.resident_memory_bytes > 0 && s.virtual_memory_bytes >= s.resident_memory_bytes);
+        assert!(s.open_fds >= 3);
+        assert!(s.max_fds.is_some_and(|m| m >= s.open_fds));
+        let now = secs(SystemTime::now());
+        assert!(s.start_time_seconds > now - 3600.0 && s.start_time_seconds <= now + 1.0, "{s:?}");
+    }
+}
