@@ -7,71 +7,12 @@
 use super::*;
 use proptest::prelude::*;
 
-/// Keys of PM2's schema and some that are not, so documents reach every checker.
-const KEYS: &[&str] = &[
-    "script",
-    "name",
-    "namespace",
-    "cwd",
-    "args",
-    "interpreter",
-    "exec_interpreter",
-    "node_args",
-    "interpreter_args",
-    "env",
-    "env_production",
-    "filter_env",
-    "port",
-    "instances",
-    "exec_mode",
-    "increment_var",
-    "instance_var",
-    "uid",
-    "gid",
-    "append_env_to_name",
-    "autostart",
-    "autorestart",
-    "stop_exit_codes",
-    "min_uptime",
-    "max_restarts",
-    "restart_delay",
-    "exp_backoff_restart_delay",
-    "max_memory_restart",
-    "cron_restart",
-    "cron",
-    "kill_timeout",
-    "kill_signal",
-    "kill_retry_time",
-    "shutdown_with_message",
-    "treekill",
-    "wait_ready",
-    "listen_timeout",
-    "listen_fds",
-    "watch",
-    "ignore_watch",
-    "watch_options",
-    "watch_delay",
-    "out_file",
-    "error_file",
-    "log_file",
-    "pid_file",
-    "merge_logs",
-    "log_date_format",
-    "time",
-    "log_type",
-    "disable_logs",
-    "log_max_size",
-    "log_retain",
-    "exec",
-    "out",
-    "error",
-    "log",
-    "pid",
-    "instancez",
-    "",
-    "0",
-    "apps",
-];
+/// Keys of PM2's schema (the validator's own lists) and some that are not, so documents reach
+/// every checker.
+static KEYS: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+    let odd = ["env_production", "exec", "out", "error", "log", "pid", "instancez", "", "0", "apps"];
+    validate::EFFECTIVE_KEYS.iter().chain(validate::IGNORED_KEYS).copied().chain(odd).collect()
+});
 
 /// Scalars that tend to break parsers and converters.
 const SCALARS: &[&str] = &[
@@ -147,7 +88,7 @@ fn yaml_value() -> impl Strategy<Value = String> {
     leaf.prop_recursive(3, 16, 4, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(|v| format!("[{}]", v.join(", "))),
-            prop::collection::vec((prop::sample::select(KEYS), inner), 0..4)
+            prop::collection::vec((prop::sample::select(KEYS.clone()), inner), 0..4)
                 .prop_map(|v| format!("{{{}}}", v.iter().map(|(k, v)| format!("{k:?}: {v}")).collect::<Vec<_>>().join(", "))),
         ]
     })
@@ -155,7 +96,7 @@ fn yaml_value() -> impl Strategy<Value = String> {
 
 /// A block-style ecosystem document with 0-3 apps of random keys and values.
 fn yaml_doc() -> impl Strategy<Value = String> {
-    let app = prop::collection::vec((prop::sample::select(KEYS), yaml_value()), 0..8);
+    let app = prop::collection::vec((prop::sample::select(KEYS.clone()), yaml_value()), 0..8);
     (prop::collection::vec(app, 0..4), any::<bool>()).prop_map(|(apps, with_script)| {
         let mut s = String::from("apps:\n");
         for kv in apps {
@@ -187,7 +128,7 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
     leaf.prop_recursive(4, 32, 6, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..5).prop_map(J::Array),
-            prop::collection::vec((prop_oneof![prop::sample::select(KEYS).prop_map(str::to_string), text()], inner), 0..6)
+            prop::collection::vec((prop_oneof![prop::sample::select(KEYS.clone()).prop_map(str::to_string), text()], inner), 0..6)
                 .prop_map(|v| J::Object(v.into_iter().collect())),
         ]
     })
@@ -195,13 +136,14 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
 
 /// An ecosystem-shaped JSON value: `{"apps": [...]}` with random apps (often with a script).
 fn json_ecosystem() -> impl Strategy<Value = serde_json::Value> {
-    let app = (prop::collection::vec((prop::sample::select(KEYS), json_value()), 0..8), any::<bool>()).prop_map(|(kv, with_script)| {
-        let mut m: serde_json::Map<String, serde_json::Value> = kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-        if with_script {
-            m.insert("script".into(), "a.sh".into());
-        }
-        serde_json::Value::Object(m)
-    });
+    let app =
+        (prop::collection::vec((prop::sample::select(KEYS.clone()), json_value()), 0..8), any::<bool>()).prop_map(|(kv, with_script)| {
+            let mut m: serde_json::Map<String, serde_json::Value> = kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+            if with_script {
+                m.insert("script".into(), "a.sh".into());
+            }
+            serde_json::Value::Object(m)
+        });
     prop_oneof![
         3 => prop::collection::vec(app, 0..4).prop_map(|apps| serde_json::json!({ "apps": apps })),
         1 => json_value(),

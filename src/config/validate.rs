@@ -47,7 +47,7 @@ pub fn join(prefix: &str, key: &str) -> String {
 }
 
 /// Canonical keys that configure something here.
-const EFFECTIVE_KEYS: &[&str] = &[
+pub(crate) const EFFECTIVE_KEYS: &[&str] = &[
     "script",
     "name",
     "namespace",
@@ -101,7 +101,7 @@ const EFFECTIVE_KEYS: &[&str] = &[
 ];
 
 /// Keys PM2 accepts that have no effect here: kept verbatim in `App::ignored`, no warning.
-const IGNORED_KEYS: &[&str] = &[
+pub(crate) const IGNORED_KEYS: &[&str] = &[
     "name_prefix",
     "username",
     "force",
