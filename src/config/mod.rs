@@ -21,7 +21,7 @@ mod validate;
 
 pub use model::*;
 pub use resolve::normalize;
-pub use units::js_parse_int;
+pub use units::{js_parse_int, parse_signal};
 
 use resolve::{Host, Target};
 use std::collections::BTreeMap;
@@ -304,13 +304,16 @@ fn parse_flags(o: &Overrides, errors: &mut Vec<Problem>) -> Flags {
 /// Defaults that come from the environment (`PM2_KILL_TIMEOUT`, …).
 struct Defaults {
     kill_timeout: Duration,
-    kill_signal: String,
+    kill_signal: KillSignal,
     listen_timeout: Duration,
 }
 
 fn env_defaults(host: &Host, warnings: &mut Vec<String>) -> Defaults {
-    let mut d =
-        Defaults { kill_timeout: Duration::from_millis(1600), kill_signal: "SIGINT".into(), listen_timeout: Duration::from_millis(3000) };
+    let mut d = Defaults {
+        kill_timeout: Duration::from_millis(1600),
+        kill_signal: KillSignal::default(),
+        listen_timeout: Duration::from_millis(3000),
+    };
     let ms = |name: &str, warnings: &mut Vec<String>| -> Option<Duration> {
         let v = (host.var)(name)?;
         match v.trim().parse::<f64>().ok().and_then(units::ms_to_duration) {
@@ -329,7 +332,7 @@ fn env_defaults(host: &Host, warnings: &mut Vec<String>) -> Defaults {
     }
     if let Some(s) = (host.var)("PM2_KILL_SIGNAL") {
         match units::parse_signal(&s) {
-            Ok(sig) => d.kill_signal = sig,
+            Ok(sig) => d.kill_signal = KillSignal(sig),
             Err(e) => warnings.push(format!("PM2_KILL_SIGNAL: {e}; using SIGINT")),
         }
     }
@@ -534,7 +537,7 @@ fn finish(
         max_memory_restart: flags.max_memory_restart.or(raw.max_memory_restart).filter(|&b| b > 0),
         cron_restart: flags.cron.clone().or(raw.cron_restart.clone()).flatten(),
         kill_timeout: o.kill_timeout.map(Duration::from_millis).or(raw.kill_timeout).filter(nonzero).unwrap_or(defaults.kill_timeout),
-        kill_signal: raw.kill_signal.clone().unwrap_or_else(|| defaults.kill_signal.clone()),
+        kill_signal: raw.kill_signal.map(KillSignal).unwrap_or(defaults.kill_signal),
         kill_retry_time: raw.kill_retry_time.filter(nonzero).unwrap_or(Duration::from_millis(100)),
         shutdown_with_message: raw.shutdown_with_message.unwrap_or(false),
         treekill: raw.treekill.unwrap_or(true),

@@ -116,9 +116,8 @@ pub struct App {
     pub max_memory_restart: Option<u64>,
     pub cron_restart: Option<String>,
     pub kill_timeout: Duration,
-    /// Signal name as given (`SIGINT` default, or `PM2_KILL_SIGNAL`, or per-app `kill_signal`),
-    /// validated to be a real signal name; normalised to the `SIGXXX` form.
-    pub kill_signal: String,
+    /// `SIGINT` by default, or `PM2_KILL_SIGNAL`, or per-app `kill_signal`.
+    pub kill_signal: KillSignal,
     pub kill_retry_time: Duration,
     pub shutdown_with_message: bool,
     pub treekill: bool,
@@ -188,4 +187,57 @@ pub struct Overrides {
     pub args: Vec<String>,
     /// `--config-timeout SECONDS`: how long a JS config may take to evaluate (default 30).
     pub config_timeout: Option<f64>,
+}
+
+/// The signal that stops an app, parsed once (by `units::parse_signal`) when the config is
+/// loaded. On the wire (`apply` requests, `jlist`) it is its `SIGXXX` name, as in PM2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KillSignal(pub nix::sys::signal::Signal);
+
+impl KillSignal {
+    pub fn get(self) -> nix::sys::signal::Signal {
+        self.0
+    }
+}
+
+impl Default for KillSignal {
+    fn default() -> Self {
+        KillSignal(nix::sys::signal::Signal::SIGINT)
+    }
+}
+
+impl std::fmt::Display for KillSignal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.as_str())
+    }
+}
+
+impl Serialize for KillSignal {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for KillSignal {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        super::units::parse_signal(&name).map(KillSignal).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::signal::Signal;
+
+    #[test]
+    fn kill_signal_is_its_name_on_the_wire_and_parsed_on_the_way_in() {
+        assert_eq!(serde_json::to_value(KillSignal(Signal::SIGTERM)).unwrap(), serde_json::json!("SIGTERM"));
+        assert_eq!(KillSignal::default().to_string(), "SIGINT");
+        for (text, want) in [("\"SIGUSR2\"", Signal::SIGUSR2), ("\"term\"", Signal::SIGTERM), ("\"9\"", Signal::SIGKILL)] {
+            assert_eq!(serde_json::from_str::<KillSignal>(text).unwrap(), KillSignal(want), "{text}");
+        }
+        let e = serde_json::from_str::<KillSignal>("\"SIGFOO\"").unwrap_err().to_string();
+        assert!(e.contains("unknown signal \"SIGFOO\""), "{e}");
+    }
 }

@@ -105,7 +105,7 @@ fn yaml_full_app_with_defaults() {
     assert_eq!(a.kill_timeout, Duration::from_millis(1600));
     assert_eq!(a.listen_timeout, Duration::from_millis(3000));
     assert_eq!(a.kill_retry_time, Duration::from_millis(100));
-    assert_eq!(a.kill_signal, "SIGINT");
+    assert_eq!(a.kill_signal.to_string(), "SIGINT");
     assert_eq!(a.instance_var, "NODE_APP_INSTANCE");
     assert!(a.autostart && a.autorestart && a.treekill);
     assert_eq!(a.out_file, Some(fx.work().join("logs/out.log")));
@@ -363,9 +363,9 @@ fn env_var_defaults_are_injectable() {
     fx.file("a.js", "").file("e.yml", "apps:\n  - script: a.js\n  - script: a.js\n    name: b\n    kill_signal: usr2\n");
     let eco = ok(fx.load("e.yml", &Overrides::default()));
     assert_eq!(eco.apps[0].kill_timeout, Duration::from_millis(4000));
-    assert_eq!(eco.apps[0].kill_signal, "SIGTERM");
+    assert_eq!(eco.apps[0].kill_signal.to_string(), "SIGTERM");
     assert_eq!(eco.apps[0].listen_timeout, Duration::from_millis(8000));
-    assert_eq!(eco.apps[1].kill_signal, "SIGUSR2");
+    assert_eq!(eco.apps[1].kill_signal.to_string(), "SIGUSR2");
 }
 
 #[test]

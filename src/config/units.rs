@@ -129,8 +129,8 @@ pub fn split_args(s: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-/// Normalises a signal name (`SIGTERM`, `term`, `15`) to its `SIGXXX` form.
-pub fn parse_signal(s: &str) -> Result<String, String> {
+/// The one grammar for signal names: `SIGTERM`, `term`, `sigusr2` or a number (`15`).
+pub fn parse_signal(s: &str) -> Result<nix::sys::signal::Signal, String> {
     use nix::sys::signal::Signal;
     let t = s.trim();
     let parsed = if let Ok(n) = t.parse::<i32>() {
@@ -140,10 +140,7 @@ pub fn parse_signal(s: &str) -> Result<String, String> {
         let full = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
         Signal::from_str(&full).ok()
     };
-    match parsed {
-        Some(sig) => Ok(sig.as_str().to_string()),
-        None => Err(format!("unknown signal {s:?} (expected a name such as SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2)")),
-    }
+    parsed.ok_or_else(|| format!("unknown signal {s:?} (expected a name such as SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2)"))
 }
 
 /// JavaScript's `parseInt(s)` (radix 10, or 16 after `0x`): leading whitespace and a sign, then
@@ -291,10 +288,14 @@ mod tests {
 
     #[test]
     fn signals() {
-        assert_eq!(parse_signal("SIGTERM").unwrap(), "SIGTERM");
-        assert_eq!(parse_signal("term").unwrap(), "SIGTERM");
-        assert_eq!(parse_signal("sigusr2").unwrap(), "SIGUSR2");
-        assert_eq!(parse_signal("15").unwrap(), "SIGTERM");
+        use nix::sys::signal::Signal;
+        assert_eq!(parse_signal("SIGTERM").unwrap(), Signal::SIGTERM);
+        assert_eq!(parse_signal("term").unwrap(), Signal::SIGTERM);
+        assert_eq!(parse_signal("sigusr2").unwrap(), Signal::SIGUSR2);
+        assert_eq!(parse_signal(" INT ").unwrap(), Signal::SIGINT);
+        assert_eq!(parse_signal("15").unwrap(), Signal::SIGTERM);
+        assert_eq!(parse_signal("9").unwrap(), Signal::SIGKILL);
+        assert!(parse_signal("").is_err());
         let e = parse_signal("SIGFOO").unwrap_err();
         assert!(e.contains("SIGTERM"), "{e}");
     }

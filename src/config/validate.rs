@@ -209,7 +209,7 @@ pub struct RawApp {
     /// `Some(None)`: explicitly disabled with `0`.
     pub cron_restart: Option<Option<String>>,
     pub kill_timeout: Option<Duration>,
-    pub kill_signal: Option<String>,
+    pub kill_signal: Option<nix::sys::signal::Signal>,
     pub kill_retry_time: Option<Duration>,
     pub shutdown_with_message: Option<bool>,
     pub treekill: Option<bool>,
@@ -856,7 +856,7 @@ impl Check<'_, '_> {
         }
     }
 
-    fn signal(&mut self) -> Option<String> {
+    fn signal(&mut self) -> Option<nix::sys::signal::Signal> {
         let text = match &self.node.value {
             Value::Str(s) => s.clone(),
             Value::Int(i) => i.to_string(),

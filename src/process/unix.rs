@@ -145,16 +145,6 @@ pub fn signal_everyone_as_pid1(sig: Signal) -> bool {
     signal::kill(Pid::from_raw(-1), sig).is_ok()
 }
 
-/// Parses a signal name the way users write it: `SIGINT`, `INT`, `sigint`, or a number.
-pub fn parse_signal(name: &str) -> Option<Signal> {
-    let upper = name.trim().to_ascii_uppercase();
-    if let Ok(n) = upper.parse::<i32>() {
-        return Signal::try_from(n).ok();
-    }
-    let full = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
-    full.parse::<Signal>().ok()
-}
-
 /// The system's page size in bytes (for /proc/<pid>/statm).
 pub fn page_size() -> u64 {
     static PAGE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
@@ -181,24 +171,4 @@ pub fn own_received_fd(raw: std::os::fd::RawFd) -> OwnedFd {
     // nothing else in the process knows the number, so taking sole ownership (closing it on
     // drop) is sound. Callers pass only numbers read from a ControlMessageOwned::ScmRights.
     unsafe { OwnedFd::from_raw_fd(raw) }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn signal_names() {
-        let table = [
-            ("SIGINT", Some(Signal::SIGINT)),
-            ("term", Some(Signal::SIGTERM)),
-            ("SIGUSR2", Some(Signal::SIGUSR2)),
-            ("9", Some(Signal::SIGKILL)),
-            ("SIGFOO", None),
-            ("", None),
-        ];
-        for (input, want) in table {
-            assert_eq!(parse_signal(input), want, "{input}");
-        }
-    }
 }

@@ -29,9 +29,9 @@ pub fn handle(co: &mut Coordinator, req: Request) -> Reply {
         Request::Reload { target } => command(co, &target, || Cmd::Reload),
         Request::Delete { target } => command(co, &target, || Cmd::Delete),
         Request::Reset { target } => command(co, &target, || Cmd::Reset),
-        Request::Signal { signal, target } => match crate::process::unix::parse_signal(&signal) {
-            Some(sig) => command(co, &target, || Cmd::Signal(sig)),
-            None => error(format!("unknown signal {signal:?} (try SIGUSR2, SIGHUP, SIGTERM, …)")),
+        Request::Signal { signal, target } => match crate::config::parse_signal(&signal) {
+            Ok(sig) => command(co, &target, || Cmd::Signal(sig)),
+            Err(_) => error(format!("unknown signal {signal:?} (try SIGUSR2, SIGHUP, SIGTERM, …)")),
         },
         Request::Send { target, message } => {
             let message = Arc::new(message);

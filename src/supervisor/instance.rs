@@ -406,7 +406,7 @@ impl Instance {
         tokio::spawn(async move {
             tracing::info!(app = %app.name, id = pm_id, "App [{}:{pm_id}] retiring its previous process (pid {pid})", app.name);
             let begun = tokio::time::Instant::now();
-            let signal = super::machine::kill_signal(&app);
+            let signal = app.kill_signal.get();
             let mut signalled = false;
             if let Some(c) = &old.chan {
                 let _ = bounded(c.disconnect()).await;

@@ -288,11 +288,6 @@ pub fn exit_line(name: &str, pm_id: u32, exit: Exit) -> String {
     format!("App [{name}:{pm_id}] exited with code [{code}] via signal [{signal}]")
 }
 
-/// The app's kill signal (validated with the config, so the fallback is never used).
-pub fn kill_signal(app: &App) -> Signal {
-    crate::process::unix::parse_signal(&app.kill_signal).unwrap_or(Signal::SIGINT)
-}
-
 /// One instance's lifecycle.
 #[derive(Debug, Clone)]
 pub struct Machine {
@@ -602,7 +597,7 @@ impl Machine {
     }
 
     fn terminate_effect(&self) -> Effect {
-        Effect::Terminate { signal: kill_signal(&self.app), message: self.app.shutdown_with_message }
+        Effect::Terminate { signal: self.app.kill_signal.get(), message: self.app.shutdown_with_message }
     }
 
     /// PM2's kill algorithm with one budget: cluster workers first get Node's graceful
