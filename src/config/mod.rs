@@ -570,10 +570,44 @@ fn nonzero(d: &Duration) -> bool {
     !d.is_zero()
 }
 
+/// True for the log paths PM2 treats as "no file".
+pub fn is_null_path(path: &Path) -> bool {
+    path == Path::new("/dev/null") || path == Path::new("NULL")
+}
+
+impl App {
+    /// Whether instances write separate log/pid files (`-<pm_id>` before `.log`): PM2 merges
+    /// in fork mode with a single instance unless `merge_logs` says otherwise.
+    fn separate_files(&self) -> bool {
+        match self.merge_logs {
+            Some(merge) => !merge,
+            None => self.exec_mode == ExecMode::Cluster || self.instances != Instances::Count(1),
+        }
+    }
+
+    /// A configured log/pid path (as [`log_path`] resolved it) for one instance: relative to
+    /// the app's cwd, `-<pm_id>` inserted before the extension when instances keep separate
+    /// files; `NULL` and `/dev/null` as they are.
+    pub fn instance_path(&self, path: &Path, pm_id: u32) -> PathBuf {
+        let path = if is_null_path(path) || path.is_absolute() { path.to_path_buf() } else { self.cwd.join(path) };
+        if is_null_path(&path) || !self.separate_files() {
+            return path;
+        }
+        let Some(stem) = path.file_stem() else { return path };
+        let mut name = stem.to_owned();
+        name.push(format!("-{pm_id}"));
+        if let Some(ext) = path.extension() {
+            name.push(".");
+            name.push(ext);
+        }
+        path.with_file_name(name)
+    }
+}
+
 /// A log/pid path as PM2 resolves it: `~/` expanded, relative to the app's cwd; `/dev/null` and
 /// `NULL` kept as they are.
 fn log_path(p: &str, cwd: &Path, home: Option<&str>) -> PathBuf {
-    if p == "NULL" || p == "/dev/null" {
+    if is_null_path(Path::new(p)) {
         return PathBuf::from(p);
     }
     let expanded = match (p.strip_prefix("~/"), home) {

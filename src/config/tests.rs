@@ -522,3 +522,32 @@ fn args_and_env_past_arg_max_are_an_error() {
     fx.file("ok.yml", &format!("apps:\n  - script: a.js\n    args: [\"{}\"]\n", "a".repeat(validate::MAX_ARG_STRLEN - 1)));
     ok(fx.load("ok.yml", &Overrides::default()));
 }
+
+/// The one owner of per-instance log/pid names: `-<pm_id>` before the extension when
+/// instances keep separate files (cluster, several instances, `merge_logs: false`), the path
+/// as configured otherwise; null sinks untouched.
+#[test]
+fn instance_paths() {
+    let fx = Fx::new();
+    fx.file("a.js", "").file(
+        "e.yml",
+        "apps:\n  - script: a.js\n    name: single\n  - script: a.js\n    name: many\n    instances: 2\n    exec_mode: fork\n  - script: a.js\n    name: merged\n    instances: 2\n    merge_logs: true\n  - script: a.js\n    name: split\n    merge_logs: false\n",
+    );
+    let eco = ok(fx.load("e.yml", &Overrides::default()));
+    let [single, many, merged, split] = &eco.apps[..] else { panic!("{:?}", eco.apps) };
+    let w = fx.work();
+    let table = [
+        (single, "/l/web-out.log", "/l/web-out.log".into()),
+        (single, "rel/out.log", w.join("rel/out.log")),
+        (many, "/l/web-out.log", "/l/web-out-3.log".into()),
+        (many, "/l/out", "/l/out-3".into()),
+        (many, "rel/app.err.log", w.join("rel/app.err-3.log")),
+        (many, "/dev/null", "/dev/null".into()),
+        (many, "NULL", "NULL".into()),
+        (merged, "/l/web-out.log", "/l/web-out.log".into()),
+        (split, "/l/web-out.log", "/l/web-out-3.log".into()),
+    ];
+    for (app, path, want) in table {
+        assert_eq!(app.instance_path(Path::new(path), 3), want, "{} {path}", app.name);
+    }
+}

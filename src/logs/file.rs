@@ -28,10 +28,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-/// True for the paths PM2 treats as "no file".
-pub fn is_null(path: &Path) -> bool {
-    path == Path::new("/dev/null") || path == Path::new("NULL")
-}
+pub use crate::config::is_null_path as is_null;
 
 #[derive(Debug)]
 pub struct FileLog {
@@ -190,20 +187,6 @@ fn ignore_missing(e: io::Error) -> io::Result<()> {
     if e.kind() == io::ErrorKind::NotFound { Ok(()) } else { Err(e) }
 }
 
-/// Parses a size like PM2's modules write it: `10M`, `512K`, `1G`, `1048576` (bytes); units are
-/// binary (K = 1024), case-insensitive, an optional trailing `B` is accepted (`10MB`).
-pub fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let s = s.strip_suffix(['b', 'B']).filter(|r| !r.is_empty()).unwrap_or(s);
-    let (num, mult) = match s.char_indices().last()? {
-        (i, 'k' | 'K') => (&s[..i], 1u64 << 10),
-        (i, 'm' | 'M') => (&s[..i], 1 << 20),
-        (i, 'g' | 'G') => (&s[..i], 1 << 30),
-        _ => (s, 1),
-    };
-    num.trim().parse::<u64>().ok()?.checked_mul(mult)
-}
-
 /// Which of an app's log files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogKind {
@@ -234,23 +217,6 @@ pub fn default_log_file_name(app_name: &str, kind: LogKind) -> String {
 /// PM2's default pid file name: `<name>-<pm_id>.pid`.
 pub fn default_pid_file_name(app_name: &str, pm_id: u32) -> String {
     format!("{}-{pm_id}.pid", sanitize_name(app_name))
-}
-
-/// The per-instance path PM2 uses when logs are not merged: `-<pm_id>` inserted before the
-/// extension (`logs/web-out.log` → `logs/web-out-2.log`; no extension → appended). Null paths
-/// are returned unchanged.
-pub fn instance_path(path: &Path, pm_id: u32) -> PathBuf {
-    if is_null(path) {
-        return path.to_path_buf();
-    }
-    let Some(stem) = path.file_stem() else { return path.to_path_buf() };
-    let mut name = stem.to_owned();
-    name.push(format!("-{pm_id}"));
-    if let Some(ext) = path.extension() {
-        name.push(".");
-        name.push(ext);
-    }
-    path.with_file_name(name)
 }
 
 /// Writes `pid` (and a newline) to `path`, creating directories.
@@ -311,7 +277,7 @@ mod tests {
     fn rotation_30mb_10mb_retain_2_keeps_every_line() {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("deep/dir/app-out.log");
-        let max = parse_size("10M").unwrap();
+        let max = 10 << 20;
         let mut log = FileLog::open(&path, Some(max), 2).unwrap();
         let total_lines = 3 * max / 64;
         let mut buf = Vec::with_capacity(70 * 1024);
@@ -445,29 +411,12 @@ mod tests {
     }
 
     #[test]
-    fn sizes() {
-        assert_eq!(parse_size("10M"), Some(10 << 20));
-        assert_eq!(parse_size("10m"), Some(10 << 20));
-        assert_eq!(parse_size("10MB"), Some(10 << 20));
-        assert_eq!(parse_size("512K"), Some(512 << 10));
-        assert_eq!(parse_size("1G"), Some(1 << 30));
-        assert_eq!(parse_size(" 4096 "), Some(4096));
-        assert_eq!(parse_size("100b"), Some(100));
-        for bad in ["", "M", "x10", "10X", "-1K", "1.5M", "B"] {
-            assert_eq!(parse_size(bad), None, "{bad:?}");
-        }
-    }
-
-    #[test]
     fn pm2_names() {
         assert_eq!(sanitize_name("my app@v2/x\\y.z"), "my-app-v2-x\\y.z");
         assert_eq!(default_log_file_name("web", LogKind::Out), "web-out.log");
         assert_eq!(default_log_file_name("web", LogKind::Err), "web-error.log");
         assert_eq!(default_log_file_name("my app", LogKind::Combined), "my-app.log");
         assert_eq!(default_pid_file_name("web", 3), "web-3.pid");
-        assert_eq!(instance_path(Path::new("/l/worker-out.log"), 1), Path::new("/l/worker-out-1.log"));
-        assert_eq!(instance_path(Path::new("rel/out"), 2), Path::new("rel/out-2"));
-        assert_eq!(instance_path(Path::new("/dev/null"), 2), Path::new("/dev/null"));
     }
 
     #[test]

@@ -25,7 +25,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -38,7 +38,7 @@ use super::file::{FileLog, is_null};
 use super::format::{AppTag, Decoration, Event, Formatter, OutputFormat, Stamp, Stream};
 use super::framer::Framer;
 use super::recent::Recent;
-use crate::config::{App, ExecMode, Instances};
+use crate::config::App;
 
 /// How many formatted buffers may wait for the writer.
 pub const CHANNEL_CHUNKS: usize = 64;
@@ -189,7 +189,7 @@ impl LogHub {
         let own = if stream == Stream::Out { &app.out_file } else { &app.error_file };
         let mut files = Vec::new();
         for path in [own, &app.log_file].into_iter().flatten() {
-            let path = log_path(app, path, pm_id);
+            let path = app.instance_path(path, pm_id);
             if is_null(&path) {
                 continue;
             }
@@ -523,30 +523,6 @@ fn writer_loop(mut rx: mpsc::Receiver<Msg>, inner: &Inner, out: File, err: File)
             write(&mut sinks, Stream::Err, msg.as_bytes());
         }
     }
-}
-
-/// Whether instances of `app` write separate files (`-<pm_id>` before `.log`): PM2 merges in
-/// fork mode with a single instance unless `merge_logs` says otherwise.
-fn separate_files(app: &App) -> bool {
-    match app.merge_logs {
-        Some(merge) => !merge,
-        None => app.exec_mode == ExecMode::Cluster || app.instances != Instances::Count(1),
-    }
-}
-
-/// A configured log path for one instance: relative to the app's cwd, `-<pm_id>` inserted
-/// before the extension when instances keep separate files.
-pub fn log_path(app: &App, path: &Path, pm_id: u32) -> PathBuf {
-    let path = if is_null(path) || path.is_absolute() { path.to_path_buf() } else { app.cwd.join(path) };
-    if is_null(&path) || !separate_files(app) {
-        return path;
-    }
-    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let name = match path.extension() {
-        Some(ext) => format!("{stem}-{pm_id}.{}", ext.to_string_lossy()),
-        None => format!("{stem}-{pm_id}"),
-    };
-    path.with_file_name(name)
 }
 
 /// Runs `f` when dropped (however the enclosing future ends, cancellation included).

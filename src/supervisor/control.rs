@@ -183,7 +183,7 @@ fn flush(co: &Coordinator, target: Option<&str>) -> Reply {
     for id in ids {
         let app = &co.apps[co.slots[&id].app_index];
         for p in [&app.out_file, &app.error_file, &app.log_file].into_iter().flatten() {
-            paths.push(crate::logs::hub::log_path(app, p, id));
+            paths.push(app.instance_path(p, id));
         }
     }
     co.logs.truncate_files(Some(&paths));
@@ -212,8 +212,7 @@ pub fn process_rows(table: &super::status::StatusTable, only: Option<&[u32]>, en
             .and_then(|v| v.get("version").and_then(|v| v.as_str()).map(str::to_string))
             .unwrap_or_else(|| "N/A".into());
         let id = row.pm_id;
-        let log =
-            |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| crate::logs::hub::log_path(app, p, id).to_string_lossy().into_owned());
+        let log = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| app.instance_path(p, id).to_string_lossy().into_owned());
         let facts = super::jlist::Facts {
             app,
             pm_id: id,

@@ -391,7 +391,7 @@ impl Instance {
             notify,
             strays: Vec::new(),
             since: Some(SystemTime::now()),
-            pid_file: app.pid_file.as_ref().and_then(|p| PidFile::write(crate::logs::hub::log_path(&app, p, self.pm_id), pid)),
+            pid_file: app.pid_file.as_ref().and_then(|p| PidFile::write(app.instance_path(p, self.pm_id), pid)),
         })
     }
 

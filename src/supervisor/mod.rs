@@ -482,11 +482,7 @@ pub async fn run(
             .into_iter()
             .flatten()
             .flat_map(|p| {
-                co.slots
-                    .iter()
-                    .filter(|(_, s)| s.app_index == app_index)
-                    .map(|(id, _)| crate::logs::hub::log_path(app, p, *id))
-                    .collect::<Vec<_>>()
+                co.slots.iter().filter(|(_, s)| s.app_index == app_index).map(|(id, _)| app.instance_path(p, *id)).collect::<Vec<_>>()
             })
             .collect();
         if let Err(e) = file_watch::spawn(app_index, app, own, restart_tx.clone()) {
