@@ -48,7 +48,8 @@ mod tests {
     fn exit_codes_follow_the_kind() {
         let bind = || BindError::AlreadyRunning("another pm-runtime is already running with PM2_HOME=/h".into());
         assert_eq!(Critical::Bind(bind()).outcome(), Outcome::AlreadyRunning);
-        assert_eq!(Critical::Bind(BindError::Unsafe("PM2_HOME /h belongs to uid 7".into())).outcome(), Outcome::ConfigError);
+        let not_ours = crate::control::home::HomeError::NotOurs { path: "/h".into(), owner: 7, me: 0 };
+        assert_eq!(Critical::Bind(BindError::Unsafe(not_ours)).outcome(), Outcome::ConfigError);
         assert_eq!(Critical::NoApp("e.yml".into()).outcome(), Outcome::ConfigError);
         let io = std::io::Error::other("x");
         assert_eq!(Critical::Setup { what: "install signal handlers", source: io }.outcome(), Outcome::Internal);

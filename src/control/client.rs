@@ -14,7 +14,7 @@ use super::server::socket_path;
 /// Sends one request and returns the reply (`ok: true` ones only; errors become `Err`).
 pub fn request(pm2_home: &Path, req: &Request) -> Result<Reply, String> {
     // A socket in another user's PM2_HOME may be anyone's: do not send it anything.
-    super::home::check(pm2_home, nix::unistd::geteuid().as_raw())?;
+    super::home::check(pm2_home, nix::unistd::geteuid().as_raw()).map_err(|e| e.to_string())?;
     let path = socket_path(pm2_home);
     let mut stream =
         UnixStream::connect(&path).map_err(|e| format!("no pm-runtime is running here: cannot connect to {} ({e})", path.display()))?;

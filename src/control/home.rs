@@ -5,7 +5,7 @@
 //! (its target must be ours too) and its target's mode is left alone.
 
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// What `PM2_HOME` is on disk, once found acceptable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,30 +18,43 @@ pub enum Home {
     Link,
 }
 
+/// Why a `PM2_HOME` is not used.
+#[derive(Debug, thiserror::Error)]
+pub enum HomeError {
+    #[error("cannot inspect PM2_HOME {}: {source}", path.display())]
+    Inspect { path: PathBuf, source: std::io::Error },
+    #[error("PM2_HOME {} is a symlink that leads nowhere usable: {source}", path.display())]
+    DanglingLink { path: PathBuf, source: std::io::Error },
+    #[error("PM2_HOME {} is not a directory", path.display())]
+    NotADirectory { path: PathBuf },
+    #[error(
+        "PM2_HOME {} belongs to uid {owner}, not to this user (uid {me}): that user could replace the control socket, so it is not used; chown it or set PM2_HOME to a directory you own",
+        path.display()
+    )]
+    NotOurs { path: PathBuf, owner: u32, me: u32 },
+}
+
 /// Checks that `PM2_HOME` is ours (`me` is the effective uid).
-pub fn check(pm2_home: &Path, me: u32) -> Result<Home, String> {
+pub fn check(pm2_home: &Path, me: u32) -> Result<Home, HomeError> {
+    let path = || pm2_home.to_path_buf();
     let lmeta = match std::fs::symlink_metadata(pm2_home) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Home::Missing),
-        Err(e) => return Err(format!("cannot inspect PM2_HOME {}: {e}", pm2_home.display())),
+        Err(source) => return Err(HomeError::Inspect { path: path(), source }),
     };
     let (kind, meta) = if lmeta.file_type().is_symlink() {
         match std::fs::metadata(pm2_home) {
             Ok(m) => (Home::Link, m),
-            Err(e) => return Err(format!("PM2_HOME {} is a symlink that leads nowhere usable: {e}", pm2_home.display())),
+            Err(source) => return Err(HomeError::DanglingLink { path: path(), source }),
         }
     } else {
         (Home::Own, lmeta)
     };
     if !meta.is_dir() {
-        return Err(format!("PM2_HOME {} is not a directory", pm2_home.display()));
+        return Err(HomeError::NotADirectory { path: path() });
     }
     if meta.uid() != me {
-        return Err(format!(
-            "PM2_HOME {} belongs to uid {}, not to this user (uid {me}): that user could replace the control socket, so it is not used; chown it or set PM2_HOME to a directory you own",
-            pm2_home.display(),
-            meta.uid()
-        ));
+        return Err(HomeError::NotOurs { path: path(), owner: meta.uid(), me });
     }
     Ok(kind)
 }
@@ -55,15 +68,19 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let me = nix::unistd::geteuid().as_raw();
         let home = d.path().join("home");
-        assert_eq!(check(&home, me), Ok(Home::Missing));
+        assert_eq!(check(&home, me).unwrap(), Home::Missing);
         std::fs::create_dir(&home).unwrap();
-        assert_eq!(check(&home, me), Ok(Home::Own));
+        assert_eq!(check(&home, me).unwrap(), Home::Own);
         let e = check(&home, me + 1).unwrap_err();
+        assert!(matches!(e, HomeError::NotOurs { owner, .. } if owner == me), "{e}");
+        let e = e.to_string();
         assert!(e.contains(&format!("belongs to uid {me}, not to this user (uid {})", me + 1)), "{e}");
         let link = d.path().join("link");
         std::os::unix::fs::symlink(&home, &link).unwrap();
-        assert_eq!(check(&link, me), Ok(Home::Link));
+        assert_eq!(check(&link, me).unwrap(), Home::Link);
         std::fs::write(d.path().join("file"), "").unwrap();
-        assert!(check(&d.path().join("file"), me).unwrap_err().contains("not a directory"));
+        let e = check(&d.path().join("file"), me).unwrap_err();
+        assert!(matches!(e, HomeError::NotADirectory { .. }), "{e}");
+        assert_eq!(e.to_string(), format!("PM2_HOME {} is not a directory", d.path().join("file").display()));
     }
 }

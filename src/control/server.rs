@@ -53,8 +53,8 @@ pub enum BindError {
     #[error("{0}")]
     AlreadyRunning(String),
     /// PM2_HOME belongs to another user: this one must not start (see [`super::home`]).
-    #[error("{0}")]
-    Unsafe(String),
+    #[error(transparent)]
+    Unsafe(super::home::HomeError),
     /// Anything else: the runtime may run without the socket.
     #[error("{0}")]
     Other(String),

@@ -44,23 +44,28 @@ pub fn open(path: &Path, opts: &OpenOptions) -> io::Result<File> {
     opts.open(path)
 }
 
+/// Why a symlink is not followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error(
+        "it belongs to uid {link_uid}, not to this runtime (uid {me}), in a directory others may write to (mode {:o}); remove it or use another path",
+        dir_mode & 0o7777
+    )]
+    SharedDirectory { link_uid: u32, me: u32, dir_mode: u32 },
+    #[error(
+        "it belongs to uid {link_uid}, neither this runtime (uid {me}) nor the directory's owner (uid {dir_uid}); remove it or use another path"
+    )]
+    ForeignOwner { link_uid: u32, me: u32, dir_uid: u32 },
+}
+
 /// The policy as a pure function: may a process of uid `me` follow a symlink owned by
 /// `link_uid` in a directory owned by `dir_uid` with mode `dir_mode`?
-pub fn may_follow(me: u32, link_uid: u32, dir_uid: u32, dir_mode: u32) -> Result<(), String> {
+pub fn may_follow(me: u32, link_uid: u32, dir_uid: u32, dir_mode: u32) -> Result<(), Refusal> {
     let shared = dir_mode & 0o022 != 0;
     if link_uid == me || (link_uid == dir_uid && !shared) {
         return Ok(());
     }
-    Err(if shared {
-        format!(
-            "it belongs to uid {link_uid}, not to this runtime (uid {me}), in a directory others may write to (mode {:o}); remove it or use another path",
-            dir_mode & 0o7777
-        )
-    } else {
-        format!(
-            "it belongs to uid {link_uid}, neither this runtime (uid {me}) nor the directory's owner (uid {dir_uid}); remove it or use another path"
-        )
-    })
+    Err(if shared { Refusal::SharedDirectory { link_uid, me, dir_mode } } else { Refusal::ForeignOwner { link_uid, me, dir_uid } })
 }
 
 #[cfg(test)]
@@ -84,6 +89,15 @@ mod tests {
         for (me, link, dir, mode, want) in table {
             assert_eq!(may_follow(me, link, dir, mode).is_ok(), want, "me={me} link={link} dir={dir} mode={mode:o}");
         }
+        assert_eq!(
+            may_follow(0, 65534, 0, 0o1777).unwrap_err().to_string(),
+            "it belongs to uid 65534, not to this runtime (uid 0), in a directory others may write to (mode 1777); remove it or use another path"
+        );
+        assert_eq!(may_follow(1000, 1001, 0, 0o755).unwrap_err(), Refusal::ForeignOwner { link_uid: 1001, me: 1000, dir_uid: 0 });
+        assert_eq!(
+            may_follow(1000, 1001, 0, 0o755).unwrap_err().to_string(),
+            "it belongs to uid 1001, neither this runtime (uid 1000) nor the directory's owner (uid 0); remove it or use another path"
+        );
     }
 
     #[test]

@@ -115,7 +115,7 @@ fn add_tree(watcher: &mut dyn Watcher, path: &Path, ignore: &Ignore) -> usize {
 }
 
 /// Starts watching for `app`; every settled burst of changes sends `app_index` on `restarts`.
-pub fn spawn(app_index: usize, app: &App, own_files: Vec<PathBuf>, restarts: mpsc::UnboundedSender<usize>) -> Result<(), String> {
+pub fn spawn(app_index: usize, app: &App, own_files: Vec<PathBuf>, restarts: mpsc::UnboundedSender<usize>) -> Result<(), notify::Error> {
     let roots = roots(app);
     if roots.is_empty() {
         return Ok(());
@@ -126,8 +126,8 @@ pub fn spawn(app_index: usize, app: &App, own_files: Vec<PathBuf>, restarts: mps
         let _ = tx.send(res);
     };
     let mut watcher: Box<dyn Watcher + Send> = match polling(app) {
-        Some(every) => Box::new(PollWatcher::new(handler, Config::default().with_poll_interval(every)).map_err(|e| e.to_string())?),
-        None => Box::new(RecommendedWatcher::new(handler, Config::default()).map_err(|e| e.to_string())?),
+        Some(every) => Box::new(PollWatcher::new(handler, Config::default().with_poll_interval(every))?),
+        None => Box::new(RecommendedWatcher::new(handler, Config::default())?),
     };
     let mut count = 0;
     for r in &roots {

@@ -521,19 +521,28 @@ fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| tree::parse_stat(&s)).is_some_and(|s| s.state != 'Z')
 }
 
-fn resolve_ids(app: &App) -> Result<(Option<u32>, Option<u32>), String> {
+/// A `uid`/`gid` name the system does not know (checked at each start: users may appear later).
+#[derive(Debug, thiserror::Error)]
+enum UnknownId {
+    #[error("unknown user {0:?}")]
+    User(String),
+    #[error("unknown group {0:?}")]
+    Group(String),
+}
+
+fn resolve_ids(app: &App) -> Result<(Option<u32>, Option<u32>), UnknownId> {
     let uid = match &app.uid {
         None => None,
         Some(Principal::Id(u)) => Some(*u),
         Some(Principal::Name(n)) => {
-            Some(nix::unistd::User::from_name(n).ok().flatten().ok_or_else(|| format!("unknown user {n:?}"))?.uid.as_raw())
+            Some(nix::unistd::User::from_name(n).ok().flatten().ok_or_else(|| UnknownId::User(n.clone()))?.uid.as_raw())
         }
     };
     let gid = match &app.gid {
         None => None,
         Some(Principal::Id(g)) => Some(*g),
         Some(Principal::Name(n)) => {
-            Some(nix::unistd::Group::from_name(n).ok().flatten().ok_or_else(|| format!("unknown group {n:?}"))?.gid.as_raw())
+            Some(nix::unistd::Group::from_name(n).ok().flatten().ok_or_else(|| UnknownId::Group(n.clone()))?.gid.as_raw())
         }
     };
     Ok((uid, gid))
