@@ -220,6 +220,7 @@ pub fn process_rows(table: &super::status::StatusTable, only: Option<&[u32]>, en
             status: row.status_str(),
             pid: row.pid.unwrap_or(0),
             restart_time: row.restart_time,
+            prev_restart_delay: row.prev_restart_delay,
             pm_uptime: row.started_at.map(ms).unwrap_or(0),
             created_at: ms(row.created_at),
             unique_id: &row.unique_id,

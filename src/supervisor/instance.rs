@@ -14,7 +14,7 @@ use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
 use std::os::fd::AsFd;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -48,6 +48,8 @@ pub struct Update {
     pub gone: bool,
     /// This update starts the instance again, for this reason (the coordinator counts it).
     pub reason: Option<RestartReason>,
+    /// PM2's `prev_restart_delay` (zero when none).
+    pub prev_restart_delay: Duration,
 }
 
 /// Everything an instance task needs, given once at start.
@@ -221,6 +223,7 @@ impl Instance {
                     since,
                     gone: r.gone,
                     reason: r.reason,
+                    prev_restart_delay: r.prev_restart_delay,
                 });
                 if r.status == Status::Online {
                     test_hooks::maybe_panic(self.pm_id, r.restart_time);

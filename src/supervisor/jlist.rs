@@ -33,6 +33,9 @@ pub struct Facts<'a> {
     /// 0 when not running.
     pub pid: u32,
     pub restart_time: u32,
+    /// PM2's `prev_restart_delay`: the delay of the last restart with
+    /// `exp_backoff_restart_delay`, zero when none.
+    pub prev_restart_delay: std::time::Duration,
     /// Start of the current process, ms since the epoch (0 when not running).
     pub pm_uptime: u64,
     /// When the instance was created, ms since the epoch.
@@ -110,6 +113,7 @@ pub fn entry(f: &Facts, env: Env) -> Value {
     put("axm_actions", json!(f.axm_actions));
     put("pm_id", json!(f.pm_id));
     put("restart_time", json!(f.restart_time));
+    put("prev_restart_delay", json!(f.prev_restart_delay.as_millis() as u64));
     put("version", json!(f.version));
     put("exit_code", json!(f.exit_code));
     json!({
@@ -146,6 +150,7 @@ mod tests {
             status: "online",
             pid: 42,
             restart_time: 2,
+            prev_restart_delay: std::time::Duration::from_millis(150),
             pm_uptime: 1000,
             created_at: 900,
             unique_id: "0e9b8c1a-0000-4000-8000-000000000000",
@@ -180,6 +185,7 @@ mod tests {
         assert_eq!(e["ignore_watch"], json!(["tmp"]));
         assert_eq!(e["node_args"], json!(["--inspect"]));
         assert_eq!(e["exp_backoff_restart_delay"], 100);
+        assert_eq!(e["prev_restart_delay"], 150);
         assert_eq!(e["pm_out_log_path"], "/x/out.log");
         assert_eq!(e["pm_err_log_path"], Value::Null);
         assert_eq!(e["pm_log_path"], "/x/all.log");

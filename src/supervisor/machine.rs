@@ -204,6 +204,9 @@ pub struct Report {
     /// This report starts the instance again, for this reason.
     pub reason: Option<RestartReason>,
     pub gone: bool,
+    /// The delay of the last restart with `exp_backoff_restart_delay` (PM2's
+    /// `prev_restart_delay`); zero when none.
+    pub prev_restart_delay: Duration,
 }
 
 /// A line for the runtime's log: level, PM2's status word, text.
@@ -387,7 +390,13 @@ impl Machine {
             manual: false,
             reason: None,
             gone: false,
+            prev_restart_delay: self.prev_restart_delay(),
         }));
+    }
+
+    /// PM2's `prev_restart_delay`: the backoff delay of the last restart, zero without one.
+    fn prev_restart_delay(&self) -> Duration {
+        self.hist.prev_backoff.unwrap_or_default()
     }
 
     fn log(fx: &mut Vec<Effect>, level: Level, status: Option<&'static str>, text: String) {
@@ -464,6 +473,7 @@ impl Machine {
             manual: false,
             reason: self.next_reason.take(),
             gone: false,
+            prev_restart_delay: self.prev_restart_delay(),
         };
         if self.first_start {
             report.reason = None;
@@ -748,6 +758,7 @@ impl Machine {
             manual,
             reason: None,
             gone: false,
+            prev_restart_delay: self.prev_restart_delay(),
         }));
         if self.shutting() {
             return self.end(fx);
@@ -772,6 +783,7 @@ impl Machine {
             manual: true,
             reason: None,
             gone: true,
+            prev_restart_delay: self.prev_restart_delay(),
         }));
         fx.push(Effect::End);
         self.state = State::Gone;

@@ -224,13 +224,14 @@ impl Coordinator {
                 pm_id,
                 status,
                 pid: None,
-                last_exit: last.and_then(|u| u.last_exit),
+                last_exit: last.as_ref().and_then(|u| u.last_exit),
                 restart_time,
                 scheduled: false,
                 manual: false,
                 since: None,
                 gone: self.stopping,
                 reason: None,
+                prev_restart_delay: last.as_ref().map_or(Duration::ZERO, |u| u.prev_restart_delay),
             });
         }
         self.publish();
@@ -405,7 +406,8 @@ impl Coordinator {
                     ready: last.is_some_and(|u| u.status == Status::Online),
                     restart_time: last.map_or(0, |u| u.restart_time),
                     restarts: s.restarts,
-                    last_exit: last.and_then(|u| u.last_exit),
+                    prev_restart_delay: last.map_or(Duration::ZERO, |u| u.prev_restart_delay),
+                    last_exit: last.as_ref().and_then(|u| u.last_exit),
                     manual: last.is_some_and(|u| u.manual),
                     scheduled: last.is_some_and(|u| u.scheduled),
                     created_at: s.created_at,

@@ -14,7 +14,7 @@
 //! go on the [`Bus`] as well.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 use tokio::sync::{broadcast, watch};
@@ -111,6 +111,8 @@ pub struct InstanceStatus {
     /// PM2's `restart_time` (↺), which `reset` sets back to 0.
     pub restart_time: u32,
     pub restarts: RestartCounts,
+    /// The delay of the last restart with `exp_backoff_restart_delay` (zero when none).
+    pub prev_restart_delay: Duration,
     pub last_exit: Option<Exit>,
     /// Stopped on request (`stop`), not by its own doing.
     pub manual: bool,

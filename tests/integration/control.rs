@@ -292,6 +292,37 @@ fn reset_zeroes_restart_counts_and_logs_have_a_logfmt_form() {
     r.wait(Duration::from_secs(5));
 }
 
+/// PM2's `pm2_env.prev_restart_delay`: the backoff delay of the last restart (growing ×1.5),
+/// 0 for an app restarted with a plain `restart_delay` or not restarted.
+#[test]
+fn jlist_shows_the_last_backoff_delay() {
+    let s = Scenario::new()
+        .file("crash.sh", "#!/bin/sh
+exit 1
+")
+        .file("up.sh", "#!/bin/sh
+while :; do sleep 1; done
+")
+        .file(
+            "e.yml",
+            "apps:\n  - name: b\n    script: crash.sh\n    exp_backoff_restart_delay: 100\n    max_restarts: 100\n  - name: p\n    script: crash.sh\n    restart_delay: 100\n    max_restarts: 100\n  - name: up\n    script: up.sh\n",
+        );
+    let mut r = s.start(&["e.yml"]);
+    r.wait_for("will restart in 150ms", Duration::from_secs(5));
+    let delay = |name: &str| {
+        let ps = jlist(&s);
+        let p = ps.iter().find(|p| p["name"] == name).unwrap_or_else(|| panic!("{name} in {ps:?}"));
+        p["pm2_env"]["prev_restart_delay"].as_u64().unwrap_or_else(|| panic!("{p}"))
+    };
+    let seen = poll("the backoff app's delay to grow", Duration::from_secs(5), || Some(delay("b")).filter(|d| *d >= 150));
+    assert!([150, 225, 337, 505, 757].contains(&seen), "{seen}");
+    assert!(r.stdout().contains("will restart in 100ms") && r.stdout().contains("[p:1] will restart in 100ms"), "{}", r.stdout());
+    assert_eq!(delay("p"), 0);
+    assert_eq!(delay("up"), 0);
+    r.signal(libc::SIGTERM);
+    r.wait(Duration::from_secs(5));
+}
+
 /// One request on the control socket, one reply.
 fn request(s: &Scenario, line: &str) -> serde_json::Value {
     use std::io::{BufRead, BufReader, Write};

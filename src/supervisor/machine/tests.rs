@@ -367,3 +367,37 @@ fn a_forced_shutdown_kills_at_once() {
     let fx = m.step(Input::Shutdown(Shutdown::Force), now);
     assert!(fx.contains(&Effect::Kill), "{fx:?}");
 }
+
+/// PM2's `prev_restart_delay`: every report carries the backoff delay of the last restart;
+/// zero with a plain `restart_delay`.
+#[test]
+fn reports_carry_the_last_backoff_delay() {
+    let delays = |fx: &[Effect]| -> Vec<(Status, u128)> {
+        fx.iter()
+            .filter_map(|e| match e {
+                Effect::Report(r) => Some((r.status, r.prev_restart_delay.as_millis())),
+                _ => None,
+            })
+            .collect()
+    };
+    let (mut m, now) = online("    exp_backoff_restart_delay: 100\n");
+    let mut t = now + Duration::from_secs(1);
+    for want in [100, 150, 225] {
+        let fx = m.step(Input::Exited { exit: Exit::Code(1), leftovers: false }, t);
+        assert_eq!(delays(&fx), [(Status::WaitingRestart, want)], "{fx:?}");
+        assert_eq!(armed(&fx, Timer::Restart), Some(t + Duration::from_millis(want as u64)));
+        t += Duration::from_millis(want as u64);
+        let fx = m.step(Input::Timer(Timer::Restart), t);
+        assert_eq!(delays(&fx), [(Status::Launching, want)], "{fx:?}");
+        let fx = m.step(Input::Spawned { pid: 101 }, t);
+        assert_eq!(delays(&fx), [(Status::Online, want)], "{fx:?}");
+    }
+    // After a stable run (PM2's EXP_BACKOFF_RESET_TIMER) the backoff starts again.
+    t += policy::BACKOFF_RESET;
+    let fx = m.step(Input::Exited { exit: Exit::Code(1), leftovers: false }, t);
+    assert_eq!(delays(&fx), [(Status::WaitingRestart, 100)], "{fx:?}");
+
+    let (mut m, now) = online("    restart_delay: 200\n");
+    let fx = m.step(Input::Exited { exit: Exit::Code(1), leftovers: false }, now + Duration::from_secs(1));
+    assert_eq!(delays(&fx), [(Status::WaitingRestart, 0)], "{fx:?}");
+}
