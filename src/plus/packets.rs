@@ -347,6 +347,7 @@ mod tests {
             ready: pid.is_some(),
             restart_time: 2,
             restarts: Default::default(),
+            prev_restart_delay: Duration::ZERO,
             last_exit: None,
             manual: false,
             scheduled: false,
