@@ -94,16 +94,31 @@ struct Envelope {
     rest: serde_json::Map<String, serde_json::Value>,
 }
 
-/// Parses one request line; the error text is what the client gets back.
-pub fn parse(line: &str) -> Result<Request, String> {
-    let value = crate::config::strict_json::from_str(line).map_err(|e| format!("malformed request: {e}"))?;
-    let env: Envelope = serde_json::from_value(value).map_err(|e| format!("malformed request: {e}"))?;
+/// Why a request line was refused; its text is the reply's `error`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("request is not UTF-8")]
+    NotUtf8,
+    /// Not a JSON object (or a duplicate key): the decoder's words.
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    #[error("unsupported protocol version {0} (this runtime speaks {VERSION})")]
+    Version(u32),
+    /// Unknown `cmd`, or a field missing or of the wrong type: serde's words.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+}
+
+/// Parses one request line.
+pub fn parse(line: &str) -> Result<Request, RequestError> {
+    let value = crate::config::strict_json::from_str(line).map_err(|e| RequestError::Malformed(e.to_string()))?;
+    let env: Envelope = serde_json::from_value(value).map_err(|e| RequestError::Malformed(e.to_string()))?;
     if let Some(v) = env.v
         && v != VERSION
     {
-        return Err(format!("unsupported protocol version {v} (this runtime speaks {VERSION})"));
+        return Err(RequestError::Version(v));
     }
-    serde_json::from_value(serde_json::Value::Object(env.rest)).map_err(|e| format!("invalid request: {e}"))
+    serde_json::from_value(serde_json::Value::Object(env.rest)).map_err(|e| RequestError::Invalid(e.to_string()))
 }
 
 /// One request line as the client sends it (with the protocol version), without the newline.
@@ -252,7 +267,7 @@ mod tests {
                     let name = format!("{req:?}").to_lowercase().replace('_', "");
                     prop_assert!(name.starts_with(&cmd.replace('_', "")), "{cmd} decoded as {req:?}");
                 }
-                Err(e) => prop_assert!(!e.is_empty()),
+                Err(e) => prop_assert!(!e.to_string().is_empty()),
             }
         }
     }
@@ -263,7 +278,14 @@ mod tests {
         assert_eq!(parse(r#"{"cmd":"stop","target":"web"}"#), Ok(Request::Stop { target: "web".into() }));
         assert_eq!(parse(r#"{"cmd":"scale","name":"web","count":"+2"}"#), Ok(Request::Scale { name: "web".into(), count: "+2".into() }));
         let e = parse(r#"{"cmd":"stop","target":"web","target":"all"}"#).unwrap_err();
-        assert_eq!(e, "malformed request: duplicate key \"target\" at line 1 column 44");
+        assert_eq!(e.to_string(), "malformed request: duplicate key \"target\" at line 1 column 44");
+        assert_eq!(parse(r#"{"v":9,"cmd":"ls"}"#), Err(RequestError::Version(9)));
+        assert_eq!(
+            parse(r#"{"v":9,"cmd":"ls"}"#).unwrap_err().to_string(),
+            format!("unsupported protocol version 9 (this runtime speaks {VERSION})")
+        );
+        assert!(matches!(parse(r#"{"cmd":"explode"}"#), Err(RequestError::Invalid(_))));
+        assert!(matches!(parse("[1,2]"), Err(RequestError::Malformed(_) | RequestError::Invalid(_))));
         for bad in ["", "garbage", "{}", r#"{"cmd":"explode"}"#, r#"{"cmd":"stop"}"#, r#"{"v":9,"cmd":"ls"}"#, "[1,2]"] {
             assert!(parse(bad).is_err(), "{bad}");
         }

@@ -148,8 +148,8 @@ async fn connection(stream: UnixStream, to_coordinator: mpsc::Sender<ControlRequ
             let _ = write.write_all(format!("{}\n", serde_json::to_string(&reply).unwrap_or_default()).as_bytes()).await;
             return;
         } else {
-            match std::str::from_utf8(&line).map_err(|_| "request is not UTF-8".to_string()).and_then(|l| protocol::parse(l.trim())) {
-                Err(e) => protocol::error(e),
+            match std::str::from_utf8(&line).map_err(|_| protocol::RequestError::NotUtf8).and_then(|l| protocol::parse(l.trim())) {
+                Err(e) => protocol::error(e.to_string()),
                 Ok(req) => {
                     let (tx, rx) = oneshot::channel();
                     if to_coordinator.send(ControlRequest { req, reply: tx }).await.is_err() {
