@@ -125,6 +125,9 @@ pub enum Timer {
     Cron,
     /// The pause after an exit that looks requested (see [`STOP_GRACE`]).
     Grace,
+    /// The process has run for `EXP_BACKOFF_RESET_TIMER`: the backoff starts over, and
+    /// `prev_restart_delay` shows 0 at once, as PM2's worker does.
+    BackoffReset,
 }
 
 /// What happened, as the instance task saw it.
@@ -518,6 +521,9 @@ impl Machine {
         if self.has_cron() {
             fx.push(Effect::ArmCron);
         }
+        if self.hist.prev_backoff.is_some() {
+            fx.push(Effect::Arm(Timer::BackoffReset, now + self.backoff_reset));
+        }
     }
 
     fn retire_if_any(&mut self, fx: &mut Vec<Effect>) {
@@ -580,6 +586,11 @@ impl Machine {
             }
             (Timer::Restart, State::Waiting) => self.restart(RestartReason::Crash, false, now, fx),
             (Timer::Grace, State::Grace { delay }) => self.decide_restart(delay, now, fx),
+            (Timer::BackoffReset, State::Launching { pid, .. } | State::Online { pid, .. }) if self.hist.prev_backoff.is_some() => {
+                self.hist.prev_backoff = None;
+                let status = if matches!(self.state, State::Online { .. }) { Status::Online } else { Status::Launching };
+                self.report(status, Some(pid), fx);
+            }
             (Timer::Signal, State::Stopping { pid, then, phase: StopPhase::Disconnecting }) => {
                 self.state = State::Stopping { pid, then, phase: StopPhase::Signalled };
                 fx.push(self.terminate_effect());
@@ -770,7 +781,9 @@ impl Machine {
     }
 
     fn end(&mut self, fx: &mut Vec<Effect>) {
-        for t in [Timer::Kill, Timer::Signal, Timer::Leftovers, Timer::Restart, Timer::Listen, Timer::Cron, Timer::Grace] {
+        for t in
+            [Timer::Kill, Timer::Signal, Timer::Leftovers, Timer::Restart, Timer::Listen, Timer::Cron, Timer::Grace, Timer::BackoffReset]
+        {
             fx.push(Effect::Disarm(t));
         }
         self.retire_if_any(fx);

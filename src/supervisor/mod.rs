@@ -291,7 +291,17 @@ impl Coordinator {
     }
 
     fn record(&mut self, update: Update) {
-        if let Some(slot) = self.slots.get(&update.pm_id) {
+        // A report that only refreshes facts (the backoff reset of `prev_restart_delay`) is
+        // no status event: PM2 Plus would count a second `online`.
+        let refresh = |last: &Update| {
+            (last.status, last.pid, last.last_exit, last.manual, last.scheduled)
+                == (update.status, update.pid, update.last_exit, update.manual, update.scheduled)
+                && update.reason.is_none()
+                && !update.gone
+        };
+        if let Some(slot) = self.slots.get(&update.pm_id)
+            && !slot.last.as_ref().is_some_and(refresh)
+        {
             self.board.bus.publish(BusEvent::Status {
                 pm_id: update.pm_id,
                 name: self.apps[slot.app_index].name.clone(),

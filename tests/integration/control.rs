@@ -323,6 +323,29 @@ while :; do sleep 1; done
     r.wait(Duration::from_secs(5));
 }
 
+/// As PM2's worker: once the app has been up for `EXP_BACKOFF_RESET_TIMER`, jlist shows
+/// `prev_restart_delay` 0 while it still runs.
+#[test]
+fn jlist_zeroes_the_backoff_delay_after_stable_uptime() {
+    let s = Scenario::new()
+        .file("flaky.sh", "#!/bin/sh\nn=$(cat n 2>/dev/null || echo 0); n=$((n+1)); echo $n > n\nif [ $n -ge 3 ]; then echo steady; while :; do sleep 1; done; fi\nexit 1\n")
+        .file("e.yml", "apps:\n  - name: f\n    script: flaky.sh\n    exp_backoff_restart_delay: 100\n");
+    let mut cmd = s.command(&["e.yml"]);
+    cmd.env("EXP_BACKOFF_RESET_TIMER", "1000");
+    let mut r = Running::start(cmd);
+    r.wait_for("steady", Duration::from_secs(5));
+    let env = || jlist(&s)[0]["pm2_env"].clone();
+    let up = std::time::Instant::now();
+    let e = env();
+    assert_eq!((e["status"].as_str(), e["prev_restart_delay"].as_u64()), (Some("online"), Some(150)), "{e}");
+    poll("prev_restart_delay back to 0", Duration::from_secs(5), || (env()["prev_restart_delay"] == 0).then_some(()));
+    assert!(up.elapsed() >= Duration::from_millis(700), "reset after {:?}", up.elapsed());
+    let e = env();
+    assert_eq!((e["status"].as_str(), e["restart_time"].as_u64()), (Some("online"), Some(2)), "{e}");
+    r.signal(libc::SIGTERM);
+    r.wait(Duration::from_secs(5));
+}
+
 /// One request on the control socket, one reply.
 fn request(s: &Scenario, line: &str) -> serde_json::Value {
     use std::io::{BufRead, BufReader, Write};

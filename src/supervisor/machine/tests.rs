@@ -391,10 +391,28 @@ fn reports_carry_the_last_backoff_delay() {
         assert_eq!(delays(&fx), [(Status::Launching, want)], "{fx:?}");
         let fx = m.step(Input::Spawned { pid: 101 }, t);
         assert_eq!(delays(&fx), [(Status::Online, want)], "{fx:?}");
+        assert_eq!(armed(&fx, Timer::BackoffReset), Some(t + policy::BACKOFF_RESET));
     }
-    // After a stable run (PM2's EXP_BACKOFF_RESET_TIMER) the backoff starts again.
+    // A crash before the stable time keeps the sequence (the timer armed then is stale).
+    let fx = m.step(Input::Exited { exit: Exit::Code(1), leftovers: false }, t + Duration::from_secs(1));
+    assert_eq!(delays(&fx), [(Status::WaitingRestart, 337)], "{fx:?}");
+    t += Duration::from_secs(1) + Duration::from_millis(337);
+    m.step(Input::Timer(Timer::Restart), t);
+    m.step(Input::Spawned { pid: 102 }, t);
+    // After a stable run (PM2's EXP_BACKOFF_RESET_TIMER) the backoff starts again, and the
+    // status says so at once.
     t += policy::BACKOFF_RESET;
+    let fx = m.step(Input::Timer(Timer::BackoffReset), t);
+    assert_eq!(delays(&fx), [(Status::Online, 0)], "{fx:?}");
+    assert!(m.step(Input::Timer(Timer::BackoffReset), t).is_empty(), "reported once");
     let fx = m.step(Input::Exited { exit: Exit::Code(1), leftovers: false }, t);
+    assert_eq!(delays(&fx), [(Status::WaitingRestart, 100)], "{fx:?}");
+    // The same without the timer: the exit after a stable run starts over.
+    let (mut m, now) = online("    exp_backoff_restart_delay: 100\n");
+    m.step(Input::Exited { exit: Exit::Code(1), leftovers: false }, now);
+    m.step(Input::Timer(Timer::Restart), now);
+    m.step(Input::Spawned { pid: 101 }, now);
+    let fx = m.step(Input::Exited { exit: Exit::Code(1), leftovers: false }, now + policy::BACKOFF_RESET);
     assert_eq!(delays(&fx), [(Status::WaitingRestart, 100)], "{fx:?}");
 
     let (mut m, now) = online("    restart_delay: 200\n");
