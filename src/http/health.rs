@@ -46,6 +46,7 @@ mod tests {
             ready,
             restart_time: 0,
             restarts: Default::default(),
+            prev_restart_delay: std::time::Duration::ZERO,
             last_exit: None,
             manual,
             scheduled,

@@ -223,6 +223,7 @@ mod tests {
             ready: status == Some(Status::Online),
             restart_time: 2,
             restarts,
+            prev_restart_delay: Duration::ZERO,
             last_exit: Some(crate::process::Exit::Signal(9)),
             manual: false,
             scheduled: false,
