@@ -54,7 +54,6 @@ pub mod error;
 pub mod exit;
 pub mod http;
 pub mod logs;
-pub mod metrics;
 #[cfg(feature = "monit")]
 mod monit;
 pub mod plus;
