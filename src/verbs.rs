@@ -70,13 +70,7 @@ fn act_or_file(home: &Path, verb: &str, target: &str) -> Outcome {
     }
     let eco = match crate::config::load(Path::new(target), &crate::config::Overrides::default()) {
         Ok(eco) => eco,
-        Err(e) => {
-            eprintln!("pm-runtime: invalid configuration, nothing was changed:");
-            for p in &e.problems {
-                eprintln!("  {p}");
-            }
-            return Outcome::ConfigError;
-        }
+        Err(e) => return invalid("pm-runtime: invalid configuration, nothing was changed:", &e),
     };
     let running = match client::processes(home) {
         Ok(ps) => ps,
@@ -269,13 +263,7 @@ fn validate(file: &str, env: Option<String>, only: Option<String>, instances: Op
     };
     let eco = match loaded {
         Ok(eco) => eco,
-        Err(e) => {
-            eprintln!("{file}: invalid");
-            for p in &e.problems {
-                eprintln!("  {p}");
-            }
-            return Outcome::ConfigError;
-        }
+        Err(e) => return invalid(&format!("{file}: invalid"), &e),
     };
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     println!("{file}: valid, {} app(s)", eco.apps.len());
@@ -344,13 +332,7 @@ fn apply(home: &Path, action: &str, a: crate::cli::ApplyArgs) -> Outcome {
     };
     let eco = match crate::config::load(Path::new(&a.file), &overrides) {
         Ok(eco) => eco,
-        Err(e) => {
-            eprintln!("pm-runtime: invalid configuration, nothing was changed:");
-            for p in &e.problems {
-                eprintln!("  {p}");
-            }
-            return Outcome::ConfigError;
-        }
+        Err(e) => return invalid("pm-runtime: invalid configuration, nothing was changed:", &e),
     };
     for w in &eco.warnings {
         eprintln!("pm-runtime: warning: {w}");
@@ -423,4 +405,13 @@ fn write_sample(js: bool) -> Outcome {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => fail(&format!("{name} already exists; not overwritten")),
         Err(e) => fail(&format!("cannot write {name}: {e}")),
     }
+}
+
+/// A configuration the client could not load: a heading, then every problem (exit 78).
+fn invalid(heading: &str, e: &crate::config::ConfigError) -> Outcome {
+    eprintln!("{heading}");
+    for p in &e.problems {
+        eprintln!("  {p}");
+    }
+    Outcome::ConfigError
 }

@@ -14,7 +14,7 @@ use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
 use std::os::fd::AsFd;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -22,34 +22,28 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::cron::Schedule;
 use super::env::{self, InstanceFacts};
 pub use super::machine::{Cmd, Shutdown, Status};
-use super::machine::{Effect, Input, Level, Machine, Ready, Timer};
+use super::machine::{Effect, Input, Level, Machine, Ready, Report, Timer};
 use super::policy;
-use super::status::RestartReason;
 use crate::cluster::{WorkerChannel, WorkerEvent};
 use crate::config::{App, Principal};
 use crate::logs::LogHub;
 use crate::process::{self, Exit, Reaper, SpawnSpec, tree, unix};
 
-/// A status change, reported to the coordinator.
+/// A status change, reported to the coordinator: the machine's [`Report`] with whose it is and
+/// since when its process runs. Reads as the report (`update.status`, `update.pid`…).
 #[derive(Debug, Clone)]
 pub struct Update {
     pub pm_id: u32,
-    pub status: Status,
-    pub pid: Option<u32>,
-    pub last_exit: Option<Exit>,
-    pub restart_time: u32,
-    /// Stopped (or errored) but `cron_restart` will start it again: still counts as alive.
-    pub scheduled: bool,
-    /// Stopped on request (`stop`), not by its own doing.
-    pub manual: bool,
     /// When the current process started (for uptime), if running.
     pub since: Option<SystemTime>,
-    /// The task has ended (deleted, or done for good).
-    pub gone: bool,
-    /// This update starts the instance again, for this reason (the coordinator counts it).
-    pub reason: Option<RestartReason>,
-    /// PM2's `prev_restart_delay` (zero when none).
-    pub prev_restart_delay: Duration,
+    pub report: Report,
+}
+
+impl std::ops::Deref for Update {
+    type Target = Report;
+    fn deref(&self) -> &Report {
+        &self.report
+    }
 }
 
 /// Everything an instance task needs, given once at start.
@@ -212,19 +206,7 @@ impl Instance {
         match effect {
             Effect::Report(r) => {
                 let since = r.pid.and(run.since);
-                let _ = self.updates.send(Update {
-                    pm_id: self.pm_id,
-                    status: r.status,
-                    pid: r.pid,
-                    last_exit: r.last_exit,
-                    restart_time: r.restart_time,
-                    scheduled: r.scheduled,
-                    manual: r.manual,
-                    since,
-                    gone: r.gone,
-                    reason: r.reason,
-                    prev_restart_delay: r.prev_restart_delay,
-                });
+                let _ = self.updates.send(Update { pm_id: self.pm_id, since, report: r.clone() });
                 if r.status == Status::Online {
                     test_hooks::maybe_panic(self.pm_id, r.restart_time);
                 }

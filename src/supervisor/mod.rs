@@ -222,16 +222,18 @@ impl Coordinator {
             let status = if self.stopping { Status::Stopped } else { Status::Errored };
             slot.last = Some(Update {
                 pm_id,
-                status,
-                pid: None,
-                last_exit: last.as_ref().and_then(|u| u.last_exit),
-                restart_time,
-                scheduled: false,
-                manual: false,
                 since: None,
-                gone: self.stopping,
-                reason: None,
-                prev_restart_delay: last.as_ref().map_or(Duration::ZERO, |u| u.prev_restart_delay),
+                report: machine::Report {
+                    status,
+                    pid: None,
+                    last_exit: last.as_ref().and_then(|u| u.last_exit),
+                    restart_time,
+                    scheduled: false,
+                    manual: false,
+                    gone: self.stopping,
+                    reason: None,
+                    prev_restart_delay: last.as_ref().map_or(Duration::ZERO, |u| u.prev_restart_delay),
+                },
             });
         }
         self.publish();
@@ -633,8 +635,8 @@ fn outcome(apps: &[App], slots: &BTreeMap<u32, Slot>) -> Outcome {
         return Outcome::AppErrored;
     }
     for s in slots.values() {
-        if let Some(Update { last_exit: Some(exit), .. }) = &s.last
-            && *exit != Exit::Code(0)
+        if let Some(exit) = s.last.as_ref().and_then(|u| u.last_exit)
+            && exit != Exit::Code(0)
         {
             tracing::info!("Exiting: every app has finished; {} exited with {}", apps[s.app_index].name, exit.as_code());
             return Outcome::AppsFinished(exit.as_code());
