@@ -194,9 +194,14 @@ fn api_metrics_probes_and_write_actions_without_leaking_secrets() {
     let (code, body) = get(port, "/readyz");
     assert_eq!(code, 200, "{body}");
     // Logs, as the socket numbers them.
-    let logs = json(port, "/logs?app=web&lines=5");
+    // Two instances print a line per 0.2 s: wait until five have been written, then ask for five.
+    let mut logs = json(port, "/logs?app=web&lines=5");
+    wait_until("web has written five lines", Duration::from_secs(10), || {
+        logs = json(port, "/logs?app=web&lines=5");
+        logs["lines"].as_array().is_some_and(|l| l.len() >= 5)
+    });
     let lines = logs["lines"].as_array().unwrap();
-    assert_eq!(lines.len(), 5, "{logs}");
+    assert_eq!(lines.len(), 5, "lines=5 returns exactly five: {logs}");
     assert!(lines.iter().all(|l| l["app_name"] == "web" && l["seq"].as_u64().is_some()), "{logs}");
     bodies.push(logs.to_string());
 
