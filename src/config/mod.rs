@@ -480,8 +480,10 @@ fn finish(
         return None;
     }
 
-    let exec_mode =
-        raw.exec_mode.unwrap_or(if raw.instances.is_some() && resolved.command.is_node { ExecMode::Cluster } else { ExecMode::Fork });
+    // PM2's rule: `instances` set and a Node interpreter means cluster. `-i` counts with a
+    // script (PM2 copies it into the app); with a file it only sets the count (PM2 ignores it there).
+    let instances_given = raw.instances.is_some() || (script_form && flags.instances.is_some());
+    let exec_mode = raw.exec_mode.unwrap_or(if instances_given && resolved.command.is_node { ExecMode::Cluster } else { ExecMode::Fork });
     let cwd = resolved.cwd.clone();
     let home = (host.var)("HOME");
     let file_path = |p: &Option<String>| p.as_deref().map(|p| log_path(p, &cwd, home.as_deref()));

@@ -381,7 +381,13 @@ fn script_form() {
     let exec = fx.work().join("app.js").to_string_lossy().into_owned();
     assert_eq!(a.command.argv, [exec.as_str(), "a", "b"]);
     assert_eq!(a.instances, Instances::Count(2));
-    assert_eq!(a.exec_mode, ExecMode::Fork);
+    assert_eq!(a.exec_mode, ExecMode::Cluster, "-i with a Node script → cluster, as pm2-runtime");
+    let o1 = Overrides { instances: Some("2".into()), interpreter: Some("python3".into()), ..Default::default() };
+    assert_eq!(ok(fx.script("app.js", &o1)).apps[0].exec_mode, ExecMode::Fork, "not Node: fork");
+    assert_eq!(ok(fx.script("app.js", &Overrides::default())).apps[0].exec_mode, ExecMode::Fork, "no -i: fork");
+    fx.file("f.yml", "apps:\n  - script: app.js\n");
+    let o1 = Overrides { instances: Some("2".into()), ..Default::default() };
+    assert_eq!(ok(fx.load("f.yml", &o1)).apps[0].exec_mode, ExecMode::Fork, "-i with a file: the file decides the mode");
 
     let o = Overrides { name: Some("web".into()), interpreter: Some("python3".into()), ..Default::default() };
     let eco = ok(fx.script("app.js", &o));
