@@ -88,6 +88,10 @@ pub enum Command {
     /// Same as startOrRestart (fork mode: a reload is a restart).
     #[command(name = "startOrGracefulReload", visible_alias = "start-or-graceful-reload")]
     StartOrGracefulReload(ApplyArgs),
+    /// Write PM2's sample ecosystem.config.js in the current directory (`simple`: the short one).
+    Init { mode: Option<String> },
+    /// Stop every app and the runtime (as a stop signal does), like `pm2 kill`.
+    Kill,
     /// Write a commented sample ecosystem.config.yml (or .js) in the current directory.
     Ecosystem {
         /// Write ecosystem.config.js instead.

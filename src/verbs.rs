@@ -107,6 +107,8 @@ pub fn run(home: &Path, cmd: Command) -> Outcome {
         Command::StartOrReload(a) => apply(home, "startOrReload", a),
         Command::StartOrGracefulReload(a) => apply(home, "startOrGracefulReload", a),
         Command::Ecosystem { js } => write_sample(js),
+        Command::Init { mode } => write_init(mode.as_deref()),
+        Command::Kill => kill(home),
         #[cfg(feature = "monit")]
         Command::Monit => crate::monit::run(home),
         #[cfg(not(feature = "monit"))]
@@ -405,6 +407,55 @@ fn write_sample(js: bool) -> Outcome {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => fail(&format!("{name} already exists; not overwritten")),
         Err(e) => fail(&format!("cannot write {name}: {e}")),
     }
+}
+
+/// `init [simple]`: PM2's `init`, an ecosystem.config.js in the current directory (never
+/// over an existing file); the path is printed as PM2 prints it.
+fn write_init(mode: Option<&str>) -> Outcome {
+    const NAME: &str = "ecosystem.config.js";
+    let body = if mode == Some("simple") { SAMPLE_JS_SIMPLE } else { SAMPLE_JS };
+    let path = std::env::current_dir().map(|d| d.join(NAME)).unwrap_or_else(|_| NAME.into());
+    let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&path);
+    match file.and_then(|mut f| std::io::Write::write_all(&mut f, body.as_bytes())) {
+        Ok(()) => {
+            println!("File {} generated", path.display());
+            Outcome::Requested
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => fail(&format!("{} already exists; not overwritten", path.display())),
+        Err(e) => fail(&format!("cannot write {}: {e}", path.display())),
+    }
+}
+
+const SAMPLE_JS_SIMPLE: &str = r#"module.exports = {
+  apps: [
+    {
+      name: 'app1',
+      script: './app.js',
+    },
+  ],
+};
+"#;
+
+/// `kill`: asks the runtime to stop as a stop signal would, then waits (bounded by the apps'
+/// kill_timeout) until it has gone. With no runtime running there is nothing to do: exit 0,
+/// as `pm2 kill` does.
+fn kill(home: &Path) -> Outcome {
+    if !client::runtime_running(home) {
+        println!("no pm-runtime is running with PM2_HOME={}: nothing to stop", home.display());
+        return Outcome::Requested;
+    }
+    if let Err(e) = client::request(home, &Request::Kill) {
+        return fail(&e);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while client::runtime_running(home) {
+        if std::time::Instant::now() > deadline {
+            return fail("the runtime is still stopping after 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!("every app stopped; pm-runtime has exited");
+    Outcome::Requested
 }
 
 /// A configuration the client could not load: a heading, then every problem (exit 78).

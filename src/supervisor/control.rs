@@ -45,6 +45,11 @@ pub fn handle(co: &mut Coordinator, req: Request) -> Reply {
             co.logs.reopen_files();
             Reply::ok()
         }
+        // The runtime's own stop signal: the one shutdown path (kill_timeout, exit code).
+        Request::Kill => {
+            crate::process::unix::signal_pid(std::process::id(), nix::sys::signal::Signal::SIGTERM);
+            Reply::ok()
+        }
     }
 }
 

@@ -47,3 +47,44 @@ fn dash_i_on_the_command_line_runs_a_node_script_in_cluster_mode() {
     assert_eq!(pids.len(), 2);
     assert!(!r.stdout().contains("EADDRINUSE") && !r.stderr().contains("EADDRINUSE"), "{}{}", r.stdout(), r.stderr());
 }
+
+#[test]
+fn init_writes_pm2s_sample_ecosystem_and_runs_nothing() {
+    require_tool("node", &["--version"]);
+    let s = Scenario::new().file("index.js", "setInterval(() => {}, 1000);\n");
+    let (status, out, err) = s.run(&["init"], Duration::from_secs(20));
+    assert!(status.success(), "{out}{err}");
+    let file = s.path().join("ecosystem.config.js");
+    assert!(out.contains(&format!("File {} generated", file.display())), "{out}");
+    assert!(std::fs::read_to_string(&file).unwrap().contains("module.exports"));
+    // It is an ecosystem file that pm-runtime reads.
+    let (status, out, err) = s.run(&["validate", "ecosystem.config.js"], Duration::from_secs(30));
+    assert!(status.success(), "{out}{err}");
+    // Never over an existing file.
+    let (status, _, err) = s.run(&["init"], Duration::from_secs(20));
+    assert!(!status.success() && err.contains("already exists"), "{err}");
+    // `init simple`: PM2's short sample.
+    let t = Scenario::new();
+    let (status, out, err) = t.run(&["init", "simple"], Duration::from_secs(20));
+    assert!(status.success(), "{out}{err}");
+    assert!(std::fs::read_to_string(t.path().join("ecosystem.config.js")).unwrap().contains("app1"));
+}
+
+#[test]
+fn kill_stops_every_app_and_the_runtime() {
+    let s = Scenario::new().file("loop.sh", "#!/bin/sh\nwhile :; do sleep 1; done\n").file(
+        "e.yml",
+        "apps:\n  - name: a\n    script: loop.sh\n    args: [killmarker-a]\n  - name: b\n    script: loop.sh\n    args: [killmarker-b]\n",
+    );
+    let mut r = s.start(&["e.yml"]);
+    online(&s, 2);
+    let (code, out, err) = s.cli(&["kill"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let status = r.wait(Duration::from_secs(30)).expect("the runtime exits after kill");
+    assert_eq!(status.code(), Some(0), "{}{}", r.stdout(), r.stderr());
+    assert!(pids_with("killmarker-").is_empty(), "apps left running");
+    // Nothing running: kill says so and succeeds, as `pm2 kill` does.
+    let (code, out, _) = s.cli(&["kill"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("nothing to stop"), "{out}");
+}
