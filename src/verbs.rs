@@ -58,17 +58,25 @@ pub fn act(home: &Path, verb: &str, target: &str) -> Outcome {
 /// A verb whose target may be an ecosystem file, as PM2 allows: `restart`/`reload` of a file
 /// are `startOrRestart`/`startOrReload` (PM2's `_startJson`), `stop`/`delete` act on every app
 /// the file names that is running (PM2's `actionFromJson`; the others are skipped).
-fn act_or_file(home: &Path, verb: &str, target: &str) -> Outcome {
+/// `--only a,b` keeps the file's apps of those names (PM2: one name; a list is accepted too).
+fn act_or_file(home: &Path, verb: &str, t: &crate::cli::Target) -> Outcome {
+    let target = t.target.as_str();
     if !crate::config::is_config_file(target) || !Path::new(target).is_file() {
         return act(home, verb, target);
     }
-    let file_args = || crate::cli::ApplyArgs { file: target.to_string(), env: None, only: None, update_env: false, config_timeout: None };
+    let file_args =
+        || crate::cli::ApplyArgs { file: target.to_string(), env: t.env.clone(), only: t.only.clone(), update_env: false, config_timeout: None };
     match verb {
         "restart" => return apply(home, "startOrRestart", file_args()),
         "reload" => return apply(home, "startOrReload", file_args()),
         _ => {}
     }
-    let eco = match crate::config::load(Path::new(target), &crate::config::Overrides::default()) {
+    let overrides = crate::config::Overrides {
+        env: t.env.clone(),
+        only: t.only.as_deref().map(crate::cli::split_names).unwrap_or_default(),
+        ..Default::default()
+    };
+    let eco = match crate::config::load(Path::new(target), &overrides) {
         Ok(eco) => eco,
         Err(e) => return invalid("pm-runtime: invalid configuration, nothing was changed:", &e),
     };
@@ -199,10 +207,10 @@ pub fn run(home: &Path, cmd: Command) -> Outcome {
                 }
             }
         }
-        Command::Stop(t) => act_or_file(home, "stop", &t.target),
-        Command::Restart(t) => act_or_file(home, "restart", &t.target),
-        Command::Reload(t) => act_or_file(home, "reload", &t.target),
-        Command::Delete(t) => act_or_file(home, "delete", &t.target),
+        Command::Stop(t) => act_or_file(home, "stop", &t),
+        Command::Restart(t) => act_or_file(home, "restart", &t),
+        Command::Reload(t) => act_or_file(home, "reload", &t),
+        Command::Delete(t) => act_or_file(home, "delete", &t),
         Command::Reset(t) => act(home, "reset", &t.target),
         Command::Scale { name, count } => match client::request(home, &Request::Scale { name, count }) {
             Ok(_) => {

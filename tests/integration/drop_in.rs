@@ -88,3 +88,39 @@ fn kill_stops_every_app_and_the_runtime() {
     assert_eq!(code, 0);
     assert!(out.contains("nothing to stop"), "{out}");
 }
+
+const LOOP: &str = "#!/bin/sh\nwhile :; do sleep 1; done\n";
+
+fn three_loops() -> Scenario {
+    Scenario::new().file("loop.sh", LOOP).file(
+        "e.yml",
+        "apps:\n  - name: a\n    script: loop.sh\n  - name: b\n    script: loop.sh\n  - name: c\n    script: loop.sh\n",
+    )
+}
+
+fn statuses(s: &Scenario) -> Vec<(String, String)> {
+    jlist(s).iter().map(|p| (p["name"].as_str().unwrap().to_string(), p["pm2_env"]["status"].as_str().unwrap().to_string())).collect()
+}
+
+fn pair(n: &str, st: &str) -> (String, String) {
+    (n.to_string(), st.to_string())
+}
+
+#[test]
+fn verbs_on_an_ecosystem_file_with_only_act_on_those_apps() {
+    let s = three_loops();
+    let _r = s.start(&["e.yml"]);
+    online(&s, 3);
+    let (code, out, err) = s.cli(&["stop", "e.yml", "--only", "a,b"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(statuses(&s), [pair("a", "stopped"), pair("b", "stopped"), pair("c", "online")]);
+
+    let (code, out, err) = s.cli(&["restart", "e.yml", "--only", "a"]);
+    assert_eq!(code, 0, "{out}{err}");
+    poll("a online again", Duration::from_secs(20), || (statuses(&s)[0] == pair("a", "online")).then_some(()));
+    assert_eq!(statuses(&s)[1], pair("b", "stopped"));
+
+    let (code, out, err) = s.cli(&["delete", "e.yml", "--only", "b"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(statuses(&s), [pair("a", "online"), pair("c", "online")]);
+}
