@@ -124,3 +124,50 @@ fn verbs_on_an_ecosystem_file_with_only_act_on_those_apps() {
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(statuses(&s), [pair("a", "online"), pair("c", "online")]);
 }
+
+#[test]
+fn numeric_targets_are_names_then_namespaces_then_pm_ids() {
+    let s = Scenario::new().file("loop.sh", LOOP).file(
+        "e.yml",
+        "apps:\n  - name: a\n    script: loop.sh\n  - name: \"455\"\n    script: loop.sh\n  - name: c\n    script: loop.sh\n    namespace: \"7\"\n",
+    );
+    let _r = s.start(&["e.yml", "--no-auto-exit"]);
+    online(&s, 3);
+    // "455" is the app of that name (pm_id 1), not a missing pm_id.
+    let (code, out, err) = s.cli(&["stop", "455"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(statuses(&s), [pair("a", "online"), pair("455", "stopped"), pair("c", "online")]);
+    // "7" is the namespace of c.
+    let (code, out, err) = s.cli(&["stop", "7"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(statuses(&s), [pair("a", "online"), pair("455", "stopped"), pair("c", "stopped")]);
+    // "0" is no name and no namespace: the pm_id.
+    let (code, out, err) = s.cli(&["stop", "0"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(statuses(&s), [pair("a", "stopped"), pair("455", "stopped"), pair("c", "stopped")]);
+}
+
+#[test]
+fn regex_targets_act_on_the_apps_whose_names_match() {
+    let s = Scenario::new().file("loop.sh", LOOP).file(
+        "e.yml",
+        "apps:\n  - name: api-users\n    script: loop.sh\n  - name: api-orders\n    script: loop.sh\n  - name: web\n    script: loop.sh\n",
+    );
+    let _r = s.start(&["e.yml"]);
+    online(&s, 3);
+    let (code, out, err) = s.cli(&["stop", "/^api-/"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(statuses(&s), [pair("api-users", "stopped"), pair("api-orders", "stopped"), pair("web", "online")]);
+    let (code, out, err) = s.cli(&["restart", "/orders$/"]);
+    assert_eq!(code, 0, "{out}{err}");
+    poll("api-orders online", Duration::from_secs(20), || (statuses(&s)[1] == pair("api-orders", "online")).then_some(()));
+    let (code, out, err) = s.cli(&["reload", "/users/"]);
+    assert_eq!(code, 0, "{out}{err}");
+    poll("api-users online", Duration::from_secs(20), || (statuses(&s)[0] == pair("api-users", "online")).then_some(()));
+    let (code, out, err) = s.cli(&["delete", "/^api/"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(statuses(&s), [pair("web", "online")]);
+    let (code, _, err) = s.cli(&["stop", "/^nothing/"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no process whose app name matches /^nothing/"), "{err}");
+}
