@@ -321,6 +321,10 @@ impl Coordinator {
             if let Some(slot) = self.slots.remove(&update.pm_id) {
                 self.numbers.entry(slot.app_index).or_default().give_back(slot.instance);
             }
+            // PM2 numbers from 0 again once its table is empty (ids and `-<id>` log files match).
+            if self.slots.is_empty() {
+                self.next_id = 0;
+            }
         } else if let Some(slot) = self.slots.get_mut(&update.pm_id) {
             if update.pid.is_none() {
                 slot.sample = Sample::default();

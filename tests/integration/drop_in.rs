@@ -171,3 +171,24 @@ fn regex_targets_act_on_the_apps_whose_names_match() {
     assert_eq!(code, 1);
     assert!(err.contains("no process whose app name matches /^nothing/"), "{err}");
 }
+
+#[test]
+fn pm_ids_start_at_zero_again_once_the_table_is_empty() {
+    let s = three_loops();
+    let _r = s.start(&["e.yml", "--no-auto-exit"]);
+    online(&s, 3);
+    let (code, out, err) = s.cli(&["delete", "all"]);
+    assert_eq!(code, 0, "{out}{err}");
+    poll("an empty table", Duration::from_secs(20), || jlist(&s).is_empty().then_some(()));
+    let (code, out, err) = s.cli(&["startOrRestart", "e.yml"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let ids: Vec<u64> = online(&s, 3).iter().map(|p| p["pm_id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, [0, 1, 2]);
+    // Not while something is left: the next id goes on from the highest.
+    let (code, out, err) = s.cli(&["delete", "a"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = s.cli(&["startOrRestart", "e.yml"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let ids: Vec<u64> = online(&s, 3).iter().map(|p| p["pm_id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, [1, 2, 3]);
+}
