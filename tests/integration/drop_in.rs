@@ -192,3 +192,15 @@ fn pm_ids_start_at_zero_again_once_the_table_is_empty() {
     let ids: Vec<u64> = online(&s, 3).iter().map(|p| p["pm_id"].as_u64().unwrap()).collect();
     assert_eq!(ids, [1, 2, 3]);
 }
+
+#[test]
+fn a_partial_line_shows_after_a_short_idle_and_whole_lines_stay_whole() {
+    // A prompt without a newline, then a line written in two quick pieces.
+    let app = "#!/bin/sh\nprintf 'Enter name: '\nsleep 3\nprintf 'ab'; sleep 0.05; printf 'cd\\n'\nsleep 30\n";
+    let s = Scenario::new().file("p.sh", app);
+    let r = s.start(&["p.sh"]);
+    // The prompt is out on its own (held until its newline, it would be "Enter name: abcd").
+    r.wait_for("Enter name: ", Duration::from_secs(20));
+    r.wait_for("abcd\n", Duration::from_secs(20));
+    assert!(r.stdout().lines().any(|l| l == "Enter name: "), "{}", r.stdout());
+}
