@@ -606,6 +606,22 @@ impl App {
     }
 }
 
+/// One instance's pid file, named as PM2 names it: the configured `pid_file` with a trailing
+/// `-<digits>.pid` or `.pid` replaced by `-<pm_id>.pid` (any other name as it is, so instances
+/// share it), else `$PM2_HOME/pids/<name>-<pm_id>.pid`. `/dev/null` and `NULL` as they are.
+pub fn pid_path(pid_file: Option<&Path>, app_name: &str, pm_id: u32, pm2_home: &Path) -> PathBuf {
+    let Some(path) = pid_file else {
+        return pm2_home.join("pids").join(crate::logs::file::default_pid_file_name(app_name, pm_id));
+    };
+    let Some(name) = path.file_name().and_then(|n| n.to_str()).filter(|_| !is_null_path(path)) else { return path.to_path_buf() };
+    let Some(stem) = name.strip_suffix(".pid") else { return path.to_path_buf() };
+    let stem = match stem.rsplit_once('-') {
+        Some((head, digits)) if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => head,
+        _ => stem,
+    };
+    path.with_file_name(format!("{stem}-{pm_id}.pid"))
+}
+
 /// A log/pid path as PM2 resolves it: `~/` expanded, relative to the app's cwd; `/dev/null` and
 /// `NULL` kept as they are.
 fn log_path(p: &str, cwd: &Path, home: Option<&str>) -> PathBuf {

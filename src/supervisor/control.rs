@@ -220,6 +220,9 @@ pub fn process_rows(table: &super::status::StatusTable, only: Option<&[u32]>, en
             out_log: log(&app.out_file),
             err_log: log(&app.error_file),
             combined_log: log(&app.log_file),
+            pid_path: crate::config::pid_path(app.pid_file.as_deref(), &app.name, id, std::path::Path::new(&crate::pm2_home()))
+                .to_string_lossy()
+                .into_owned(),
             memory: row.sample.memory_bytes,
             cpu: row.sample.cpu_percent,
             version,

@@ -93,12 +93,13 @@ pub fn build(inherited: &[(OsString, OsString)], app: &App, f: &InstanceFacts) -
         ("pm_out_log_path", &app.out_file),
         ("pm_err_log_path", &app.error_file),
         ("pm_log_path", &app.log_file),
-        ("pm_pid_path", &app.pid_file),
     ] {
         if let Some(p) = path {
             pm2.push((key, p.to_string_lossy().into_owned()));
         }
     }
+    let pid_path = crate::config::pid_path(app.pid_file.as_deref(), &app.name, f.pm_id, std::path::Path::new(&f.pm2_home));
+    pm2.push(("pm_pid_path", pid_path.to_string_lossy().into_owned()));
     if app.command.interpreter.contains("python") {
         pm2.push(("PYTHONUNBUFFERED", "1".to_string()));
     }

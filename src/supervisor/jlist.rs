@@ -49,6 +49,8 @@ pub struct Facts<'a> {
     pub out_log: Option<String>,
     pub err_log: Option<String>,
     pub combined_log: Option<String>,
+    /// PM2's `pm_pid_path` of this instance (see [`crate::config::pid_path`]).
+    pub pid_path: String,
     pub memory: u64,
     pub cpu: f64,
     /// `version` from the app's package.json, else "N/A".
@@ -96,6 +98,7 @@ pub fn entry(f: &Facts, env: Env) -> Value {
     put("exec_mode", json!(if app.exec_mode == ExecMode::Cluster { "cluster_mode" } else { "fork_mode" }));
     put("pm_out_log_path", json!(f.out_log));
     put("pm_err_log_path", json!(f.err_log));
+    put("pm_pid_path", json!(f.pid_path));
     if let Some(p) = &f.combined_log {
         put("pm_log_path", json!(p));
     }
@@ -159,6 +162,7 @@ mod tests {
             out_log: Some("/x/out.log".into()),
             err_log: None,
             combined_log: Some("/x/all.log".into()),
+            pid_path: "/h/.pm2/pids/web-0.pid".into(),
             memory: 1,
             cpu: 0.5,
             version: "N/A".into(),

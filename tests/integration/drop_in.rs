@@ -204,3 +204,31 @@ fn a_partial_line_shows_after_a_short_idle_and_whole_lines_stay_whole() {
     r.wait_for("abcd\n", Duration::from_secs(20));
     assert!(r.stdout().lines().any(|l| l == "Enter name: "), "{}", r.stdout());
 }
+
+fn read_pid(path: &std::path::Path) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+#[test]
+fn pid_files_are_named_as_pm2_names_them() {
+    let s = Scenario::new().file("loop.sh", LOOP).file(
+        "e.yml",
+        "apps:\n  - name: a\n    script: loop.sh\n    pid_file: run/a.pid\n  - name: b\n    script: loop.sh\n    pid_file: run/b-9.pid\n  - name: c d\n    script: loop.sh\n",
+    );
+    let mut r = s.start(&["e.yml"]);
+    let ps = online(&s, 3);
+    let home = s.path().join(".pm2");
+    // A fork app with one instance gets -<pm_id> too; `-9.pid` is replaced; no pid_file: PM2_HOME/pids.
+    let want = [s.path().join("run/a-0.pid"), s.path().join("run/b-1.pid"), home.join("pids/c-d-2.pid")];
+    for (p, path) in ps.iter().zip(&want) {
+        assert_eq!(p["pm2_env"]["pm_pid_path"], path.to_string_lossy().as_ref(), "{p}");
+        assert_eq!(read_pid(path), p["pid"].as_u64(), "{}", path.display());
+    }
+    // The runtime's own pid, where PM2 keeps its daemon's.
+    assert_eq!(read_pid(&home.join("pm2.pid")), Some(u64::from(r.pid())));
+    r.signal(libc::SIGTERM);
+    r.wait(Duration::from_secs(30)).expect("the runtime stops");
+    for path in want.iter().chain([&home.join("pm2.pid")]) {
+        assert!(!path.exists(), "{} left behind", path.display());
+    }
+}
