@@ -44,6 +44,8 @@
 //! - [`exit`] is the table of exit codes; [`error`] the top-level errors (critical: the runtime
 //!   cannot run, exit code by kind; runtime: reported, the runtime carries on). Config problems
 //!   are values with file, line, column and key ([`config::Problem`]).
+//! - [`redact`] decides which environment variables may be shown (`jlist`, `show`) and which
+//!   are secrets: redacted, or never shown at all (the runtime's own credentials).
 //! - `serve` is PM2's static file server (`script: serve`), run as an app by this binary.
 
 pub mod cli;
@@ -59,6 +61,7 @@ mod monit;
 pub mod plus;
 pub mod preload;
 pub mod process;
+pub mod redact;
 mod serve;
 pub mod signals;
 pub mod supervisor;

@@ -24,7 +24,7 @@ pub use resolve::normalize;
 pub use units::{js_parse_int, parse_signal};
 
 use resolve::{Host, Target};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -378,9 +378,11 @@ fn load_with(path: &Path, o: &Overrides, host: &Host) -> Result<Ecosystem, Confi
 
     // --env: deploy.<env>.env < env < env_<env>.
     let mut deploy_env = BTreeMap::new();
+    let mut deploy_numbers = BTreeSet::new();
     if let Some(e) = &o.env {
         if let Some(env_node) = doc.deploy.and_then(|d| d.get(e)).and_then(|d| d.get("env")) {
             deploy_env = validate::env_map(env_node, &format!("deploy.{e}.env"), &mut rep);
+            deploy_numbers = validate::number_keys(env_node);
         }
         if !raws.is_empty() && !raws.iter().any(|r| r.env_named.contains_key(e)) {
             rep.warnings.push(format!("Environment [{e}] is not defined in {label}"));
@@ -389,7 +391,7 @@ fn load_with(path: &Path, o: &Overrides, host: &Host) -> Result<Ecosystem, Confi
 
     let mut apps = Vec::new();
     for raw in &raws {
-        if let Some(app) = finish(raw, o, &flags, &defaults, &deploy_env, false, host, &mut rep) {
+        if let Some(app) = finish(raw, o, &flags, &defaults, (&deploy_env, &deploy_numbers), false, host, &mut rep) {
             apps.push(app);
         }
     }
@@ -413,7 +415,7 @@ fn from_script_with(script: &str, o: &Overrides, host: &Host) -> Result<Ecosyste
         return Err(ConfigError { problems });
     }
     let raw = RawApp { script: Some((script.to_string(), None)), ..Default::default() };
-    let app = finish(&raw, o, &flags, &defaults, &BTreeMap::new(), true, host, &mut rep);
+    let app = finish(&raw, o, &flags, &defaults, (&BTreeMap::new(), &BTreeSet::new()), true, host, &mut rep);
     problems.append(&mut rep.errors);
     match app {
         Some(app) if problems.is_empty() => Ok(Ecosystem { file: None, apps: vec![app], warnings: rep.warnings }),
@@ -428,7 +430,7 @@ fn finish(
     o: &Overrides,
     flags: &Flags,
     defaults: &Defaults,
-    deploy_env: &BTreeMap<String, String>,
+    (deploy_env, deploy_numbers): (&BTreeMap<String, String>, &BTreeSet<String>),
     script_form: bool,
     host: &Host,
     rep: &mut Reporter,
@@ -457,10 +459,22 @@ fn finish(
         _ => raw.name.clone().unwrap_or_else(|| validate::default_name(script)),
     };
     let mut env = deploy_env.clone();
-    env.extend(raw.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let mut env_numbers = deploy_numbers.clone();
+    // Each layer decides for its own keys whether the value is a number.
+    let mut layer = |env: &mut BTreeMap<String, String>, values: &BTreeMap<String, String>, numbers: Option<&BTreeSet<String>>| {
+        for (k, v) in values {
+            env.insert(k.clone(), v.clone());
+            if numbers.is_some_and(|n| n.contains(k)) {
+                env_numbers.insert(k.clone());
+            } else {
+                env_numbers.remove(k);
+            }
+        }
+    };
+    layer(&mut env, &raw.env, Some(&raw.env_numbers));
     if let Some(e) = &o.env {
         if let Some(extra) = raw.env_named.get(e) {
-            env.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+            layer(&mut env, extra, raw.env_named_numbers.get(e));
         }
         if raw.append_env_to_name {
             name = format!("{name}-{e}");
@@ -520,6 +534,7 @@ fn finish(
         interpreter_args,
         command: resolved.command,
         env,
+        env_numbers,
         filter_env: raw.filter_env.clone(),
         port: raw.port,
         instances: flags.instances.or(raw.instances).unwrap_or(Instances::Count(1)),

@@ -195,6 +195,7 @@ fn processes(co: &mut Coordinator, only: Option<&[u32]>) -> Vec<Value> {
 /// the socket includes them, the HTTP API never does.
 pub fn process_rows(table: &super::status::StatusTable, only: Option<&[u32]>, env: super::jlist::Env) -> Vec<Value> {
     let mut out = Vec::new();
+    let inherited: Vec<_> = if env == super::jlist::Env::Include { std::env::vars_os().collect() } else { Vec::new() };
     for row in table.instances.iter().filter(|r| only.is_none_or(|o| o.contains(&r.pm_id))) {
         let app = &row.app;
         let version = std::fs::read_to_string(app.cwd.join("package.json"))
@@ -229,6 +230,7 @@ pub fn process_rows(table: &super::status::StatusTable, only: Option<&[u32]>, en
             username: std::env::var("USER").unwrap_or_else(|_| "root".into()),
             axm_monitor: &row.axm_monitor,
             axm_actions: &row.axm_actions,
+            inherited: &inherited,
         };
         out.push(super::jlist::entry(&facts, env));
     }

@@ -4,10 +4,15 @@
 //! order PM2's own objects have), which scripts that read the text rely on; serde_json keeps
 //! insertion order (its `preserve_order` feature).
 //!
-//! `pm2_env.env` holds the app's environment values. Only the control socket (private to the
-//! uid that runs the runtime, as PM2's own socket) may show them: callers say so explicitly
-//! with [`Env::Include`]. Anything served over the network (HTTP endpoints, PM2 Plus) must use
-//! [`Env::Omit`].
+//! `pm2_env.env` holds the instance's environment as PM2 shows it: the inherited variables, the
+//! app's `env` (numbers in the file stay numbers), the instance's `increment_var` value, `PORT`
+//! and `unique_id`; its variables are also copied to the top level of `pm2_env` (where PM2's
+//! own keys win), as PM2 does. Secrets are redacted or left out by [`crate::redact`]. Only the
+//! control socket (private to the uid that runs the runtime, as PM2's own socket) may show
+//! them: callers say so explicitly with [`Env::Include`]. Anything served over the network
+//! (HTTP endpoints, PM2 Plus) must use [`Env::Omit`].
+
+use std::ffi::OsString;
 
 use serde_json::{Map, Value, json};
 
@@ -59,6 +64,46 @@ pub struct Facts<'a> {
     /// `@pm2/io` custom metrics and actions, as the app declared them.
     pub axm_monitor: &'a Map<String, Value>,
     pub axm_actions: &'a [Value],
+    /// The runtime's own environment (what the app inherits, before `filter_env`).
+    pub inherited: &'a [(OsString, OsString)],
+}
+
+/// The instance's environment as PM2's `pm2_env.env` shows it, secrets redacted or left out.
+fn instance_env(f: &Facts) -> Map<String, Value> {
+    use crate::redact::{REDACTED, Shown, env_var};
+    let app = f.app;
+    let mut env = Map::new();
+    for (k, v) in super::env::inherited(f.inherited, app) {
+        env.insert(k.to_string_lossy().into_owned(), json!(v.to_string_lossy()));
+    }
+    for (k, v) in &app.env {
+        env.insert(k.clone(), if app.env_numbers.contains(k) { number(v) } else { json!(v) });
+    }
+    if let Some((var, value)) = super::env::increment_value(app, f.instance) {
+        env.insert(var.to_string(), json!(value));
+    }
+    if let Some(port) = app.port {
+        env.insert("PORT".into(), json!(port));
+    }
+    env.insert("unique_id".into(), json!(f.unique_id));
+    env.into_iter()
+        .filter_map(|(k, v)| match env_var(&k) {
+            Shown::Never => None,
+            Shown::Redacted => Some((k, json!(REDACTED))),
+            Shown::Plain => Some((k, v)),
+        })
+        .collect()
+}
+
+/// A number from the file, as JSON shows it (integers stay integers).
+fn number(v: &str) -> Value {
+    if let Ok(i) = v.parse::<i64>() {
+        return json!(i);
+    }
+    match v.parse::<f64>() {
+        Ok(x) if x.is_finite() => json!(x),
+        _ => json!(v),
+    }
 }
 
 /// One process, as PM2's `jlist` shows it.
@@ -86,8 +131,9 @@ pub fn entry(f: &Facts, env: Env) -> Value {
     if let Some(m) = app.merge_logs {
         put("merge_logs", json!(m));
     }
-    if env == Env::Include {
-        put("env", json!(app.env));
+    let shown = (env == Env::Include).then(|| instance_env(f));
+    if let Some(vars) = &shown {
+        put("env", Value::Object(vars.clone()));
     }
     put("namespace", json!(app.namespace));
     put("name", json!(app.name));
@@ -119,6 +165,10 @@ pub fn entry(f: &Facts, env: Env) -> Value {
     put("prev_restart_delay", json!(f.prev_restart_delay.as_millis() as u64));
     put("version", json!(f.version));
     put("exit_code", json!(f.exit_code));
+    // PM2 copies the env to the top level of pm2_env (tools read `pm2_env.PORT`); its own keys win.
+    for (k, v) in shown.into_iter().flatten() {
+        e.entry(k).or_insert(v);
+    }
     json!({
         "pid": f.pid,
         "name": app.name,
@@ -169,6 +219,7 @@ mod tests {
             username: "root".into(),
             axm_monitor: &NO_METRICS,
             axm_actions: &[],
+            inherited: &[],
         }
     }
 

@@ -232,3 +232,37 @@ fn pid_files_are_named_as_pm2_names_them() {
         assert!(!path.exists(), "{} left behind", path.display());
     }
 }
+
+#[test]
+fn jlist_env_has_pm2s_shape_and_hides_secrets() {
+    let s = Scenario::new().file("loop.sh", LOOP).file(
+        "e.yml",
+        "apps:\n  - name: api\n    script: loop.sh\n    instances: 2\n    increment_var: PORT\n    env:\n      PORT: 3000\n      WORKERS: 4\n      QUOTED: \"42\"\n      NODE_ENV: production\n      DB_PASSWORD: pw-in-file\n      API_TOKEN: tok-in-file\n      PM2_PUBLIC_KEY: pub-in-file\n",
+    );
+    let mut cmd = s.command(&["e.yml"]);
+    cmd.env("FROM_THE_RUNTIME", "inherited").env("PM_RUNTIME_WEB_TOKEN", "web-token-value").env("PM2_PUBLIC_KEY", "pub-in-env");
+    let _r = Running::start(cmd);
+    let ps = online(&s, 2);
+    let (_, text, _) = s.cli(&["jlist"]);
+    for secret in ["pw-in-file", "tok-in-file", "pub-in-file", "pub-in-env", "web-token-value", "PM2_PUBLIC_KEY", "PM_RUNTIME_WEB_TOKEN"] {
+        assert!(!text.contains(secret), "{secret} shown in jlist");
+    }
+    for (i, p) in ps.iter().enumerate() {
+        let e = &p["pm2_env"];
+        let env = &e["env"];
+        // increment_var per instance, numbers as numbers, strings as strings.
+        assert_eq!(env["PORT"], 3000 + i as u64, "{env}");
+        assert_eq!(env["WORKERS"], 4);
+        assert_eq!(env["QUOTED"], "42");
+        assert_eq!(env["NODE_ENV"], "production");
+        assert_eq!(env["FROM_THE_RUNTIME"], "inherited");
+        assert_eq!(env["DB_PASSWORD"], "[redacted]");
+        assert_eq!(env["API_TOKEN"], "[redacted]");
+        assert!(env["unique_id"].is_string());
+        // Also at the top level of pm2_env, where tools read them; PM2's own keys win.
+        assert_eq!(e["PORT"], env["PORT"]);
+        assert_eq!(e["NODE_ENV"], "production");
+        assert_eq!(e["DB_PASSWORD"], "[redacted]");
+        assert_eq!(e["status"], "online");
+    }
+}
