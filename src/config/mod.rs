@@ -501,8 +501,8 @@ fn finish(
     let cwd = resolved.cwd.clone();
     let home = (host.var)("HOME");
     let file_path = |p: &Option<String>| p.as_deref().map(|p| log_path(p, &cwd, home.as_deref()));
+    // Paths as configured (PM2's `jlist` shows them so); the watcher resolves them against cwd.
     let watch = match &raw.watch {
-        Some(Watch::Paths(ps)) => Watch::Paths(ps.iter().map(|p| normalize(&cwd.join(p))).collect()),
         Some(w) => w.clone(),
         None if o.watch => Watch::Cwd,
         None => Watch::Off,

@@ -236,7 +236,7 @@ mod tests {
         assert!(e.get("NODE_APP_INSTANCE").is_none());
         assert_eq!(e["instance_var"], "INSTANCE_ID");
         assert_eq!(e["watch"].as_array().unwrap().len(), 1);
-        assert!(e["watch"][0].as_str().unwrap().ends_with("/src"));
+        assert_eq!(e["watch"], json!(["src"]), "as configured, as PM2 shows it");
         assert_eq!(e["ignore_watch"], json!(["tmp"]));
         assert_eq!(e["node_args"], json!(["--inspect"]));
         assert_eq!(e["exp_backoff_restart_delay"], 100);

@@ -266,3 +266,21 @@ fn jlist_env_has_pm2s_shape_and_hides_secrets() {
         assert_eq!(e["status"], "online");
     }
 }
+
+#[test]
+fn jlist_shows_watch_paths_as_configured_and_watching_works() {
+    let s = Scenario::new()
+        .file("loop.sh", "#!/bin/sh\necho started\nwhile :; do sleep 1; done\n")
+        .file("src/x.txt", "1")
+        .file("e.yml", "apps:\n  - name: w\n    script: loop.sh\n    watch: [src, ./lib]\n");
+    std::fs::create_dir(s.path().join("lib")).unwrap();
+    let r = s.start(&["e.yml"]);
+    let ps = online(&s, 1);
+    assert_eq!(ps[0]["pm2_env"]["watch"], serde_json::json!(["src", "./lib"]));
+    // The relative paths are still watched, from the app's cwd.
+    r.wait_for("started", Duration::from_secs(20));
+    poll("a restart after a change in src", Duration::from_secs(20), || {
+        std::fs::write(s.path().join("src/x.txt"), "2").unwrap();
+        (r.stdout().matches("started").count() >= 2).then_some(())
+    });
+}
