@@ -226,15 +226,15 @@ fn read_tree(path: &Path, host: &Host, timeout: Duration) -> Result<Node, Config
         Format::Yaml => tree::parse_yaml(&read()?).map_err(syntax),
         Format::Json => {
             let text = read()?;
-            match tree::parse_lenient_json(&text) {
-                Ok(n) => Ok(n),
-                Err(e) if e.duplicate => Err(syntax(e)),
-                // Not JSON-ish enough for us: PM2 evaluates it as JavaScript; so do we, if we can.
-                Err(e) => match js::eval_with_node(path, js::JsMode::JsonExpr, host, timeout) {
-                    Ok(v) => Ok(Node::from_json(&v)),
-                    Err(_) => Err(syntax(e)),
-                },
+            // JSON (comments and trailing commas allowed) keeps its positions. Anything else
+            // PM2 evaluates as a JavaScript expression (`{ script: "./a.js" }`); so do we, and
+            // only if that cannot be done is it read as YAML (JSON's superset).
+            if !tree::is_json(&text).map_err(syntax)?
+                && let Ok(v) = js::eval_with_node(path, js::JsMode::JsonExpr, host, timeout)
+            {
+                return Ok(Node::from_json(&v));
             }
+            tree::parse_lenient_json(&text).map_err(syntax)
         }
         Format::Js => {
             if !abs.is_file() {

@@ -165,6 +165,12 @@ pub fn entry(f: &Facts, env: Env) -> Value {
     put("prev_restart_delay", json!(f.prev_restart_delay.as_millis() as u64));
     put("version", json!(f.version));
     put("exit_code", json!(f.exit_code));
+    // PM2's keys that have no effect here are in pm2_env as configured, `vizion` with PM2's default.
+    put("vizion", app.ignored.get("vizion").cloned().unwrap_or(json!(true)));
+    put("vizion_running", json!(false));
+    for (k, v) in &app.ignored {
+        e.entry(k.clone()).or_insert_with(|| v.clone());
+    }
     // PM2 copies the env to the top level of pm2_env (tools read `pm2_env.PORT`); its own keys win.
     for (k, v) in shown.into_iter().flatten() {
         e.entry(k).or_insert(v);

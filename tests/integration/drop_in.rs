@@ -284,3 +284,28 @@ fn jlist_shows_watch_paths_as_configured_and_watching_works() {
         (r.stdout().matches("started").count() >= 2).then_some(())
     });
 }
+
+#[test]
+fn json_files_that_are_javascript_literals_are_read_as_pm2_reads_them() {
+    require_tool("node", &["--version"]);
+    // PM2's own fixture shape: unquoted keys with no space after the colon (YAML reads
+    // `script:"./child.js"` as one key with no value), a trailing comma, a JS expression.
+    let s = Scenario::new()
+        .file("child.js", "setInterval(() => {}, 1000);\n")
+        .file("child.json", "{\n  script:\"./child.js\",\n  name  :\"child\",\n  instances: 1 + 1,\n  vizion: false,\n}\n");
+    let (status, out, err) = s.run(&["validate", "child.json"], Duration::from_secs(30));
+    assert!(status.success(), "{out}{err}");
+    assert!(out.contains("- child") && out.contains("2 instance(s)"), "{out}");
+    let _r = s.start(&["child.json"]);
+    let ps = online(&s, 2);
+    assert_eq!(ps[0]["pm2_env"]["vizion"], false);
+    assert_eq!(ps[0]["pm2_env"]["vizion_running"], false);
+}
+
+#[test]
+fn jlist_shows_vizion_as_pm2_does() {
+    let s = three_loops();
+    let _r = s.start(&["e.yml"]);
+    let ps = online(&s, 3);
+    assert_eq!(ps[0]["pm2_env"]["vizion"], true, "PM2's default");
+}
