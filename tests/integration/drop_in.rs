@@ -309,3 +309,17 @@ fn jlist_shows_vizion_as_pm2_does() {
     let ps = online(&s, 3);
     assert_eq!(ps[0]["pm2_env"]["vizion"], true, "PM2's default");
 }
+
+#[test]
+fn a_broken_esm_entry_point_is_errored_not_online() {
+    require_tool("node", &["--version"]);
+    // `import './test'` without its extension: Node's ESM loader refuses it.
+    let s = Scenario::new()
+        .file("test.mjs", "console.log('never');\n")
+        .file("app.mjs", "import './test';\nsetInterval(() => {}, 1000);\n")
+        .file("e.yml", "apps:\n  - name: esm\n    script: app.mjs\n    max_restarts: 3\n");
+    let (status, out, err) = s.run(&["e.yml"], Duration::from_secs(60));
+    assert_eq!(status.code(), Some(2), "errored, not online forever\n{out}{err}");
+    assert!(out.contains("errored") || err.contains("errored"), "{out}{err}");
+    assert!(err.contains("ERR_MODULE_NOT_FOUND") || err.contains("Cannot find module"), "{err}");
+}
