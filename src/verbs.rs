@@ -64,8 +64,13 @@ fn act_or_file(home: &Path, verb: &str, t: &crate::cli::Target) -> Outcome {
     if !crate::config::is_config_file(target) || !Path::new(target).is_file() {
         return act(home, verb, target);
     }
-    let file_args =
-        || crate::cli::ApplyArgs { file: target.to_string(), env: t.env.clone(), only: t.only.clone(), update_env: false, config_timeout: None };
+    let file_args = || crate::cli::ApplyArgs {
+        file: target.to_string(),
+        env: t.env.clone(),
+        only: t.only.clone(),
+        update_env: false,
+        config_timeout: None,
+    };
     match verb {
         "restart" => return apply(home, "startOrRestart", file_args()),
         "reload" => return apply(home, "startOrReload", file_args()),

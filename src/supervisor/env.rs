@@ -102,11 +102,7 @@ pub fn build(inherited_env: &[(OsString, OsString)], app: &App, f: &InstanceFact
     if !app.restart_delay.is_zero() {
         pm2.push(("restart_delay", app.restart_delay.as_millis().to_string()));
     }
-    for (key, path) in [
-        ("pm_out_log_path", &app.out_file),
-        ("pm_err_log_path", &app.error_file),
-        ("pm_log_path", &app.log_file),
-    ] {
+    for (key, path) in [("pm_out_log_path", &app.out_file), ("pm_err_log_path", &app.error_file), ("pm_log_path", &app.log_file)] {
         if let Some(p) = path {
             pm2.push((key, p.to_string_lossy().into_owned()));
         }

@@ -501,7 +501,9 @@ pub async fn run(
             .into_iter()
             .flatten()
             .flat_map(|p| ids.iter().map(|id| app.instance_path(p, *id)).collect::<Vec<_>>())
-            .chain(ids.iter().map(|id| crate::config::pid_path(app.pid_file.as_deref(), &app.name, *id, std::path::Path::new(&co.pm2_home))))
+            .chain(
+                ids.iter().map(|id| crate::config::pid_path(app.pid_file.as_deref(), &app.name, *id, std::path::Path::new(&co.pm2_home))),
+            )
             .collect();
         if let Err(e) = file_watch::spawn(app_index, app, own, restart_tx.clone()) {
             tracing::error!(app = %app.name, "cannot watch files: {e}");

@@ -92,10 +92,9 @@ fn kill_stops_every_app_and_the_runtime() {
 const LOOP: &str = "#!/bin/sh\nwhile :; do sleep 1; done\n";
 
 fn three_loops() -> Scenario {
-    Scenario::new().file("loop.sh", LOOP).file(
-        "e.yml",
-        "apps:\n  - name: a\n    script: loop.sh\n  - name: b\n    script: loop.sh\n  - name: c\n    script: loop.sh\n",
-    )
+    Scenario::new()
+        .file("loop.sh", LOOP)
+        .file("e.yml", "apps:\n  - name: a\n    script: loop.sh\n  - name: b\n    script: loop.sh\n  - name: c\n    script: loop.sh\n")
 }
 
 fn statuses(s: &Scenario) -> Vec<(String, String)> {
