@@ -316,7 +316,8 @@ fn a_broken_esm_entry_point_is_errored_not_online() {
     let s = Scenario::new()
         .file("test.mjs", "console.log('never');\n")
         .file("app.mjs", "import './test';\nsetInterval(() => {}, 1000);\n")
-        .file("e.yml", "apps:\n  - name: esm\n    script: app.mjs\n    max_restarts: 3\n");
+        // A slow machine may take node more than the default min_uptime (1 s) to fail.
+        .file("e.yml", "apps:\n  - name: esm\n    script: app.mjs\n    max_restarts: 3\n    min_uptime: 60000\n");
     let (status, out, err) = s.run(&["e.yml"], Duration::from_secs(60));
     assert_eq!(status.code(), Some(2), "errored, not online forever\n{out}{err}");
     assert!(out.contains("errored") || err.contains("errored"), "{out}{err}");
