@@ -223,6 +223,8 @@ fn pid_files_are_named_as_pm2_names_them() {
         assert_eq!(p["pm2_env"]["pm_pid_path"], path.to_string_lossy().as_ref(), "{p}");
         assert_eq!(read_pid(path), p["pid"].as_u64(), "{}", path.display());
     }
+    let (_, show, _) = s.cli(&["show", "a"]);
+    assert!(show.contains(&format!("│ {}", want[0].display())), "pid path in show, as PM2's describe: {show}");
     // The runtime's own pid, where PM2 keeps its daemon's.
     assert_eq!(read_pid(&home.join("pm2.pid")), Some(u64::from(r.pid())));
     r.signal(libc::SIGTERM);
