@@ -1,4 +1,4 @@
-//! The preload given to Node apps (`node --require $PM2_HOME/pm-runtime-preload.js …`): the
+//! The preload given to Node apps (`node --require $PM2_HOME/pm-runtime-preload.cjs …`): the
 //! behaviour PM2's process container wraps around an app, which apps rely on without knowing
 //! it (an unhandled rejection is logged and not fatal, an uncaught exception is logged and
 //! exits 1, `process.title`), plus the keep-alive drain of a retiring cluster worker. The
@@ -13,8 +13,10 @@ use std::path::{Path, PathBuf};
 
 use crate::config::App;
 
-/// The file name in PM2_HOME.
-pub const FILE_NAME: &str = "pm-runtime-preload.js";
+/// The file name in PM2_HOME. `.cjs`, so Node loads it as CommonJS whatever the nearest
+/// `package.json` says: a PM2_HOME inside an ESM project (`"type": "module"`) would otherwise
+/// make a `.js` preload an ES module, where `require` does not exist and every app dies at start.
+pub const FILE_NAME: &str = "pm-runtime-preload.cjs";
 
 /// The preload's source.
 pub const SOURCE: &str = include_str!("preload.js");
@@ -114,8 +116,8 @@ mod tests {
     #[test]
     fn preload_goes_before_node_args_and_script() {
         let argv: Vec<String> = ["--max-old-space-size=64", "/app/server.js", "--port", "1"].map(String::from).to_vec();
-        let out = with_preload(&argv, Path::new("/h/pm-runtime-preload.js"));
-        assert_eq!(out, ["--require", "/h/pm-runtime-preload.js", "--max-old-space-size=64", "/app/server.js", "--port", "1"]);
+        let out = with_preload(&argv, Path::new("/h/pm-runtime-preload.cjs"));
+        assert_eq!(out, ["--require", "/h/pm-runtime-preload.cjs", "--max-old-space-size=64", "/app/server.js", "--port", "1"]);
     }
 
     #[test]

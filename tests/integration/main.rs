@@ -21,6 +21,7 @@ mod plus;
 mod plus_mock;
 mod port_sharing;
 mod restart;
+mod runtimes;
 mod serve;
 mod ship;
 mod stop;
