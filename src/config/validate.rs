@@ -318,7 +318,8 @@ pub fn default_name(script: &str) -> String {
     if script.contains(' ') {
         return script.to_string();
     }
-    let base = script.rsplit('/').next().unwrap_or(script);
+    // `script: dist/` (a directory) is named `dist`, as PM2's `path.basename` does.
+    let base = script.trim_end_matches('/').rsplit('/').next().unwrap_or(script);
     match base.rfind('.') {
         Some(i) if i > 0 => base[..i].to_string(),
         _ => base.to_string(),
@@ -1142,6 +1143,8 @@ apps:
         assert_eq!(default_name("bin/worker"), "worker");
         assert_eq!(default_name(".hidden"), ".hidden");
         assert_eq!(default_name("npm start"), "npm start");
+        assert_eq!(default_name("dist/"), "dist");
+        assert_eq!(default_name("./src"), "src");
     }
 
     #[test]
