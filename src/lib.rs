@@ -59,6 +59,7 @@ mod monit;
 pub mod plus;
 pub mod preload;
 pub mod process;
+pub mod redact;
 mod serve;
 pub mod signals;
 pub mod supervisor;

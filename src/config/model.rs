@@ -94,8 +94,9 @@ pub struct App {
     pub args: Vec<String>,
     pub interpreter_args: Vec<String>,
     pub command: Command,
-    /// `env` ⊕ `env_<name>` for the selected `--env`, values stringified. Does not include the
-    /// inherited environment or PM2's own variables (the spawner adds those).
+    /// `env_file` ⊕ `env` ⊕ `env_<name>` for the selected `--env` ⊕ secret files, values
+    /// stringified. Does not include the inherited environment or PM2's own variables (the
+    /// spawner adds those).
     pub env: BTreeMap<String, String>,
     pub filter_env: FilterEnv,
     pub port: Option<u16>,
@@ -133,6 +134,16 @@ pub struct App {
     #[serde(default = "yes")]
     pub pm_runtime_preload: bool,
     pub listen_timeout: Duration,
+    /// Keys of `env` whose values came from secret files (`secrets:`, `NAME_FILE`): never
+    /// shown (see `crate::redact`).
+    #[serde(default)]
+    pub secret_keys: Vec<String>,
+    /// `redact`: more key patterns (`*_DSN`, `DATABASE_URL`) whose values are never shown.
+    #[serde(default)]
+    pub redact: Vec<String>,
+    /// `mask_secrets: true`: secret values the app prints are replaced in its log lines.
+    #[serde(default)]
+    pub mask_secrets: bool,
     pub watch: Watch,
     pub ignore_watch: Vec<String>,
     pub watch_delay: Duration,

@@ -112,3 +112,142 @@ fn a_directory_as_script_runs_as_node_runs_it() {
     r.signal(libc::SIGTERM);
     assert_eq!(r.wait(T).unwrap().code(), Some(0));
 }
+
+/// Prints the variables named in SHOW as one JSON line (`env <app> {...}`), then idles.
+const PRINT_ENV: &str = r#"
+const keys = (process.env.SHOW || '').split(',');
+console.log(`env ${process.env.name} ` + JSON.stringify(Object.fromEntries(keys.map((k) => [k, process.env[k] ?? null]))));
+setInterval(() => {}, 1000);
+"#;
+
+fn printed_env(r: &Running, app: &str) -> serde_json::Value {
+    let line = poll(&format!("the env line of {app}"), T, || {
+        r.stdout().lines().find(|l| l.contains(&format!("env {app} {{"))).map(str::to_string)
+    });
+    serde_json::from_str(&line[line.find('{').unwrap()..]).unwrap_or_else(|e| panic!("{e}: {line}"))
+}
+
+#[test]
+fn env_file_grammar_and_precedence() {
+    let dotenv = "# a comment line\n\
+                  export PLAIN=plain value # trailing comment\n\
+                  SINGLE='literal ${RUNTIME_VAR} # kept'\n\
+                  DOUBLE=\"tab\\there\\nnewline \\\"quoted\\\" \\$RUNTIME_VAR\"\n\
+                  MULTI=\"line1\nline2\"\n\
+                  \n\
+                  EXPANDED=${RUNTIME_VAR}/x\n\
+                  EARLIER=\"${PLAIN}!\"\n\
+                  DEFAULTED=${NOT_SET:-fallback}\n\
+                  LAYER=file\n\
+                  LAYER_ENV=file\n\
+                  LAYER_NAMED=file\n";
+    let keys = "PLAIN,SINGLE,DOUBLE,MULTI,EXPANDED,EARLIER,DEFAULTED,LAYER,LAYER_ENV,LAYER_NAMED,ONLY_RUNTIME,FROM_NODE";
+    let s = Scenario::new()
+        .file("app.js", PRINT_ENV)
+        .file(".env", dotenv)
+        .file("extra.env", "LAYER=${LAYER}+extra\n")
+        .file("node.env", "FROM_NODE=node's own --env-file\n")
+        .file(
+            "e.yml",
+            &format!(
+                "apps:\n  - name: dotenv\n    script: app.js\n    env_file: [.env, extra.env, {{ path: missing.env, required: false }}]\n    \
+                 env:\n      SHOW: {keys}\n      LAYER_ENV: env\n      LAYER_NAMED: env\n    env_production:\n      LAYER_NAMED: production\n  \
+                 - name: nodeflag\n    script: app.js\n    interpreter: {}\n    node_args: --env-file=node.env\n    env:\n      SHOW: {keys}\n",
+                crate::node_versions::node(22).display()
+            ),
+        );
+    let mut cmd = s.command(&["e.yml", "--env", "production"]);
+    cmd.env("RUNTIME_VAR", "/rt").env("LAYER", "runtime").env("ONLY_RUNTIME", "rt");
+    let mut r = Running::start(cmd);
+    let env = printed_env(&r, "dotenv");
+    let want = serde_json::json!({
+        "PLAIN": "plain value",
+        "SINGLE": "literal ${RUNTIME_VAR} # kept",
+        "DOUBLE": "tab\there\nnewline \"quoted\" $RUNTIME_VAR",
+        "MULTI": "line1\nline2",
+        "EXPANDED": "/rt/x",
+        "EARLIER": "plain value!",
+        "DEFAULTED": "fallback",
+        // runtime < .env < extra.env (which sees .env's value) < env < env_production
+        "LAYER": "file+extra",
+        "LAYER_ENV": "env",
+        "LAYER_NAMED": "production",
+        "ONLY_RUNTIME": "rt",
+        "FROM_NODE": null,
+    });
+    assert_eq!(env, want);
+    // `node_args: --env-file=…` is Node's own and passes through unchanged.
+    let env = printed_env(&r, "nodeflag");
+    assert_eq!(env["FROM_NODE"], "node's own --env-file");
+    assert_eq!(env["LAYER"], "runtime");
+    r.signal(libc::SIGTERM);
+    assert_eq!(r.wait(T).unwrap().code(), Some(0));
+}
+
+#[test]
+fn env_file_errors_name_the_file_and_line_and_a_missing_file_is_an_error() {
+    let s = Scenario::new()
+        .file("app.js", PRINT_ENV)
+        .file("bad.env", "GOOD=1\nMULTI=\"never closed\n\nMORE=1\n")
+        .file("e.yml", "apps:\n  - name: a\n    script: app.js\n    env_file: bad.env\n  - name: b\n    script: app.js\n    env_file: [missing.env]\n");
+    let (status, out, err) = s.run(&["e.yml"], T);
+    assert_eq!(status.code(), Some(78), "{out}\n{err}");
+    let bad = s.path().join("bad.env");
+    assert!(err.contains(&format!("{}:2:1: apps[0].env_file: the value quoted with \" is never closed", bad.display())), "{err}");
+    assert!(err.contains("e.yml:7:16: apps[1].env_file[0]: cannot read env file") && err.contains("missing.env"), "{err}");
+    assert!(err.contains("required: false"), "{err}");
+}
+
+#[test]
+fn secret_files_reach_the_app_and_nothing_the_runtime_shows_contains_them() {
+    const SECRET: &str = "Sup3r-S3cret-Value";
+    const TOKEN: &str = "tok-from-run-secrets-1234";
+    // A Docker/Compose secret: NAME_FILE pointing into /run/secrets (we are root in tests).
+    std::fs::create_dir_all("/run/secrets").unwrap();
+    let mounted = format!("/run/secrets/pm-runtime-test-{}", std::process::id());
+    std::fs::write(&mounted, format!("{TOKEN}\n")).unwrap();
+    let _cleanup = Cleanup(mounted.clone());
+    let app = format!(
+        "console.log(`db-ok=${{process.env.DB_PASSWORD === '{SECRET}'}} token-ok=${{process.env.API_TOKEN === '{TOKEN}'}}`);\n\
+         if (process.env.LEAK) console.log(`password is ${{process.env.DB_PASSWORD}}; token ${{process.env.API_TOKEN}}`);\n\
+         setInterval(() => {{}}, 1000);\n"
+    )
+    .replace("'Sup3r-S3cret-Value'", "['Sup3r', 'S3cret', 'Value'].join('-')")
+    .replace(&format!("'{TOKEN}'"), "['tok', 'from', 'run', 'secrets', '1234'].join('-')");
+    let s = Scenario::new().file("app.js", &app).file("db_password", &format!("{SECRET}\n")).file(
+        "e.yml",
+        &format!(
+            "apps:\n  - name: quiet\n    script: app.js\n    secrets:\n      DB_PASSWORD: db_password\n    env:\n      API_TOKEN_FILE: {mounted}\n  \
+             - name: leaky\n    script: app.js\n    mask_secrets: true\n    out_file: leaky.log\n    secrets:\n      DB_PASSWORD: db_password\n    \
+             env:\n      API_TOKEN_FILE: {mounted}\n      LEAK: '1'\n"
+        ),
+    );
+    let mut r = s.start(&["e.yml"]);
+    poll("both apps report", T, || (r.stdout().matches("db-ok=true token-ok=true").count() == 2).then_some(()));
+    r.wait_for("password is", T);
+    let (_, jlist, _) = s.cli(&["jlist"]);
+    let (_, show, _) = s.cli(&["show", "quiet"]);
+    let v: serde_json::Value = serde_json::from_str(&jlist).unwrap();
+    for p in v.as_array().unwrap() {
+        assert_eq!(p["pm2_env"]["env"]["DB_PASSWORD"], "[redacted]", "{p}");
+        assert_eq!(p["pm2_env"]["env"]["API_TOKEN"], "[redacted]", "{p}");
+        assert_eq!(p["pm2_env"]["env"]["API_TOKEN_FILE"], mounted.as_str(), "{p}");
+    }
+    let leaky_line = lines_with(&r.stdout(), "password is").join("\n");
+    assert!(leaky_line.ends_with("password is [redacted]; token [redacted]"), "{leaky_line}");
+    let log = std::fs::read_to_string(s.path().join("leaky.log")).unwrap();
+    assert!(log.contains("password is [redacted]; token [redacted]"), "{log}");
+    r.signal(libc::SIGTERM);
+    r.wait(T).unwrap();
+    for (what, text) in [("stdout", r.stdout()), ("stderr", r.stderr()), ("jlist", jlist), ("show", show), ("log file", log)] {
+        assert!(!text.contains(SECRET) && !text.contains(TOKEN), "{what} shows a secret:\n{text}");
+    }
+}
+
+struct Cleanup(String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
