@@ -12,7 +12,7 @@ mod interpreters;
 mod lifecycle;
 mod logs;
 mod node_apps;
-mod node_cluster;
+pub mod node_cluster;
 mod node_versions;
 mod npm;
 #[cfg(feature = "plus")]

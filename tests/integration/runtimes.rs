@@ -251,3 +251,68 @@ impl Drop for Cleanup {
         let _ = std::fs::remove_file(&self.0);
     }
 }
+
+/// An ESM project (`"type": "module"`, PM2_HOME inside it) with top-level await before
+/// `listen`: cluster mode with wait_ready, a reload under load that fails no request, and the
+/// preload's rejection handling, on `major`.
+fn esm_cluster(major: u32) {
+    let node = crate::node_versions::node(major);
+    let port = free_port();
+    let app = "import http from 'node:http';\n\
+               import cluster from 'node:cluster';\n\
+               // Top-level await before listen: a config that loads asynchronously.\n\
+               const config = await new Promise((ok) => setTimeout(() => ok({ greeting: 'esm' }), 200));\n\
+               const server = http.createServer((q, r) => r.end(`${config.greeting} ${cluster.worker.id} ${process.version}`));\n\
+               server.listen(Number(process.env.PORT), '127.0.0.1', () => process.send('ready'));\n\
+               Promise.reject(new Error('esm rejection'));\n";
+    let s = Scenario::new().file("package.json", r#"{ "name": "esm", "type": "module" }"#).file("server.js", app).file(
+        "e.yml",
+        &format!(
+            "apps:\n  - name: esm\n    script: server.js\n    interpreter: {}\n    exec_mode: cluster\n    instances: 2\n    wait_ready: true\n    \
+             listen_timeout: 8000\n    env:\n      PORT: {port}\n",
+            node.display()
+        ),
+    );
+    let mut r = s.start(&["e.yml"]);
+    poll("two workers ready", T, || (r.stdout().matches("online (ready)").count() >= 2).then_some(()));
+    let body = wait_http(port, T);
+    assert!(body.starts_with("esm ") && body.contains(&format!("v{major}.")), "{body}");
+    assert_eq!(r.stderr().matches("Error: esm rejection").count(), 2, "{}", r.stderr());
+
+    let load = crate::node_cluster::Load::start(port, 2, 0);
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, _, err) = s.cli(&["reload", "esm"]);
+    assert_eq!(code, 0, "{err}");
+    poll("both old workers gone", T, || (r.stdout().matches("exited with code [0]").count() >= 2).then_some(()));
+    poll("two new workers ready", T, || (r.stdout().matches("online (ready)").count() >= 4).then_some(()));
+    std::thread::sleep(Duration::from_millis(200));
+    let (ok, failures) = load.finish();
+    assert!(failures.is_empty() && ok > 20, "Node {major}: reload: {ok} ok, failed {failures:?}\n{}", r.stdout());
+    r.signal(libc::SIGTERM);
+    assert_eq!(r.wait(T).unwrap().code(), Some(0), "{}", r.stdout());
+}
+
+#[test]
+fn esm_cluster_node_18() {
+    esm_cluster(18);
+}
+
+#[test]
+fn esm_cluster_node_20() {
+    esm_cluster(20);
+}
+
+#[test]
+fn esm_cluster_node_22() {
+    esm_cluster(22);
+}
+
+#[test]
+fn esm_cluster_node_24() {
+    esm_cluster(24);
+}
+
+#[test]
+fn esm_cluster_node_26() {
+    esm_cluster(26);
+}
