@@ -80,6 +80,30 @@ pub struct Command {
     pub is_node: bool,
 }
 
+/// The JavaScript runtime an interpreter is, by its file name (`node`, `/usr/bin/nodejs22`,
+/// `bun`, `deno`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsRuntime {
+    Node,
+    Bun,
+    Deno,
+}
+
+impl Command {
+    pub fn js_runtime(&self) -> Option<JsRuntime> {
+        let base = std::path::Path::new(&self.interpreter).file_name()?.to_string_lossy().into_owned();
+        if base.ends_with("node") {
+            Some(JsRuntime::Node)
+        } else if base.ends_with("bun") {
+            Some(JsRuntime::Bun)
+        } else if base.ends_with("deno") {
+            Some(JsRuntime::Deno)
+        } else {
+            None
+        }
+    }
+}
+
 /// One app of the ecosystem: every PM2 key, typed, with PM2's defaults applied.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct App {

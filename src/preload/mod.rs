@@ -4,14 +4,15 @@
 //! exits 1, `process.title`), plus the keep-alive drain of a retiring cluster worker. The
 //! script itself is `preload.js`, embedded in the binary and written to PM2_HOME at start.
 //!
-//! Only apps whose interpreter is `node` get it (not bun, not shell commands); per app,
-//! `pm_runtime_preload: false` turns it off and Node's defaults apply.
+//! Apps whose interpreter is `node` or `bun` get it, and `deno` when allowed to read the
+//! environment (not shell commands); per app, `pm_runtime_preload: false` turns it off and the
+//! runtime's defaults apply.
 
 use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::config::App;
+use crate::config::{App, JsRuntime};
 
 /// The file name in PM2_HOME. `.cjs`, so Node loads it as CommonJS whatever the nearest
 /// `package.json` says: a PM2_HOME inside an ESM project (`"type": "module"`) would otherwise
@@ -21,11 +22,17 @@ pub const FILE_NAME: &str = "pm-runtime-preload.cjs";
 /// The preload's source.
 pub const SOURCE: &str = include_str!("preload.js");
 
-/// True when `app` is started with the preload: a Node app (interpreter `node`, not a shell
-/// command) that did not turn it off.
+/// True when `app` is started with the preload: a Node or Bun app (Bun takes `--require` as
+/// its `--preload`), or a Deno app allowed to read the environment (`-A`, `--allow-all`,
+/// `--allow-env`: the preload reads it, and Deno would stop the app otherwise), that did not
+/// turn it off. Not shell commands nor other interpreters.
 pub fn wants(app: &App) -> bool {
-    let interpreter = Path::new(&app.command.interpreter).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    app.pm_runtime_preload && app.command.is_node && interpreter.ends_with("node")
+    let allowed = match app.command.js_runtime() {
+        Some(JsRuntime::Node | JsRuntime::Bun) => true,
+        Some(JsRuntime::Deno) => app.interpreter_args.iter().any(|a| matches!(a.as_str(), "-A" | "--allow-all" | "--allow-env")),
+        None => false,
+    };
+    app.pm_runtime_preload && allowed
 }
 
 /// The node arguments with the preload in front: `--require <preload> <node_args…> <script> <args…>`.
