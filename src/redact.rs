@@ -153,8 +153,14 @@ mod tests {
 
     #[test]
     fn glob() {
-        for (p, k, want) in [("*", "", true), ("A*B*C", "AxxBxxC", true), ("A*B*C", "AC", false), ("*AB*", "AB", true), ("*_A", "_A", true), ("*_A", "A", false)]
-        {
+        for (p, k, want) in [
+            ("*", "", true),
+            ("A*B*C", "AxxBxxC", true),
+            ("A*B*C", "AC", false),
+            ("*AB*", "AB", true),
+            ("*_A", "_A", true),
+            ("*_A", "A", false),
+        ] {
             assert_eq!(matches(p, k), want, "{p} {k}");
         }
     }

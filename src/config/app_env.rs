@@ -40,7 +40,8 @@ pub fn env_files(files: &[EnvFile], cwd: &Path, var: &dyn Fn(&str) -> Option<Str
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !f.required => continue,
             Err(e) => {
-                let hint = if e.kind() == std::io::ErrorKind::NotFound { " (mark it optional with { path: …, required: false })" } else { "" };
+                let hint =
+                    if e.kind() == std::io::ErrorKind::NotFound { " (mark it optional with { path: …, required: false })" } else { "" };
                 rep.error(f.pos, &f.key, format!("cannot read env file {}: {e}{hint}", path.display()));
                 continue;
             }
@@ -50,7 +51,12 @@ pub fn env_files(files: &[EnvFile], cwd: &Path, var: &dyn Fn(&str) -> Option<Str
             Ok(vars) => {
                 for (k, v) in vars {
                     if v.contains('\0') {
-                        rep.errors.push(Problem::new(Some(&path.display().to_string()), None, Some(&f.key), format!("{k}: value contains a NUL byte")));
+                        rep.errors.push(Problem::new(
+                            Some(&path.display().to_string()),
+                            None,
+                            Some(&f.key),
+                            format!("{k}: value contains a NUL byte"),
+                        ));
                         continue;
                     }
                     out.insert(k, v);
@@ -161,8 +167,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("db"), "s3cr3t\n").unwrap();
         std::fs::write(dir.path().join("api"), "line1\r\n").unwrap();
-        let mut env: BTreeMap<String, String> = [("LOG_FILE", "/var/log/app.log"), ("PLAIN", "x")].map(|(k, v)| (k.into(), v.into())).into();
-        let secrets: BTreeMap<String, (String, Option<Pos>)> = [("DB_PASSWORD".to_string(), ("db".to_string(), None)), ("API".into(), ("api".into(), None))].into();
+        let mut env: BTreeMap<String, String> =
+            [("LOG_FILE", "/var/log/app.log"), ("PLAIN", "x")].map(|(k, v)| (k.into(), v.into())).into();
+        let secrets: BTreeMap<String, (String, Option<Pos>)> =
+            [("DB_PASSWORD".to_string(), ("db".to_string(), None)), ("API".into(), ("api".into(), None))].into();
         let mut rep = Reporter::new("e.yml");
         let keys = secret_files(&mut env, &secrets, "apps[0]", dir.path(), &mut rep);
         assert!(rep.errors.is_empty(), "{:?}", rep.errors);
@@ -176,6 +184,10 @@ mod tests {
         let mut rep = Reporter::new("e.yml");
         secret_files(&mut env, &BTreeMap::new(), "apps[0]", dir.path(), &mut rep);
         assert_eq!(rep.errors.len(), 1);
-        assert!(rep.errors[0].to_string().starts_with("e.yml: apps[0].env.TOKEN_FILE: cannot read secret file /run/secrets/pm-runtime-test-missing"));
+        assert!(
+            rep.errors[0]
+                .to_string()
+                .starts_with("e.yml: apps[0].env.TOKEN_FILE: cannot read secret file /run/secrets/pm-runtime-test-missing")
+        );
     }
 }

@@ -57,12 +57,18 @@ pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Vec<
                 };
                 let after = after.trim_start();
                 if !(after.is_empty() || after.starts_with('#')) {
-                    return Err((i as u32, format!("unexpected text after the closing {q}: {:?}", after.chars().take(20).collect::<String>())));
+                    return Err((
+                        i as u32,
+                        format!("unexpected text after the closing {q}: {:?}", after.chars().take(20).collect::<String>()),
+                    ));
                 }
                 if q == '"' { expand(&raw, true, &var) } else { raw }
             }
             _ => {
-                let cut = rest.char_indices().find(|&(j, c)| c == '#' && (j == 0 || rest[..j].ends_with([' ', '\t']))).map_or(rest.len(), |(j, _)| j);
+                let cut = rest
+                    .char_indices()
+                    .find(|&(j, c)| c == '#' && (j == 0 || rest[..j].ends_with([' ', '\t'])))
+                    .map_or(rest.len(), |(j, _)| j);
                 expand(rest[..cut].trim_end(), false, &var)
             }
         };

@@ -270,7 +270,9 @@ fn typescript_problem(script: &Path, node: &Path, node_args: &[String]) -> Optio
     let loads_ts = |a: &String| {
         a.contains("strip-types")
             || a.contains("transform-types")
-            || ["--import", "--require", "-r", "--loader", "--experimental-loader"].iter().any(|f| a == f || a.starts_with(&format!("{f}=")))
+            || ["--import", "--require", "-r", "--loader", "--experimental-loader"]
+                .iter()
+                .any(|f| a == f || a.starts_with(&format!("{f}=")))
     };
     if node_args.iter().any(loads_ts) {
         return None;
@@ -530,7 +532,11 @@ mod tests {
         let f = Fixture::new(&["node"]);
         let w = f.work();
         for (dir, files, want) in [
-            ("main", &[("package.json", r#"{"main": "lib/server.js"}"#), ("lib/server.js", "1"), ("index.js", "1")][..], Some("lib/server.js")),
+            (
+                "main",
+                &[("package.json", r#"{"main": "lib/server.js"}"#), ("lib/server.js", "1"), ("index.js", "1")][..],
+                Some("lib/server.js"),
+            ),
             ("main-no-ext", &[("package.json", r#"{"main": "./server"}"#), ("server.js", "1")], Some("server.js")),
             ("main-dir", &[("package.json", r#"{"main": "lib"}"#), ("lib/index.js", "1")], Some("lib/index.js")),
             ("main-missing", &[("package.json", r#"{"main": "nope.js"}"#), ("index.js", "1")], Some("index.js")),

@@ -94,7 +94,8 @@ fn typescript_on_a_node_without_type_stripping_is_a_clear_error() {
 #[test]
 fn a_directory_as_script_runs_as_node_runs_it() {
     let (p1, p2) = (free_port(), free_port());
-    let server = "require('http').createServer((q, r) => r.end(`${process.env.name} ${__filename}`)).listen(process.env.PORT, '127.0.0.1');\n";
+    let server =
+        "require('http').createServer((q, r) => r.end(`${process.env.name} ${__filename}`)).listen(process.env.PORT, '127.0.0.1');\n";
     let s = Scenario::new()
         .file("dist/package.json", r#"{ "main": "server.js" }"#)
         .file("dist/server.js", server)
@@ -186,10 +187,10 @@ fn env_file_grammar_and_precedence() {
 
 #[test]
 fn env_file_errors_name_the_file_and_line_and_a_missing_file_is_an_error() {
-    let s = Scenario::new()
-        .file("app.js", PRINT_ENV)
-        .file("bad.env", "GOOD=1\nMULTI=\"never closed\n\nMORE=1\n")
-        .file("e.yml", "apps:\n  - name: a\n    script: app.js\n    env_file: bad.env\n  - name: b\n    script: app.js\n    env_file: [missing.env]\n");
+    let s = Scenario::new().file("app.js", PRINT_ENV).file("bad.env", "GOOD=1\nMULTI=\"never closed\n\nMORE=1\n").file(
+        "e.yml",
+        "apps:\n  - name: a\n    script: app.js\n    env_file: bad.env\n  - name: b\n    script: app.js\n    env_file: [missing.env]\n",
+    );
     let (status, out, err) = s.run(&["e.yml"], T);
     assert_eq!(status.code(), Some(78), "{out}\n{err}");
     let bad = s.path().join("bad.env");
@@ -420,7 +421,8 @@ fn deno_without_env_permission_runs_without_the_preload() {
         .file("e.yml", &format!("apps:\n  - name: d\n    script: app.js\n    interpreter: {}\n", deno.display()));
     let mut r = s.start(&["e.yml"]);
     r.wait_for("plain deno app", T);
-    let cmdline = std::fs::read_to_string(format!("/proc/{}/cmdline", pids_with(&s.path().join("app.js").display().to_string())[0])).unwrap();
+    let cmdline =
+        std::fs::read_to_string(format!("/proc/{}/cmdline", pids_with(&s.path().join("app.js").display().to_string())[0])).unwrap();
     assert!(!cmdline.contains("preload"), "{cmdline}");
     r.signal(libc::SIGTERM);
     assert_eq!(r.wait(T).unwrap().code(), Some(0));
@@ -429,9 +431,11 @@ fn deno_without_env_permission_runs_without_the_preload() {
 #[test]
 fn bun_cluster_four_instances_on_one_port_with_reload() {
     let bun = crate::node_versions::js_runtime("bun");
-    let app = "const http = require('node:http');\n\
-               http.createServer((q, r) => r.end(`${process.pid} bun`)).listen(Number(process.env.PORT), '127.0.0.1', () => process.send('ready'));\n";
-    let (ok, failures) = four_on_one_port_with_reload(&bun, "[]", "server.cjs", app);
+    // TypeScript and ESM, which Bun runs itself.
+    let app = "import http from 'node:http';\n\
+               const port: number = Number(process.env.PORT);\n\
+               http.createServer((q, r) => r.end(`${process.pid} bun`)).listen(port, '127.0.0.1', () => process.send!('ready'));\n";
+    let (ok, failures) = four_on_one_port_with_reload(&bun, "[]", "server.ts", app);
     // SO_REUSEPORT: connections already queued on a retiring instance's own socket are reset
     // when it closes (a property of the kernel's per-socket queues; README, Differences).
     // Measured: about 5 in 2,500. Bounded here, never hidden.
@@ -439,10 +443,12 @@ fn bun_cluster_four_instances_on_one_port_with_reload() {
 }
 
 #[test]
-fn deno_cluster_four_instances_on_one_port_with_reusepport_and_reload() {
+fn deno_cluster_four_instances_on_one_port_with_reuseport_and_reload() {
     let deno = crate::node_versions::js_runtime("deno");
-    let app = "Deno.serve({ port: Number(Deno.env.get('PORT')), hostname: '127.0.0.1', reusePort: true, onListen: () => process.send('ready') },\n\
-               () => new Response(`${Deno.pid} deno`));\n";
+    // TypeScript, which Deno runs itself.
+    let app = "const port: number = Number(Deno.env.get('PORT'));\n\
+               Deno.serve({ port, hostname: '127.0.0.1', reusePort: true, onListen: () => process.send!('ready') },\n\
+               (): Response => new Response(`${Deno.pid} deno`));\n";
     let (ok, failures) = four_on_one_port_with_reload(&deno, "[-A, --unstable-net]", "server.ts", app);
     // SO_REUSEPORT: connections already queued on a retiring instance's own socket are reset
     // when it closes (a property of the kernel's per-socket queues; README, Differences).
