@@ -120,6 +120,41 @@ fn shared_dir() -> io::Result<PathBuf> {
 mod tests {
     use super::*;
 
+    /// Which runtime gets the preload: node and bun always, deno only when allowed to read env.
+    #[test]
+    fn wants_by_runtime_and_permission() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("e.yml");
+        let bin = dir.path().join("bin");
+        std::fs::create_dir_all(&bin).expect("bin");
+        for name in ["node", "bun", "deno", "python3"] {
+            std::fs::write(bin.join(name), "#!/bin/sh\n").expect("write");
+            std::fs::set_permissions(bin.join(name), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        std::fs::write(dir.path().join("a.js"), "1").expect("script");
+        for (interpreter, args, off, want) in [
+            ("node", "[]", false, true),
+            ("bun", "[]", false, true),
+            ("deno", "[]", false, false),
+            ("deno", "[--allow-net]", false, false),
+            ("deno", "[-A]", false, true),
+            ("deno", "[--allow-all]", false, true),
+            ("deno", "[--allow-env, --allow-net]", false, true),
+            ("python3", "[]", false, false),
+            ("node", "[]", true, false),
+        ] {
+            let yaml = format!(
+                "apps:\n  - name: a\n    script: {}\n    interpreter: {}\n    node_args: {args}\n    pm_runtime_preload: {}\n",
+                dir.path().join("a.js").display(),
+                bin.join(interpreter).display(),
+                !off
+            );
+            std::fs::write(&path, yaml).expect("write");
+            let eco = crate::config::load(&path, &Default::default()).unwrap_or_else(|e| panic!("{e:?}"));
+            assert_eq!(wants(&eco.apps[0]), want, "{interpreter} {args} off={off}");
+        }
+    }
+
     #[test]
     fn preload_goes_before_node_args_and_script() {
         let argv: Vec<String> = ["--max-old-space-size=64", "/app/server.js", "--port", "1"].map(String::from).to_vec();
