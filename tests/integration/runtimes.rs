@@ -371,11 +371,13 @@ fn fork_semantics(interpreter: &std::path::Path, args: &str, preload: bool) {
                setTimeout(() => console.log('still up after the rejection'), 300);\n\
                http.createServer((q, r) => r.end(`${process.pid} up`)).listen(Number(process.env.PORT), '127.0.0.1', () => process.send('ready'));\n";
     let port = free_port();
-    let s = Scenario::new().file("app.cjs", app).file(
+    // An app that just ends must end: the IPC channel must not keep the runtime's process alive.
+    let s = Scenario::new().file("app.cjs", app).file("ends.cjs", "console.log('ends by itself');\n").file(
         "e.yml",
         &format!(
             "apps:\n  - name: f\n    script: app.cjs\n    interpreter: {i}\n    node_args: {args}\n    wait_ready: true\n    env:\n      PORT: {port}\n  \
-             - name: crash\n    script: app.cjs\n    interpreter: {i}\n    node_args: {args}\n    autorestart: false\n    env:\n      CRASH: '1'\n      PORT: {}\n",
+             - name: crash\n    script: app.cjs\n    interpreter: {i}\n    node_args: {args}\n    autorestart: false\n    env:\n      CRASH: '1'\n      PORT: {}\n  \
+             - name: ends\n    script: ends.cjs\n    interpreter: {i}\n    node_args: {args}\n    autorestart: false\n",
             free_port(),
             i = interpreter.display()
         ),
@@ -384,6 +386,7 @@ fn fork_semantics(interpreter: &std::path::Path, args: &str, preload: bool) {
     r.wait_for("App [f:0] online (ready)", T);
     assert!(wait_http(port, T).ends_with(" up"));
     r.wait_for("App [crash:1] exited with code [3] via signal [none]", T);
+    r.wait_for("App [ends:2] exited with code [0] via signal [none]", T);
     assert!(r.stderr().contains("crashing with 3"), "{}", r.stderr());
     if preload {
         r.wait_for("still up after the rejection", T);
