@@ -10,6 +10,8 @@
 //! Environment variables read (through an injectable lookup): `PM2_KILL_TIMEOUT`,
 //! `PM2_KILL_SIGNAL`, `PM2_GRACEFUL_LISTEN_TIMEOUT`, `PATH`, and `HOME` (for `~/` in log paths).
 
+mod app_env;
+mod dotenv;
 mod js;
 mod model;
 mod resolve;
@@ -20,7 +22,7 @@ mod units;
 mod validate;
 
 pub use model::*;
-pub use resolve::normalize;
+pub use resolve::{SERVE_SUBCOMMAND, normalize};
 pub use units::{js_parse_int, parse_signal};
 
 use resolve::{Host, Target};
@@ -458,9 +460,10 @@ fn finish(
         (Some(n), true) => n.clone(),
         _ => raw.name.clone().unwrap_or_else(|| validate::default_name(script)),
     };
-    let mut env = deploy_env.clone();
-    let mut env_numbers = deploy_numbers.clone();
-    // Each layer decides for its own keys whether the value is a number.
+    // Low to high: env files, deploy env, `env`, `env_<name>`, secret files (see `app_env`).
+    let mut env = app_env::env_files(&raw.env_file, &resolved.cwd, host.var, rep);
+    // Each layer decides for its own keys whether the value is a number (files: strings).
+    let mut env_numbers = BTreeSet::new();
     let mut layer = |env: &mut BTreeMap<String, String>, values: &BTreeMap<String, String>, numbers: Option<&BTreeSet<String>>| {
         for (k, v) in values {
             env.insert(k.clone(), v.clone());
@@ -471,6 +474,7 @@ fn finish(
             }
         }
     };
+    layer(&mut env, deploy_env, Some(deploy_numbers));
     layer(&mut env, &raw.env, Some(&raw.env_numbers));
     if let Some(e) = &o.env {
         if let Some(extra) = raw.env_named.get(e) {
@@ -480,6 +484,8 @@ fn finish(
             name = format!("{name}-{e}");
         }
     }
+    let secret_keys = app_env::secret_files(&mut env, &raw.secrets, &raw.path, &resolved.cwd, rep);
+    env_numbers.retain(|k| !secret_keys.contains(k));
 
     // A name derived from the script, given with -n, or suffixed by --env: same rule as `name`.
     if (raw.name.is_none() || script_form || raw.append_env_to_name)
@@ -562,6 +568,9 @@ fn finish(
         listen_fds: raw.listen_fds.unwrap_or(false),
         pm_runtime_preload: raw.pm_runtime_preload.unwrap_or(true),
         listen_timeout: raw.listen_timeout.filter(nonzero).unwrap_or(defaults.listen_timeout),
+        secret_keys,
+        redact: raw.redact.clone(),
+        mask_secrets: raw.mask_secrets.unwrap_or(false),
         watch,
         ignore_watch: raw.ignore_watch.clone().unwrap_or_default(),
         watch_delay: raw.watch_delay.unwrap_or_default(),

@@ -14,9 +14,63 @@
 
 use std::ffi::OsString;
 
+use std::sync::LazyLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use serde_json::{Map, Value, json};
 
+use super::status::{Status, StatusTable};
 use crate::config::{App, ExecMode, Watch};
+
+/// PM2's `username`: the runtime's `$USER`, read once.
+static USERNAME: LazyLock<String> = LazyLock::new(|| std::env::var("USER").unwrap_or_else(|_| "root".into()));
+
+fn ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}
+
+/// The `jlist` rows of the table (`only`: these pm_ids), with or without the apps' env values:
+/// the socket includes them, the HTTP API never does. Reads nothing from disk (the package
+/// version was read when each process started).
+pub fn rows(table: &StatusTable, only: Option<&[u32]>, env: Env) -> Vec<Value> {
+    let mut out = Vec::new();
+    let inherited: Vec<_> = if env == Env::Include { std::env::vars_os().collect() } else { Vec::new() };
+    let pm2_home = crate::pm2_home();
+    for row in table.instances.iter().filter(|r| only.is_none_or(|o| o.contains(&r.pm_id))) {
+        let app = &row.app;
+        let id = row.pm_id;
+        let log = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| app.instance_path(p, id).to_string_lossy().into_owned());
+        let facts = Facts {
+            app,
+            pm_id: id,
+            instance: row.instance,
+            status: row.status_str(),
+            pid: row.pid().unwrap_or(0),
+            restart_time: row.restart_time(),
+            prev_restart_delay: row.prev_restart_delay(),
+            pm_uptime: row.started_at().map(ms).unwrap_or(0),
+            created_at: ms(row.created_at),
+            unique_id: &row.unique_id,
+            exit_code: row.last_exit().map(|e| e.as_code()),
+            stopped_manually: row.manual() && row.status() == Some(Status::Stopped),
+            out_log: log(&app.out_file),
+            err_log: log(&app.error_file),
+            combined_log: log(&app.log_file),
+            pid_path: crate::config::pid_path(app.pid_file.as_deref(), &app.name, id, std::path::Path::new(&pm2_home))
+                .to_string_lossy()
+                .into_owned(),
+            memory: row.sample.memory_bytes,
+            cpu: row.sample.cpu_percent,
+            version: row.version(),
+            username: &USERNAME,
+            axm_monitor: &row.axm_monitor,
+            axm_actions: &row.axm_actions,
+            inherited: &inherited,
+        };
+        out.push(entry(&facts, env));
+    }
+    out
+}
 
 /// Whether the app's environment values are part of the output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,8 +113,8 @@ pub struct Facts<'a> {
     pub memory: u64,
     pub cpu: f64,
     /// `version` from the app's package.json, else "N/A".
-    pub version: String,
-    pub username: String,
+    pub version: &'a str,
+    pub username: &'a str,
     /// `@pm2/io` custom metrics and actions, as the app declared them.
     pub axm_monitor: &'a Map<String, Value>,
     pub axm_actions: &'a [Value],
@@ -70,7 +124,7 @@ pub struct Facts<'a> {
 
 /// The instance's environment as PM2's `pm2_env.env` shows it, secrets redacted or left out.
 fn instance_env(f: &Facts) -> Map<String, Value> {
-    use crate::redact::{REDACTED, Shown, env_var};
+    use crate::redact::{REDACTED, Shown, shown};
     let app = f.app;
     let mut env = Map::new();
     for (k, v) in super::env::inherited(f.inherited, app) {
@@ -87,7 +141,7 @@ fn instance_env(f: &Facts) -> Map<String, Value> {
     }
     env.insert("unique_id".into(), json!(f.unique_id));
     env.into_iter()
-        .filter_map(|(k, v)| match env_var(&k) {
+        .filter_map(|(k, v)| match shown(&k, &app.secret_keys, &app.redact) {
             Shown::Never => None,
             Shown::Redacted => Some((k, json!(REDACTED))),
             Shown::Plain => Some((k, v)),
@@ -192,7 +246,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.js"), "").unwrap();
         let yml = format!(
-            "apps:\n  - name: web\n    cwd: {}\n    script: a.js\n    instance_var: INSTANCE_ID\n    watch: [src]\n    ignore_watch: [tmp]\n    node_args: --inspect\n    exp_backoff_restart_delay: 100\n    out_file: out.log\n    log_file: all.log\n    env:\n      SECRET: hunter2\n",
+            "apps:\n  - name: web\n    cwd: {}\n    script: a.js\n    instance_var: INSTANCE_ID\n    watch: [src]\n    ignore_watch: [tmp]\n    node_args: --inspect\n    exp_backoff_restart_delay: 100\n    out_file: out.log\n    log_file: all.log\n    env:\n      SECRET: hunter2\n      API_TOKEN: t0k3n\n",
             dir.path().display()
         );
         std::fs::write(dir.path().join("e.yml"), yml).unwrap();
@@ -221,8 +275,8 @@ mod tests {
             pid_path: "/h/.pm2/pids/web-0.pid".into(),
             memory: 1,
             cpu: 0.5,
-            version: "N/A".into(),
-            username: "root".into(),
+            version: "N/A",
+            username: "root",
             axm_monitor: &NO_METRICS,
             axm_actions: &[],
             inherited: &[],
@@ -251,6 +305,7 @@ mod tests {
         assert_eq!(e["pm_err_log_path"], Value::Null);
         assert_eq!(e["pm_log_path"], "/x/all.log");
         assert_eq!(e["env"]["SECRET"], "hunter2");
+        assert_eq!(e["env"]["API_TOKEN"], "[redacted]");
     }
 
     #[test]

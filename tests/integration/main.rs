@@ -13,15 +13,18 @@ mod interpreters;
 mod lifecycle;
 mod logs;
 mod node_apps;
-mod node_cluster;
+pub mod node_cluster;
 mod node_versions;
 mod npm;
+#[cfg(feature = "otel")]
+mod otel;
 #[cfg(feature = "plus")]
 mod plus;
 #[cfg(feature = "plus")]
 mod plus_mock;
 mod port_sharing;
 mod restart;
+mod runtimes;
 mod serve;
 mod ship;
 mod stop;
