@@ -325,3 +325,25 @@ fn a_broken_esm_entry_point_is_errored_not_online() {
     assert!(out.contains("errored") || err.contains("errored"), "{out}{err}");
     assert!(err.contains("ERR_MODULE_NOT_FOUND") || err.contains("Cannot find module"), "{err}");
 }
+
+#[test]
+fn a_rolling_reload_leaves_the_new_process_its_pid_file() {
+    require_tool("node", &["--version"]);
+    let port = free_port();
+    let s = Scenario::new()
+        .file("server.js", SERVER)
+        .file("e.yml", &format!("apps:\n  - name: web\n    script: server.js\n    instances: 1\n    env:\n      PORT: {port}\n"));
+    let _r = s.start(&["e.yml"]);
+    let before = online(&s, 1)[0]["pid"].as_u64().unwrap();
+    let pid_file = s.path().join(".pm2/pids/web-0.pid");
+    poll("the pid file", Duration::from_secs(20), || (read_pid(&pid_file) == Some(before)).then_some(()));
+    let (code, out, err) = s.cli(&["reload", "web"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let after = poll("a new process online", Duration::from_secs(30), || {
+        let p = online(&s, 1)[0]["pid"].as_u64()?;
+        (p != before).then_some(p)
+    });
+    // The old process is gone (drained); its exit must not take the new one's pid file along.
+    poll("the old process gone", Duration::from_secs(30), || (!std::path::Path::new(&format!("/proc/{before}")).exists()).then_some(()));
+    assert_eq!(read_pid(&pid_file), Some(after));
+}
