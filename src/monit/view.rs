@@ -96,15 +96,14 @@ pub fn draw(frame: &mut Frame, st: &mut State) {
         Layout::horizontal([Constraint::Length(label_w.clamp(24, bottom.width / 2)), Constraint::Min(10)]).areas(bottom);
     draw_processes(frame, procs, st);
     draw_logs(frame, logs, st);
-    let scroll = st.metrics_scroll.min(metrics_lines.len() as u16);
+    st.metrics_scroll = st.metrics_scroll.min((metrics_lines.len() as u16).saturating_sub(metrics_area.height.saturating_sub(2)));
+    let scroll = st.metrics_scroll;
     let name = st.selected_proc().and_then(|p| p["name"].as_str()).unwrap_or("-").to_string();
     frame.render_widget(
         Paragraph::new(metrics_lines).scroll((scroll, 0)).block(pane_block(format!(" Metrics: {name} "), Pane::Metrics, st)),
         metrics_area,
     );
-    let meta = metadata(st);
-    let scroll = st.meta_scroll.min(meta.len() as u16);
-    frame.render_widget(Paragraph::new(meta).scroll((scroll, 0)).block(pane_block(" Metadata ".into(), Pane::Metadata, st)), meta_area);
+    draw_metadata(frame, meta_area, st);
     frame.render_widget(Paragraph::new(bottom_text(st, bottom_line.width as usize)), bottom_line);
     if st.help {
         draw_help(frame, body);
@@ -332,6 +331,28 @@ fn metadata(st: &mut State) -> Vec<Line<'static>> {
         None => rows.push(("git".into(), "not a repository".into())),
     }
     pairs(rows)
+}
+
+/// The metadata pairs, in two columns when they do not fit in one and the pane is wide enough.
+fn draw_metadata(frame: &mut Frame, area: Rect, st: &mut State) {
+    let meta = metadata(st);
+    let block = pane_block(" Metadata ".into(), Pane::Metadata, st);
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let widest = meta.iter().map(|l| l.width()).max().unwrap_or(0) as u16;
+    let two = meta.len() as u16 > inner.height && inner.width >= 2 * widest + 2;
+    let half = meta.len().div_ceil(2);
+    // Never scrolled past the last line (the pane may have grown since).
+    st.meta_scroll = st.meta_scroll.min((if two { half } else { meta.len() } as u16).saturating_sub(inner.height));
+    let scroll = st.meta_scroll;
+    if two {
+        let (left, right) = (meta[..half].to_vec(), meta[half..].to_vec());
+        let [a, b] = Layout::horizontal([Constraint::Length(widest + 2), Constraint::Min(0)]).areas(inner);
+        frame.render_widget(Paragraph::new(left).scroll((scroll, 0)), a);
+        frame.render_widget(Paragraph::new(right).scroll((scroll, 0)), b);
+    } else {
+        frame.render_widget(Paragraph::new(meta).scroll((scroll, 0)), inner);
+    }
 }
 
 fn bottom_text(st: &State, width: usize) -> Line<'static> {

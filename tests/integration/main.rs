@@ -11,6 +11,7 @@ mod http;
 mod interpreters;
 mod lifecycle;
 mod logs;
+mod monit;
 mod node_apps;
 mod node_cluster;
 mod node_versions;
