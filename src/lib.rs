@@ -318,6 +318,7 @@ async fn start_http(
         token,
         compat_pm2: opts.compat_pm2,
         next_request: Default::default(),
+        history: Default::default(),
     };
     tokio::spawn(http::serve(listener, std::sync::Arc::new(web)));
     Ok(())
