@@ -44,6 +44,10 @@
 //! - [`exit`] is the table of exit codes; [`error`] the top-level errors (critical: the runtime
 //!   cannot run, exit code by kind; runtime: reported, the runtime carries on). Config problems
 //!   are values with file, line, column and key ([`config::Problem`]).
+//! - [`git`] reads the branch, commit and remote of an app's directory as files, for the
+//!   viewers' metadata (`monit`, the dashboard's app view), only when one asks.
+//! - `monit` (cargo feature `monit`) is the terminal dashboard: PM2's four panes, read through
+//!   the control socket, acting through the same requests as the verbs.
 //! - `serve` is PM2's static file server (`script: serve`), run as an app by this binary.
 
 pub mod cli;
@@ -52,6 +56,7 @@ pub mod config;
 pub mod control;
 pub mod error;
 pub mod exit;
+pub mod git;
 pub mod http;
 pub mod logs;
 #[cfg(feature = "monit")]
