@@ -156,7 +156,8 @@ async fn one(State(web): Shared, Path(name): Path<String>) -> Response {
 
 /// The app view's history of each instance of `name`: points every `interval_s`, the newest at
 /// `end` (ms), the restarts the history saw (reason, exit, and with the write token the last
-/// stderr lines: app output, like /logs), the counts by reason and the last exit.
+/// stderr lines: app output, like /logs), the counts by reason and the last exit; the git
+/// branch, commit and remote of the app's directory.
 async fn history(State(web): Shared, Path(name): Path<String>, headers: HeaderMap) -> Response {
     let table = web.table();
     let ids = ids_of(&table, &name);
@@ -176,7 +177,11 @@ async fn history(State(web): Shared, Path(name): Path<String>, headers: HeaderMa
             v
         })
         .collect();
-    cors(axum::Json(json!({ "interval_s": super::history::INTERVAL.as_secs(), "stderr": with_stderr, "instances": instances })).into_response())
+    // Read now, only because someone looks.
+    let git = table.instance(ids[0]).and_then(|i| crate::git::git(&i.app.cwd));
+    let git = git.map(|g| json!({ "branch": g.branch, "commit": g.commit, "remote": g.remote }));
+    let body = json!({ "interval_s": super::history::INTERVAL.as_secs(), "stderr": with_stderr, "git": git, "instances": instances });
+    cors(axum::Json(body).into_response())
 }
 
 /// Asks the coordinator, as the control socket does.

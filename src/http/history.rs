@@ -52,6 +52,11 @@ struct Ring {
     prev: Option<(Option<u32>, f64, Instant)>,
     counts: RestartCounts,
     restarts: VecDeque<Restart>,
+    /// The log sequence number up to which lines belong to earlier processes.
+    log_mark: u64,
+    /// The process last seen, and the stderr lines of the one that ended (for its restart).
+    pid: Option<u32>,
+    ended: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -107,10 +112,19 @@ impl History {
         self.last_at = Some(wall);
     }
 
-    /// Records the restarts the table shows since the last look, with `stderr(pm_id)`'s lines.
-    pub fn note_restarts(&mut self, table: &StatusTable, wall: SystemTime, stderr: impl Fn(u32) -> Vec<String>) {
+    /// Records the restarts the table shows since the last look, with the stderr lines of the
+    /// process that ended before: `stderr(pm_id, after)` gives the lines after `after` and the
+    /// newest sequence number.
+    pub fn note_restarts(&mut self, table: &StatusTable, wall: SystemTime, stderr: impl Fn(u32, u64) -> (Vec<String>, u64)) {
         for i in &table.instances {
             let ring = self.ring(i);
+            // A process ended (seen as soon as its pid leaves the table): its lines are those
+            // since the previous end.
+            if ring.pid.is_some() && ring.pid != i.pid {
+                let (lines, mark) = stderr(i.pm_id, ring.log_mark);
+                (ring.ended, ring.log_mark) = (lines, mark);
+            }
+            ring.pid = i.pid;
             for reason in RestartReason::ALL {
                 let new = i.restarts.get(reason).saturating_sub(ring.counts.get(reason));
                 for _ in 0..new {
@@ -118,7 +132,7 @@ impl History {
                         ring.restarts.pop_front();
                     }
                     let exit = if matches!(reason, RestartReason::Crash | RestartReason::Memory) { i.last_exit } else { None };
-                    ring.restarts.push_back(Restart { at: wall, reason, exit, stderr: stderr(i.pm_id) });
+                    ring.restarts.push_back(Restart { at: wall, reason, exit, stderr: std::mem::take(&mut ring.ended) });
                 }
             }
             ring.counts = i.restarts;
@@ -155,12 +169,14 @@ impl History {
     }
 }
 
-/// The last stderr lines of an instance, from the log hub's recent lines.
-fn last_stderr(hub: &LogHub, pm_id: u32) -> Vec<String> {
-    let lines = hub.recent(pm_id, 200, None);
+/// The last stderr lines of an instance written after sequence number `after`, from the log
+/// hub's recent lines, and the newest sequence number.
+fn last_stderr(hub: &LogHub, pm_id: u32, after: u64) -> (Vec<String>, u64) {
+    let lines = hub.recent(pm_id, 0, Some(after));
+    let mark = lines.iter().map(|(seq, _, _)| *seq).max().unwrap_or(after);
     let errs: Vec<String> =
         lines.into_iter().filter(|(_, s, _)| *s == Stream::Err).map(|(_, _, b)| String::from_utf8_lossy(&b).into_owned()).collect();
-    errs[errs.len().saturating_sub(DEATH_LINES)..].to_vec()
+    (errs[errs.len().saturating_sub(DEATH_LINES)..].to_vec(), mark)
 }
 
 fn lock(h: &Mutex<History>) -> std::sync::MutexGuard<'_, History> {
@@ -177,14 +193,14 @@ pub async fn run(mut feed: StatusFeed, hub: LogHub, history: Arc<Mutex<History>>
                 let table = feed.borrow().clone();
                 let mut h = lock(&history);
                 h.sample(&table, Instant::now(), SystemTime::now());
-                h.note_restarts(&table, SystemTime::now(), |id| last_stderr(&hub, id));
+                h.note_restarts(&table, SystemTime::now(), |id, after| last_stderr(&hub, id, after));
             }
             changed = feed.changed() => {
                 if changed.is_err() {
                     return;
                 }
                 let table = feed.borrow_and_update().clone();
-                lock(&history).note_restarts(&table, SystemTime::now(), |id| last_stderr(&hub, id));
+                lock(&history).note_restarts(&table, SystemTime::now(), |id, after| last_stderr(&hub, id, after));
             }
         }
     }
@@ -253,23 +269,34 @@ mod tests {
         let wall = SystemTime::now();
         let mut table = StatusTable { instances: vec![instance(0, 10, 0.0, 0)], ..Default::default() };
         h.sample(&table, Instant::now(), wall);
-        h.note_restarts(&table, wall, |_| vec!["never".into()]);
+        h.note_restarts(&table, wall, |_, _| (vec!["never".into()], 0));
         assert_eq!(h.json(0, true)["restarts"], json!([]));
+        // The process ends (its pid leaves the table), then is restarted.
+        table.instances[0].pid = None;
+        h.note_restarts(&table, wall, |id, after| (vec![format!("boom of {id} after {after}")], after + 10));
         let i = &mut table.instances[0];
+        i.pid = Some(11);
         i.restarts.add(RestartReason::Crash);
         i.restarts.add(RestartReason::Manual);
         i.last_exit = Some(Exit::Signal(9));
-        h.note_restarts(&table, wall, |id| vec![format!("boom of {id}")]);
+        h.note_restarts(&table, wall, |id, after| (vec![format!("boom of {id} after {after}")], after + 10));
         let v = h.json(0, true);
         let r = v["restarts"].as_array().unwrap();
         assert_eq!(r.len(), 2);
+        assert_eq!(h.json(0, true)["restarts"].as_array().unwrap().len(), 2);
         assert_eq!((r[0]["reason"].as_str(), &r[0]["exit"]), (Some("crash"), &json!({"signal": "SIGKILL"})));
-        assert_eq!(r[0]["stderr"], json!(["boom of 0"]));
+        assert_eq!(r[0]["stderr"], json!(["boom of 0 after 0"]));
+        assert_eq!(r[1]["stderr"], json!([]), "a manual restart after it has no death lines");
+        // The next death gets the lines after the previous one's.
+        table.instances[0].pid = Some(12);
+        table.instances[0].restarts.add(RestartReason::Crash);
+        h.note_restarts(&table, wall, |id, after| (vec![format!("boom of {id} after {after}")], after + 10));
+        assert_eq!(h.json(0, true)["restarts"][2]["stderr"], json!(["boom of 0 after 10"]));
         assert_eq!((r[1]["reason"].as_str(), &r[1]["exit"]), (Some("manual"), &Value::Null));
         assert_eq!(h.json(0, false)["restarts"][0]["stderr"], Value::Null);
         for _ in 0..RESTARTS + 5 {
             table.instances[0].restarts.add(RestartReason::Crash);
-            h.note_restarts(&table, wall, |_| Vec::new());
+            h.note_restarts(&table, wall, |_, _| (Vec::new(), 0));
         }
         assert_eq!(h.json(0, true)["restarts"].as_array().unwrap().len(), RESTARTS);
     }

@@ -99,20 +99,7 @@ fn monit_shows_four_panes_acts_by_key_and_resizes_from_80x24_to_200x50() {
             "apps:\n  - name: api\n    script: app.js\n    max_memory_restart: 400M\n  - name: worker\n    script: worker.sh\n",
         );
     // The apps' directory is a git repository: its branch and commit are metadata.
-    let git = |args: &[&str]| {
-        let out = Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@example.org"])
-            .args(args)
-            .current_dir(s.path())
-            .output()
-            .expect("git");
-        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
-    git(&["init", "-q", "-b", "trunk"]);
-    git(&["commit", "-q", "--allow-empty", "-m", "first"]);
-    git(&["remote", "add", "origin", "https://example.org/shop.git"]);
-    let commit = git(&["rev-parse", "HEAD"]);
+    let commit = git_repo(s.path());
 
     let mut cmd = s.command(&["e.yml"]);
     cmd.env("NODE_PATH", &modules);

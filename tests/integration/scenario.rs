@@ -247,3 +247,22 @@ pub fn pm2_io_modules() -> std::path::PathBuf {
     }
     dir.join("node_modules")
 }
+
+/// Makes `dir` a git repository on branch `trunk` with one commit and an `origin` remote;
+/// returns the commit's hash.
+pub fn git_repo(dir: &Path) -> String {
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.org"])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("git must be installed");
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    git(&["init", "-q", "-b", "trunk"]);
+    git(&["commit", "-q", "--allow-empty", "-m", "first"]);
+    git(&["remote", "add", "origin", "https://example.org/shop.git"]);
+    git(&["rev-parse", "HEAD"])
+}
