@@ -90,6 +90,9 @@ impl History {
 
     /// Takes one point per instance of the table (forgetting instances that left it).
     pub fn sample(&mut self, table: &StatusTable, now: Instant, wall: SystemTime) {
+        if table.sampled_at.is_none() {
+            return; // no numbers yet (the sampler has not swept)
+        }
         self.rings.retain(|id, _| table.instance(*id).is_some());
         for i in &table.instances {
             let ring = self.ring(i);
@@ -241,6 +244,9 @@ mod tests {
         let wall = SystemTime::now();
         let mut table = StatusTable { instances: vec![instance(0, 10, 1.0, 50 << 20)], ..Default::default() };
         h.sample(&table, t0, wall);
+        assert_eq!(h.json(0, false)["cpu"], json!([]), "no point before the first sweep");
+        table.sampled_at = Some(wall);
+        h.sample(&table, t0, wall);
         table.instances[0].sample.cpu_seconds = 3.5;
         h.sample(&table, t0 + INTERVAL, wall);
         // A new process (restart): its first point is the sampler's rate, not a difference.
@@ -267,7 +273,7 @@ mod tests {
     fn restarts_are_noted_with_reason_exit_and_stderr_only_when_allowed() {
         let mut h = History::default();
         let wall = SystemTime::now();
-        let mut table = StatusTable { instances: vec![instance(0, 10, 0.0, 0)], ..Default::default() };
+        let mut table = StatusTable { instances: vec![instance(0, 10, 0.0, 0)], sampled_at: Some(wall), ..Default::default() };
         h.sample(&table, Instant::now(), wall);
         h.note_restarts(&table, wall, |_, _| (vec!["never".into()], 0));
         assert_eq!(h.json(0, true)["restarts"], json!([]));

@@ -60,6 +60,8 @@ fn version_of(interpreter: &str) -> Option<String> {
         return None;
     }
     let line = String::from_utf8_lossy(&out.stdout).lines().next()?.trim().to_string();
+    // `GNU bash, version 5.2.15(1)-release (x86_64-pc-linux-gnu)`: the platform is noise here.
+    let line = line.split(" (").next().unwrap_or(&line).to_string();
     (!line.is_empty()).then(|| line.chars().take(60).collect())
 }
 

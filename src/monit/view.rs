@@ -181,7 +181,7 @@ fn draw_processes(frame: &mut Frame, area: Rect, st: &mut State) {
     let table = Table::new(table_rows, widths)
         .header(header)
         .block(pane_block(title, Pane::Processes, st))
-        .row_highlight_style(Style::default().add_modifier(Modifier::REVERSED));
+        .row_highlight_style(Style::default().bg(Color::Indexed(238)).add_modifier(Modifier::BOLD));
     let mut ts = TableState::default().with_selected(st.selected_index());
     frame.render_stateful_widget(table, area, &mut ts);
 }

@@ -787,14 +787,14 @@ const T = { timeout: 20000 };
   await page.selectOption('#sf', 'err');
   out.err_only = await shown();
   await page.selectOption('#sf', '');
+  await page.waitForFunction(() => document.querySelector('#cpu polyline').getAttribute('points').trim().split(/\s+/).length >= 5, null, T);
+  await page.screenshot({ path: shots + '/dashboard-app-light.png', fullPage: true });
   // An action from the app view: stop, then start again.
   await page.click('#app button[data-v="stop"]');
   await page.waitForSelector('tr[data-app="web"] .st.stopped', T);
   out.stopped = true;
   await page.click('#app button[data-v="start"]');
   await page.waitForSelector('tr[data-app="web"] .st.online', T);
-  await page.waitForFunction(() => { const p = document.querySelector('#cpu polyline'); return p && p.getAttribute('points').trim().split(/\s+/).length >= 3; }, null, T);
-  await page.screenshot({ path: shots + '/dashboard-app-light.png', fullPage: true });
   // The restart history of a crashing app: reason, exit code, its last stderr lines.
   await page.click('tr[data-app="crashy"] td');
   await page.waitForFunction(() => { const r = document.querySelector('#rst'); return r && /disk on fire/.test(r.textContent); }, null, T);

@@ -30,6 +30,15 @@ impl Tmux {
         self.run(&["capture-pane", "-p", "-t", &self.session])
     }
 
+    /// With MONIT_SCREENSHOTS=dir, keeps the screen with its colours (ANSI) as `dir/name.ans`
+    /// (docs/tools/ansi-shot.js renders them for the README).
+    fn keep(&self, name: &str) {
+        if let Some(dir) = std::env::var_os("MONIT_SCREENSHOTS") {
+            let text = self.run(&["capture-pane", "-p", "-e", "-t", &self.session]);
+            std::fs::write(std::path::Path::new(&dir).join(format!("{name}.ans")), text).unwrap();
+        }
+    }
+
     /// Polls the screen until `ok` holds; panics with the last screen otherwise.
     fn wait(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + LONG;
@@ -123,6 +132,7 @@ fn monit_shows_four_panes_acts_by_key_and_resizes_from_80x24_to_200x50() {
     // Logs: out and err of the selected app.
     t.wait_text("out │ api tick");
     t.wait_text("err │ api warning");
+    t.keep("monit-80x24");
     // Metadata: the interpreter and its version.
     let node = String::from_utf8(Command::new("node").arg("--version").output().unwrap().stdout).unwrap();
     t.wait_text(&format!("interpreter   node ({})", node.trim()));
@@ -169,10 +179,16 @@ fn monit_shows_four_panes_acts_by_key_and_resizes_from_80x24_to_200x50() {
     assert!(screen.contains("https://example.org/shop.git"), "{screen}");
     assert!(screen.lines().any(|l| l.chars().count() > 150), "{screen}");
     // Back to every process and to the API: its memory limit.
-    t.keys(&["Escape", "Tab", "Up"]);
+    // (Escape alone: followed at once by another key it reads as Alt+key, as in any terminal.)
+    t.keys(&["Escape"]);
+    t.wait("the filter cleared", |t| row(t, "api").is_some());
+    t.keys(&["Tab", "Up"]);
     let screen = t.wait_text("Logs: api [0]");
     let meta_line = screen.lines().find(|l| l.contains("memory limit")).unwrap();
     assert!(meta_line.contains("400"), "{meta_line}");
+    t.keys(&["Tab"]);
+    t.wait_text("out │ api tick");
+    t.keep("monit-200x50");
 
     t.keys(&["q"]);
     let end = t.wait_text("MONIT_EXIT=0");
