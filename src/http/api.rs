@@ -37,9 +37,9 @@ use crate::config::ExecMode;
 use crate::control::protocol::Request;
 use crate::control::server::ControlRequest;
 use crate::logs::Stream;
-use crate::supervisor::control::process_rows;
-use crate::supervisor::instance::Status;
 use crate::supervisor::jlist::Env;
+use crate::supervisor::jlist::rows as process_rows;
+use crate::supervisor::status::Status;
 use crate::supervisor::status::{BusEvent, RestartReason, StatusTable};
 
 type Shared = State<Arc<Web>>;
@@ -173,7 +173,7 @@ async fn history(State(web): Shared, Path(name): Path<String>, headers: HeaderMa
             let mut v = h.json(i.pm_id, with_stderr);
             let counts: serde_json::Map<String, Value> = RestartReason::ALL.iter().map(|r| (r.as_str().into(), json!(i.restarts.get(*r)))).collect();
             v["restart_counts"] = Value::Object(counts);
-            v["last_exit"] = super::history::exit_json(i.last_exit);
+            v["last_exit"] = super::history::exit_json(i.last_exit(), i.last.as_ref().and_then(|u| u.exit_reason));
             v
         })
         .collect();
@@ -275,7 +275,7 @@ async fn app_metrics(State(web): Shared) -> Response {
     let workers: HashMap<u32, String> = table
         .instances
         .iter()
-        .filter(|i| i.app.exec_mode == ExecMode::Cluster && i.app.command.is_node && i.status == Some(Status::Online))
+        .filter(|i| i.app.exec_mode == ExecMode::Cluster && i.app.command.is_node && i.status() == Some(Status::Online))
         .map(|i| (i.pm_id, i.app.name.clone()))
         .collect();
     let id = web.next_request.fetch_add(1, Ordering::Relaxed);

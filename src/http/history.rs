@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use crate::logs::LogHub;
 use crate::logs::format::Stream;
 use crate::process::Exit;
-use crate::supervisor::status::{InstanceStatus, RestartCounts, RestartReason, StatusFeed, StatusTable};
+use crate::supervisor::status::{ExitReason, InstanceStatus, RestartCounts, RestartReason, StatusFeed, StatusTable};
 
 /// One point per interval.
 pub const INTERVAL: Duration = Duration::from_secs(10);
@@ -38,8 +38,10 @@ pub const DEATH_LINES: usize = 5;
 pub struct Restart {
     pub at: SystemTime,
     pub reason: RestartReason,
-    /// How the process before it ended, when it did by itself.
+    /// How the process before it ended, when it did by itself or for its memory.
     pub exit: Option<Exit>,
+    /// Why it ended (the status vocabulary's exit reason).
+    pub why: Option<ExitReason>,
     /// The last stderr lines of that process.
     pub stderr: Vec<String>,
 }
@@ -70,16 +72,20 @@ fn ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
 }
 
-/// An exit as JSON: `{"code": N}`, `{"signal": "SIGKILL"}` or null.
-pub fn exit_json(e: Option<Exit>) -> Value {
-    match e {
+/// An exit as JSON: `{"code": N}` or `{"signal": "SIGKILL"}`, with `"reason"` when known; or null.
+pub fn exit_json(e: Option<Exit>, why: Option<ExitReason>) -> Value {
+    let mut v = match e {
         Some(Exit::Code(c)) => json!({ "code": c }),
         Some(Exit::Signal(s)) => {
             let name = nix::sys::signal::Signal::try_from(s).map_or_else(|_| s.to_string(), |s| s.as_str().to_string());
             json!({ "signal": name })
         }
-        None => Value::Null,
+        None => return Value::Null,
+    };
+    if let Some(w) = why {
+        v["reason"] = json!(w.as_str());
     }
+    v
 }
 
 impl History {
@@ -99,12 +105,12 @@ impl History {
             let s = i.sample;
             let cpu = match ring.prev {
                 // The same process: its CPU time over the interval.
-                Some((pid, secs, at)) if pid == i.pid && i.pid.is_some() && s.cpu_seconds >= secs && now > at => {
+                Some((pid, secs, at)) if pid == i.pid() && pid.is_some() && s.cpu_seconds >= secs && now > at => {
                     (s.cpu_seconds - secs) / now.duration_since(at).as_secs_f64() * 100.0
                 }
                 _ => s.cpu_percent,
             };
-            ring.prev = Some((i.pid, s.cpu_seconds, now));
+            ring.prev = Some((i.pid(), s.cpu_seconds, now));
             if ring.cpu.len() == CAPACITY {
                 ring.cpu.pop_front();
                 ring.mem.pop_front();
@@ -123,19 +129,22 @@ impl History {
             let ring = self.ring(i);
             // A process ended (seen as soon as its pid leaves the table): its lines are those
             // since the previous end.
-            if ring.pid.is_some() && ring.pid != i.pid {
+            if ring.pid.is_some() && ring.pid != i.pid() {
                 let (lines, mark) = stderr(i.pm_id, ring.log_mark);
                 (ring.ended, ring.log_mark) = (lines, mark);
             }
-            ring.pid = i.pid;
+            ring.pid = i.pid();
             for reason in RestartReason::ALL {
                 let new = i.restarts.get(reason).saturating_sub(ring.counts.get(reason));
                 for _ in 0..new {
                     if ring.restarts.len() == RESTARTS {
                         ring.restarts.pop_front();
                     }
-                    let exit = if matches!(reason, RestartReason::Crash | RestartReason::Memory) { i.last_exit } else { None };
-                    ring.restarts.push_back(Restart { at: wall, reason, exit, stderr: std::mem::take(&mut ring.ended) });
+                    let (exit, why) = match &i.last {
+                        Some(u) if matches!(reason, RestartReason::Crash | RestartReason::Memory) => (u.last_exit, u.exit_reason),
+                        _ => (None, None),
+                    };
+                    ring.restarts.push_back(Restart { at: wall, reason, exit, why, stderr: std::mem::take(&mut ring.ended) });
                 }
             }
             ring.counts = i.restarts;
@@ -152,7 +161,7 @@ impl History {
                 json!({
                     "at": ms(x.at),
                     "reason": x.reason.as_str(),
-                    "exit": exit_json(x.exit),
+                    "exit": exit_json(x.exit, x.why),
                     "stderr": if with_stderr { json!(x.stderr) } else { Value::Null },
                 })
             })
@@ -212,29 +221,26 @@ pub async fn run(mut feed: StatusFeed, hub: LogHub, history: Arc<Mutex<History>>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::supervisor::status::Sample;
+    use crate::supervisor::status::{Report, Sample, Status, Update};
 
     fn instance(pm_id: u32, pid: u32, cpu_seconds: f64, memory_bytes: u64) -> InstanceStatus {
+        let report = Report { pid: Some(pid), ..Report::of(Status::Online) };
         InstanceStatus {
             pm_id,
             app: Arc::new(crate::http::test_app("a")),
             instance: 0,
             unique_id: String::new(),
-            status: None,
-            pid: Some(pid),
-            ready: true,
-            restart_time: 0,
+            last: Some(Update { pm_id, since: None, version: None, report }),
             restarts: RestartCounts::default(),
-            prev_restart_delay: Duration::ZERO,
-            last_exit: None,
-            manual: false,
-            scheduled: false,
             created_at: SystemTime::now(),
-            started_at: None,
             sample: Sample { memory_bytes, cpu_percent: 7.0, cpu_seconds },
             axm_monitor: Default::default(),
             axm_actions: Default::default(),
         }
+    }
+
+    fn report(i: &mut InstanceStatus) -> &mut Report {
+        &mut i.last.as_mut().unwrap().report
     }
 
     #[test]
@@ -250,7 +256,7 @@ mod tests {
         table.instances[0].sample.cpu_seconds = 3.5;
         h.sample(&table, t0 + INTERVAL, wall);
         // A new process (restart): its first point is the sampler's rate, not a difference.
-        table.instances[0].pid = Some(11);
+        report(&mut table.instances[0]).pid = Some(11);
         table.instances[0].sample.cpu_seconds = 0.1;
         h.sample(&table, t0 + INTERVAL * 2, wall);
         let v = h.json(0, false);
@@ -278,23 +284,24 @@ mod tests {
         h.note_restarts(&table, wall, |_, _| (vec!["never".into()], 0));
         assert_eq!(h.json(0, true)["restarts"], json!([]));
         // The process ends (its pid leaves the table), then is restarted.
-        table.instances[0].pid = None;
+        report(&mut table.instances[0]).pid = None;
         h.note_restarts(&table, wall, |id, after| (vec![format!("boom of {id} after {after}")], after + 10));
         let i = &mut table.instances[0];
-        i.pid = Some(11);
+        report(i).pid = Some(11);
         i.restarts.add(RestartReason::Crash);
         i.restarts.add(RestartReason::Manual);
-        i.last_exit = Some(Exit::Signal(9));
+        report(i).last_exit = Some(Exit::Signal(9));
+        report(i).exit_reason = Some(ExitReason::Signal);
         h.note_restarts(&table, wall, |id, after| (vec![format!("boom of {id} after {after}")], after + 10));
         let v = h.json(0, true);
         let r = v["restarts"].as_array().unwrap();
         assert_eq!(r.len(), 2);
         assert_eq!(h.json(0, true)["restarts"].as_array().unwrap().len(), 2);
-        assert_eq!((r[0]["reason"].as_str(), &r[0]["exit"]), (Some("crash"), &json!({"signal": "SIGKILL"})));
+        assert_eq!((r[0]["reason"].as_str(), &r[0]["exit"]), (Some("crash"), &json!({"signal": "SIGKILL", "reason": "signal"})));
         assert_eq!(r[0]["stderr"], json!(["boom of 0 after 0"]));
         assert_eq!(r[1]["stderr"], json!([]), "a manual restart after it has no death lines");
         // The next death gets the lines after the previous one's.
-        table.instances[0].pid = Some(12);
+        report(&mut table.instances[0]).pid = Some(12);
         table.instances[0].restarts.add(RestartReason::Crash);
         h.note_restarts(&table, wall, |id, after| (vec![format!("boom of {id} after {after}")], after + 10));
         assert_eq!(h.json(0, true)["restarts"][2]["stderr"], json!(["boom of 0 after 10"]));
