@@ -879,7 +879,7 @@ fn dashboard_app_view_charts_search_actions_restarts_and_theme() {
     assert_eq!(code, 200);
     let with: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(with["instances"][0]["restarts"][0]["stderr"], serde_json::json!(["fatal: disk on fire"]), "{with}");
-    assert_eq!(with["instances"][0]["restarts"][0]["exit"], serde_json::json!({"code": 3}), "{with}");
+    assert_eq!(with["instances"][0]["restarts"][0]["exit"], serde_json::json!({"code": 3, "reason": "exit"}), "{with}");
     for shot in ["dashboard-app-light.png", "dashboard-app-dark.png"] {
         assert!(std::fs::metadata(shots.join(shot)).unwrap().len() > 10_000, "{shot}");
     }

@@ -7,7 +7,7 @@ use crate::scenario::*;
 
 const LONG: Duration = Duration::from_secs(30);
 
-/// A detached tmux session running one command.
+/// A detached tmux session running one command, on its own tmux server.
 struct Tmux {
     session: String,
 }
@@ -22,7 +22,8 @@ impl Tmux {
     }
 
     fn run(&self, args: &[&str]) -> String {
-        let out = Command::new("tmux").args(args).output().expect("tmux");
+        // A server of its own (-L): other tests' sessions cannot end it under this one.
+        let out = Command::new("tmux").args(["-L", &self.session]).args(args).output().expect("tmux");
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
