@@ -1,9 +1,10 @@
 //! The dashboard's memory of the last hours: CPU and memory of every instance, and its recent
 //! restarts with their reasons, exit statuses and last stderr lines.
 //!
-//! Owns: one [`Ring`] per instance: [`CAPACITY`] points, one per [`INTERVAL`] (6 hours), 6 bytes
-//! a point (CPU in tenths of a percent as `u16`, memory in KiB as `u32`), so 12.7 KiB per
-//! instance once full (allocated as it fills), and the last [`RESTARTS`] restarts.
+//! Owns: one ring per instance: [`CAPACITY`] points, one per [`INTERVAL`] (6 hours), 6 bytes
+//! a point (CPU in tenths of a percent as `u16`, memory in KiB as `u32`): 12,960 bytes per
+//! instance, allocated when the instance is first seen (pages are touched as points arrive),
+//! and the last [`RESTARTS`] restarts with at most [`DEATH_LINES`] stderr lines each.
 //!
 //! Exists only with `--web`: the HTTP server's task feeds it ([`run`]). The server holds a status
 //! feed, so the sampler already sweeps once a second; the history reads the table every
@@ -91,7 +92,13 @@ pub fn exit_json(e: Option<Exit>, why: Option<ExitReason>) -> Value {
 impl History {
     /// The ring of an instance, made when it is first seen (its restarts so far are not news).
     fn ring(&mut self, i: &InstanceStatus) -> &mut Ring {
-        self.rings.entry(i.pm_id).or_insert_with(|| Ring { counts: i.restarts, ..Default::default() })
+        // The whole ring at once: a growing VecDeque would double to 4096 points (24 KiB).
+        self.rings.entry(i.pm_id).or_insert_with(|| Ring {
+            cpu: VecDeque::with_capacity(CAPACITY),
+            mem: VecDeque::with_capacity(CAPACITY),
+            counts: i.restarts,
+            ..Default::default()
+        })
     }
 
     /// Takes one point per instance of the table (forgetting instances that left it).
@@ -266,9 +273,8 @@ mod tests {
             h.sample(&table, t0 + INTERVAL * (3 + k as u32), wall);
         }
         assert_eq!(h.json(0, false)["cpu"].as_array().unwrap().len(), CAPACITY);
-        // 6 bytes a point: about 12.7 KiB per instance when full (capacity may round up).
-        let bytes = h.heap_bytes();
-        assert!((CAPACITY * 6..=CAPACITY * 6 * 2).contains(&bytes), "{bytes}");
+        // 6 bytes a point: 12,960 bytes (12.7 KiB) per instance, allocated once.
+        assert_eq!(h.heap_bytes(), CAPACITY * 6);
         // Instances that leave the table are forgotten.
         table.instances[0].pm_id = 1;
         h.sample(&table, t0, wall);
