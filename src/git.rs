@@ -128,7 +128,10 @@ mod tests {
         assert_eq!(remote_url(cfg).as_deref(), Some("git@h:o/r.git"));
         assert_eq!(remote_url("[remote \"upstream\"]\nurl=https://u\n").as_deref(), Some("https://u"));
         assert_eq!(remote_url("[core]\n"), None);
-        assert_eq!(remote_url("[remote \"origin\"]\nurl = https://bob:s3cret@example.org/r.git\n").as_deref(), Some("https://example.org/r.git"));
+        assert_eq!(
+            remote_url("[remote \"origin\"]\nurl = https://bob:s3cret@example.org/r.git\n").as_deref(),
+            Some("https://example.org/r.git")
+        );
         assert_eq!(without_credentials("git@host:o/r.git"), "git@host:o/r.git");
     }
 

@@ -171,7 +171,8 @@ async fn history(State(web): Shared, Path(name): Path<String>, headers: HeaderMa
         .filter_map(|id| table.instance(*id))
         .map(|i| {
             let mut v = h.json(i.pm_id, with_stderr);
-            let counts: serde_json::Map<String, Value> = RestartReason::ALL.iter().map(|r| (r.as_str().into(), json!(i.restarts.get(*r)))).collect();
+            let counts: serde_json::Map<String, Value> =
+                RestartReason::ALL.iter().map(|r| (r.as_str().into(), json!(i.restarts.get(*r)))).collect();
             v["restart_counts"] = Value::Object(counts);
             v["last_exit"] = super::history::exit_json(i.last_exit(), i.last.as_ref().and_then(|u| u.exit_reason));
             v

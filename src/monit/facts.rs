@@ -29,20 +29,15 @@ impl Facts {
 
     /// Total memory of the machine (bytes), the scale of memory gauges without a limit.
     pub fn mem_total(&mut self) -> u64 {
-        *self.mem_total.get_or_insert_with(|| {
-            std::fs::read_to_string("/proc/meminfo").ok().and_then(|t| parse_meminfo(&t)).unwrap_or(1 << 30)
-        })
+        *self
+            .mem_total
+            .get_or_insert_with(|| std::fs::read_to_string("/proc/meminfo").ok().and_then(|t| parse_meminfo(&t)).unwrap_or(1 << 30))
     }
 }
 
 fn version_of(interpreter: &str) -> Option<String> {
-    let mut child = Command::new(interpreter)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
+    let mut child =
+        Command::new(interpreter).arg("--version").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().ok()?;
     let deadline = Instant::now() + VERSION_TIMEOUT;
     loop {
         match child.try_wait() {

@@ -213,7 +213,8 @@ fn draw_logs(frame: &mut Frame, area: Rect, st: &State) {
         .iter()
         .map(|l| {
             let (tag, style) = if l.err { ("err ", Style::default().fg(Color::Red)) } else { ("out ", Style::default()) };
-            let mut spans = vec![Span::styled(tag, style.add_modifier(Modifier::DIM)), Span::styled("│ ", Style::default().fg(Color::DarkGray))];
+            let mut spans =
+                vec![Span::styled(tag, style.add_modifier(Modifier::DIM)), Span::styled("│ ", Style::default().fg(Color::DarkGray))];
             spans.extend(highlighted(&l.text, &st.search, style));
             Line::from(spans)
         })
@@ -293,9 +294,10 @@ fn metadata(st: &mut State) -> Vec<Line<'static>> {
     if let Some(r) = e["last_exit"]["reason"].as_str() {
         last_exit = r.to_string();
     }
-    let created = e["created_at"].as_i64().and_then(chrono::DateTime::from_timestamp_millis).map_or("-".into(), |t| {
-        t.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S").to_string()
-    });
+    let created = e["created_at"]
+        .as_i64()
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map_or("-".into(), |t| t.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S").to_string());
     let uptime = if e["status"] == "online" { human_uptime(e["pm_uptime"].as_u64().unwrap_or(0)) } else { "-".into() };
     let mut rows = vec![
         ("app".to_string(), format!("{name} [{}]", p["pm_id"])),
@@ -372,7 +374,13 @@ fn bottom_text(st: &State, width: usize) -> Line<'static> {
     let long: usize = KEYS.iter().map(|(k, w, _)| k.chars().count() + w.chars().count() + 2).sum();
     let mut spans = Vec::new();
     for (k, w, short) in KEYS {
-        let label = if long <= width { w } else if let Some(s) = short { s } else { continue };
+        let label = if long <= width {
+            w
+        } else if let Some(s) = short {
+            s
+        } else {
+            continue;
+        };
         spans.push(Span::styled(k, key_style));
         spans.push(Span::raw(format!(" {label} ")));
     }

@@ -77,9 +77,10 @@ impl Drop for Tmux {
 
 /// The row of the process table that shows `name`, split into its columns.
 fn row<'a>(screen: &'a str, name: &str) -> Option<Vec<&'a str>> {
-    screen.lines().map(|l| l.trim_matches(|c| c == '│' || c == ' ').split_whitespace().collect::<Vec<_>>()).find(|w| {
-        w.len() >= 8 && w[1] == name && matches!(w[2], "online" | "stopped" | "launching" | "errored" | "stopping")
-    })
+    screen
+        .lines()
+        .map(|l| l.trim_matches(|c| c == '│' || c == ' ').split_whitespace().collect::<Vec<_>>())
+        .find(|w| w.len() >= 8 && w[1] == name && matches!(w[2], "online" | "stopped" | "launching" | "errored" | "stopping"))
 }
 
 fn restarts(s: &Scenario, name: &str) -> Vec<u64> {
@@ -104,10 +105,7 @@ fn monit_shows_four_panes_acts_by_key_and_resizes_from_80x24_to_200x50() {
     let s = Scenario::new()
         .file("app.js", APP_JS)
         .file("worker.sh", "#!/bin/sh\nwhile :; do echo worker out; sleep 0.3; done\n")
-        .file(
-            "e.yml",
-            "apps:\n  - name: api\n    script: app.js\n    max_memory_restart: 400M\n  - name: worker\n    script: worker.sh\n",
-        );
+        .file("e.yml", "apps:\n  - name: api\n    script: app.js\n    max_memory_restart: 400M\n  - name: worker\n    script: worker.sh\n");
     // The apps' directory is a git repository: its branch and commit are metadata.
     let commit = git_repo(s.path());
 
