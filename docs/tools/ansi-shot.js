@@ -1,7 +1,7 @@
 // Renders a terminal screen captured with colours (`tmux capture-pane -p -e`) to a PNG, with
 // the system's Chromium through playwright-core: the README's monit screenshots are made so.
 //   MONIT_SCREENSHOTS=/tmp/shots cargo nextest run -E 'test(/monit_shows/)'
-//   NODE_PATH=target/tmp/npm-playwright/node_modules node docs/tools/ansi-shot.js /tmp/shots/monit-80x24.ans docs/monit-80x24.png
+//   NODE_PATH=target/tmp/npm-playwright/node_modules node docs/tools/ansi-shot.js /tmp/shots/monit-200x50.ans docs/monit-200x50.png
 const fs = require('fs');
 const { chromium } = require('playwright-core');
 
@@ -16,16 +16,20 @@ function color256(n) {
 }
 const esc = s => s.replace(/[&<>]/g, c => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;' })[c]);
 
+// DEC line drawing (SO … SI), as blessed (pm2 monit) draws its boxes.
+const ACS = { l: '┌', k: '┐', m: '└', j: '┘', q: '─', x: '│', t: '├', u: '┤', v: '┴', w: '┬', n: '┼' };
+
 function toHtml(text) {
-  let st = {}, out = '';
+  let st = {}, out = '', acs = false;
   const open = () => {
     let fg = st.fg || '#d0d4db', bg = st.bg || 'transparent';
     if (st.rev) [fg, bg] = [st.bg || '#1d2330', st.fg || '#d0d4db'];
     return `<span style="color:${fg};background:${bg};${st.bold ? 'font-weight:bold;' : ''}${st.dim ? 'opacity:.7;' : ''}">`;
   };
-  for (const part of text.split(/(\x1b\[[0-9;]*m)/)) {
+  for (const part of text.split(/(\x1b\[[0-9;]*m|\x0e|\x0f)/)) {
+    if (part === '\x0e' || part === '\x0f') { acs = part === '\x0e'; continue; }
     const m = part.match(/^\x1b\[([0-9;]*)m$/);
-    if (!m) { if (part) out += open() + esc(part) + '</span>'; continue; }
+    if (!m) { if (part) out += open() + esc(acs ? part.replace(/[lkmjqxtuvwn]/g, c => ACS[c]) : part) + '</span>'; continue; }
     const a = m[1] === '' ? [0] : m[1].split(';').map(Number);
     for (let i = 0; i < a.length; i++) {
       const n = a[i];
