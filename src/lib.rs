@@ -44,7 +44,8 @@
 //!   them in app output with `mask_secrets`. Env files and secret files are read by [`config`].
 //! - [`http`] (only with `--web`) serves the table over HTTP: PM2's `--web` JSON, a token-protected
 //!   API whose writes are control requests, Prometheus `/metrics` (with prom-client cluster
-//!   aggregation), health probes, live logs and a dashboard.
+//!   aggregation), health probes, live logs and a dashboard
+//!   (its app view reads `http::history`: 6 h of CPU/memory points and recent restarts per instance).
 //! - [`plus`] is the optional PM2 Plus link (on when both keys are set): its own thread reads
 //!   the status feed and the bus, and asks the coordinator for remote actions through the same
 //!   control requests as the socket; nothing of it exists when it is off.

@@ -93,7 +93,7 @@ pub fn draw(frame: &mut Frame, st: &mut State) {
     let metrics_lines = metrics(st);
     let label_w = metrics_lines.iter().map(|l| l.width()).max().unwrap_or(0) as u16 + 2;
     let [metrics_area, meta_area] =
-        Layout::horizontal([Constraint::Length(label_w.clamp(24, bottom.width / 2)), Constraint::Min(10)]).areas(bottom);
+        Layout::horizontal([Constraint::Length(label_w.max(24).min(bottom.width / 2)), Constraint::Min(10)]).areas(bottom);
     draw_processes(frame, procs, st);
     draw_logs(frame, logs, st);
     st.metrics_scroll = st.metrics_scroll.min((metrics_lines.len() as u16).saturating_sub(metrics_area.height.saturating_sub(2)));
@@ -448,5 +448,12 @@ mod tests {
         let wide = screen(&mut st, 200, 50);
         assert!(wide.contains(&"█".repeat(MAX_BAR / 2)), "{wide}");
         assert!(wide.contains("stop/start") && wide.contains("follow"), "{wide}");
+        // Tiny terminals (and the help over them) draw without a panic.
+        st.help = true;
+        for w in (1..=121).step_by(10) {
+            for h in (1..=31).step_by(5) {
+                screen(&mut st, w, h);
+            }
+        }
     }
 }
