@@ -6,16 +6,21 @@
 //! [`VERSION_TIMEOUT`]).
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const VERSION_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long git facts are kept before being read again (a checkout shows within this).
+const GIT_FOR: Duration = Duration::from_secs(5);
 
 /// Per-viewer caches (interpreter versions never change while monit runs; git is re-read).
 #[derive(Debug, Default)]
 pub struct Facts {
     versions: HashMap<String, Option<String>>,
     mem_total: Option<u64>,
+    /// cwd → (when read, what was read): the screen is drawn 4 times a second.
+    git: HashMap<String, (Instant, Option<crate::git::Git>)>,
 }
 
 impl Facts {
@@ -25,6 +30,15 @@ impl Facts {
             return None;
         }
         self.versions.entry(interpreter.to_string()).or_insert_with(|| version_of(interpreter)).clone()
+    }
+
+    /// The git facts of `cwd`, read again every [`GIT_FOR`].
+    pub fn git(&mut self, cwd: &str) -> Option<crate::git::Git> {
+        let e = self.git.entry(cwd.to_string()).or_insert_with(|| (Instant::now(), crate::git::git(Path::new(cwd))));
+        if e.0.elapsed() > GIT_FOR {
+            *e = (Instant::now(), crate::git::git(Path::new(cwd)));
+        }
+        e.1.clone()
     }
 
     /// Total memory of the machine (bytes), the scale of memory gauges without a limit.

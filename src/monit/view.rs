@@ -322,7 +322,7 @@ fn metadata(st: &mut State) -> Vec<Line<'static>> {
         ("out log".into(), e["pm_out_log_path"].as_str().unwrap_or("stdout").to_string()),
         ("err log".into(), e["pm_err_log_path"].as_str().unwrap_or("stderr").to_string()),
     ]);
-    match e["pm_cwd"].as_str().and_then(|c| crate::git::git(std::path::Path::new(c))) {
+    match e["pm_cwd"].as_str().and_then(|c| st.facts.git(c)) {
         Some(g) => {
             rows.push(("git branch".into(), g.branch.unwrap_or_else(|| "(detached)".into())));
             rows.push(("git commit".into(), g.commit.map_or("-".into(), |c| c.chars().take(12).collect())));
