@@ -2,9 +2,25 @@
 //! as files (`.git/HEAD`, refs, `packed-refs`, `config`), never by running git. Read only when a
 //! viewer asks (`monit`, the dashboard's app view).
 //!
-//! Must never: show credentials (a remote's `user:password@` is removed).
+//! Must never: show credentials (a remote's `user:password@` is removed); block or read much
+//! (the runtime's HTTP thread calls it: only regular files are read, at most [`MAX_READ`]
+//! bytes each, so a FIFO or a device planted as `.git/HEAD` cannot hang supervision).
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
+
+/// Most bytes read from one file (a large `packed-refs` is cut: its ref may then be missed).
+pub const MAX_READ: u64 = 1 << 20;
+
+/// A regular file's text (following symlinks), at most [`MAX_READ`] bytes; `None` otherwise.
+fn read_small(path: &Path) -> Option<String> {
+    if !std::fs::metadata(path).ok()?.is_file() {
+        return None;
+    }
+    let mut text = String::new();
+    std::fs::File::open(path).ok()?.take(MAX_READ).read_to_string(&mut text).ok()?;
+    Some(text)
+}
 
 /// The git state of a directory, as PM2's metadata pane shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,7 +36,7 @@ pub struct Git {
 /// The repository `dir` is in (its own or a parent's `.git`), read as files.
 pub fn git(dir: &Path) -> Option<Git> {
     let (git_dir, common) = find_git_dir(dir)?;
-    let head = std::fs::read_to_string(git_dir.join("HEAD")).ok()?;
+    let head = read_small(&git_dir.join("HEAD"))?;
     let head = head.trim();
     let (branch, commit) = match head.strip_prefix("ref: ") {
         Some(r) => {
@@ -30,7 +46,7 @@ pub fn git(dir: &Path) -> Option<Git> {
         }
         None => (None, Some(head.to_string())),
     };
-    let remote = std::fs::read_to_string(common.join("config")).ok().and_then(|c| remote_url(&c));
+    let remote = read_small(&common.join("config")).and_then(|c| remote_url(&c));
     Some(Git { branch, commit, remote })
 }
 
@@ -42,18 +58,18 @@ fn find_git_dir(dir: &Path) -> Option<(PathBuf, PathBuf)> {
         let git_dir = if dot.is_dir() {
             dot
         } else if dot.is_file() {
-            let text = std::fs::read_to_string(&dot).ok()?;
+            let text = read_small(&dot)?;
             let p = PathBuf::from(text.trim().strip_prefix("gitdir:")?.trim());
             if p.is_absolute() { p } else { d.join(p) }
         } else {
             continue;
         };
-        let common = match std::fs::read_to_string(git_dir.join("commondir")) {
-            Ok(c) => {
+        let common = match read_small(&git_dir.join("commondir")) {
+            Some(c) => {
                 let p = PathBuf::from(c.trim());
                 if p.is_absolute() { p } else { git_dir.join(p) }
             }
-            Err(_) => git_dir.clone(),
+            None => git_dir.clone(),
         };
         return Some((git_dir, common));
     }
@@ -63,11 +79,11 @@ fn find_git_dir(dir: &Path) -> Option<(PathBuf, PathBuf)> {
 /// A ref's commit: its loose file, else its line in `packed-refs`.
 fn resolve_ref(git_dir: &Path, common: &Path, name: &str) -> Option<String> {
     for d in [git_dir, common] {
-        if let Ok(t) = std::fs::read_to_string(d.join(name)) {
+        if let Some(t) = read_small(&d.join(name)) {
             return Some(t.trim().to_string());
         }
     }
-    let packed = std::fs::read_to_string(common.join("packed-refs")).ok()?;
+    let packed = read_small(&common.join("packed-refs"))?;
     packed_ref(&packed, name)
 }
 
@@ -168,5 +184,10 @@ mod tests {
         assert_eq!((got.branch, got.commit.as_deref()), (None, Some("fedcba98")));
         let none = tempfile::tempdir().unwrap();
         assert_eq!(git(none.path()), None);
+
+        // A FIFO as HEAD is not read (reading it would block until a writer comes).
+        std::fs::remove_file(g.join("HEAD")).unwrap();
+        nix::unistd::mkfifo(&g.join("HEAD"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert_eq!(git(&sub), None);
     }
 }
