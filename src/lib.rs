@@ -203,8 +203,6 @@ fn run_start(start: &StartArgs, extra_env: &[(String, String)]) -> Outcome {
         for w in &eco.warnings {
             tracing::warn!("{w}");
         }
-        let mut eco = eco;
-        preload::apply(&mut eco.apps, Path::new(&pm2_home()));
         let signals = match signals::Signals::install() {
             Ok(s) => s,
             Err(source) => {
@@ -234,6 +232,10 @@ fn run_start(start: &StartArgs, extra_env: &[(String, String)]) -> Outcome {
                 None
             }
         };
+        // Only now that PM2_HOME is known to be ours (the socket's bind checks it) may files be
+        // written into it.
+        let mut eco = eco;
+        preload::apply(&mut eco.apps, Path::new(&pm2_home()));
         let reaper = process::Reaper::new();
         let reaper_task = tokio::spawn(reaper.clone().run());
         let opts = supervisor::RunOptions { auto_exit: !start.no_auto_exit, delay, pm2_home: pm2_home(), cpus };

@@ -21,6 +21,7 @@ mod plus;
 mod plus_mock;
 mod port_sharing;
 mod restart;
+mod security;
 mod serve;
 mod ship;
 mod stop;
