@@ -320,6 +320,7 @@ async fn start_http(
         token,
         compat_pm2: opts.compat_pm2,
         next_request: Default::default(),
+        streams: std::sync::Arc::new(tokio::sync::Semaphore::new(http::MAX_STREAMS)),
     };
     tokio::spawn(http::serve(listener, std::sync::Arc::new(web)));
     Ok(())

@@ -62,3 +62,199 @@ fn a_planted_preload_symlink_in_another_users_pm2_home_writes_nothing() {
     assert_eq!(std::fs::metadata(&victim).unwrap().mode() & 0o777, 0o600, "the victim was chmodded");
     assert_eq!(std::fs::read_dir(&home).unwrap().count(), 2, "something was written into their PM2_HOME");
 }
+
+/// The port the runtime says its HTTP server listens on (`--web=0` picks one).
+fn web_port(r: &Running) -> u16 {
+    r.wait_for("HTTP API, /metrics and dashboard on http://", Duration::from_secs(10));
+    let out = r.stdout() + &r.stderr();
+    let at = out.find("on http://").unwrap() + "on http://".len();
+    let addr: String = out[at..].chars().take_while(|c| !c.is_whitespace()).collect();
+    addr.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// A TCP connection to 127.0.0.1:`port` from the local address `from` (any of 127.0.0.0/8):
+/// another client, as another pod would be.
+fn connect_from(from: [u8; 4], port: u16) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let sockaddr = |ip: [u8; 4], port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(ip) },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: socket/bind/connect with valid, correctly sized sockaddr_in values; the fd is
+    // handed to TcpStream, which owns it from then on.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let stream = TcpStream::from_raw_fd(fd);
+        let local = sockaddr(from, 0);
+        assert_eq!(libc::bind(fd, (&raw const local).cast(), len), 0, "bind: {}", std::io::Error::last_os_error());
+        let remote = sockaddr([127, 0, 0, 1], port);
+        assert_eq!(libc::connect(fd, (&raw const remote).cast(), len), 0, "connect: {}", std::io::Error::last_os_error());
+        stream
+    }
+}
+
+/// One request on a fresh connection from 127.0.0.1; (status, body). 0 when nothing answers.
+fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return (0, String::new()) };
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    let _ = s.write_all(req.as_bytes());
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0), body.to_string())
+}
+
+/// Reads what has come on `s` within `timeout` (the connection stays open).
+fn read_some(s: &mut TcpStream, timeout: Duration) -> String {
+    s.set_read_timeout(Some(timeout)).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// An app prints a secret; a client on the network asks `/logs` for it, as a JSON backlog and
+/// as a live stream: without the token it gets 401 and no line.
+#[test]
+fn logs_are_not_readable_without_the_token() {
+    let s = Scenario::new().file("leaky.sh", "#!/bin/sh\necho DB_PASSWORD=hunter2-5d1\nwhile :; do sleep 1; done\n");
+    let mut cmd = s.command(&["leaky.sh", "--web=0"]);
+    cmd.env("PM_RUNTIME_WEB_TOKEN", "good-token-1234567");
+    let r = Running::start(cmd);
+    let port = web_port(&r);
+    r.wait_for("hunter2-5d1", Duration::from_secs(10));
+    for path in ["/logs?lines=10", "/logs?follow=1", "/logs?app=leaky&follow=1&lines=100"] {
+        for auth in [None, Some("Bearer wrong"), Some("good-token-1234567")] {
+            let headers: Vec<(&str, &str)> = auth.map(|a| ("Authorization", a)).into_iter().collect();
+            let (code, body) = request(port, "GET", path, &headers, "");
+            assert_eq!(code, 401, "{path} {auth:?}: {body}");
+            assert!(!body.contains("hunter2"), "{path}: {body}");
+        }
+    }
+    let (code, body) = request(port, "GET", "/logs?lines=10", &[("Authorization", "Bearer good-token-1234567")], "");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("hunter2-5d1"), "the token holder reads them: {body}");
+    // An empty PM_RUNTIME_WEB_TOKEN (a read-only API) has no logs to give.
+    drop(r);
+    let mut cmd = s.command(&["leaky.sh", "--web=0"]);
+    cmd.env("PM_RUNTIME_WEB_TOKEN", "");
+    let r = Running::start(cmd);
+    let port = web_port(&r);
+    r.wait_for("hunter2-5d1", Duration::from_secs(10));
+    let (code, body) = request(port, "GET", "/logs?lines=10", &[("Authorization", "Bearer ")], "");
+    assert_eq!(code, 403, "{body}");
+    assert!(!body.contains("hunter2"), "{body}");
+}
+
+/// One client (another pod, 127.0.0.2 here) holds hundreds of connections: partial POST bodies,
+/// log streams, half-sent headers. The probes, asked from another address as kubelet does,
+/// answer 200 all along; a POST without the token is refused before its body is read; a body
+/// that never ends times out; streams are capped.
+#[test]
+fn a_connection_flood_never_fails_the_probes() {
+    // Room for the connections on the test's side (the runtime inherits the limit).
+    // SAFETY: getrlimit/setrlimit on our own process with a valid struct.
+    unsafe {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max.min(4096);
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+    let s = Scenario::new().file("a.sh", "#!/bin/sh\nwhile :; do echo a line; sleep 0.5; done\n");
+    let mut cmd = s.command(&["a.sh", "--web=0"]);
+    cmd.env("PM_RUNTIME_WEB_TOKEN", "flood-token-0123456");
+    let r = Running::start(cmd);
+    let port = web_port(&r);
+    wait_until("ready", Duration::from_secs(10), || request(port, "GET", "/readyz", &[], "").0 == 200);
+
+    let attacks: [&[u8]; 3] = [
+        b"POST /api/v1/processes/a/restart HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 60000\r\n\r\nabc",
+        b"GET /logs?follow=1 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ",
+    ];
+    let mut held: Vec<TcpStream> = Vec::new();
+    for i in 0..300 {
+        let mut c = connect_from([127, 0, 0, 2], port);
+        let _ = c.write_all(attacks[i % 3]);
+        held.push(c);
+    }
+    // A POST without the token is answered at once, its body unread.
+    let mut c = connect_from([127, 0, 0, 3], port);
+    c.write_all(attacks[0]).unwrap();
+    let t = Instant::now();
+    let answer = read_some(&mut c, Duration::from_secs(5));
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer:?}");
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    // Beyond its share, an address is turned away.
+    let mut slow: Vec<TcpStream> = (0..20).map(|_| connect_from([127, 0, 0, 5], port)).collect();
+    let refused = slow
+        .iter_mut()
+        .map(|c| {
+            let _ = c.write_all(attacks[2]);
+            read_some(c, Duration::from_millis(300))
+        })
+        .filter(|a| a.starts_with("HTTP/1.1 503") && a.contains("too many connections from 127.0.0.5 (at most 16)"))
+        .count();
+    assert_eq!(refused, 4, "16 of 20 are served");
+    // Past the header timeout (5 s) too, the probes answer.
+    let until = Instant::now() + Duration::from_secs(7);
+    while Instant::now() < until {
+        for probe in ["/livez", "/readyz"] {
+            let (code, body) = request(port, "GET", probe, &[], "");
+            assert_eq!(code, 200, "{probe}: {body}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(held);
+    drop(slow);
+
+    // Eight addresses fill the pool: the probes still answer, from the reserve.
+    let mut held: Vec<TcpStream> = Vec::new();
+    for peer in 10..18u8 {
+        for _ in 0..16 {
+            let mut c = connect_from([127, 0, 0, peer], port);
+            let _ = c.write_all(attacks[2]);
+            held.push(c);
+        }
+    }
+    let (code, body) = request(port, "GET", "/livez", &[], "");
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = request(port, "GET", "/api/v1/processes", &[], "");
+    assert_eq!(code, 503, "only probes on the reserve: {body}");
+    assert!(body.contains("only /livez, /readyz and /healthz"), "{body}");
+    drop(held);
+
+    // With the token, a body that never ends is given up after 10 s.
+    let mut c = connect_from([127, 0, 0, 4], port);
+    c.write_all(b"POST /api/v1/processes/a/scale HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer flood-token-0123456\r\nContent-Length: 100\r\n\r\n{\"co").unwrap();
+    let t = Instant::now();
+    let answer = read_some(&mut c, Duration::from_secs(30));
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(t.elapsed() >= Duration::from_secs(9), "{:?}", t.elapsed());
+
+    // Log streams are capped, even for the token holder.
+    let follow = b"GET /logs?follow=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer flood-token-0123456\r\n\r\n";
+    let mut streams = Vec::new();
+    for i in 0..16u8 {
+        let mut c = connect_from([127, 0, 0, 20 + i / 8], port);
+        c.write_all(follow).unwrap();
+        let answer = read_some(&mut c, Duration::from_secs(10));
+        assert!(answer.starts_with("HTTP/1.1 200"), "stream {i}: {answer:?}");
+        streams.push(c);
+    }
+    let mut c = connect_from([127, 0, 0, 30], port);
+    c.write_all(follow).unwrap();
+    let answer = read_some(&mut c, Duration::from_secs(10));
+    assert!(answer.starts_with("HTTP/1.1 503") && answer.contains("too many log streams"), "{answer:?}");
+    assert_eq!(request(port, "GET", "/livez", &[], "").0, 200);
+}
