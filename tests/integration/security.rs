@@ -258,3 +258,87 @@ fn a_connection_flood_never_fails_the_probes() {
     assert!(answer.starts_with("HTTP/1.1 503") && answer.contains("too many log streams"), "{answer:?}");
     assert_eq!(request(port, "GET", "/livez", &[], "").0, 200);
 }
+
+/// Tries to listen on each of `TRIES` (JSON: ports and paths) and says how it went.
+const LISTENER_APP: &str = r#"
+const net = require('net');
+for (const t of JSON.parse(process.env.TRIES)) {
+  const srv = net.createServer(c => c.end('hi'));
+  srv.on('error', e => console.log(`listen ${t}: ${e.code}`));
+  srv.listen(t, () => console.log(`listen ${t}: ok`));
+}
+setInterval(() => {}, 1000);
+"#;
+
+/// Writes `queryServer` lines straight onto its IPC channel (fd 3), as a hostile app would.
+const RAW_QUERY_APP: &str = r#"
+const fs = require('fs');
+const q = (seq, o) => fs.writeSync(3, JSON.stringify(Object.assign(
+  { cmd: 'NODE_CLUSTER', act: 'queryServer', seq, index: 0, data: null, backlog: 511, flags: 0 }, o)) + '\n');
+q(1, { address: null, port: Number(process.env.TCP_PORT), addressType: 4 });
+q(2, { address: process.env.SOCK, port: -1, addressType: -1 });
+console.log('queries sent');
+setInterval(() => {}, 1000);
+"#;
+
+fn listening(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+/// An app dropped to `nobody` asks the root runtime to bind for it: a fork-mode app by writing
+/// `queryServer` on fd 3 gets nothing at all; a cluster app gets only what nobody could bind
+/// itself (no port below 1024, no socket in a root directory, no replacing root's socket file),
+/// and its socket files are its own.
+#[test]
+fn an_app_of_another_user_cannot_make_the_runtime_bind_for_it() {
+    assert_eq!(std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap().trim(), "1024");
+    let s = Scenario::new().file("listen.js", LISTENER_APP).file("raw.js", RAW_QUERY_APP);
+    std::fs::set_permissions(s.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let root_dir = s.path().join("root-only");
+    std::fs::create_dir(&root_dir).unwrap();
+    std::fs::set_permissions(&root_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let theirs = s.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(NOBODY), Some(NOBODY)).unwrap();
+    // A socket file of root's in nobody's directory, whose listener is gone.
+    let roots_socket = theirs.join("roots.sock");
+    drop(std::os::unix::net::UnixListener::bind(&roots_socket).unwrap());
+    let (fork_port, free) = (free_port(), free_port());
+    let tries = serde_json::json!([
+        1023,
+        free,
+        root_dir.join("c.sock").to_str().unwrap(),
+        theirs.join("ok.sock").to_str().unwrap(),
+        roots_socket.to_str().unwrap()
+    ]);
+    let s = s.file(
+        "e.yml",
+        &format!(
+            "apps:\n  - name: raw\n    script: raw.js\n    uid: nobody\n    env:\n      TCP_PORT: '{fork_port}'\n      SOCK: {}\n  - name: c\n    script: listen.js\n    exec_mode: cluster\n    instances: 1\n    uid: nobody\n    env:\n      TRIES: '{tries}'\n",
+            root_dir.join("fork.sock").display()
+        ),
+    );
+    let r = s.start(&["e.yml"]);
+    r.wait_for("queries sent", Duration::from_secs(15));
+    for t in tries.as_array().unwrap() {
+        let t = t.to_string().trim_matches('"').to_string();
+        r.wait_for(&format!("listen {t}: "), Duration::from_secs(15));
+    }
+    r.wait_for("a queryServer from an app not in cluster mode is refused", Duration::from_secs(10));
+    let out = r.stdout();
+    for (t, want) in [
+        ("1023".to_string(), "EACCES"),
+        (free.to_string(), "ok"),
+        (root_dir.join("c.sock").display().to_string(), "EACCES"),
+        (theirs.join("ok.sock").display().to_string(), "ok"),
+        (roots_socket.display().to_string(), "EADDRINUSE"),
+    ] {
+        assert!(out.contains(&format!("listen {t}: {want}")), "{t}: want {want}:\n{out}");
+    }
+    assert!(!listening(1023) && !listening(fork_port), "nothing listens for the app on those ports");
+    assert!(listening(free));
+    assert!(!root_dir.join("c.sock").exists() && !root_dir.join("fork.sock").exists(), "no file in root's directory");
+    let ok = std::fs::symlink_metadata(theirs.join("ok.sock")).unwrap();
+    assert_eq!(ok.uid(), NOBODY, "the socket made for nobody is nobody's");
+    assert_eq!(std::fs::symlink_metadata(&roots_socket).unwrap().uid(), 0, "root's socket file was replaced");
+}
