@@ -342,3 +342,63 @@ fn an_app_of_another_user_cannot_make_the_runtime_bind_for_it() {
     assert_eq!(ok.uid(), NOBODY, "the socket made for nobody is nobody's");
     assert_eq!(std::fs::symlink_metadata(&roots_socket).unwrap().uid(), 0, "root's socket file was replaced");
 }
+
+/// `serve` with its default root, the app's cwd, where users keep `.env` and `.git`: a client
+/// asks for them and gets 404; the site itself is served; `PM2_SERVE_DOTFILES=true` opts in.
+#[test]
+fn serve_keeps_dotfiles_of_the_apps_cwd_private() {
+    let (port, open_port) = (free_port(), free_port());
+    let s = Scenario::new()
+        .file("index.html", "<h1>site</h1>")
+        .file(".env", "DB_PASSWORD=dotenv-91c2")
+        .file(".git/config", "[remote] url=https://token-7a1@example.com/x.git")
+        .file(".well-known/security.txt", "Contact: x")
+        .file(
+            "e.yml",
+            &format!(
+                "apps:\n  - name: web\n    script: serve\n    env:\n      PM2_SERVE_PORT: {port}\n      PM2_SERVE_SPA: 'true'\n  - name: open\n    script: serve\n    env:\n      PM2_SERVE_PORT: {open_port}\n      PM2_SERVE_DOTFILES: 'true'\n"
+            ),
+        );
+    let _r = s.start(&["e.yml"]);
+    let get = |port: u16, path: &str| -> (u16, String) {
+        let Ok(mut c) = TcpStream::connect(("127.0.0.1", port)) else { return (0, String::new()) };
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(c, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+        let mut raw = String::new();
+        let _ = c.read_to_string(&mut raw);
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+        (head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0), body.to_string())
+    };
+    wait_until("both sites serve", Duration::from_secs(10), || get(port, "/").0 == 200 && get(open_port, "/").0 == 200);
+    for path in ["/.env", "/.git/config", "/%2eenv", "/x/../.git/config", "/deep/route/.env"] {
+        let (code, body) = get(port, path);
+        assert_eq!(code, 404, "{path}: {body}");
+        assert!(!body.contains("dotenv-91c2") && !body.contains("token-7a1"), "{path}: {body}");
+    }
+    assert_eq!(get(port, "/.well-known/security.txt"), (200, "Contact: x".to_string()));
+    assert_eq!(get(open_port, "/.env"), (200, "DB_PASSWORD=dotenv-91c2".to_string()), "opted in");
+}
+
+/// PM2_HOME is a symlink to a directory of ours that others may write to (where they could
+/// swap the preload every Node app loads): the runtime refuses it, naming the mode.
+#[test]
+fn a_symlinked_pm2_home_that_others_may_write_is_refused() {
+    let s = Scenario::new().file("a.sh", "#!/bin/sh\necho ran\nwhile :; do sleep 1; done\n");
+    let real = s.path().join("shared-home");
+    std::fs::create_dir(&real).unwrap();
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let link = s.path().join("home-link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let mut c = s.command(&["a.sh"]);
+    c.env("PM2_HOME", &link);
+    let mut r = Running::start(c);
+    let status = r.wait(Duration::from_secs(10)).expect("the runtime must refuse, not run");
+    assert_eq!(status.code(), Some(78), "{}{}", r.stdout(), r.stderr());
+    assert!(
+        r.stderr().contains(&format!("PM2_HOME {} is a symlink to a directory others may write to (mode 777)", link.display())),
+        "{}",
+        r.stderr()
+    );
+    assert!(!r.stdout().contains("ran"));
+    assert_eq!(std::fs::read_dir(&real).unwrap().count(), 0, "nothing written there");
+}
