@@ -307,9 +307,14 @@ async fn start_http(
     let (token, file) = http::token(std::env::var("PM_RUNTIME_WEB_TOKEN").ok(), Path::new(&pm2_home()))?;
     let writes = match (&token, file) {
         (http::Token::Disabled, _) => "write actions disabled (PM_RUNTIME_WEB_TOKEN is empty)".to_string(),
-        (_, Some(path)) => format!("write actions need the token in {}", path.display()),
-        (_, None) => "write actions need PM_RUNTIME_WEB_TOKEN".to_string(),
+        (_, Some(path)) => format!("write actions and /logs need the token in {}", path.display()),
+        (_, None) => "write actions and /logs need PM_RUNTIME_WEB_TOKEN".to_string(),
     };
+    if let http::Token::Required(t) = &token
+        && t.len() < 16
+    {
+        tracing::warn!("PM_RUNTIME_WEB_TOKEN is shorter than 16 characters: easy to guess (use e.g. `openssl rand -hex 24`)");
+    }
     tracing::info!("HTTP API, /metrics and dashboard on http://{addr} ({writes})");
     let web = http::Web {
         feed,
@@ -321,6 +326,7 @@ async fn start_http(
         compat_pm2: opts.compat_pm2,
         next_request: Default::default(),
         streams: std::sync::Arc::new(tokio::sync::Semaphore::new(http::MAX_STREAMS)),
+        hosts: opts.hosts.clone(),
     };
     tokio::spawn(http::serve(listener, std::sync::Arc::new(web)));
     Ok(())

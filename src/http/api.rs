@@ -65,7 +65,24 @@ pub fn router(web: Arc<Web>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(web.clone(), check_host))
         .with_state(web)
+}
+
+/// DNS rebinding: a request that names a host we do not answer to is refused ([`super::hosts`]).
+/// The probes are exempt (kubelet may send any `Host`; they reveal nothing).
+async fn check_host(State(web): Shared, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let host = req.headers().get(header::HOST).map(|h| h.to_str().unwrap_or("\u{fffd}"));
+    if matches!(req.uri().path(), "/livez" | "/readyz" | "/healthz") || super::hosts::allowed(host, &web.hosts) {
+        return next.run(req).await;
+    }
+    let host: String = host.unwrap_or_default().chars().take(100).collect();
+    error(
+        StatusCode::MISDIRECTED_REQUEST,
+        format!(
+            "this server does not answer to the host {host:?}: connect by address or localhost, or list the name in PM_RUNTIME_WEB_HOSTS"
+        ),
+    )
 }
 
 /// What a connection admitted on the probes' reserve may ask: the probes, nothing else.
@@ -159,7 +176,8 @@ async fn root(State(web): Shared, headers: HeaderMap) -> Response {
     cors(axum::Json(body).into_response())
 }
 
-/// PM2's `--web` lets any page read it.
+/// PM2's `--web` lets any page read it; only there, for compatibility (the API's rows carry
+/// paths, cwd and user: no `Access-Control-Allow-Origin` on them).
 fn cors(mut r: Response) -> Response {
     r.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     r
@@ -167,7 +185,7 @@ fn cors(mut r: Response) -> Response {
 
 async fn list(State(web): Shared) -> Response {
     let table = web.table();
-    cors(axum::Json(json!({ "processes": process_rows(&table, None, Env::Omit), "stopping": table.stopping })).into_response())
+    axum::Json(json!({ "processes": process_rows(&table, None, Env::Omit), "stopping": table.stopping })).into_response()
 }
 
 /// pm_ids of `target`: an app name or a pm_id.
@@ -182,7 +200,7 @@ async fn one(State(web): Shared, Path(name): Path<String>) -> Response {
     if ids.is_empty() {
         return error(StatusCode::NOT_FOUND, format!("no process or app named {name:?}"));
     }
-    cors(axum::Json(json!({ "processes": process_rows(&table, Some(&ids), Env::Omit) })).into_response())
+    axum::Json(json!({ "processes": process_rows(&table, Some(&ids), Env::Omit) })).into_response()
 }
 
 /// Asks the coordinator, as the control socket does.

@@ -23,6 +23,7 @@ pub mod admission;
 pub mod aggregate;
 pub mod api;
 pub mod health;
+pub mod hosts;
 pub mod metrics;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -66,11 +67,14 @@ pub struct WebOptions {
     pub addr: SocketAddr,
     /// `--metrics-compat pm2`: also the PM2 exporter's metric names.
     pub compat_pm2: bool,
+    /// `PM_RUNTIME_WEB_HOSTS`: host names clients may use besides addresses and localhost.
+    pub hosts: Vec<String>,
 }
 
 /// `--web [port]` (`Some(None)`: the flag without a port) and the environment: `PM2_WEB_PORT`
 /// or `PM2_API_PORT` for the port when the flag has none (PM2's variables; default 9615),
-/// `PM2_API_IPADDR` for the address (default 127.0.0.1). `Ok(None)`: the server is off.
+/// `PM2_API_IPADDR` for the address (default 127.0.0.1), `PM_RUNTIME_WEB_HOSTS` for the host
+/// names allowed in requests ([`hosts`]). `Ok(None)`: the server is off.
 pub fn options(web: Option<Option<u16>>, compat: Option<&str>, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<WebOptions>, String> {
     let compat_pm2 = match compat {
         None => false,
@@ -98,7 +102,8 @@ pub fn options(web: Option<Option<u16>>, compat: Option<&str>, env: &dyn Fn(&str
         None => IpAddr::V4(Ipv4Addr::LOCALHOST),
         Some(v) => v.trim().parse().map_err(|_| format!("PM2_API_IPADDR={v:?} is not an IP address"))?,
     };
-    Ok(Some(WebOptions { addr: SocketAddr::new(ip, port), compat_pm2 }))
+    let hosts = hosts::parse_allow_list(env("PM_RUNTIME_WEB_HOSTS").as_deref());
+    Ok(Some(WebOptions { addr: SocketAddr::new(ip, port), compat_pm2, hosts }))
 }
 
 /// Who may use the write actions.
@@ -171,6 +176,8 @@ pub struct Web {
     pub next_request: AtomicU64,
     /// Live log streams: one permit each.
     pub streams: Arc<Semaphore>,
+    /// Host names allowed besides addresses and localhost ([`hosts`]).
+    pub hosts: Vec<String>,
 }
 
 impl Web {
@@ -280,6 +287,8 @@ mod tests {
         assert!(options(Some(None), None, &bad_ip).unwrap_err().contains("PM2_API_IPADDR"));
         assert!(options(Some(None), Some("prom"), &none).is_err());
         assert!(options(None, Some("pm2"), &none).unwrap_err().contains("--web"));
+        let listed = |k: &str| (k == "PM_RUNTIME_WEB_HOSTS").then(|| "a.example, B.example".to_string());
+        assert_eq!(options(Some(None), None, &listed).unwrap().unwrap().hosts, ["a.example", "b.example"]);
     }
 
     #[test]

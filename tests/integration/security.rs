@@ -402,3 +402,48 @@ fn a_symlinked_pm2_home_that_others_may_write_is_refused() {
     assert!(!r.stdout().contains("ran"));
     assert_eq!(std::fs::read_dir(&real).unwrap().count(), 0, "nothing written there");
 }
+
+/// (status, head) of a GET naming `host`.
+fn get_as(port: u16, path: &str, host: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    let _ = s.read_to_string(&mut raw);
+    (raw.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0), raw)
+}
+
+/// DNS rebinding: a page on evil.example re-points its name at 127.0.0.1 and reads the API from
+/// the visitor's browser. The request names evil.example, and is refused; by address,
+/// localhost or a listed name it is served. Other origins may not read the API's rows (no
+/// CORS header there); PM2's `/` keeps it.
+#[test]
+fn a_rebound_host_name_reads_nothing_and_other_origins_get_no_cors() {
+    let s = Scenario::new().file("a.sh", "#!/bin/sh\nwhile :; do sleep 1; done\n");
+    let r = s.start(&["a.sh", "--web=0"]);
+    let port = web_port(&r);
+    for path in ["/", "/api/v1/processes", "/metrics", "/metrics/apps", "/dashboard", "/logs"] {
+        for host in [format!("evil.example:{port}"), "evil.example".to_string(), format!("127.0.0.1.evil.example:{port}")] {
+            let (code, raw) = get_as(port, path, &host);
+            assert_eq!(code, 421, "{path} as {host}: {raw}");
+            assert!(!raw.contains("\"processes\"") && !raw.contains("pm_runtime_"), "{raw}");
+        }
+    }
+    assert_eq!(get_as(port, "/livez", "evil.example").0, 200, "probes never depend on the name");
+    for host in [format!("127.0.0.1:{port}"), format!("localhost:{port}"), format!("[::1]:{port}")] {
+        assert_eq!(get_as(port, "/metrics", &host).0, 200, "{host}");
+    }
+    let (code, head) = get_as(port, "/api/v1/processes", "127.0.0.1");
+    assert_eq!(code, 200);
+    assert!(!head.to_ascii_lowercase().contains("access-control-allow-origin"), "{head}");
+    let (code, head) = get_as(port, "/", "127.0.0.1");
+    assert_eq!(code, 200);
+    assert!(head.contains("access-control-allow-origin: *"), "PM2's --web document keeps it: {head}");
+    drop(r);
+    let mut cmd = s.command(&["a.sh", "--web=0"]);
+    cmd.env("PM_RUNTIME_WEB_HOSTS", "metrics.example.com");
+    let r = Running::start(cmd);
+    let port = web_port(&r);
+    assert_eq!(get_as(port, "/metrics", "metrics.example.com:9615").0, 200, "a listed name");
+    assert_eq!(get_as(port, "/metrics", "evil.example").0, 421);
+}
