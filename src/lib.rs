@@ -327,6 +327,7 @@ async fn start_http(
         next_request: Default::default(),
         streams: std::sync::Arc::new(tokio::sync::Semaphore::new(http::MAX_STREAMS)),
         hosts: opts.hosts.clone(),
+        gather: Default::default(),
     };
     tokio::spawn(http::serve(listener, std::sync::Arc::new(web)));
     Ok(())

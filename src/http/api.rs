@@ -282,6 +282,13 @@ async fn metrics(State(web): Shared) -> Response {
 
 /// The prom-client metrics of every cluster app, merged across its workers.
 async fn app_metrics(State(web): Shared) -> Response {
+    // One gather at a time: each asks every worker to compute its metrics, which no
+    // unauthenticated client may multiply.
+    let Ok(_gathering) = web.gather.try_lock() else {
+        let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "a gather of the apps' metrics is in progress; try again");
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return r;
+    };
     let table = web.table();
     if table.stopping {
         // The coordinator no longer carries messages to the apps.

@@ -178,6 +178,8 @@ pub struct Web {
     pub streams: Arc<Semaphore>,
     /// Host names allowed besides addresses and localhost ([`hosts`]).
     pub hosts: Vec<String>,
+    /// Held while `/metrics/apps` gathers from the workers.
+    pub gather: tokio::sync::Mutex<()>,
 }
 
 impl Web {

@@ -447,3 +447,72 @@ fn a_rebound_host_name_reads_nothing_and_other_origins_get_no_cors() {
     assert_eq!(get_as(port, "/metrics", "metrics.example.com:9615").0, 200, "a listed name");
     assert_eq!(get_as(port, "/metrics", "evil.example").0, 421);
 }
+
+/// A cluster worker that answers the runtime's prom-client request with what `METRICS` holds,
+/// or (`SILENT`) never answers.
+const METRICS_APP: &str = r#"
+process.on('message', m => {
+  if (!m || m.type !== 'prom-client:getMetricsReq' || process.env.SILENT) return;
+  process.send({ type: 'prom-client:getMetricsRes', requestId: m.requestId, metrics: [JSON.parse(process.env.METRICS)] });
+});
+console.log('worker up');
+setInterval(() => {}, 1000);
+"#;
+
+/// One cluster app forges another's series through the names it reports (a metric name, a
+/// `metricName`, a label name and a type carrying a newline and a whole exposition line); the
+/// forged lines never appear, the honest app's do. A second gather while one is in flight is
+/// turned away at once.
+#[test]
+fn an_app_cannot_forge_another_apps_metrics() {
+    let forged = "\nbilling_requests_total{app=\"billing\"} 0";
+    let honest = serde_json::json!([{"name": "billing_requests_total", "help": "Requests", "type": "counter", "aggregator": "sum",
+        "values": [{"value": 42, "labels": {}}]}]);
+    let evil = serde_json::json!([
+        {"name": format!("evil_total{forged}"), "help": "h", "type": "counter", "aggregator": "sum", "values": [{"value": 1, "labels": {}}]},
+        {"name": "evil2_total", "help": "h", "type": "counter", "aggregator": "sum", "values": [
+            {"value": 1, "metricName": format!("evil2_total{forged}"), "labels": {}},
+            {"value": 1, "labels": {format!("x=\"1\"}} 1{forged}"): "v"}},
+            {"value": 7, "labels": {"ok": "yes"}}]},
+        {"name": "evil3", "help": "h", "type": format!("gauge{forged}"), "aggregator": "sum", "values": [{"value": 1, "labels": {}}]},
+    ]);
+    let yaml = |name: &str, metrics: &serde_json::Value, silent: bool| {
+        format!(
+            "  - name: {name}\n    script: m.js\n    exec_mode: cluster\n    instances: 1\n    env:\n      METRICS: '{}'\n{}",
+            metrics.to_string().replace('\'', "''"),
+            if silent { "      SILENT: '1'\n" } else { "" }
+        )
+    };
+    let s = Scenario::new()
+        .file("m.js", METRICS_APP)
+        .file("e.yml", &format!("apps:\n{}{}", yaml("billing", &honest, false), yaml("evil", &evil, false)));
+    let r = s.start(&["e.yml", "--web=0"]);
+    let port = web_port(&r);
+    wait_until("both workers are up", Duration::from_secs(15), || r.stdout().matches("worker up").count() >= 2);
+    let mut text = String::new();
+    wait_until("both apps answered", Duration::from_secs(10), || {
+        text = request(port, "GET", "/metrics/apps", &[], "").1;
+        text.contains("billing_requests_total{app=\"billing\"} 42") && text.contains("evil2_total")
+    });
+    let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).collect();
+    assert_eq!(samples, ["billing_requests_total{app=\"billing\"} 42", "evil2_total{app=\"evil\",ok=\"yes\"} 7"], "{text}");
+    assert!(text.contains("# pm-runtime: evil: a metric named"), "{text}");
+    drop(r);
+
+    // A worker that never answers holds a gather for 2 s; another one meanwhile is refused.
+    let s = Scenario::new().file("m.js", METRICS_APP).file("e.yml", &format!("apps:\n{}", yaml("quiet", &honest, true)));
+    let r = s.start(&["e.yml", "--web=0"]);
+    let port = web_port(&r);
+    r.wait_for("worker up", Duration::from_secs(15));
+    wait_until("the worker is online", Duration::from_secs(10), || {
+        request(port, "GET", "/api/v1/processes", &[], "").1.contains("\"status\":\"online\"")
+    });
+    let first = std::thread::spawn(move || request(port, "GET", "/metrics/apps", &[], ""));
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    let (code, body) = request(port, "GET", "/metrics/apps", &[], "");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("in progress"), "{body}");
+    assert!(t.elapsed() < Duration::from_secs(1));
+    assert_eq!(first.join().unwrap().0, 200);
+}
