@@ -547,3 +547,19 @@ fn plus_secret_appears_nowhere() {
     }
     drop(r);
 }
+
+/// The verify call carries the secret. A backend that redirects it (307 keeps the method and
+/// body) to another host gets nothing re-sent: the second host never sees the keys, and the
+/// runtime says why it does not connect.
+#[test]
+fn plus_a_redirecting_backend_never_gets_the_keys_forwarded() {
+    let secret = marker();
+    let elsewhere = MockPlus::start(&secret, ok());
+    let redirecting = MockPlus::start(&secret, Mode::Redirect(format!("{}/api/node/verifyPM2", elsewhere.root())));
+    let sc = Scenario::new().file("app.js", TICKER);
+    let r = Running::start(plus_cmd(&sc, &["app.js", "--name", "api"], &redirecting.root(), &secret));
+    r.wait_for("answers with a redirect (HTTP 307), which is not followed", LONG);
+    assert!(!redirecting.verifies().is_empty());
+    thread::sleep(Duration::from_millis(500));
+    assert!(elsewhere.verifies().is_empty() && elsewhere.upgrades().is_empty(), "the keys were forwarded");
+}
