@@ -516,3 +516,45 @@ fn an_app_cannot_forge_another_apps_metrics() {
     assert!(t.elapsed() < Duration::from_secs(1));
     assert_eq!(first.join().unwrap().0, 200);
 }
+
+/// Traps for log and pid files: `nobody` created the log directory first with
+/// `out.log -> root's file` in it (their own link, in their own directory), and hard links to
+/// root files sit in a world-writable directory under the error log's and pid file's names.
+/// Nothing is appended to or truncated in root's files, and the runtime says why.
+#[test]
+fn planted_symlinks_and_hard_links_never_reach_roots_files() {
+    let s = Scenario::new()
+        .file("victim-out", "root's out\n")
+        .file("victim-err", "root's err\n")
+        .file("victim-pid", "root's pid\n")
+        .file("app.sh", "#!/bin/sh\necho leak-out\necho leak-err >&2\nwhile :; do sleep 1; done\n")
+        .file(
+            "eco.yml",
+            "apps:\n  - name: app\n    script: app.sh\n    out_file: theirs/out.log\n    error_file: shared/err.log\n    pid_file: shared/app.pid\n",
+        );
+    let theirs = s.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    std::os::unix::fs::symlink(s.path().join("victim-out"), theirs.join("out.log")).unwrap();
+    std::os::unix::fs::lchown(theirs.join("out.log"), Some(NOBODY), Some(NOBODY)).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(NOBODY), Some(NOBODY)).unwrap();
+    let shared = s.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    std::fs::hard_link(s.path().join("victim-err"), shared.join("err.log")).unwrap();
+    std::fs::hard_link(s.path().join("victim-pid"), shared.join("app.pid")).unwrap();
+
+    let mut r = s.start(&["eco.yml"]);
+    r.wait_for("App [app:0] online", Duration::from_secs(10));
+    r.wait_for("cannot write pid file", Duration::from_secs(10));
+    wait_until("both log files are refused", Duration::from_secs(10), || r.stderr().matches("cannot open log file").count() >= 2);
+    let err = r.stderr();
+    assert!(err.contains(&format!("refusing to follow the symlink {}", theirs.join("out.log").display())), "{err}");
+    assert!(err.contains("it belongs to uid 65534, neither this runtime (uid 0) nor the directory's owner"), "{err}");
+    assert!(err.contains(&format!("refusing to write to {}: it has 2 hard links", shared.join("err.log").display())), "{err}");
+    std::thread::sleep(Duration::from_millis(500));
+    for (victim, content) in [("victim-out", "root's out\n"), ("victim-err", "root's err\n"), ("victim-pid", "root's pid\n")] {
+        assert_eq!(std::fs::read_to_string(s.path().join(victim)).unwrap(), content, "{victim} was written");
+    }
+    r.signal(libc::SIGTERM);
+    r.wait(Duration::from_secs(10)).expect("stopped");
+}
