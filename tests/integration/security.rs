@@ -558,3 +558,28 @@ fn planted_symlinks_and_hard_links_never_reach_roots_files() {
     r.signal(libc::SIGTERM);
     r.wait(Duration::from_secs(10)).expect("stopped");
 }
+
+/// An app declares custom actions without end (each kept for the instance's life in PID 1's
+/// memory): the runtime keeps 64, and none with an oversized name.
+#[test]
+fn an_app_cannot_grow_the_runtime_with_custom_actions() {
+    let s = Scenario::new().file(
+        "app.js",
+        "process.send({ type: 'axm:action', data: { action_name: 'x'.repeat(100000), arity: 1 } });\nfor (let i = 0; i < 5000; i++) process.send({ type: 'axm:action', data: { action_name: 'act' + i, arity: 1 } });\nprocess.send('done', () => console.log('all sent'));\nsetInterval(() => {}, 1000);\n",
+    );
+    let r = s.start(&["app.js"]);
+    r.wait_for("all sent", Duration::from_secs(20));
+    let mut actions = Vec::new();
+    wait_until("the actions are in jlist", Duration::from_secs(10), || {
+        let (_, out, _) = s.cli(&["jlist"]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        actions = v[0]["pm2_env"]["axm_actions"].as_array().cloned().unwrap_or_default();
+        actions.len() >= 64
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, out, _) = s.cli(&["jlist"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let actions = v[0]["pm2_env"]["axm_actions"].as_array().unwrap();
+    assert_eq!(actions.len(), 64);
+    assert_eq!(actions[0]["action_name"], "act0", "the oversized name was not kept");
+}
