@@ -191,7 +191,7 @@ pub struct StartArgs {
     #[arg(long)]
     pub no_auto_exit: bool,
     /// Seconds to wait before starting the apps.
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", value_parser = parse_delay)]
     pub delay: Option<f64>,
     /// Milliseconds between the kill signal and SIGKILL when stopping an app (default 1600).
     #[arg(long, value_name = "MS")]
@@ -280,6 +280,14 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 && std::time::Duration::try_from_secs_f64(v).is_ok() => Ok(v),
         _ => Err(format!("expected a positive number of seconds, got {s:?}")),
+    }
+}
+
+/// `--delay`: zero or a positive, finite number of seconds (`inf` or `1e300` panicked).
+fn parse_delay(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v == 0.0 => Ok(0.0),
+        _ => parse_seconds(s),
     }
 }
 

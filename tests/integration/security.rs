@@ -583,3 +583,18 @@ fn an_app_cannot_grow_the_runtime_with_custom_actions() {
     assert_eq!(actions.len(), 64);
     assert_eq!(actions[0]["action_name"], "act0", "the oversized name was not kept");
 }
+
+/// PID 1 must not panic on a flag value: `--delay` with an infinite or huge number of seconds
+/// is a usage error that names the flag.
+#[test]
+fn an_impossible_delay_is_a_usage_error_not_a_panic() {
+    let s = Scenario::new().file("a.sh", "#!/bin/sh\necho ran\n");
+    for bad in ["inf", "1e300", "NaN", "soon"] {
+        let (status, out, err) = s.run(&["start", "--delay", bad, "a.sh"], Duration::from_secs(10));
+        assert_eq!(status.code(), Some(64), "--delay {bad}: {out}{err}");
+        assert!(err.contains("--delay") && err.contains("expected a positive number of seconds"), "{err}");
+        assert!(!out.contains("ran"));
+    }
+    let (status, out, err) = s.run(&["start", "--delay", "0", "a.sh"], Duration::from_secs(10));
+    assert!(out.contains("ran"), "--delay 0 still works: {status:?} {out}{err}");
+}
