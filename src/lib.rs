@@ -37,7 +37,9 @@
 //!   unhandled rejections and uncaught exceptions, and the keep-alive drain of cluster workers.
 //! - [`http`] (only with `--web`) serves the table over HTTP: PM2's `--web` JSON, a token-protected
 //!   API whose writes are control requests, Prometheus `/metrics` (with prom-client cluster
-//!   aggregation), health probes, live logs and a dashboard.
+//!   aggregation), health probes, live logs (token-protected too) and a dashboard; who gets a
+//!   connection slot (`http::admission`) and which host names are answered (`http::hosts`)
+//!   are its own small modules.
 //! - [`plus`] is the optional PM2 Plus link (on when both keys are set): its own thread reads
 //!   the status feed and the bus, and asks the coordinator for remote actions through the same
 //!   control requests as the socket; nothing of it exists when it is off.
