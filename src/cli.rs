@@ -285,10 +285,7 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
 
 /// `--delay`: zero or a positive, finite number of seconds (`inf` or `1e300` panicked).
 fn parse_delay(s: &str) -> Result<f64, String> {
-    match s.trim().parse::<f64>() {
-        Ok(v) if v == 0.0 => Ok(0.0),
-        _ => parse_seconds(s),
-    }
+    if s.trim().parse::<f64>() == Ok(0.0) { Ok(0.0) } else { parse_seconds(s) }
 }
 
 /// `--only a,b` / `--only "a b"`: app names separated by commas or spaces, as pm2-runtime splits them.

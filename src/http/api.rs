@@ -99,12 +99,12 @@ pub fn probe_router(web: Arc<Web>) -> Router {
         .with_state(web)
 }
 
-/// Whether the request carries the token; else the reply that says what is missing. `what`
-/// names the surface ("write actions", "logs").
-fn authorize(web: &Web, headers: &HeaderMap, what: &str) -> Result<(), Response> {
+/// `None` when the request carries the token; else the reply that says what is missing.
+/// `what` names the surface ("write actions", "logs").
+fn unauthorized(web: &Web, headers: &HeaderMap, what: &str) -> Option<Response> {
     let auth = headers.get(header::AUTHORIZATION).and_then(|h| h.to_str().ok());
     match &web.token {
-        Token::Disabled => Err(error(StatusCode::FORBIDDEN, format!("{what} are disabled (PM_RUNTIME_WEB_TOKEN is empty)"))),
+        Token::Disabled => Some(error(StatusCode::FORBIDDEN, format!("{what} are disabled (PM_RUNTIME_WEB_TOKEN is empty)"))),
         t if !t.accepts(auth) => {
             let mut r = error(
                 StatusCode::UNAUTHORIZED,
@@ -113,9 +113,9 @@ fn authorize(web: &Web, headers: &HeaderMap, what: &str) -> Result<(), Response>
                 ),
             );
             r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            Err(r)
+            Some(r)
         }
-        _ => Ok(()),
+        _ => None,
     }
 }
 
@@ -225,7 +225,7 @@ struct ScaleBody {
 async fn act(State(web): Shared, Path((name, action)): Path<(String, String)>, request: axum::extract::Request) -> Response {
     // The token first: a client without it never gets a body read (nor a slot held while it
     // trickles one in).
-    if let Err(r) = authorize(&web, request.headers(), "write actions") {
+    if let Some(r) = unauthorized(&web, request.headers(), "write actions") {
         return r;
     }
     let body = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(request.into_body(), MAX_BODY)).await {
@@ -402,7 +402,7 @@ fn wanted(app: Option<&str>, name: &str, pm_id: u32) -> bool {
 async fn logs(State(web): Shared, headers: HeaderMap, q: Result<Query<LogsQuery>, axum::extract::rejection::QueryRejection>) -> Response {
     // Apps print secrets (connection strings, tokens in stack traces): their output is as
     // sensitive as the write actions.
-    if let Err(r) = authorize(&web, &headers, "logs") {
+    if let Some(r) = unauthorized(&web, &headers, "logs") {
         return r;
     }
     let Ok(Query(q)) = q else {

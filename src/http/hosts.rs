@@ -39,7 +39,7 @@ pub fn allowed(host: Option<&str>, allow: &[String]) -> bool {
     if name.parse::<IpAddr>().is_ok() || name == "localhost" || name.ends_with(".localhost") {
         return true;
     }
-    !name.is_empty() && allow.iter().any(|a| *a == name)
+    !name.is_empty() && allow.contains(&name)
 }
 
 #[cfg(test)]
