@@ -133,6 +133,7 @@ impl WorkerChannel {
             disconnecting: false,
             disconnect_sent: false,
             broken: false,
+            refused_query: false,
         };
         tokio::spawn(worker.run(cmd_rx, rr_rx));
         WorkerChannel { worker_id, events, handle: WorkerHandle { tx: cmd_tx }, queued_messages }
@@ -235,6 +236,8 @@ struct Worker {
     disconnect_sent: bool,
     /// A write failed: the peer is gone; keep reading until EOF.
     broken: bool,
+    /// A `queryServer` from a non-cluster child was refused (and said so, once).
+    refused_query: bool,
 }
 
 impl Worker {
@@ -461,7 +464,9 @@ impl Worker {
         let Some(listeners) = &self.listeners else {
             // Only a cluster worker has a primary to ask; a fork-mode app writing this on its
             // IPC channel would otherwise have the runtime bind for it with its privileges.
-            tracing::warn!("worker {}: a queryServer from an app not in cluster mode is refused ({key})", self.worker_id);
+            if !std::mem::replace(&mut self.refused_query, true) {
+                tracing::warn!("a queryServer from a Node app not in cluster mode is refused ({})", clip(&key));
+            }
             let seq = self.next_seq();
             self.queue(
                 &json!({"cmd": "NODE_CLUSTER", "errno": -libc::EPERM, "key": key, "ack": ack, "data": data, "seq": seq}),
@@ -478,7 +483,7 @@ impl Worker {
             Ok(x) => x,
             Err(e) => {
                 let errno = e.raw_os_error().unwrap_or(libc::EINVAL);
-                tracing::warn!("cluster: worker {} cannot listen on {key}: {e}", self.worker_id);
+                tracing::warn!("cluster: worker {} cannot listen on {}: {e}", self.worker_id, clip(&key));
                 let seq = self.next_seq();
                 self.queue(
                     &json!({"cmd": "NODE_CLUSTER", "errno": -errno, "key": key, "ack": ack, "data": data, "seq": seq}),
@@ -610,6 +615,11 @@ fn leave(listener: &Listener, id: &SlotId) {
 }
 
 /// JavaScript's `String(v)` for the JSON values a key is built from (`undefined` when absent).
+/// What a worker sent, fit for one line of our log: no control characters, at most 200 chars.
+fn clip(s: &str) -> String {
+    s.chars().take(200).map(|c| if c.is_control() { ' ' } else { c }).collect()
+}
+
 fn js_string(v: Option<&Value>) -> String {
     match v {
         None => "undefined".to_string(),
