@@ -324,7 +324,7 @@ fn an_app_of_another_user_cannot_make_the_runtime_bind_for_it() {
         let t = t.to_string().trim_matches('"').to_string();
         r.wait_for(&format!("listen {t}: "), Duration::from_secs(15));
     }
-    r.wait_for("a queryServer from an app not in cluster mode is refused", Duration::from_secs(10));
+    r.wait_for("a queryServer from a Node app not in cluster mode is refused", Duration::from_secs(10));
     let out = r.stdout();
     for (t, want) in [
         ("1023".to_string(), "EACCES"),
