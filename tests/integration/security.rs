@@ -218,21 +218,26 @@ fn a_connection_flood_never_fails_the_probes() {
     drop(held);
     drop(slow);
 
-    // Eight addresses fill the pool: the probes still answer, from the reserve.
+    // Busy clients on nine addresses fill the pool (each holds its slot for the 10 s a body may
+    // take; those beyond the pool are answered at once from the reserve): the probes still
+    // answer, from the reserve, and nothing else does.
+    let busy = b"POST /api/v1/processes/a/scale HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer flood-token-0123456\r\nContent-Length: 100\r\n\r\n{";
     let mut held: Vec<TcpStream> = Vec::new();
-    for peer in 10..18u8 {
+    for peer in 10..19u8 {
         for _ in 0..16 {
             let mut c = connect_from([127, 0, 0, peer], port);
-            let _ = c.write_all(attacks[2]);
+            let _ = c.write_all(busy);
             held.push(c);
         }
     }
-    let (code, body) = request(port, "GET", "/livez", &[], "");
+    wait_until("the probes answer from the reserve", Duration::from_secs(3), || request(port, "GET", "/livez", &[], "").0 == 200);
+    let (code, body) = request(port, "GET", "/readyz", &[], "");
     assert_eq!(code, 200, "{body}");
     let (code, body) = request(port, "GET", "/api/v1/processes", &[], "");
     assert_eq!(code, 503, "only probes on the reserve: {body}");
     assert!(body.contains("only /livez, /readyz and /healthz"), "{body}");
     drop(held);
+    wait_until("the pool has room again", Duration::from_secs(10), || request(port, "GET", "/api/v1/processes", &[], "").0 == 200);
 
     // With the token, a body that never ends is given up after 10 s.
     let mut c = connect_from([127, 0, 0, 4], port);
