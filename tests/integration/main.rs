@@ -6,6 +6,7 @@ mod scenario;
 mod cluster;
 mod config_errors;
 mod control;
+mod drop_in;
 mod hardening;
 mod http;
 mod interpreters;
