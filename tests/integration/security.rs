@@ -546,7 +546,8 @@ fn planted_symlinks_and_hard_links_never_reach_roots_files() {
     std::fs::create_dir(&shared).unwrap();
     std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
     std::fs::hard_link(s.path().join("victim-err"), shared.join("err.log")).unwrap();
-    std::fs::hard_link(s.path().join("victim-pid"), shared.join("app.pid")).unwrap();
+    // PM2 names an instance's pid file `app-<pm_id>.pid`.
+    std::fs::hard_link(s.path().join("victim-pid"), shared.join("app-0.pid")).unwrap();
 
     let mut r = s.start(&["eco.yml"]);
     r.wait_for("App [app:0] online", Duration::from_secs(10));
