@@ -3,8 +3,9 @@
 //! A hostile client on the network must not be able to starve the probes (kubelet restarts a
 //! pod whose `/livez` fails). So: at most [`MAX_PER_PEER`] connections from one address; the
 //! shared pool of [`MAX_CONNECTIONS`]; behind it a reserve of [`PROBE_RESERVE`] slots that only
-//! answer `/livez`, `/readyz` and `/healthz`; and every write must progress within
-//! [`WRITE_TIMEOUT`] ([`Deadline`]). Reads are bounded elsewhere: headers by hyper's header
+//! answer `/livez`, `/readyz` and `/healthz`, for addresses that hold at most
+//! [`RESERVE_MAX_HELD`] connections (kubelet; not the clients filling the pool); and every
+//! write must progress within [`WRITE_TIMEOUT`] ([`Deadline`]). Reads are bounded elsewhere: headers by hyper's header
 //! timeout, bodies by the handler that reads one (after checking the token).
 //!
 //! Owns the per-peer counts (only the accept loop admits; a slot is given back when its
@@ -28,6 +29,8 @@ pub const MAX_CONNECTIONS: usize = 128;
 pub const PROBE_RESERVE: usize = 16;
 /// Connections from one address at once: one client cannot take the whole pool.
 pub const MAX_PER_PEER: usize = 16;
+/// An address holding more connections than this (this one included) gets no reserve slot.
+pub const RESERVE_MAX_HELD: usize = 2;
 /// A reply that cannot be written for this long (the client stopped reading) ends its connection.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -67,11 +70,15 @@ impl Admission {
         let per_peer = self.per_peer;
         self.peers.retain(|_, s| s.available_permits() < per_peer);
         let counter = self.peers.entry(peer).or_insert_with(|| Arc::new(Semaphore::new(per_peer))).clone();
-        let Ok(mine) = counter.try_acquire_owned() else {
+        let Ok(mine) = counter.clone().try_acquire_owned() else {
             return Admit::Refused(format!("too many connections from {peer} (at most {per_peer})"));
         };
         if let Ok(p) = self.pool.clone().try_acquire_owned() {
             return Admit::Full(Permits { _pool: p, _peer: mine });
+        }
+        let held = per_peer - counter.available_permits();
+        if held > RESERVE_MAX_HELD {
+            return Admit::Refused(format!("too many connections (at most {MAX_CONNECTIONS})"));
         }
         match self.reserve.clone().try_acquire_owned() {
             Ok(p) => Admit::ProbesOnly(Permits { _pool: p, _peer: mine }),
@@ -176,15 +183,16 @@ mod tests {
         assert!(matches!(a.admit(ip("::ffff:10.0.0.1")), Admit::Refused(_)));
         let Admit::Full(p) = a.admit(ip("10.0.0.2")) else { panic!("another peer gets the last pooled slot") };
         held.push(p);
-        for _ in 0..2 {
-            let Admit::ProbesOnly(p) = a.admit(ip("10.0.0.2")) else { panic!("then the reserve, for probes only") };
-            held.push(p);
-        }
-        let Admit::Refused(why) = a.admit(ip("10.0.0.3")) else { panic!("then nothing") };
+        let Admit::ProbesOnly(p) = a.admit(ip("10.0.0.2")) else { panic!("then the reserve, for probes only") };
+        held.push(p);
+        assert!(matches!(a.admit(ip("10.0.0.2")), Admit::Refused(_)), "not for a peer that holds more than two");
+        let Admit::ProbesOnly(p) = a.admit(ip("10.0.0.3")) else { panic!("a peer that holds nothing gets one") };
+        held.push(p);
+        let Admit::Refused(why) = a.admit(ip("10.0.0.4")) else { panic!("then nothing") };
         assert_eq!(why, format!("too many connections (at most {MAX_CONNECTIONS})"));
         held.truncate(0);
         assert!(matches!(a.admit(ip("10.0.0.1")), Admit::Full(_)), "slots come back when connections end");
-        assert!(a.peers.len() <= 2, "idle peers are forgotten: {}", a.peers.len());
+        assert!(a.peers.len() <= 1, "idle peers are forgotten: {}", a.peers.len());
     }
 
     #[tokio::test]
