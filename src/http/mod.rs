@@ -23,6 +23,7 @@ pub mod admission;
 pub mod aggregate;
 pub mod api;
 pub mod health;
+pub mod history;
 pub mod hosts;
 pub mod metrics;
 
@@ -180,6 +181,8 @@ pub struct Web {
     pub hosts: Vec<String>,
     /// Held while `/metrics/apps` gathers from the workers.
     pub gather: tokio::sync::Mutex<()>,
+    /// CPU/memory of the last hours and recent restarts (fed by [`serve`]'s history task).
+    pub history: Arc<std::sync::Mutex<history::History>>,
 }
 
 impl Web {
@@ -196,6 +199,7 @@ pub async fn bind(opts: &WebOptions) -> Result<TcpListener, String> {
 
 /// Accepts connections until the runtime ends.
 pub async fn serve(listener: TcpListener, web: Arc<Web>) {
+    tokio::spawn(history::run(web.feed.clone(), web.logs.clone(), web.history.clone()));
     let router = api::router(web.clone());
     let probes = api::probe_router(web);
     let mut admission = admission::Admission::new(MAX_CONNECTIONS, admission::PROBE_RESERVE, admission::MAX_PER_PEER);

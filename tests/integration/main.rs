@@ -12,6 +12,7 @@ mod http;
 mod interpreters;
 mod lifecycle;
 mod logs;
+mod monit;
 mod node_apps;
 pub mod node_cluster;
 mod node_versions;
