@@ -793,7 +793,8 @@ const T = { timeout: 20000 };
   await page.waitForFunction(() => { const p = document.querySelector('#cpu polyline'); return p && p.getAttribute('points').trim().split(/\s+/).length >= 3; }, null, T);
   out.cpu_points = await points('#cpu polyline');
   out.mem_points = await points('#mem polyline');
-  // Log search, and err apart from out.
+  // Log search, and err apart from out. The logs need the token: the pane asks for it when clicked.
+  await page.click('#logs');
   const shown = () => page.$$eval('#logs div', ds => ds.filter(d => !d.hidden).map(d => [d.className, d.textContent]));
   await page.waitForFunction(() => /err-mark/.test(document.querySelector('#logs').textContent), null, T);
   await page.fill('#q', 'ERR-MARK');
