@@ -201,7 +201,7 @@ pub struct StartArgs {
     #[arg(long)]
     pub no_auto_exit: bool,
     /// Seconds to wait before starting the apps.
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", value_parser = parse_delay)]
     pub delay: Option<f64>,
     /// Milliseconds between the kill signal and SIGKILL when stopping an app (default 1600).
     #[arg(long, value_name = "MS")]
@@ -291,6 +291,11 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
         Ok(v) if v.is_finite() && v > 0.0 && std::time::Duration::try_from_secs_f64(v).is_ok() => Ok(v),
         _ => Err(format!("expected a positive number of seconds, got {s:?}")),
     }
+}
+
+/// `--delay`: zero or a positive, finite number of seconds (`inf` or `1e300` panicked).
+fn parse_delay(s: &str) -> Result<f64, String> {
+    if s.trim().parse::<f64>() == Ok(0.0) { Ok(0.0) } else { parse_seconds(s) }
 }
 
 /// `--only a,b` / `--only "a b"`: app names separated by commas or spaces, as pm2-runtime splits them.

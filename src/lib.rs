@@ -45,8 +45,10 @@
 //!   them in app output with `mask_secrets`. Env files and secret files are read by [`config`].
 //! - [`http`] (only with `--web`) serves the table over HTTP: PM2's `--web` JSON, a token-protected
 //!   API whose writes are control requests, Prometheus `/metrics` (with prom-client cluster
-//!   aggregation), health probes, live logs and a dashboard
-//!   (its app view reads `http::history`: 6 h of CPU/memory points and recent restarts per instance).
+//!   aggregation), health probes, live logs (token-protected too) and a dashboard
+//!   (its app view reads `http::history`: 6 h of CPU/memory points and recent restarts per instance);
+//!   who gets a connection slot (`http::admission`) and which host names are answered
+//!   (`http::hosts`) are their own small modules.
 //! - [`plus`] is the optional PM2 Plus link (on when both keys are set): its own thread reads
 //!   the status feed and the bus, and asks the coordinator for remote actions through the same
 //!   control requests as the socket; nothing of it exists when it is off.
@@ -223,8 +225,6 @@ fn run_start(start: &StartArgs, extra_env: &[(String, String)]) -> Outcome {
         for w in &eco.warnings {
             tracing::warn!("{w}");
         }
-        let mut eco = eco;
-        preload::apply(&mut eco.apps, Path::new(&pm2_home()));
         let signals = match signals::Signals::install() {
             Ok(s) => s,
             Err(source) => {
@@ -254,6 +254,10 @@ fn run_start(start: &StartArgs, extra_env: &[(String, String)]) -> Outcome {
                 None
             }
         };
+        // Only now that PM2_HOME is known to be ours (the socket's bind checks it) may files be
+        // written into it.
+        let mut eco = eco;
+        preload::apply(&mut eco.apps, Path::new(&pm2_home()));
         let reaper = process::Reaper::new();
         let reaper_task = tokio::spawn(reaper.clone().run());
         let opts = supervisor::RunOptions { auto_exit: !start.no_auto_exit, delay, pm2_home: pm2_home(), cpus };
@@ -378,9 +382,14 @@ async fn start_http(
     let (token, file) = http::token(std::env::var("PM_RUNTIME_WEB_TOKEN").ok(), Path::new(&pm2_home()))?;
     let writes = match (&token, file) {
         (http::Token::Disabled, _) => "write actions disabled (PM_RUNTIME_WEB_TOKEN is empty)".to_string(),
-        (_, Some(path)) => format!("write actions need the token in {}", path.display()),
-        (_, None) => "write actions need PM_RUNTIME_WEB_TOKEN".to_string(),
+        (_, Some(path)) => format!("write actions and /logs need the token in {}", path.display()),
+        (_, None) => "write actions and /logs need PM_RUNTIME_WEB_TOKEN".to_string(),
     };
+    if let http::Token::Required(t) = &token
+        && t.len() < 16
+    {
+        tracing::warn!("PM_RUNTIME_WEB_TOKEN is shorter than 16 characters: easy to guess (use e.g. `openssl rand -hex 24`)");
+    }
     tracing::info!("HTTP API, /metrics and dashboard on http://{addr} ({writes})");
     let web = http::Web {
         feed,
@@ -391,6 +400,9 @@ async fn start_http(
         token,
         compat_pm2: opts.compat_pm2,
         next_request: Default::default(),
+        streams: std::sync::Arc::new(tokio::sync::Semaphore::new(http::MAX_STREAMS)),
+        hosts: opts.hosts.clone(),
+        gather: Default::default(),
         history: Default::default(),
     };
     tokio::spawn(http::serve(listener, std::sync::Arc::new(web)));

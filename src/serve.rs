@@ -5,6 +5,7 @@
 //! PM2's: `PM2_SERVE_PATH` (default: the app's cwd), `PM2_SERVE_PORT` (8080), `PM2_SERVE_HOST`
 //! (0.0.0.0), `PM2_SERVE_SPA`, `PM2_SERVE_HOMEPAGE` (`/index.html`), `PM2_SERVE_BASIC_AUTH`
 //! with `PM2_SERVE_BASIC_AUTH_USERNAME`/`_PASSWORD`; the environment wins over the arguments.
+//! Ours: `PM2_SERVE_DOTFILES=true` serves dotfiles, which are otherwise a 404.
 //!
 //! Behaviour (PM2's `lib/API/Serve.js`, re-implemented): `/` and directories serve the
 //! homepage (a sub-directory its own `index.html`); a missing file is a 404 with the root's
@@ -17,7 +18,10 @@
 //! 10 s; at most 256 connections at once; one response per connection (`Connection: close`).
 //! Paths are percent-decoded once, then resolved segment by segment: any `..` that would
 //! leave the root is refused (403), and so is a file whose real path (symlinks resolved) lies
-//! outside the root's real path. Only regular files are read (no FIFO or device).
+//! outside the root's real path. Only regular files are read (no FIFO or device). A path with a
+//! segment starting with a dot (`/.env`, `/.git/config`) is a 404 unless `PM2_SERVE_DOTFILES`
+//! is `true`: the root defaults to the app's cwd, where PM2 users keep `.env` files and
+//! `.git` ([`names_a_dotfile`]); `/.well-known/` is public by definition and is served.
 
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -46,6 +50,8 @@ pub struct Options {
     pub homepage: String,
     /// (username, password); `Some` when `PM2_SERVE_BASIC_AUTH=true` (missing values never match).
     pub auth: Option<(Option<String>, Option<String>)>,
+    /// `PM2_SERVE_DOTFILES=true`: serve files and directories whose name starts with a dot.
+    pub dotfiles: bool,
 }
 
 impl Options {
@@ -67,6 +73,7 @@ impl Options {
             homepage: set("PM2_SERVE_HOMEPAGE").unwrap_or_else(|| "/index.html".into()),
             auth: (var("PM2_SERVE_BASIC_AUTH").as_deref() == Some("true"))
                 .then(|| (var("PM2_SERVE_BASIC_AUTH_USERNAME"), var("PM2_SERVE_BASIC_AUTH_PASSWORD"))),
+            dotfiles: var("PM2_SERVE_DOTFILES").as_deref() == Some("true"),
         })
     }
 }
@@ -316,11 +323,27 @@ fn under_root(root: &Path, decoded: &str) -> Option<PathBuf> {
     Some(out)
 }
 
+/// Whether a decoded URL path names a dotfile or something inside a dot-directory (`/.env`,
+/// `/.git/config`, `/a/.ssh/id_rsa`), which `serve` does not give out unless asked to.
+/// `/.well-known/…` (RFC 8615: public by definition) is not one.
+pub fn names_a_dotfile(decoded: &str) -> bool {
+    Path::new(decoded).components().enumerate().any(|(i, c)| match c {
+        Component::Normal(name) => {
+            let name = name.as_encoded_bytes();
+            name.first() == Some(&b'.') && !(i == 1 && name == b".well-known")
+        }
+        _ => false,
+    })
+}
+
 /// Decides the answer to a GET of `raw_path` (pure but for reading the filesystem).
 fn answer(site: &Site, raw_path: &str) -> Reply {
     let forbidden = || Reply::Status(403, b"403 Forbidden".to_vec(), "");
     let Some(decoded) = percent_decode(raw_path) else { return Reply::Status(400, b"400 Bad Request".to_vec(), "") };
     let opts = &site.opts;
+    if !opts.dotfiles && names_a_dotfile(&decoded) {
+        return Reply::Status(404, b"404 Not Found".to_vec(), "");
+    }
     let Some(mut path) = under_root(&opts.root, &decoded) else { return forbidden() };
     let mut want = decoded.clone();
     let mut wants_homepage = false;
@@ -498,7 +521,15 @@ mod tests {
         std::fs::write(dir.path().join("secret.txt"), "secret").unwrap();
         std::os::unix::fs::symlink(dir.path(), root.join("out")).unwrap();
         std::os::unix::fs::symlink(dir.path().join("secret.txt"), root.join("leak.txt")).unwrap();
-        let opts = Options { root: root.clone(), host: "127.0.0.1".into(), port: 1, spa, homepage: "/index.html".into(), auth: None };
+        let opts = Options {
+            root: root.clone(),
+            host: "127.0.0.1".into(),
+            port: 1,
+            spa,
+            homepage: "/index.html".into(),
+            auth: None,
+            dotfiles: false,
+        };
         let real_root = std::fs::canonicalize(&root).unwrap();
         (dir, Site { opts, real_root })
     }
@@ -515,6 +546,31 @@ mod tests {
             Reply::Status(c, _, _) => c,
             Reply::File(p) => panic!("served {}", p.display()),
         }
+    }
+
+    #[test]
+    fn dotfiles() {
+        for (path, dot) in [
+            ("/.env", true),
+            ("/.git/config", true),
+            ("/a/.ssh/id_rsa", true),
+            ("/sub/../.env", true),
+            ("/.well-known/acme-challenge/x", false),
+            ("/a/.well-known/x", true),
+            ("/app.js", false),
+            ("/a.b/c", false),
+            ("/", false),
+            ("/./app.js", false),
+            ("/../x", false),
+        ] {
+            assert_eq!(names_a_dotfile(path), dot, "{path}");
+        }
+        let (_d, mut s) = site(false);
+        std::fs::write(s.opts.root.join(".env"), "SECRET=1").unwrap();
+        assert_eq!(status(answer(&s, "/.env")), 404);
+        assert_eq!(status(answer(&s, "/%2eenv")), 404, "decoded first");
+        s.opts.dotfiles = true;
+        assert_eq!(file(answer(&s, "/.env")), "SECRET=1");
     }
 
     #[test]

@@ -15,8 +15,10 @@ use tokio::net::UnixStream;
 
 use super::sys;
 
-/// A line longer than this is dropped (up to its newline) instead of growing without bound.
-pub const MAX_LINE: usize = 64 * 1024 * 1024;
+/// A line longer than this is dropped (up to its newline) instead of growing without bound: what
+/// one app may make PID 1 hold per channel. Node has no limit; prom-client's replies of large
+/// registries, the largest messages seen in practice, are a few MiB.
+pub const MAX_LINE: usize = 16 * 1024 * 1024;
 
 /// Bytes read per `recvmsg`.
 const CHUNK: usize = 64 * 1024;

@@ -93,6 +93,8 @@ pub(crate) struct Listener {
     accept_task: Option<tokio::task::AbortHandle>,
     /// What the first worker sent as `data` (TLS ticket keys), given to every worker.
     data: Mutex<Value>,
+    /// A Unix socket's file, removed through its directory's descriptor.
+    entry: Option<sys::UnixEntry>,
 }
 
 impl Listener {
@@ -112,10 +114,8 @@ impl Drop for Listener {
             t.abort();
         }
         // As libuv does when a bound pipe server closes: the socket file goes with it.
-        if let Local::Unix(path) = &self.local
-            && !sys::is_abstract(path)
-        {
-            let _ = std::fs::remove_file(path);
+        if let Some(e) = &self.entry {
+            e.remove();
         }
     }
 }
@@ -127,6 +127,8 @@ pub struct Listeners {
     inner: Arc<Registry>,
     /// What a relative Unix socket path is relative to (the app's cwd).
     cwd: Option<PathBuf>,
+    /// The user the app runs as, when not the runtime's (see [`Listeners::as_user`]).
+    owner: Option<sys::Owner>,
 }
 
 struct Registry {
@@ -136,7 +138,7 @@ struct Registry {
 
 impl Listeners {
     pub fn new(policy: SchedPolicy) -> Self {
-        Listeners { inner: Arc::new(Registry { policy, map: Mutex::new(HashMap::new()) }), cwd: None }
+        Listeners { inner: Arc::new(Registry { policy, map: Mutex::new(HashMap::new()) }), cwd: None, owner: None }
     }
 
     /// The listeners of an app whose working directory is `cwd`: a relative Unix socket path
@@ -150,7 +152,16 @@ impl Listeners {
     /// one registry, as under PM2's single cluster primary; each resolves relative Unix socket
     /// paths against its own cwd).
     pub fn with_cwd(&self, cwd: PathBuf) -> Self {
-        Listeners { inner: self.inner.clone(), cwd: Some(cwd) }
+        Listeners { inner: self.inner.clone(), cwd: Some(cwd), owner: self.owner }
+    }
+
+    /// The same sockets seen from an app that runs as `uid`/`gid` (not the runtime's user):
+    /// it gets only what it could bind itself (no port below
+    /// `net.ipv4.ip_unprivileged_port_start`, no Unix socket in a directory it cannot write),
+    /// and the socket files made for it are its own. Without this, an app dropped to `nobody`
+    /// could have a root runtime listen on port 80 or create files in `/root` for it.
+    pub fn as_user(&self, uid: u32, gid: u32) -> Self {
+        Listeners { inner: self.inner.clone(), cwd: self.cwd.clone(), owner: Some(sys::Owner { uid, gid }) }
     }
 
     pub fn policy(&self) -> SchedPolicy {
@@ -167,7 +178,7 @@ impl Listeners {
         if let Some(Local::Tcp(a)) = map.get(&req.key()).map(|l| &l.local) {
             return Ok(*a);
         }
-        let listener = Arc::new(bind(&req, self.inner.policy, None)?);
+        let listener = Arc::new(bind(&req, self.inner.policy, None, None)?);
         let Local::Tcp(addr) = listener.local else { return Err(refuse(libc::EINVAL)) };
         // Port 0: registered under the port actually bound, which is what the workers will ask for.
         let actual = ListenRequest { port: i64::from(addr.port()), ..req };
@@ -200,18 +211,38 @@ impl Listeners {
             }
             _ => req,
         };
+        if let Some(owner) = self.owner {
+            // Before the registry: a socket another app bound is no more this app's to use.
+            may_use(req, owner)?;
+        }
         let key = req.key();
         let mut map = lock(&self.inner.map);
         if let Some(l) = map.get(&key) {
             return Ok(l.clone());
         }
-        let listener = Arc::new(bind(req, self.inner.policy, self.cwd.as_deref())?);
+        let listener = Arc::new(bind(req, self.inner.policy, self.cwd.as_deref(), self.owner)?);
         map.insert(key, listener.clone());
         Ok(listener)
     }
 }
 
-fn bind(req: &ListenRequest, policy: SchedPolicy, cwd: Option<&Path>) -> io::Result<Listener> {
+/// Whether an app running as `owner` could bind what `req` asks for by itself (EACCES if not).
+/// The directory of a Unix socket is checked again, race-free, when it is bound.
+fn may_use(req: &ListenRequest, owner: sys::Owner) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if req.address_type == "-1" {
+        let Some(name) = req.address.as_deref().filter(|a| !a.is_empty() && !sys::is_abstract(Path::new(a))) else { return Ok(()) };
+        let dir = Path::new(name).parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let m = std::fs::metadata(dir)?;
+        return if sys::may_create_in(owner, m.uid(), m.gid(), m.mode()) { Ok(()) } else { Err(refuse(libc::EACCES)) };
+    }
+    match u16::try_from(req.port) {
+        Ok(p) if p != 0 && p < sys::unprivileged_port_start() => Err(refuse(libc::EACCES)),
+        _ => Ok(()),
+    }
+}
+
+fn bind(req: &ListenRequest, policy: SchedPolicy, cwd: Option<&Path>, owner: Option<sys::Owner>) -> io::Result<Listener> {
     if req.fd.is_some() {
         // `listen({fd: N})` names an fd of the worker, which pm-runtime cannot see.
         return Err(refuse(libc::EBADF));
@@ -223,8 +254,10 @@ fn bind(req: &ListenRequest, policy: SchedPolicy, cwd: Option<&Path>) -> io::Res
             (false, Some(cwd)) => cwd.join(name),
             _ => PathBuf::from(name),
         };
-        let fd = sys::unix_listener(&path)?;
-        return with_policy(fd, Local::Unix(path), policy);
+        let (fd, entry) = sys::unix_listener(&path, owner)?;
+        let mut l = with_policy(fd, Local::Unix(path), policy)?;
+        l.entry = entry;
+        return Ok(l);
     }
     if req.address_type != "4" && req.address_type != "6" {
         // UDP (`udp4`/`udp6`) and anything else: not supported yet.
@@ -247,7 +280,7 @@ fn bind(req: &ListenRequest, policy: SchedPolicy, cwd: Option<&Path>) -> io::Res
 fn with_policy(fd: OwnedFd, local: Local, policy: SchedPolicy) -> io::Result<Listener> {
     let data = Mutex::new(Value::Null);
     match policy {
-        SchedPolicy::Shared => Ok(Listener { local, fd: Some(fd), rr: None, accept_task: None, data }),
+        SchedPolicy::Shared => Ok(Listener { local, fd: Some(fd), rr: None, accept_task: None, data, entry: None }),
         SchedPolicy::RoundRobin => {
             let acceptor = match local {
                 Local::Tcp(_) => Acceptor::Tcp(tokio::net::TcpListener::from_std(std::net::TcpListener::from(fd))?),
@@ -255,7 +288,7 @@ fn with_policy(fd: OwnedFd, local: Local, policy: SchedPolicy) -> io::Result<Lis
             };
             let rr = Arc::new(RrDispatch::default());
             let task = tokio::spawn(accept_loop(acceptor, rr.clone()));
-            Ok(Listener { local, fd: None, rr: Some(rr), accept_task: Some(task.abort_handle()), data })
+            Ok(Listener { local, fd: None, rr: Some(rr), accept_task: Some(task.abort_handle()), data, entry: None })
         }
     }
 }

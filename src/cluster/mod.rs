@@ -68,8 +68,16 @@
 //! Unix socket paths (`listen(path)`: Node sends the path as `address`, port and addressType
 //! -1) are bound once per path like ports, in both policies: a relative path is taken from the
 //! app's cwd (Node's primary would use its own), a stale socket file nobody listens on is
-//! replaced, an abstract name (`\0…`) is supported, and the file is removed when the app goes
-//! (libuv removes it when a pipe server closes).
+//! replaced (only one of the app's user), an abstract name (`\0…`) is supported, and the file
+//! is removed when the app goes (libuv removes it when a pipe server closes); all through a
+//! descriptor of the socket's directory, so no symlink swapped in meanwhile is followed.
+//!
+//! # Who may ask
+//!
+//! Only cluster workers: a fork-mode Node child writing `queryServer` on its IPC channel gets
+//! EPERM. A worker that runs as another user (`uid`) gets only what that user could bind
+//! itself: EACCES for a port below `net.ipv4.ip_unprivileged_port_start` or a Unix socket in a
+//! directory it cannot write; the socket files made for it belong to it.
 //! Not supported (the worker's server gets an `error`): UDP (`dgram` in a worker, ENOTSUP),
 //! `listen({fd})` (EBADF: the fd is in the worker's table).
 

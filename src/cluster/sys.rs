@@ -99,30 +99,109 @@ pub fn is_abstract(path: &Path) -> bool {
     path.as_os_str().as_bytes().first() == Some(&0)
 }
 
+/// The user an app runs as, when it is not the runtime's: a socket is bound for it only where
+/// that user could bind it itself, and belongs to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// The lowest port an unprivileged user may bind (`net.ipv4.ip_unprivileged_port_start`;
+/// 1024 when it cannot be read).
+pub fn unprivileged_port_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(1024)
+}
+
+/// Whether `owner` may create an entry in a directory of this owner and mode (write and
+/// search permission, as the kernel decides for a process without capabilities).
+pub fn may_create_in(owner: Owner, dir_uid: u32, dir_gid: u32, mode: u32) -> bool {
+    let bits = if owner.uid == dir_uid {
+        mode >> 6
+    } else if owner.gid == dir_gid {
+        mode >> 3
+    } else {
+        mode
+    };
+    bits & 0o3 == 0o3
+}
+
+/// The directory entry of a bound Unix socket, held by a descriptor of its directory: removing
+/// it later removes that entry, in that directory, whatever became of the path meanwhile.
+pub struct UnixEntry {
+    dir: OwnedFd,
+    name: std::ffi::OsString,
+}
+
+impl UnixEntry {
+    /// Removes the socket file (when its server closes, as libuv does).
+    pub fn remove(&self) {
+        let _ = nix::unistd::unlinkat(&self.dir, self.name.as_os_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
+    }
+}
+
 /// Creates a listening Unix stream socket at `path` (non-blocking, close-on-exec, backlog as
-/// Node's), or in the abstract namespace for a name starting with `\0`. A socket file left by
-/// a previous run that nobody listens on any more (connecting is refused) is replaced; any
-/// other existing file gives EADDRINUSE, as in Node.
-pub fn unix_listener(path: &Path) -> io::Result<OwnedFd> {
+/// Node's), or in the abstract namespace for a name starting with `\0`.
+///
+/// The socket's directory is opened once and everything after goes through that descriptor
+/// (binding via `/proc/self/fd/N/name`), so swapping a directory on the path for a symlink
+/// changes nothing. For an `owner` (an app that runs as another user) the directory must be
+/// one that user may create files in, and the socket is given to it. A socket file left by a
+/// previous run that nobody listens on any more (connecting is refused), belonging to us or to
+/// `owner`, is replaced; any other existing file gives EADDRINUSE, as in Node.
+pub fn unix_listener(path: &Path, owner: Option<Owner>) -> io::Result<(OwnedFd, Option<UnixEntry>)> {
+    use std::os::unix::fs::OpenOptionsExt;
     let bytes = path.as_os_str().as_bytes();
-    let addr = if is_abstract(path) { UnixAddr::new_abstract(&bytes[1..])? } else { UnixAddr::new(path)? };
     let fd = socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC, None)?;
+    if is_abstract(path) {
+        bind(fd.as_raw_fd(), &UnixAddr::new_abstract(&bytes[1..])?)?;
+        listen(&fd, Backlog::new(BACKLOG).unwrap_or(Backlog::MAXCONN))?;
+        return Ok((fd, None));
+    }
+    let (Some(name), Some(dir)) = (path.file_name(), path.parent()) else { return Err(io::Error::from_raw_os_error(libc::EINVAL)) };
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let dir: OwnedFd = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC).open(dir)?.into();
+    let st = nix::sys::stat::fstat(&dir)?;
+    if let Some(o) = owner
+        && !may_create_in(o, st.st_uid, st.st_gid, st.st_mode)
+    {
+        return Err(io::Error::from_raw_os_error(libc::EACCES));
+    }
+    let via = Path::new("/proc/self/fd").join(dir.as_raw_fd().to_string()).join(name);
+    let addr = UnixAddr::new(&via)?;
     match bind(fd.as_raw_fd(), &addr) {
-        Err(nix::errno::Errno::EADDRINUSE) if !is_abstract(path) && is_stale_socket(path) => {
-            std::fs::remove_file(path)?;
+        Err(nix::errno::Errno::EADDRINUSE) if is_stale_socket(&dir, name, &via, owner) => {
+            nix::unistd::unlinkat(&dir, name, nix::unistd::UnlinkatFlags::NoRemoveDir)?;
             bind(fd.as_raw_fd(), &addr)?;
         }
         r => r?,
     }
+    let entry = UnixEntry { dir, name: name.to_owned() };
+    if let Some(o) = owner {
+        let owned = nix::unistd::fchownat(
+            &entry.dir,
+            name,
+            Some(nix::unistd::Uid::from_raw(o.uid)),
+            Some(nix::unistd::Gid::from_raw(o.gid)),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        );
+        if let Err(e) = owned {
+            entry.remove();
+            return Err(e.into());
+        }
+    }
     listen(&fd, Backlog::new(BACKLOG).unwrap_or(Backlog::MAXCONN))?;
-    Ok(fd)
+    Ok((fd, Some(entry)))
 }
 
-/// A socket file whose listener is gone (connecting is refused).
-fn is_stale_socket(path: &Path) -> bool {
-    use std::os::unix::fs::FileTypeExt;
-    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
-    is_socket && std::os::unix::net::UnixStream::connect(path).err().is_some_and(|e| e.kind() == io::ErrorKind::ConnectionRefused)
+/// A socket file in `dir` whose listener is gone (connecting is refused), and that belongs to
+/// the user it is bound for (`owner`, else us): never a file of someone else, never through a
+/// symlink.
+fn is_stale_socket(dir: &OwnedFd, name: &std::ffi::OsStr, via: &Path, owner: Option<Owner>) -> bool {
+    let Ok(st) = nix::sys::stat::fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) else { return false };
+    let is_socket = st.st_mode & libc::S_IFMT == libc::S_IFSOCK;
+    let ours = st.st_uid == owner.map_or_else(|| nix::unistd::geteuid().as_raw(), |o| o.uid);
+    is_socket && ours && std::os::unix::net::UnixStream::connect(via).err().is_some_and(|e| e.kind() == io::ErrorKind::ConnectionRefused)
 }
 
 /// The local address of a bound socket.
@@ -135,4 +214,27 @@ pub fn local_addr(fd: BorrowedFd<'_>) -> io::Result<SocketAddr> {
         return Ok(SocketAddr::V6((*a).into()));
     }
     Err(io::Error::new(io::ErrorKind::InvalidInput, "not an IP socket"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn who_may_create_in_a_directory() {
+        let app = Owner { uid: 1000, gid: 100 };
+        for (dir_uid, dir_gid, mode, may) in [
+            (1000, 0, 0o700, true),
+            (1000, 0, 0o500, false),
+            (1000, 100, 0o077, false), // the owner's bits decide for the owner
+            (0, 100, 0o770, true),
+            (0, 100, 0o750, false),
+            (0, 0, 0o755, false),
+            (0, 0, 0o1777, true),
+            (0, 0, 0o773, true),
+            (0, 0, 0o776, false), // write without search
+        ] {
+            assert_eq!(may_create_in(app, dir_uid, dir_gid, mode), may, "{dir_uid}:{dir_gid} {mode:o}");
+        }
+    }
 }

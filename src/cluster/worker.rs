@@ -109,8 +109,9 @@ impl WorkerHandle {
 impl WorkerChannel {
     /// Starts serving the cluster protocol on `stream` (our end of the worker's IPC socket)
     /// for the worker spawned with `NODE_UNIQUE_ID=<worker_id>`. Must be called inside a tokio
-    /// runtime. Works for a non-cluster Node child too (it just never sends cluster messages).
-    pub fn new(stream: UnixStream, worker_id: u32, listeners: Listeners) -> Self {
+    /// runtime. `listeners` is `None` for a fork-mode Node child: it has no cluster primary,
+    /// so a `queryServer` from it is refused (EPERM) instead of binding anything for it.
+    pub fn new(stream: UnixStream, worker_id: u32, listeners: Option<Listeners>) -> Self {
         let (ev_tx, events) = mpsc::unbounded_channel();
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (rr_tx, rr_rx) = mpsc::unbounded_channel();
@@ -132,6 +133,7 @@ impl WorkerChannel {
             disconnecting: false,
             disconnect_sent: false,
             broken: false,
+            refused_query: false,
         };
         tokio::spawn(worker.run(cmd_rx, rr_rx));
         WorkerChannel { worker_id, events, handle: WorkerHandle { tx: cmd_tx }, queued_messages }
@@ -215,7 +217,8 @@ struct Worker {
     chan: Channel,
     uid: u64,
     worker_id: u32,
-    listeners: Listeners,
+    /// `None`: not a cluster worker (fork mode).
+    listeners: Option<Listeners>,
     events: mpsc::UnboundedSender<WorkerEvent>,
     queued_messages: Arc<AtomicUsize>,
     dropped_messages: u64,
@@ -233,6 +236,8 @@ struct Worker {
     disconnect_sent: bool,
     /// A write failed: the peer is gone; keep reading until EOF.
     broken: bool,
+    /// A `queryServer` from a non-cluster child was refused (and said so, once).
+    refused_query: bool,
 }
 
 impl Worker {
@@ -456,7 +461,21 @@ impl Worker {
             fd,
             ipv6_only: flags & 1 != 0, // UV_TCP_IPV6ONLY
         };
-        let listener = self.listeners.get_or_bind(&req).and_then(|l| match &l.fd {
+        let Some(listeners) = &self.listeners else {
+            // Only a cluster worker has a primary to ask; a fork-mode app writing this on its
+            // IPC channel would otherwise have the runtime bind for it with its privileges.
+            if !std::mem::replace(&mut self.refused_query, true) {
+                tracing::warn!("a queryServer from a Node app not in cluster mode is refused ({})", clip(&key));
+            }
+            let seq = self.next_seq();
+            self.queue(
+                &json!({"cmd": "NODE_CLUSTER", "errno": -libc::EPERM, "key": key, "ack": ack, "data": data, "seq": seq}),
+                Attach::None,
+            );
+            self.emit(WorkerEvent::ListenFailed { address, port, errno: libc::EPERM });
+            return;
+        };
+        let listener = listeners.get_or_bind(&req).and_then(|l| match &l.fd {
             Some(fd) => Ok((l.clone(), Some(fd.try_clone()?))),
             None => Ok((l, None)),
         });
@@ -464,7 +483,7 @@ impl Worker {
             Ok(x) => x,
             Err(e) => {
                 let errno = e.raw_os_error().unwrap_or(libc::EINVAL);
-                tracing::warn!("cluster: worker {} cannot listen on {key}: {e}", self.worker_id);
+                tracing::warn!("cluster: worker {} cannot listen on {}: {e}", self.worker_id, clip(&key));
                 let seq = self.next_seq();
                 self.queue(
                     &json!({"cmd": "NODE_CLUSTER", "errno": -errno, "key": key, "ack": ack, "data": data, "seq": seq}),
@@ -596,6 +615,11 @@ fn leave(listener: &Listener, id: &SlotId) {
 }
 
 /// JavaScript's `String(v)` for the JSON values a key is built from (`undefined` when absent).
+/// What a worker sent, fit for one line of our log: no control characters, at most 200 chars.
+fn clip(s: &str) -> String {
+    s.chars().take(200).map(|c| if c.is_control() { ' ' } else { c }).collect()
+}
+
 fn js_string(v: Option<&Value>) -> String {
     match v {
         None => "undefined".to_string(),
@@ -647,7 +671,7 @@ mod tests {
 
     fn pair(listeners: &Listeners, id: u32) -> (WorkerChannel, Fake) {
         let (a, b) = UnixStream::pair().expect("pair");
-        (WorkerChannel::new(a, id, listeners.clone()), Fake { ch: Channel::new(b) })
+        (WorkerChannel::new(a, id, Some(listeners.clone())), Fake { ch: Channel::new(b) })
     }
 
     async fn event(w: &mut WorkerChannel) -> WorkerEvent {
@@ -668,6 +692,18 @@ mod tests {
         let v = json!({"address": null, "port": 18080, "addressType": 4, "index": 0});
         let key = [v.get("address"), v.get("port"), v.get("addressType"), v.get("fd"), v.get("index")].map(js_string).join(":");
         assert_eq!(key, "null:18080:4:undefined:0");
+    }
+
+    #[tokio::test]
+    async fn a_fork_mode_child_gets_no_server() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let (a, b) = UnixStream::pair().expect("pair");
+        let (mut w, mut f) = (WorkerChannel::new(a, 1, None), Fake { ch: Channel::new(b) });
+        f.send(&query(3, port)).await;
+        let reply = f.recv().await;
+        assert_eq!((reply["ack"].clone(), reply["errno"].clone()), (json!(3), json!(-libc::EPERM)), "{reply}");
+        assert!(matches!(event(&mut w).await, WorkerEvent::ListenFailed { errno: libc::EPERM, .. }));
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "nothing listens");
     }
 
     #[tokio::test]

@@ -120,7 +120,8 @@ pub fn table(ps: &[Value]) -> String {
             env["namespace"].as_str().unwrap_or("default").to_string(),
             env["version"].as_str().unwrap_or("N/A").to_string(),
             if env["exec_mode"] == json!("cluster_mode") { "cluster" } else { "fork" }.to_string(),
-            if online { p["pid"].to_string() } else { "0".into() },
+            // Any live process, as PM2 shows it: online, launching, or still in its stop grace.
+            p["pid"].as_u64().unwrap_or(0).to_string(),
             if online { human_uptime(env["pm_uptime"].as_u64().unwrap_or(0)) } else { "0".into() },
             env["restart_time"].to_string(),
             env["status"].as_str().unwrap_or("").to_string(),

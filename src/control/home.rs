@@ -2,7 +2,8 @@
 //! replace the socket and impersonate the runtime to its clients (and receive the ecosystems
 //! `startOrRestart` sends). The runtime and the client verbs therefore use a `PM2_HOME` only
 //! if it belongs to their own uid. A `PM2_HOME` that is a symlink is used through the link
-//! (its target must be ours too) and its target's mode is left alone.
+//! (its target must be ours too, and writable by nobody else) and its target's mode is left
+//! alone.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,11 @@ pub enum HomeError {
         path.display()
     )]
     NotOurs { path: PathBuf, owner: u32, me: u32 },
+    #[error(
+        "PM2_HOME {} is a symlink to a directory others may write to (mode {mode:o}): they could replace the control socket and the preload every Node app loads; chmod go-w it or set PM2_HOME elsewhere",
+        path.display()
+    )]
+    Writable { path: PathBuf, mode: u32 },
 }
 
 /// Checks that `PM2_HOME` is ours (`me` is the effective uid).
@@ -56,6 +62,11 @@ pub fn check(pm2_home: &Path, me: u32) -> Result<Home, HomeError> {
     if meta.uid() != me {
         return Err(HomeError::NotOurs { path: path(), owner: meta.uid(), me });
     }
+    // A directory of ours is made 0700 by the runtime; a link's target is left as it is, so it
+    // must already be private enough.
+    if kind == Home::Link && meta.mode() & 0o022 != 0 {
+        return Err(HomeError::Writable { path: path(), mode: meta.mode() & 0o7777 });
+    }
     Ok(kind)
 }
 
@@ -77,6 +88,14 @@ mod tests {
         assert!(e.contains(&format!("belongs to uid {me}, not to this user (uid {})", me + 1)), "{e}");
         let link = d.path().join("link");
         std::os::unix::fs::symlink(&home, &link).unwrap();
+        assert_eq!(check(&link, me).unwrap(), Home::Link);
+        use std::os::unix::fs::PermissionsExt;
+        for mode in [0o775, 0o757, 0o1777] {
+            std::fs::set_permissions(&home, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = check(&link, me).unwrap_err();
+            assert!(matches!(e, HomeError::Writable { mode: m, .. } if m == mode), "{e}");
+        }
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o755)).unwrap();
         assert_eq!(check(&link, me).unwrap(), Home::Link);
         std::fs::write(d.path().join("file"), "").unwrap();
         let e = check(&d.path().join("file"), me).unwrap_err();

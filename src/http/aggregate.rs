@@ -13,8 +13,12 @@
 //!   are dropped;
 //! - numbers print as JavaScript prints them (`1e-7`, `1e+21`, `NaN` → `Nan`, `±Inf`).
 //!
-//! Pure functions: no I/O, no clocks. One difference, on purpose: a metric with an unknown
-//! aggregator is left out with a comment line, where prom-client fails the whole scrape.
+//! Pure functions: no I/O, no clocks. Differences, on purpose: a metric with an unknown
+//! aggregator is left out with a comment line, where prom-client fails the whole scrape; and
+//! what an app sends is checked against Prometheus' grammar before it is rendered ([`sanitize`]):
+//! a metric name, `metricName` (which must be the metric's own name or its `_bucket`, `_sum`,
+//! `_count`), a label name or a type that does not fit is left out with a comment line, so one
+//! app cannot inject lines that forge another app's series.
 
 use serde_json::{Map, Value};
 
@@ -258,7 +262,69 @@ pub fn aggregate(per_worker: &[Vec<Value>]) -> Aggregated {
         }
         out.families.push(family);
     }
+    sanitize(&mut out);
     out
+}
+
+/// `[a-zA-Z_:][a-zA-Z0-9_:]*`
+pub fn valid_metric_name(s: &str) -> bool {
+    let mut b = s.bytes();
+    b.next().is_some_and(|c| c.is_ascii_alphabetic() || c == b'_' || c == b':')
+        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b':')
+}
+
+/// `[a-zA-Z_][a-zA-Z0-9_]*`, not starting with `__` (reserved).
+pub fn valid_label_name(s: &str) -> bool {
+    let mut b = s.bytes();
+    !s.starts_with("__")
+        && b.next().is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
+        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+}
+
+/// An app-supplied text fit for a comment line: no line break or control character, clipped.
+fn comment_text(s: &str) -> String {
+    let mut out: String =
+        s.chars().take(200).flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect();
+    if s.chars().count() > 200 {
+        out.push('…');
+    }
+    out
+}
+
+/// Leaves out what does not fit Prometheus' text format, with a note for each.
+pub fn sanitize(agg: &mut Aggregated) {
+    let mut notes = Vec::new();
+    agg.families.retain_mut(|f| {
+        if !valid_metric_name(&f.name) {
+            notes.push(format!("a metric named {:?} left out: not a valid metric name", comment_text(&f.name)));
+            return false;
+        }
+        if !matches!(f.kind.as_str(), "counter" | "gauge" | "histogram" | "summary" | "untyped") {
+            notes.push(format!(
+                "{}: type {:?} is not one of counter, gauge, histogram, summary, untyped; left out",
+                f.name,
+                comment_text(&f.kind)
+            ));
+            return false;
+        }
+        let name = f.name.clone();
+        let before = f.values.len();
+        f.values.retain(|s| {
+            let own = s
+                .metric_name
+                .as_deref()
+                .is_none_or(|m| m == name || m.strip_prefix(name.as_str()).is_some_and(|sfx| matches!(sfx, "_bucket" | "_sum" | "_count")));
+            own && s.labels.keys().all(|k| valid_label_name(k))
+        });
+        if f.values.len() < before {
+            notes.push(format!(
+                "{name}: {} value(s) left out: a metricName not of this metric, or a label name that is not valid",
+                before - f.values.len()
+            ));
+        }
+        true
+    });
+    agg.notes.extend(notes);
 }
 
 fn escape(s: &str) -> String {
@@ -313,6 +379,8 @@ pub fn render_apps(out: &mut String, apps: &[(&str, &Aggregated)]) {
     }
     for (app, agg) in apps {
         for n in &agg.notes {
+            // Notes quote what workers sent (error texts, names): one line each, whatever they hold.
+            let n = comment_text(n);
             blocks.push(if label { format!("# pm-runtime: {app}: {n}") } else { format!("# pm-runtime: {n}") });
         }
     }
@@ -326,6 +394,52 @@ pub fn render_apps(out: &mut String, apps: &[(&str, &Aggregated)]) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn names_that_would_inject_lines_are_left_out() {
+        for (name, metric, label) in [
+            ("http_requests_total", true, true),
+            ("a:b_c", true, false),
+            ("_x", true, true),
+            ("__x", true, false),
+            ("9x", false, false),
+            ("", false, false),
+            ("x y", false, false),
+            ("x\nforged 1", false, false),
+            ("x-y", false, false),
+            ("é", false, false),
+        ] {
+            assert_eq!(valid_metric_name(name), metric, "{name:?}");
+            assert_eq!(valid_label_name(name), label, "{name:?}");
+        }
+        let forged = "\nhttp_requests_total{app=\"billing\"} 0";
+        let worker = vec![
+            json!({"name": "ok_total", "help": "h", "type": "counter", "values": [
+                {"value": 1, "labels": {"route": "/a"}},
+                {"value": 2, "labels": {"bad\nlabel": "x"}},
+                {"value": 3, "metricName": format!("ok_total{forged}"), "labels": {}},
+                {"value": 4, "metricName": "other_total", "labels": {}},
+            ]}),
+            json!({"name": format!("evil{forged}"), "help": "h", "type": "counter", "values": [{"value": 1, "labels": {}}]}),
+            json!({"name": "typed", "help": "h", "type": "gauge\nforged 1", "values": [{"value": 1, "labels": {}}]}),
+            json!({"name": "h", "help": "h", "type": "histogram", "values": [
+                {"value": 1, "metricName": "h_bucket", "labels": {"le": 1}},
+                {"value": 1, "metricName": "h_sum", "labels": {}},
+                {"value": 1, "metricName": "h_count", "labels": {}},
+            ]}),
+        ];
+        let mut agg = aggregate(&[worker]);
+        agg.notes.push("w:1 answered with an error: boom\nforged_total 1".into());
+        let mut text = String::new();
+        render(&mut text, &agg);
+        assert!(text.lines().all(|l| l.starts_with('#') || l.is_empty() || l.starts_with("ok_total") || l.starts_with("h_")), "{text}");
+        assert!(text.contains("ok_total{route=\"/a\"} 1\n"), "{text}");
+        assert!(!text.lines().any(|l| l.starts_with("http_requests_total") || l.starts_with("forged")), "{text}");
+        assert!(text.contains("# pm-runtime: ok_total: 3 value(s) left out"), "{text}");
+        assert!(text.contains("# pm-runtime: a metric named \"evil\\\\nhttp_requests_total"), "{text}");
+        assert!(text.contains("# pm-runtime: typed: type"), "{text}");
+        assert!(text.contains("h_bucket{le=\"1\"} 1"), "{text}");
+    }
 
     fn counter(name: &str, agg: Option<&str>, values: Value) -> Value {
         let mut m = json!({ "help": format!("{name} help"), "name": name, "type": "counter", "values": values });

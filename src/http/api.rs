@@ -9,7 +9,7 @@
 //! | `POST /api/v1/processes/{name}/scale` `{"count": N \| "+N" \| "-N"}` | scale (bearer token) |
 //! | `GET /metrics`, `/metrics/apps` | Prometheus text: the runtime; cluster apps' prom-client metrics |
 //! | `GET /livez`, `/readyz`, `/healthz` | probes |
-//! | `GET /logs?app=&lines=&follow=1` | recent lines (JSON), or Server-Sent Events that follow |
+//! | `GET /logs?app=&lines=&follow=1` | recent lines (JSON), or Server-Sent Events that follow (bearer token) |
 //! | `GET /dashboard` | the dashboard page |
 
 use std::collections::HashMap;
@@ -20,7 +20,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -32,7 +31,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::aggregate::{self, Reply};
 use super::metrics::{RuntimeStats, SelfStats};
-use super::{CONTROL_TIMEOUT, MAX_BODY, Token, Web};
+use super::{BODY_TIMEOUT, CONTROL_TIMEOUT, MAX_BODY, MAX_STREAMS, Token, Web};
 use crate::config::ExecMode;
 use crate::control::protocol::Request;
 use crate::control::server::ControlRequest;
@@ -68,7 +67,58 @@ pub fn router(web: Arc<Web>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(web.clone(), check_host))
         .with_state(web)
+}
+
+/// DNS rebinding: a request that names a host we do not answer to is refused ([`super::hosts`]).
+/// The probes are exempt (kubelet may send any `Host`; they reveal nothing).
+async fn check_host(State(web): Shared, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let host = req.headers().get(header::HOST).map(|h| h.to_str().unwrap_or("\u{fffd}"));
+    if matches!(req.uri().path(), "/livez" | "/readyz" | "/healthz") || super::hosts::allowed(host, &web.hosts) {
+        return next.run(req).await;
+    }
+    let host: String = host.unwrap_or_default().chars().take(100).collect();
+    error(
+        StatusCode::MISDIRECTED_REQUEST,
+        format!(
+            "this server does not answer to the host {host:?}: connect by address or localhost, or list the name in PM_RUNTIME_WEB_HOSTS"
+        ),
+    )
+}
+
+/// What a connection admitted on the probes' reserve may ask: the probes, nothing else.
+pub fn probe_router(web: Arc<Web>) -> Router {
+    Router::new()
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .route("/healthz", get(healthz))
+        .fallback(|| async {
+            let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "too many connections: only /livez, /readyz and /healthz are served now");
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            r
+        })
+        .with_state(web)
+}
+
+/// `None` when the request carries the token; else the reply that says what is missing.
+/// `what` names the surface ("write actions", "logs").
+fn unauthorized(web: &Web, headers: &HeaderMap, what: &str) -> Option<Response> {
+    let auth = headers.get(header::AUTHORIZATION).and_then(|h| h.to_str().ok());
+    match &web.token {
+        Token::Disabled => Some(error(StatusCode::FORBIDDEN, format!("{what} are disabled (PM_RUNTIME_WEB_TOKEN is empty)"))),
+        t if !t.accepts(auth) => {
+            let mut r = error(
+                StatusCode::UNAUTHORIZED,
+                format!(
+                    "{what} need 'Authorization: Bearer <token>' (PM_RUNTIME_WEB_TOKEN, or the token in $PM2_HOME/pm-runtime-web.token)"
+                ),
+            );
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            Some(r)
+        }
+        _ => None,
+    }
 }
 
 fn error(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -128,7 +178,8 @@ async fn root(State(web): Shared, headers: HeaderMap) -> Response {
     cors(axum::Json(body).into_response())
 }
 
-/// PM2's `--web` lets any page read it.
+/// PM2's `--web` lets any page read it; only there, for compatibility (the API's rows carry
+/// paths, cwd and user: no `Access-Control-Allow-Origin` on them).
 fn cors(mut r: Response) -> Response {
     r.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     r
@@ -136,7 +187,7 @@ fn cors(mut r: Response) -> Response {
 
 async fn list(State(web): Shared) -> Response {
     let table = web.table();
-    cors(axum::Json(json!({ "processes": process_rows(&table, None, Env::Omit), "stopping": table.stopping })).into_response())
+    axum::Json(json!({ "processes": process_rows(&table, None, Env::Omit), "stopping": table.stopping })).into_response()
 }
 
 /// pm_ids of `target`: an app name or a pm_id.
@@ -151,7 +202,7 @@ async fn one(State(web): Shared, Path(name): Path<String>) -> Response {
     if ids.is_empty() {
         return error(StatusCode::NOT_FOUND, format!("no process or app named {name:?}"));
     }
-    cors(axum::Json(json!({ "processes": process_rows(&table, Some(&ids), Env::Omit) })).into_response())
+    axum::Json(json!({ "processes": process_rows(&table, Some(&ids), Env::Omit) })).into_response()
 }
 
 /// The app view's history of each instance of `name`: points every `interval_s`, the newest at
@@ -204,20 +255,17 @@ struct ScaleBody {
     count: Value,
 }
 
-async fn act(State(web): Shared, Path((name, action)): Path<(String, String)>, headers: HeaderMap, body: Bytes) -> Response {
-    let auth = headers.get(header::AUTHORIZATION).and_then(|h| h.to_str().ok());
-    match &web.token {
-        Token::Disabled => return error(StatusCode::FORBIDDEN, "write actions are disabled (PM_RUNTIME_WEB_TOKEN is empty)"),
-        t if !t.accepts(auth) => {
-            let mut r = error(
-                StatusCode::UNAUTHORIZED,
-                "write actions need 'Authorization: Bearer <token>' (PM_RUNTIME_WEB_TOKEN, or the token in $PM2_HOME/pm-runtime-web.token)",
-            );
-            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return r;
-        }
-        _ => {}
+async fn act(State(web): Shared, Path((name, action)): Path<(String, String)>, request: axum::extract::Request) -> Response {
+    // The token first: a client without it never gets a body read (nor a slot held while it
+    // trickles one in).
+    if let Some(r) = unauthorized(&web, request.headers(), "write actions") {
+        return r;
     }
+    let body = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(request.into_body(), MAX_BODY)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => return error(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is larger than {MAX_BODY} bytes (or broken)")),
+        Err(_) => return error(StatusCode::REQUEST_TIMEOUT, format!("the body did not arrive within {}s", BODY_TIMEOUT.as_secs())),
+    };
     if web.table().stopping {
         return error(StatusCode::SERVICE_UNAVAILABLE, "the runtime is stopping");
     }
@@ -267,6 +315,13 @@ async fn metrics(State(web): Shared) -> Response {
 
 /// The prom-client metrics of every cluster app, merged across its workers.
 async fn app_metrics(State(web): Shared) -> Response {
+    // One gather at a time: each asks every worker to compute its metrics, which no
+    // unauthenticated client may multiply.
+    let Ok(_gathering) = web.gather.try_lock() else {
+        let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "a gather of the apps' metrics is in progress; try again");
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return r;
+    };
     let table = web.table();
     if table.stopping {
         // The coordinator no longer carries messages to the apps.
@@ -377,11 +432,21 @@ fn wanted(app: Option<&str>, name: &str, pm_id: u32) -> bool {
     app.is_none_or(|a| a == "all" || a == name || a.parse::<u32>().ok() == Some(pm_id))
 }
 
-async fn logs(State(web): Shared, q: Result<Query<LogsQuery>, axum::extract::rejection::QueryRejection>) -> Response {
+async fn logs(State(web): Shared, headers: HeaderMap, q: Result<Query<LogsQuery>, axum::extract::rejection::QueryRejection>) -> Response {
+    // Apps print secrets (connection strings, tokens in stack traces): their output is as
+    // sensitive as the write actions.
+    if let Some(r) = unauthorized(&web, &headers, "logs") {
+        return r;
+    }
     let Ok(Query(q)) = q else {
         return error(StatusCode::BAD_REQUEST, "expected /logs?app=NAME&lines=N&follow=1");
     };
     let follow = q.follow.as_deref().is_some_and(|f| !matches!(f, "0" | "false" | ""));
+    let stream_permit = match follow.then(|| web.streams.clone().try_acquire_owned()) {
+        Some(Err(_)) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("too many log streams (at most {MAX_STREAMS}); try again")),
+        Some(Ok(p)) => Some(p),
+        None => None,
+    };
     let lines = q.lines.unwrap_or(if follow { 50 } else { 100 }).min(MAX_BACKLOG);
     let app = q.app.filter(|a| !a.is_empty());
     // Follow from before the backlog is read, so no line falls between the two.
@@ -408,6 +473,8 @@ async fn logs(State(web): Shared, q: Result<Query<LogsQuery>, axum::extract::rej
     let (tx, rx) = mpsc::channel::<Event>(256);
     let last = backlog.last().map_or(0, |l| l.0);
     tokio::spawn(async move {
+        // Held as long as the stream lives.
+        let _permit = stream_permit;
         for (seq, v) in backlog {
             if tx.send(Event::default().id(seq.to_string()).data(v.to_string())).await.is_err() {
                 return;

@@ -11,15 +11,20 @@
 //! executes them.
 //!
 //! Must never: block or slow supervision (each connection is its own task; a reply that needs the
-//! coordinator waits at most [`CONTROL_TIMEOUT`]); serve env values or secrets (rows come from
-//! `control::process_rows`, which carries no env); let idle or hostile clients exhaust file
-//! descriptors (at most [`MAX_CONNECTIONS`] at once, request headers within [`HEADER_TIMEOUT`],
-//! heads up to [`MAX_HEADERS`], bodies up to [`MAX_BODY`]).
+//! coordinator waits at most [`CONTROL_TIMEOUT`]); serve env values, secrets or app output
+//! without the token (rows come from `control::process_rows`, which carries no env; `/logs`
+//! and the writes need the token); let idle or hostile clients exhaust file descriptors or
+//! starve the probes ([`admission`]: per-peer and total caps, a reserve for the probes, write
+//! deadlines; request headers within [`HEADER_TIMEOUT`], heads up to [`MAX_HEADERS`], bodies up
+//! to [`MAX_BODY`] within [`BODY_TIMEOUT`] and only read after the token is checked, at most
+//! [`MAX_STREAMS`] log streams).
 
+pub mod admission;
 pub mod aggregate;
 pub mod api;
 pub mod health;
 pub mod history;
+pub mod hosts;
 pub mod metrics;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -43,14 +48,17 @@ use crate::supervisor::status::{Bus, StatusFeed, StatusTable};
 pub const DEFAULT_PORT: u16 = 9615;
 /// The generated token's file inside `$PM2_HOME` (mode 0600).
 pub const TOKEN_FILE: &str = "pm-runtime-web.token";
-/// Connections served at once; beyond, a connection gets `503` and is closed.
-pub const MAX_CONNECTIONS: usize = 128;
+pub use admission::MAX_CONNECTIONS;
 /// A client must send a request's headers within this time (idle keep-alive included).
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest request head (request line and headers) accepted (`431` beyond).
 pub const MAX_HEADERS: usize = 16 * 1024;
 /// Largest request body accepted (`413` beyond).
 pub const MAX_BODY: usize = 64 * 1024;
+/// A request body must arrive whole within this time (`408` beyond).
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Live log streams (`/logs?follow=1`) at once (`503` beyond).
+pub const MAX_STREAMS: usize = 16;
 /// Longest wait for the coordinator's answer.
 pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -60,11 +68,14 @@ pub struct WebOptions {
     pub addr: SocketAddr,
     /// `--metrics-compat pm2`: also the PM2 exporter's metric names.
     pub compat_pm2: bool,
+    /// `PM_RUNTIME_WEB_HOSTS`: host names clients may use besides addresses and localhost.
+    pub hosts: Vec<String>,
 }
 
 /// `--web [port]` (`Some(None)`: the flag without a port) and the environment: `PM2_WEB_PORT`
 /// or `PM2_API_PORT` for the port when the flag has none (PM2's variables; default 9615),
-/// `PM2_API_IPADDR` for the address (default 127.0.0.1). `Ok(None)`: the server is off.
+/// `PM2_API_IPADDR` for the address (default 127.0.0.1), `PM_RUNTIME_WEB_HOSTS` for the host
+/// names allowed in requests ([`hosts`]). `Ok(None)`: the server is off.
 pub fn options(web: Option<Option<u16>>, compat: Option<&str>, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<WebOptions>, String> {
     let compat_pm2 = match compat {
         None => false,
@@ -92,7 +103,8 @@ pub fn options(web: Option<Option<u16>>, compat: Option<&str>, env: &dyn Fn(&str
         None => IpAddr::V4(Ipv4Addr::LOCALHOST),
         Some(v) => v.trim().parse().map_err(|_| format!("PM2_API_IPADDR={v:?} is not an IP address"))?,
     };
-    Ok(Some(WebOptions { addr: SocketAddr::new(ip, port), compat_pm2 }))
+    let hosts = hosts::parse_allow_list(env("PM_RUNTIME_WEB_HOSTS").as_deref());
+    Ok(Some(WebOptions { addr: SocketAddr::new(ip, port), compat_pm2, hosts }))
 }
 
 /// Who may use the write actions.
@@ -163,6 +175,12 @@ pub struct Web {
     pub compat_pm2: bool,
     /// prom-client request ids.
     pub next_request: AtomicU64,
+    /// Live log streams: one permit each.
+    pub streams: Arc<Semaphore>,
+    /// Host names allowed besides addresses and localhost ([`hosts`]).
+    pub hosts: Vec<String>,
+    /// Held while `/metrics/apps` gathers from the workers.
+    pub gather: tokio::sync::Mutex<()>,
     /// CPU/memory of the last hours and recent restarts (fed by [`serve`]'s history task).
     pub history: Arc<std::sync::Mutex<history::History>>,
 }
@@ -182,12 +200,13 @@ pub async fn bind(opts: &WebOptions) -> Result<TcpListener, String> {
 /// Accepts connections until the runtime ends.
 pub async fn serve(listener: TcpListener, web: Arc<Web>) {
     tokio::spawn(history::run(web.feed.clone(), web.logs.clone(), web.history.clone()));
-    let router = api::router(web);
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let router = api::router(web.clone());
+    let probes = api::probe_router(web);
+    let mut admission = admission::Admission::new(MAX_CONNECTIONS, admission::PROBE_RESERVE, admission::MAX_PER_PEER);
     let mut last_warning: Option<std::time::Instant> = None;
     loop {
-        let stream = match listener.accept().await {
-            Ok((s, _)) => s,
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
             Err(e) => {
                 // Out of fds (EMFILE) or a transient network error: back off, never spin.
                 if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
@@ -198,27 +217,32 @@ pub async fn serve(listener: TcpListener, web: Arc<Web>) {
                 continue;
             }
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tokio::spawn(refuse(stream));
-            continue;
+        let (permits, router) = match admission.admit(peer.ip()) {
+            admission::Admit::Full(p) => (p, router.clone()),
+            admission::Admit::ProbesOnly(p) => (p, probes.clone()),
+            admission::Admit::Refused(why) => {
+                tokio::spawn(refuse(stream, why));
+                continue;
+            }
         };
-        let service = TowerToHyperService::new(router.clone());
+        let service = TowerToHyperService::new(router);
         tokio::spawn(async move {
+            let io = admission::Deadline::new(stream, admission::WRITE_TIMEOUT);
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
                 .max_buf_size(MAX_BODY)
                 .max_header_size(MAX_HEADERS)
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection(TokioIo::new(io), service)
                 .await;
-            drop(permit);
+            drop(permits);
         });
     }
 }
 
 /// Too many connections: say so and close, without reading the request.
-async fn refuse(mut stream: TcpStream) {
-    let body = format!("too many connections (at most {MAX_CONNECTIONS}); try again\n");
+async fn refuse(mut stream: TcpStream, why: String) {
+    let body = format!("{why}; try again\n");
     let reply = format!(
         "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\nRetry-After: 1\r\n\r\n{body}",
         body.len()
@@ -269,6 +293,8 @@ mod tests {
         assert!(options(Some(None), None, &bad_ip).unwrap_err().contains("PM2_API_IPADDR"));
         assert!(options(Some(None), Some("prom"), &none).is_err());
         assert!(options(None, Some("pm2"), &none).unwrap_err().contains("--web"));
+        let listed = |k: &str| (k == "PM_RUNTIME_WEB_HOSTS").then(|| "a.example, B.example".to_string());
+        assert_eq!(options(Some(None), None, &listed).unwrap().unwrap().hosts, ["a.example", "b.example"]);
     }
 
     #[test]

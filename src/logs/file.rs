@@ -224,7 +224,9 @@ pub fn write_pid_file(path: &Path, pid: u32) -> io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir)?;
     }
-    let mut f = super::safe_open::open(path, OpenOptions::new().create(true).write(true).truncate(true))?;
+    // Emptied only once safe_open has checked what was opened (O_TRUNC would act before).
+    let mut f = super::safe_open::open(path, OpenOptions::new().create(true).write(true))?;
+    f.set_len(0)?;
     f.write_all(format!("{pid}\n").as_bytes())
 }
 

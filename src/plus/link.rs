@@ -39,6 +39,9 @@ const LOGGING_FOR: Duration = Duration::from_secs(120);
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often (in status ticks) the internal IP is looked up again.
 const IP_EVERY: u32 = 60;
+/// Remote actions that wait for the coordinator at once; beyond, an order is answered "busy"
+/// (a hostile or broken backend must not queue a restart storm, nor crowd out local verbs).
+const MAX_REMOTE_ACTIONS: usize = 8;
 
 /// What the link reads and whom it asks.
 pub struct Handles {
@@ -86,6 +89,7 @@ pub fn spawn(cfg: Config, h: Handles) -> Result<(), SpawnError> {
         announced: false,
         flapping: false,
         results: mpsc::unbounded_channel(),
+        in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_REMOTE_ACTIONS)),
     };
     std::thread::Builder::new()
         .name("pm2-plus".into())
@@ -145,7 +149,10 @@ struct Link {
     /// The last session ended before it was [`STABLE`].
     flapping: bool,
     /// Answers of remote actions, made by helper tasks.
+    /// The results channel holds one answer per order: the immediate ones are sent as the
+    /// frames are read, the others by at most [`MAX_REMOTE_ACTIONS`] tasks, one permit each.
     results: (mpsc::UnboundedSender<String>, mpsc::UnboundedReceiver<String>),
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl Link {
@@ -381,7 +388,12 @@ impl Link {
         match order {
             Order::Ignore => tracing::debug!("PM2 Plus: ignored a frame from upstream"),
             Order::Pm2 { method, app_name, plan } => {
-                tracing::info!("PM2 Plus: remote {method}{}", app_name.as_deref().map(|n| format!(" {n}")).unwrap_or_default());
+                // Names come from upstream: one clipped line each in our log.
+                tracing::info!(
+                    "PM2 Plus: remote {}{}",
+                    verify::clip(&method),
+                    app_name.as_deref().map(|n| format!(" {}", verify::clip(n))).unwrap_or_default()
+                );
                 let reply = move |r: Result<Value, String>| {
                     let payload = actions::pm2_result(&method, app_name.as_deref(), r, &cfg.machine_name, &cfg.public_key);
                     let _ = tx.send(packets::frame("trigger:pm2:result", &payload));
@@ -402,13 +414,25 @@ impl Link {
                         reply(Ok(serde_json::json!("log streaming off")));
                     }
                     Pm2Plan::Control(req) => {
+                        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+                            return reply(Err(format!("busy: {MAX_REMOTE_ACTIONS} remote actions are in progress; try again")));
+                        };
                         let control = self.control.clone();
-                        tokio::spawn(async move { reply(ask(&control, req).await.and_then(actions::control_result)) });
+                        tokio::spawn(async move {
+                            let _permit = permit;
+                            reply(ask(&control, req).await.and_then(actions::control_result));
+                        });
                     }
                 }
             }
             Order::Custom(action) => {
-                tracing::info!("PM2 Plus: remote action {} for process {}", action.action_name, action.pm_id);
+                tracing::info!("PM2 Plus: remote action {} for process {}", verify::clip(&action.action_name), action.pm_id);
+                let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+                    let busy = Err(format!("busy: {MAX_REMOTE_ACTIONS} remote actions are in progress; try again"));
+                    let (channel, payload) = actions::custom_result(&action, busy);
+                    let _ = tx.send(packets::frame(channel, &payload));
+                    return;
+                };
                 let declared = self
                     .feed
                     .borrow()
@@ -416,6 +440,7 @@ impl Link {
                     .map(|i| i.axm_actions.iter().any(|a| a.get("action_name").and_then(Value::as_str) == Some(&action.action_name)));
                 let control = self.control.clone();
                 tokio::spawn(async move {
+                    let _permit = permit;
                     let result = match declared {
                         None => Err(format!("no process with id {}", action.pm_id)),
                         Some(false) => Err(format!("process {} has not declared an action named {:?}", action.pm_id, action.action_name)),

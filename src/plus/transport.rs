@@ -109,6 +109,9 @@ pub fn http_client(cfg: &Config, tls: &Arc<rustls::ClientConfig>) -> Result<reqw
         .user_agent(user_agent())
         .connect_timeout(super::verify::TIMEOUT)
         .timeout(super::verify::TIMEOUT)
+        // The verify call carries the keys: no redirect may send them elsewhere (nor https→http).
+        .redirect(reqwest::redirect::Policy::none())
+        .https_only(cfg.root.trim().get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://")))
         .no_proxy();
     if let Some(p) = &cfg.proxy {
         b = b.proxy(reqwest::Proxy::all(p).map_err(|_| SetupError::Proxy)?);

@@ -165,6 +165,16 @@ pub fn ws_url(url: &str) -> Result<String, String> {
     Ok(format!("{scheme}://{rest}"))
 }
 
+/// A websocket endpoint handed out by an `https://` root must be `wss://`: the secret goes in
+/// its upgrade request's headers.
+pub fn as_secure_as_the_root(root: &str, ws: &str) -> Result<(), String> {
+    let https_root = root.trim().get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://"));
+    if https_root && !ws.starts_with("wss://") {
+        return Err(format!("endpoint {} is not encrypted while KEYMETRICS_NODE is https://; the secret would travel in clear", clip(ws)));
+    }
+    Ok(())
+}
+
 /// Upstream text made safe to print on one line: control characters out, at most 200 chars.
 pub fn clip(s: &str) -> String {
     let clean: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
@@ -193,7 +203,18 @@ pub async fn call(client: &reqwest::Client, cfg: &Config, meta: &Meta) -> Verdic
         Ok::<_, reqwest::Error>((status, buf))
     };
     match tokio::time::timeout(TIMEOUT, read).await {
-        Ok(Ok((status, buf))) => verdict(status, &buf),
+        // The client follows no redirect: the request carries the keys, and a redirect could
+        // send them elsewhere, or over plain http.
+        Ok(Ok((status, _))) if (300..400).contains(&status) => Verdict::Refused(Refusal::Unreachable(format!(
+            "it answers with a redirect (HTTP {status}), which is not followed since the call carries the keys; set KEYMETRICS_NODE to the final address"
+        ))),
+        Ok(Ok((status, buf))) => match verdict(status, &buf) {
+            Verdict::Connect { ws } => match as_secure_as_the_root(&cfg.root, &ws) {
+                Ok(()) => Verdict::Connect { ws },
+                Err(e) => Verdict::Refused(Refusal::NoEndpoint(Some(e))),
+            },
+            other => other,
+        },
         Ok(Err(e)) => Verdict::Refused(Refusal::Unreachable(describe_http_error(&e))),
         Err(_) => Verdict::Refused(Refusal::Unreachable(format!("no answer within {} s", TIMEOUT.as_secs()))),
     }
@@ -265,6 +286,15 @@ mod tests {
         assert!(Refusal::Error { status: 403, msg: Some("bad".into()) }.describe(root).contains("check PM2_PUBLIC_KEY and PM2_SECRET_KEY"));
         assert!(Refusal::NotJson { status: 502 }.describe(root).contains("HTTP 502"));
         assert!(Refusal::Unreachable("connection failed".into()).describe(root).contains("cannot reach https://root.example"));
+    }
+
+    #[test]
+    fn an_https_root_hands_out_only_wss() {
+        assert!(as_secure_as_the_root("https://root.keymetrics.io", "wss://a/ws").is_ok());
+        assert!(as_secure_as_the_root("HTTPS://root", "wss://a/ws").is_ok());
+        assert!(as_secure_as_the_root("http://127.0.0.1:9", "ws://127.0.0.1:9/ws").is_ok());
+        let e = as_secure_as_the_root("https://root.keymetrics.io", "ws://evil.example/ws").unwrap_err();
+        assert!(e.contains("ws://evil.example/ws") && e.contains("in clear"), "{e}");
     }
 
     #[test]

@@ -47,25 +47,46 @@ pub fn with_preload(argv: &[String], preload: &Path) -> Vec<String> {
 }
 
 /// Writes the preload into `dir` (created if needed) unless it is already there with the same
-/// content: a temporary file renamed over the old one, mode 0644 (apps may run as another uid).
+/// content, mode 0644 (apps may run as another uid), through [`replace_file`].
 pub fn install(dir: &Path) -> io::Result<PathBuf> {
     let path = dir.join(FILE_NAME);
     if std::fs::read(&path).is_ok_and(|old| old == SOURCE.as_bytes()) {
         return Ok(path);
     }
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{FILE_NAME}.{}", std::process::id()));
+    replace_file(&path, SOURCE.as_bytes(), 0o644)?;
+    Ok(path)
+}
+
+/// Replaces `path` with a file holding `bytes` (mode `mode`), atomically: a temporary file in
+/// the same directory, renamed over it. The temporary name is random and the file is created
+/// with `O_EXCL|O_NOFOLLOW`, so a name planted in advance (a symlink to another file, or
+/// anything else) makes the write fail instead of writing through it; `rename` replaces a
+/// symlink at `path` itself, never its target.
+pub fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{} names no file", path.display())));
+    };
+    let random = crate::supervisor::uuid_v4();
+    let tmp = dir.join(format!(".{}.{}", name.to_string_lossy(), &random[..18]));
     let written = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(SOURCE.as_bytes())?;
-        f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        // The creation mode is masked by the umask: set it exactly, on the file we created.
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
         f.sync_all()?;
-        std::fs::rename(&tmp, &path)
+        std::fs::rename(&tmp, path)
     })();
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    written.map(|()| path)
+    written
 }
 
 /// Installs the preload if any app wants it and adds it to those apps' command lines: in
@@ -189,5 +210,25 @@ mod tests {
         install(&home).expect("replace");
         assert_eq!(std::fs::read_to_string(&p).expect("read"), SOURCE);
         assert_eq!(std::fs::read_dir(&home).expect("dir").count(), 1, "no temporary file left behind");
+    }
+
+    #[test]
+    fn replace_file_never_writes_through_a_link() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").expect("write");
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let home = dir.path().join("home");
+        std::fs::create_dir(&home).expect("mkdir");
+        // The old predictable temporary names, and the target itself, all point at the victim.
+        for name in [format!(".{FILE_NAME}.{}", std::process::id()), format!(".{FILE_NAME}.1"), FILE_NAME.to_string()] {
+            std::os::unix::fs::symlink(&victim, home.join(name)).expect("symlink");
+        }
+        let p = install(&home).expect("install");
+        assert_eq!(std::fs::read_to_string(&victim).expect("read"), "precious");
+        assert_eq!(std::fs::metadata(&victim).expect("meta").mode() & 0o777, 0o600);
+        assert!(!std::fs::symlink_metadata(&p).expect("meta").file_type().is_symlink(), "the link itself was replaced");
+        assert_eq!(std::fs::read_to_string(&p).expect("read"), SOURCE);
     }
 }

@@ -40,6 +40,9 @@ const NEVER_INHERIT: &[&str] = &[
     // would leak it); an app that needs it sets it in its own `env`.
     "PM2_SECRET_KEY",
     "KEYMETRICS_SECRET",
+    // The HTTP API's write token: whoever holds it may stop, restart and scale every app, and
+    // read every app's logs. An app dropped to another uid could not read its 0600 file either.
+    "PM_RUNTIME_WEB_TOKEN",
 ];
 
 /// The part of the runtime's environment an app inherits (`filter_env` applied, the runtime's

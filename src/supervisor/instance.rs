@@ -353,10 +353,14 @@ impl Instance {
         if let Some(err) = running.stderr {
             self.logs.pump(err, &app, self.pm_id, crate::logs::Stream::Err);
         }
-        // One channel type for every Node child: a fork-mode child simply never speaks the
-        // cluster protocol (its listeners stay empty).
+        // One channel type for every Node child; only cluster workers may ask for servers, and
+        // an app of another user only for what that user could bind itself.
+        let me = nix::unistd::geteuid().as_raw();
         let chan = running.ipc.map(|stream| {
-            let listeners = self.listeners.clone().unwrap_or_else(|| crate::cluster::Listeners::new(crate::cluster::SchedPolicy::DEFAULT));
+            let listeners = self.listeners.as_ref().map(|l| match uid {
+                Some(u) if u != me => l.as_user(u, gid.unwrap_or_else(|| nix::unistd::getegid().as_raw())),
+                _ => l.clone(),
+            });
             WorkerChannel::new(stream, crate::cluster::worker_id(self.pm_id), listeners)
         });
         Some(Run {

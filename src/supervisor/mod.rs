@@ -46,6 +46,10 @@ use status::{
     AppStatus, Bus, BusEvent, InstanceStatus, Report, RestartCounts, RestartReason, Sample, Status, StatusFeed, StatusTable, Update,
 };
 
+/// Custom actions (`axm:action`) kept per instance; one of more than 256 bytes of name or
+/// 16 KiB of description, or beyond this count, is not kept.
+pub const MAX_AXM_ACTIONS: usize = 64;
+
 /// Where the coordinator publishes what readers see: the status table and the event bus.
 /// Made before the run so that optional readers (HTTP, PM2 Plus) can be given their handles.
 pub struct Board {
@@ -347,7 +351,11 @@ impl Coordinator {
             }
             (Some("axm:action"), Some(data)) => {
                 let name = data.get("action_name");
-                if !slot.axm_actions.iter().any(|a| a.get("action_name") == name) {
+                // Kept for the instance's life: bounded, or an app could grow PID 1 for ever.
+                let fits = slot.axm_actions.len() < MAX_AXM_ACTIONS
+                    && name.and_then(|n| n.as_str()).is_some_and(|n| !n.is_empty() && n.len() <= 256)
+                    && data.to_string().len() <= 16 * 1024;
+                if fits && !slot.axm_actions.iter().any(|a| a.get("action_name") == name) {
                     Arc::make_mut(&mut slot.axm_actions).push(data.clone());
                     changed = true;
                 }

@@ -420,3 +420,27 @@ fn jlist_version_is_read_when_the_process_starts_not_at_each_listing() {
     r.signal(libc::SIGTERM);
     assert!(r.wait(Duration::from_secs(10)).is_some());
 }
+
+/// An instance still alive in its stop grace shows its pid in `ls`, as in PM2 (it showed 0).
+#[test]
+fn ls_shows_the_pid_of_an_instance_in_its_stop_grace() {
+    let s = Scenario::new()
+        .file("slow.sh", "#!/bin/sh\ntrap 'echo draining; sleep 6; exit 0' INT TERM\necho slow up\nwhile :; do sleep 0.1; done\n")
+        .file("e.yml", "apps:\n  - name: slow\n    script: slow.sh\n    kill_timeout: 10000\n");
+    let r = s.start(&["e.yml", "--no-auto-exit"]);
+    r.wait_for("slow up", Duration::from_secs(10));
+    let pid = jlist(&s)[0]["pid"].as_u64().unwrap();
+    assert!(pid > 0);
+    let stopper = std::thread::spawn({
+        let mut c = s.command(&["stop", "slow"]);
+        move || c.output()
+    });
+    r.wait_for("draining", Duration::from_secs(10));
+    let row = poll("ls shows slow stopping", Duration::from_secs(5), || {
+        let (_, out, _) = cli(&s, &["ls"]);
+        out.lines().find(|l| l.contains(" slow ") && l.contains("stopping")).map(str::to_string)
+    });
+    let cells: Vec<&str> = row.split('│').map(str::trim).collect();
+    assert_eq!(cells[5], pid.to_string(), "{row}");
+    let _ = stopper.join();
+}

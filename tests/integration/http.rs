@@ -51,6 +51,14 @@ fn json(port: u16, path: &str) -> serde_json::Value {
     serde_json::from_str(&b).unwrap_or_else(|e| panic!("{path}: {e}: {b}"))
 }
 
+/// A GET with the bearer token.
+fn json_auth(port: u16, path: &str, token: &str) -> serde_json::Value {
+    let bearer = format!("Bearer {token}");
+    let (s, _, b) = request(port, "GET", path, &[("Authorization", &bearer)], "");
+    assert_eq!(s, 200, "{path}: {b}");
+    serde_json::from_str(&b).unwrap_or_else(|e| panic!("{path}: {e}: {b}"))
+}
+
 fn pids(port: u16, app: &str) -> Vec<u64> {
     let v = json(port, &format!("/api/v1/processes/{app}"));
     v["processes"].as_array().unwrap().iter().map(|p| p["pid"].as_u64().unwrap()).collect()
@@ -195,9 +203,13 @@ fn api_metrics_probes_and_write_actions_without_leaking_secrets() {
     assert_eq!(code, 200, "{body}");
     // Logs, as the socket numbers them.
     // Two instances print a line per 0.2 s: wait until five have been written, then ask for five.
-    let mut logs = json(port, "/logs?app=web&lines=5");
+    // They need the token: apps print secrets.
+    let (code, head, body) = request(port, "GET", "/logs?app=web&lines=5", &[], "");
+    assert_eq!(code, 401, "{head}{body}");
+    assert!(body.contains("logs need 'Authorization: Bearer <token>'"), "{body}");
+    let mut logs = json_auth(port, "/logs?app=web&lines=5", &token);
     wait_until("web has written five lines", Duration::from_secs(10), || {
-        logs = json(port, "/logs?app=web&lines=5");
+        logs = json_auth(port, "/logs?app=web&lines=5", &token);
         logs["lines"].as_array().is_some_and(|l| l.len() >= 5)
     });
     let lines = logs["lines"].as_array().unwrap();
@@ -414,12 +426,14 @@ fn logs_follow_over_server_sent_events_with_the_sockets_seq() {
         .file("a.sh", "#!/bin/sh\ni=0\nwhile :; do i=$((i+1)); echo a-line $i; sleep 0.05; done\n")
         .file("b.sh", "#!/bin/sh\nwhile :; do echo b-line >&2; sleep 0.05; done\n")
         .file("e.yml", "apps:\n  - name: a\n    script: a.sh\n  - name: b\n    script: b.sh\n");
-    let r = s.start(&["e.yml", "--web=0"]);
+    let mut cmd = s.command(&["e.yml", "--web=0"]);
+    cmd.env("PM_RUNTIME_WEB_TOKEN", "logs-tok");
+    let r = Running::start(cmd);
     let port = web_port(&r);
     r.wait_for("a-line 3", Duration::from_secs(5));
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    stream.write_all(b"GET /logs?app=a&follow=1&lines=2 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    stream.write_all(b"GET /logs?app=a&follow=1&lines=2 HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer logs-tok\r\n\r\n").unwrap();
     let mut reader = BufReader::new(stream);
     let mut head = String::new();
     loop {
@@ -452,8 +466,10 @@ fn logs_follow_over_server_sent_events_with_the_sockets_seq() {
     for e in &events[..5] {
         assert!(by_socket.iter().any(|l| l["seq"] == e["seq"] && l["message"] == e["message"]), "{e} not in the socket's logs");
     }
-    assert_eq!(get(port, "/logs?app=ghost").0, 404);
-    assert_eq!(get(port, "/logs?lines=many").0, 400);
+    let auth = [("Authorization", "Bearer logs-tok")];
+    assert_eq!(request(port, "GET", "/logs?app=ghost", &auth, "").0, 404);
+    assert_eq!(request(port, "GET", "/logs?lines=many", &auth, "").0, 400);
+    assert_eq!(get(port, "/logs?follow=1").0, 401, "no stream without the token");
 }
 
 #[test]
@@ -777,7 +793,8 @@ const T = { timeout: 20000 };
   await page.waitForFunction(() => { const p = document.querySelector('#cpu polyline'); return p && p.getAttribute('points').trim().split(/\s+/).length >= 3; }, null, T);
   out.cpu_points = await points('#cpu polyline');
   out.mem_points = await points('#mem polyline');
-  // Log search, and err apart from out.
+  // Log search, and err apart from out. The logs need the token: the pane asks for it when clicked.
+  await page.click('#logs');
   const shown = () => page.$$eval('#logs div', ds => ds.filter(d => !d.hidden).map(d => [d.className, d.textContent]));
   await page.waitForFunction(() => /err-mark/.test(document.querySelector('#logs').textContent), null, T);
   await page.fill('#q', 'ERR-MARK');

@@ -26,6 +26,7 @@ mod plus_mock;
 mod port_sharing;
 mod restart;
 mod runtimes;
+mod security;
 mod serve;
 mod ship;
 mod stop;

@@ -530,3 +530,48 @@ fn plus_secret_appears_nowhere() {
     }
     drop(r);
 }
+
+/// The verify call carries the secret. A backend that redirects it (307 keeps the method and
+/// body) to another host gets nothing re-sent: the second host never sees the keys, and the
+/// runtime says why it does not connect.
+#[test]
+fn plus_a_redirecting_backend_never_gets_the_keys_forwarded() {
+    let secret = marker();
+    let elsewhere = MockPlus::start(&secret, ok());
+    let redirecting = MockPlus::start(&secret, Mode::Redirect(format!("{}/api/node/verifyPM2", elsewhere.root())));
+    let sc = Scenario::new().file("app.js", TICKER);
+    let r = Running::start(plus_cmd(&sc, &["app.js", "--name", "api"], &redirecting.root(), &secret));
+    r.wait_for("answers with a redirect (HTTP 307), which is not followed", LONG);
+    assert!(!redirecting.verifies().is_empty());
+    thread::sleep(Duration::from_millis(500));
+    assert!(elsewhere.verifies().is_empty() && elsewhere.upgrades().is_empty(), "the keys were forwarded");
+}
+
+/// A hostile backend floods remote orders: at most a few run at once, the rest are answered
+/// "busy" at once (no restart storm, no pile of waiting tasks), and names it sends with line
+/// breaks and terminal escapes reach the runtime's log as one clipped line.
+#[test]
+fn plus_a_flood_of_remote_orders_is_bounded() {
+    let secret = marker();
+    let mock = MockPlus::start(&secret, ok());
+    let sc = Scenario::new().file("app.js", TICKER);
+    let r = Running::start(plus_cmd(&sc, &["app.js", "--name", "api"], &mock.root(), &secret));
+    mock.wait_status("api online", LONG, |p| online(p, "api") == 1);
+    mock.push("trigger:pm2:action", json!({"method_name": "evil\n\u{1b}[31mFORGED LOG LINE", "parameters": {}}));
+    for _ in 0..100 {
+        mock.push("trigger:pm2:action", json!({"method_name": "restart", "parameters": {"name": "api"}}));
+    }
+    let results = mock.wait("an answer to every order", LONG, |m| {
+        let r = m.frames_on("trigger:pm2:result");
+        (r.iter().filter(|f| f.payload["meta"]["method_name"] == "restart").count() == 100).then_some(r)
+    });
+    let restarts: Vec<&Value> = results.iter().filter(|f| f.payload["meta"]["method_name"] == "restart").map(|f| &f.payload).collect();
+    let busy = restarts.iter().filter(|p| p["ret"]["err"].as_str().is_some_and(|e| e.starts_with("busy"))).count();
+    assert!(busy >= 10, "a burst is turned away beyond what runs at once: {busy} busy of 100");
+    let st = mock.wait_status("api online again", LONG, |p| online(p, "api") == 1);
+    let restart_time = by_name(st["data"]["process"].as_array().unwrap(), "api")[0]["restart_time"].as_u64().unwrap();
+    assert!(restart_time as usize <= 100 - busy, "{restart_time} restarts for {} accepted orders", 100 - busy);
+    let out = r.stdout() + &r.stderr();
+    assert!(!out.contains('\u{1b}') && !out.lines().any(|l| l.starts_with("FORGED")), "{out}");
+    assert!(out.contains("PM2 Plus: remote evil  [31mFORGED LOG LINE"), "{out}");
+}

@@ -33,6 +33,8 @@ pub enum Mode {
     Garbage,
     /// HTTP 500, text.
     Http500,
+    /// HTTP 307 to this URL.
+    Redirect(String),
 }
 
 #[derive(Debug, Clone)]
@@ -228,6 +230,10 @@ fn verify(mut s: TcpStream, sh: &Shared, port: u16) {
     let path_ok = head.starts_with("POST /api/node/verifyPM2 ");
     sh.verifies.lock().unwrap().push(Verify { at: Instant::now(), headers, body });
     let mode = sh.mode.lock().unwrap().clone().unwrap();
+    if let Mode::Redirect(to) = &mode {
+        let _ = write!(s, "HTTP/1.1 307 X\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        return;
+    }
     let (code, ctype, text) = if !path_ok {
         (404, "text/plain", "not found".to_string())
     } else {
@@ -250,6 +256,7 @@ fn verify(mut s: TcpStream, sh: &Shared, port: u16) {
             Mode::BadKeys(msg) => (403, "application/json", json!({"error": true, "msg": msg}).to_string()),
             Mode::Garbage => (200, "text/html", "<html>maintenance</html>".to_string()),
             Mode::Http500 => (500, "text/plain", "Internal Server Error".to_string()),
+            Mode::Redirect(_) => unreachable!("answered above"),
         }
     };
     let _ = write!(s, "HTTP/1.1 {code} X\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}", text.len());
