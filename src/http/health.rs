@@ -48,6 +48,7 @@ mod tests {
             restarts: Default::default(),
             prev_restart_delay: std::time::Duration::ZERO,
             last_exit: None,
+            death: None,
             manual,
             scheduled,
             created_at: std::time::UNIX_EPOCH,

@@ -349,6 +349,7 @@ mod tests {
             restarts: Default::default(),
             prev_restart_delay: Duration::ZERO,
             last_exit: None,
+            death: None,
             manual: false,
             scheduled: false,
             created_at: t0,

@@ -68,16 +68,31 @@ pub struct Usage {
     pub working_set: u64,
 }
 
+/// The runtime's own cgroup, found once (the apps live in it too: the runtime does not move them).
+pub fn current() -> Option<&'static Cgroup> {
+    static CURRENT: std::sync::OnceLock<Option<Cgroup>> = std::sync::OnceLock::new();
+    CURRENT.get_or_init(Cgroup::detect).as_ref()
+}
+
 impl Cgroup {
     /// The runtime's own cgroup (under `/`); `None` outside any cgroup with a memory controller.
     pub fn detect() -> Option<Cgroup> {
         Self::detect_under(Path::new("/"))
     }
 
+    /// The cgroup of process `pid` (another process of the runtime's container).
+    pub fn detect_for(pid: u32) -> Option<Cgroup> {
+        Self::detect_in(Path::new("/"), &pid.to_string())
+    }
+
     /// The cgroup of the process whose `proc/self` is under `root`, with mount points under `root`.
     pub fn detect_under(root: &Path) -> Option<Cgroup> {
-        let membership = fs::read_to_string(root.join("proc/self/cgroup")).ok()?;
-        let mountinfo = fs::read_to_string(root.join("proc/self/mountinfo")).ok()?;
+        Self::detect_in(root, "self")
+    }
+
+    fn detect_in(root: &Path, pid: &str) -> Option<Cgroup> {
+        let membership = fs::read_to_string(root.join(format!("proc/{pid}/cgroup"))).ok()?;
+        let mountinfo = fs::read_to_string(root.join(format!("proc/{pid}/mountinfo"))).ok()?;
         let mounts = parse_mountinfo(&mountinfo);
         let mut v1_memory = None;
         let mut v1_cpu = None;

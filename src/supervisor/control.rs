@@ -236,7 +236,14 @@ pub fn process_rows(table: &super::status::StatusTable, only: Option<&[u32]>, en
             axm_monitor: &row.axm_monitor,
             axm_actions: &row.axm_actions,
         };
-        out.push(super::jlist::entry(&facts, env));
+        let mut entry = super::jlist::entry(&facts, env);
+        // The death certificate of its last process (pm-runtime's own key).
+        if let Some(d) = &row.death
+            && let Some(e) = entry.get_mut("pm2_env").and_then(Value::as_object_mut)
+        {
+            e.insert("last_exit".into(), d.json());
+        }
+        out.push(entry);
     }
     out
 }

@@ -7,7 +7,8 @@
 //! reporting [`Update`]s. Every decision lives in `machine.rs`; nothing here decides.
 //!
 //! Must never: wait inside an effect for longer than a bounded IPC write (`IPC_WRITE_LIMIT`)
-//! or a shared /proc scan (timeouts are the machine's timers), so that the inbox is always
+//! or a shared /proc scan (timeouts are the machine's timers), nor after an exit for longer than
+//! [`STDERR_DRAIN`] (for the dead process's last stderr lines), so that the inbox is always
 //! answered.
 
 use std::collections::{HashMap, VecDeque};
@@ -22,7 +23,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::cron::Schedule;
 use super::env::{self, InstanceFacts};
 pub use super::machine::{Cmd, Shutdown, Status};
-use super::machine::{Effect, Input, Level, Machine, Ready, Report, Timer};
+use super::machine::{Effect, ExitReason, Input, Level, Machine, Ready, Report, Timer};
+use super::status::{DEATH_STDERR_LINES, Death};
 use super::policy;
 use crate::cluster::{WorkerChannel, WorkerEvent};
 use crate::config::{App, Principal};
@@ -37,6 +39,8 @@ pub struct Update {
     /// When the current process started (for uptime), if running.
     pub since: Option<SystemTime>,
     pub report: Report,
+    /// The death certificate of the instance's last process.
+    pub death: Option<Arc<Death>>,
 }
 
 impl std::ops::Deref for Update {
@@ -70,6 +74,8 @@ pub struct Instance {
     pub messages: AppMessages,
     /// This task replaces one that panicked: start at once, whatever `autostart` says.
     pub resumed: bool,
+    /// The death certificate of the instance's last process (kept across a panicked task).
+    pub death: Option<Arc<Death>>,
 }
 
 /// The sending side of the app-message channel: `(pm_id, message)`. Bounded; a message that
@@ -90,6 +96,12 @@ struct Run {
     strays: Vec<u32>,
     since: Option<SystemTime>,
     pid_file: Option<PidFile>,
+    /// Resolves when the stderr pump has read the pipe to its end.
+    err_done: Option<oneshot::Receiver<()>>,
+    /// The last log line of the instance before this process (its own lines come after).
+    first_seq: u64,
+    /// The cgroup's OOM-kill count when the process started.
+    oom_kills: Option<u64>,
 }
 
 impl Run {
@@ -114,7 +126,7 @@ impl Instance {
         m.resumed = self.resumed;
         let created_wall = now_ms();
         let mut run = Run::default();
-        let mut handed: Option<Run> = None;
+        let mut handed: Option<(Run, ExitReason)> = None;
         let mut timers = Timers::new();
         let mut queue = VecDeque::new();
         let level = *self.shutdown.borrow_and_update();
@@ -141,7 +153,13 @@ impl Instance {
                     run.exit = None;
                     // The pid file names a live process only.
                     run.pid_file = None;
-                    queue.push_back(Input::Exited { exit, leftovers: run.leftovers() });
+                    // Its last stderr lines, for the death certificate: the pump reads the pipe
+                    // to its end (bounded: a descendant may hold the pipe open).
+                    if let Some(done) = run.err_done.take() {
+                        let _ = tokio::time::timeout(STDERR_DRAIN, done).await;
+                    }
+                    let oom = oom_grew(run.oom_kills, exit);
+                    queue.push_back(Input::Exited { exit, leftovers: run.leftovers(), oom });
                 }
                 ev = next_event(&mut run.chan), if run.chan_open => match ev {
                     Some(WorkerEvent::Listening { port, address }) => queue.push_back(Input::Ready(Ready::Listening(port, address))),
@@ -197,7 +215,7 @@ impl Instance {
         effect: Effect,
         m: &Machine,
         run: &mut Run,
-        handed: &mut Option<Run>,
+        handed: &mut Option<(Run, ExitReason)>,
         timers: &mut Timers,
         queue: &mut VecDeque<Input>,
         created_wall: u64,
@@ -206,7 +224,7 @@ impl Instance {
         match effect {
             Effect::Report(r) => {
                 let since = r.pid.and(run.since);
-                let _ = self.updates.send(Update { pm_id: self.pm_id, since, report: r.clone() });
+                let _ = self.updates.send(Update { pm_id: self.pm_id, since, report: r.clone(), death: self.death.clone() });
                 if r.status == Status::Online {
                     test_hooks::maybe_panic(self.pm_id, r.restart_time);
                 }
@@ -269,20 +287,30 @@ impl Instance {
             Effect::Disarm(t) => {
                 timers.remove(&t);
             }
-            Effect::HandOver => {
-                if let Some(old) = handed.take() {
-                    self.retire(&app, old);
+            Effect::Died { exit, reason } => {
+                let death = Arc::new(self.certificate(run, exit, reason));
+                let line = death.line(&app.name, self.pm_id);
+                let json = death.json().to_string();
+                match reason {
+                    ExitReason::OomKilled | ExitReason::Signal => tracing::warn!(app = %app.name, id = self.pm_id, status = "exit", exit = %json, "{line}"),
+                    _ => tracing::info!(app = %app.name, id = self.pm_id, status = "exit", exit = %json, "{line}"),
                 }
-                *handed = Some(std::mem::take(run));
+                self.death = Some(death);
+            }
+            Effect::HandOver(reason) => {
+                if let Some((old, why)) = handed.take() {
+                    self.retire(&app, old, why);
+                }
+                *handed = Some((std::mem::take(run), reason));
             }
             Effect::Retire => {
-                if let Some(old) = handed.take() {
-                    self.retire(&app, old);
+                if let Some((old, why)) = handed.take() {
+                    self.retire(&app, old, why);
                 }
             }
             Effect::End => {
-                if let Some(old) = handed.take() {
-                    self.retire(&app, old);
+                if let Some((old, why)) = handed.take() {
+                    self.retire(&app, old, why);
                 }
                 return true;
             }
@@ -356,12 +384,11 @@ impl Instance {
             }
         };
         let pid = running.pid;
+        let first_seq = self.logs.last_seq(self.pm_id);
         if let Some(out) = running.stdout {
             self.logs.pump(out, &app, self.pm_id, crate::logs::Stream::Out);
         }
-        if let Some(err) = running.stderr {
-            self.logs.pump(err, &app, self.pm_id, crate::logs::Stream::Err);
-        }
+        let err_done = running.stderr.map(|err| self.logs.pump(err, &app, self.pm_id, crate::logs::Stream::Err));
         // One channel type for every Node child: a fork-mode child simply never speaks the
         // cluster protocol (its listeners stay empty).
         let chan = running.ipc.map(|stream| {
@@ -377,16 +404,32 @@ impl Instance {
             strays: Vec::new(),
             since: Some(SystemTime::now()),
             pid_file: app.pid_file.as_ref().and_then(|p| PidFile::write(app.instance_path(p, self.pm_id), pid)),
+            err_done,
+            first_seq,
+            oom_kills: crate::process::cgroup::current().and_then(|c| c.oom_kills()),
         })
+    }
+
+    /// The death certificate of the process of `run`, which ended with `exit` for `reason`.
+    fn certificate(&self, run: &Run, exit: Exit, reason: ExitReason) -> Death {
+        Death {
+            pid: run.pid.unwrap_or(0),
+            exit,
+            reason,
+            uptime: run.since.and_then(|t| t.elapsed().ok()).unwrap_or_default(),
+            at: SystemTime::now(),
+            stderr: self.logs.last_err(self.pm_id, DEATH_STDERR_LINES, run.first_seq),
+        }
     }
 
     /// Retires the process a rolling reload replaced, in a task of its own (the new one runs
     /// meanwhile): Node's `disconnect`, the kill signal at half of `kill_timeout`, SIGKILL at
     /// `kill_timeout`, as for any stop.
-    fn retire(&self, app: &Arc<App>, mut old: Run) {
+    fn retire(&self, app: &Arc<App>, mut old: Run, reason: ExitReason) {
         let Some(pid) = old.pid else { return };
         let app = app.clone();
         let pm_id = self.pm_id;
+        let logs = self.logs.clone();
         let mut shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             tracing::info!(app = %app.name, id = pm_id, "App [{}:{pm_id}] retiring its previous process (pid {pid})", app.name);
@@ -423,9 +466,36 @@ impl Instance {
             if old.leftovers() {
                 kill(&mut old, pid, app.treekill).await;
             }
-            tracing::info!(app = %app.name, id = pm_id, status = "exit", "{}", super::machine::exit_line(&app.name, pm_id, exit));
+            if let Some(done) = old.err_done.take() {
+                let _ = tokio::time::timeout(STDERR_DRAIN, done).await;
+            }
+            let reason = if oom_grew(old.oom_kills, exit) == Some(true) && !killed { ExitReason::OomKilled } else { reason };
+            let death = Death {
+                pid,
+                exit,
+                reason,
+                uptime: old.since.and_then(|t| t.elapsed().ok()).unwrap_or_default(),
+                at: SystemTime::now(),
+                stderr: logs.last_err(pm_id, DEATH_STDERR_LINES, old.first_seq),
+            };
+            let json = death.json().to_string();
+            tracing::info!(app = %app.name, id = pm_id, status = "exit", exit = %json, "{}", death.line(&app.name, pm_id));
         });
     }
+}
+
+/// How long an exit waits for the process's last stderr lines to be read (longer only when a
+/// descendant still holds the pipe open).
+const STDERR_DRAIN: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Whether the cgroup's OOM killer struck while a process ran (from its count at the start):
+/// asked only for a SIGKILL; `None` when the count cannot be read.
+fn oom_grew(at_start: Option<u64>, exit: Exit) -> Option<bool> {
+    if exit != Exit::Signal(libc::SIGKILL) {
+        return Some(false);
+    }
+    let now = crate::process::cgroup::current().and_then(|c| c.oom_kills())?;
+    Some(now > at_start?)
 }
 
 /// How long a write on the IPC channel may hold up the loop (a worker that does not read, or a

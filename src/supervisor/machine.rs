@@ -57,6 +57,65 @@ impl Status {
     }
 }
 
+/// Why a process ended: the death certificate's `reason` (`jlist` `last_exit.reason`,
+/// `pm_runtime_app_last_exit_reason{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExitReason {
+    /// It exited by itself with a code.
+    Exit,
+    /// A signal nobody here sent (and not the OOM killer's).
+    Signal,
+    /// We restarted it for memory: `max_memory_restart`, or the container near its limit.
+    MemoryLimit,
+    /// The kernel's OOM killer: a SIGKILL we did not send while the cgroup's `oom_kill`
+    /// count grew (or, where the count cannot be read, any SIGKILL we did not send).
+    OomKilled,
+    /// The hang watchdog restarted it.
+    Watchdog,
+    /// We stopped it on request (stop, restart, reload, delete, the runtime's shutdown).
+    Stopped,
+}
+
+impl ExitReason {
+    pub const ALL: [ExitReason; 6] =
+        [ExitReason::Exit, ExitReason::Signal, ExitReason::MemoryLimit, ExitReason::OomKilled, ExitReason::Watchdog, ExitReason::Stopped];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExitReason::Exit => "exit",
+            ExitReason::Signal => "signal",
+            ExitReason::MemoryLimit => "memory_limit",
+            ExitReason::OomKilled => "oom_killed",
+            ExitReason::Watchdog => "watchdog",
+            ExitReason::Stopped => "stopped",
+        }
+    }
+
+    /// A process that ended without being asked: `oom` says whether the cgroup's OOM-kill count
+    /// grew meanwhile (`None`: unknown).
+    pub fn unasked(exit: Exit, oom: Option<bool>) -> ExitReason {
+        match exit {
+            Exit::Signal(libc::SIGKILL) if oom != Some(false) => ExitReason::OomKilled,
+            Exit::Signal(_) => ExitReason::Signal,
+            Exit::Code(_) => ExitReason::Exit,
+        }
+    }
+
+    /// A process we were stopping, for this purpose.
+    fn asked(then: Then, phase: StopPhase, exit: Exit, oom: Option<bool>) -> ExitReason {
+        match then {
+            _ if oom == Some(true) && exit == Exit::Signal(libc::SIGKILL) && phase != StopPhase::Killed => ExitReason::OomKilled,
+            Then::Restart(RestartReason::Memory) => ExitReason::MemoryLimit,
+            _ => ExitReason::Stopped,
+        }
+    }
+
+    /// A handed-over process retired after a rolling reload for `reason`.
+    fn retired(reason: RestartReason) -> ExitReason {
+        if reason == RestartReason::Memory { ExitReason::MemoryLimit } else { ExitReason::Stopped }
+    }
+}
+
 /// How far the runtime's shutdown has gone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Shutdown {
@@ -146,6 +205,8 @@ pub enum Input {
     Exited {
         exit: Exit,
         leftovers: bool,
+        /// Whether the cgroup's OOM-kill count grew while the process ran (`None`: unknown).
+        oom: Option<bool>,
     },
     /// The stopped process's leftovers are all gone (or still there), after [`Timer::Leftovers`].
     Leftovers {
@@ -185,8 +246,11 @@ pub enum Effect {
     ArmCron,
     Disarm(Timer),
     /// Rolling reload: the running process is handed over to retirement (kept running); the
-    /// next [`Effect::Spawn`] starts its replacement.
-    HandOver,
+    /// next [`Effect::Spawn`] starts its replacement. Its death certificate will give this reason.
+    HandOver(ExitReason),
+    /// The process ended, for this reason: the task writes its death certificate (the exit
+    /// line, with pid, uptime and last stderr lines) and keeps it as the instance's `last_exit`.
+    Died { exit: Exit, reason: ExitReason },
     /// Retire the handed-over process now (its replacement is online, or failed).
     Retire,
     /// The task ends.
@@ -289,9 +353,14 @@ pub enum State {
 pub fn exit_line(name: &str, pm_id: u32, exit: Exit) -> String {
     let (code, signal) = match exit {
         Exit::Code(c) => (c.to_string(), "none".to_string()),
-        Exit::Signal(s) => ("null".to_string(), Signal::try_from(s).map(|s| s.as_str().to_string()).unwrap_or_else(|_| s.to_string())),
+        Exit::Signal(s) => ("null".to_string(), signal_name(s)),
     };
     format!("App [{name}:{pm_id}] exited with code [{code}] via signal [{signal}]")
+}
+
+/// A signal's name (`SIGKILL`), or its number when it has none.
+pub fn signal_name(s: i32) -> String {
+    Signal::try_from(s).map(|s| s.as_str().to_string()).unwrap_or_else(|_| s.to_string())
 }
 
 /// One instance's lifecycle.
@@ -423,7 +492,7 @@ impl Machine {
                     self.after_exit(Exit::Code(127), now, now, &mut fx);
                 }
             }
-            Input::Exited { exit, leftovers } => self.on_exit(exit, leftovers, now, &mut fx),
+            Input::Exited { exit, leftovers, oom } => self.on_exit(exit, leftovers, oom, now, &mut fx),
             Input::Leftovers { alive } => {
                 if let State::Stopping { phase: StopPhase::Draining(exit), then, .. } = self.state {
                     if alive {
@@ -649,15 +718,15 @@ impl Machine {
     fn rolling_reload(&mut self, reason: RestartReason, now: Instant, fx: &mut Vec<Effect>) {
         fx.push(Effect::Disarm(Timer::Listen));
         fx.push(Effect::Disarm(Timer::Cron));
-        fx.push(Effect::HandOver);
+        fx.push(Effect::HandOver(ExitReason::retired(reason)));
         self.retiring = true;
         self.restart(reason, true, now, fx);
     }
 
-    fn on_exit(&mut self, exit: Exit, leftovers: bool, now: Instant, fx: &mut Vec<Effect>) {
+    fn on_exit(&mut self, exit: Exit, leftovers: bool, oom: Option<bool>, now: Instant, fx: &mut Vec<Effect>) {
         match self.state.clone() {
             State::Launching { started, .. } | State::Online { started, .. } => {
-                fx.push(self.exit_log(exit));
+                fx.push(Effect::Died { exit, reason: ExitReason::unasked(exit, oom) });
                 fx.push(Effect::Disarm(Timer::Listen));
                 fx.push(Effect::Disarm(Timer::Cron));
                 // The replacement died before it was ready: the old one is retired all the same.
@@ -668,7 +737,7 @@ impl Machine {
                 if matches!(phase, StopPhase::Draining(_)) {
                     return;
                 }
-                fx.push(self.exit_log(exit));
+                fx.push(Effect::Died { exit, reason: ExitReason::asked(then, phase, exit, oom) });
                 fx.push(Effect::Disarm(Timer::Signal));
                 if leftovers && phase != StopPhase::Killed {
                     self.state = State::Stopping { pid, then, phase: StopPhase::Draining(exit) };
@@ -683,10 +752,6 @@ impl Machine {
             }
             _ => {}
         }
-    }
-
-    fn exit_log(&self, exit: Exit) -> Effect {
-        Effect::Log(Log { level: Level::Info, status: Some("exit"), text: exit_line(&self.app.name, self.pm_id, exit) })
     }
 
     /// A stop on request is over.

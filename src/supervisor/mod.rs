@@ -8,6 +8,7 @@
 //! runs it), `policy` (PM2's restart rules), `numbering` (`NODE_APP_INSTANCE`), `sampler`,
 //! `status`, `control` (requests), `env`, `cron`, `file_watch`.
 
+pub mod container;
 pub mod control;
 pub mod cron;
 pub mod env;
@@ -122,6 +123,8 @@ pub struct Coordinator {
     numbers: std::collections::HashMap<usize, numbering::Numbering>,
     /// Which instance each task runs (a panicked task is known only by its id).
     task_ids: std::collections::HashMap<tokio::task::Id, u32>,
+    /// The container's limits and usage (read with each sample).
+    container: container::Watch,
 }
 
 impl Coordinator {
@@ -157,6 +160,7 @@ impl Coordinator {
     fn start_task(&mut self, pm_id: u32, inbox: mpsc::UnboundedReceiver<Cmd>, restart_time: u32, resumed: bool) {
         let Some(slot) = self.slots.get(&pm_id) else { return };
         let (app_index, instance, unique_id) = (slot.app_index, slot.instance, slot.unique_id.clone());
+        let death = slot.last.as_ref().and_then(|u| u.death.clone());
         let inst = Instance {
             app: self.apps[app_index].clone(),
             pm_id,
@@ -174,6 +178,7 @@ impl Coordinator {
             unique_id,
             messages: self.messages_tx.clone(),
             resumed,
+            death,
         };
         let task = self.tasks.spawn(inst.run());
         self.task_ids.insert(task.id(), pm_id);
@@ -223,6 +228,7 @@ impl Coordinator {
             slot.last = Some(Update {
                 pm_id,
                 since: None,
+                death: last.as_ref().and_then(|u| u.death.clone()),
                 report: machine::Report {
                     status,
                     pid: None,
@@ -384,6 +390,7 @@ impl Coordinator {
     fn sample(&mut self) {
         let roots: Vec<(u32, u32)> = self.slots.iter().filter_map(|(id, s)| Some((*id, s.last.as_ref()?.pid?))).collect();
         let mut samples = self.sampler.sweep(&roots);
+        self.container.read();
         for (id, slot) in self.slots.iter_mut() {
             slot.sample = samples.remove(id).unwrap_or_default();
         }
@@ -420,6 +427,7 @@ impl Coordinator {
                     restarts: s.restarts,
                     prev_restart_delay: last.map_or(Duration::ZERO, |u| u.prev_restart_delay),
                     last_exit: last.as_ref().and_then(|u| u.last_exit),
+                    death: last.and_then(|u| u.death.clone()),
                     manual: last.is_some_and(|u| u.manual),
                     scheduled: last.is_some_and(|u| u.scheduled),
                     created_at: s.created_at,
@@ -437,7 +445,8 @@ impl Coordinator {
             .map(|(i, app)| AppStatus { app: app.clone(), desired: self.slots.values().filter(|s| s.app_index == i).count() })
             .collect();
         let sampled_at = self.sampler.last_sweep.map(|t| SystemTime::now() - t.elapsed());
-        self.board.status.send_replace(Arc::new(StatusTable { instances, apps, stopping: self.stopping, sampled_at }));
+        let container = self.container.last;
+        self.board.status.send_replace(Arc::new(StatusTable { instances, apps, stopping: self.stopping, sampled_at, container }));
     }
 }
 
@@ -482,6 +491,7 @@ pub async fn run(
         cpus: opts.cpus,
         listeners: Default::default(),
         sockets: Default::default(),
+        container: container::Watch::start(),
     };
     for app_index in 0..co.apps.len() {
         for _ in 0..crate::config::resolve_instances(co.apps[app_index].instances, opts.cpus) {

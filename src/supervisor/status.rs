@@ -20,6 +20,7 @@ use serde_json::Value;
 use tokio::sync::{broadcast, watch};
 
 use super::instance::Status;
+pub use super::machine::ExitReason;
 use crate::config::App;
 use crate::process::Exit;
 
@@ -82,6 +83,59 @@ impl RestartCounts {
     }
 }
 
+/// How many of its last stderr lines a death certificate keeps.
+pub const DEATH_STDERR_LINES: usize = 5;
+
+/// A death certificate: how and why one process of an instance ended. One log line per exit
+/// ([`Death::line`]), `jlist`'s `last_exit` ([`Death::json`]), `_last_exit_reason{reason}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Death {
+    pub pid: u32,
+    pub exit: Exit,
+    pub reason: ExitReason,
+    /// How long the process ran.
+    pub uptime: Duration,
+    pub at: SystemTime,
+    /// The last lines (at most [`DEATH_STDERR_LINES`]) the process wrote to stderr, oldest first.
+    pub stderr: Vec<String>,
+}
+
+impl Death {
+    /// The exit line: PM2's `App [name:id] exited with code [c] via signal [s]`, then the
+    /// certificate (reason, pid, uptime, last stderr lines, each quoted as JSON strings).
+    pub fn line(&self, name: &str, pm_id: u32) -> String {
+        let mut s = format!(
+            "{}: reason={} pid={} uptime={:.1}s",
+            super::machine::exit_line(name, pm_id, self.exit),
+            self.reason.as_str(),
+            self.pid,
+            self.uptime.as_secs_f64()
+        );
+        if !self.stderr.is_empty() {
+            s.push_str(" last_stderr=");
+            s.push_str(&Value::from(self.stderr.clone()).to_string());
+        }
+        s
+    }
+
+    /// `jlist`'s `last_exit` (and the `exit` field of the line in `--json` output).
+    pub fn json(&self) -> Value {
+        let (code, signal) = match self.exit {
+            Exit::Code(c) => (Value::from(c), Value::Null),
+            Exit::Signal(s) => (Value::Null, Value::from(super::machine::signal_name(s))),
+        };
+        serde_json::json!({
+            "reason": self.reason.as_str(),
+            "code": code,
+            "signal": signal,
+            "pid": self.pid,
+            "uptime_ms": self.uptime.as_millis() as u64,
+            "at": self.at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64,
+            "stderr": self.stderr,
+        })
+    }
+}
+
 /// Resource use of an instance's whole process tree, as the sampler last saw it.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Sample {
@@ -114,6 +168,8 @@ pub struct InstanceStatus {
     /// The delay of the last restart with `exp_backoff_restart_delay` (zero when none).
     pub prev_restart_delay: Duration,
     pub last_exit: Option<Exit>,
+    /// The death certificate of its last process.
+    pub death: Option<Arc<Death>>,
     /// Stopped on request (`stop`), not by its own doing.
     pub manual: bool,
     /// Stopped but `cron_restart` will start it again.
@@ -153,6 +209,8 @@ pub struct StatusTable {
     pub stopping: bool,
     /// When the sampler last read /proc (`None`: never yet).
     pub sampled_at: Option<SystemTime>,
+    /// The container's cgroup limits and usage, as of the last sample (`None`: no cgroup found).
+    pub container: Option<super::container::Container>,
 }
 
 impl StatusTable {
