@@ -282,7 +282,7 @@ fn parse_flags(o: &Overrides, errors: &mut Vec<Problem>) -> Flags {
         }
     }
     if let Some(m) = &o.max_memory_restart {
-        match units::parse_size(m) {
+        match units::parse_memory_limit(m, crate::process::cgroup::memory_total()) {
             Ok(v) => f.max_memory_restart = Some(v),
             Err(e) => errors.push(Problem::new(None, None, Some("--max-memory-restart"), e)),
         }

@@ -422,7 +422,7 @@ pub fn validate_app(path: &str, node: &Node, rep: &mut Reporter) -> RawApp {
             "max_restarts" => app.max_restarts = c.count(),
             "restart_delay" => app.restart_delay = c.duration(),
             "exp_backoff_restart_delay" => app.exp_backoff_restart_delay = c.duration(),
-            "max_memory_restart" => app.max_memory_restart = c.size(),
+            "max_memory_restart" => app.max_memory_restart = c.memory_limit(),
             "cron_restart" => app.cron_restart = c.cron(),
             "kill_timeout" => app.kill_timeout = c.duration(),
             "kill_signal" => app.kill_signal = c.signal(),
@@ -684,6 +684,16 @@ impl Check<'_, '_> {
             _ => Err(format!("expected a size in bytes or a number with K, M or G (e.g. \"200M\"), got {}", self.got())),
         };
         r.map_err(|e| self.fail::<()>(e)).ok()
+    }
+
+    /// `max_memory_restart`: a size, or a percentage of the container's memory (`85%`).
+    fn memory_limit(&mut self) -> Option<u64> {
+        match &self.node.value {
+            Value::Str(s) if s.trim().ends_with('%') => {
+                units::parse_memory_limit(s, crate::process::cgroup::memory_total()).map_err(|e| self.fail::<()>(e)).ok()
+            }
+            _ => self.size(),
+        }
     }
 
     fn arg_list(&mut self) -> Option<Vec<String>> {

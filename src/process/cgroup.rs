@@ -191,6 +191,11 @@ impl Cgroup {
     }
 }
 
+/// What a relative memory size is relative to: the container's limit, else the machine's memory.
+pub fn memory_total() -> Option<u64> {
+    current().and_then(|c| c.limits().memory).or_else(machine_memory).map(|t| t.min(machine_memory().unwrap_or(u64::MAX)))
+}
+
 /// The machine's memory (`MemTotal` of `/proc/meminfo`), bytes.
 pub fn machine_memory() -> Option<u64> {
     field(&fs::read_to_string("/proc/meminfo").ok()?, "MemTotal:").map(|kb| kb * 1024)

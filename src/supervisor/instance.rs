@@ -291,10 +291,7 @@ impl Instance {
                 let death = Arc::new(self.certificate(run, exit, reason));
                 let line = death.line(&app.name, self.pm_id);
                 let json = death.json().to_string();
-                match reason {
-                    ExitReason::OomKilled | ExitReason::Signal => tracing::warn!(app = %app.name, id = self.pm_id, status = "exit", exit = %json, "{line}"),
-                    _ => tracing::info!(app = %app.name, id = self.pm_id, status = "exit", exit = %json, "{line}"),
-                }
+                tracing::info!(app = %app.name, id = self.pm_id, status = "exit", exit = %json, "{line}");
                 self.death = Some(death);
             }
             Effect::HandOver(reason) => {
