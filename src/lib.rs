@@ -179,6 +179,13 @@ fn run_start(start: &StartArgs, extra_env: &[(String, String)]) -> Outcome {
     let plus = plus::resolve(&|name| std::env::var(name).ok(), &start.plus_flags());
     let format = start.output_format(std::io::stdout().is_terminal());
     let delay = Duration::from_secs_f64(start.delay.unwrap_or(0.0).max(0.0));
+    let shutdown_delay = match shutdown_delay(start.shutdown_delay, std::env::var("PM_RUNTIME_SHUTDOWN_DELAY").ok().as_deref()) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("pm-runtime: {e}");
+            return Outcome::Usage;
+        }
+    };
     rt.block_on(async move {
         // One tag per instance (pm_ids in start order), so `--formatted` columns are PM2's width.
         let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
@@ -236,7 +243,7 @@ fn run_start(start: &StartArgs, extra_env: &[(String, String)]) -> Outcome {
         };
         let reaper = process::Reaper::new();
         let reaper_task = tokio::spawn(reaper.clone().run());
-        let opts = supervisor::RunOptions { auto_exit: !start.no_auto_exit, delay, pm2_home: pm2_home(), cpus };
+        let opts = supervisor::RunOptions { auto_exit: !start.no_auto_exit, delay, pm2_home: pm2_home(), cpus, shutdown_delay };
         // What readers see: the status table and the event bus. Optional readers (an HTTP
         // server, an upstream link) take a feed and the control sender here; with none, the feed
         // is dropped and the sampler only runs while `ls`/`monit` ask.
@@ -285,10 +292,25 @@ fn run_start(start: &StartArgs, extra_env: &[(String, String)]) -> Outcome {
 }
 
 /// Says what stops the runtime from running (on stderr: no log writer exists yet) and gives
-/// its exit code.
+/// its exit code; the orchestrator's termination log says it too.
 fn critical(e: Critical) -> Outcome {
     eprintln!("pm-runtime: {e}");
+    supervisor::container::write_termination_log(&format!("pm-runtime: {e}"));
     e.outcome()
+}
+
+/// `--shutdown-delay` (seconds), else `PM_RUNTIME_SHUTDOWN_DELAY`.
+fn shutdown_delay(flag: Option<f64>, env: Option<&str>) -> Result<Duration, String> {
+    let (value, from) = match (flag, env.map(str::trim).filter(|v| !v.is_empty())) {
+        (Some(f), _) => (f, "--shutdown-delay".to_string()),
+        (None, Some(e)) => (e.parse::<f64>().unwrap_or(f64::NAN), format!("PM_RUNTIME_SHUTDOWN_DELAY={e:?}")),
+        (None, None) => return Ok(Duration::ZERO),
+    };
+    if value.is_finite() && (0.0..=3600.0).contains(&value) {
+        Ok(Duration::from_secs_f64(value))
+    } else {
+        Err(format!("{from}: expected seconds between 0 and 3600"))
+    }
 }
 
 /// Binds the HTTP server and spawns it (with `--web`); says where it listens and where the token is.

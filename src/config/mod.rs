@@ -543,6 +543,7 @@ fn finish(
         treekill: raw.treekill.unwrap_or(true),
         wait_ready: raw.wait_ready.unwrap_or(false),
         listen_fds: raw.listen_fds.unwrap_or(false),
+        node_heap: raw.node_heap.unwrap_or(false),
         pm_runtime_preload: raw.pm_runtime_preload.unwrap_or(true),
         listen_timeout: raw.listen_timeout.filter(nonzero).unwrap_or(defaults.listen_timeout),
         watch,

@@ -226,6 +226,37 @@ impl Recycler {
     }
 }
 
+/// Where the termination message goes: `/dev/termination-log` (Kubernetes shows it in
+/// `kubectl describe pod`), or `PM_RUNTIME_TERMINATION_LOG`.
+pub fn termination_log_path() -> std::path::PathBuf {
+    std::env::var_os("PM_RUNTIME_TERMINATION_LOG").filter(|p| !p.is_empty()).map_or_else(|| "/dev/termination-log".into(), Into::into)
+}
+
+/// Writes `message` to the termination log when it exists and is writable (never creates it:
+/// outside Kubernetes there is none). At most 4 KiB, as the kubelet reads.
+pub fn write_termination_log(message: &str) {
+    let path = termination_log_path();
+    let Ok(mut f) = std::fs::OpenOptions::new().write(true).truncate(true).open(&path) else { return };
+    let mut end = message.len().min(4096);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    let _ = std::io::Write::write_all(&mut f, message[..end].as_bytes());
+}
+
+/// The termination message of a runtime that exits non-zero because of its apps: which app,
+/// and why its last process ended.
+pub fn termination_message(summary: &str, deaths: &[(String, u32, Option<&super::status::Death>)]) -> String {
+    let mut s = summary.to_string();
+    for (name, pm_id, death) in deaths {
+        match death {
+            Some(d) => s.push_str(&format!("\n{}", d.line(name, *pm_id))),
+            None => s.push_str(&format!("\nApp [{name}:{pm_id}] never ran")),
+        }
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

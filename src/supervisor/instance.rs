@@ -76,6 +76,8 @@ pub struct Instance {
     pub resumed: bool,
     /// The death certificate of the instance's last process (kept across a panicked task).
     pub death: Option<Arc<Death>>,
+    /// `node_heap: auto`: each Node process's heap, MiB (the coordinator's share of the container).
+    pub heap_share: watch::Receiver<Option<u64>>,
 }
 
 /// The sending side of the app-message channel: `(pm_id, message)`. Bounded; a message that
@@ -340,6 +342,12 @@ impl Instance {
         // wait_ready for any language: sd_notify's READY=1 on NOTIFY_SOCKET (an abstract socket,
         // so no file to clean up), besides Node's process.send('ready').
         let mut child_env = env::build(&self.inherited_env, &app, &facts);
+        if app.node_heap
+            && app.command.is_node
+            && let Some(mib) = *self.heap_share.borrow()
+        {
+            size_heap(&mut child_env, mib);
+        }
         let mut notify = None;
         if app.wait_ready {
             match crate::cluster::notify::listen(self.pm_id) {
@@ -478,6 +486,20 @@ impl Instance {
             let json = death.json().to_string();
             tracing::info!(app = %app.name, id = pm_id, status = "exit", exit = %json, "{}", death.line(&app.name, pm_id));
         });
+    }
+}
+
+/// `node_heap: auto`: `--max-old-space-size` in `NODE_OPTIONS`, unless the app sets its own
+/// (`node_args` on the command line win over `NODE_OPTIONS` anyway).
+fn size_heap(env: &mut Vec<(OsString, OsString)>, mib: u64) {
+    let flag = format!("--max-old-space-size={mib}");
+    match env.iter_mut().find(|(k, _)| k == "NODE_OPTIONS") {
+        Some((_, v)) if v.to_string_lossy().contains("max-old-space-size") => {}
+        Some((_, v)) => {
+            let joined = format!("{} {flag}", v.to_string_lossy());
+            *v = joined.trim().into();
+        }
+        None => env.push(("NODE_OPTIONS".into(), flag.into())),
     }
 }
 

@@ -153,6 +153,10 @@ pub enum Cmd {
     /// The sampler saw the tree of process `pid` over its `max_memory_restart` (bytes).
     /// Ignored unless `pid` is still the instance's process (the reading may be late).
     OverMemory { pid: u32, rss: u64, limit: u64 },
+    /// The container's memory (`used` of its `limit`, bytes) nears the limit and this instance's
+    /// tree is the largest: restart it gracefully (rolling in cluster mode). Ignored unless
+    /// `pid` is still the instance's process.
+    ContainerMemory { pid: u32, used: u64, limit: u64 },
 }
 
 /// How an instance said it is ready.
@@ -939,7 +943,15 @@ impl Machine {
                     }
                     Cmd::Signal(sig) => fx.push(Effect::Signal(sig)),
                     Cmd::Send(msg) => fx.push(Effect::Send(msg)),
-                    Cmd::OverMemory { pid: sampled, .. } if sampled != pid => {}
+                    Cmd::OverMemory { pid: sampled, .. } | Cmd::ContainerMemory { pid: sampled, .. } if sampled != pid => {}
+                    Cmd::ContainerMemory { .. } => {
+                        Self::log(fx, Level::Warn, Some("restart"), format!("App [{tag}] restarted to keep the container under its memory limit"));
+                        if self.cluster && online {
+                            self.rolling_reload(RestartReason::Memory, now, fx);
+                        } else {
+                            self.begin_stop(pid, Then::Restart(RestartReason::Memory), now, fx);
+                        }
+                    }
                     Cmd::OverMemory { rss, limit, .. } => {
                         Self::log(
                             fx,
@@ -1002,7 +1014,7 @@ impl Machine {
                     self.restart_time = 0;
                     self.park(status, manual, fx);
                 }
-                Cmd::Signal(_) | Cmd::Send(_) | Cmd::OverMemory { .. } => {}
+                Cmd::Signal(_) | Cmd::Send(_) | Cmd::OverMemory { .. } | Cmd::ContainerMemory { .. } => {}
             },
             State::Waiting | State::Grace { .. } => match cmd {
                 Cmd::Restart | Cmd::Start | Cmd::Reload | Cmd::Replace(_) => {
@@ -1021,7 +1033,7 @@ impl Machine {
                 }
                 Cmd::Delete => self.end(fx),
                 Cmd::Reset => self.restart_time = 0,
-                Cmd::Signal(_) | Cmd::Send(_) | Cmd::OverMemory { .. } => {}
+                Cmd::Signal(_) | Cmd::Send(_) | Cmd::OverMemory { .. } | Cmd::ContainerMemory { .. } => {}
             },
             State::New | State::Starting => match cmd {
                 // Before the process exists: only what changes no process.

@@ -61,6 +61,7 @@ fn all_cmds() -> Vec<Cmd> {
         Cmd::Reload,
         Cmd::Send(Arc::new(serde_json::json!("hi"))),
         Cmd::OverMemory { pid: 100, rss: 200, limit: 100 },
+        Cmd::ContainerMemory { pid: 100, used: 950, limit: 1000 },
     ]
 }
 
@@ -76,6 +77,7 @@ fn name(c: &Cmd) -> &'static str {
         Cmd::Reload => "reload",
         Cmd::Send(_) => "send",
         Cmd::OverMemory { .. } => "over-memory",
+        Cmd::ContainerMemory { .. } => "container-memory",
     }
 }
 
@@ -153,7 +155,7 @@ fn every_command_in_every_state() {
             };
             let want = match (state_name, name(&cmd)) {
                 // Running: restart-like commands stop first; stop parks; delete ends after the stop.
-                ("online" | "launching", "restart" | "replace" | "over-memory") => "stopping→restart",
+                ("online" | "launching", "restart" | "replace" | "over-memory" | "container-memory") => "stopping→restart",
                 ("online", "reload") => "stopping→restart", // fork mode: reload = restart
                 ("launching", "reload") => "stopping→restart",
                 ("online" | "launching", "stop") => "stopping→park",
@@ -280,6 +282,7 @@ fn restarts_are_counted_with_their_reason() {
     for (input, reason) in [
         (Input::Timer(Timer::Cron), RestartReason::Cron),
         (Input::Cmd(Cmd::OverMemory { pid: 102, rss: 200, limit: 100 }), RestartReason::Memory),
+        (Input::Cmd(Cmd::ContainerMemory { pid: 102, used: 950, limit: 1000 }), RestartReason::Memory),
         (Input::Cmd(Cmd::Restart), RestartReason::Manual),
         (Input::Cmd(Cmd::Reload), RestartReason::Reload),
     ] {
@@ -288,7 +291,7 @@ fn restarts_are_counted_with_their_reason() {
         assert_eq!(reason_of(&fx), Some(Some(reason)), "{fx:?}");
         m.step(Input::Spawned { pid: 102 }, t);
     }
-    assert_eq!(m.restart_time, 5);
+    assert_eq!(m.restart_time, 6);
 }
 
 #[test]
@@ -357,6 +360,7 @@ fn autostart_false_parks_and_the_first_start_is_no_restart() {
 fn a_late_memory_reading_of_a_previous_process_is_ignored() {
     let (mut m, now) = online("    max_memory_restart: 100\n");
     assert!(m.step(Input::Cmd(Cmd::OverMemory { pid: 99, rss: 200, limit: 100 }), now).is_empty());
+    assert!(m.step(Input::Cmd(Cmd::ContainerMemory { pid: 99, used: 200, limit: 100 }), now).is_empty());
     assert!(matches!(m.state, State::Online { pid: 100, .. }));
 }
 
