@@ -216,7 +216,9 @@ impl Recycler {
         if self.last.is_some_and(|t| now.duration_since(t) < self.backoff) {
             return None;
         }
-        let pick = candidates.iter().filter(|c| c.online).max_by_key(|c| c.bytes)?;
+        // A tree too small to matter (under 5 % of the limit) is not worth a restart: the
+        // memory is elsewhere (the runtime, page cache, a process just killed).
+        let pick = candidates.iter().filter(|c| c.online && c.bytes >= limit / 20).max_by_key(|c| c.bytes)?;
         if self.last.is_some() {
             self.backoff = (self.backoff * 2).min(RECYCLE_BACKOFF_MAX);
         }
@@ -343,5 +345,9 @@ mod tests {
         assert_eq!(r.decide(at(127), 990, limit, &all), Some(1));
         // Nothing online: nothing to recycle.
         assert_eq!(Recycler::new(0.95).decide(at(0), 990, limit, &[c(0, 900, false)]), None);
+        // Only trees that matter: small ones are left alone, and no backoff is spent on them.
+        let mut r = Recycler::new(0.95);
+        assert_eq!(r.decide(at(0), 990, limit, &[c(0, 49, true), c(1, 10, true)]), None);
+        assert_eq!(r.decide(at(1), 990, limit, &[c(0, 50, true), c(1, 10, true)]), Some(0));
     }
 }

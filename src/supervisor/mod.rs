@@ -559,12 +559,12 @@ pub async fn run(
         Ok(t) => co.recycler = t.map(container::Recycler::new),
         Err(e) => tracing::error!("{e}; recycling stays at {}%", container::RECYCLE_AT * 100.0),
     }
-    co.warn_about_container(&opts);
     for app_index in 0..co.apps.len() {
         for _ in 0..crate::config::resolve_instances(co.apps[app_index].instances, opts.cpus) {
             co.spawn_instance(app_index);
         }
     }
+    co.warn_about_container(&opts);
 
     // One watcher per app with `watch`; it names the app, the coordinator restarts its instances.
     let (restart_tx, mut restart_rx) = mpsc::unbounded_channel::<usize>();
