@@ -26,12 +26,14 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// Finds the runtime's cgroup and says what it allows (once, at start).
+    /// Finds the runtime's cgroup and says what it allows (once, at start, when it limits
+    /// anything: `ls` shows it always).
     pub fn start() -> Watch {
         let cgroup = cgroup::current();
-        tracing::info!("{}", cgroup::describe(cgroup));
         let mut w = Watch { cgroup, last: None };
-        w.read();
+        if w.read().is_some_and(|c| c.limits.memory.is_some() || c.limits.cpu.is_some()) {
+            tracing::info!("{}", cgroup::describe(cgroup));
+        }
         w
     }
 

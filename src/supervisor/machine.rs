@@ -17,7 +17,7 @@ use nix::sys::signal::Signal;
 
 use super::cron::Schedule;
 use super::policy::{self, Decision, History, Policy};
-use super::status::RestartReason;
+use super::status::{ExitReason, Report, RestartReason, Status};
 use crate::config::App;
 use crate::process::Exit;
 
@@ -26,95 +26,6 @@ pub const STOP_GRACE: Duration = Duration::from_millis(100);
 
 /// How often the leftovers of a stopped process group are looked for, at most.
 pub const LEFTOVER_POLL: Duration = Duration::from_millis(100);
-
-/// Status names are PM2's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Launching,
-    Online,
-    Stopping,
-    Stopped,
-    Errored,
-    WaitingRestart,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Launching => "launching",
-            Status::Online => "online",
-            Status::Stopping => "stopping",
-            Status::Stopped => "stopped",
-            Status::Errored => "errored",
-            Status::WaitingRestart => "waiting restart",
-        }
-    }
-
-    /// Whether the instance can still run without anyone asking: the runtime stays up for it.
-    /// Unlike PM2, `waiting restart` counts as alive (spec §8 #3).
-    pub fn is_alive(self) -> bool {
-        matches!(self, Status::Launching | Status::Online | Status::Stopping | Status::WaitingRestart)
-    }
-}
-
-/// Why a process ended: the death certificate's `reason` (`jlist` `last_exit.reason`,
-/// `pm_runtime_app_last_exit_reason{reason}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ExitReason {
-    /// It exited by itself with a code.
-    Exit,
-    /// A signal nobody here sent (and not the OOM killer's).
-    Signal,
-    /// We restarted it for memory: `max_memory_restart`, or the container near its limit.
-    MemoryLimit,
-    /// The kernel's OOM killer: a SIGKILL we did not send while the cgroup's `oom_kill`
-    /// count grew (or, where the count cannot be read, any SIGKILL we did not send).
-    OomKilled,
-    /// The hang watchdog restarted it.
-    Watchdog,
-    /// We stopped it on request (stop, restart, reload, delete, the runtime's shutdown).
-    Stopped,
-}
-
-impl ExitReason {
-    pub const ALL: [ExitReason; 6] =
-        [ExitReason::Exit, ExitReason::Signal, ExitReason::MemoryLimit, ExitReason::OomKilled, ExitReason::Watchdog, ExitReason::Stopped];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ExitReason::Exit => "exit",
-            ExitReason::Signal => "signal",
-            ExitReason::MemoryLimit => "memory_limit",
-            ExitReason::OomKilled => "oom_killed",
-            ExitReason::Watchdog => "watchdog",
-            ExitReason::Stopped => "stopped",
-        }
-    }
-
-    /// A process that ended without being asked: `oom` says whether the cgroup's OOM-kill count
-    /// grew meanwhile (`None`: unknown).
-    pub fn unasked(exit: Exit, oom: Option<bool>) -> ExitReason {
-        match exit {
-            Exit::Signal(libc::SIGKILL) if oom != Some(false) => ExitReason::OomKilled,
-            Exit::Signal(_) => ExitReason::Signal,
-            Exit::Code(_) => ExitReason::Exit,
-        }
-    }
-
-    /// A process we were stopping, for this purpose.
-    fn asked(then: Then, phase: StopPhase, exit: Exit, oom: Option<bool>) -> ExitReason {
-        match then {
-            _ if oom == Some(true) && exit == Exit::Signal(libc::SIGKILL) && phase != StopPhase::Killed => ExitReason::OomKilled,
-            Then::Restart(RestartReason::Memory) => ExitReason::MemoryLimit,
-            _ => ExitReason::Stopped,
-        }
-    }
-
-    /// A handed-over process retired after a rolling reload for `reason`.
-    fn retired(reason: RestartReason) -> ExitReason {
-        if reason == RestartReason::Memory { ExitReason::MemoryLimit } else { ExitReason::Stopped }
-    }
-}
 
 /// How far the runtime's shutdown has gone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -261,25 +172,6 @@ pub enum Effect {
     End,
 }
 
-/// A status report (the coordinator adds pm_id and times).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Report {
-    pub status: Status,
-    pub pid: Option<u32>,
-    pub last_exit: Option<Exit>,
-    pub restart_time: u32,
-    /// Stopped (or errored) but `cron_restart` will start it again.
-    pub scheduled: bool,
-    /// Stopped on request.
-    pub manual: bool,
-    /// This report starts the instance again, for this reason.
-    pub reason: Option<RestartReason>,
-    pub gone: bool,
-    /// The delay of the last restart with `exp_backoff_restart_delay` (PM2's
-    /// `prev_restart_delay`); zero when none.
-    pub prev_restart_delay: Duration,
-}
-
 /// A line for the runtime's log: level, PM2's status word, text.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Log {
@@ -382,6 +274,8 @@ pub struct Machine {
     pub hist: History,
     backoff_reset: Duration,
     pub last_exit: Option<Exit>,
+    /// Why the last process ended.
+    pub exit_reason: Option<ExitReason>,
     /// Why the next start happens (reported with its `launching`).
     next_reason: Option<RestartReason>,
     shutdown: Shutdown,
@@ -408,6 +302,7 @@ impl Machine {
             hist: History::new(now),
             backoff_reset,
             last_exit: None,
+            exit_reason: None,
             next_reason: None,
             shutdown: Shutdown::Running,
             stop_seen: false,
@@ -448,26 +343,24 @@ impl Machine {
         self.app.cron_restart.as_deref().is_some_and(|p| Schedule::parse(p).is_ok())
     }
 
-    /// The pid of the running process, if any.
-    pub fn pid(&self) -> Option<u32> {
-        match self.state {
-            State::Launching { pid, .. } | State::Online { pid, .. } | State::Stopping { pid, .. } => Some(pid),
-            _ => None,
-        }
+    fn report(&self, status: Status, pid: Option<u32>, fx: &mut Vec<Effect>) {
+        fx.push(Effect::Report(self.status_report(status, pid)));
     }
 
-    fn report(&self, status: Status, pid: Option<u32>, fx: &mut Vec<Effect>) {
-        fx.push(Effect::Report(Report {
+    /// The instance's status as it is now (the one place a [`Report`] is built).
+    pub fn status_report(&self, status: Status, pid: Option<u32>) -> Report {
+        Report {
             status,
             pid,
             last_exit: self.last_exit,
+            exit_reason: self.exit_reason,
             restart_time: self.restart_time,
             scheduled: false,
             manual: false,
             reason: None,
             gone: false,
             prev_restart_delay: self.prev_restart_delay(),
-        }));
+        }
     }
 
     /// PM2's `prev_restart_delay`: the backoff delay of the last restart, zero without one.
@@ -493,6 +386,7 @@ impl Machine {
                         self.retiring = false;
                         fx.push(Effect::Retire);
                     }
+                    self.exit_reason = Some(ExitReason::Exit);
                     self.after_exit(Exit::Code(127), now, now, &mut fx);
                 }
             }
@@ -540,20 +434,8 @@ impl Machine {
             self.hist.created_at = Some(now);
         }
         fx.push(Effect::Disarm(Timer::Cron));
-        let mut report = Report {
-            status: Status::Launching,
-            pid: None,
-            last_exit: self.last_exit,
-            restart_time: self.restart_time,
-            scheduled: false,
-            manual: false,
-            reason: self.next_reason.take(),
-            gone: false,
-            prev_restart_delay: self.prev_restart_delay(),
-        };
-        if self.first_start {
-            report.reason = None;
-        }
+        let reason = self.next_reason.take().filter(|_| !self.first_start);
+        let report = Report { reason, ..self.status_report(Status::Launching, None) };
         self.first_start = false;
         fx.push(Effect::Report(report));
         let mode = if self.cluster { "cluster" } else { "fork" };
@@ -730,7 +612,9 @@ impl Machine {
     fn on_exit(&mut self, exit: Exit, leftovers: bool, oom: Option<bool>, now: Instant, fx: &mut Vec<Effect>) {
         match self.state.clone() {
             State::Launching { started, .. } | State::Online { started, .. } => {
-                fx.push(Effect::Died { exit, reason: ExitReason::unasked(exit, oom) });
+                let reason = ExitReason::unasked(exit, oom);
+                self.exit_reason = Some(reason);
+                fx.push(Effect::Died { exit, reason });
                 fx.push(Effect::Disarm(Timer::Listen));
                 fx.push(Effect::Disarm(Timer::Cron));
                 // The replacement died before it was ready: the old one is retired all the same.
@@ -741,7 +625,9 @@ impl Machine {
                 if matches!(phase, StopPhase::Draining(_)) {
                     return;
                 }
-                fx.push(Effect::Died { exit, reason: ExitReason::asked(then, phase, exit, oom) });
+                let reason = ExitReason::asked(then == Then::Restart(RestartReason::Memory), phase == StopPhase::Killed, exit, oom);
+                self.exit_reason = Some(reason);
+                fx.push(Effect::Died { exit, reason });
                 fx.push(Effect::Disarm(Timer::Signal));
                 if leftovers && phase != StopPhase::Killed {
                     self.state = State::Stopping { pid, then, phase: StopPhase::Draining(exit) };
@@ -760,6 +646,7 @@ impl Machine {
 
     /// A stop on request is over.
     fn finish_stop(&mut self, then: Then, exit: Exit, now: Instant, fx: &mut Vec<Effect>) {
+        // Its reason was given when it exited (`on_exit`).
         self.last_exit = Some(exit);
         match then {
             Then::Restart(reason) => self.restart(reason, true, now, fx),
@@ -770,6 +657,7 @@ impl Machine {
 
     /// The process exited by itself (or could not start): PM2's restart policy decides.
     fn after_exit(&mut self, exit: Exit, started: Instant, now: Instant, fx: &mut Vec<Effect>) {
+        // Its reason was given when it exited (`on_exit`), or when it could not start.
         self.last_exit = Some(exit);
         let shutting = self.shutting();
         let decision = policy::on_exit(&self.policy(), &mut self.hist, exit, started, now, shutting);
@@ -829,17 +717,7 @@ impl Machine {
     /// Stopped or errored: reported, then waits for `start`/`restart` or the next cron fire.
     fn park(&mut self, status: Status, manual: bool, fx: &mut Vec<Effect>) {
         let scheduled = !self.shutting() && self.has_cron();
-        fx.push(Effect::Report(Report {
-            status,
-            pid: None,
-            last_exit: self.last_exit,
-            restart_time: self.restart_time,
-            scheduled,
-            manual,
-            reason: None,
-            gone: false,
-            prev_restart_delay: self.prev_restart_delay(),
-        }));
+        fx.push(Effect::Report(Report { scheduled, manual, ..self.status_report(status, None) }));
         if self.shutting() {
             return self.end(fx);
         }
@@ -856,17 +734,7 @@ impl Machine {
             fx.push(Effect::Disarm(t));
         }
         self.retire_if_any(fx);
-        fx.push(Effect::Report(Report {
-            status: Status::Stopped,
-            pid: None,
-            last_exit: self.last_exit,
-            restart_time: self.restart_time,
-            scheduled: false,
-            manual: true,
-            reason: None,
-            gone: true,
-            prev_restart_delay: self.prev_restart_delay(),
-        }));
+        fx.push(Effect::Report(Report { manual: true, gone: true, ..self.status_report(Status::Stopped, None) }));
         fx.push(Effect::End);
         self.state = State::Gone;
     }
@@ -944,8 +812,15 @@ impl Machine {
                     Cmd::Signal(sig) => fx.push(Effect::Signal(sig)),
                     Cmd::Send(msg) => fx.push(Effect::Send(msg)),
                     Cmd::OverMemory { pid: sampled, .. } | Cmd::ContainerMemory { pid: sampled, .. } if sampled != pid => {}
-                    Cmd::ContainerMemory { .. } => {
-                        Self::log(fx, Level::Warn, Some("restart"), format!("App [{tag}] restarted to keep the container under its memory limit"));
+                    Cmd::ContainerMemory { used, limit, .. } => {
+                        Self::log(
+                            fx,
+                            Level::Warn,
+                            Some("restart"),
+                            format!(
+                                "App [{tag}] restarted to keep the container under its memory limit (container_memory={used} limit={limit} [octets])"
+                            ),
+                        );
                         if self.cluster && online {
                             self.rolling_reload(RestartReason::Memory, now, fx);
                         } else {

@@ -465,5 +465,5 @@ fn every_exit_says_why() {
     m.step(Input::Timer(Timer::Kill), now);
     assert_eq!(died(&m.step(Input::Exited { exit: KILL, leftovers: false, oom: Some(true) }, now)), Some(ExitReason::Stopped));
     let names: Vec<_> = ExitReason::ALL.iter().map(|r| r.as_str()).collect();
-    assert_eq!(names, ["exit", "signal", "memory_limit", "oom_killed", "watchdog", "stopped"]);
+    assert_eq!(names, ["exit", "signal", "stopped", "memory_limit", "oom_killed", "watchdog"]);
 }
