@@ -14,7 +14,8 @@
 //! - [`config`] turns an ecosystem file or a script into a validated [`config::Ecosystem`],
 //!   reporting every problem with file, line and column.
 //! - [`process`] starts processes in their own process groups and owns every `wait` (the
-//!   [`process::Reaper`]); it is the only place with `unsafe`.
+//!   [`process::Reaper`]); it is the only place with `unsafe`. It reads /proc (`process::tree`)
+//!   and the container's cgroup, v1 or v2 (`process::cgroup`: limits, usage, OOM kills).
 //! - [`supervisor`] runs one task per app instance and a coordinator that handles signals,
 //!   auto-exit and the final sweep. Its front door is small: `run`, the status vocabulary and
 //!   table ([`supervisor::status`]: `Status`, `RestartReason`, `ExitReason`, the one `Report`
@@ -28,7 +29,10 @@
 //!   coordinator tells an instance over its limit); every reader (`ls`, `monit`, HTTP, PM2
 //!   Plus) sees that table through a `watch` feed, and events through the bus, and imports
 //!   nothing else of the supervisor. A panicked instance task is noticed: its processes are
-//!   killed and it restarts as after a crash.
+//!   killed and it restarts as after a crash. The container's memory is the coordinator's too
+//!   ([`supervisor::container`]: the cgroup reading in the table, recycling the largest
+//!   instance near the limit, `node_heap: auto`, the start-up warnings, the termination log);
+//!   every exit gets a death certificate (reason, pid, uptime, last stderr lines).
 //! - [`cluster`] is Node's cluster primary and the one Node IPC channel type (fork-mode Node
 //!   children use it too: `ready`, app messages, `shutdown`).
 //! - [`logs`] frames app output into whole lines and writes it, with the runtime's own events,
