@@ -40,10 +40,14 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 /// (the container's memory limit, else the machine's memory; `None`: unknown).
 pub fn parse_memory_limit(s: &str, total: Option<u64>) -> Result<u64, String> {
     let Some(pct) = s.trim().strip_suffix('%') else { return parse_size(s) };
-    let p: f64 = pct.trim().parse().ok().filter(|p: &f64| *p > 0.0 && *p <= 100.0).ok_or_else(|| {
-        format!("expected a percentage above 0 and at most 100 (e.g. \"85%\") or a size (e.g. \"200M\"), got {s:?}")
-    })?;
-    let total = total.ok_or_else(|| format!("{s:?} is relative, but neither the container's memory limit nor the machine's memory is known"))?;
+    let p: f64 = pct
+        .trim()
+        .parse()
+        .ok()
+        .filter(|p: &f64| *p > 0.0 && *p <= 100.0)
+        .ok_or_else(|| format!("expected a percentage above 0 and at most 100 (e.g. \"85%\") or a size (e.g. \"200M\"), got {s:?}"))?;
+    let total =
+        total.ok_or_else(|| format!("{s:?} is relative, but neither the container's memory limit nor the machine's memory is known"))?;
     Ok((total as f64 * p / 100.0) as u64)
 }
 

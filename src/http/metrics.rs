@@ -169,8 +169,18 @@ pub fn render(table: &StatusTable, stats: &RuntimeStats, compat_pm2: bool, now: 
             "The container's memory in use minus inactive file cache (what the OOM killer counts).",
             c.usage.map(|u| u.working_set.to_string()),
         );
-        gauge("pm_runtime_container_cpu_limit", "gauge", "CPUs the container's quota allows; absent when unlimited.", c.limits.cpu.map(|c| c.to_string()));
-        gauge("pm_runtime_container_oom_kills_total", "counter", "Processes the kernel's OOM killer killed in the container.", c.oom_kills.map(|k| k.to_string()));
+        gauge(
+            "pm_runtime_container_cpu_limit",
+            "gauge",
+            "CPUs the container's quota allows; absent when unlimited.",
+            c.limits.cpu.map(|c| c.to_string()),
+        );
+        gauge(
+            "pm_runtime_container_oom_kills_total",
+            "counter",
+            "Processes the kernel's OOM killer killed in the container.",
+            c.oom_kills.map(|k| k.to_string()),
+        );
     }
     head(&mut out, "pm_runtime_log_lines_total", "counter", "App log lines read, by stream.");
     let _ = writeln!(out, "pm_runtime_log_lines_total{{stream=\"out\"}} {}", stats.log_lines.0);

@@ -253,11 +253,11 @@ fn under(root: &Path, abs: &str) -> PathBuf {
 
 /// The smallest value `read` finds from `dir` up to `mount` (both included).
 fn tightest(dir: &Path, mount: &Path, read: impl Fn(&Path) -> Option<u64>) -> Option<u64> {
-    ancestors(dir, mount).filter_map(|d| read(d)).min()
+    ancestors(dir, mount).filter_map(read).min()
 }
 
 fn tightest_f(dir: &Path, mount: &Path, read: impl Fn(&Path) -> Option<f64>) -> Option<f64> {
-    ancestors(dir, mount).filter_map(|d| read(d)).reduce(f64::min)
+    ancestors(dir, mount).filter_map(read).reduce(f64::min)
 }
 
 fn ancestors<'a>(dir: &'a Path, mount: &'a Path) -> impl Iterator<Item = &'a Path> {
@@ -296,7 +296,13 @@ pub fn human(bytes: u64) -> String {
         v /= 1024.0;
         unit = u;
     }
-    if unit == "B" { format!("{bytes} B") } else if v < 10.0 { format!("{v:.1} {unit}") } else { format!("{v:.0} {unit}") }
+    if unit == "B" {
+        format!("{bytes} B")
+    } else if v < 10.0 {
+        format!("{v:.1} {unit}")
+    } else {
+        format!("{v:.0} {unit}")
+    }
 }
 
 /// One line saying what the container allows, for `ls` and the start-up log.
@@ -368,7 +374,11 @@ mod tests {
         assert!(!l.oom_group);
         assert_eq!(cg.usage(), Some(Usage { bytes: 300_000_000, working_set: 200_000_000 }));
         assert_eq!(cg.oom_kills(), Some(3));
-        assert!(describe(Some(&cg)).contains("cgroup v1): memory limit 512 MiB, in use 191 MiB; cpu limit 1.50"), "{}", describe(Some(&cg)));
+        assert!(
+            describe(Some(&cg)).contains("cgroup v1): memory limit 512 MiB, in use 191 MiB; cpu limit 1.50"),
+            "{}",
+            describe(Some(&cg))
+        );
     }
 
     #[test]

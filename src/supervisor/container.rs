@@ -95,7 +95,8 @@ pub fn fit_warning(apps: &[Planned], limit: u64, oom_group: bool, v8_heap: u64) 
     if total <= limit || counted == 0 {
         return None;
     }
-    let group = if oom_group { "; memory.oom.group is set, so one OOM kill stops every process of the container, pm-runtime included" } else { "" };
+    let group =
+        if oom_group { "; memory.oom.group is set, so one OOM kill stops every process of the container, pm-runtime included" } else { "" };
     let per = limit / counted;
     Some(format!(
         "Memory: the apps may grow to {} ({}), over the container's limit of {}{group}. What fits: at most {} each for these {counted} instance(s) (max_memory_restart: {}%, or node_heap: auto for Node apps), or fewer instances",
@@ -245,7 +246,7 @@ pub fn write_termination_log(message: &str) {
     while !message.is_char_boundary(end) {
         end -= 1;
     }
-    let _ = std::io::Write::write_all(&mut f, message[..end].as_bytes());
+    let _ = std::io::Write::write_all(&mut f, &message.as_bytes()[..end]);
 }
 
 /// The termination message of a runtime that exits non-zero because of its apps: which app,
@@ -283,7 +284,8 @@ mod tests {
         // Sized ones that fit, heap-sized Node apps, and apps of unknown use: no warning.
         assert_eq!(fit_warning(&[app("web", 4, Some(200 * MIB), true, false), app("sh", 9, None, false, false)], GIB, false, heap), None);
         assert_eq!(fit_warning(&[app("web", 8, None, true, true)], GIB, false, heap), None);
-        let w = fit_warning(&[app("a", 2, Some(400 * MIB), false, false), app("b", 1, Some(300 * MIB), false, false)], GIB, false, heap).unwrap();
+        let w = fit_warning(&[app("a", 2, Some(400 * MIB), false, false), app("b", 1, Some(300 * MIB), false, false)], GIB, false, heap)
+            .unwrap();
         assert!(w.contains("grow to 1.1 GiB (2 × 400 MiB (max_memory_restart) for a, 1 × 300 MiB (max_memory_restart) for b)"), "{w}");
         assert!(!w.contains("oom.group"));
     }
@@ -298,7 +300,8 @@ mod tests {
 
     #[test]
     fn grace_periods_by_platform() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string());
+        let env =
+            |pairs: &'static [(&'static str, &'static str)]| move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string());
         let k8s = platform_grace(&env(&[("KUBERNETES_SERVICE_HOST", "10.0.0.1"), ("TERMINATION_GRACE_PERIOD_SECONDS", "5")]), true);
         assert_eq!(k8s, Some(("Kubernetes terminationGracePeriodSeconds", Duration::from_secs(5))));
         assert_eq!(platform_grace(&env(&[("KUBERNETES_SERVICE_HOST", "x")]), false).unwrap().1, Duration::from_secs(30));
@@ -306,7 +309,10 @@ mod tests {
         assert_eq!(platform_grace(&env(&[]), true).unwrap().1, Duration::from_secs(10));
         assert_eq!(platform_grace(&env(&[]), false), None);
         let w = grace_warning(Duration::from_secs(8), Duration::from_secs(5), platform_grace(&env(&[]), true)).unwrap();
-        assert!(w.contains("13.0s (longest kill_timeout 8.0s + shutdown_delay 5.0s), longer than Docker's default stop timeout (10s)"), "{w}");
+        assert!(
+            w.contains("13.0s (longest kill_timeout 8.0s + shutdown_delay 5.0s), longer than Docker's default stop timeout (10s)"),
+            "{w}"
+        );
         assert_eq!(grace_warning(Duration::from_secs(8), Duration::ZERO, platform_grace(&env(&[]), true)), None);
         assert_eq!(grace_warning(Duration::from_secs(80), Duration::ZERO, None), None);
     }

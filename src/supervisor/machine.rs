@@ -165,7 +165,10 @@ pub enum Effect {
     HandOver(ExitReason),
     /// The process ended, for this reason: the task writes its death certificate (the exit
     /// line, with pid, uptime and last stderr lines) and keeps it as the instance's `last_exit`.
-    Died { exit: Exit, reason: ExitReason },
+    Died {
+        exit: Exit,
+        reason: ExitReason,
+    },
     /// Retire the handed-over process now (its replacement is online, or failed).
     Retire,
     /// The task ends.

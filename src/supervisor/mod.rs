@@ -754,7 +754,10 @@ fn outcome(apps: &[App], slots: &BTreeMap<u32, Slot>) -> Outcome {
             .filter(|(_, s)| s.last.as_ref().is_some_and(|u| u.status == Status::Errored))
             .map(|(id, s)| (apps[s.app_index].name.clone(), *id, s.last.as_ref().and_then(|u| u.death.as_deref())))
             .collect();
-        container::write_termination_log(&container::termination_message(&format!("pm-runtime: app(s) errored: {}", names.join(", ")), &errored));
+        container::write_termination_log(&container::termination_message(
+            &format!("pm-runtime: app(s) errored: {}", names.join(", ")),
+            &errored,
+        ));
         return Outcome::AppErrored;
     }
     for s in slots.values() {

@@ -228,7 +228,10 @@ fn node_heap_auto_sizes_each_worker_to_its_share_of_the_container() {
 #[test]
 fn the_termination_log_says_which_app_and_why_and_is_never_created() {
     let s = Scenario::new()
-        .file("eco.json", r#"{"apps":[{"name":"job","script":"/bin/sh","args":["-c","echo cannot connect to db >&2; exit 4"],"autorestart":false}]}"#)
+        .file(
+            "eco.json",
+            r#"{"apps":[{"name":"job","script":"/bin/sh","args":["-c","echo cannot connect to db >&2; exit 4"],"autorestart":false}]}"#,
+        )
         .file("termination-log", "");
     let log = s.path().join("termination-log");
     let mut c = s.command(&["start", "eco.json"]);
@@ -237,7 +240,10 @@ fn the_termination_log_says_which_app_and_why_and_is_never_created() {
     assert_eq!(r.wait(T).and_then(|st| st.code()), Some(4));
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.starts_with("pm-runtime: every app has finished; job exited with 4"), "{text}");
-    assert!(text.contains("App [job:0] exited with code [4]") && text.contains("reason=exit") && text.contains("cannot connect to db"), "{text}");
+    assert!(
+        text.contains("App [job:0] exited with code [4]") && text.contains("reason=exit") && text.contains("cannot connect to db"),
+        "{text}"
+    );
     // Where there is no termination log (outside Kubernetes), none is made.
     let absent = s.path().join("no-such-log");
     let mut c = s.command(&["start", "eco.json"]);
