@@ -148,11 +148,10 @@ pub fn grace_warning(longest_kill_timeout: Duration, shutdown_delay: Duration, p
 
 /// The default share of the container's memory limit at which the largest instance is recycled.
 pub const RECYCLE_AT: f64 = 0.95;
-/// The pause after a recycle before another (doubles while the pressure lasts).
+/// The pause after a recycle that did not bring the usage under the threshold, before another
+/// (doubles while recycling does not help).
 pub const RECYCLE_BACKOFF: Duration = Duration::from_secs(5);
 const RECYCLE_BACKOFF_MAX: Duration = Duration::from_secs(300);
-/// How long the usage must stay under the threshold for the backoff to start over.
-const RECYCLE_CALM: Duration = Duration::from_secs(60);
 
 /// `PM_RUNTIME_MEMORY_RECYCLE`: the share of the limit (`95`, `90%`), or `off`/`0`.
 pub fn recycle_threshold(value: Option<&str>) -> Result<Option<f64>, String> {
@@ -167,9 +166,13 @@ pub fn recycle_threshold(value: Option<&str>) -> Result<Option<f64>, String> {
 }
 
 /// Recycling before the OOM killer: when the container's memory nears its limit, the instance
-/// with the largest tree is restarted gracefully — one at a time, with a backoff.
+/// with the largest tree is restarted gracefully — one at a time. A recycle that brought the
+/// usage under the threshold allows the next one at once (a steady leak is recycled as often as
+/// it needs); one that did not (the memory is elsewhere) makes the next wait, 5 s doubling to
+/// 5 min: never a loop of restarts that do not help.
 ///
-/// Owns: when the last recycle happened, which instance is being recycled, the current backoff.
+/// Owns: when the last recycle happened, whether the usage went under the threshold since,
+/// which instance is being recycled, the current backoff.
 /// Pure: the caller passes the clock and the readings.
 #[derive(Debug)]
 pub struct Recycler {
@@ -178,7 +181,8 @@ pub struct Recycler {
     last: Option<Instant>,
     /// The instance being recycled, until it is online again.
     in_flight: Option<u32>,
-    calm_since: Option<Instant>,
+    /// The usage went under the threshold since the last recycle.
+    relieved: bool,
 }
 
 /// An instance that could be recycled: pm_id, memory of its tree, whether it is online (a
@@ -192,7 +196,7 @@ pub struct Candidate {
 
 impl Recycler {
     pub fn new(threshold: f64) -> Recycler {
-        Recycler { threshold, backoff: RECYCLE_BACKOFF, last: None, in_flight: None, calm_since: None }
+        Recycler { threshold, backoff: RECYCLE_BACKOFF, last: None, in_flight: None, relieved: true }
     }
 
     /// Whether the container's memory `used` (working set) is at the threshold of `limit`.
@@ -209,22 +213,21 @@ impl Recycler {
         }
         self.in_flight = None;
         if !self.pressed(used, limit) {
-            let calm = *self.calm_since.get_or_insert(now);
-            if now.duration_since(calm) >= RECYCLE_CALM {
-                self.backoff = RECYCLE_BACKOFF;
-            }
+            self.relieved = true;
             return None;
         }
-        self.calm_since = None;
-        if self.last.is_some_and(|t| now.duration_since(t) < self.backoff) {
+        if self.relieved {
+            self.backoff = RECYCLE_BACKOFF;
+        } else if self.last.is_some_and(|t| now.duration_since(t) < self.backoff) {
             return None;
         }
         // A tree too small to matter (under 5 % of the limit) is not worth a restart: the
         // memory is elsewhere (the runtime, page cache, a process just killed).
         let pick = candidates.iter().filter(|c| c.online && c.bytes >= limit / 20).max_by_key(|c| c.bytes)?;
-        if self.last.is_some() {
+        if !self.relieved {
             self.backoff = (self.backoff * 2).min(RECYCLE_BACKOFF_MAX);
         }
+        self.relieved = false;
         self.last = Some(now);
         self.in_flight = Some(pick.pm_id);
         Some(pick.pm_id)
@@ -341,16 +344,19 @@ mod tests {
         assert_eq!(r.decide(at(1), 950, limit, &all), Some(1));
         // Never two at once: 1 is restarting.
         assert_eq!(r.decide(at(20), 990, limit, &[c(0, 300, true), c(1, 0, false)]), None);
-        // Online again, still pressed, past the backoff (5 s): the next largest.
+        // Online again, still pressed (the recycle did not help), past the backoff (5 s): the next largest.
         assert_eq!(r.decide(at(21), 990, limit, &[c(0, 300, true), c(1, 50, true)]), Some(0));
-        // The backoff doubled: 10 s.
+        // Still no relief: the backoff doubled to 10 s, then 20 s.
         assert_eq!(r.decide(at(29), 990, limit, &all), None);
         assert_eq!(r.decide(at(31), 990, limit, &all), Some(1));
         assert_eq!(r.decide(at(31 + 19), 990, limit, &all), None, "20 s now");
-        // Calm for a minute: the backoff starts over.
-        assert_eq!(r.decide(at(60), 10, limit, &all), None);
-        assert_eq!(r.decide(at(121), 10, limit, &all), None);
-        assert_eq!(r.decide(at(127), 990, limit, &all), Some(1));
+        // A recycle that helps (the usage went under the threshold) allows the next at once:
+        // a steady leak is recycled as often as it needs.
+        assert_eq!(r.decide(at(52), 10, limit, &all), None);
+        assert_eq!(r.decide(at(53), 990, limit, &all), Some(1));
+        assert_eq!(r.decide(at(54), 500, limit, &all), None);
+        assert_eq!(r.decide(at(55), 990, limit, &all), Some(1), "relieved again: no wait");
+        assert_eq!(r.decide(at(56), 990, limit, &all), None, "no relief since: 5 s");
         // Nothing online: nothing to recycle.
         assert_eq!(Recycler::new(0.95).decide(at(0), 990, limit, &[c(0, 900, false)]), None);
         // Only trees that matter: small ones are left alone, and no backoff is spent on them.
