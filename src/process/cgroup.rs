@@ -436,6 +436,30 @@ mod tests {
     }
 
     #[test]
+    fn v1_inside_docker_sees_its_own_cgroup_at_the_mount() {
+        // Docker on cgroup v1 without a cgroup namespace: /proc/self/cgroup names the host's
+        // path, the mount shows only that subtree (mountinfo's root field).
+        let t = tree(&[
+            ("proc/self/cgroup", "12:memory:/docker/abc123\n3:cpu,cpuacct:/docker/abc123\n0::/system.slice/docker-abc123.scope\n"),
+            (
+                "proc/self/mountinfo",
+                "700 690 0:60 /docker/abc123 /sys/fs/cgroup/memory ro,nosuid - cgroup cgroup rw,memory\n\
+                 701 690 0:61 /docker/abc123 /sys/fs/cgroup/cpu,cpuacct ro,nosuid - cgroup cgroup rw,cpu,cpuacct\n",
+            ),
+            ("sys/fs/cgroup/memory/memory.limit_in_bytes", "100663296\n"),
+            ("sys/fs/cgroup/memory/memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n"),
+            ("sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us", "50000\n"),
+            ("sys/fs/cgroup/cpu,cpuacct/cpu.cfs_period_us", "100000\n"),
+        ]);
+        let cg = Cgroup::detect_under(t.path()).expect("the container's own cgroup");
+        assert_eq!(cg.version, Version::V1);
+        assert_eq!(cg.limits().memory, Some(96 << 20));
+        assert_eq!(cg.limits().cpu, Some(0.5));
+        assert_eq!(cg.oom_kills(), Some(1));
+        assert!(cg.memory_dir().ends_with("sys/fs/cgroup/memory"));
+    }
+
+    #[test]
     fn nothing_without_a_memory_controller() {
         let t = tree(&[
             ("proc/self/cgroup", "1:cpu:/\n0::/\n"),
