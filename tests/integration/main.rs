@@ -13,7 +13,7 @@ mod interpreters;
 mod lifecycle;
 mod logs;
 mod node_apps;
-mod node_cluster;
+pub mod node_cluster;
 mod node_versions;
 mod npm;
 #[cfg(feature = "otel")]
@@ -24,6 +24,7 @@ mod plus;
 mod plus_mock;
 mod port_sharing;
 mod restart;
+mod runtimes;
 mod serve;
 mod ship;
 mod stop;
