@@ -607,6 +607,17 @@ impl Machine {
         self.state = State::Stopping { pid, then, phase };
     }
 
+    /// A restart for memory, saying `why`: in cluster mode a rolling reload, so the port keeps
+    /// answering.
+    fn restart_for_memory(&mut self, pid: u32, online: bool, why: String, now: Instant, fx: &mut Vec<Effect>) {
+        Self::log(fx, Level::Warn, Some("restart"), why);
+        if (self.cluster || self.rolling) && online {
+            self.rolling_reload(RestartReason::Memory, now, fx);
+        } else {
+            self.begin_stop(pid, Then::Restart(RestartReason::Memory), now, fx);
+        }
+    }
+
     /// A rolling reload: the running worker is kept until its replacement is online.
     fn rolling_reload(&mut self, reason: RestartReason, now: Instant, fx: &mut Vec<Effect>) {
         fx.push(Effect::Disarm(Timer::Listen));
@@ -820,35 +831,16 @@ impl Machine {
                     Cmd::Send(msg) => fx.push(Effect::Send(msg)),
                     Cmd::OverMemory { pid: sampled, .. } | Cmd::ContainerMemory { pid: sampled, .. } if sampled != pid => {}
                     Cmd::ContainerMemory { used, limit, .. } => {
-                        Self::log(
-                            fx,
-                            Level::Warn,
-                            Some("restart"),
-                            format!(
-                                "App [{tag}] restarted to keep the container under its memory limit (container_memory={used} limit={limit} [octets])"
-                            ),
+                        let why = format!(
+                            "App [{tag}] restarted to keep the container under its memory limit (container_memory={used} limit={limit} [octets])"
                         );
-                        if self.cluster && online {
-                            self.rolling_reload(RestartReason::Memory, now, fx);
-                        } else {
-                            self.begin_stop(pid, Then::Restart(RestartReason::Memory), now, fx);
-                        }
+                        self.restart_for_memory(pid, online, why, now, fx);
                     }
                     Cmd::OverMemory { rss, limit, .. } => {
-                        Self::log(
-                            fx,
-                            Level::Warn,
-                            Some("restart"),
-                            format!(
-                                "App [{tag}] restarted because it exceeds max_memory_restart (current_memory={rss} max_memory_limit={limit} [octets])"
-                            ),
+                        let why = format!(
+                            "App [{tag}] restarted because it exceeds max_memory_restart (current_memory={rss} max_memory_limit={limit} [octets])"
                         );
-                        if (self.cluster || self.rolling) && online {
-                            // Cluster mode: a rolling reload, so the port keeps answering.
-                            self.rolling_reload(RestartReason::Memory, now, fx);
-                        } else {
-                            self.begin_stop(pid, Then::Restart(RestartReason::Memory), now, fx);
-                        }
+                        self.restart_for_memory(pid, online, why, now, fx);
                     }
                 }
             }
