@@ -39,7 +39,8 @@
 //!   through a single writer, holding at most 16 MiB of it (back-pressure); log files are
 //!   opened without following another user's symlink (`logs::safe_open`).
 //! - [`control`] serves the control socket in a `PM2_HOME` that must be ours (`control::home`)
-//!   and is the client of the verbs.
+//!   and is the client of the verbs; which processes a target names (`all`, `/regex/`, name,
+//!   namespace, pm_id) is PM2's rule, in `control::target`.
 //! - [`preload`] is the script Node apps are started with (`--require`): PM2's handling of
 //!   unhandled rejections and uncaught exceptions, and the keep-alive drain of cluster workers.
 //!   Bun and Deno apps get it too, where the runtime allows.

@@ -7,6 +7,7 @@ mod cluster;
 mod config_errors;
 mod container;
 mod control;
+mod drop_in;
 mod hardening;
 mod http;
 mod interpreters;
