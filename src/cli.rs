@@ -203,6 +203,10 @@ pub struct StartArgs {
     /// Seconds to wait before starting the apps.
     #[arg(long, value_name = "SECONDS", value_parser = parse_delay)]
     pub delay: Option<f64>,
+    /// On SIGTERM/SIGINT, turn /readyz to 503 at once but signal the apps only after this many
+    /// seconds (load balancers stop sending first). Also PM_RUNTIME_SHUTDOWN_DELAY.
+    #[arg(long, value_name = "SECONDS")]
+    pub shutdown_delay: Option<f64>,
     /// Milliseconds between the kill signal and SIGKILL when stopping an app (default 1600).
     #[arg(long, value_name = "MS")]
     pub kill_timeout: Option<u64>,

@@ -14,7 +14,8 @@
 //! - [`config`] turns an ecosystem file or a script into a validated [`config::Ecosystem`],
 //!   reporting every problem with file, line and column.
 //! - [`process`] starts processes in their own process groups and owns every `wait` (the
-//!   [`process::Reaper`]); it is the only place with `unsafe`.
+//!   [`process::Reaper`]); it is the only place with `unsafe`. It reads /proc (`process::tree`)
+//!   and the container's cgroup, v1 or v2 (`process::cgroup`: limits, usage, OOM kills).
 //! - [`supervisor`] runs one task per app instance and a coordinator that handles signals,
 //!   auto-exit and the final sweep. Its front door is small: `run`, the status vocabulary and
 //!   table ([`supervisor::status`]: `Status`, `RestartReason`, `ExitReason`, the one `Report`
@@ -28,7 +29,10 @@
 //!   coordinator tells an instance over its limit); every reader (`ls`, `monit`, HTTP, PM2
 //!   Plus) sees that table through a `watch` feed, and events through the bus, and imports
 //!   nothing else of the supervisor. A panicked instance task is noticed: its processes are
-//!   killed and it restarts as after a crash.
+//!   killed and it restarts as after a crash. The container's memory is the coordinator's too
+//!   ([`supervisor::container`]: the cgroup reading in the table, recycling the largest
+//!   instance near the limit, `node_heap: auto`, the start-up warnings, the termination log);
+//!   every exit gets a death certificate (reason, pid, uptime, last stderr lines).
 //! - [`cluster`] is Node's cluster primary and the one Node IPC channel type (fork-mode Node
 //!   children use it too: `ready`, app messages, `shutdown`).
 //! - [`logs`] frames app output into whole lines and writes it, with the runtime's own events,
@@ -201,6 +205,13 @@ fn run_start(start: &StartArgs, extra_env: &[(String, String)]) -> Outcome {
     }
     let format = start.output_format(std::io::stdout().is_terminal());
     let delay = Duration::from_secs_f64(start.delay.unwrap_or(0.0).max(0.0));
+    let shutdown_delay = match shutdown_delay(start.shutdown_delay, std::env::var("PM_RUNTIME_SHUTDOWN_DELAY").ok().as_deref()) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("pm-runtime: {e}");
+            return Outcome::Usage;
+        }
+    };
     rt.block_on(async move {
         // One tag per instance (pm_ids in start order), so `--formatted` columns are PM2's width.
         let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
@@ -260,7 +271,7 @@ fn run_start(start: &StartArgs, extra_env: &[(String, String)]) -> Outcome {
         preload::apply(&mut eco.apps, Path::new(&pm2_home()));
         let reaper = process::Reaper::new();
         let reaper_task = tokio::spawn(reaper.clone().run());
-        let opts = supervisor::RunOptions { auto_exit: !start.no_auto_exit, delay, pm2_home: pm2_home(), cpus };
+        let opts = supervisor::RunOptions { auto_exit: !start.no_auto_exit, delay, pm2_home: pm2_home(), cpus, shutdown_delay };
         // What readers see: the status table and the event bus. Optional readers (an HTTP
         // server, an upstream link) take a feed and the control sender here; with none, the feed
         // is dropped and the sampler only runs while `ls`/`monit` ask.
@@ -362,10 +373,25 @@ fn start_otel(otel: otel::Resolved, _: &supervisor::status::StatusFeed, _: &logs
 }
 
 /// Says what stops the runtime from running (on stderr: no log writer exists yet) and gives
-/// its exit code.
+/// its exit code; the orchestrator's termination log says it too.
 fn critical(e: Critical) -> Outcome {
     eprintln!("pm-runtime: {e}");
+    supervisor::container::write_termination_log(&format!("pm-runtime: {e}"));
     e.outcome()
+}
+
+/// `--shutdown-delay` (seconds), else `PM_RUNTIME_SHUTDOWN_DELAY`.
+fn shutdown_delay(flag: Option<f64>, env: Option<&str>) -> Result<Duration, String> {
+    let (value, from) = match (flag, env.map(str::trim).filter(|v| !v.is_empty())) {
+        (Some(f), _) => (f, "--shutdown-delay".to_string()),
+        (None, Some(e)) => (e.parse::<f64>().unwrap_or(f64::NAN), format!("PM_RUNTIME_SHUTDOWN_DELAY={e:?}")),
+        (None, None) => return Ok(Duration::ZERO),
+    };
+    if value.is_finite() && (0.0..=3600.0).contains(&value) {
+        Ok(Duration::from_secs_f64(value))
+    } else {
+        Err(format!("{from}: expected seconds between 0 and 3600"))
+    }
 }
 
 /// Binds the HTTP server and spawns it (with `--web`); says where it listens and where the token is.

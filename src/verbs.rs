@@ -134,6 +134,11 @@ pub fn run(home: &Path, cmd: Command) -> Outcome {
                     return fail(&e);
                 }
                 print!("{}", client::table(&ps));
+                // Under the table: what the runtime's container allows (the cgroup of a running
+                // app, which is the runtime's; else the client's own, as under `docker exec`).
+                let pid = ps.iter().filter_map(|p| p["pid"].as_u64()).find(|&p| p > 0);
+                let cg = pid.and_then(|p| crate::process::cgroup::Cgroup::detect_for(p as u32));
+                println!("{}", crate::process::cgroup::describe(cg.as_ref().or(crate::process::cgroup::current())));
                 Outcome::Requested
             }
             Err(e) => fail(&e),

@@ -284,7 +284,7 @@ fn parse_flags(o: &Overrides, errors: &mut Vec<Problem>) -> Flags {
         }
     }
     if let Some(m) = &o.max_memory_restart {
-        match units::parse_size(m) {
+        match units::parse_memory_limit(m, crate::process::cgroup::memory_total()) {
             Ok(v) => f.max_memory_restart = Some(v),
             Err(e) => errors.push(Problem::new(None, None, Some("--max-memory-restart"), e)),
         }
@@ -566,6 +566,7 @@ fn finish(
         treekill: raw.treekill.unwrap_or(true),
         wait_ready: raw.wait_ready.unwrap_or(false),
         listen_fds: raw.listen_fds.unwrap_or(false),
+        node_heap: raw.node_heap.unwrap_or(false),
         pm_runtime_preload: raw.pm_runtime_preload.unwrap_or(true),
         listen_timeout: raw.listen_timeout.filter(nonzero).unwrap_or(defaults.listen_timeout),
         secret_keys,

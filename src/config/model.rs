@@ -155,6 +155,9 @@ pub struct App {
     /// share one port. The runtime binds it once and keeps it open across restarts.
     #[serde(default)]
     pub listen_fds: bool,
+    /// Our extension, `node_heap: auto`: each Node process of the app gets
+    /// `--max-old-space-size` (in `NODE_OPTIONS`) sized to its share of the container's memory.
+    pub node_heap: bool,
     /// Our extension: start Node apps with pm-runtime's preload (`--require`), which handles
     /// unhandled rejections and uncaught exceptions as PM2's process container does and drains
     /// keep-alive connections of a retiring cluster worker (see `preload`). `false` turns it off.

@@ -36,6 +36,21 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
+/// Parses `max_memory_restart`: a size (see module doc), or a percentage (`85%`) of `total`
+/// (the container's memory limit, else the machine's memory; `None`: unknown).
+pub fn parse_memory_limit(s: &str, total: Option<u64>) -> Result<u64, String> {
+    let Some(pct) = s.trim().strip_suffix('%') else { return parse_size(s) };
+    let p: f64 = pct
+        .trim()
+        .parse()
+        .ok()
+        .filter(|p: &f64| *p > 0.0 && *p <= 100.0)
+        .ok_or_else(|| format!("expected a percentage above 0 and at most 100 (e.g. \"85%\") or a size (e.g. \"200M\"), got {s:?}"))?;
+    let total =
+        total.ok_or_else(|| format!("{s:?} is relative, but neither the container's memory limit nor the machine's memory is known"))?;
+    Ok((total as f64 * p / 100.0) as u64)
+}
+
 /// Parses a duration string (see module doc).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
@@ -222,6 +237,25 @@ mod tests {
         for (input, want) in table {
             assert_eq!(parse_size(input).ok(), *want, "{input:?}");
         }
+    }
+
+    #[test]
+    fn memory_limits_absolute_or_relative_to_the_container() {
+        let gib = Some(1u64 << 30);
+        let table: &[(&str, Option<u64>, Option<u64>)] = &[
+            ("85%", gib, Some((0.85 * (1u64 << 30) as f64) as u64)),
+            (" 50 % ", gib, Some(512 << 20)),
+            ("100%", gib, Some(1 << 30)),
+            ("200M", None, Some(200 << 20)),
+            ("0%", gib, None),
+            ("101%", gib, None),
+            ("x%", gib, None),
+            ("85%", None, None),
+        ];
+        for (input, total, want) in table {
+            assert_eq!(parse_memory_limit(input, *total).ok(), *want, "{input:?} of {total:?}");
+        }
+        assert!(parse_memory_limit("85%", None).unwrap_err().contains("neither the container's memory limit"));
     }
 
     #[test]

@@ -82,6 +82,7 @@ pub(crate) const EFFECTIVE_KEYS: &[&str] = &[
     "wait_ready",
     "listen_timeout",
     "listen_fds",
+    "node_heap",
     "pm_runtime_preload",
     "watch",
     "ignore_watch",
@@ -222,6 +223,8 @@ pub struct RawApp {
     pub treekill: Option<bool>,
     pub wait_ready: Option<bool>,
     pub listen_fds: Option<bool>,
+    /// `node_heap: auto`.
+    pub node_heap: Option<bool>,
     pub pm_runtime_preload: Option<bool>,
     pub listen_timeout: Option<Duration>,
     pub watch: Option<Watch>,
@@ -455,7 +458,7 @@ pub fn validate_app(path: &str, node: &Node, rep: &mut Reporter) -> RawApp {
             "max_restarts" => app.max_restarts = c.count(),
             "restart_delay" => app.restart_delay = c.duration(),
             "exp_backoff_restart_delay" => app.exp_backoff_restart_delay = c.duration(),
-            "max_memory_restart" => app.max_memory_restart = c.size(),
+            "max_memory_restart" => app.max_memory_restart = c.memory_limit(),
             "cron_restart" => app.cron_restart = c.cron(),
             "kill_timeout" => app.kill_timeout = c.duration(),
             "kill_signal" => app.kill_signal = c.signal(),
@@ -464,6 +467,7 @@ pub fn validate_app(path: &str, node: &Node, rep: &mut Reporter) -> RawApp {
             "treekill" => app.treekill = c.bool(),
             "wait_ready" => app.wait_ready = c.bool(),
             "listen_fds" => app.listen_fds = c.bool(),
+            "node_heap" => app.node_heap = c.node_heap(),
             "pm_runtime_preload" => app.pm_runtime_preload = c.bool(),
             "listen_timeout" => app.listen_timeout = c.duration(),
             "watch" => app.watch = c.watch(),
@@ -780,6 +784,26 @@ impl Check<'_, '_> {
             _ => Err(format!("expected a size in bytes or a number with K, M or G (e.g. \"200M\"), got {}", self.got())),
         };
         r.map_err(|e| self.fail::<()>(e)).ok()
+    }
+
+    /// `node_heap`: `auto` (or true) sizes Node's heap to the container; `false`/`off`: V8's default.
+    fn node_heap(&mut self) -> Option<bool> {
+        match &self.node.value {
+            Value::Str(s) if s.trim().eq_ignore_ascii_case("auto") => Some(true),
+            Value::Str(s) if s.trim().eq_ignore_ascii_case("off") => Some(false),
+            Value::Bool(_) => self.bool(),
+            _ => self.fail(format!("expected \"auto\" or false, got {}", self.got())),
+        }
+    }
+
+    /// `max_memory_restart`: a size, or a percentage of the container's memory (`85%`).
+    fn memory_limit(&mut self) -> Option<u64> {
+        match &self.node.value {
+            Value::Str(s) if s.trim().ends_with('%') => {
+                units::parse_memory_limit(s, crate::process::cgroup::memory_total()).map_err(|e| self.fail::<()>(e)).ok()
+            }
+            _ => self.size(),
+        }
     }
 
     fn arg_list(&mut self) -> Option<Vec<String>> {

@@ -237,7 +237,7 @@ mod tests {
             app: Arc::new(crate::http::test_app("a")),
             instance: 0,
             unique_id: String::new(),
-            last: Some(Update { pm_id, since: None, version: None, report }),
+            last: Some(Update { pm_id, since: None, version: None, report, death: None }),
             restarts: RestartCounts::default(),
             created_at: SystemTime::now(),
             sample: Sample { memory_bytes, cpu_percent: 7.0, cpu_seconds },

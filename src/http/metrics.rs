@@ -7,8 +7,7 @@
 use std::fmt::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::supervisor::status::Status;
-use crate::supervisor::status::{RestartReason, StatusTable};
+use crate::supervisor::status::{ExitReason, RestartReason, Status, StatusTable};
 
 /// The runtime's own numbers, read when a scrape comes.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -113,6 +112,14 @@ pub fn render(table: &StatusTable, stats: &RuntimeStats, compat_pm2: bool, now: 
     each(&mut out, "pm_runtime_app_last_exit_code", "gauge", "Exit code of the instance's last process (128+N for signal N).", &|n| {
         rows[n].last_exit().map(|e| e.as_code().to_string())
     });
+    head(&mut out, "pm_runtime_app_last_exit_reason", "gauge", "Why the instance's last process ended (a state set: 1 for the reason).");
+    for (n, l) in labels.iter().enumerate() {
+        if let Some(d) = rows[n].death() {
+            for r in ExitReason::ALL {
+                let _ = writeln!(out, "pm_runtime_app_last_exit_reason{{{l},reason=\"{}\"}} {}", r.as_str(), u8::from(r == d.reason));
+            }
+        }
+    }
     each(
         &mut out,
         "pm_runtime_app_start_time_seconds",
@@ -137,6 +144,44 @@ pub fn render(table: &StatusTable, stats: &RuntimeStats, compat_pm2: bool, now: 
         let _ = writeln!(out, "pm_runtime_app_instances{{app=\"{app}\",state=\"running\"}} {running}");
     }
 
+    if let Some(c) = &table.container {
+        let mut gauge = |name: &str, kind: &str, help: &str, v: Option<String>| {
+            if let Some(v) = v {
+                head(&mut out, name, kind, help);
+                let _ = writeln!(out, "{name} {v}");
+            }
+        };
+        gauge(
+            "pm_runtime_container_memory_limit_bytes",
+            "gauge",
+            "The container's memory limit (cgroup memory.max / memory.limit_in_bytes); absent when unlimited.",
+            c.limits.memory.map(|b| b.to_string()),
+        );
+        gauge(
+            "pm_runtime_container_memory_usage_bytes",
+            "gauge",
+            "The container's memory in use (cgroup memory.current / memory.usage_in_bytes).",
+            c.usage.map(|u| u.bytes.to_string()),
+        );
+        gauge(
+            "pm_runtime_container_memory_working_set_bytes",
+            "gauge",
+            "The container's memory in use minus inactive file cache (what the OOM killer counts).",
+            c.usage.map(|u| u.working_set.to_string()),
+        );
+        gauge(
+            "pm_runtime_container_cpu_limit",
+            "gauge",
+            "CPUs the container's quota allows; absent when unlimited.",
+            c.limits.cpu.map(|c| c.to_string()),
+        );
+        gauge(
+            "pm_runtime_container_oom_kills_total",
+            "counter",
+            "Processes the kernel's OOM killer killed in the container.",
+            c.oom_kills.map(|k| k.to_string()),
+        );
+    }
     head(&mut out, "pm_runtime_log_lines_total", "counter", "App log lines read, by stream.");
     let _ = writeln!(out, "pm_runtime_log_lines_total{{stream=\"out\"}} {}", stats.log_lines.0);
     let _ = writeln!(out, "pm_runtime_log_lines_total{{stream=\"err\"}} {}", stats.log_lines.1);
@@ -223,6 +268,16 @@ mod tests {
                 since: pid.map(|_| t0),
                 version: None,
                 report: Report { pid, restart_time: 2, last_exit: Some(crate::process::Exit::Signal(9)), ..Report::of(s) },
+                death: (pm_id == 0).then(|| {
+                    Arc::new(crate::supervisor::status::Death {
+                        pid: 7,
+                        exit: crate::process::Exit::Signal(9),
+                        reason: ExitReason::OomKilled,
+                        uptime: Duration::from_secs(3),
+                        at: t0,
+                        stderr: vec!["out of memory".into()],
+                    })
+                }),
             }),
             restarts,
             created_at: t0,
@@ -235,6 +290,12 @@ mod tests {
             apps: vec![AppStatus { app: web.clone(), desired: 2 }],
             stopping: false,
             sampled_at: None,
+            container: Some(crate::supervisor::container::Container {
+                version: crate::process::cgroup::Version::V2,
+                limits: crate::process::cgroup::Limits { memory: Some(512 << 20), memory_high: None, oom_group: true, cpu: Some(1.5) },
+                usage: Some(crate::process::cgroup::Usage { bytes: 300, working_set: 200 }),
+                oom_kills: Some(2),
+            }),
         }
     }
 
@@ -254,6 +315,13 @@ mod tests {
             format!("pm_runtime_app_restarts_total{{{l0},reason=\"crash\"}} 2"),
             format!("pm_runtime_app_restarts_total{{{l0},reason=\"reload\"}} 0"),
             format!("pm_runtime_app_last_exit_code{{{l0}}} 137"),
+            format!("pm_runtime_app_last_exit_reason{{{l0},reason=\"oom_killed\"}} 1"),
+            format!("pm_runtime_app_last_exit_reason{{{l0},reason=\"exit\"}} 0"),
+            "pm_runtime_container_memory_limit_bytes 536870912".into(),
+            "pm_runtime_container_memory_usage_bytes 300".into(),
+            "pm_runtime_container_memory_working_set_bytes 200".into(),
+            "pm_runtime_container_cpu_limit 1.5".into(),
+            "pm_runtime_container_oom_kills_total 2".into(),
             format!("pm_runtime_app_start_time_seconds{{{l0}}} 1700000000.000"),
             format!("pm_runtime_app_cpu_seconds_total{{{l0}}} 3.25"),
             format!("pm_runtime_app_resident_memory_bytes{{{l0}}} 1024"),
@@ -270,6 +338,7 @@ mod tests {
             assert!(text.lines().any(|l| l == want), "missing {want:?} in\n{text}");
         }
         assert!(!text.contains("pid="), "never a pid label");
+        assert!(!text.contains("last_exit_reason{app=\"we\\\"b\",instance=\"1\""), "no reason before a first exit");
         assert!(!text.contains("hunter2"));
         assert!(!text.contains("pm2_up"), "compat names only on request");
         // A stopped instance has no start time and no resource numbers.

@@ -117,17 +117,19 @@ pub struct Event<'a> {
     /// PM2's process event name (`start`, `online`, `exit`, `stop`, `restart`, `errored`, …). An
     /// event with both `app` and `status` is a process event.
     pub status: Option<&'a str>,
+    /// A death certificate, as a JSON object (`--json` adds it as `"exit"`).
+    pub exit: Option<&'a str>,
 }
 
 impl<'a> Event<'a> {
     /// A runtime message not tied to an app.
     pub fn runtime(level: Level, message: &'a str) -> Self {
-        Event { level, message, app: None, status: None }
+        Event { level, message, app: None, status: None, exit: None }
     }
 
     /// A PM2 process event (`status`) of one app instance.
     pub fn process(level: Level, message: &'a str, app: AppTag<'a>, status: &'a str) -> Self {
-        Event { level, message, app: Some(app), status: Some(status) }
+        Event { level, message, app: Some(app), status: Some(status), exit: None }
     }
 }
 
@@ -400,6 +402,11 @@ impl Formatter {
                     put_u32(out, app.pm_id);
                     out.extend_from_slice(b",\"app_name\":");
                     json_str(out, app.name.as_bytes());
+                    // Our own serde_json text, so it is one valid object.
+                    if let Some(exit) = ev.exit.filter(|e| e.starts_with('{') && !e.contains('\n')) {
+                        out.extend_from_slice(b",\"exit\":");
+                        out.extend_from_slice(exit.as_bytes());
+                    }
                 } else {
                     out.extend_from_slice(b",\"type\":\"PM2\",\"level\":\"");
                     out.extend_from_slice(ev.level.as_str().as_bytes());
@@ -780,7 +787,7 @@ mod tests {
                 Stream::Out
             )
         );
-        let about_app = Event { level: Level::Error, message: "Stopping app:web id:0", app: Some(WEB), status: None };
+        let about_app = Event { level: Level::Error, message: "Stopping app:web id:0", app: Some(WEB), status: None, exit: None };
         assert_eq!(
             ev(&f, &about_app).0,
             "{\"message\":\"Stopping app:web id:0\",\"timestamp\":\"2026-11-21T16:05:44.972Z\",\"type\":\"PM2\",\"level\":\"error\",\"process_id\":0,\"app_name\":\"web\"}\n"
@@ -819,7 +826,7 @@ mod tests {
             ev(&lf, &Event::runtime(Level::Info, "Launching in no daemon mode")).0,
             "timestamp=2026-11-21-16:05:44+0000 app=PM2 id=- type=PM2 level=info message=\"Launching in no daemon mode\"\n"
         );
-        let about_app = Event { level: Level::Warn, message: "slow", app: Some(WEB), status: None };
+        let about_app = Event { level: Level::Warn, message: "slow", app: Some(WEB), status: None, exit: None };
         assert_eq!(ev(&lf, &about_app).0, "timestamp=2026-11-21-16:05:44+0000 app=web id=0 type=PM2 level=warn message=slow\n");
         let spaced = AppTag { name: "my app", pm_id: 3 };
         let mut out = Vec::new();

@@ -164,11 +164,18 @@ impl LogHub {
     }
 
     /// Starts a task that reads one app pipe until EOF and sends its lines to the writer.
-    pub fn pump(&self, pipe: pipe::Receiver, app: &App, pm_id: u32, stream: Stream) {
+    ///
+    /// The receiver resolves (with an error) once the pump has read the pipe to its end and
+    /// handed every line on: the last lines of a process that died are then in [`Self::recent`].
+    pub fn pump(&self, pipe: pipe::Receiver, app: &App, pm_id: u32, stream: Stream) -> tokio::sync::oneshot::Receiver<()> {
+        let (done, finished) = tokio::sync::oneshot::channel::<()>();
         if app.disable_logs {
             // Still drain the pipe, or the app would block on a full pipe.
-            tokio::spawn(drain(pipe));
-            return;
+            tokio::spawn(async move {
+                drain(pipe).await;
+                drop(done);
+            });
+            return finished;
         }
         let mut deco = Decoration::new(app.log_date_format.as_deref(), app.time, app.log_type.as_deref() == Some("json"));
         if app.mask_secrets {
@@ -180,10 +187,12 @@ impl LogHub {
         hub.inner.active_pumps.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(async move {
             hub.pump_loop(pipe, &name, pm_id, stream, &deco, &sinks).await;
+            drop(done);
             if hub.inner.active_pumps.fetch_sub(1, Ordering::SeqCst) == 1 {
                 hub.inner.pumps_done.notify_waiters();
             }
         });
+        finished
     }
 
     /// The files (opened once, shared by path) and the recent-lines buffer of one stream.
@@ -448,6 +457,24 @@ impl LogHub {
     /// blocked on their writes meanwhile).
     pub fn blocked(&self) -> Duration {
         Duration::from_nanos(self.inner.blocked_ns.load(Ordering::Relaxed))
+    }
+
+    /// The sequence number of the last line remembered for an instance (0: none yet).
+    pub fn last_seq(&self, pm_id: u32) -> u64 {
+        let map = lock(&self.inner.recent);
+        map.get(&pm_id).and_then(|r| lock(r).last(1).pop()).map_or(0, |l| l.0)
+    }
+
+    /// The last `n` stderr lines of an instance written after line `after` (a death
+    /// certificate's lines: only the dead process's own), oldest first.
+    pub fn last_err(&self, pm_id: u32, n: usize, after: u64) -> Vec<String> {
+        let map = lock(&self.inner.recent);
+        let Some(r) = map.get(&pm_id) else { return Vec::new() };
+        let lines = lock(r).after(after);
+        let mut err: Vec<String> =
+            lines.into_iter().rev().filter(|l| l.1 == Stream::Err).take(n).map(|l| String::from_utf8_lossy(&l.2).into_owned()).collect();
+        err.reverse();
+        err
     }
 
     /// The last `n` lines of an instance (for `logs --lines N`), or those after `after`.

@@ -30,6 +30,8 @@ struct Fields {
     app: Option<String>,
     id: Option<u32>,
     status: Option<String>,
+    /// A death certificate as JSON (`--json` output carries it as an `exit` object).
+    exit: Option<String>,
 }
 
 impl Visit for Fields {
@@ -37,6 +39,7 @@ impl Visit for Fields {
         match field.name() {
             "app" => self.app = Some(value.to_string()),
             "status" => self.status = Some(value.to_string()),
+            "exit" => self.exit = Some(value.to_string()),
             "message" => self.message.push_str(value),
             other => {
                 let _ = write!(self.message, " {other}={value}");
@@ -67,6 +70,7 @@ impl Visit for Fields {
             "app" => self.app = Some(format!("{value:?}").trim_matches('"').to_string()),
             "status" => self.status = Some(format!("{value:?}").trim_matches('"').to_string()),
             "id" => self.id = format!("{value:?}").parse().ok(),
+            "exit" => self.exit = Some(format!("{value:?}")),
             other => {
                 let _ = write!(self.message, " {other}={value:?}");
             }
@@ -94,6 +98,6 @@ impl<S: Subscriber> Layer<S> for HubLayer {
             (Some(name), Some(pm_id)) => Some(AppTag { name, pm_id }),
             _ => None,
         };
-        self.hub.event(&Event { level, message: &f.message, app, status: f.status.as_deref() });
+        self.hub.event(&Event { level, message: &f.message, app, status: f.status.as_deref(), exit: f.exit.as_deref() });
     }
 }

@@ -262,7 +262,15 @@ impl Link {
             BusEvent::Status { pm_id, name, report } => match self.lifecycle.next(pm_id, report.status) {
                 Some(event) => Input::Packet(packets::frame(
                     "process:event",
-                    &packets::process_event(event, report.manual, pm_id, &name, &server, SystemTime::now()),
+                    &packets::process_event(
+                        event,
+                        report.manual,
+                        pm_id,
+                        &name,
+                        &server,
+                        SystemTime::now(),
+                        report.exit_reason.map(|r| r.as_str()),
+                    ),
                 )),
                 None => Input::Nothing,
             },

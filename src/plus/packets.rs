@@ -160,9 +160,16 @@ pub fn lifecycle_event(prev: Option<Status>, new: Status) -> Option<&'static str
     }
 }
 
-/// A `process:event` payload.
-pub fn process_event(event: &str, manually: bool, pm_id: u32, name: &str, server_name: &str, at: SystemTime) -> Value {
-    json!({ "at": ms(at), "event": event, "manually": manually, "process": process_ref(pm_id, name, server_name) })
+/// A `process:event` payload. An `exit` says why the process ended (`exit_reason`, the death
+/// certificate's reason: pm-runtime's own field).
+pub fn process_event(event: &str, manually: bool, pm_id: u32, name: &str, server_name: &str, at: SystemTime, why: Option<&str>) -> Value {
+    let mut v = json!({ "at": ms(at), "event": event, "manually": manually, "process": process_ref(pm_id, name, server_name) });
+    if event == "exit"
+        && let Some(why) = why
+    {
+        v["exit_reason"] = why.into();
+    }
+    v
 }
 
 /// An app's own IPC message (`{type, data}`) → `(channel, payload)`, for the channels the
@@ -346,6 +353,7 @@ mod tests {
                 pm_id,
                 since: pid.map(|_| t0 + Duration::from_secs(5)),
                 version: None,
+                death: None,
                 report: Report { pid, restart_time: 2, ..Report::of(if pid.is_some() { Status::Online } else { Status::Stopped }) },
             }),
             restarts: Default::default(),
@@ -442,6 +450,16 @@ mod tests {
         for (prev, new, want) in cases {
             assert_eq!(lifecycle_event(prev, new), want, "{prev:?} → {new:?}");
         }
+    }
+
+    #[test]
+    fn an_exit_event_says_why() {
+        let at = UNIX_EPOCH + Duration::from_secs(1);
+        let e = process_event("exit", false, 3, "api", "host", at, Some("oom_killed"));
+        assert_eq!(e["exit_reason"], "oom_killed");
+        assert_eq!(e["process"]["name"], "api");
+        assert!(process_event("online", false, 3, "api", "host", at, Some("oom_killed")).get("exit_reason").is_none());
+        assert!(process_event("exit", true, 3, "api", "host", at, None).get("exit_reason").is_none());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! *how*: a process group per instance, stdout/stderr pipes, the Node IPC channel on fd 3, and
 //! the single [`Reaper`] that owns every `wait`.
 
+pub mod cgroup;
 pub mod reaper;
 pub mod tree;
 pub mod unix;

@@ -7,7 +7,8 @@
 //! reporting [`Update`]s. Every decision lives in `machine.rs`; nothing here decides.
 //!
 //! Must never: wait inside an effect for longer than a bounded IPC write (`IPC_WRITE_LIMIT`)
-//! or a shared /proc scan (timeouts are the machine's timers), so that the inbox is always
+//! or a shared /proc scan (timeouts are the machine's timers), nor after an exit for longer than
+//! [`STDERR_DRAIN`] (for the dead process's last stderr lines), so that the inbox is always
 //! answered.
 
 use std::collections::{HashMap, VecDeque};
@@ -23,6 +24,7 @@ use super::cron::Schedule;
 use super::env::{self, InstanceFacts};
 use super::machine::{Cmd, Effect, Input, Level, Machine, Ready, Shutdown, Timer};
 use super::policy;
+use super::status::{DEATH_STDERR_LINES, Death, ExitReason};
 use super::status::{Status, Update};
 use crate::cluster::{WorkerChannel, WorkerEvent};
 use crate::config::{App, Principal};
@@ -53,6 +55,10 @@ pub struct Instance {
     pub messages: AppMessages,
     /// This task replaces one that panicked: start at once, whatever `autostart` says.
     pub resumed: bool,
+    /// The death certificate of the instance's last process (kept across a panicked task).
+    pub death: Option<Arc<Death>>,
+    /// `node_heap: auto`: each Node process's heap, MiB (the coordinator's share of the container).
+    pub heap_share: watch::Receiver<Option<u64>>,
 }
 
 /// The sending side of the app-message channel: `(pm_id, message)`. Bounded; a message that
@@ -75,6 +81,12 @@ struct Run {
     /// `version` of the app's package.json, read when this process started.
     version: Option<Arc<str>>,
     pid_file: Option<PidFile>,
+    /// Resolves when the stderr pump has read the pipe to its end.
+    err_done: Option<oneshot::Receiver<()>>,
+    /// The last log line of the instance before this process (its own lines come after).
+    first_seq: u64,
+    /// The cgroup's OOM-kill count when the process started.
+    oom_kills: Option<u64>,
 }
 
 impl Run {
@@ -104,7 +116,7 @@ impl Instance {
             && self.app.command.js_runtime() == Some(crate::config::JsRuntime::Deno);
         let created_wall = now_ms();
         let mut run = Run::default();
-        let mut handed: Option<Run> = None;
+        let mut handed: Option<(Run, ExitReason)> = None;
         let mut timers = Timers::new();
         let mut queue = VecDeque::new();
         let level = *self.shutdown.borrow_and_update();
@@ -131,7 +143,13 @@ impl Instance {
                     run.exit = None;
                     // The pid file names a live process only.
                     run.pid_file = None;
-                    queue.push_back(Input::Exited { exit, leftovers: run.leftovers() });
+                    // Its last stderr lines, for the death certificate: the pump reads the pipe
+                    // to its end (bounded: a descendant may hold the pipe open).
+                    if let Some(done) = run.err_done.take() {
+                        let _ = tokio::time::timeout(STDERR_DRAIN, done).await;
+                    }
+                    let oom = oom_grew(run.oom_kills, exit);
+                    queue.push_back(Input::Exited { exit, leftovers: run.leftovers(), oom });
                 }
                 ev = next_event(&mut run.chan), if run.chan_open => match ev {
                     Some(WorkerEvent::Listening { port, address }) => queue.push_back(Input::Ready(Ready::Listening(port, address))),
@@ -187,7 +205,7 @@ impl Instance {
         effect: Effect,
         m: &Machine,
         run: &mut Run,
-        handed: &mut Option<Run>,
+        handed: &mut Option<(Run, ExitReason)>,
         timers: &mut Timers,
         queue: &mut VecDeque<Input>,
         created_wall: u64,
@@ -196,7 +214,13 @@ impl Instance {
         match effect {
             Effect::Report(r) => {
                 let since = r.pid.and(run.since);
-                let _ = self.updates.send(Update { pm_id: self.pm_id, since, version: run.version.clone(), report: r.clone() });
+                let _ = self.updates.send(Update {
+                    pm_id: self.pm_id,
+                    since,
+                    version: run.version.clone(),
+                    report: r.clone(),
+                    death: self.death.clone(),
+                });
                 if r.status == Status::Online {
                     test_hooks::maybe_panic(self.pm_id, r.restart_time);
                 }
@@ -259,20 +283,27 @@ impl Instance {
             Effect::Disarm(t) => {
                 timers.remove(&t);
             }
-            Effect::HandOver => {
-                if let Some(old) = handed.take() {
-                    self.retire(&app, old);
+            Effect::Died { exit, reason } => {
+                let death = Arc::new(self.certificate(run, exit, reason));
+                let line = death.line(&app.name, self.pm_id);
+                let json = death.json().to_string();
+                tracing::info!(app = %app.name, id = self.pm_id, status = "exit", exit = %json, "{line}");
+                self.death = Some(death);
+            }
+            Effect::HandOver(reason) => {
+                if let Some((old, why)) = handed.take() {
+                    self.retire(&app, old, why);
                 }
-                *handed = Some(std::mem::take(run));
+                *handed = Some((std::mem::take(run), reason));
             }
             Effect::Retire => {
-                if let Some(old) = handed.take() {
-                    self.retire(&app, old);
+                if let Some((old, why)) = handed.take() {
+                    self.retire(&app, old, why);
                 }
             }
             Effect::End => {
-                if let Some(old) = handed.take() {
-                    self.retire(&app, old);
+                if let Some((old, why)) = handed.take() {
+                    self.retire(&app, old, why);
                 }
                 return true;
             }
@@ -305,6 +336,12 @@ impl Instance {
         // wait_ready for any language: sd_notify's READY=1 on NOTIFY_SOCKET (an abstract socket,
         // so no file to clean up), besides Node's process.send('ready').
         let mut child_env = env::build(&self.inherited_env, &app, &facts);
+        if app.node_heap
+            && app.command.is_node
+            && let Some(mib) = *self.heap_share.borrow()
+        {
+            size_heap(&mut child_env, mib);
+        }
         let mut notify = None;
         if app.wait_ready {
             match crate::cluster::notify::listen(self.pm_id) {
@@ -347,12 +384,11 @@ impl Instance {
             }
         };
         let pid = running.pid;
+        let first_seq = self.logs.last_seq(self.pm_id);
         if let Some(out) = running.stdout {
             self.logs.pump(out, &app, self.pm_id, crate::logs::Stream::Out);
         }
-        if let Some(err) = running.stderr {
-            self.logs.pump(err, &app, self.pm_id, crate::logs::Stream::Err);
-        }
+        let err_done = running.stderr.map(|err| self.logs.pump(err, &app, self.pm_id, crate::logs::Stream::Err));
         // One channel type for every Node child; only cluster workers may ask for servers, and
         // an app of another user only for what that user could bind itself.
         let me = nix::unistd::geteuid().as_raw();
@@ -377,16 +413,32 @@ impl Instance {
                 pid,
                 app.pid_file.is_some(),
             ),
+            err_done,
+            first_seq,
+            oom_kills: crate::process::cgroup::current().and_then(|c| c.oom_kills()),
         })
+    }
+
+    /// The death certificate of the process of `run`, which ended with `exit` for `reason`.
+    fn certificate(&self, run: &Run, exit: Exit, reason: ExitReason) -> Death {
+        Death {
+            pid: run.pid.unwrap_or(0),
+            exit,
+            reason,
+            uptime: run.since.and_then(|t| t.elapsed().ok()).unwrap_or_default(),
+            at: SystemTime::now(),
+            stderr: self.logs.last_err(self.pm_id, DEATH_STDERR_LINES, run.first_seq),
+        }
     }
 
     /// Retires the process a rolling reload replaced, in a task of its own (the new one runs
     /// meanwhile): Node's `disconnect`, the kill signal at half of `kill_timeout`, SIGKILL at
     /// `kill_timeout`, as for any stop.
-    fn retire(&self, app: &Arc<App>, mut old: Run) {
+    fn retire(&self, app: &Arc<App>, mut old: Run, reason: ExitReason) {
         let Some(pid) = old.pid else { return };
         let app = app.clone();
         let pm_id = self.pm_id;
+        let logs = self.logs.clone();
         let mut shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             tracing::info!(app = %app.name, id = pm_id, "App [{}:{pm_id}] retiring its previous process (pid {pid})", app.name);
@@ -423,9 +475,50 @@ impl Instance {
             if old.leftovers() {
                 kill(&mut old, pid, app.treekill).await;
             }
-            tracing::info!(app = %app.name, id = pm_id, status = "exit", "{}", super::machine::exit_line(&app.name, pm_id, exit));
+            if let Some(done) = old.err_done.take() {
+                let _ = tokio::time::timeout(STDERR_DRAIN, done).await;
+            }
+            let reason = if oom_grew(old.oom_kills, exit) == Some(true) && !killed { ExitReason::OomKilled } else { reason };
+            let death = Death {
+                pid,
+                exit,
+                reason,
+                uptime: old.since.and_then(|t| t.elapsed().ok()).unwrap_or_default(),
+                at: SystemTime::now(),
+                stderr: logs.last_err(pm_id, DEATH_STDERR_LINES, old.first_seq),
+            };
+            let json = death.json().to_string();
+            tracing::info!(app = %app.name, id = pm_id, status = "exit", exit = %json, "{}", death.line(&app.name, pm_id));
         });
     }
+}
+
+/// `node_heap: auto`: `--max-old-space-size` in `NODE_OPTIONS`, unless the app sets its own
+/// (`node_args` on the command line win over `NODE_OPTIONS` anyway).
+fn size_heap(env: &mut Vec<(OsString, OsString)>, mib: u64) {
+    let flag = format!("--max-old-space-size={mib}");
+    match env.iter_mut().find(|(k, _)| k == "NODE_OPTIONS") {
+        Some((_, v)) if v.to_string_lossy().contains("max-old-space-size") => {}
+        Some((_, v)) => {
+            let joined = format!("{} {flag}", v.to_string_lossy());
+            *v = joined.trim().into();
+        }
+        None => env.push(("NODE_OPTIONS".into(), flag.into())),
+    }
+}
+
+/// How long an exit waits for the process's last stderr lines to be read (longer only when a
+/// descendant still holds the pipe open).
+const STDERR_DRAIN: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Whether the cgroup's OOM killer struck while a process ran (from its count at the start):
+/// asked only for a SIGKILL; `None` when the count cannot be read.
+fn oom_grew(at_start: Option<u64>, exit: Exit) -> Option<bool> {
+    if exit != Exit::Signal(libc::SIGKILL) {
+        return Some(false);
+    }
+    let now = crate::process::cgroup::current().and_then(|c| c.oom_kills())?;
+    Some(now > at_start?)
 }
 
 /// How long a write on the IPC channel may hold up the loop (a worker that does not read, or a

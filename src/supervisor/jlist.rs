@@ -67,7 +67,22 @@ pub fn rows(table: &StatusTable, only: Option<&[u32]>, env: Env) -> Vec<Value> {
             axm_actions: &row.axm_actions,
             inherited: &inherited,
         };
-        out.push(entry(&facts, env));
+        let mut e = entry(&facts, env);
+        // The death certificate of its last process (pm-runtime's own key).
+        if let Some(d) = row.death()
+            && let Some(pm2_env) = e.get_mut("pm2_env").and_then(Value::as_object_mut)
+        {
+            let mut last = d.json();
+            // Its stderr lines are app output: on the private socket only (over HTTP, the
+            // history endpoint gives them with the token).
+            if env == Env::Omit
+                && let Some(o) = last.as_object_mut()
+            {
+                o.remove("stderr");
+            }
+            pm2_env.insert("last_exit".into(), last);
+        }
+        out.push(e);
     }
     out
 }
@@ -321,5 +336,49 @@ mod tests {
         assert!(v["pm2_env"].get("env").is_none());
         assert!(!v.to_string().contains("hunter2"));
         assert_eq!(v["pm2_env"]["watch"], false);
+    }
+
+    #[test]
+    fn last_exit_is_the_death_certificate_with_stderr_on_the_socket_only() {
+        use crate::supervisor::status::{Death, ExitReason, InstanceStatus, Report, Status, Update};
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let death = Death {
+            pid: 42,
+            exit: crate::process::Exit::Signal(9),
+            reason: ExitReason::OomKilled,
+            uptime: std::time::Duration::from_millis(2500),
+            at,
+            stderr: vec!["FATAL ERROR: heap out of memory".into()],
+        };
+        let row = InstanceStatus {
+            pm_id: 0,
+            app: std::sync::Arc::new(app()),
+            instance: 0,
+            unique_id: "u".into(),
+            last: Some(Update {
+                pm_id: 0,
+                since: None,
+                version: None,
+                report: Report::of(Status::Online),
+                death: Some(std::sync::Arc::new(death)),
+            }),
+            restarts: Default::default(),
+            created_at: at,
+            sample: Default::default(),
+            axm_monitor: Default::default(),
+            axm_actions: Default::default(),
+        };
+        let table = StatusTable { instances: vec![row], ..Default::default() };
+        let local = &rows(&table, None, Env::Include)[0]["pm2_env"]["last_exit"];
+        assert_eq!(local["reason"], "oom_killed");
+        assert_eq!(local["signal"], "SIGKILL");
+        assert_eq!(local["code"], Value::Null);
+        assert_eq!(local["pid"], 42);
+        assert_eq!(local["uptime_ms"], 2500);
+        assert_eq!(local["at"], 1_700_000_000_000u64);
+        assert_eq!(local["stderr"], json!(["FATAL ERROR: heap out of memory"]));
+        let remote = &rows(&table, None, Env::Omit)[0]["pm2_env"]["last_exit"];
+        assert_eq!(remote["reason"], "oom_killed");
+        assert!(remote.get("stderr").is_none(), "app output only with the token: {remote}");
     }
 }

@@ -64,6 +64,10 @@ pub enum Cmd {
     /// The sampler saw the tree of process `pid` over its `max_memory_restart` (bytes).
     /// Ignored unless `pid` is still the instance's process (the reading may be late).
     OverMemory { pid: u32, rss: u64, limit: u64 },
+    /// The container's memory (`used` of its `limit`, bytes) nears the limit and this instance's
+    /// tree is the largest: restart it gracefully (rolling in cluster mode). Ignored unless
+    /// `pid` is still the instance's process.
+    ContainerMemory { pid: u32, used: u64, limit: u64 },
 }
 
 /// How an instance said it is ready.
@@ -116,6 +120,8 @@ pub enum Input {
     Exited {
         exit: Exit,
         leftovers: bool,
+        /// Whether the cgroup's OOM-kill count grew while the process ran (`None`: unknown).
+        oom: Option<bool>,
     },
     /// The stopped process's leftovers are all gone (or still there), after [`Timer::Leftovers`].
     Leftovers {
@@ -155,8 +161,14 @@ pub enum Effect {
     ArmCron,
     Disarm(Timer),
     /// Rolling reload: the running process is handed over to retirement (kept running); the
-    /// next [`Effect::Spawn`] starts its replacement.
-    HandOver,
+    /// next [`Effect::Spawn`] starts its replacement. Its death certificate will give this reason.
+    HandOver(ExitReason),
+    /// The process ended, for this reason: the task writes its death certificate (the exit
+    /// line, with pid, uptime and last stderr lines) and keeps it as the instance's `last_exit`.
+    Died {
+        exit: Exit,
+        reason: ExitReason,
+    },
     /// Retire the handed-over process now (its replacement is online, or failed).
     Retire,
     /// The task ends.
@@ -240,9 +252,14 @@ pub enum State {
 pub fn exit_line(name: &str, pm_id: u32, exit: Exit) -> String {
     let (code, signal) = match exit {
         Exit::Code(c) => (c.to_string(), "none".to_string()),
-        Exit::Signal(s) => ("null".to_string(), Signal::try_from(s).map(|s| s.as_str().to_string()).unwrap_or_else(|_| s.to_string())),
+        Exit::Signal(s) => ("null".to_string(), signal_name(s)),
     };
     format!("App [{name}:{pm_id}] exited with code [{code}] via signal [{signal}]")
+}
+
+/// A signal's name (`SIGKILL`), or its number when it has none.
+pub fn signal_name(s: i32) -> String {
+    Signal::try_from(s).map(|s| s.as_str().to_string()).unwrap_or_else(|_| s.to_string())
 }
 
 /// One instance's lifecycle.
@@ -376,10 +393,11 @@ impl Machine {
                         self.retiring = false;
                         fx.push(Effect::Retire);
                     }
+                    self.exit_reason = Some(ExitReason::Exit);
                     self.after_exit(Exit::Code(127), now, now, &mut fx);
                 }
             }
-            Input::Exited { exit, leftovers } => self.on_exit(exit, leftovers, now, &mut fx),
+            Input::Exited { exit, leftovers, oom } => self.on_exit(exit, leftovers, oom, now, &mut fx),
             Input::Leftovers { alive } => {
                 if let State::Stopping { phase: StopPhase::Draining(exit), then, .. } = self.state {
                     if alive {
@@ -589,19 +607,32 @@ impl Machine {
         self.state = State::Stopping { pid, then, phase };
     }
 
+    /// A restart for memory, saying `why`: in cluster mode a rolling reload, so the port keeps
+    /// answering.
+    fn restart_for_memory(&mut self, pid: u32, online: bool, why: String, now: Instant, fx: &mut Vec<Effect>) {
+        Self::log(fx, Level::Warn, Some("restart"), why);
+        if (self.cluster || self.rolling) && online {
+            self.rolling_reload(RestartReason::Memory, now, fx);
+        } else {
+            self.begin_stop(pid, Then::Restart(RestartReason::Memory), now, fx);
+        }
+    }
+
     /// A rolling reload: the running worker is kept until its replacement is online.
     fn rolling_reload(&mut self, reason: RestartReason, now: Instant, fx: &mut Vec<Effect>) {
         fx.push(Effect::Disarm(Timer::Listen));
         fx.push(Effect::Disarm(Timer::Cron));
-        fx.push(Effect::HandOver);
+        fx.push(Effect::HandOver(ExitReason::retired(reason)));
         self.retiring = true;
         self.restart(reason, true, now, fx);
     }
 
-    fn on_exit(&mut self, exit: Exit, leftovers: bool, now: Instant, fx: &mut Vec<Effect>) {
+    fn on_exit(&mut self, exit: Exit, leftovers: bool, oom: Option<bool>, now: Instant, fx: &mut Vec<Effect>) {
         match self.state.clone() {
             State::Launching { started, .. } | State::Online { started, .. } => {
-                fx.push(self.exit_log(exit));
+                let reason = ExitReason::unasked(exit, oom);
+                self.exit_reason = Some(reason);
+                fx.push(Effect::Died { exit, reason });
                 fx.push(Effect::Disarm(Timer::Listen));
                 fx.push(Effect::Disarm(Timer::Cron));
                 // The replacement died before it was ready: the old one is retired all the same.
@@ -612,7 +643,9 @@ impl Machine {
                 if matches!(phase, StopPhase::Draining(_)) {
                     return;
                 }
-                fx.push(self.exit_log(exit));
+                let reason = ExitReason::asked(then == Then::Restart(RestartReason::Memory), phase == StopPhase::Killed, exit, oom);
+                self.exit_reason = Some(reason);
+                fx.push(Effect::Died { exit, reason });
                 fx.push(Effect::Disarm(Timer::Signal));
                 if leftovers && phase != StopPhase::Killed {
                     self.state = State::Stopping { pid, then, phase: StopPhase::Draining(exit) };
@@ -629,17 +662,10 @@ impl Machine {
         }
     }
 
-    fn exit_log(&self, exit: Exit) -> Effect {
-        Effect::Log(Log { level: Level::Info, status: Some("exit"), text: exit_line(&self.app.name, self.pm_id, exit) })
-    }
-
     /// A stop on request is over.
     fn finish_stop(&mut self, then: Then, exit: Exit, now: Instant, fx: &mut Vec<Effect>) {
+        // Its reason was given when it exited (`on_exit`).
         self.last_exit = Some(exit);
-        self.exit_reason = Some(match then {
-            Then::Restart(RestartReason::Memory) => ExitReason::Memory,
-            _ => ExitReason::Stopped,
-        });
         match then {
             Then::Restart(reason) => self.restart(reason, true, now, fx),
             Then::Park => self.park(Status::Stopped, true, fx),
@@ -649,8 +675,8 @@ impl Machine {
 
     /// The process exited by itself (or could not start): PM2's restart policy decides.
     fn after_exit(&mut self, exit: Exit, started: Instant, now: Instant, fx: &mut Vec<Effect>) {
+        // Its reason was given when it exited (`on_exit`), or when it could not start.
         self.last_exit = Some(exit);
-        self.exit_reason = Some(ExitReason::of_own(exit));
         let shutting = self.shutting();
         let decision = policy::on_exit(&self.policy(), &mut self.hist, exit, started, now, shutting);
         // An exit that looks requested (code 0, SIGTERM, SIGINT) may be the first half of a
@@ -803,22 +829,18 @@ impl Machine {
                     }
                     Cmd::Signal(sig) => fx.push(Effect::Signal(sig)),
                     Cmd::Send(msg) => fx.push(Effect::Send(msg)),
-                    Cmd::OverMemory { pid: sampled, .. } if sampled != pid => {}
-                    Cmd::OverMemory { rss, limit, .. } => {
-                        Self::log(
-                            fx,
-                            Level::Warn,
-                            Some("restart"),
-                            format!(
-                                "App [{tag}] restarted because it exceeds max_memory_restart (current_memory={rss} max_memory_limit={limit} [octets])"
-                            ),
+                    Cmd::OverMemory { pid: sampled, .. } | Cmd::ContainerMemory { pid: sampled, .. } if sampled != pid => {}
+                    Cmd::ContainerMemory { used, limit, .. } => {
+                        let why = format!(
+                            "App [{tag}] restarted to keep the container under its memory limit (container_memory={used} limit={limit} [octets])"
                         );
-                        if (self.cluster || self.rolling) && online {
-                            // Cluster mode: a rolling reload, so the port keeps answering.
-                            self.rolling_reload(RestartReason::Memory, now, fx);
-                        } else {
-                            self.begin_stop(pid, Then::Restart(RestartReason::Memory), now, fx);
-                        }
+                        self.restart_for_memory(pid, online, why, now, fx);
+                    }
+                    Cmd::OverMemory { rss, limit, .. } => {
+                        let why = format!(
+                            "App [{tag}] restarted because it exceeds max_memory_restart (current_memory={rss} max_memory_limit={limit} [octets])"
+                        );
+                        self.restart_for_memory(pid, online, why, now, fx);
                     }
                 }
             }
@@ -866,7 +888,7 @@ impl Machine {
                     self.restart_time = 0;
                     self.park(status, manual, fx);
                 }
-                Cmd::Signal(_) | Cmd::Send(_) | Cmd::OverMemory { .. } => {}
+                Cmd::Signal(_) | Cmd::Send(_) | Cmd::OverMemory { .. } | Cmd::ContainerMemory { .. } => {}
             },
             State::Waiting | State::Grace { .. } => match cmd {
                 Cmd::Restart | Cmd::Start | Cmd::Reload | Cmd::Replace(_) => {
@@ -885,7 +907,7 @@ impl Machine {
                 }
                 Cmd::Delete => self.end(fx),
                 Cmd::Reset => self.restart_time = 0,
-                Cmd::Signal(_) | Cmd::Send(_) | Cmd::OverMemory { .. } => {}
+                Cmd::Signal(_) | Cmd::Send(_) | Cmd::OverMemory { .. } | Cmd::ContainerMemory { .. } => {}
             },
             State::New | State::Starting => match cmd {
                 // Before the process exists: only what changes no process.

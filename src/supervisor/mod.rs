@@ -11,6 +11,7 @@
 
 // The front door: `run` with its `RunOptions` and `Board`, the status vocabulary and table
 // (`status`) and PM2's `jlist` rendering of it (`jlist`). Everything else is the supervisor's own.
+pub mod container;
 mod control;
 mod cron;
 mod env;
@@ -84,6 +85,8 @@ pub struct RunOptions {
     pub pm2_home: String,
     /// How many CPUs `instances: max` means.
     pub cpus: usize,
+    /// On a stop signal: readiness ends at once, the apps are signalled after this.
+    pub shutdown_delay: Duration,
 }
 
 /// One instance as the coordinator sees it.
@@ -134,6 +137,12 @@ struct Coordinator {
     numbers: std::collections::HashMap<usize, numbering::Numbering>,
     /// Which instance each task runs (a panicked task is known only by its id).
     task_ids: std::collections::HashMap<tokio::task::Id, u32>,
+    /// The container's limits and usage (read with each sample).
+    container: container::Watch,
+    /// Recycling before the OOM killer (`None`: PM_RUNTIME_MEMORY_RECYCLE=off).
+    recycler: Option<container::Recycler>,
+    /// `node_heap: auto`: the heap of each such Node process, MiB, for the next starts.
+    heap_share: watch::Sender<Option<u64>>,
 }
 
 impl Coordinator {
@@ -169,6 +178,7 @@ impl Coordinator {
     fn start_task(&mut self, pm_id: u32, inbox: mpsc::UnboundedReceiver<Cmd>, restart_time: u32, resumed: bool) {
         let Some(slot) = self.slots.get(&pm_id) else { return };
         let (app_index, instance, unique_id) = (slot.app_index, slot.instance, slot.unique_id.clone());
+        let death = slot.last.as_ref().and_then(|u| u.death.clone());
         let inst = Instance {
             app: self.apps[app_index].clone(),
             pm_id,
@@ -186,6 +196,8 @@ impl Coordinator {
             unique_id,
             messages: self.messages_tx.clone(),
             resumed,
+            death,
+            heap_share: self.heap_share.subscribe(),
         };
         let task = self.tasks.spawn(inst.run());
         self.task_ids.insert(task.id(), pm_id);
@@ -239,6 +251,7 @@ impl Coordinator {
             slot.last = Some(Update {
                 pm_id,
                 since: None,
+                death: last.as_ref().and_then(|u| u.death.clone()),
                 version: last.as_ref().and_then(|u| u.version.clone()),
                 report: Report { status, restart_time, gone: self.stopping, ..report },
             });
@@ -393,10 +406,63 @@ impl Coordinator {
         }
     }
 
+    /// `node_heap: auto`: the container's memory, shared by every Node instance of such apps
+    /// (recomputed as instances come and go: each new process gets the share of its start).
+    fn size_heaps(&self) {
+        let sized = |s: &Slot| self.apps[s.app_index].node_heap && self.apps[s.app_index].command.is_node;
+        let n = self.slots.values().filter(|s| sized(s)).count() as u32;
+        let limit = self.container.last.and_then(|c| c.limits.memory);
+        let share = limit.filter(|_| n > 0).map(|l| container::heap_size_mib(l, n));
+        if self.heap_share.send_if_modified(|v| std::mem::replace(v, share) != share)
+            && let (Some(mib), Some(limit)) = (share, limit)
+        {
+            tracing::info!(
+                "node_heap: auto: {n} Node instance(s) share the container's {}: --max-old-space-size={mib} each (from their next start)",
+                crate::process::cgroup::human(limit)
+            );
+        }
+    }
+
+    /// Whether the container has a memory limit to recycle under.
+    fn governs_memory(&self) -> bool {
+        self.recycler.is_some() && self.container.last.is_some_and(|c| c.limits.memory.is_some())
+    }
+
+    /// Near the container's memory limit: the instance with the largest tree is restarted
+    /// gracefully (one at a time, with a backoff), before the kernel's OOM killer strikes.
+    /// Only a reading over the threshold costs a /proc sweep.
+    fn check_container(&mut self) {
+        let Some(c) = self.container.read() else { return };
+        let (Some(limit), Some(usage), Some(r)) = (c.limits.memory, c.usage, self.recycler.as_ref()) else { return };
+        if r.pressed(usage.working_set, limit) {
+            self.sample();
+        }
+        let online = |s: &Slot| s.last.as_ref().is_some_and(|u| u.status == Status::Online && u.pid.is_some());
+        let candidates: Vec<container::Candidate> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| !self.stopping && s.last.as_ref().is_some_and(|u| u.pid.is_some() || u.status == Status::Launching))
+            .map(|(id, s)| container::Candidate { pm_id: *id, bytes: s.sample.memory_bytes, online: online(s) })
+            .collect();
+        let Some(r) = self.recycler.as_mut() else { return };
+        if let Some(id) = r.decide(Instant::now(), usage.working_set, limit, &candidates)
+            && let Some(slot) = self.slots.get(&id)
+            && let Some(pid) = slot.last.as_ref().and_then(|u| u.pid)
+        {
+            let pct = (r.threshold * 100.0).round();
+            let name = self.apps[slot.app_index].name.clone();
+            tracing::warn!(app = %name, id,
+                "The container uses {} of its {} memory limit (recycling at {pct}%): restarting [{name}:{id}], the largest ({}), before the OOM killer strikes",
+                crate::process::cgroup::human(usage.working_set), crate::process::cgroup::human(limit), crate::process::cgroup::human(slot.sample.memory_bytes));
+            self.send(id, Cmd::ContainerMemory { pid, used: usage.working_set, limit });
+        }
+    }
+
     /// One sweep of /proc for every running instance; the numbers go into the table.
     fn sample(&mut self) {
         let roots: Vec<(u32, u32)> = self.slots.iter().filter_map(|(id, s)| Some((*id, s.last.as_ref()?.pid?))).collect();
         let mut samples = self.sampler.sweep(&roots);
+        self.container.read();
         for (id, slot) in self.slots.iter_mut() {
             slot.sample = samples.remove(id).unwrap_or_default();
         }
@@ -439,7 +505,9 @@ impl Coordinator {
             .map(|(i, app)| AppStatus { app: app.clone(), desired: self.slots.values().filter(|s| s.app_index == i).count() })
             .collect();
         let sampled_at = self.sampler.last_sweep.map(|t| SystemTime::now() - t.elapsed());
-        self.board.status.send_replace(Arc::new(StatusTable { instances, apps, stopping: self.stopping, sampled_at }));
+        let container = self.container.last;
+        self.size_heaps();
+        self.board.status.send_replace(Arc::new(StatusTable { instances, apps, stopping: self.stopping, sampled_at, container }));
     }
 }
 
@@ -484,12 +552,20 @@ pub async fn run(
         cpus: opts.cpus,
         listeners: Default::default(),
         sockets: Default::default(),
+        container: container::Watch::start(),
+        recycler: None,
+        heap_share: watch::Sender::new(None),
     };
+    match container::recycle_threshold(std::env::var("PM_RUNTIME_MEMORY_RECYCLE").ok().as_deref()) {
+        Ok(t) => co.recycler = t.map(container::Recycler::new),
+        Err(e) => tracing::error!("{e}; recycling stays at {}%", container::RECYCLE_AT * 100.0),
+    }
     for app_index in 0..co.apps.len() {
         for _ in 0..crate::config::resolve_instances(co.apps[app_index].instances, opts.cpus) {
             co.spawn_instance(app_index);
         }
     }
+    co.warn_about_container(&opts);
 
     // One watcher per app with `watch`; it names the app, the coordinator restarts its instances.
     let (restart_tx, mut restart_rx) = mpsc::unbounded_channel::<usize>();
@@ -511,13 +587,20 @@ pub async fn run(
     co.publish();
     let mut requested = false;
     let mut next_sample = tokio::time::Instant::now();
+    // `shutdown_delay`: when the apps get the stop (readiness ended at the signal).
+    let mut stop_at: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             Some((pm_id, message)) = messages_rx.recv() => co.on_message(pm_id, message),
-            _ = tokio::time::sleep_until(next_sample), if co.needs_samples() || co.has_memory_limits() => {
-                co.sample();
-                co.check_memory();
-                let period = if co.has_memory_limits() { MEMORY_PERIOD } else { sampler::PERIOD };
+            _ = tokio::time::sleep_until(next_sample), if co.needs_samples() || co.has_memory_limits() || co.governs_memory() => {
+                if co.needs_samples() || co.has_memory_limits() {
+                    co.sample();
+                    co.check_memory();
+                }
+                if co.governs_memory() {
+                    co.check_container();
+                }
+                let period = if co.has_memory_limits() || co.governs_memory() { MEMORY_PERIOD } else { sampler::PERIOD };
                 next_sample = tokio::time::Instant::now() + period;
             }
             update = updates_rx.recv() => {
@@ -556,17 +639,29 @@ pub async fn run(
                     co.send(*id, Cmd::Restart);
                 }
             }
+            _ = tokio::time::sleep_until(stop_at.unwrap_or_else(tokio::time::Instant::now)), if stop_at.is_some() => {
+                stop_at = None;
+                tracing::info!("shutdown_delay is over: stopping every app (kill_timeout applies)");
+                let _ = shutdown_tx.send(Shutdown::Graceful);
+            }
             sig = signals.recv() => match sig {
                 RuntimeSignal::Stop => {
                     if requested {
                         tracing::warn!("Second stop signal: killing every app now");
+                        stop_at = None;
                         let _ = shutdown_tx.send(Shutdown::Force);
-                    } else {
+                    } else if opts.shutdown_delay.is_zero() {
                         requested = true;
                         co.stopping = true;
                         co.publish();
                         tracing::info!("Stop signal received: stopping every app (kill_timeout applies)");
                         let _ = shutdown_tx.send(Shutdown::Graceful);
+                    } else {
+                        requested = true;
+                        co.stopping = true;
+                        co.publish();
+                        tracing::info!("Stop signal received: not ready any more; stopping every app in {:.1}s (shutdown_delay)", opts.shutdown_delay.as_secs_f64());
+                        stop_at = Some(tokio::time::Instant::now() + opts.shutdown_delay);
                     }
                     if co.tasks.is_empty() {
                         break;
@@ -587,7 +682,7 @@ pub async fn run(
         }
     }
     // Stop whatever is still running (auto-exit path: nothing is; stop path: all are stopping).
-    if !requested {
+    if !requested || stop_at.is_some() {
         let _ = shutdown_tx.send(Shutdown::Graceful);
     }
     loop {
@@ -622,6 +717,38 @@ pub async fn run(
     outcome(&apps, &co.slots)
 }
 
+impl Coordinator {
+    /// At start: warnings when the apps can outgrow the container's memory, or stopping can
+    /// outlast the platform's grace period.
+    fn warn_about_container(&self, opts: &RunOptions) {
+        if let Some(c) = self.container.last
+            && let Some(limit) = c.limits.memory
+        {
+            let planned: Vec<container::Planned> = self
+                .apps
+                .iter()
+                .enumerate()
+                .map(|(i, a)| container::Planned {
+                    name: &a.name,
+                    instances: self.slots.values().filter(|s| s.app_index == i).count() as u32,
+                    max_memory: a.max_memory_restart,
+                    node: a.command.is_node,
+                    node_heap: a.node_heap,
+                })
+                .collect();
+            let machine = crate::process::cgroup::machine_memory().unwrap_or(limit);
+            if let Some(w) = container::fit_warning(&planned, limit, c.limits.oom_group, container::v8_default_heap(machine)) {
+                tracing::warn!("{w}");
+            }
+        }
+        let longest = self.apps.iter().map(|a| a.kill_timeout).max().unwrap_or_default();
+        let platform = container::platform_grace(&|k| std::env::var(k).ok(), std::path::Path::new("/.dockerenv").exists());
+        if let Some(w) = container::grace_warning(longest, opts.shutdown_delay, platform) {
+            tracing::warn!("{w}");
+        }
+    }
+}
+
 /// True when no instance can run again by itself.
 fn all_settled(slots: &BTreeMap<u32, Slot>) -> bool {
     slots.values().all(|s| s.last.as_ref().is_some_and(|u| !u.status.is_alive() && !u.scheduled))
@@ -636,6 +763,15 @@ fn outcome(apps: &[App], slots: &BTreeMap<u32, Slot>) -> Outcome {
             .map(|s| apps[s.app_index].name.as_str())
             .collect();
         tracing::error!("Exiting: app(s) errored: {}", names.join(", "));
+        let errored: Vec<_> = slots
+            .iter()
+            .filter(|(_, s)| s.last.as_ref().is_some_and(|u| u.status == Status::Errored))
+            .map(|(id, s)| (apps[s.app_index].name.clone(), *id, s.last.as_ref().and_then(|u| u.death.as_deref())))
+            .collect();
+        container::write_termination_log(&container::termination_message(
+            &format!("pm-runtime: app(s) errored: {}", names.join(", ")),
+            &errored,
+        ));
         return Outcome::AppErrored;
     }
     for s in slots.values() {
@@ -643,6 +779,10 @@ fn outcome(apps: &[App], slots: &BTreeMap<u32, Slot>) -> Outcome {
             && exit != Exit::Code(0)
         {
             tracing::info!("Exiting: every app has finished; {} exited with {}", apps[s.app_index].name, exit.as_code());
+            let id = s.last.as_ref().map_or(0, |u| u.pm_id);
+            let what = [(apps[s.app_index].name.clone(), id, s.last.as_ref().and_then(|u| u.death.as_deref()))];
+            let summary = format!("pm-runtime: every app has finished; {} exited with {}", apps[s.app_index].name, exit.as_code());
+            container::write_termination_log(&container::termination_message(&summary, &what));
             return Outcome::AppsFinished(exit.as_code());
         }
     }

@@ -95,28 +95,55 @@ impl RestartReason {
     }
 }
 
-/// Why a process ended, as far as the runtime knows (what a death certificate names). New
-/// reasons (the kernel's OOM kill, a container-memory recycle, a probe, the watchdog) are
-/// added here.
+/// Why a process ended: the death certificate's `reason` (`jlist` `last_exit.reason`,
+/// `pm_runtime_app_last_exit_reason{reason}`). New reasons (a probe) are added here and to
+/// [`Self::ALL`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ExitReason {
     /// It exited by itself with a code.
     Exit,
-    /// A signal the runtime did not send ended it.
+    /// A signal the runtime did not send (and not the OOM killer's) ended it.
     Signal,
     /// The runtime stopped it on request (stop, restart, reload, delete, scale, its own stop).
     Stopped,
-    /// The runtime stopped it for going over `max_memory_restart`.
-    Memory,
+    /// The runtime restarted it for memory: `max_memory_restart`, or the container near its limit.
+    MemoryLimit,
+    /// The kernel's OOM killer: a SIGKILL the runtime did not send while the cgroup's
+    /// `oom_kill` count grew (or, where the count cannot be read, any SIGKILL it did not send).
+    OomKilled,
+    /// The hang watchdog restarted it.
+    Watchdog,
 }
 
 impl ExitReason {
-    /// The reason of an exit the runtime did not ask for.
-    pub fn of_own(exit: Exit) -> Self {
+    pub const ALL: [ExitReason; 6] =
+        [ExitReason::Exit, ExitReason::Signal, ExitReason::Stopped, ExitReason::MemoryLimit, ExitReason::OomKilled, ExitReason::Watchdog];
+
+    /// The reason of an exit the runtime did not ask for: `oom` says whether the cgroup's
+    /// OOM-kill count grew while the process ran (`None`: unknown).
+    pub fn unasked(exit: Exit, oom: Option<bool>) -> Self {
         match exit {
-            Exit::Code(_) => ExitReason::Exit,
+            Exit::Signal(libc::SIGKILL) if oom != Some(false) => ExitReason::OomKilled,
             Exit::Signal(_) => ExitReason::Signal,
+            Exit::Code(_) => ExitReason::Exit,
         }
+    }
+
+    /// The reason of an exit during a stop the runtime began to restart for `then_memory`
+    /// (`None`: not a restart for memory); `killed`: the runtime sent SIGKILL itself.
+    pub fn asked(for_memory: bool, killed: bool, exit: Exit, oom: Option<bool>) -> Self {
+        if oom == Some(true) && exit == Exit::Signal(libc::SIGKILL) && !killed {
+            ExitReason::OomKilled
+        } else if for_memory {
+            ExitReason::MemoryLimit
+        } else {
+            ExitReason::Stopped
+        }
+    }
+
+    /// A handed-over process retired after a rolling reload for `reason`.
+    pub fn retired(reason: RestartReason) -> Self {
+        if reason == RestartReason::Memory { ExitReason::MemoryLimit } else { ExitReason::Stopped }
     }
 
     pub fn as_str(self) -> &'static str {
@@ -124,8 +151,63 @@ impl ExitReason {
             ExitReason::Exit => "exit",
             ExitReason::Signal => "signal",
             ExitReason::Stopped => "stopped",
-            ExitReason::Memory => "memory",
+            ExitReason::MemoryLimit => "memory_limit",
+            ExitReason::OomKilled => "oom_killed",
+            ExitReason::Watchdog => "watchdog",
         }
+    }
+}
+
+/// How many of its last stderr lines a death certificate keeps.
+pub const DEATH_STDERR_LINES: usize = 5;
+
+/// A death certificate: how and why one process of an instance ended. One log line per exit
+/// ([`Death::line`]), `jlist`'s `last_exit` ([`Death::json`]), `_last_exit_reason{reason}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Death {
+    pub pid: u32,
+    pub exit: Exit,
+    pub reason: ExitReason,
+    /// How long the process ran.
+    pub uptime: Duration,
+    pub at: SystemTime,
+    /// The last lines (at most [`DEATH_STDERR_LINES`]) the process wrote to stderr, oldest first.
+    pub stderr: Vec<String>,
+}
+
+impl Death {
+    /// The exit line: PM2's `App [name:id] exited with code [c] via signal [s]`, then the
+    /// certificate (reason, pid, uptime, last stderr lines, each quoted as JSON strings).
+    pub fn line(&self, name: &str, pm_id: u32) -> String {
+        let mut s = format!(
+            "{}: reason={} pid={} uptime={:.1}s",
+            super::machine::exit_line(name, pm_id, self.exit),
+            self.reason.as_str(),
+            self.pid,
+            self.uptime.as_secs_f64()
+        );
+        if !self.stderr.is_empty() {
+            s.push_str(" last_stderr=");
+            s.push_str(&Value::from(self.stderr.clone()).to_string());
+        }
+        s
+    }
+
+    /// `jlist`'s `last_exit` (and the `exit` field of the line in `--json` output).
+    pub fn json(&self) -> Value {
+        let (code, signal) = match self.exit {
+            Exit::Code(c) => (Value::from(c), Value::Null),
+            Exit::Signal(s) => (Value::Null, Value::from(super::machine::signal_name(s))),
+        };
+        serde_json::json!({
+            "reason": self.reason.as_str(),
+            "code": code,
+            "signal": signal,
+            "pid": self.pid,
+            "uptime_ms": self.uptime.as_millis() as u64,
+            "at": self.at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64,
+            "stderr": self.stderr,
+        })
     }
 }
 
@@ -179,6 +261,8 @@ pub struct Update {
     /// `version` of the app's package.json when this process started.
     pub version: Option<Arc<str>>,
     pub report: Report,
+    /// The death certificate of the instance's last process.
+    pub death: Option<Arc<Death>>,
 }
 
 impl std::ops::Deref for Update {
@@ -275,6 +359,11 @@ impl InstanceStatus {
         self.last.as_ref().and_then(|u| u.last_exit)
     }
 
+    /// The death certificate of its last process.
+    pub fn death(&self) -> Option<&Death> {
+        self.last.as_ref().and_then(|u| u.death.as_deref())
+    }
+
     /// Stopped on request (`stop`), not by its own doing.
     pub fn manual(&self) -> bool {
         self.last.as_ref().is_some_and(|u| u.manual)
@@ -314,6 +403,8 @@ pub struct StatusTable {
     pub stopping: bool,
     /// When the sampler last read /proc (`None`: never yet).
     pub sampled_at: Option<SystemTime>,
+    /// The container's cgroup limits and usage, as of the last sample (`None`: no cgroup found).
+    pub container: Option<super::container::Container>,
 }
 
 impl StatusTable {

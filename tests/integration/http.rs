@@ -692,6 +692,8 @@ const sleep = ms => new Promise(r => setTimeout(r, ms));
   await page.waitForFunction(b => { const c = document.querySelector('tr[data-app="crashy"] .rs'); return c && c.textContent !== b; }, before, { timeout: 5000 });
   out.crash_seen_ms = Date.now() - t0;
   out.restarts = [before, await page.textContent('tr[data-app="crashy"] .rs')];
+  await page.waitForFunction(() => { const c = document.querySelector('tr[data-app="crashy"] .why'); return c && c.textContent !== '-'; }, null, { timeout: 5000 });
+  out.why = await page.textContent('tr[data-app="crashy"] .why');
   // The restart button asks for the token and restarts the app.
   page.on('dialog', d => { out.dialog = d.message(); d.accept(token); });
   const webPid = (await api('/api/v1/processes/web')).processes[0].pid;
@@ -754,6 +756,7 @@ fn dashboard_in_a_real_browser() {
     assert!(seen["crash_seen_ms"].as_u64().unwrap() <= 2000, "the crash shows up within 2 s: {seen}");
     assert_eq!(seen["restarts"][0], "0");
     assert_eq!(seen["restarts"][1], "1");
+    assert_eq!(seen["why"], "signal", "the last exit's reason: a SIGKILL, and no OOM kill counted");
     assert!(seen["dialog"].as_str().unwrap().contains("Token"), "{seen}");
     assert_ne!(seen["web_pids"][0], seen["web_pids"][1], "the button restarted web: {seen}");
     assert!(seen["logs"].as_array().unwrap().iter().any(|l| l.as_str().unwrap().contains("web line")), "{seen}");

@@ -5,6 +5,7 @@ mod scenario;
 
 mod cluster;
 mod config_errors;
+mod container;
 mod control;
 mod drop_in;
 mod hardening;

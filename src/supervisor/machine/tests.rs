@@ -61,6 +61,7 @@ fn all_cmds() -> Vec<Cmd> {
         Cmd::Reload,
         Cmd::Send(Arc::new(serde_json::json!("hi"))),
         Cmd::OverMemory { pid: 100, rss: 200, limit: 100 },
+        Cmd::ContainerMemory { pid: 100, used: 950, limit: 1000 },
     ]
 }
 
@@ -76,6 +77,7 @@ fn name(c: &Cmd) -> &'static str {
         Cmd::Reload => "reload",
         Cmd::Send(_) => "send",
         Cmd::OverMemory { .. } => "over-memory",
+        Cmd::ContainerMemory { .. } => "container-memory",
     }
 }
 
@@ -95,7 +97,7 @@ fn in_every_state() -> Vec<(&'static str, Machine, Instant)> {
     let mut w = m.clone();
     w.step(Input::Begin, now);
     w.step(Input::Spawned { pid: 100 }, now);
-    w.step(Input::Exited { exit: Exit::Code(1), leftovers: false }, now + Duration::from_secs(5));
+    w.step(Input::Exited { exit: Exit::Code(1), leftovers: false, oom: None }, now + Duration::from_secs(5));
     assert_eq!(w.state, State::Waiting);
     out.push(("waiting", w, now));
     let (mut l, now2) = machine("    wait_ready: true\n");
@@ -110,17 +112,17 @@ fn in_every_state() -> Vec<(&'static str, Machine, Instant)> {
     assert!(matches!(s.state, State::Stopping { .. }));
     out.push(("stopping", s.clone(), now));
     let mut p = s;
-    p.step(Input::Exited { exit: Exit::Signal(2), leftovers: false }, now);
+    p.step(Input::Exited { exit: Exit::Signal(2), leftovers: false, oom: None }, now);
     assert!(matches!(p.state, State::Parked { status: Status::Stopped, manual: true }), "{:?}", p.state);
     out.push(("stopped", p, now));
     let mut g = o;
-    g.step(Input::Exited { exit: Exit::Code(0), leftovers: false }, now + Duration::from_secs(5));
+    g.step(Input::Exited { exit: Exit::Code(0), leftovers: false, oom: None }, now + Duration::from_secs(5));
     assert!(matches!(g.state, State::Grace { .. }), "{:?}", g.state);
     out.push(("grace", g, now));
     let (mut e, now) = machine("    max_restarts: 1\n    min_uptime: 1000\n");
     e.step(Input::Begin, now);
     e.step(Input::Spawned { pid: 100 }, now);
-    e.step(Input::Exited { exit: Exit::Code(1), leftovers: false }, now);
+    e.step(Input::Exited { exit: Exit::Code(1), leftovers: false, oom: None }, now);
     assert!(matches!(e.state, State::Parked { status: Status::Errored, .. }), "{:?}", e.state);
     out.push(("errored", e, now));
     out
@@ -153,7 +155,7 @@ fn every_command_in_every_state() {
             };
             let want = match (state_name, name(&cmd)) {
                 // Running: restart-like commands stop first; stop parks; delete ends after the stop.
-                ("online" | "launching", "restart" | "replace" | "over-memory") => "stopping→restart",
+                ("online" | "launching", "restart" | "replace" | "over-memory" | "container-memory") => "stopping→restart",
                 ("online", "reload") => "stopping→restart", // fork mode: reload = restart
                 ("launching", "reload") => "stopping→restart",
                 ("online" | "launching", "stop") => "stopping→park",
@@ -227,7 +229,7 @@ fn a_stop_is_one_budget_and_commands_are_answered_meanwhile() {
     assert!(fx.is_empty(), "{fx:?}");
     let fx = m.step(Input::Timer(Timer::Kill), now + Duration::from_millis(1600));
     assert!(fx.contains(&Effect::Kill), "{fx:?}");
-    let fx = m.step(Input::Exited { exit: Exit::Signal(9), leftovers: false }, now + Duration::from_millis(1610));
+    let fx = m.step(Input::Exited { exit: Exit::Signal(9), leftovers: false, oom: None }, now + Duration::from_millis(1610));
     assert!(fx.contains(&Effect::End), "{fx:?}");
     assert_eq!(m.state, State::Gone);
 }
@@ -246,7 +248,7 @@ fn cluster_stop_disconnects_then_signals_at_half_the_budget_then_kills() {
     assert_eq!(armed(&fx, Timer::Kill), Some(now + Duration::from_millis(1000)), "one budget, not two");
     let fx = m.step(Input::Timer(Timer::Signal), now + Duration::from_millis(500));
     assert!(fx.iter().any(|e| matches!(e, Effect::Terminate { .. })), "{fx:?}");
-    let fx = m.step(Input::Exited { exit: Exit::Code(0), leftovers: false }, now + Duration::from_millis(600));
+    let fx = m.step(Input::Exited { exit: Exit::Code(0), leftovers: false, oom: None }, now + Duration::from_millis(600));
     assert!(fx.contains(&Effect::End), "{fx:?}");
 }
 
@@ -254,7 +256,7 @@ fn cluster_stop_disconnects_then_signals_at_half_the_budget_then_kills() {
 fn leftovers_of_a_stopped_group_are_waited_for_then_killed_at_the_deadline() {
     let (mut m, now) = online("    kill_timeout: 1000\n");
     m.step(Input::Cmd(Cmd::Restart), now);
-    let fx = m.step(Input::Exited { exit: Exit::Signal(2), leftovers: true }, now + Duration::from_millis(10));
+    let fx = m.step(Input::Exited { exit: Exit::Signal(2), leftovers: true, oom: None }, now + Duration::from_millis(10));
     assert!(armed(&fx, Timer::Leftovers).is_some() && !fx.contains(&Effect::Spawn), "{fx:?}");
     let fx = m.step(Input::Leftovers { alive: true }, now + Duration::from_millis(110));
     assert!(armed(&fx, Timer::Leftovers).is_some(), "{fx:?}");
@@ -274,28 +276,29 @@ fn restarts_are_counted_with_their_reason() {
     let (mut m, now) = online("    cron_restart: '0 0 * * *'\n    max_memory_restart: 100\n");
     let t = now + Duration::from_secs(60);
     // A crash (restart at once after the grace: exit code 1 is a crash, no grace).
-    let fx = m.step(Input::Exited { exit: Exit::Code(1), leftovers: false }, t);
+    let fx = m.step(Input::Exited { exit: Exit::Code(1), leftovers: false, oom: None }, t);
     assert_eq!(reason_of(&fx), Some(Some(RestartReason::Crash)));
     m.step(Input::Spawned { pid: 101 }, t);
     for (input, reason) in [
         (Input::Timer(Timer::Cron), RestartReason::Cron),
         (Input::Cmd(Cmd::OverMemory { pid: 102, rss: 200, limit: 100 }), RestartReason::Memory),
+        (Input::Cmd(Cmd::ContainerMemory { pid: 102, used: 950, limit: 1000 }), RestartReason::Memory),
         (Input::Cmd(Cmd::Restart), RestartReason::Manual),
         (Input::Cmd(Cmd::Reload), RestartReason::Reload),
     ] {
         m.step(input, t);
-        let fx = m.step(Input::Exited { exit: Exit::Signal(2), leftovers: false }, t);
+        let fx = m.step(Input::Exited { exit: Exit::Signal(2), leftovers: false, oom: None }, t);
         assert_eq!(reason_of(&fx), Some(Some(reason)), "{fx:?}");
         m.step(Input::Spawned { pid: 102 }, t);
     }
-    assert_eq!(m.restart_time, 5);
+    assert_eq!(m.restart_time, 6);
 }
 
 #[test]
 fn a_requested_looking_exit_waits_for_the_stop_signal() {
     let (mut m, now) = online("");
     let t = now + Duration::from_secs(5);
-    let fx = m.step(Input::Exited { exit: Exit::Signal(libc::SIGTERM), leftovers: false }, t);
+    let fx = m.step(Input::Exited { exit: Exit::Signal(libc::SIGTERM), leftovers: false, oom: None }, t);
     assert_eq!(armed(&fx, Timer::Grace), Some(t + STOP_GRACE));
     // The runtime's stop arrives within the grace: stopped, never restarted.
     let fx = m.step(Input::Shutdown(Shutdown::Graceful), t + Duration::from_millis(30));
@@ -303,7 +306,7 @@ fn a_requested_looking_exit_waits_for_the_stop_signal() {
     // Without it: restarted once the grace is over.
     let (mut m, now) = online("");
     let t = now + Duration::from_secs(5);
-    m.step(Input::Exited { exit: Exit::Code(0), leftovers: false }, t);
+    m.step(Input::Exited { exit: Exit::Code(0), leftovers: false, oom: None }, t);
     let fx = m.step(Input::Timer(Timer::Grace), t + STOP_GRACE);
     assert!(fx.contains(&Effect::Spawn), "{fx:?}");
 }
@@ -337,7 +340,7 @@ fn cluster_reload_hands_over_and_retires_once_the_replacement_is_online() {
     m.step(Input::Spawned { pid: 5 }, now);
     m.step(Input::Ready(Ready::Listening(80, None)), now);
     let fx = m.step(Input::Cmd(Cmd::Reload), now);
-    assert!(fx.contains(&Effect::HandOver) && fx.contains(&Effect::Spawn) && !fx.contains(&Effect::Retire), "{fx:?}");
+    assert!(fx.contains(&Effect::HandOver(ExitReason::Stopped)) && fx.contains(&Effect::Spawn) && !fx.contains(&Effect::Retire), "{fx:?}");
     m.step(Input::Spawned { pid: 6 }, now);
     let fx = m.step(Input::Ready(Ready::Listening(80, None)), now);
     assert!(fx.contains(&Effect::Retire), "{fx:?}");
@@ -353,7 +356,7 @@ fn rolling_reload_without_node_cluster_hands_over_and_retires_once_ready() {
     m.step(Input::Spawned { pid: 5 }, now);
     m.step(Input::Ready(Ready::Message), now);
     let fx = m.step(Input::Cmd(Cmd::Reload), now);
-    assert!(fx.contains(&Effect::HandOver) && fx.contains(&Effect::Spawn) && !fx.contains(&Effect::Retire), "{fx:?}");
+    assert!(fx.contains(&Effect::HandOver(ExitReason::Stopped)) && fx.contains(&Effect::Spawn) && !fx.contains(&Effect::Retire), "{fx:?}");
     m.step(Input::Spawned { pid: 6 }, now);
     let fx = m.step(Input::Ready(Ready::Message), now);
     assert!(fx.contains(&Effect::Retire), "{fx:?}");
@@ -363,7 +366,7 @@ fn rolling_reload_without_node_cluster_hands_over_and_retires_once_ready() {
     m.step(Input::Spawned { pid: 5 }, now);
     m.step(Input::Ready(Ready::Message), now);
     let fx = m.step(Input::Cmd(Cmd::Reload), now);
-    assert!(!fx.contains(&Effect::HandOver) && !fx.contains(&Effect::Spawn), "{fx:?}");
+    assert!(!fx.iter().any(|e| matches!(e, Effect::HandOver(_))) && !fx.contains(&Effect::Spawn), "{fx:?}");
 }
 
 #[test]
@@ -380,6 +383,7 @@ fn autostart_false_parks_and_the_first_start_is_no_restart() {
 fn a_late_memory_reading_of_a_previous_process_is_ignored() {
     let (mut m, now) = online("    max_memory_restart: 100\n");
     assert!(m.step(Input::Cmd(Cmd::OverMemory { pid: 99, rss: 200, limit: 100 }), now).is_empty());
+    assert!(m.step(Input::Cmd(Cmd::ContainerMemory { pid: 99, used: 200, limit: 100 }), now).is_empty());
     assert!(matches!(m.state, State::Online { pid: 100, .. }));
 }
 
@@ -406,7 +410,7 @@ fn reports_carry_the_last_backoff_delay() {
     let (mut m, now) = online("    exp_backoff_restart_delay: 100\n");
     let mut t = now + Duration::from_secs(1);
     for want in [100, 150, 225] {
-        let fx = m.step(Input::Exited { exit: Exit::Code(1), leftovers: false }, t);
+        let fx = m.step(Input::Exited { exit: Exit::Code(1), leftovers: false, oom: None }, t);
         assert_eq!(delays(&fx), [(Status::WaitingRestart, want)], "{fx:?}");
         assert_eq!(armed(&fx, Timer::Restart), Some(t + Duration::from_millis(want as u64)));
         t += Duration::from_millis(want as u64);
@@ -417,7 +421,7 @@ fn reports_carry_the_last_backoff_delay() {
         assert_eq!(armed(&fx, Timer::BackoffReset), Some(t + policy::BACKOFF_RESET));
     }
     // A crash before the stable time keeps the sequence (the timer armed then is stale).
-    let fx = m.step(Input::Exited { exit: Exit::Code(1), leftovers: false }, t + Duration::from_secs(1));
+    let fx = m.step(Input::Exited { exit: Exit::Code(1), leftovers: false, oom: None }, t + Duration::from_secs(1));
     assert_eq!(delays(&fx), [(Status::WaitingRestart, 337)], "{fx:?}");
     t += Duration::from_secs(1) + Duration::from_millis(337);
     m.step(Input::Timer(Timer::Restart), t);
@@ -428,17 +432,61 @@ fn reports_carry_the_last_backoff_delay() {
     let fx = m.step(Input::Timer(Timer::BackoffReset), t);
     assert_eq!(delays(&fx), [(Status::Online, 0)], "{fx:?}");
     assert!(m.step(Input::Timer(Timer::BackoffReset), t).is_empty(), "reported once");
-    let fx = m.step(Input::Exited { exit: Exit::Code(1), leftovers: false }, t);
+    let fx = m.step(Input::Exited { exit: Exit::Code(1), leftovers: false, oom: None }, t);
     assert_eq!(delays(&fx), [(Status::WaitingRestart, 100)], "{fx:?}");
     // The same without the timer: the exit after a stable run starts over.
     let (mut m, now) = online("    exp_backoff_restart_delay: 100\n");
-    m.step(Input::Exited { exit: Exit::Code(1), leftovers: false }, now);
+    m.step(Input::Exited { exit: Exit::Code(1), leftovers: false, oom: None }, now);
     m.step(Input::Timer(Timer::Restart), now);
     m.step(Input::Spawned { pid: 101 }, now);
-    let fx = m.step(Input::Exited { exit: Exit::Code(1), leftovers: false }, now + policy::BACKOFF_RESET);
+    let fx = m.step(Input::Exited { exit: Exit::Code(1), leftovers: false, oom: None }, now + policy::BACKOFF_RESET);
     assert_eq!(delays(&fx), [(Status::WaitingRestart, 100)], "{fx:?}");
 
     let (mut m, now) = online("    restart_delay: 200\n");
-    let fx = m.step(Input::Exited { exit: Exit::Code(1), leftovers: false }, now + Duration::from_secs(1));
+    let fx = m.step(Input::Exited { exit: Exit::Code(1), leftovers: false, oom: None }, now + Duration::from_secs(1));
     assert_eq!(delays(&fx), [(Status::WaitingRestart, 0)], "{fx:?}");
+}
+
+fn died(fx: &[Effect]) -> Option<ExitReason> {
+    fx.iter().find_map(|e| match e {
+        Effect::Died { reason, .. } => Some(*reason),
+        _ => None,
+    })
+}
+
+#[test]
+fn every_exit_says_why() {
+    const KILL: Exit = Exit::Signal(libc::SIGKILL);
+    // (how the process ended, what the cgroup's OOM count says, the reason), for an exit nobody asked for.
+    let unasked = [
+        (Exit::Code(1), None, ExitReason::Exit),
+        (Exit::Code(0), Some(true), ExitReason::Exit),
+        (Exit::Signal(libc::SIGSEGV), None, ExitReason::Signal),
+        (Exit::Signal(libc::SIGTERM), Some(false), ExitReason::Signal),
+        (KILL, Some(true), ExitReason::OomKilled),
+        (KILL, None, ExitReason::OomKilled),
+        (KILL, Some(false), ExitReason::Signal),
+    ];
+    for (exit, oom, want) in unasked {
+        let (mut m, now) = online("");
+        let fx = m.step(Input::Exited { exit, leftovers: false, oom }, now);
+        assert_eq!(died(&fx), Some(want), "{exit:?} {oom:?}");
+    }
+    // Exits during a stop we began: stopped, memory_limit for a memory restart, unless the kernel killed it first.
+    let (mut m, now) = online("");
+    m.step(Input::Cmd(Cmd::Stop), now);
+    assert_eq!(died(&m.step(Input::Exited { exit: Exit::Signal(15), leftovers: false, oom: Some(true) }, now)), Some(ExitReason::Stopped));
+    let (mut m, now) = online("");
+    m.step(Input::Cmd(Cmd::OverMemory { pid: 100, rss: 2, limit: 1 }), now);
+    assert_eq!(died(&m.step(Input::Exited { exit: Exit::Code(0), leftovers: false, oom: None }, now)), Some(ExitReason::MemoryLimit));
+    let (mut m, now) = online("");
+    m.step(Input::Cmd(Cmd::Restart), now);
+    assert_eq!(died(&m.step(Input::Exited { exit: KILL, leftovers: false, oom: Some(true) }, now)), Some(ExitReason::OomKilled));
+    // Our own SIGKILL at the stop's deadline is no OOM kill.
+    let (mut m, now) = online("");
+    m.step(Input::Cmd(Cmd::Stop), now);
+    m.step(Input::Timer(Timer::Kill), now);
+    assert_eq!(died(&m.step(Input::Exited { exit: KILL, leftovers: false, oom: Some(true) }, now)), Some(ExitReason::Stopped));
+    let names: Vec<_> = ExitReason::ALL.iter().map(|r| r.as_str()).collect();
+    assert_eq!(names, ["exit", "signal", "stopped", "memory_limit", "oom_killed", "watchdog"]);
 }
