@@ -16,6 +16,10 @@ pub struct Ecosystem {
     pub file: Option<PathBuf>,
     /// Apps in file order, after `--only` filtering.
     pub apps: Vec<App>,
+    /// Things the runtime says at start that are not problems (`--only` pulling in what the
+    /// named apps depend on).
+    #[serde(default)]
+    pub notes: Vec<String>,
     /// Non-fatal findings (unknown keys with "did you mean", undefined `--env`, …), already
     /// formatted as `file:line:col: path: message`.
     pub warnings: Vec<String>,
@@ -57,6 +61,63 @@ pub enum Watch {
     /// `watch: true`: the app's cwd.
     Cwd,
     Paths(Vec<PathBuf>),
+}
+
+/// Our extension (`role`): an app's part in the container's start order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// A service (PM2's only kind).
+    #[default]
+    App,
+    /// A one-shot job (migrations, warm-up) that must exit 0 before the apps that depend on it
+    /// (by default every app) start; not restarted unless `autorestart: true`.
+    Init,
+    /// Started first, stopped last, not counted for auto-exit (Kubernetes' native sidecars).
+    Sidecar,
+}
+
+/// Our extension (`depends_on`): what another app must have reached before this one starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Condition {
+    /// Its process was spawned.
+    Started,
+    /// PM2's `online` (after `wait_ready`'s ready or a cluster worker's listen).
+    Online,
+    /// Online and its readiness probe passing (without a probe: online).
+    Ready,
+    /// Exited with code 0 (every instance).
+    Completed,
+}
+
+impl Condition {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Condition::Started => "started",
+            Condition::Online => "online",
+            Condition::Ready => "ready",
+            Condition::Completed => "completed",
+        }
+    }
+
+    /// The condition when `depends_on` names an app without one: an init job must complete,
+    /// a sidecar be ready, an app be online.
+    pub fn default_for(target: Role) -> Condition {
+        match target {
+            Role::Init => Condition::Completed,
+            Role::Sidecar => Condition::Ready,
+            Role::App => Condition::Online,
+        }
+    }
+}
+
+/// One entry of `depends_on`: the app's name (as it runs, after `append_env_to_name`) and the
+/// condition (`None`: [`Condition::default_for`] the target's role).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dependency {
+    pub name: String,
+    pub condition: Option<Condition>,
 }
 
 /// A user or group given by name or numeric id.
@@ -133,6 +194,13 @@ pub struct App {
     #[serde(default = "yes")]
     pub pm_runtime_preload: bool,
     pub listen_timeout: Duration,
+    /// Our extension: `init`, `sidecar` or (default) `app`.
+    #[serde(default)]
+    pub role: Role,
+    /// Our extension: apps that must reach a condition before this one starts (and that stop
+    /// after it).
+    #[serde(default)]
+    pub depends_on: Vec<Dependency>,
     pub watch: Watch,
     pub ignore_watch: Vec<String>,
     pub watch_delay: Duration,

@@ -5,7 +5,7 @@
 //!
 //! Filesystem and PATH resolution (cwd, script, interpreter) happen later, in `resolve`.
 
-use super::model::{ExecMode, FilterEnv, Instances, Principal, Watch};
+use super::model::{Condition, Dependency, ExecMode, FilterEnv, Instances, Principal, Role, Watch};
 use super::tree::{Key, Node, Pos, Value};
 use super::units;
 use std::collections::BTreeMap;
@@ -83,6 +83,8 @@ pub(crate) const EFFECTIVE_KEYS: &[&str] = &[
     "listen_timeout",
     "listen_fds",
     "pm_runtime_preload",
+    "role",
+    "depends_on",
     "watch",
     "ignore_watch",
     "watch_options",
@@ -217,6 +219,10 @@ pub struct RawApp {
     pub listen_fds: Option<bool>,
     pub pm_runtime_preload: Option<bool>,
     pub listen_timeout: Option<Duration>,
+    pub role: Option<Role>,
+    /// Each entry with its position, and the key path (`apps[1].depends_on`).
+    pub depends_on: Vec<(Dependency, Option<Pos>)>,
+    pub depends_on_key: String,
     pub watch: Option<Watch>,
     pub ignore_watch: Option<Vec<String>>,
     pub watch_options: Option<serde_json::Value>,
@@ -433,6 +439,11 @@ pub fn validate_app(path: &str, node: &Node, rep: &mut Reporter) -> RawApp {
             "listen_fds" => app.listen_fds = c.bool(),
             "pm_runtime_preload" => app.pm_runtime_preload = c.bool(),
             "listen_timeout" => app.listen_timeout = c.duration(),
+            "role" => app.role = c.role(),
+            "depends_on" => {
+                app.depends_on = c.depends_on().unwrap_or_default();
+                app.depends_on_key = p.clone();
+            }
             "watch" => app.watch = c.watch(),
             "ignore_watch" => app.ignore_watch = c.arg_list(),
             "watch_options" => app.watch_options = c.object(),
@@ -460,6 +471,38 @@ pub fn validate_app(path: &str, node: &Node, rep: &mut Reporter) -> RawApp {
         rep.error(node.pos, path, "missing required key \"script\"");
     }
     app
+}
+
+/// A `depends_on` condition: ours (`started`, `online`, `ready`, `completed`), compose's
+/// (`service_started`, `service_healthy`, `service_completed_successfully`), or compose's
+/// `{condition: …}` mapping; `null` means the default for the target's role.
+fn condition_of(node: &Node) -> Result<Option<Condition>, String> {
+    let text = match &node.value {
+        Value::Null => return Ok(None),
+        Value::Str(s) => s.as_str(),
+        Value::Map(_) => return node.get("condition").map_or(Ok(None), condition_of),
+        _ => return Err(format!("expected a condition (started, online, ready, completed), got {}", node.describe())),
+    };
+    let c = match text.strip_prefix("service_").unwrap_or(text) {
+        "started" => Condition::Started,
+        "online" => Condition::Online,
+        "ready" | "healthy" => Condition::Ready,
+        "completed" | "completed_successfully" => Condition::Completed,
+        other => {
+            let hint = units::suggest(other, ["started", "online", "ready", "completed"]).map(|s| format!(" (did you mean \"{s}\"?)")).unwrap_or_default();
+            return Err(format!("unknown condition {text:?}{hint}: expected started, online, ready or completed"));
+        }
+    };
+    Ok(Some(c))
+}
+
+/// An app's `role` and `depends_on` read without reporting anything (for `--only`, before the
+/// apps are validated).
+pub fn quick_order(app: &Node) -> (Role, Vec<Dependency>) {
+    let mut rep = Reporter::default();
+    let role = app.get("role").and_then(|node| Check { rep: &mut rep, path: "", node }.role()).unwrap_or_default();
+    let deps = app.get("depends_on").and_then(|node| Check { rep: &mut rep, path: "", node }.depends_on()).unwrap_or_default();
+    (role, deps.into_iter().map(|(d, _)| d).collect())
 }
 
 /// The warning for an `env_<name>` key whose value is not a mapping (PM2 accepts it and it
@@ -887,6 +930,73 @@ impl Check<'_, '_> {
                 self.fail(format!("expected true/false, a path or a list of paths, got {g}"))
             }
         }
+    }
+
+    fn role(&mut self) -> Option<Role> {
+        match &self.node.value {
+            Value::Str(s) => match s.as_str() {
+                "app" => Some(Role::App),
+                "init" => Some(Role::Init),
+                "sidecar" => Some(Role::Sidecar),
+                other => self.fail(format!("expected \"init\", \"sidecar\" or \"app\", got {other:?}")),
+            },
+            _ => {
+                let g = self.got();
+                self.fail(format!("expected \"init\", \"sidecar\" or \"app\", got {g}"))
+            }
+        }
+    }
+
+    /// `depends_on`: a name, a list of names (or of `{name: condition}`), or a mapping of
+    /// names to conditions (`db: ready`, or compose's `db: {condition: service_healthy}`).
+    fn depends_on(&mut self) -> Option<Vec<(Dependency, Option<Pos>)>> {
+        let mut out = Vec::new();
+        let mut entry = |rep: &mut Reporter, path: String, name: &Node, cond: Option<&Node>| {
+            let Value::Str(n) = &name.value else {
+                rep.error(name.pos, &path, format!("expected an app name, got {}", name.describe()));
+                return;
+            };
+            if n.trim().is_empty() {
+                rep.error(name.pos, &path, "must not be empty");
+                return;
+            }
+            let condition = match cond.map(|c| (c, condition_of(c))) {
+                None => None,
+                Some((_, Ok(c))) => c,
+                Some((c, Err(e))) => {
+                    rep.error(c.pos, &path, e);
+                    return;
+                }
+            };
+            out.push((Dependency { name: n.clone(), condition }, name.pos));
+        };
+        match &self.node.value {
+            Value::Str(_) => entry(self.rep, self.path.to_string(), self.node, None),
+            Value::Seq(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let path = format!("{}[{i}]", self.path);
+                    match &item.value {
+                        Value::Map(kv) if kv.len() == 1 => {
+                            let (k, v) = &kv[0];
+                            let name = Node { pos: k.pos, value: Value::Str(k.name.clone()) };
+                            entry(self.rep, join(&path, &k.name), &name, Some(v));
+                        }
+                        _ => entry(self.rep, path, item, None),
+                    }
+                }
+            }
+            Value::Map(kv) => {
+                for (k, v) in kv {
+                    let name = Node { pos: k.pos, value: Value::Str(k.name.clone()) };
+                    entry(self.rep, join(self.path, &k.name), &name, Some(v));
+                }
+            }
+            _ => {
+                let g = self.got();
+                return self.fail(format!("expected an app name, a list of names or a mapping of names to conditions, got {g}"));
+            }
+        }
+        Some(out)
     }
 
     fn filter_env(&mut self) -> Option<FilterEnv> {
