@@ -203,6 +203,9 @@ fn run_start(start: &StartArgs, extra_env: &[(String, String)]) -> Outcome {
         for w in &eco.warnings {
             tracing::warn!("{w}");
         }
+        for n in &eco.notes {
+            tracing::info!("{n}");
+        }
         let mut eco = eco;
         preload::apply(&mut eco.apps, Path::new(&pm2_home()));
         let signals = match signals::Signals::install() {

@@ -96,7 +96,11 @@ pub fn graph(entries: &[Entry]) -> (Graph, Vec<Problem>) {
                 }
                 named[b] = true;
                 if g.edge(a, b).is_none() {
-                    g.needs[a].push(Edge { to: b, condition: d.condition.unwrap_or(Condition::default_for(entries[b].role)), implicit: false });
+                    g.needs[a].push(Edge {
+                        to: b,
+                        condition: d.condition.unwrap_or(Condition::default_for(entries[b].role)),
+                        implicit: false,
+                    });
                 }
             }
         }
@@ -235,7 +239,11 @@ mod tests {
     fn unknown_names_self_and_cycles_are_problems() {
         let (_, p) = build(&[("a", Role::App, vec![dep("b", None), dep("nope", None), dep("a", None)]), ("b", Role::App, vec![])]);
         assert_eq!(p, [Problem::Unknown { app: 0, entry: 1 }, Problem::Itself { app: 0, entry: 2 }]);
-        let (_, p) = build(&[("a", Role::App, vec![dep("c", None)]), ("b", Role::App, vec![dep("a", None)]), ("c", Role::App, vec![dep("b", None)])]);
+        let (_, p) = build(&[
+            ("a", Role::App, vec![dep("c", None)]),
+            ("b", Role::App, vec![dep("a", None)]),
+            ("c", Role::App, vec![dep("b", None)]),
+        ]);
         assert_eq!(p, [Problem::Cycle(vec![0, 2, 1])]);
     }
 

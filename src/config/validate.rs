@@ -489,7 +489,9 @@ fn condition_of(node: &Node) -> Result<Option<Condition>, String> {
         "ready" | "healthy" => Condition::Ready,
         "completed" | "completed_successfully" => Condition::Completed,
         other => {
-            let hint = units::suggest(other, ["started", "online", "ready", "completed"]).map(|s| format!(" (did you mean \"{s}\"?)")).unwrap_or_default();
+            let hint = units::suggest(other, ["started", "online", "ready", "completed"])
+                .map(|s| format!(" (did you mean \"{s}\"?)"))
+                .unwrap_or_default();
             return Err(format!("unknown condition {text:?}{hint}: expected started, online, ready or completed"));
         }
     };

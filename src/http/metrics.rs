@@ -235,7 +235,7 @@ mod tests {
         };
         StatusTable {
             instances: vec![row(0, 0, Some(Status::Online), Some(100)), row(1, 1, Some(Status::WaitingRestart), None)],
-            apps: vec![AppStatus { app: web.clone(), desired: 2 }],
+            apps: vec![AppStatus { app: web.clone(), desired: 2, waiting_on: None }],
             stopping: false,
             sampled_at: None,
         }

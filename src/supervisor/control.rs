@@ -236,7 +236,16 @@ pub fn process_rows(table: &super::status::StatusTable, only: Option<&[u32]>, en
             axm_monitor: &row.axm_monitor,
             axm_actions: &row.axm_actions,
         };
-        out.push(super::jlist::entry(&facts, env));
+        let mut entry = super::jlist::entry(&facts, env);
+        // Held by depends_on / roles (our extension): `waiting`, and what for.
+        if row.status.is_none()
+            && let Some(w) = table.apps.iter().find(|a| a.app.name == app.name).and_then(|a| a.waiting_on.as_deref())
+            && let Some(pm2_env) = entry.get_mut("pm2_env").and_then(Value::as_object_mut)
+        {
+            pm2_env.insert("status".into(), "waiting".into());
+            pm2_env.insert("waiting_on".into(), w.into());
+        }
+        out.push(entry);
     }
     out
 }

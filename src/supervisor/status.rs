@@ -141,6 +141,9 @@ pub struct AppStatus {
     pub app: Arc<App>,
     /// How many instances the runtime keeps (after `scale`).
     pub desired: usize,
+    /// Held by `depends_on` / roles: what the app waits for (`migrate (completed)`), or why it
+    /// cannot start.
+    pub waiting_on: Option<Arc<str>>,
 }
 
 /// Everything readers see, as of one moment.

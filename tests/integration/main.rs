@@ -15,6 +15,7 @@ mod node_apps;
 mod node_cluster;
 mod node_versions;
 mod npm;
+mod order;
 #[cfg(feature = "plus")]
 mod plus;
 #[cfg(feature = "plus")]

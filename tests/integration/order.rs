@@ -1,0 +1,93 @@
+//! Start order, init jobs and sidecars (`depends_on`, `role`): real processes, real signals.
+
+use std::time::Duration;
+
+use crate::scenario::*;
+
+/// Where `needle` first appears in `text` (panics with the text when it does not).
+fn at(text: &str, needle: &str) -> usize {
+    text.find(needle).unwrap_or_else(|| panic!("{needle:?} not in:\n{text}"))
+}
+
+const SIDECAR: &str = "sh -c 'trap \"echo proxy-down; exit 0\" INT TERM; echo proxy-up; while :; do sleep 0.1; done'";
+
+#[test]
+fn an_init_job_migrates_before_the_app_starts_and_a_sidecar_is_up_first_and_down_last() {
+    let yml = format!(
+        "apps:\n  - name: web\n    script: sh -c 'test -f migrated && echo web-sees-migration; trap \"sleep 0.3; echo web-down; exit 0\" INT; while :; do sleep 0.1; done'\n  - name: migrate\n    role: init\n    script: sh -c 'sleep 0.5; echo v2 > migrated; echo migrate-done'\n  - name: proxy\n    role: sidecar\n    script: {SIDECAR}\n"
+    );
+    let s = Scenario::new().file("e.yml", &yml);
+    let mut r = s.start(&["e.yml"]);
+    r.wait_for("web-sees-migration", Duration::from_secs(20));
+    let out = r.stdout();
+    assert!(at(&out, "proxy-up") < at(&out, "migrate-done"), "the sidecar is up before the init job runs:\n{out}");
+    assert!(out.contains("App [web] starting: migrate completed, proxy ready"), "{out}");
+    r.signal(libc::SIGTERM);
+    let status = r.wait(Duration::from_secs(15)).expect("stops");
+    assert_eq!(status.code(), Some(0));
+    let out = r.stdout();
+    assert!(at(&out, "web-down") < at(&out, "proxy-down"), "the sidecar stops after the app:\n{out}");
+}
+
+#[test]
+fn a_failed_init_job_stops_the_container_with_its_code_and_nothing_else_starts() {
+    let yml = format!(
+        "apps:\n  - name: web\n    script: sh -c 'echo web-started; sleep 30'\n  - name: migrate\n    role: init\n    script: sh -c 'echo migration failed >&2; exit 3'\n  - name: proxy\n    role: sidecar\n    script: {SIDECAR}\n"
+    );
+    let s = Scenario::new().file("e.yml", &yml);
+    let (status, out, err) = s.run(&["e.yml"], Duration::from_secs(20));
+    assert_eq!(status.code(), Some(3), "{out}\n{err}");
+    let all = format!("{out}{err}");
+    assert!(all.contains("Init job [migrate] failed (exit code 3): stopping the container"), "{all}");
+    assert!(!all.contains("web-started"), "{all}");
+    assert!(all.contains("proxy-down"), "the sidecar was stopped: {all}");
+}
+
+#[test]
+fn the_container_ends_when_the_main_app_ends_whatever_the_sidecar_does() {
+    let yml = format!(
+        "apps:\n  - name: job\n    autorestart: false\n    script: sh -c 'sleep 0.3; echo job-done; exit 0'\n  - name: proxy\n    role: sidecar\n    script: {SIDECAR}\n"
+    );
+    let s = Scenario::new().file("e.yml", &yml);
+    let (status, out, err) = s.run(&["e.yml"], Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0), "{out}\n{err}");
+    assert!(at(&out, "proxy-up") < at(&out, "job-done") && at(&out, "job-done") < at(&out, "proxy-down"), "{out}");
+}
+
+#[test]
+fn dependents_stop_first_and_ls_shows_what_an_app_waits_for() {
+    let s = Scenario::new().file(
+        "e.yml",
+        "apps:\n  - name: api\n    script: sh -c 'echo api-up; trap \"echo api-down; exit 0\" INT; while :; do sleep 0.1; done'\n  - name: web\n    depends_on: [api]\n    script: sh -c 'echo web-up; trap \"sleep 0.4; echo web-down; exit 0\" INT; while :; do sleep 0.1; done'\n  - name: report\n    depends_on: {batch: completed}\n    script: sh -c 'echo report-ran'\n  - name: batch\n    script: sh -c 'sleep 30'\n",
+    );
+    let mut r = s.start(&["e.yml"]);
+    r.wait_for("web-up", Duration::from_secs(20));
+    let out = r.stdout();
+    assert!(at(&out, "api-up") < at(&out, "web-up"), "{out}");
+    let table = poll("ls shows report waiting", Duration::from_secs(10), || {
+        let (code, out, _) = s.cli(&["ls"]);
+        (code == 0 && out.contains("waiting: batch (completed)")).then_some(out)
+    });
+    assert!(!table.contains("report-ran"), "{table}");
+    let (_, jlist, _) = s.cli(&["jlist"]);
+    let ps: serde_json::Value = serde_json::from_str(&jlist).expect("jlist is JSON");
+    let report = ps.as_array().unwrap().iter().find(|p| p["name"] == "report").expect("report listed");
+    assert_eq!(
+        (report["pm2_env"]["status"].as_str(), report["pm2_env"]["waiting_on"].as_str()),
+        (Some("waiting"), Some("batch (completed)"))
+    );
+    r.signal(libc::SIGTERM);
+    assert_eq!(r.wait(Duration::from_secs(15)).expect("stops").code(), Some(0));
+    let out = r.stdout();
+    assert!(at(&out, "web-down") < at(&out, "api-down"), "web depends on api: it stops first:\n{out}");
+    assert!(!out.contains("report-ran"), "{out}");
+}
+
+#[test]
+fn a_dependency_cycle_is_refused_with_its_place() {
+    let s = Scenario::new()
+        .file("e.yml", "apps:\n  - name: a\n    script: sh -c 'sleep 1'\n    depends_on: [b]\n  - name: b\n    script: sh -c 'sleep 1'\n    depends_on: [a]\n");
+    let (status, out, err) = s.run(&["e.yml"], Duration::from_secs(10));
+    assert_eq!(status.code(), Some(78), "{out}{err}");
+    assert!(err.contains("e.yml:4:18: apps[0].depends_on: dependency cycle: a → b → a"), "{err}");
+}
