@@ -582,6 +582,8 @@ fn finish(
         return None;
     }
 
+    let liveness_probe = raw.liveness_probe.as_ref().and_then(|p| probe(p, raw.port, &env, rep));
+    let readiness_probe = raw.readiness_probe.as_ref().and_then(|p| probe(p, raw.port, &env, rep));
     Some(App {
         name,
         namespace: raw.namespace.clone().unwrap_or_else(|| "default".into()),
@@ -626,6 +628,8 @@ fn finish(
         listen_fds: raw.listen_fds.unwrap_or(false),
         pm_runtime_preload: raw.pm_runtime_preload.unwrap_or(true),
         listen_timeout: raw.listen_timeout.filter(nonzero).unwrap_or(defaults.listen_timeout),
+        liveness_probe,
+        readiness_probe,
         role: raw.role.unwrap_or_default(),
         depends_on: raw.depends_on.iter().map(|(d, _)| d.clone()).collect(),
         watch,
@@ -644,6 +648,31 @@ fn finish(
         log_max_size: raw.log_max_size,
         log_retain: raw.log_retain,
         ignored: raw.ignored.clone(),
+    })
+}
+
+/// A probe with its defaults (Kubernetes': every 10 s, 1 s timeout, 3 failures, 1 success) and
+/// its port: the probe's own, else the app's `port`, else `PORT` in its env.
+fn probe(p: &validate::RawProbe, port: Option<u16>, env: &BTreeMap<String, String>, rep: &mut Reporter) -> Option<Probe> {
+    let port = |own: Option<u16>, rep: &mut Reporter| {
+        let found = own.or(p.port).or(port).or_else(|| env.get("PORT").and_then(|p| p.trim().parse().ok()));
+        if found.is_none() {
+            rep.error(p.pos, &p.path, "needs a port: give the probe a port, or the app `port` or PORT in its env");
+        }
+        found
+    };
+    let check = match p.kind.clone()? {
+        validate::RawCheck::Http { path, port: own, status } => ProbeCheck::Http { path, port: port(own, rep)?, status },
+        validate::RawCheck::Tcp { port: own } => ProbeCheck::Tcp { port: port(own, rep)? },
+        validate::RawCheck::Exec { command } => ProbeCheck::Exec { command },
+    };
+    Some(Probe {
+        check,
+        initial_delay: p.initial_delay.unwrap_or_default(),
+        period: p.period.unwrap_or(Duration::from_secs(10)),
+        timeout: p.timeout.unwrap_or(Duration::from_secs(1)),
+        failure_threshold: p.failure_threshold.unwrap_or(3),
+        success_threshold: p.success_threshold.unwrap_or(1),
     })
 }
 

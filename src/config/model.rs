@@ -120,6 +120,44 @@ pub struct Dependency {
     pub condition: Option<Condition>,
 }
 
+/// Our extension (`liveness_probe`, `readiness_probe`): a health check of a running instance,
+/// with the settings users know from Kubernetes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Probe {
+    pub check: ProbeCheck,
+    /// Before the first check (from the process's start). Default 0.
+    pub initial_delay: Duration,
+    /// Between checks. Default 10 s.
+    pub period: Duration,
+    /// A check that takes longer fails. Default 1 s.
+    pub timeout: Duration,
+    /// Consecutive failures that make it fail. Default 3.
+    pub failure_threshold: u32,
+    /// Consecutive successes that make it pass again. Default 1.
+    pub success_threshold: u32,
+}
+
+/// What a probe checks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProbeCheck {
+    /// `GET path` on 127.0.0.1:port; passes on `status` (default: any 2xx or 3xx).
+    Http { path: String, port: u16, status: Option<u16> },
+    /// A TCP connection to 127.0.0.1:port is accepted.
+    Tcp { port: u16 },
+    /// `sh -c command` in the app's cwd with its env exits 0.
+    Exec { command: String },
+}
+
+impl std::fmt::Display for ProbeCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProbeCheck::Http { path, port, .. } => write!(f, "http GET :{port}{path}"),
+            ProbeCheck::Tcp { port } => write!(f, "tcp :{port}"),
+            ProbeCheck::Exec { .. } => f.write_str("exec"),
+        }
+    }
+}
+
 /// A user or group given by name or numeric id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Principal {
@@ -201,6 +239,13 @@ pub struct App {
     /// after it).
     #[serde(default)]
     pub depends_on: Vec<Dependency>,
+    /// Our extension: failing restarts the instance (reason `probe`).
+    #[serde(default)]
+    pub liveness_probe: Option<Probe>,
+    /// Our extension: passing makes the instance ready (`/readyz`, `depends_on: ready`, the
+    /// end of a rolling reload).
+    #[serde(default)]
+    pub readiness_probe: Option<Probe>,
     pub watch: Watch,
     pub ignore_watch: Vec<String>,
     pub watch_delay: Duration,

@@ -6,6 +6,28 @@
 //! Filesystem and PATH resolution (cwd, script, interpreter) happen later, in `resolve`.
 
 use super::model::{Condition, Dependency, ExecMode, FilterEnv, Instances, Principal, Role, Watch};
+
+/// A probe as written: its port may come from the app (`port`, `PORT`), known after `env`.
+#[derive(Debug, Clone, Default)]
+pub struct RawProbe {
+    pub kind: Option<RawCheck>,
+    pub initial_delay: Option<Duration>,
+    pub period: Option<Duration>,
+    pub timeout: Option<Duration>,
+    pub failure_threshold: Option<u32>,
+    pub success_threshold: Option<u32>,
+    /// `port` beside `http`/`tcp` (as well as inside).
+    pub port: Option<u16>,
+    pub pos: Option<Pos>,
+    pub path: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum RawCheck {
+    Http { path: String, port: Option<u16>, status: Option<u16> },
+    Tcp { port: Option<u16> },
+    Exec { command: String },
+}
 use super::tree::{Key, Node, Pos, Value};
 use super::units;
 use std::collections::BTreeMap;
@@ -85,6 +107,8 @@ pub(crate) const EFFECTIVE_KEYS: &[&str] = &[
     "pm_runtime_preload",
     "role",
     "depends_on",
+    "liveness_probe",
+    "readiness_probe",
     "watch",
     "ignore_watch",
     "watch_options",
@@ -223,6 +247,8 @@ pub struct RawApp {
     /// Each entry with its position, and the key path (`apps[1].depends_on`).
     pub depends_on: Vec<(Dependency, Option<Pos>)>,
     pub depends_on_key: String,
+    pub liveness_probe: Option<RawProbe>,
+    pub readiness_probe: Option<RawProbe>,
     pub watch: Option<Watch>,
     pub ignore_watch: Option<Vec<String>>,
     pub watch_options: Option<serde_json::Value>,
@@ -440,6 +466,8 @@ pub fn validate_app(path: &str, node: &Node, rep: &mut Reporter) -> RawApp {
             "pm_runtime_preload" => app.pm_runtime_preload = c.bool(),
             "listen_timeout" => app.listen_timeout = c.duration(),
             "role" => app.role = c.role(),
+            "liveness_probe" => app.liveness_probe = c.probe(),
+            "readiness_probe" => app.readiness_probe = c.probe(),
             "depends_on" => {
                 app.depends_on = c.depends_on().unwrap_or_default();
                 app.depends_on_key = p.clone();
@@ -471,6 +499,10 @@ pub fn validate_app(path: &str, node: &Node, rep: &mut Reporter) -> RawApp {
         rep.error(node.pos, path, "missing required key \"script\"");
     }
     app
+}
+
+fn http_path(p: &str) -> String {
+    if p.starts_with('/') { p.to_string() } else { format!("/{p}") }
 }
 
 /// A `depends_on` condition: ours (`started`, `online`, `ready`, `completed`), compose's
@@ -930,6 +962,77 @@ impl Check<'_, '_> {
             _ => {
                 let g = self.got();
                 self.fail(format!("expected true/false, a path or a list of paths, got {g}"))
+            }
+        }
+    }
+
+    /// `{http: /healthz | {path, port, status}, tcp: PORT | {port}, exec: "cmd", initial_delay,
+    /// period, timeout, failure_threshold, success_threshold}`.
+    fn probe(&mut self) -> Option<RawProbe> {
+        let Value::Map(entries) = &self.node.value else {
+            let g = self.got();
+            return self.fail(format!("expected a mapping with one of http, tcp or exec, got {g}"));
+        };
+        let mut p = RawProbe { pos: self.node.pos, path: self.path.to_string(), ..Default::default() };
+        let mut kinds = 0;
+        for (k, v) in entries {
+            let path = join(self.path, &k.name);
+            let mut c = Check { rep: self.rep, path: &path, node: v };
+            match k.name.as_str() {
+                "http" | "tcp" | "exec" => {
+                    kinds += 1;
+                    p.kind = c.probe_check(&k.name);
+                }
+                "initial_delay" | "initialDelay" => p.initial_delay = c.duration(),
+                "port" => p.port = c.port(),
+                "period" => p.period = c.duration().filter(|d| !d.is_zero()),
+                "timeout" => p.timeout = c.duration().filter(|d| !d.is_zero()),
+                "failure_threshold" | "failureThreshold" => p.failure_threshold = c.count().map(|n| n.max(1)),
+                "success_threshold" | "successThreshold" => p.success_threshold = c.count().map(|n| n.max(1)),
+                other => {
+                    let keys =
+                        ["http", "tcp", "exec", "port", "initial_delay", "period", "timeout", "failure_threshold", "success_threshold"];
+                    let hint = units::suggest(other, keys).map(|s| format!(" (did you mean \"{s}\"?)")).unwrap_or_default();
+                    self.rep.error(k.pos, &path, format!("unknown probe setting{hint}"));
+                }
+            }
+        }
+        if kinds != 1 {
+            return self.fail("a probe needs exactly one of http, tcp or exec");
+        }
+        p.kind.as_ref()?;
+        Some(p)
+    }
+
+    fn probe_check(&mut self, kind: &str) -> Option<RawCheck> {
+        let port_of = |rep: &mut Reporter, path: &str, node: Option<&Node>| -> Option<Option<u16>> {
+            match node {
+                None => Some(None),
+                Some(n) => Check { rep, path: &join(path, "port"), node: n }.port().map(Some),
+            }
+        };
+        match (kind, &self.node.value) {
+            ("http", Value::Str(path)) => Some(RawCheck::Http { path: http_path(path), port: None, status: None }),
+            ("http", Value::Map(_)) => {
+                let path = match self.node.get("path") {
+                    Some(Node { value: Value::Str(s), .. }) => http_path(s),
+                    None => "/".into(),
+                    Some(n) => return Check { rep: self.rep, path: &join(self.path, "path"), node: n }.fail("expected a path"),
+                };
+                let port = port_of(self.rep, self.path, self.node.get("port"))?;
+                let status = match self.node.get("status") {
+                    None => None,
+                    Some(n) => Some(Check { rep: self.rep, path: &join(self.path, "status"), node: n }.port()?),
+                };
+                Some(RawCheck::Http { path, port, status })
+            }
+            ("tcp", Value::Map(_)) => Some(RawCheck::Tcp { port: port_of(self.rep, self.path, self.node.get("port"))? }),
+            ("tcp", Value::Bool(true)) => Some(RawCheck::Tcp { port: None }),
+            ("tcp", _) => Some(RawCheck::Tcp { port: Some(self.port()?) }),
+            ("exec", _) => Some(RawCheck::Exec { command: self.nonempty_string()? }),
+            _ => {
+                let g = self.got();
+                self.fail(format!("expected a path or a mapping with path, port, status; got {g}"))
             }
         }
     }

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::cron::Schedule;
 use super::env::{self, InstanceFacts};
 pub use super::machine::{Cmd, Shutdown, Status};
-use super::machine::{Effect, Input, Level, Machine, Ready, Report, Timer};
+use super::machine::{Effect, Input, Level, Machine, ProbeKind, Ready, Report, Timer};
 use super::policy;
 use crate::cluster::{WorkerChannel, WorkerEvent};
 use crate::config::{App, Principal};
@@ -102,6 +102,9 @@ impl Run {
 /// The timers the machine armed, by kind.
 type Timers = HashMap<Timer, tokio::time::Instant>;
 
+/// Probe results coming back: which probe, of which process, and how it went.
+type ProbeResults = mpsc::UnboundedSender<(ProbeKind, u32, Result<(), String>)>;
+
 impl Instance {
     fn tag(&self) -> String {
         format!("{}:{}", self.app.name, self.pm_id)
@@ -123,13 +126,14 @@ impl Instance {
         }
         queue.push_back(Input::Begin);
         let (mut inbox_open, mut shutdown_open) = (true, true);
+        let (probe_tx, mut probe_rx) = mpsc::unbounded_channel();
         loop {
             while let Some(input) = queue.pop_front() {
                 if unix::stop_signals_received() > 0 {
                     m.note_stop_signal();
                 }
                 for effect in m.step(input, Instant::now()) {
-                    if self.carry_out(effect, &m, &mut run, &mut handed, &mut timers, &mut queue, created_wall).await {
+                    if self.carry_out(effect, &m, &mut run, &mut handed, &mut timers, &mut queue, created_wall, &probe_tx).await {
                         return;
                     }
                 }
@@ -182,6 +186,7 @@ impl Instance {
                     };
                     queue.push_back(Input::Shutdown(level));
                 }
+                Some((kind, pid, result)) = probe_rx.recv() => queue.push_back(Input::Probe { kind, pid, result }),
                 cmd = self.inbox.recv(), if inbox_open => queue.push_back(Input::Cmd(cmd.unwrap_or_else(|| {
                     inbox_open = false;
                     Cmd::Delete
@@ -201,6 +206,7 @@ impl Instance {
         timers: &mut Timers,
         queue: &mut VecDeque<Input>,
         created_wall: u64,
+        probes: &ProbeResults,
     ) -> bool {
         let app = m.app.clone();
         match effect {
@@ -278,6 +284,20 @@ impl Instance {
             Effect::Retire => {
                 if let Some(old) = handed.take() {
                     self.retire(&app, old);
+                }
+            }
+            Effect::Probe(kind) => {
+                let probe = match kind {
+                    ProbeKind::Liveness => app.liveness_probe.clone(),
+                    ProbeKind::Readiness => app.readiness_probe.clone(),
+                };
+                if let (Some(probe), Some(pid)) = (probe, run.pid) {
+                    // Off the loop: a slow check must not delay the inbox (bounded by its timeout).
+                    let (tx, reaper) = (probes.clone(), self.reaper.clone());
+                    tokio::spawn(async move {
+                        let result = super::probe::check(&app, &probe.check, probe.timeout, &reaper).await;
+                        let _ = tx.send((kind, pid, result));
+                    });
                 }
             }
             Effect::End => {

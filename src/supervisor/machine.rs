@@ -108,6 +108,32 @@ pub enum Ready {
     Notify,
 }
 
+/// Which probe (`liveness_probe`, `readiness_probe`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ProbeKind {
+    Liveness,
+    Readiness,
+}
+
+impl ProbeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeKind::Liveness => "liveness",
+            ProbeKind::Readiness => "readiness",
+        }
+    }
+}
+
+/// The probes' streaks for the current process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Probes {
+    live_failures: u32,
+    ready_successes: u32,
+    ready_failures: u32,
+    /// The readiness probe has passed (`success_threshold` times) and not failed since.
+    ready: bool,
+}
+
 /// Timers a machine arms; at most one of each kind at a time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Timer {
@@ -128,6 +154,8 @@ pub enum Timer {
     /// The process has run for `EXP_BACKOFF_RESET_TIMER`: the backoff starts over, and
     /// `prev_restart_delay` shows 0 at once, as PM2's worker does.
     BackoffReset,
+    /// Time for this probe's next check.
+    Probe(ProbeKind),
 }
 
 /// What happened, as the instance task saw it.
@@ -154,6 +182,12 @@ pub enum Input {
     Ready(Ready),
     Timer(Timer),
     Shutdown(Shutdown),
+    /// A probe's check of process `pid` passed (or failed, saying why).
+    Probe {
+        kind: ProbeKind,
+        pid: u32,
+        result: Result<(), String>,
+    },
 }
 
 /// What the instance task must do.
@@ -189,6 +223,9 @@ pub enum Effect {
     HandOver,
     /// Retire the handed-over process now (its replacement is online, or failed).
     Retire,
+    /// Run this probe's check once (bounded by its `timeout`); its result comes back as
+    /// [`Input::Probe`].
+    Probe(ProbeKind),
     /// The task ends.
     End,
 }
@@ -210,6 +247,8 @@ pub struct Report {
     /// The delay of the last restart with `exp_backoff_restart_delay` (PM2's
     /// `prev_restart_delay`); zero when none.
     pub prev_restart_delay: Duration,
+    /// Online and, with a readiness probe, passing it.
+    pub ready: bool,
 }
 
 /// A line for the runtime's log: level, PM2's status word, text.
@@ -320,6 +359,7 @@ pub struct Machine {
     first_start: bool,
     /// This machine replaces one whose task panicked: start whatever `autostart` says.
     pub resumed: bool,
+    probes: Probes,
 }
 
 impl Machine {
@@ -341,6 +381,7 @@ impl Machine {
             retiring: false,
             first_start: true,
             resumed: false,
+            probes: Probes::default(),
         }
     }
 
@@ -394,7 +435,91 @@ impl Machine {
             reason: None,
             gone: false,
             prev_restart_delay: self.prev_restart_delay(),
+            ready: status == Status::Online && self.probe_ready(),
         }));
+    }
+
+    /// Without a readiness probe, online is ready; with one, it must have passed.
+    fn probe_ready(&self) -> bool {
+        self.app.readiness_probe.is_none() || self.probes.ready
+    }
+
+    /// A rolling reload's old process is retired once this one is ready.
+    fn retire_when_ready(&mut self, fx: &mut Vec<Effect>) {
+        if self.probe_ready() {
+            self.retire_if_any(fx);
+        }
+    }
+
+    /// A probe's result for the running process: liveness failing restarts it, readiness
+    /// moves the ready state; the next check is armed.
+    fn on_probe(&mut self, kind: ProbeKind, of: u32, result: Result<(), String>, now: Instant, fx: &mut Vec<Effect>) {
+        let (State::Launching { pid, .. } | State::Online { pid, .. }) = self.state else { return };
+        let probe = match kind {
+            ProbeKind::Liveness => self.app.liveness_probe.clone(),
+            ProbeKind::Readiness => self.app.readiness_probe.clone(),
+        };
+        let Some(probe) = probe else { return };
+        if of != pid {
+            return;
+        }
+        fx.push(Effect::Arm(Timer::Probe(kind), now + probe.period));
+        let tag = self.tag();
+        let online = matches!(self.state, State::Online { .. });
+        let p = &mut self.probes;
+        match (kind, result) {
+            (ProbeKind::Liveness, Ok(())) => p.live_failures = 0,
+            (ProbeKind::Liveness, Err(why)) => {
+                p.live_failures += 1;
+                if p.live_failures >= probe.failure_threshold {
+                    let n = p.live_failures;
+                    Self::log(
+                        fx,
+                        Level::Warn,
+                        Some("restart"),
+                        format!(
+                            "App [{tag}] liveness probe ({}) failed {n} time(s) in a row: {why}; restarting (reason: probe)",
+                            probe.check
+                        ),
+                    );
+                    fx.push(Effect::Disarm(Timer::Probe(ProbeKind::Liveness)));
+                    if self.cluster && online {
+                        self.rolling_reload(RestartReason::Probe, now, fx);
+                    } else {
+                        self.begin_stop(pid, Then::Restart(RestartReason::Probe), now, fx);
+                    }
+                }
+            }
+            (ProbeKind::Readiness, Ok(())) => {
+                p.ready_failures = 0;
+                p.ready_successes += 1;
+                if !p.ready && p.ready_successes >= probe.success_threshold {
+                    p.ready = true;
+                    if online {
+                        self.report(Status::Online, Some(pid), fx);
+                        Self::log(fx, Level::Info, Some("online"), format!("App [{tag}] ready (readiness probe {} passed)", probe.check));
+                        self.retire_if_any(fx);
+                    }
+                }
+            }
+            (ProbeKind::Readiness, Err(why)) => {
+                p.ready_successes = 0;
+                p.ready_failures += 1;
+                if p.ready && p.ready_failures >= probe.failure_threshold {
+                    p.ready = false;
+                    let n = p.ready_failures;
+                    if online {
+                        self.report(Status::Online, Some(pid), fx);
+                    }
+                    Self::log(
+                        fx,
+                        Level::Warn,
+                        None,
+                        format!("App [{tag}] not ready: readiness probe ({}) failed {n} time(s) in a row: {why}", probe.check),
+                    );
+                }
+            }
+        }
     }
 
     /// PM2's `prev_restart_delay`: the backoff delay of the last restart, zero without one.
@@ -436,6 +561,7 @@ impl Machine {
             }
             Input::Ready(how) => self.on_ready(how, &mut fx),
             Input::Timer(t) => self.on_timer(t, now, &mut fx),
+            Input::Probe { kind, pid, result } => self.on_probe(kind, pid, result, now, &mut fx),
         }
         fx
     }
@@ -477,6 +603,7 @@ impl Machine {
             reason: self.next_reason.take(),
             gone: false,
             prev_restart_delay: self.prev_restart_delay(),
+            ready: false,
         };
         if self.first_start {
             report.reason = None;
@@ -507,13 +634,19 @@ impl Machine {
         if self.state != State::Starting {
             return;
         }
+        self.probes = Probes::default();
+        for (kind, probe) in [(ProbeKind::Liveness, &self.app.liveness_probe), (ProbeKind::Readiness, &self.app.readiness_probe)] {
+            if let Some(p) = probe {
+                fx.push(Effect::Arm(Timer::Probe(kind), now + p.initial_delay));
+            }
+        }
         // Fork mode: online at once unless wait_ready. Cluster mode: once the worker listens
         // (or sends 'ready' with wait_ready), as a Node primary would say.
         if !self.app.wait_ready && !self.cluster {
             self.state = State::Online { pid, started: now };
             self.report(Status::Online, Some(pid), fx);
             Self::log(fx, Level::Info, Some("online"), format!("App [{}] online", self.tag()));
-            self.retire_if_any(fx);
+            self.retire_when_ready(fx);
         } else {
             self.state = State::Launching { pid, started: now };
             fx.push(Effect::Arm(Timer::Listen, now + self.app.listen_timeout));
@@ -555,7 +688,7 @@ impl Machine {
         fx.push(Effect::Disarm(Timer::Listen));
         self.report(Status::Online, Some(pid), fx);
         Self::log(fx, Level::Info, Some("online"), format!("App [{}] online ({said})", self.tag()));
-        self.retire_if_any(fx);
+        self.retire_when_ready(fx);
     }
 
     fn on_timer(&mut self, t: Timer, now: Instant, fx: &mut Vec<Effect>) {
@@ -574,7 +707,7 @@ impl Machine {
                         self.app.listen_timeout.as_millis()
                     ),
                 );
-                self.retire_if_any(fx);
+                self.retire_when_ready(fx);
             }
             (Timer::Cron, State::Launching { pid, .. } | State::Online { pid, .. }) => {
                 Self::log(fx, Level::Info, Some("restart"), format!("App [{}] restarted by cron_restart", self.tag()));
@@ -585,6 +718,7 @@ impl Machine {
                 self.restart(RestartReason::Cron, true, now, fx);
             }
             (Timer::Restart, State::Waiting) => self.restart(RestartReason::Crash, false, now, fx),
+            (Timer::Probe(kind), State::Launching { .. } | State::Online { .. }) => fx.push(Effect::Probe(kind)),
             (Timer::Grace, State::Grace { delay }) => self.decide_restart(delay, now, fx),
             (Timer::BackoffReset, State::Launching { pid, .. } | State::Online { pid, .. }) if self.hist.prev_backoff.is_some() => {
                 self.hist.prev_backoff = None;
@@ -629,6 +763,8 @@ impl Machine {
         Self::log(fx, Level::Info, Some("stopping"), format!("Stopping app:{} id:{}", self.app.name, self.pm_id));
         fx.push(Effect::Disarm(Timer::Listen));
         fx.push(Effect::Disarm(Timer::Cron));
+        fx.push(Effect::Disarm(Timer::Probe(ProbeKind::Liveness)));
+        fx.push(Effect::Disarm(Timer::Probe(ProbeKind::Readiness)));
         let kill_timeout = self.app.kill_timeout;
         let phase = if self.shutdown == Shutdown::Force {
             fx.push(Effect::Kill);
@@ -770,6 +906,7 @@ impl Machine {
             reason: None,
             gone: false,
             prev_restart_delay: self.prev_restart_delay(),
+            ready: false,
         }));
         if self.shutting() {
             return self.end(fx);
@@ -781,9 +918,18 @@ impl Machine {
     }
 
     fn end(&mut self, fx: &mut Vec<Effect>) {
-        for t in
-            [Timer::Kill, Timer::Signal, Timer::Leftovers, Timer::Restart, Timer::Listen, Timer::Cron, Timer::Grace, Timer::BackoffReset]
-        {
+        for t in [
+            Timer::Kill,
+            Timer::Signal,
+            Timer::Leftovers,
+            Timer::Restart,
+            Timer::Listen,
+            Timer::Cron,
+            Timer::Grace,
+            Timer::BackoffReset,
+            Timer::Probe(ProbeKind::Liveness),
+            Timer::Probe(ProbeKind::Readiness),
+        ] {
             fx.push(Effect::Disarm(t));
         }
         self.retire_if_any(fx);
@@ -797,6 +943,7 @@ impl Machine {
             reason: None,
             gone: true,
             prev_restart_delay: self.prev_restart_delay(),
+            ready: false,
         }));
         fx.push(Effect::End);
         self.state = State::Gone;

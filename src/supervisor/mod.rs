@@ -18,6 +18,7 @@ pub mod machine;
 pub mod numbering;
 pub mod order;
 pub mod policy;
+pub mod probe;
 pub mod sampler;
 pub mod status;
 
@@ -382,6 +383,7 @@ impl Coordinator {
                     gone: self.stopping,
                     reason: None,
                     prev_restart_delay: last.as_ref().map_or(Duration::ZERO, |u| u.prev_restart_delay),
+                    ready: false,
                 },
             });
         }
@@ -567,7 +569,7 @@ impl Coordinator {
                     unique_id: s.unique_id.clone(),
                     status: last.map(|u| u.status),
                     pid: last.and_then(|u| u.pid),
-                    ready: last.is_some_and(|u| u.status == Status::Online),
+                    ready: last.is_some_and(|u| u.status == Status::Online && u.ready),
                     restart_time: last.map_or(0, |u| u.restart_time),
                     restarts: s.restarts,
                     prev_restart_delay: last.map_or(Duration::ZERO, |u| u.prev_restart_delay),

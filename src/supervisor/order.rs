@@ -94,7 +94,7 @@ impl Reached {
             Status::Online => {
                 self.online = true;
                 // Without a readiness probe, ready is online (wait_ready and listen are in it).
-                self.ready = true;
+                self.ready |= r.ready;
                 self.failed = None;
             }
             Status::Stopped | Status::Errored if !r.scheduled && !r.manual => {
@@ -209,6 +209,7 @@ mod tests {
             reason: None,
             gone: false,
             prev_restart_delay: Duration::ZERO,
+            ready: status == Status::Online,
         }
     }
 

@@ -39,16 +39,19 @@ pub enum RestartReason {
     Manual,
     /// A reload (SIGHUP, `reload`, `startOrReload`).
     Reload,
+    /// The liveness probe failed `failure_threshold` times in a row.
+    Probe,
 }
 
 impl RestartReason {
-    pub const ALL: [RestartReason; 6] = [
+    pub const ALL: [RestartReason; 7] = [
         RestartReason::Crash,
         RestartReason::Memory,
         RestartReason::Cron,
         RestartReason::Watch,
         RestartReason::Manual,
         RestartReason::Reload,
+        RestartReason::Probe,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -59,6 +62,7 @@ impl RestartReason {
             RestartReason::Watch => "watch",
             RestartReason::Manual => "manual",
             RestartReason::Reload => "reload",
+            RestartReason::Probe => "probe",
         }
     }
 }
@@ -66,7 +70,7 @@ impl RestartReason {
 /// Restarts of one instance since it was created, by reason. Unlike PM2's `restart_time`
 /// (which `reset` sets back to 0), these only ever grow: they are Prometheus counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RestartCounts([u64; 6]);
+pub struct RestartCounts([u64; RestartReason::ALL.len()]);
 
 impl RestartCounts {
     pub fn add(&mut self, reason: RestartReason) {
@@ -230,7 +234,7 @@ mod tests {
         assert_eq!(c.get(RestartReason::Reload), 0);
         assert_eq!(c.total(), 3);
         let names: Vec<_> = RestartReason::ALL.iter().map(|r| r.as_str()).collect();
-        assert_eq!(names, ["crash", "memory", "cron", "watch", "manual", "reload"]);
+        assert_eq!(names, ["crash", "memory", "cron", "watch", "manual", "reload", "probe"]);
     }
 
     #[test]

@@ -419,3 +419,71 @@ fn reports_carry_the_last_backoff_delay() {
     let fx = m.step(Input::Exited { exit: Exit::Code(1), leftovers: false }, now + Duration::from_secs(1));
     assert_eq!(delays(&fx), [(Status::WaitingRestart, 0)], "{fx:?}");
 }
+
+fn readiness(fx: &[Effect]) -> Vec<bool> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Report(r) => Some(r.ready),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn liveness_failures_in_a_row_restart_with_reason_probe() {
+    let (mut m, now) = machine("    liveness_probe: {tcp: 3000, initial_delay: 500, period: 1000, failure_threshold: 2}\n");
+    m.step(Input::Begin, now);
+    let fx = m.step(Input::Spawned { pid: 100 }, now);
+    assert_eq!(armed(&fx, Timer::Probe(ProbeKind::Liveness)), Some(now + Duration::from_millis(500)), "first check after initial_delay");
+    assert_eq!(m.step(Input::Timer(Timer::Probe(ProbeKind::Liveness)), now), [Effect::Probe(ProbeKind::Liveness)]);
+    let fail = |m: &mut Machine, pid| m.step(Input::Probe { kind: ProbeKind::Liveness, pid, result: Err("refused".into()) }, now);
+    // A result about an earlier process changes nothing.
+    assert!(fail(&mut m, 99).is_empty());
+    let fx = fail(&mut m, 100);
+    assert_eq!(armed(&fx, Timer::Probe(ProbeKind::Liveness)), Some(now + Duration::from_secs(1)));
+    assert!(reports(&fx).is_empty(), "one failure is below the threshold: {fx:?}");
+    // A success resets the streak.
+    m.step(Input::Probe { kind: ProbeKind::Liveness, pid: 100, result: Ok(()) }, now);
+    assert!(reports(&fail(&mut m, 100)).is_empty());
+    let fx = fail(&mut m, 100);
+    assert_eq!(reports(&fx), [Status::Stopping], "{fx:?}");
+    assert!(matches!(m.state, State::Stopping { then: Then::Restart(RestartReason::Probe), .. }), "{:?}", m.state);
+    assert!(fx.iter().any(|e| matches!(e, Effect::Log(l) if l.text.contains("liveness probe (tcp :3000) failed 2 time(s) in a row: refused; restarting (reason: probe)"))), "{fx:?}");
+}
+
+#[test]
+fn readiness_makes_ready_after_success_threshold_and_unready_after_failure_threshold() {
+    let (mut m, now) = online("    readiness_probe: {http: /ready, port: 3000, success_threshold: 2, failure_threshold: 1}\n");
+    let probe = |m: &mut Machine, ok: bool| {
+        let result = if ok { Ok(()) } else { Err("503".to_string()) };
+        m.step(Input::Probe { kind: ProbeKind::Readiness, pid: 100, result }, now)
+    };
+    assert!(readiness(&probe(&mut m, true)).is_empty(), "one success of two");
+    assert_eq!(readiness(&probe(&mut m, true)), [true]);
+    assert_eq!(readiness(&probe(&mut m, false)), [false], "one failure is the threshold");
+    assert!(readiness(&probe(&mut m, false)).is_empty(), "already not ready: no new report");
+}
+
+#[test]
+fn a_rolling_reload_retires_the_old_worker_only_once_the_new_one_is_ready() {
+    let (mut m, now) = online("    readiness_probe: {tcp: 3000}\n");
+    let fx = m.step(Input::Cmd(Cmd::Reload), now);
+    assert!(!fx.contains(&Effect::HandOver), "fork mode restarts: {fx:?}");
+    // Cluster-like: a machine marked cluster hands over and retires on readiness.
+    let (mut m, now) = {
+        let now = Instant::now();
+        let mut m = Machine::new(app("    readiness_probe: {tcp: 3000}\n"), 0, true, 0, policy::BACKOFF_RESET, now);
+        m.step(Input::Begin, now);
+        m.step(Input::Spawned { pid: 100 }, now);
+        m.step(Input::Ready(Ready::Listening(3000, None)), now);
+        m.step(Input::Probe { kind: ProbeKind::Readiness, pid: 100, result: Ok(()) }, now);
+        (m, now)
+    };
+    let fx = m.step(Input::Cmd(Cmd::Reload), now);
+    assert!(fx.contains(&Effect::HandOver), "{fx:?}");
+    m.step(Input::Spawned { pid: 200 }, now);
+    let fx = m.step(Input::Ready(Ready::Listening(3000, None)), now);
+    assert!(!fx.contains(&Effect::Retire), "listening is not ready yet: {fx:?}");
+    let fx = m.step(Input::Probe { kind: ProbeKind::Readiness, pid: 200, result: Ok(()) }, now);
+    assert!(fx.contains(&Effect::Retire), "{fx:?}");
+}
