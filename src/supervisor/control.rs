@@ -237,6 +237,12 @@ pub fn process_rows(table: &super::status::StatusTable, only: Option<&[u32]>, en
             axm_actions: &row.axm_actions,
         };
         let mut entry = super::jlist::entry(&facts, env);
+        // With a readiness probe (our extension), whether it passes.
+        if app.readiness_probe.is_some()
+            && let Some(pm2_env) = entry.get_mut("pm2_env").and_then(Value::as_object_mut)
+        {
+            pm2_env.insert("ready".into(), row.ready.into());
+        }
         // Held by depends_on / roles (our extension): `waiting`, and what for.
         if row.status.is_none()
             && let Some(w) = table.apps.iter().find(|a| a.app.name == app.name).and_then(|a| a.waiting_on.as_deref())

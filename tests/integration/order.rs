@@ -91,3 +91,51 @@ fn a_dependency_cycle_is_refused_with_its_place() {
     assert_eq!(status.code(), Some(78), "{out}{err}");
     assert!(err.contains("e.yml:4:18: apps[0].depends_on: dependency cycle: a → b → a"), "{err}");
 }
+
+#[test]
+fn a_failing_liveness_probe_restarts_the_app_with_reason_probe() {
+    // The app "hangs" after a moment: its health file disappears, the process stays.
+    let s = Scenario::new().file(
+        "e.yml",
+        "apps:\n  - name: hung\n    script: sh -c 'echo started; touch alive; sleep 0.5; rm -f alive; sleep 600'\n    liveness_probe: {exec: test -f alive, period: 200, failure_threshold: 2, timeout: 2000}\n",
+    );
+    let mut r = s.start(&["e.yml"]);
+    r.wait_for("restarting (reason: probe)", Duration::from_secs(20));
+    poll("started again", Duration::from_secs(10), || (r.stdout().matches("started").count() >= 2).then_some(()));
+    let all = format!("{}{}", r.stdout(), r.stderr());
+    assert!(all.contains("App [hung:0] liveness probe (exec) failed 2 time(s) in a row: the command exited with code 1"), "{all}");
+    r.signal(libc::SIGTERM);
+    assert_eq!(r.wait(Duration::from_secs(10)).expect("stops").code(), Some(0));
+}
+
+#[test]
+fn depends_on_ready_waits_for_the_http_readiness_probe() {
+    let port = free_port();
+    // The server comes up a second after its process: online at once, ready only when it answers.
+    let yml = format!(
+        "apps:\n  - name: web\n    depends_on: {{api: ready}}\n    script: sh -c 'echo web-start; sleep 600'\n  - name: api\n    port: {port}\n    script: sh -c 'sleep 1; echo api-listening; exec python3 -m http.server {port} --bind 127.0.0.1'\n    readiness_probe: {{http: /, period: 200}}\n"
+    );
+    let s = Scenario::new().file("e.yml", &yml);
+    let mut r = s.start(&["e.yml"]);
+    r.wait_for("web-start", Duration::from_secs(30));
+    let out = r.stdout();
+    assert!(at(&out, "api-listening") < at(&out, "web-start"), "{out}");
+    assert!(out.contains(&format!("App [api:1] ready (readiness probe http GET :{port}/ passed)")), "{out}");
+    r.signal(libc::SIGTERM);
+    assert_eq!(r.wait(Duration::from_secs(10)).expect("stops").code(), Some(0));
+}
+
+#[test]
+fn ls_and_jlist_show_an_instance_that_is_online_but_not_ready() {
+    let s = Scenario::new()
+        .file("e.yml", "apps:\n  - name: api\n    script: sh -c 'sleep 600'\n    readiness_probe: {exec: test -f ready, period: 200}\n");
+    let r = s.start(&["e.yml"]);
+    r.wait_for("App [api:0] online", Duration::from_secs(20));
+    poll("ls says not ready", Duration::from_secs(10), || s.cli(&["ls"]).1.contains("online (not ready)").then_some(()));
+    std::fs::write(s.path().join("ready"), "").unwrap();
+    poll("jlist says ready", Duration::from_secs(10), || {
+        let ps: serde_json::Value = serde_json::from_str(&s.cli(&["jlist"]).1).ok()?;
+        (ps[0]["pm2_env"]["ready"] == serde_json::json!(true) && ps[0]["pm2_env"]["status"] == "online").then_some(())
+    });
+    assert!(!s.cli(&["ls"]).1.contains("not ready"));
+}
