@@ -16,16 +16,19 @@
 //! - [`process`] starts processes in their own process groups and owns every `wait` (the
 //!   [`process::Reaper`]); it is the only place with `unsafe`.
 //! - [`supervisor`] runs one task per app instance and a coordinator that handles signals,
-//!   auto-exit and the final sweep. An instance's lifecycle is data: [`supervisor::machine`]
-//!   (pure `step(input, now) -> effects`, calling PM2's restart policy in
-//!   [`supervisor::policy`]); the task ([`supervisor::instance`]) is one `select!` loop that
-//!   turns exits, IPC readiness, timers and commands into inputs and carries out the effects.
-//!   The coordinator owns the one status table ([`supervisor::status`]), fed by the instances'
-//!   updates, their IPC messages (`@pm2/io` metrics) and one sampler ([`supervisor::sampler`],
-//!   one /proc sweep per period, while someone reads or an app has `max_memory_restart`: the
+//!   auto-exit and the final sweep. Its front door is small: `run`, the status vocabulary and
+//!   table ([`supervisor::status`]: `Status`, `RestartReason`, `ExitReason`, the one `Report`
+//!   shape, the table and the bus) and PM2's `jlist` rendering ([`supervisor::jlist`]); the rest
+//!   is private. An instance's lifecycle is data: `supervisor::machine` (pure
+//!   `step(input, now) -> effects`, calling PM2's restart policy in `supervisor::policy`); the
+//!   task (`supervisor::instance`) is one `select!` loop that turns exits, IPC readiness, timers
+//!   and commands into inputs and carries out the effects. The coordinator owns the one status
+//!   table, fed by the instances' updates, their IPC messages (`@pm2/io` metrics) and one sampler
+//!   (one /proc sweep per period, while someone reads or an app has `max_memory_restart`: the
 //!   coordinator tells an instance over its limit); every reader (`ls`, `monit`, HTTP, PM2
-//!   Plus) sees that table through a `watch` feed, and events through the bus. A panicked
-//!   instance task is noticed: its processes are killed and it restarts as after a crash.
+//!   Plus) sees that table through a `watch` feed, and events through the bus, and imports
+//!   nothing else of the supervisor. A panicked instance task is noticed: its processes are
+//!   killed and it restarts as after a crash.
 //! - [`cluster`] is Node's cluster primary and the one Node IPC channel type (fork-mode Node
 //!   children use it too: `ready`, app messages, `shutdown`).
 //! - [`logs`] frames app output into whole lines and writes it, with the runtime's own events,
@@ -56,6 +59,7 @@ pub mod http;
 pub mod logs;
 #[cfg(feature = "monit")]
 mod monit;
+pub mod otel;
 pub mod plus;
 pub mod preload;
 pub mod process;
@@ -177,6 +181,10 @@ fn run_start(start: &StartArgs, extra_env: &[(String, String)]) -> Outcome {
         Err(source) => return critical(Critical::Setup { what: "start the async runtime", source }),
     };
     let plus = plus::resolve(&|name| std::env::var(name).ok(), &start.plus_flags());
+    let otel = otel::resolve(&|name| std::env::var(name).ok());
+    if matches!(otel, otel::Resolved::On(_)) {
+        otel::name_services(&mut eco.apps);
+    }
     let format = start.output_format(std::io::stdout().is_terminal());
     let delay = Duration::from_secs_f64(start.delay.unwrap_or(0.0).max(0.0));
     rt.block_on(async move {
@@ -254,6 +262,7 @@ fn run_start(start: &StartArgs, extra_env: &[(String, String)]) -> Outcome {
             hub.flush().await;
             return Outcome::ConfigError;
         }
+        let exporter = start_otel(otel, &feed, &hub, &reaper);
         match plus {
             #[cfg(feature = "plus")]
             plus::Resolved::On(cfg) => {
@@ -280,11 +289,63 @@ fn run_start(start: &StartArgs, extra_env: &[(String, String)]) -> Outcome {
             file.remove();
         }
         hub.drain_pumps(Duration::from_secs(1)).await;
+        if let Some(e) = exporter {
+            // The last lines (a crash's, often the ones that matter) go out before we exit.
+            e.finish();
+        }
         reaper.reap_now();
         reaper_task.abort();
         hub.flush().await;
         outcome
     })
+}
+
+/// Starts the OTLP exporter when the OpenTelemetry variables ask for it.
+#[cfg(feature = "otel")]
+fn start_otel(
+    otel: otel::Resolved,
+    feed: &supervisor::status::StatusFeed,
+    hub: &logs::LogHub,
+    reaper: &process::Reaper,
+) -> Option<otel::Exporter> {
+    match otel {
+        otel::Resolved::Off => None,
+        otel::Resolved::Misconfigured(why) => {
+            tracing::warn!("{why}");
+            None
+        }
+        otel::Resolved::On(cfg) => {
+            for w in &cfg.warnings {
+                tracing::warn!("OpenTelemetry: {w}");
+            }
+            let signals: Vec<String> = [("metrics", &cfg.metrics), ("logs", &cfg.logs)]
+                .iter()
+                .filter_map(|(what, t)| t.as_ref().map(|t| format!("{what} to {}", otel::printable(&t.url))))
+                .collect();
+            let every = cfg.interval;
+            let handles = otel::Handles { feed: feed.clone(), logs: hub.clone(), reaper: reaper.clone() };
+            match otel::spawn(cfg, handles) {
+                Ok(e) => {
+                    tracing::info!("OpenTelemetry: exporting {} (metrics every {} ms)", signals.join(", "), every.as_millis());
+                    Some(e)
+                }
+                Err(e) => {
+                    tracing::error!("OpenTelemetry: cannot start the exporter thread: {e}; running without it");
+                    None
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(feature = "otel"))]
+fn start_otel(otel: otel::Resolved, _: &supervisor::status::StatusFeed, _: &logs::LogHub, _: &process::Reaper) -> Option<otel::Exporter> {
+    if !matches!(otel, otel::Resolved::Off) {
+        tracing::warn!(
+            "OpenTelemetry variables are set, but this pm-runtime was built without OpenTelemetry (cargo feature `otel`): export stays off"
+        );
+    }
+    None
 }
 
 /// Says what stops the runtime from running (on stderr: no log writer exists yet) and gives

@@ -21,7 +21,7 @@ mod units;
 mod validate;
 
 pub use model::*;
-pub use resolve::normalize;
+pub use resolve::{SERVE_SUBCOMMAND, normalize};
 pub use units::{js_parse_int, parse_signal};
 
 use resolve::{Host, Target};

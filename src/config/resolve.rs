@@ -37,7 +37,12 @@ fn is_executable_file(p: &Path) -> bool {
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
+/// The hidden subcommand that runs PM2's static file server (`script: serve`): an app whose
+/// program is this binary. Config names it; the server itself imports config, never the reverse.
+pub const SERVE_SUBCOMMAND: &str = "__serve";
+
 /// Lexical normalisation (`a/./b/../c` → `a/c`), like node's `path.resolve`; no symlinks resolved.
+
 pub fn normalize(p: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for c in p.components() {
@@ -94,13 +99,13 @@ pub fn resolve(t: &Target, host: &Host, rep: &mut Reporter) -> Option<Resolved> 
     };
 
     // PM2's built-in static server (`script: serve`, whatever is in the directory): this
-    // binary runs it (`pm-runtime __serve args…`), see `crate::serve`.
+    // binary runs it (`pm-runtime __serve args…`).
     if t.script == "serve" {
         let Ok(exe) = std::env::current_exe() else {
             rep.error(t.script_pos, &script_key, "cannot find the pm-runtime binary to run the static server");
             return None;
         };
-        let mut argv = vec![crate::serve::SUBCOMMAND.to_string()];
+        let mut argv = vec![SERVE_SUBCOMMAND.to_string()];
         argv.extend(t.args.iter().cloned());
         return Some(Resolved {
             cwd,

@@ -5,12 +5,12 @@
 //! `ls` if it wants to wait for the result.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
 use super::Coordinator;
-use super::instance::{Cmd, Status};
+use super::machine::Cmd;
+use super::status::Status;
 use crate::control::protocol::{LogLine, Reply, Request, error};
 use crate::logs::Stream;
 
@@ -190,70 +190,10 @@ fn flush(co: &Coordinator, target: Option<&str>) -> Reply {
     Reply { files: Some(paths), ..Reply::ok() }
 }
 
-fn ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
-}
-
 /// PM2's `jlist` shape (see [`super::jlist`]) from the status table; this socket is private to
 /// our uid, so the apps' env is included, as PM2 does.
 fn processes(co: &mut Coordinator, only: Option<&[u32]>) -> Vec<Value> {
-    process_rows(&co.table_for_reader(), only, super::jlist::Env::Include)
-}
-
-/// The `jlist` rows of the table (`only`: these pm_ids), with or without the apps' env values:
-/// the socket includes them, the HTTP API never does.
-pub fn process_rows(table: &super::status::StatusTable, only: Option<&[u32]>, env: super::jlist::Env) -> Vec<Value> {
-    let mut out = Vec::new();
-    for row in table.instances.iter().filter(|r| only.is_none_or(|o| o.contains(&r.pm_id))) {
-        let app = &row.app;
-        let version = std::fs::read_to_string(app.cwd.join("package.json"))
-            .ok()
-            .and_then(|s| serde_json::from_str::<Value>(&s).ok())
-            .and_then(|v| v.get("version").and_then(|v| v.as_str()).map(str::to_string))
-            .unwrap_or_else(|| "N/A".into());
-        let id = row.pm_id;
-        let log = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| app.instance_path(p, id).to_string_lossy().into_owned());
-        let facts = super::jlist::Facts {
-            app,
-            pm_id: id,
-            instance: row.instance,
-            status: row.status_str(),
-            pid: row.pid.unwrap_or(0),
-            restart_time: row.restart_time,
-            prev_restart_delay: row.prev_restart_delay,
-            pm_uptime: row.started_at.map(ms).unwrap_or(0),
-            created_at: ms(row.created_at),
-            unique_id: &row.unique_id,
-            exit_code: row.last_exit.map(|e| e.as_code()),
-            stopped_manually: row.manual && row.status == Some(Status::Stopped),
-            out_log: log(&app.out_file),
-            err_log: log(&app.error_file),
-            combined_log: log(&app.log_file),
-            memory: row.sample.memory_bytes,
-            cpu: row.sample.cpu_percent,
-            version,
-            username: std::env::var("USER").unwrap_or_else(|_| "root".into()),
-            axm_monitor: &row.axm_monitor,
-            axm_actions: &row.axm_actions,
-        };
-        let mut entry = super::jlist::entry(&facts, env);
-        // With a readiness probe (our extension), whether it passes.
-        if app.readiness_probe.is_some()
-            && let Some(pm2_env) = entry.get_mut("pm2_env").and_then(Value::as_object_mut)
-        {
-            pm2_env.insert("ready".into(), row.ready.into());
-        }
-        // Held by depends_on / roles (our extension): `waiting`, and what for.
-        if row.status.is_none()
-            && let Some(w) = table.apps.iter().find(|a| a.app.name == app.name).and_then(|a| a.waiting_on.as_deref())
-            && let Some(pm2_env) = entry.get_mut("pm2_env").and_then(Value::as_object_mut)
-        {
-            pm2_env.insert("status".into(), "waiting".into());
-            pm2_env.insert("waiting_on".into(), w.into());
-        }
-        out.push(entry);
-    }
-    out
+    super::jlist::rows(&co.table_for_reader(), only, super::jlist::Env::Include)
 }
 
 /// `startOrRestart` and friends: apps already known are restarted with their new settings

@@ -21,30 +21,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::cron::Schedule;
 use super::env::{self, InstanceFacts};
-pub use super::machine::{Cmd, Shutdown, Status};
-use super::machine::{Effect, Input, Level, Machine, ProbeKind, Ready, Report, Timer};
+use super::machine::{Cmd, Effect, Input, Level, Machine, ProbeKind, Ready, Shutdown, Timer};
 use super::policy;
+use super::status::{Status, Update};
 use crate::cluster::{WorkerChannel, WorkerEvent};
 use crate::config::{App, Principal};
 use crate::logs::LogHub;
 use crate::process::{self, Exit, Reaper, SpawnSpec, tree, unix};
-
-/// A status change, reported to the coordinator: the machine's [`Report`] with whose it is and
-/// since when its process runs. Reads as the report (`update.status`, `update.pid`…).
-#[derive(Debug, Clone)]
-pub struct Update {
-    pub pm_id: u32,
-    /// When the current process started (for uptime), if running.
-    pub since: Option<SystemTime>,
-    pub report: Report,
-}
-
-impl std::ops::Deref for Update {
-    type Target = Report;
-    fn deref(&self) -> &Report {
-        &self.report
-    }
-}
 
 /// Everything an instance task needs, given once at start.
 pub struct Instance {
@@ -89,6 +72,8 @@ struct Run {
     /// Descendants outside the process group that a stop signalled.
     strays: Vec<u32>,
     since: Option<SystemTime>,
+    /// `version` of the app's package.json, read when this process started.
+    version: Option<Arc<str>>,
     pid_file: Option<PidFile>,
 }
 
@@ -212,7 +197,7 @@ impl Instance {
         match effect {
             Effect::Report(r) => {
                 let since = r.pid.and(run.since);
-                let _ = self.updates.send(Update { pm_id: self.pm_id, since, report: r.clone() });
+                let _ = self.updates.send(Update { pm_id: self.pm_id, since, version: run.version.clone(), report: r.clone() });
                 if r.status == Status::Online {
                     test_hooks::maybe_panic(self.pm_id, r.restart_time);
                 }
@@ -396,6 +381,7 @@ impl Instance {
             notify,
             strays: Vec::new(),
             since: Some(SystemTime::now()),
+            version: package_version(&app.cwd),
             pid_file: app.pid_file.as_ref().and_then(|p| PidFile::write(app.instance_path(p, self.pm_id), pid)),
         })
     }
@@ -551,6 +537,13 @@ fn resolve_ids(app: &App) -> Result<(Option<u32>, Option<u32>), UnknownId> {
         }
     };
     Ok((uid, gid))
+}
+
+/// `version` of the package.json in `cwd` (PM2 shows it in `jlist`), read once per start.
+fn package_version(cwd: &std::path::Path) -> Option<Arc<str>> {
+    let text = std::fs::read_to_string(cwd.join("package.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v.get("version")?.as_str().map(Arc::from)
 }
 
 fn now_ms() -> u64 {

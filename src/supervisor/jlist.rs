@@ -9,9 +9,72 @@
 //! with [`Env::Include`]. Anything served over the network (HTTP endpoints, PM2 Plus) must use
 //! [`Env::Omit`].
 
+use std::sync::LazyLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use serde_json::{Map, Value, json};
 
+use super::status::{Status, StatusTable};
 use crate::config::{App, ExecMode, Watch};
+
+/// PM2's `username`: the runtime's `$USER`, read once.
+static USERNAME: LazyLock<String> = LazyLock::new(|| std::env::var("USER").unwrap_or_else(|_| "root".into()));
+
+fn ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}
+
+/// The `jlist` rows of the table (`only`: these pm_ids), with or without the apps' env values:
+/// the socket includes them, the HTTP API never does. Reads nothing from disk (the package
+/// version was read when each process started).
+pub fn rows(table: &StatusTable, only: Option<&[u32]>, env: Env) -> Vec<Value> {
+    let mut out = Vec::new();
+    for row in table.instances.iter().filter(|r| only.is_none_or(|o| o.contains(&r.pm_id))) {
+        let app = &row.app;
+        let id = row.pm_id;
+        let log = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| app.instance_path(p, id).to_string_lossy().into_owned());
+        let facts = Facts {
+            app,
+            pm_id: id,
+            instance: row.instance,
+            status: row.status_str(),
+            pid: row.pid().unwrap_or(0),
+            restart_time: row.restart_time(),
+            prev_restart_delay: row.prev_restart_delay(),
+            pm_uptime: row.started_at().map(ms).unwrap_or(0),
+            created_at: ms(row.created_at),
+            unique_id: &row.unique_id,
+            exit_code: row.last_exit().map(|e| e.as_code()),
+            stopped_manually: row.manual() && row.status() == Some(Status::Stopped),
+            out_log: log(&app.out_file),
+            err_log: log(&app.error_file),
+            combined_log: log(&app.log_file),
+            memory: row.sample.memory_bytes,
+            cpu: row.sample.cpu_percent,
+            version: row.version(),
+            username: &USERNAME,
+            axm_monitor: &row.axm_monitor,
+            axm_actions: &row.axm_actions,
+        };
+        let mut e = entry(&facts, env);
+        let pm2_env = e.get_mut("pm2_env").and_then(Value::as_object_mut);
+        if let Some(pm2_env) = pm2_env {
+            // With a readiness probe (our extension), whether it passes.
+            if app.readiness_probe.is_some() {
+                pm2_env.insert("ready".into(), row.ready().into());
+            }
+            // Held by depends_on / roles (our extension): `waiting`, and what for.
+            if row.status().is_none()
+                && let Some(w) = table.apps.iter().find(|a| a.app.name == app.name).and_then(|a| a.waiting_on.as_deref())
+            {
+                pm2_env.insert("status".into(), "waiting".into());
+                pm2_env.insert("waiting_on".into(), w.into());
+            }
+        }
+        out.push(e);
+    }
+    out
+}
 
 /// Whether the app's environment values are part of the output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,8 +115,8 @@ pub struct Facts<'a> {
     pub memory: u64,
     pub cpu: f64,
     /// `version` from the app's package.json, else "N/A".
-    pub version: String,
-    pub username: String,
+    pub version: &'a str,
+    pub username: &'a str,
     /// `@pm2/io` custom metrics and actions, as the app declared them.
     pub axm_monitor: &'a Map<String, Value>,
     pub axm_actions: &'a [Value],
@@ -161,8 +224,8 @@ mod tests {
             combined_log: Some("/x/all.log".into()),
             memory: 1,
             cpu: 0.5,
-            version: "N/A".into(),
-            username: "root".into(),
+            version: "N/A",
+            username: "root",
             axm_monitor: &NO_METRICS,
             axm_actions: &[],
         }

@@ -3,24 +3,29 @@
 //! with which code.
 //!
 //! State ownership: each instance task owns its process and restart history (its
-//! [`machine::Machine`]); this coordinator owns only the latest [`Update`] of each instance.
+//! `machine::Machine`); this coordinator owns only the latest [`Update`] of each instance.
 //! Nobody else holds either. Modules: `machine` (the pure lifecycle), `instance` (the task that
 //! runs it), `policy` (PM2's restart rules), `numbering` (`NODE_APP_INSTANCE`), `sampler`,
-//! `status`, `control` (requests), `env`, `cron`, `file_watch`.
+//! `status` (the vocabulary and the table: public), `jlist` (PM2's listing: public), `control`
+//! (requests), `env`, `cron`, `file_watch`.
 
-pub mod control;
-pub mod cron;
-pub mod env;
-pub mod file_watch;
-pub mod instance;
+// The front door: `run` with its `RunOptions` and `Board`, the status vocabulary and table
+// (`status`) and PM2's `jlist` rendering of it (`jlist`). Everything else is the supervisor's own.
+mod control;
+mod cron;
+mod env;
+mod file_watch;
+mod instance;
 pub mod jlist;
-pub mod machine;
-pub mod numbering;
-pub mod order;
-pub mod policy;
-pub mod probe;
-pub mod sampler;
+mod machine;
+mod numbering;
+mod order;
+mod policy;
+mod probe;
+mod sampler;
 pub mod status;
+
+pub use env::uuid_v4;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -37,9 +42,12 @@ use crate::exit::Outcome;
 use crate::logs::LogHub;
 use crate::process::{Exit, Reaper, tree, unix};
 use crate::signals::{RuntimeSignal, Signals};
-use instance::{Cmd, Instance, Shutdown, Status, Update};
+use instance::Instance;
+use machine::{Cmd, Shutdown};
 use order::Order;
-use status::{AppStatus, Bus, BusEvent, InstanceStatus, RestartCounts, RestartReason, Sample, StatusFeed, StatusTable};
+use status::{
+    AppStatus, Bus, BusEvent, InstanceStatus, Report, RestartCounts, RestartReason, Sample, Status, StatusFeed, StatusTable, Update,
+};
 
 /// Where the coordinator publishes what readers see: the status table and the event bus.
 /// Made before the run so that optional readers (HTTP, PM2 Plus) can be given their handles.
@@ -78,7 +86,7 @@ pub struct RunOptions {
 }
 
 /// One instance as the coordinator sees it.
-pub struct Slot {
+struct Slot {
     pub app_index: usize,
     /// `NODE_APP_INSTANCE` of this instance.
     pub instance: u32,
@@ -95,7 +103,7 @@ pub struct Slot {
 }
 
 /// The coordinator's state: the apps, the instance table, and what new instances need.
-pub struct Coordinator {
+struct Coordinator {
     pub apps: Vec<Arc<App>>,
     pub slots: BTreeMap<u32, Slot>,
     next_id: u32,
@@ -370,21 +378,15 @@ impl Coordinator {
             self.start_task(pm_id, rx, restart_time, true);
         } else {
             let status = if self.stopping { Status::Stopped } else { Status::Errored };
+            let report = match &last {
+                Some(u) => Report { pid: None, scheduled: false, manual: false, reason: None, ..u.report.clone() },
+                None => Report::of(status),
+            };
             slot.last = Some(Update {
                 pm_id,
                 since: None,
-                report: machine::Report {
-                    status,
-                    pid: None,
-                    last_exit: last.as_ref().and_then(|u| u.last_exit),
-                    restart_time,
-                    scheduled: false,
-                    manual: false,
-                    gone: self.stopping,
-                    reason: None,
-                    prev_restart_delay: last.as_ref().map_or(Duration::ZERO, |u| u.prev_restart_delay),
-                    ready: false,
-                },
+                version: last.as_ref().and_then(|u| u.version.clone()),
+                report: Report { status, restart_time, gone: self.stopping, ..report },
             });
         }
         self.publish();
@@ -458,9 +460,7 @@ impl Coordinator {
             self.board.bus.publish(BusEvent::Status {
                 pm_id: update.pm_id,
                 name: self.apps[slot.app_index].name.clone(),
-                status: update.status,
-                last_exit: update.last_exit,
-                manual: update.manual,
+                report: update.report.clone(),
             });
         }
         if !self.order.graph.is_flat() {
@@ -560,28 +560,17 @@ impl Coordinator {
         let instances = self
             .slots
             .iter()
-            .map(|(id, s)| {
-                let last = s.last.as_ref();
-                InstanceStatus {
-                    pm_id: *id,
-                    app: self.apps[s.app_index].clone(),
-                    instance: s.instance,
-                    unique_id: s.unique_id.clone(),
-                    status: last.map(|u| u.status),
-                    pid: last.and_then(|u| u.pid),
-                    ready: last.is_some_and(|u| u.status == Status::Online && u.ready),
-                    restart_time: last.map_or(0, |u| u.restart_time),
-                    restarts: s.restarts,
-                    prev_restart_delay: last.map_or(Duration::ZERO, |u| u.prev_restart_delay),
-                    last_exit: last.as_ref().and_then(|u| u.last_exit),
-                    manual: last.is_some_and(|u| u.manual),
-                    scheduled: last.is_some_and(|u| u.scheduled),
-                    created_at: s.created_at,
-                    started_at: last.and_then(|u| u.since),
-                    sample: s.sample,
-                    axm_monitor: s.axm_monitor.clone(),
-                    axm_actions: s.axm_actions.clone(),
-                }
+            .map(|(id, s)| InstanceStatus {
+                pm_id: *id,
+                app: self.apps[s.app_index].clone(),
+                instance: s.instance,
+                unique_id: s.unique_id.clone(),
+                last: s.last.clone(),
+                restarts: s.restarts,
+                created_at: s.created_at,
+                sample: s.sample,
+                axm_monitor: s.axm_monitor.clone(),
+                axm_actions: s.axm_actions.clone(),
             })
             .collect();
         let apps = self
@@ -719,7 +708,7 @@ pub async fn run(
             }
             Some(app_index) = restart_rx.recv(), if !requested => {
                 // A stop turns watching off for that instance, as in PM2; a start turns it on again.
-                let stopped = |s: &Slot| s.last.as_ref().is_some_and(|u| u.manual && u.status == instance::Status::Stopped);
+                let stopped = |s: &Slot| s.last.as_ref().is_some_and(|u| u.manual && u.status == Status::Stopped);
                 for (id, _) in co.slots.iter().filter(|(_, s)| s.app_index == app_index && !stopped(s)) {
                     co.send(*id, Cmd::Restart);
                 }

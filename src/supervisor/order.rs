@@ -16,7 +16,7 @@ use crate::config::deps::Graph;
 use crate::config::{Condition, Role};
 use crate::process::Exit;
 
-use super::machine::{Report, Status};
+use super::status::{Report, Status};
 
 /// The coordinator's order state: the graph, which apps are released, what the held ones wait
 /// for, what each instance reached, which apps were told to stop. `H`: a held instance's inbox
@@ -196,21 +196,9 @@ mod tests {
     use crate::config::Dependency;
     use crate::config::deps::{Entry, graph};
     use Condition::*;
-    use std::time::Duration;
 
     fn report(status: Status, pid: Option<u32>, last_exit: Option<Exit>) -> Report {
-        Report {
-            status,
-            pid,
-            last_exit,
-            restart_time: 0,
-            scheduled: false,
-            manual: false,
-            reason: None,
-            gone: false,
-            prev_restart_delay: Duration::ZERO,
-            ready: status == Status::Online,
-        }
+        Report { pid, last_exit, ready: status == Status::Online, ..Report::of(status) }
     }
 
     fn reached(reports: &[Report]) -> Reached {
