@@ -630,6 +630,7 @@ fn finish(
         listen_timeout: raw.listen_timeout.filter(nonzero).unwrap_or(defaults.listen_timeout),
         liveness_probe,
         readiness_probe,
+        watchdog: raw.watchdog.filter(nonzero),
         role: raw.role.unwrap_or_default(),
         depends_on: raw.depends_on.iter().map(|(d, _)| d.clone()).collect(),
         watch,

@@ -246,6 +246,10 @@ pub struct App {
     /// end of a rolling reload).
     #[serde(default)]
     pub readiness_probe: Option<Probe>,
+    /// Our extension: restart an instance whose heartbeat (the Node preload's, or sd_notify's
+    /// `WATCHDOG=1`) stops for this long (reason `watchdog`). Off when `None`.
+    #[serde(default)]
+    pub watchdog: Option<Duration>,
     pub watch: Watch,
     pub ignore_watch: Vec<String>,
     pub watch_delay: Duration,

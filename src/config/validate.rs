@@ -109,6 +109,7 @@ pub(crate) const EFFECTIVE_KEYS: &[&str] = &[
     "depends_on",
     "liveness_probe",
     "readiness_probe",
+    "watchdog",
     "watch",
     "ignore_watch",
     "watch_options",
@@ -249,6 +250,7 @@ pub struct RawApp {
     pub depends_on_key: String,
     pub liveness_probe: Option<RawProbe>,
     pub readiness_probe: Option<RawProbe>,
+    pub watchdog: Option<Duration>,
     pub watch: Option<Watch>,
     pub ignore_watch: Option<Vec<String>>,
     pub watch_options: Option<serde_json::Value>,
@@ -468,6 +470,7 @@ pub fn validate_app(path: &str, node: &Node, rep: &mut Reporter) -> RawApp {
             "role" => app.role = c.role(),
             "liveness_probe" => app.liveness_probe = c.probe(),
             "readiness_probe" => app.readiness_probe = c.probe(),
+            "watchdog" => app.watchdog = c.duration(),
             "depends_on" => {
                 app.depends_on = c.depends_on().unwrap_or_default();
                 app.depends_on_key = p.clone();

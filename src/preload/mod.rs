@@ -19,6 +19,11 @@ pub const FILE_NAME: &str = "pm-runtime-preload.js";
 /// The preload's source.
 pub const SOURCE: &str = include_str!("preload.js");
 
+/// The hang watchdog's part of the preload (see the end of `preload.js`): the env variable that
+/// turns its heartbeat on (milliseconds of `watchdog`), and the IPC message type of a heartbeat.
+pub const WATCHDOG_ENV: &str = "PM_RUNTIME_WATCHDOG_MS";
+pub const HEARTBEAT: &str = "pm-runtime:heartbeat";
+
 /// True when `app` is started with the preload: a Node app (interpreter `node`, not a shell
 /// command) that did not turn it off.
 pub fn wants(app: &App) -> bool {

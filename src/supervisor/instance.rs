@@ -139,6 +139,9 @@ impl Instance {
                         let port = port.map_or_else(|| "?".to_string(), |p| p.to_string());
                         tracing::error!(app = %m.app.name, id = self.pm_id, "App [{}] could not listen on port {port}: {}", self.tag(), std::io::Error::from_raw_os_error(errno));
                     }
+                    Some(WorkerEvent::Message(msg)) if msg.get("type").and_then(|t| t.as_str()) == Some(crate::preload::HEARTBEAT) => {
+                        queue.push_back(Input::Heartbeat);
+                    }
                     Some(WorkerEvent::Message(msg)) => {
                         if self.messages.try_send((self.pm_id, msg)).is_err() {
                             tracing::debug!("App [{}] IPC message dropped: the runtime is behind", self.tag());
@@ -320,6 +323,11 @@ impl Instance {
         // wait_ready for any language: sd_notify's READY=1 on NOTIFY_SOCKET (an abstract socket,
         // so no file to clean up), besides Node's process.send('ready').
         let mut child_env = env::build(&self.inherited_env, &app, &facts);
+        if let Some(wd) = app.watchdog {
+            // For the preload's heartbeat (Node); sd_notify's variable for every language.
+            child_env.push((crate::preload::WATCHDOG_ENV.into(), wd.as_millis().to_string().into()));
+            child_env.push(("WATCHDOG_USEC".into(), wd.as_micros().to_string().into()));
+        }
         let mut notify = None;
         if app.wait_ready {
             match crate::cluster::notify::listen(self.pm_id) {

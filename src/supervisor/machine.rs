@@ -117,6 +117,17 @@ pub enum Timer {
     BackoffReset,
     /// Time for this probe's next check.
     Probe(ProbeKind),
+    /// No heartbeat for `watchdog`.
+    Watchdog,
+}
+
+/// The hang watchdog's view of the current process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Watchdog {
+    /// A heartbeat came from this process (its sender is in place).
+    seen: bool,
+    /// The heartbeat stopped: the restart is under way.
+    fired: bool,
 }
 
 /// What happened, as the instance task saw it.
@@ -143,6 +154,8 @@ pub enum Input {
     Ready(Ready),
     Timer(Timer),
     Shutdown(Shutdown),
+    /// A heartbeat of the running process (the preload's IPC message, sd_notify `WATCHDOG=1`).
+    Heartbeat,
     /// A probe's check of process `pid` passed (or failed, saying why).
     Probe {
         kind: ProbeKind,
@@ -302,6 +315,7 @@ pub struct Machine {
     /// This machine replaces one whose task panicked: start whatever `autostart` says.
     pub resumed: bool,
     probes: Probes,
+    watchdog: Watchdog,
 }
 
 impl Machine {
@@ -325,6 +339,7 @@ impl Machine {
             first_start: true,
             resumed: false,
             probes: Probes::default(),
+            watchdog: Watchdog::default(),
         }
     }
 
@@ -377,6 +392,39 @@ impl Machine {
             gone: false,
             prev_restart_delay: self.prev_restart_delay(),
             ready: status == Status::Online && self.probe_ready(),
+        }
+    }
+
+    /// The heartbeat stopped for `watchdog`: restart (the Node preload has already written the
+    /// blocked main thread's stack to stderr). A process that never sent one (no preload, no
+    /// sd_notify) is left alone: there is nothing to miss.
+    fn on_watchdog(&mut self, pid: u32, now: Instant, fx: &mut Vec<Effect>) {
+        let Some(wd) = self.app.watchdog else { return };
+        let tag = self.tag();
+        if !self.watchdog.seen {
+            Self::log(
+                fx,
+                Level::Warn,
+                None,
+                format!(
+                    "App [{tag}] watchdog: no heartbeat received yet (Node apps send it through pm-runtime's preload; others send WATCHDOG=1 to NOTIFY_SOCKET); not watched"
+                ),
+            );
+            return;
+        }
+        if std::mem::replace(&mut self.watchdog.fired, true) {
+            return;
+        }
+        Self::log(
+            fx,
+            Level::Warn,
+            Some("restart"),
+            format!("App [{tag}] sent no heartbeat for {}ms (event loop blocked?): restarting (reason: watchdog)", wd.as_millis()),
+        );
+        if self.cluster && matches!(self.state, State::Online { .. }) {
+            self.rolling_reload(RestartReason::Watchdog, now, fx);
+        } else {
+            self.begin_stop(pid, Then::Restart(RestartReason::Watchdog), now, fx);
         }
     }
 
@@ -503,6 +551,14 @@ impl Machine {
             Input::Ready(how) => self.on_ready(how, &mut fx),
             Input::Timer(t) => self.on_timer(t, now, &mut fx),
             Input::Probe { kind, pid, result } => self.on_probe(kind, pid, result, now, &mut fx),
+            Input::Heartbeat => {
+                if let (Some(wd), State::Launching { .. } | State::Online { .. }) = (self.app.watchdog, &self.state)
+                    && !self.watchdog.fired
+                {
+                    self.watchdog.seen = true;
+                    fx.push(Effect::Arm(Timer::Watchdog, now + wd));
+                }
+            }
         }
         fx
     }
@@ -563,6 +619,10 @@ impl Machine {
             return;
         }
         self.probes = Probes::default();
+        self.watchdog = Watchdog::default();
+        if let Some(wd) = self.app.watchdog {
+            fx.push(Effect::Arm(Timer::Watchdog, now + wd));
+        }
         for (kind, probe) in [(ProbeKind::Liveness, &self.app.liveness_probe), (ProbeKind::Readiness, &self.app.readiness_probe)] {
             if let Some(p) = probe {
                 fx.push(Effect::Arm(Timer::Probe(kind), now + p.initial_delay));
@@ -647,6 +707,7 @@ impl Machine {
             }
             (Timer::Restart, State::Waiting) => self.restart(RestartReason::Crash, false, now, fx),
             (Timer::Probe(kind), State::Launching { .. } | State::Online { .. }) => fx.push(Effect::Probe(kind)),
+            (Timer::Watchdog, State::Launching { pid, .. } | State::Online { pid, .. }) => self.on_watchdog(pid, now, fx),
             (Timer::Grace, State::Grace { delay }) => self.decide_restart(delay, now, fx),
             (Timer::BackoffReset, State::Launching { pid, .. } | State::Online { pid, .. }) if self.hist.prev_backoff.is_some() => {
                 self.hist.prev_backoff = None;
@@ -693,6 +754,7 @@ impl Machine {
         fx.push(Effect::Disarm(Timer::Cron));
         fx.push(Effect::Disarm(Timer::Probe(ProbeKind::Liveness)));
         fx.push(Effect::Disarm(Timer::Probe(ProbeKind::Readiness)));
+        fx.push(Effect::Disarm(Timer::Watchdog));
         let kill_timeout = self.app.kill_timeout;
         let phase = if self.shutdown == Shutdown::Force {
             fx.push(Effect::Kill);
@@ -759,6 +821,7 @@ impl Machine {
         self.exit_reason = Some(match then {
             Then::Restart(RestartReason::Memory) => ExitReason::Memory,
             Then::Restart(RestartReason::Probe) => ExitReason::Probe,
+            Then::Restart(RestartReason::Watchdog) => ExitReason::Watchdog,
             _ => ExitReason::Stopped,
         });
         match then {
@@ -852,6 +915,7 @@ impl Machine {
             Timer::BackoffReset,
             Timer::Probe(ProbeKind::Liveness),
             Timer::Probe(ProbeKind::Readiness),
+            Timer::Watchdog,
         ] {
             fx.push(Effect::Disarm(t));
         }

@@ -73,10 +73,12 @@ pub enum RestartReason {
     Reload,
     /// The liveness probe failed `failure_threshold` times in a row.
     Probe,
+    /// The heartbeat stopped for `watchdog` ms (a blocked event loop).
+    Watchdog,
 }
 
 impl RestartReason {
-    pub const ALL: [RestartReason; 7] = [
+    pub const ALL: [RestartReason; 8] = [
         RestartReason::Crash,
         RestartReason::Memory,
         RestartReason::Cron,
@@ -84,6 +86,7 @@ impl RestartReason {
         RestartReason::Manual,
         RestartReason::Reload,
         RestartReason::Probe,
+        RestartReason::Watchdog,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -95,6 +98,7 @@ impl RestartReason {
             RestartReason::Manual => "manual",
             RestartReason::Reload => "reload",
             RestartReason::Probe => "probe",
+            RestartReason::Watchdog => "watchdog",
         }
     }
 }
@@ -114,6 +118,8 @@ pub enum ExitReason {
     Memory,
     /// The runtime stopped it because its liveness probe failed.
     Probe,
+    /// The runtime stopped it because its heartbeat stopped.
+    Watchdog,
 }
 
 impl ExitReason {
@@ -132,6 +138,7 @@ impl ExitReason {
             ExitReason::Stopped => "stopped",
             ExitReason::Memory => "memory",
             ExitReason::Probe => "probe",
+            ExitReason::Watchdog => "watchdog",
         }
     }
 }
@@ -403,7 +410,7 @@ mod tests {
         assert_eq!(c.get(RestartReason::Reload), 0);
         assert_eq!(c.total(), 3);
         let names: Vec<_> = RestartReason::ALL.iter().map(|r| r.as_str()).collect();
-        assert_eq!(names, ["crash", "memory", "cron", "watch", "manual", "reload", "probe"]);
+        assert_eq!(names, ["crash", "memory", "cron", "watch", "manual", "reload", "probe", "watchdog"]);
     }
 
     #[test]

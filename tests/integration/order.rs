@@ -139,3 +139,25 @@ fn ls_and_jlist_show_an_instance_that_is_online_but_not_ready() {
     });
     assert!(!s.cli(&["ls"]).1.contains("not ready"));
 }
+
+#[test]
+fn a_node_app_whose_event_loop_blocks_gets_a_report_and_a_restart_from_the_watchdog() {
+    let s = Scenario::new()
+        .file("hang.js", "console.log('up');\nsetTimeout(() => { console.log('blocking'); for (;;) {} }, 300);\n")
+        .file("e.yml", "apps:\n  - name: hang\n    script: hang.js\n    watchdog: 1000\n");
+    let mut r = s.start(&["e.yml"]);
+    r.wait_for("blocking", Duration::from_secs(20));
+    let blocked = std::time::Instant::now();
+    r.wait_for("restarting (reason: watchdog)", Duration::from_secs(10));
+    let took = blocked.elapsed();
+    // The heartbeat stops when the loop blocks: noticed within the watchdog period (+ slack for a loaded machine).
+    assert!(took < Duration::from_millis(1000 + 2000), "took {took:?}");
+    // The blocked main thread's stack, written by the hung process itself, is in its log.
+    poll("the stack in the log", Duration::from_secs(10), || {
+        let err = r.stderr();
+        (err.contains("pm-runtime watchdog: the event loop has been blocked for") && err.contains("hang.js:2:")).then_some(())
+    });
+    poll("started again", Duration::from_secs(10), || (r.stdout().matches("up\n").count() >= 2).then_some(()));
+    r.signal(libc::SIGTERM);
+    assert_eq!(r.wait(Duration::from_secs(10)).expect("stops").code(), Some(0));
+}

@@ -487,3 +487,23 @@ fn a_rolling_reload_retires_the_old_worker_only_once_the_new_one_is_ready() {
     let fx = m.step(Input::Probe { kind: ProbeKind::Readiness, pid: 200, result: Ok(()) }, now);
     assert!(fx.contains(&Effect::Retire), "{fx:?}");
 }
+
+#[test]
+fn the_watchdog_restarts_only_a_process_whose_heartbeat_stopped() {
+    let (mut m, now) = machine("    watchdog: 1000\n");
+    m.step(Input::Begin, now);
+    let fx = m.step(Input::Spawned { pid: 100 }, now);
+    assert_eq!(armed(&fx, Timer::Watchdog), Some(now + Duration::from_secs(1)));
+    // Never a heartbeat (no preload, no sd_notify): not watched, not restarted.
+    let fx = m.step(Input::Timer(Timer::Watchdog), now);
+    assert!(reports(&fx).is_empty() && matches!(m.state, State::Online { .. }), "{fx:?}");
+    // A heartbeat re-arms; its silence restarts with reason watchdog.
+    let later = now + Duration::from_millis(300);
+    let fx = m.step(Input::Heartbeat, later);
+    assert_eq!(armed(&fx, Timer::Watchdog), Some(later + Duration::from_secs(1)));
+    let fx = m.step(Input::Timer(Timer::Watchdog), later + Duration::from_secs(1));
+    assert_eq!(reports(&fx), [Status::Stopping]);
+    assert!(matches!(m.state, State::Stopping { then: Then::Restart(RestartReason::Watchdog), .. }), "{:?}", m.state);
+    // Heartbeats while stopping change nothing.
+    assert!(m.step(Input::Heartbeat, later).is_empty());
+}
