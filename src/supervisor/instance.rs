@@ -67,8 +67,8 @@ struct Run {
     /// The Node IPC channel (fork and cluster alike; cluster messages only come from workers).
     chan: Option<WorkerChannel>,
     chan_open: bool,
-    /// sd_notify: resolves on `READY=1`.
-    notify: Option<oneshot::Receiver<()>>,
+    /// sd_notify: `READY=1`, `WATCHDOG=1`.
+    notify: Option<mpsc::UnboundedReceiver<crate::cluster::notify::Notice>>,
     /// Descendants outside the process group that a stop signalled.
     strays: Vec<u32>,
     since: Option<SystemTime>,
@@ -150,12 +150,11 @@ impl Instance {
                     Some(WorkerEvent::Disconnected) | None => run.chan_open = false,
                     Some(_) => {}
                 },
-                ready = notified(&mut run.notify) => {
-                    run.notify = None;
-                    if ready {
-                        queue.push_back(Input::Ready(Ready::Notify));
-                    }
-                }
+                notice = notified(&mut run.notify) => match notice {
+                    Some(crate::cluster::notify::Notice::Ready) => queue.push_back(Input::Ready(Ready::Notify)),
+                    Some(crate::cluster::notify::Notice::Watchdog) => queue.push_back(Input::Heartbeat),
+                    None => run.notify = None,
+                },
                 _ = tokio::time::sleep_until(next.map_or(far, |(_, at)| at)), if next.is_some() => {
                     if let Some((t, _)) = next {
                         timers.remove(&t);
@@ -329,7 +328,7 @@ impl Instance {
             child_env.push(("WATCHDOG_USEC".into(), wd.as_micros().to_string().into()));
         }
         let mut notify = None;
-        if app.wait_ready {
+        if app.wait_ready || app.watchdog.is_some() {
             match crate::cluster::notify::listen(self.pm_id) {
                 Ok((value, ready)) => {
                     child_env.push(("NOTIFY_SOCKET".into(), value.into()));
@@ -466,11 +465,11 @@ async fn next_event(chan: &mut Option<WorkerChannel>) -> Option<WorkerEvent> {
     }
 }
 
-/// sd_notify readiness: true on `READY=1`, false when the reader gave up; never resolves
-/// when there is no notify socket.
-async fn notified(rx: &mut Option<oneshot::Receiver<()>>) -> bool {
+/// The next sd_notify notice; `None` when the reader gave up; never resolves when there is no
+/// notify socket.
+async fn notified(rx: &mut Option<mpsc::UnboundedReceiver<crate::cluster::notify::Notice>>) -> Option<crate::cluster::notify::Notice> {
     match rx {
-        Some(r) => r.await.is_ok(),
+        Some(r) => r.recv().await,
         None => std::future::pending().await,
     }
 }

@@ -161,3 +161,22 @@ fn a_node_app_whose_event_loop_blocks_gets_a_report_and_a_restart_from_the_watch
     r.signal(libc::SIGTERM);
     assert_eq!(r.wait(Duration::from_secs(10)).expect("stops").code(), Some(0));
 }
+
+#[test]
+fn any_language_feeds_the_watchdog_with_sd_notify_and_is_restarted_when_it_stops() {
+    // python3 as the "other language": WATCHDOG=1 every 0.2 s for a second, then silence.
+    let s = Scenario::new()
+        .file(
+            "beat.py",
+            "import os, socket, time\nprint('up', os.environ['WATCHDOG_USEC'], flush=True)\naddr = os.environ['NOTIFY_SOCKET']\nif addr.startswith('@'): addr = '\\0' + addr[1:]\ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\nfor _ in range(5):\n    s.sendto(b'WATCHDOG=1', addr); time.sleep(0.2)\nprint('silent', flush=True)\ntime.sleep(600)\n",
+        )
+        .file("e.yml", "apps:\n  - name: beat\n    script: beat.py\n    watchdog: 700\n");
+    let mut r = s.start(&["e.yml"]);
+    r.wait_for("up 700000", Duration::from_secs(20));
+    r.wait_for("silent", Duration::from_secs(10));
+    assert!(!r.stdout().contains("reason: watchdog"), "heartbeats kept it alive: {}", r.stdout());
+    r.wait_for("App [beat:0] sent no heartbeat for 700ms (event loop blocked?): restarting (reason: watchdog)", Duration::from_secs(10));
+    poll("started again", Duration::from_secs(10), || (r.stdout().matches("up 700000").count() >= 2).then_some(()));
+    r.signal(libc::SIGTERM);
+    assert_eq!(r.wait(Duration::from_secs(10)).expect("stops").code(), Some(0));
+}
