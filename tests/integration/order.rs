@@ -180,3 +180,25 @@ fn any_language_feeds_the_watchdog_with_sd_notify_and_is_restarted_when_it_stops
     r.signal(libc::SIGTERM);
     assert_eq!(r.wait(Duration::from_secs(10)).expect("stops").code(), Some(0));
 }
+
+/// The example folder as its README runs it: order, probes, the sidecar in front, reverse stop.
+#[test]
+fn the_order_and_health_example_runs_as_its_readme_says() {
+    let s = Scenario::new();
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/08-order-and-health");
+    for f in ["ecosystem.config.yml", "migrate.js", "web.js", "worker.js", "proxy.js"] {
+        std::fs::copy(src.join(f), s.path().join(f)).unwrap();
+    }
+    let mut r = s.start(&["start", "ecosystem.config.yml"]);
+    let body = poll("the sidecar answers with web's page", Duration::from_secs(30), || http_get(3301).filter(|b| b.contains("schema 2")));
+    assert_eq!(body, "hello from web (schema 2)\n");
+    let out = r.stdout();
+    assert!(at(&out, "proxy: listening") < at(&out, "migrate: schema 2 written"), "{out}");
+    assert!(at(&out, "migrate: schema 2 written") < at(&out, "App [worker] starting"), "{out}");
+    assert!(at(&out, "App [worker:3] online") < at(&out, "App [web] starting: worker started, migrate completed, proxy ready"), "{out}");
+    r.signal(libc::SIGTERM);
+    assert_eq!(r.wait(Duration::from_secs(15)).expect("stops").code(), Some(0));
+    let out = r.stdout();
+    assert!(at(&out, "web: stopping") < at(&out, "proxy: stopping (last)"), "{out}");
+    assert!(at(&out, "worker: stopping") < at(&out, "proxy: stopping (last)"), "{out}");
+}
