@@ -220,7 +220,7 @@ mod tests {
         let restarting = report(Status::WaitingRestart, None, Some(Exit::Code(1)));
         let table: &[(&[Report], Reached)] = &[
             (&[], Reached::default()),
-            (&[launching.clone()], Reached { started: true, ..Default::default() }),
+            (std::slice::from_ref(&launching), Reached { started: true, ..Default::default() }),
             (&[launching.clone(), online.clone()], Reached { started: true, online: true, ready: true, ..Default::default() }),
             // A one-shot that exits 0 before anyone saw it online: started and completed.
             (&[report(Status::Launching, None, None), done.clone()], Reached { started: true, completed: true, ..Default::default() }),
@@ -230,7 +230,7 @@ mod tests {
             (&[online.clone(), restarting, launching.clone()], Reached { started: true, online: true, ready: true, ..Default::default() }),
             // Stopped on request is no failure; a manual restart after a failure clears it.
             (&[launching.clone(), asked], Reached { started: true, ..Default::default() }),
-            (&[failed, launching], Reached { started: true, ..Default::default() }),
+            (&[failed, launching.clone()], Reached { started: true, ..Default::default() }),
         ];
         for (reports, want) in table {
             assert_eq!(reached(reports), *want, "{reports:?}");
