@@ -202,3 +202,19 @@ fn the_order_and_health_example_runs_as_its_readme_says() {
     assert!(at(&out, "web: stopping") < at(&out, "proxy: stopping (last)"), "{out}");
     assert!(at(&out, "worker: stopping") < at(&out, "proxy: stopping (last)"), "{out}");
 }
+
+#[test]
+fn start_of_a_held_app_starts_what_it_needs_and_releases_it() {
+    let s = Scenario::new().file(
+        "e.yml",
+        "apps:\n  - name: db\n    autorestart: false\n    script: sh -c 'test -f ok || exit 3; echo db-up'\n  - name: web\n    depends_on: {db: completed}\n    script: sh -c 'echo web-up; sleep 600'\n",
+    );
+    let r = s.start(&["e.yml", "--no-auto-exit"]);
+    r.wait_for("App [web] cannot start: it needs db (completed): it ended with code 3", Duration::from_secs(20));
+    std::fs::write(s.path().join("ok"), "").unwrap();
+    let (code, _, err) = s.cli(&["start", "web"]);
+    assert_eq!(code, 0, "{err}");
+    r.wait_for("web-up", Duration::from_secs(20));
+    let out = r.stdout();
+    assert!(at(&out, "db-up") < at(&out, "web-up"), "{out}");
+}
