@@ -41,6 +41,10 @@
 //!   and is the client of the verbs.
 //! - [`preload`] is the script Node apps are started with (`--require`): PM2's handling of
 //!   unhandled rejections and uncaught exceptions, and the keep-alive drain of cluster workers.
+//!   Bun and Deno apps get it too, where the runtime allows.
+//! - [`redact`] decides which environment values may be shown (`jlist`, `show`): secret-file
+//!   values and secret-looking keys as `[redacted]`, the runtime's credentials never; and masks
+//!   them in app output with `mask_secrets`. Env files and secret files are read by [`config`].
 //! - [`http`] (only with `--web`) serves the table over HTTP: PM2's `--web` JSON, a token-protected
 //!   API whose writes are control requests, Prometheus `/metrics` (with prom-client cluster
 //!   aggregation), health probes, live logs and a dashboard.
@@ -66,6 +70,7 @@ pub mod otel;
 pub mod plus;
 pub mod preload;
 pub mod process;
+pub mod redact;
 mod serve;
 pub mod signals;
 pub mod supervisor;

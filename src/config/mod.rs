@@ -10,7 +10,9 @@
 //! Environment variables read (through an injectable lookup): `PM2_KILL_TIMEOUT`,
 //! `PM2_KILL_SIGNAL`, `PM2_GRACEFUL_LISTEN_TIMEOUT`, `PATH`, and `HOME` (for `~/` in log paths).
 
+mod app_env;
 pub mod deps;
+mod dotenv;
 mod js;
 mod model;
 mod resolve;
@@ -530,7 +532,9 @@ fn finish(
         (Some(n), true) => n.clone(),
         _ => raw.name.clone().unwrap_or_else(|| validate::default_name(script)),
     };
-    let mut env = deploy_env.clone();
+    // Low to high: env files, deploy env, `env`, `env_<name>`, secret files (see `app_env`).
+    let mut env = app_env::env_files(&raw.env_file, &resolved.cwd, host.var, rep);
+    env.extend(deploy_env.iter().map(|(k, v)| (k.clone(), v.clone())));
     env.extend(raw.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     if let Some(e) = &o.env {
         if let Some(extra) = raw.env_named.get(e) {
@@ -540,6 +544,7 @@ fn finish(
             name = format!("{name}-{e}");
         }
     }
+    let secret_keys = app_env::secret_files(&mut env, &raw.secrets, &raw.path, &resolved.cwd, rep);
 
     // A name derived from the script, given with -n, or suffixed by --env: same rule as `name`.
     if (raw.name.is_none() || script_form || raw.append_env_to_name)
@@ -633,6 +638,9 @@ fn finish(
         watchdog: raw.watchdog.filter(nonzero),
         role: raw.role.unwrap_or_default(),
         depends_on: raw.depends_on.iter().map(|(d, _)| d.clone()).collect(),
+        secret_keys,
+        redact: raw.redact.clone(),
+        mask_secrets: raw.mask_secrets.unwrap_or(false),
         watch,
         ignore_watch: raw.ignore_watch.clone().unwrap_or_default(),
         watch_delay: raw.watch_delay.unwrap_or_default(),

@@ -170,7 +170,10 @@ impl LogHub {
             tokio::spawn(drain(pipe));
             return;
         }
-        let deco = Decoration::new(app.log_date_format.as_deref(), app.time, app.log_type.as_deref() == Some("json"));
+        let mut deco = Decoration::new(app.log_date_format.as_deref(), app.time, app.log_type.as_deref() == Some("json"));
+        if app.mask_secrets {
+            deco.secrets = crate::redact::secret_values(app);
+        }
         let sinks = self.sinks(app, pm_id, stream);
         let hub = self.clone();
         let name = app.name.clone();
@@ -322,6 +325,8 @@ impl LogHub {
         let counter = &self.inner.lines[usize::from(stream == Stream::Err)];
         move |line: &[u8], continued: bool| {
             counter.fetch_add(1, Ordering::Relaxed);
+            let masked = if deco.secrets.is_empty() { None } else { crate::redact::mask(line, &deco.secrets) };
+            let line = masked.as_deref().unwrap_or(line);
             *target = fmt.app_line(out, tag, stream, deco, line, continued, now);
             let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed) + 1;
             lock(&sinks.recent).push(seq, stream, line);

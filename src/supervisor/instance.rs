@@ -100,6 +100,11 @@ impl Instance {
         let backoff_reset = policy::backoff_reset_from(std::env::var("EXP_BACKOFF_RESET_TIMER").ok().as_deref());
         let mut m = Machine::new(self.app.clone(), self.pm_id, self.listeners.is_some(), self.restart_time, backoff_reset, Instant::now());
         m.resumed = self.resumed;
+        // Deno has no node:cluster: its instances share the port with SO_REUSEPORT
+        // (`Deno.serve({ reusePort: true })`), so a reload can still start the new one first.
+        m.rolling = self.listeners.is_none()
+            && self.app.exec_mode == crate::config::ExecMode::Cluster
+            && self.app.command.js_runtime() == Some(crate::config::JsRuntime::Deno);
         let created_wall = now_ms();
         let mut run = Run::default();
         let mut handed: Option<Run> = None;
@@ -354,7 +359,8 @@ impl Instance {
             env: child_env,
             uid,
             gid,
-            ipc: app.command.is_node,
+            // Node, Bun and Deno all speak Node's IPC channel (`process.send('ready')`).
+            ipc: app.command.js_runtime().is_some(),
             listen_fd,
         };
         // Out of resources (EMFILE, EAGAIN…) is no crash of the app: wait and retry, uncounted.

@@ -148,7 +148,8 @@ pub fn entry(f: &Facts, env: Env) -> Value {
         put("merge_logs", json!(m));
     }
     if env == Env::Include {
-        put("env", json!(app.env));
+        // Secret values as `[redacted]`, the runtime's credentials not at all.
+        put("env", json!(crate::redact::env(app)));
     }
     put("namespace", json!(app.namespace));
     put("name", json!(app.name));
@@ -196,7 +197,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.js"), "").unwrap();
         let yml = format!(
-            "apps:\n  - name: web\n    cwd: {}\n    script: a.js\n    instance_var: INSTANCE_ID\n    watch: [src]\n    ignore_watch: [tmp]\n    node_args: --inspect\n    exp_backoff_restart_delay: 100\n    out_file: out.log\n    log_file: all.log\n    env:\n      SECRET: hunter2\n",
+            "apps:\n  - name: web\n    cwd: {}\n    script: a.js\n    instance_var: INSTANCE_ID\n    watch: [src]\n    ignore_watch: [tmp]\n    node_args: --inspect\n    exp_backoff_restart_delay: 100\n    out_file: out.log\n    log_file: all.log\n    env:\n      SECRET: hunter2\n      API_TOKEN: t0k3n\n",
             dir.path().display()
         );
         std::fs::write(dir.path().join("e.yml"), yml).unwrap();
@@ -253,6 +254,7 @@ mod tests {
         assert_eq!(e["pm_err_log_path"], Value::Null);
         assert_eq!(e["pm_log_path"], "/x/all.log");
         assert_eq!(e["env"]["SECRET"], "hunter2");
+        assert_eq!(e["env"]["API_TOKEN"], "[redacted]");
     }
 
     #[test]

@@ -316,6 +316,9 @@ pub struct Machine {
     pub resumed: bool,
     probes: Probes,
     watchdog: Watchdog,
+    /// Not a Node cluster worker, but its instances share their port by themselves
+    /// (SO_REUSEPORT): reloads are rolling (the new process first), as in cluster mode.
+    pub rolling: bool,
 }
 
 impl Machine {
@@ -340,6 +343,7 @@ impl Machine {
             resumed: false,
             probes: Probes::default(),
             watchdog: Watchdog::default(),
+            rolling: false,
         }
     }
 
@@ -594,7 +598,7 @@ impl Machine {
         let report = Report { reason, ..self.status_report(Status::Launching, None) };
         self.first_start = false;
         fx.push(Effect::Report(report));
-        let mode = if self.cluster { "cluster" } else { "fork" };
+        let mode = if self.cluster || self.rolling { "cluster" } else { "fork" };
         Self::log(fx, Level::Info, Some("start"), format!("App [{}] starting in -{mode} mode-", self.tag()));
         self.state = State::Starting;
         fx.push(Effect::Spawn);
@@ -964,7 +968,7 @@ impl Machine {
             State::Launching { pid, .. } | State::Online { pid, .. } => {
                 let online = matches!(self.state, State::Online { .. });
                 match cmd {
-                    Cmd::Replace(new) if self.cluster && online => {
+                    Cmd::Replace(new) if (self.cluster || self.rolling) && online => {
                         Self::log(fx, Level::Info, Some("reload"), format!("App [{tag}] reloading with new settings"));
                         self.pending_app = Some(new);
                         self.rolling_reload(RestartReason::Manual, now, fx);
@@ -981,7 +985,7 @@ impl Machine {
                     Cmd::Stop => self.begin_stop(pid, Then::Park, now, fx),
                     Cmd::Delete => self.begin_stop(pid, Then::Delete, now, fx),
                     Cmd::Start => {}
-                    Cmd::Reload if self.cluster && online => {
+                    Cmd::Reload if (self.cluster || self.rolling) && online => {
                         Self::log(fx, Level::Info, Some("reload"), format!("App [{tag}] reloading: starting its replacement"));
                         self.rolling_reload(RestartReason::Reload, now, fx);
                     }
@@ -1007,7 +1011,7 @@ impl Machine {
                                 "App [{tag}] restarted because it exceeds max_memory_restart (current_memory={rss} max_memory_limit={limit} [octets])"
                             ),
                         );
-                        if self.cluster && online {
+                        if (self.cluster || self.rolling) && online {
                             // Cluster mode: a rolling reload, so the port keeps answering.
                             self.rolling_reload(RestartReason::Memory, now, fx);
                         } else {
