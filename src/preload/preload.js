@@ -210,9 +210,14 @@
   } catch (_) {
     // No worker threads or inspector: the restart still happens, without the stack.
   }
+  // How late the heartbeat timer fires is the event loop's lag (pm_runtime_app_event_loop_lag_seconds).
+  let due = Date.now();
   const beat = () => {
+    const now = Date.now();
+    const lag = Math.max(0, now - due);
+    due = now + every;
     try {
-      process.send({ type: 'pm-runtime:heartbeat' });
+      process.send({ type: 'pm-runtime:heartbeat', lag });
       if (witness) witness.postMessage(0);
     } catch (_) {
       // The channel is gone: nobody is watching any more.

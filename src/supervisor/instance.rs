@@ -146,6 +146,8 @@ impl Instance {
                     }
                     Some(WorkerEvent::Message(msg)) if msg.get("type").and_then(|t| t.as_str()) == Some(crate::preload::HEARTBEAT) => {
                         queue.push_back(Input::Heartbeat);
+                        // Its lag is a metric: the coordinator keeps it (never on the bus).
+                        let _ = self.messages.try_send((self.pm_id, msg));
                     }
                     Some(WorkerEvent::Message(msg)) => {
                         if self.messages.try_send((self.pm_id, msg)).is_err() {

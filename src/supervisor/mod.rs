@@ -98,6 +98,8 @@ struct Slot {
     pub sample: Sample,
     pub axm_monitor: Arc<serde_json::Map<String, serde_json::Value>>,
     pub axm_actions: Arc<Vec<serde_json::Value>>,
+    /// The event-loop lag the last heartbeat reported (`watchdog`), seconds.
+    event_loop_lag: Option<f64>,
     /// How many times this instance's task panicked (a bug of ours; see `task_ended`).
     panics: u32,
 }
@@ -163,6 +165,7 @@ impl Coordinator {
                 sample: Sample::default(),
                 axm_monitor: Default::default(),
                 axm_actions: Default::default(),
+                event_loop_lag: None,
                 panics: 0,
             },
         );
@@ -488,6 +491,11 @@ impl Coordinator {
     fn on_message(&mut self, pm_id: u32, message: serde_json::Value) {
         let Some(slot) = self.slots.get_mut(&pm_id) else { return };
         let kind = message.get("type").and_then(|t| t.as_str());
+        // The watchdog's heartbeat: only its lag is kept (shown at the next publish), not an event.
+        if kind == Some(crate::preload::HEARTBEAT) {
+            slot.event_loop_lag = message.get("lag").and_then(|l| l.as_f64()).map(|ms| ms / 1000.0);
+            return;
+        }
         let mut changed = false;
         match (kind, message.get("data")) {
             (Some("axm:monitor"), Some(serde_json::Value::Object(data))) => {
@@ -571,6 +579,7 @@ impl Coordinator {
                 sample: s.sample,
                 axm_monitor: s.axm_monitor.clone(),
                 axm_actions: s.axm_actions.clone(),
+                event_loop_lag: s.event_loop_lag,
             })
             .collect();
         let apps = self

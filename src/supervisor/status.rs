@@ -257,6 +257,8 @@ pub struct InstanceStatus {
     pub axm_monitor: Arc<serde_json::Map<String, Value>>,
     /// `@pm2/io` actions (`axm:action`), as the app declared them.
     pub axm_actions: Arc<Vec<Value>>,
+    /// With `watchdog`: how late the last heartbeat timer fired in the app (event-loop lag), seconds.
+    pub event_loop_lag: Option<f64>,
 }
 
 impl InstanceStatus {

@@ -218,3 +218,31 @@ fn start_of_a_held_app_starts_what_it_needs_and_releases_it() {
     let out = r.stdout();
     assert!(at(&out, "db-up") < at(&out, "web-up"), "{out}");
 }
+
+#[test]
+fn the_event_loop_lag_of_a_watched_node_app_is_a_metric() {
+    use std::io::{Read, Write};
+    let s = Scenario::new()
+        .file("busy.js", "console.log('up');\nsetInterval(() => { const t = Date.now(); while (Date.now() - t < 120) {} }, 200);\n")
+        .file("e.yml", "apps:\n  - name: lag\n    script: busy.js\n    watchdog: 2000\n");
+    let r = s.start(&["e.yml", "--web=0"]);
+    r.wait_for("HTTP API, /metrics and dashboard on http://", Duration::from_secs(20));
+    let out = r.stdout() + &r.stderr();
+    let at = out.find("on http://").unwrap() + "on http://".len();
+    let addr: String = out[at..].chars().take_while(|c| !c.is_whitespace()).collect();
+    let metrics = || {
+        let mut c = std::net::TcpStream::connect(&addr).ok()?;
+        c.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+        let mut text = String::new();
+        c.read_to_string(&mut text).ok()?;
+        Some(text)
+    };
+    // The app blocks its loop for 120 ms every 200 ms: the heartbeat timer fires late.
+    let line = poll("a lag above 10 ms in /metrics", Duration::from_secs(20), || {
+        let text = metrics()?;
+        let line = text.lines().find(|l| l.starts_with("pm_runtime_app_event_loop_lag_seconds{app=\"lag\""))?.to_string();
+        let v: f64 = line.rsplit(' ').next()?.parse().ok()?;
+        (v > 0.01).then_some(line)
+    });
+    assert!(line.contains("pm_id=\"0\""), "{line}");
+}
