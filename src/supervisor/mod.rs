@@ -740,7 +740,11 @@ pub async fn run(
                 }
                 RuntimeSignal::Reload => {
                     tracing::info!("SIGHUP received: reloading every app (cluster: zero-downtime; fork: restart)");
-                    for id in co.slots.keys() { co.send(*id, Cmd::Reload); }
+                    // Not init jobs (a reload must not run a migration again), not held instances.
+                    let reload: Vec<u32> = co.slots.iter()
+                        .filter(|(id, s)| co.apps[s.app_index].role != Role::Init && !co.order.held.contains_key(id))
+                        .map(|(id, _)| *id).collect();
+                    for id in reload { co.send(id, Cmd::Reload); }
                 }
                 RuntimeSignal::ReopenLogs => {
                     tracing::info!("SIGUSR2 received: reopening log files");

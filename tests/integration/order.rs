@@ -246,3 +246,18 @@ fn the_event_loop_lag_of_a_watched_node_app_is_a_metric() {
     });
     assert!(line.contains("pm_id=\"0\""), "{line}");
 }
+
+#[test]
+fn sighup_reloads_the_apps_but_does_not_run_an_init_job_again() {
+    let s = Scenario::new().file(
+        "e.yml",
+        "apps:\n  - name: migrate\n    role: init\n    script: sh -c 'echo migration-ran'\n  - name: web\n    script: sh -c 'echo web-up; sleep 600'\n",
+    );
+    let mut r = s.start(&["e.yml"]);
+    r.wait_for("web-up", Duration::from_secs(20));
+    r.signal(libc::SIGHUP);
+    poll("web restarted by the reload", Duration::from_secs(10), || (r.stdout().matches("web-up").count() >= 2).then_some(()));
+    assert_eq!(r.stdout().matches("migration-ran").count(), 1, "{}", r.stdout());
+    r.signal(libc::SIGTERM);
+    assert_eq!(r.wait(Duration::from_secs(10)).expect("stops").code(), Some(0));
+}
