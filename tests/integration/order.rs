@@ -261,3 +261,26 @@ fn sighup_reloads_the_apps_but_does_not_run_an_init_job_again() {
     r.signal(libc::SIGTERM);
     assert_eq!(r.wait(Duration::from_secs(10)).expect("stops").code(), Some(0));
 }
+
+#[test]
+fn as_pid1_a_failed_init_job_ends_the_container_with_its_code_and_a_finished_app_ends_it_despite_the_sidecar() {
+    require_tool("unshare", &["--pid", "--fork", "--mount-proc", "true"]);
+    let run = |yml: &str| {
+        let s = Scenario::new().file("e.yml", yml);
+        let mut cmd = std::process::Command::new("unshare");
+        cmd.args(["--pid", "--fork", "--mount-proc", BIN, "e.yml"]).current_dir(s.path()).env("PM2_HOME", s.path().join(".pm2"));
+        let mut r = Running::start(cmd);
+        let status = r.wait(Duration::from_secs(30)).expect("the container ends by itself");
+        (status.code(), r.stdout() + &r.stderr())
+    };
+    let (code, out) = run(&format!(
+        "apps:\n  - name: web\n    script: sh -c 'echo web-started; sleep 30'\n  - name: migrate\n    role: init\n    script: sh -c 'exit 4'\n  - name: proxy\n    role: sidecar\n    script: {SIDECAR}\n"
+    ));
+    assert_eq!(code, Some(4), "{out}");
+    assert!(out.contains("proxy-down") && !out.contains("web-started"), "{out}");
+    let (code, out) = run(&format!(
+        "apps:\n  - name: job\n    autorestart: false\n    script: sh -c 'echo job-done'\n  - name: proxy\n    role: sidecar\n    script: {SIDECAR}\n"
+    ));
+    assert_eq!(code, Some(0), "{out}");
+    assert!(at(&out, "job-done") < at(&out, "proxy-down"), "{out}");
+}
