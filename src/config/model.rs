@@ -3,7 +3,7 @@
 //! Nothing here touches the filesystem or the environment: `load`/`validate` build these values,
 //! everything downstream only reads them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -221,6 +221,9 @@ pub struct App {
     /// stringified. Does not include the inherited environment or PM2's own variables (the
     /// spawner adds those).
     pub env: BTreeMap<String, String>,
+    /// Keys of `env` whose value was a number in the file (PM2's `jlist` shows it as one).
+    #[serde(default)]
+    pub env_numbers: BTreeSet<String>,
     pub filter_env: FilterEnv,
     pub port: Option<u16>,
     pub instances: Instances,

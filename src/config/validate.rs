@@ -30,7 +30,7 @@ pub enum RawCheck {
 }
 use super::tree::{Key, Node, Pos, Value};
 use super::units;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// Collects problems (errors) and warnings, formatted `label:line:col: path: message`.
@@ -220,6 +220,9 @@ pub struct RawApp {
     pub env: BTreeMap<String, String>,
     /// `env_<name>` blocks by `<name>`.
     pub env_named: BTreeMap<String, BTreeMap<String, String>>,
+    /// Keys of `env` / `env_<name>` whose value was a number (PM2's `jlist` shows it as one).
+    pub env_numbers: BTreeSet<String>,
+    pub env_named_numbers: BTreeMap<String, BTreeSet<String>>,
     pub filter_env: FilterEnv,
     pub port: Option<u16>,
     pub instances: Option<Instances>,
@@ -403,6 +406,7 @@ pub fn validate_app(path: &str, node: &Node, rep: &mut Reporter) -> RawApp {
                 Value::Map(_) => {
                     let map = env_map(v, &p, rep);
                     app.env_named.insert(env_name.to_string(), map);
+                    app.env_named_numbers.insert(env_name.to_string(), number_keys(v));
                 }
                 // PM2's schema accepts any `env_*` key, object or string; only an object is an
                 // environment (used with `--env <name>`).
@@ -456,7 +460,10 @@ pub fn validate_app(path: &str, node: &Node, rep: &mut Reporter) -> RawApp {
             "args" => app.args = c.arg_list(),
             "exec_interpreter" => app.interpreter = c.nonempty_string().map(|s| (s, v.pos)),
             "node_args" => app.interpreter_args = c.arg_list(),
-            "env" => app.env = env_map(v, &p, c.rep),
+            "env" => {
+                app.env = env_map(v, &p, c.rep);
+                app.env_numbers = number_keys(v);
+            }
             "filter_env" => app.filter_env = c.filter_env().unwrap_or_default(),
             "port" => app.port = c.port(),
             "instances" => app.instances = c.instances(),
@@ -639,6 +646,16 @@ fn not_an_environment(name: &str, v: &Node) -> String {
 
 /// Converts an `env`/`env_<name>` mapping: numbers/bools stringified, objects JSON-stringified,
 /// nulls dropped (PM2's fork mode never passes null values).
+/// The keys of an `env` mapping whose values are numbers.
+pub fn number_keys(node: &Node) -> BTreeSet<String> {
+    match &node.value {
+        Value::Map(entries) => {
+            entries.iter().filter(|(_, v)| matches!(v.value, Value::Int(_) | Value::Float(_))).map(|(k, _)| k.name.clone()).collect()
+        }
+        _ => BTreeSet::new(),
+    }
+}
+
 pub fn env_map(node: &Node, path: &str, rep: &mut Reporter) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     match &node.value {

@@ -49,7 +49,7 @@ pub fn wait_settled(pm2_home: &Path, timeout: Duration) {
     }
 }
 
-fn human_bytes(b: u64) -> String {
+pub(crate) fn human_bytes(b: u64) -> String {
     let b = b as f64;
     if b >= 1024.0 * 1024.0 * 1024.0 {
         format!("{:.1}gb", b / 1024.0 / 1024.0 / 1024.0)
@@ -62,7 +62,7 @@ fn human_bytes(b: u64) -> String {
     }
 }
 
-fn human_uptime(since_ms: u64) -> String {
+pub(crate) fn human_uptime(since_ms: u64) -> String {
     if since_ms == 0 {
         return "0".into();
     }
@@ -162,6 +162,7 @@ pub fn describe(p: &Value) -> String {
         ("restarts", env["restart_time"].to_string()),
         ("uptime", human_uptime(env["pm_uptime"].as_u64().unwrap_or(0))),
         ("script path", env["pm_exec_path"].as_str().unwrap_or("").to_string()),
+        ("pid path", env["pm_pid_path"].as_str().unwrap_or("").to_string()),
         ("interpreter", env["exec_interpreter"].as_str().unwrap_or("").to_string()),
         ("exec cwd", env["pm_cwd"].as_str().unwrap_or("").to_string()),
         ("exec mode", env["exec_mode"].as_str().unwrap_or("").to_string()),

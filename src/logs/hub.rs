@@ -231,7 +231,24 @@ impl LogHub {
             // Wait for data without holding any budget (an idle app holds none), then for room
             // for one read: with a stalled stdout the pipe is left alone and the app blocks on
             // its own writes.
-            let ready = pipe.readable().await;
+            // A partial line that waits longer than IDLE_FLUSH is shown as a line of its own.
+            let ready = if framer.pending_len() == 0 {
+                pipe.readable().await
+            } else {
+                match tokio::time::timeout(super::framer::IDLE_FLUSH, pipe.readable()).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        let now = Stamp::new(SystemTime::now());
+                        framer.flush_idle(&mut self.emitter(&tag, stream, deco, sinks, &now, &mut out, &mut file_buf, &mut target));
+                        let left = held.as_ref().map_or(0, |h| h.num_permits()).saturating_sub(framer.pending_len());
+                        let permit = held.as_mut().and_then(|h| h.split(left));
+                        if !self.send(name, pm_id, sinks, &mut file_buf, &mut out, target, permit).await {
+                            return;
+                        }
+                        continue;
+                    }
+                }
+            };
             let Some(mut room) = self.room_for_read(&mut framer, &tag, stream, deco, sinks, &mut held).await else { return };
             let n = match ready.and_then(|()| pipe.try_read(&mut read_buf)) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,

@@ -45,32 +45,23 @@ pub fn handle(co: &mut Coordinator, req: Request) -> Reply {
             co.logs.reopen_files();
             Reply::ok()
         }
+        // The runtime's own stop signal: the one shutdown path (kill_timeout, exit code).
+        Request::Kill => {
+            crate::process::unix::signal_pid(std::process::id(), nix::sys::signal::Signal::SIGTERM);
+            Reply::ok()
+        }
     }
 }
 
-/// pm_ids matching an app name, a pm_id, a namespace or `all`.
+/// pm_ids a target names (`all`, `/regex/`, a name, a namespace, a pm_id: PM2's order).
 pub fn resolve(co: &Coordinator, target: &str) -> Result<Vec<u32>, String> {
-    let ids: Vec<u32> = if target == "all" {
-        co.slots.keys().copied().collect()
-    } else if let Ok(id) = target.parse::<u32>() {
-        co.slots.keys().copied().filter(|k| *k == id).collect()
-    } else {
-        let by_name: Vec<u32> = co.slots.iter().filter(|(_, s)| co.apps[s.app_index].name == target).map(|(k, _)| *k).collect();
-        if by_name.is_empty() {
-            co.slots.iter().filter(|(_, s)| co.apps[s.app_index].namespace == target).map(|(k, _)| *k).collect()
-        } else {
-            by_name
-        }
-    };
-    if ids.is_empty() && target != "all" {
-        let mut names: Vec<&str> = co.slots.values().map(|s| co.apps[s.app_index].name.as_str()).collect();
-        names.dedup();
-        return Err(format!(
-            "no process or app named {target:?} (known: {})",
-            if names.is_empty() { "none".to_string() } else { names.join(", ") }
-        ));
-    }
-    Ok(ids)
+    use crate::control::target::{Row, select};
+    let rows: Vec<Row> = co
+        .slots
+        .iter()
+        .map(|(id, s)| Row { pm_id: *id, name: &co.apps[s.app_index].name, namespace: &co.apps[s.app_index].namespace })
+        .collect();
+    select(target, &rows)
 }
 
 /// `start <name>` is PM2's `restartProcessId`: an instance that is running restarts, one that

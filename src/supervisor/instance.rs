@@ -397,7 +397,11 @@ impl Instance {
             strays: Vec::new(),
             since: Some(SystemTime::now()),
             version: package_version(&app.cwd),
-            pid_file: app.pid_file.as_ref().and_then(|p| PidFile::write(app.instance_path(p, self.pm_id), pid)),
+            pid_file: PidFile::write(
+                crate::config::pid_path(app.pid_file.as_deref(), &app.name, self.pm_id, std::path::Path::new(&self.pm2_home)),
+                pid,
+                app.pid_file.is_some(),
+            ),
         })
     }
 
@@ -565,15 +569,25 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
 }
 
-/// A `pid_file`, removed when the process has exited (the guard is dropped).
-struct PidFile(std::path::PathBuf);
+/// A process's pid file (PM2's `pm_pid_path`), removed when the process has exited (the guard
+/// is dropped) unless a newer process of the instance (a rolling reload) has written its own.
+struct PidFile(std::path::PathBuf, u32);
 
 impl PidFile {
-    fn write(path: std::path::PathBuf, pid: u32) -> Option<Self> {
+    /// `configured`: the app's `pid_file` (a failure is an error); else the default one in
+    /// `$PM2_HOME/pids`, which a read-only PM2_HOME may refuse (said once per start, at debug).
+    fn write(path: std::path::PathBuf, pid: u32, configured: bool) -> Option<Self> {
+        if crate::config::is_null_path(&path) {
+            return None;
+        }
         match crate::logs::file::write_pid_file(&path, pid) {
-            Ok(()) => Some(Self(path)),
-            Err(e) => {
+            Ok(()) => Some(Self(path, pid)),
+            Err(e) if configured => {
                 tracing::error!("cannot write pid file {}: {e}", path.display());
+                None
+            }
+            Err(e) => {
+                tracing::debug!("cannot write pid file {}: {e}", path.display());
                 None
             }
         }
@@ -582,7 +596,9 @@ impl PidFile {
 
 impl Drop for PidFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        if std::fs::read_to_string(&self.0).is_ok_and(|s| s.trim() == self.1.to_string()) {
+            let _ = std::fs::remove_file(&self.0);
+        }
     }
 }
 

@@ -478,6 +478,10 @@ impl Coordinator {
             if let Some(slot) = self.slots.remove(&update.pm_id) {
                 self.numbers.entry(slot.app_index).or_default().give_back(slot.instance);
             }
+            // PM2 numbers from 0 again once its table is empty (ids and `-<id>` log files match).
+            if self.slots.is_empty() {
+                self.next_id = 0;
+            }
         } else if let Some(slot) = self.slots.get_mut(&update.pm_id) {
             if update.pid.is_none() {
                 slot.sample = Sample::default();
@@ -650,12 +654,14 @@ pub async fn run(
     // One watcher per app with `watch`; it names the app, the coordinator restarts its instances.
     let (restart_tx, mut restart_rx) = mpsc::unbounded_channel::<usize>();
     for (app_index, app) in co.apps.iter().enumerate() {
-        let own: Vec<_> = [&app.out_file, &app.error_file, &app.log_file, &app.pid_file]
+        let ids: Vec<u32> = co.slots.iter().filter(|(_, s)| s.app_index == app_index).map(|(id, _)| *id).collect();
+        let own: Vec<_> = [&app.out_file, &app.error_file, &app.log_file]
             .into_iter()
             .flatten()
-            .flat_map(|p| {
-                co.slots.iter().filter(|(_, s)| s.app_index == app_index).map(|(id, _)| app.instance_path(p, *id)).collect::<Vec<_>>()
-            })
+            .flat_map(|p| ids.iter().map(|id| app.instance_path(p, *id)).collect::<Vec<_>>())
+            .chain(
+                ids.iter().map(|id| crate::config::pid_path(app.pid_file.as_deref(), &app.name, *id, std::path::Path::new(&co.pm2_home))),
+            )
             .collect();
         if let Err(e) = file_watch::spawn(app_index, app, own, restart_tx.clone()) {
             tracing::error!(app = %app.name, "cannot watch files: {e}");
