@@ -14,7 +14,7 @@ const SIDECAR: &str = "sh -c 'trap \"echo proxy-down; exit 0\" INT TERM; echo pr
 #[test]
 fn an_init_job_migrates_before_the_app_starts_and_a_sidecar_is_up_first_and_down_last() {
     let yml = format!(
-        "apps:\n  - name: web\n    script: sh -c 'test -f migrated && echo web-sees-migration; trap \"sleep 0.3; echo web-down; exit 0\" INT; while :; do sleep 0.1; done'\n  - name: migrate\n    role: init\n    script: sh -c 'sleep 0.5; echo v2 > migrated; echo migrate-done'\n  - name: proxy\n    role: sidecar\n    script: {SIDECAR}\n"
+        "apps:\n  - name: web\n    script: sh -c 'trap \"sleep 0.3; echo web-down; exit 0\" INT; test -f migrated && echo web-sees-migration; while :; do sleep 0.1; done'\n  - name: migrate\n    role: init\n    script: sh -c 'sleep 0.5; echo v2 > migrated; echo migrate-done'\n  - name: proxy\n    role: sidecar\n    script: {SIDECAR}\n"
     );
     let s = Scenario::new().file("e.yml", &yml);
     let mut r = s.start(&["e.yml"]);
@@ -58,7 +58,7 @@ fn the_container_ends_when_the_main_app_ends_whatever_the_sidecar_does() {
 fn dependents_stop_first_and_ls_shows_what_an_app_waits_for() {
     let s = Scenario::new().file(
         "e.yml",
-        "apps:\n  - name: api\n    script: sh -c 'echo api-up; trap \"echo api-down; exit 0\" INT; while :; do sleep 0.1; done'\n  - name: web\n    depends_on: [api]\n    script: sh -c 'echo web-up; trap \"sleep 0.4; echo web-down; exit 0\" INT; while :; do sleep 0.1; done'\n  - name: report\n    depends_on: {batch: completed}\n    script: sh -c 'echo report-ran'\n  - name: batch\n    script: sh -c 'sleep 30'\n",
+        "apps:\n  - name: api\n    script: sh -c 'trap \"echo api-down; exit 0\" INT; echo api-up; while :; do sleep 0.1; done'\n  - name: web\n    depends_on: [api]\n    script: sh -c 'trap \"sleep 0.4; echo web-down; exit 0\" INT; echo web-up; while :; do sleep 0.1; done'\n  - name: report\n    depends_on: {batch: completed}\n    script: sh -c 'echo report-ran'\n  - name: batch\n    script: sh -c 'sleep 30'\n",
     );
     let mut r = s.start(&["e.yml"]);
     r.wait_for("web-up", Duration::from_secs(20));
@@ -196,6 +196,8 @@ fn the_order_and_health_example_runs_as_its_readme_says() {
     assert!(at(&out, "proxy: listening") < at(&out, "migrate: schema 2 written"), "{out}");
     assert!(at(&out, "migrate: schema 2 written") < at(&out, "App [worker] starting"), "{out}");
     assert!(at(&out, "App [worker:3] online") < at(&out, "App [web] starting: worker started, migrate completed, proxy ready"), "{out}");
+    // Its SIGINT handler is in place once it has said so (a slow machine may still be loading it).
+    r.wait_for("worker: started", Duration::from_secs(20));
     r.signal(libc::SIGTERM);
     assert_eq!(r.wait(Duration::from_secs(15)).expect("stops").code(), Some(0));
     let out = r.stdout();
