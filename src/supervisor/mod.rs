@@ -258,6 +258,7 @@ impl Coordinator {
     /// After status reports: releases the apps whose dependencies are met, notes what the others
     /// wait for. Returns the init job that failed (the container stops), if one did.
     fn advance_order(&mut self) -> Option<(usize, Exit)> {
+        self.order.sync(&self.apps);
         if self.order.graph.is_flat() || self.stopping {
             return None;
         }
@@ -718,6 +719,9 @@ pub async fn run(
             }
             Some(req) = control.recv(), if !requested => {
                 let reply = control::handle(&mut co, req.req);
+                // An app added by `apply` may need apps that are already there (a failed init
+                // job is acted on at the next report).
+                let _ = co.advance_order();
                 co.publish();
                 let _ = req.reply.send(reply);
             }

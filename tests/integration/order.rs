@@ -286,3 +286,16 @@ fn as_pid1_a_failed_init_job_ends_the_container_with_its_code_and_a_finished_app
     assert_eq!(code, Some(0), "{out}");
     assert!(at(&out, "job-done") < at(&out, "proxy-down"), "{out}");
 }
+
+#[test]
+fn an_app_added_to_a_running_runtime_waits_for_what_it_needs_there() {
+    let s = Scenario::new()
+        .file("one.yml", "apps:\n  - name: db\n    script: sh -c 'echo db-up; sleep 600'\n")
+        .file("two.yml", "apps:\n  - name: db\n    script: sh -c 'echo db-up; sleep 600'\n  - name: web\n    depends_on: {db: online}\n    script: sh -c 'echo web-up; sleep 600'\n");
+    let r = s.start(&["one.yml"]);
+    r.wait_for("db-up", Duration::from_secs(20));
+    let (code, out, err) = s.cli(&["startOrRestart", "two.yml"]);
+    assert_eq!(code, 0, "{out}{err}");
+    r.wait_for("web-up", Duration::from_secs(20));
+    assert!(r.stdout().contains("App [web] starting: db online"), "{}", r.stdout());
+}
