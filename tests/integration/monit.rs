@@ -182,7 +182,10 @@ fn monit_shows_four_panes_acts_by_key_and_resizes_from_80x24_to_200x50() {
     t.keys(&["Escape"]);
     t.wait("the filter cleared", |t| row(t, "api").is_some());
     t.keys(&["Tab", "Up"]);
-    let screen = t.wait_text("Logs: api [0]");
+    // The panes redraw together but the screen is read between frames: wait for both.
+    let screen = t.wait("the API's logs and metadata", |t| {
+        t.contains("Logs: api [0]") && t.lines().find(|l| l.contains("memory limit")).is_some_and(|l| l.contains("400"))
+    });
     let meta_line = screen.lines().find(|l| l.contains("memory limit")).unwrap();
     assert!(meta_line.contains("400"), "{meta_line}");
     t.keys(&["Tab"]);
