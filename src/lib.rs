@@ -23,7 +23,10 @@
 //!   is private. An instance's lifecycle is data: `supervisor::machine` (pure
 //!   `step(input, now) -> effects`, calling PM2's restart policy in `supervisor::policy`); the
 //!   task (`supervisor::instance`) is one `select!` loop that turns exits, IPC readiness, timers
-//!   and commands into inputs and carries out the effects. The coordinator owns the one status
+//!   and commands into inputs and carries out the effects (probe results and watchdog
+//!   heartbeats too: `supervisor::probe` only runs a bounded check). The start and stop order
+//!   (`depends_on`, `role: init/sidecar`) is pure too: the graph in [`config::deps`], the
+//!   decisions in `supervisor::order`, which the coordinator calls. The coordinator owns the one status
 //!   table, fed by the instances' updates, their IPC messages (`@pm2/io` metrics) and one sampler
 //!   (one /proc sweep per period, while someone reads or an app has `max_memory_restart`: the
 //!   coordinator tells an instance over its limit); every reader (`ls`, `monit`, HTTP, PM2
@@ -235,6 +238,9 @@ fn run_start(start: &StartArgs, extra_env: &[(String, String)]) -> Outcome {
         let _ = tracing::subscriber::set_global_default(subscriber);
         for w in &eco.warnings {
             tracing::warn!("{w}");
+        }
+        for n in &eco.notes {
+            tracing::info!("{n}");
         }
         let signals = match signals::Signals::install() {
             Ok(s) => s,

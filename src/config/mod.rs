@@ -11,6 +11,7 @@
 //! `PM2_KILL_SIGNAL`, `PM2_GRACEFUL_LISTEN_TIMEOUT`, `PATH`, and `HOME` (for `~/` in log paths).
 
 mod app_env;
+pub mod deps;
 mod dotenv;
 mod js;
 mod model;
@@ -357,11 +358,13 @@ fn load_with(path: &Path, o: &Overrides, host: &Host) -> Result<Ecosystem, Confi
     let mut statics = doc.statics.map(|n| statics::static_apps(n, &mut rep)).unwrap_or_default();
     statics.retain(|a| o.only.is_empty() || a.name.as_ref().is_some_and(|n| o.only.contains(n)));
 
-    // --only: exact names, file order.
+    // --only: exact names, file order, with what they depend on.
+    let mut notes = Vec::new();
     let entries: Vec<&(String, &Node)> = if o.only.is_empty() {
         doc.apps.iter().collect()
     } else {
-        let kept: Vec<_> = doc.apps.iter().filter(|(_, n)| validate::quick_name(n).is_some_and(|name| o.only.contains(&name))).collect();
+        let wanted = only_with_dependencies(&doc.apps, &o.only, &mut notes);
+        let kept: Vec<_> = doc.apps.iter().zip(wanted).filter(|(_, w)| *w).map(|(e, _)| e).collect();
         if kept.is_empty() && statics.is_empty() && !doc.apps.is_empty() {
             let names: Vec<String> = doc.apps.iter().filter_map(|(_, n)| validate::quick_name(n)).collect();
             let wanted: Vec<String> = o.only.iter().map(|n| format!("{n:?}")).collect();
@@ -391,19 +394,91 @@ fn load_with(path: &Path, o: &Overrides, host: &Host) -> Result<Ecosystem, Confi
         }
     }
 
-    let mut apps = Vec::new();
-    for raw in &raws {
-        if let Some(app) = finish(raw, o, &flags, &defaults, (&deploy_env, &deploy_numbers), false, host, &mut rep) {
-            apps.push(app);
-        }
-    }
+    let mut apps: Vec<Option<App>> =
+        raws.iter().map(|raw| finish(raw, o, &flags, &defaults, (&deploy_env, &deploy_numbers), false, host, &mut rep)).collect();
+    check_order(&raws, &mut apps, &mut rep);
+    let apps: Vec<App> = apps.into_iter().flatten().collect();
 
     let mut problems = flag_errors;
     problems.append(&mut rep.errors);
     if !problems.is_empty() {
         return Err(ConfigError { problems });
     }
-    Ok(Ecosystem { file: Some(path.to_path_buf()), apps, warnings: rep.warnings })
+    Ok(Ecosystem { file: Some(path.to_path_buf()), apps, warnings: rep.warnings, notes })
+}
+
+/// `--only`: which app entries run — the named ones and, through `depends_on` and roles, what
+/// they need (said in `notes`).
+fn only_with_dependencies(apps: &[(String, &Node)], only: &[String], notes: &mut Vec<String>) -> Vec<bool> {
+    let names: Vec<String> = apps.iter().map(|(_, n)| validate::quick_name(n).unwrap_or_default()).collect();
+    let orders: Vec<(Role, Vec<Dependency>)> = apps.iter().map(|(_, n)| validate::quick_order(n)).collect();
+    let entries: Vec<deps::Entry> =
+        names.iter().zip(&orders).map(|(name, (role, d))| deps::Entry { name, role: *role, depends_on: d }).collect();
+    let roots: Vec<usize> = (0..names.len()).filter(|&i| only.contains(&names[i])).collect();
+    let kept = deps::graph(&entries).0.closure(&roots);
+    let added: Vec<&str> = (0..names.len()).filter(|&i| kept[i] && !only.contains(&names[i])).map(|i| names[i].as_str()).collect();
+    if !added.is_empty() {
+        notes.push(format!("--only {}: also starting {} (depends_on / init / sidecar)", only.join(","), added.join(", ")));
+    }
+    kept
+}
+
+/// `depends_on` across apps: every name must be an app of the file, no cycle; the names are
+/// then those the apps run under (after `append_env_to_name`). `apps[i]` is `raws[i]` finished.
+fn check_order(raws: &[RawApp], apps: &mut [Option<App>], rep: &mut Reporter) {
+    if raws.iter().all(|r| r.depends_on.is_empty() && r.role.is_none_or(|r| r == Role::App)) {
+        return;
+    }
+    let file_names: Vec<String> = raws
+        .iter()
+        .map(|r| r.name.clone().or_else(|| r.script.as_ref().map(|(s, _)| validate::default_name(s))).unwrap_or_default())
+        .collect();
+    let dep_lists: Vec<Vec<Dependency>> = raws.iter().map(|r| r.depends_on.iter().map(|(d, _)| d.clone()).collect()).collect();
+    let entries: Vec<deps::Entry> = (0..raws.len())
+        .map(|i| deps::Entry { name: &file_names[i], role: raws[i].role.unwrap_or_default(), depends_on: &dep_lists[i] })
+        .collect();
+    let (graph, problems) = deps::graph(&entries);
+    let at = |app: usize, entry: usize| raws[app].depends_on.get(entry).and_then(|(_, pos)| *pos);
+    for p in problems {
+        match p {
+            deps::Problem::Unknown { app, entry } => {
+                let name = &dep_lists[app][entry].name;
+                let hint = units::suggest(name, file_names.iter().map(String::as_str))
+                    .map(|s| format!(" (did you mean \"{s}\"?)"))
+                    .unwrap_or_else(|| format!(" (apps: {})", file_names.join(", ")));
+                rep.error(at(app, entry), &raws[app].depends_on_key, format!("no app named {name:?}{hint}"));
+            }
+            deps::Problem::Itself { app, entry } => {
+                rep.error(at(app, entry), &raws[app].depends_on_key, format!("{:?} depends on itself", file_names[app]));
+            }
+            deps::Problem::Cycle(cycle) => {
+                let mut path: Vec<String> = cycle.iter().map(|&i| file_names[i].clone()).collect();
+                path.push(file_names[cycle[0]].clone());
+                // Shown at the first edge the file wrote.
+                let (from, to) = (0..cycle.len())
+                    .map(|k| (cycle[k], cycle[(k + 1) % cycle.len()]))
+                    .find(|&(a, b)| graph.edge(a, b).is_some_and(|e| !e.implicit))
+                    .unwrap_or((cycle[0], cycle[0]));
+                let entry = dep_lists[from].iter().position(|d| d.name == file_names[to]).unwrap_or(0);
+                let roles = if cycle.iter().any(|&i| raws[i].role.is_some_and(|r| r != Role::App)) {
+                    " (apps wait for init jobs and sidecars unless these name them)"
+                } else {
+                    ""
+                };
+                rep.error(at(from, entry), &raws[from].depends_on_key, format!("dependency cycle: {}{roles}", path.join(" → ")));
+            }
+        }
+    }
+    // Name dependencies as the apps will run (append_env_to_name may add `-<env>`).
+    let run_names: Vec<Option<String>> = apps.iter().map(|a| a.as_ref().map(|a| a.name.clone())).collect();
+    for (i, app) in apps.iter_mut().enumerate() {
+        let Some(app) = app else { continue };
+        app.depends_on = graph.needs[i]
+            .iter()
+            .filter(|e| !e.implicit)
+            .filter_map(|e| Some(Dependency { name: run_names[e.to].clone()?, condition: Some(e.condition) }))
+            .collect();
+    }
 }
 
 /// The script form with an explicit base directory and environment.
@@ -420,7 +495,7 @@ fn from_script_with(script: &str, o: &Overrides, host: &Host) -> Result<Ecosyste
     let app = finish(&raw, o, &flags, &defaults, (&BTreeMap::new(), &BTreeSet::new()), true, host, &mut rep);
     problems.append(&mut rep.errors);
     match app {
-        Some(app) if problems.is_empty() => Ok(Ecosystem { file: None, apps: vec![app], warnings: rep.warnings }),
+        Some(app) if problems.is_empty() => Ok(Ecosystem { file: None, apps: vec![app], warnings: rep.warnings, notes: vec![] }),
         _ => Err(ConfigError { problems }),
     }
 }
@@ -530,6 +605,8 @@ fn finish(
         return None;
     }
 
+    let liveness_probe = raw.liveness_probe.as_ref().and_then(|p| probe(p, raw.port, &env, rep));
+    let readiness_probe = raw.readiness_probe.as_ref().and_then(|p| probe(p, raw.port, &env, rep));
     Some(App {
         name,
         namespace: raw.namespace.clone().unwrap_or_else(|| "default".into()),
@@ -550,8 +627,15 @@ fn finish(
         uid: raw.uid.clone(),
         gid: raw.gid.clone(),
         autostart: raw.autostart.unwrap_or(true),
-        autorestart: !o.no_autorestart && raw.autorestart.unwrap_or(true),
-        stop_exit_codes: o.stop_exit_codes.clone().or_else(|| raw.stop_exit_codes.clone()).unwrap_or_default(),
+        // An init job runs once unless asked to restart; when it is, exit 0 still completes it.
+        autorestart: !o.no_autorestart && raw.autorestart.unwrap_or(raw.role != Some(Role::Init)),
+        stop_exit_codes: {
+            let mut codes = o.stop_exit_codes.clone().or_else(|| raw.stop_exit_codes.clone()).unwrap_or_default();
+            if raw.role == Some(Role::Init) && !codes.contains(&0) {
+                codes.push(0);
+            }
+            codes
+        },
         min_uptime: raw.min_uptime.unwrap_or(Duration::from_millis(1000)),
         max_restarts: raw.max_restarts.unwrap_or(16),
         restart_delay: raw.restart_delay.unwrap_or_default(),
@@ -569,6 +653,11 @@ fn finish(
         node_heap: raw.node_heap.unwrap_or(false),
         pm_runtime_preload: raw.pm_runtime_preload.unwrap_or(true),
         listen_timeout: raw.listen_timeout.filter(nonzero).unwrap_or(defaults.listen_timeout),
+        liveness_probe,
+        readiness_probe,
+        watchdog: raw.watchdog.filter(nonzero),
+        role: raw.role.unwrap_or_default(),
+        depends_on: raw.depends_on.iter().map(|(d, _)| d.clone()).collect(),
         secret_keys,
         redact: raw.redact.clone(),
         mask_secrets: raw.mask_secrets.unwrap_or(false),
@@ -588,6 +677,31 @@ fn finish(
         log_max_size: raw.log_max_size,
         log_retain: raw.log_retain,
         ignored: raw.ignored.clone(),
+    })
+}
+
+/// A probe with its defaults (Kubernetes': every 10 s, 1 s timeout, 3 failures, 1 success) and
+/// its port: the probe's own, else the app's `port`, else `PORT` in its env.
+fn probe(p: &validate::RawProbe, port: Option<u16>, env: &BTreeMap<String, String>, rep: &mut Reporter) -> Option<Probe> {
+    let port = |own: Option<u16>, rep: &mut Reporter| {
+        let found = own.or(p.port).or(port).or_else(|| env.get("PORT").and_then(|p| p.trim().parse().ok()));
+        if found.is_none() {
+            rep.error(p.pos, &p.path, "needs a port: give the probe a port, or the app `port` or PORT in its env");
+        }
+        found
+    };
+    let check = match p.kind.clone()? {
+        validate::RawCheck::Http { path, port: own, status } => ProbeCheck::Http { path, port: port(own, rep)?, status },
+        validate::RawCheck::Tcp { port: own } => ProbeCheck::Tcp { port: port(own, rep)? },
+        validate::RawCheck::Exec { command } => ProbeCheck::Exec { command },
+    };
+    Some(Probe {
+        check,
+        initial_delay: p.initial_delay.unwrap_or_default(),
+        period: p.period.unwrap_or(Duration::from_secs(10)),
+        timeout: p.timeout.unwrap_or(Duration::from_secs(1)),
+        failure_threshold: p.failure_threshold.unwrap_or(3),
+        success_threshold: p.success_threshold.unwrap_or(1),
     })
 }
 

@@ -16,6 +16,10 @@ pub struct Ecosystem {
     pub file: Option<PathBuf>,
     /// Apps in file order, after `--only` filtering.
     pub apps: Vec<App>,
+    /// Things the runtime says at start that are not problems (`--only` pulling in what the
+    /// named apps depend on).
+    #[serde(default)]
+    pub notes: Vec<String>,
     /// Non-fatal findings (unknown keys with "did you mean", undefined `--env`, …), already
     /// formatted as `file:line:col: path: message`.
     pub warnings: Vec<String>,
@@ -57,6 +61,101 @@ pub enum Watch {
     /// `watch: true`: the app's cwd.
     Cwd,
     Paths(Vec<PathBuf>),
+}
+
+/// Our extension (`role`): an app's part in the container's start order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// A service (PM2's only kind).
+    #[default]
+    App,
+    /// A one-shot job (migrations, warm-up) that must exit 0 before the apps that depend on it
+    /// (by default every app) start; not restarted unless `autorestart: true`.
+    Init,
+    /// Started first, stopped last, not counted for auto-exit (Kubernetes' native sidecars).
+    Sidecar,
+}
+
+/// Our extension (`depends_on`): what another app must have reached before this one starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Condition {
+    /// Its process was spawned.
+    Started,
+    /// PM2's `online` (after `wait_ready`'s ready or a cluster worker's listen).
+    Online,
+    /// Online and its readiness probe passing (without a probe: online).
+    Ready,
+    /// Exited with code 0 (every instance).
+    Completed,
+}
+
+impl Condition {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Condition::Started => "started",
+            Condition::Online => "online",
+            Condition::Ready => "ready",
+            Condition::Completed => "completed",
+        }
+    }
+
+    /// The condition when `depends_on` names an app without one: an init job must complete,
+    /// a sidecar be ready, an app be online.
+    pub fn default_for(target: Role) -> Condition {
+        match target {
+            Role::Init => Condition::Completed,
+            Role::Sidecar => Condition::Ready,
+            Role::App => Condition::Online,
+        }
+    }
+}
+
+/// One entry of `depends_on`: the app's name (as it runs, after `append_env_to_name`) and the
+/// condition (`None`: [`Condition::default_for`] the target's role).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dependency {
+    pub name: String,
+    pub condition: Option<Condition>,
+}
+
+/// Our extension (`liveness_probe`, `readiness_probe`): a health check of a running instance,
+/// with the settings users know from Kubernetes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Probe {
+    pub check: ProbeCheck,
+    /// Before the first check (from the process's start). Default 0.
+    pub initial_delay: Duration,
+    /// Between checks. Default 10 s.
+    pub period: Duration,
+    /// A check that takes longer fails. Default 1 s.
+    pub timeout: Duration,
+    /// Consecutive failures that make it fail. Default 3.
+    pub failure_threshold: u32,
+    /// Consecutive successes that make it pass again. Default 1.
+    pub success_threshold: u32,
+}
+
+/// What a probe checks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProbeCheck {
+    /// `GET path` on 127.0.0.1:port; passes on `status` (default: any 2xx or 3xx).
+    Http { path: String, port: u16, status: Option<u16> },
+    /// A TCP connection to 127.0.0.1:port is accepted.
+    Tcp { port: u16 },
+    /// `sh -c command` in the app's cwd with its env exits 0.
+    Exec { command: String },
+}
+
+impl std::fmt::Display for ProbeCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProbeCheck::Http { path, port, .. } => write!(f, "http GET :{port}{path}"),
+            ProbeCheck::Tcp { port } => write!(f, "tcp :{port}"),
+            ProbeCheck::Exec { .. } => f.write_str("exec"),
+        }
+    }
 }
 
 /// A user or group given by name or numeric id.
@@ -164,6 +263,24 @@ pub struct App {
     #[serde(default = "yes")]
     pub pm_runtime_preload: bool,
     pub listen_timeout: Duration,
+    /// Our extension: `init`, `sidecar` or (default) `app`.
+    #[serde(default)]
+    pub role: Role,
+    /// Our extension: apps that must reach a condition before this one starts (and that stop
+    /// after it).
+    #[serde(default)]
+    pub depends_on: Vec<Dependency>,
+    /// Our extension: failing restarts the instance (reason `probe`).
+    #[serde(default)]
+    pub liveness_probe: Option<Probe>,
+    /// Our extension: passing makes the instance ready (`/readyz`, `depends_on: ready`, the
+    /// end of a rolling reload).
+    #[serde(default)]
+    pub readiness_probe: Option<Probe>,
+    /// Our extension: restart an instance whose heartbeat (the Node preload's, or sd_notify's
+    /// `WATCHDOG=1`) stops for this long (reason `watchdog`). Off when `None`.
+    #[serde(default)]
+    pub watchdog: Option<Duration>,
     /// Keys of `env` whose values came from secret files (`secrets:`, `NAME_FILE`): never
     /// shown (see `crate::redact`).
     #[serde(default)]

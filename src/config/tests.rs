@@ -573,3 +573,49 @@ fn instance_paths() {
         assert_eq!(app.instance_path(Path::new(path), 3), want, "{} {path}", app.name);
     }
 }
+
+#[test]
+fn depends_on_and_roles_are_read_and_checked_across_apps() {
+    let fx = Fx::new();
+    fx.file("a.js", "").file(
+        "e.yml",
+        "apps:\n  - {name: migrate, script: a.js, role: init}\n  - name: web\n    script: a.js\n    depends_on: {worker: ready, migrate: null}\n  - name: worker\n    script: a.js\n    depends_on: [{migrate: service_completed_successfully}]\n  - {name: proxy, script: a.js, role: sidecar}\n",
+    );
+    let eco = ok(fx.load("e.yml", &Overrides::default()));
+    let a = &eco.apps;
+    assert_eq!((a[0].role, a[0].autorestart, a[0].stop_exit_codes.clone()), (Role::Init, false, vec![0]), "an init job runs once");
+    assert_eq!(a[3].role, Role::Sidecar);
+    let d = |n: &str, c| Dependency { name: n.into(), condition: Some(c) };
+    assert_eq!(a[1].depends_on, [d("worker", Condition::Ready), d("migrate", Condition::Completed)]);
+    assert_eq!(a[2].depends_on, [d("migrate", Condition::Completed)]);
+
+    fx.file(
+        "bad.yml",
+        "apps:\n  - name: web\n    script: a.js\n    depends_on: [wokrer]\n  - name: worker\n    script: a.js\n    depends_on:\n      - api\n  - name: api\n    script: a.js\n    depends_on: worker\n    role: job\n",
+    );
+    let e = fx.load("bad.yml", &Overrides::default()).unwrap_err();
+    let want = [
+        "bad.yml:4:18: apps[0].depends_on: no app named \"wokrer\" (did you mean \"worker\"?)",
+        "bad.yml:8:9: apps[1].depends_on: dependency cycle: worker → api → worker",
+        "bad.yml:12:11: apps[2].role: expected \"init\", \"sidecar\" or \"app\", got \"job\"",
+    ];
+    let got: Vec<String> = e.sorted().iter().map(ToString::to_string).collect();
+    assert_eq!(got, want, "\n{e}");
+    fx.file("c.yml", "apps:\n  - {name: a, script: a.js, depends_on: {b: healthy, c: finished}}\n  - {name: b, script: a.js}\n");
+    let e = fx.load("c.yml", &Overrides::default()).unwrap_err();
+    assert!(e.problems[0].starts_with("c.yml:2:57: apps[0].depends_on.c: unknown condition \"finished\""), "{e}");
+}
+
+#[test]
+fn only_brings_in_what_the_named_apps_depend_on() {
+    let fx = Fx::new();
+    fx.file("a.js", "").file(
+        "e.yml",
+        "apps:\n  - {name: migrate, script: a.js, role: init}\n  - {name: web, script: a.js, depends_on: [api]}\n  - {name: api, script: a.js}\n  - {name: other, script: a.js}\n",
+    );
+    let o = Overrides { only: vec!["web".into()], ..Default::default() };
+    let eco = ok(fx.load("e.yml", &o));
+    let names: Vec<&str> = eco.apps.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["migrate", "web", "api"]);
+    assert_eq!(eco.notes, ["--only web: also starting migrate, api (depends_on / init / sidecar)"]);
+}

@@ -5,7 +5,29 @@
 //!
 //! Filesystem and PATH resolution (cwd, script, interpreter) happen later, in `resolve`.
 
-use super::model::{ExecMode, FilterEnv, Instances, Principal, Watch};
+use super::model::{Condition, Dependency, ExecMode, FilterEnv, Instances, Principal, Role, Watch};
+
+/// A probe as written: its port may come from the app (`port`, `PORT`), known after `env`.
+#[derive(Debug, Clone, Default)]
+pub struct RawProbe {
+    pub kind: Option<RawCheck>,
+    pub initial_delay: Option<Duration>,
+    pub period: Option<Duration>,
+    pub timeout: Option<Duration>,
+    pub failure_threshold: Option<u32>,
+    pub success_threshold: Option<u32>,
+    /// `port` beside `http`/`tcp` (as well as inside).
+    pub port: Option<u16>,
+    pub pos: Option<Pos>,
+    pub path: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum RawCheck {
+    Http { path: String, port: Option<u16>, status: Option<u16> },
+    Tcp { port: Option<u16> },
+    Exec { command: String },
+}
 use super::tree::{Key, Node, Pos, Value};
 use super::units;
 use std::collections::{BTreeMap, BTreeSet};
@@ -84,6 +106,11 @@ pub(crate) const EFFECTIVE_KEYS: &[&str] = &[
     "listen_fds",
     "node_heap",
     "pm_runtime_preload",
+    "role",
+    "depends_on",
+    "liveness_probe",
+    "readiness_probe",
+    "watchdog",
     "watch",
     "ignore_watch",
     "watch_options",
@@ -227,6 +254,13 @@ pub struct RawApp {
     pub node_heap: Option<bool>,
     pub pm_runtime_preload: Option<bool>,
     pub listen_timeout: Option<Duration>,
+    pub role: Option<Role>,
+    /// Each entry with its position, and the key path (`apps[1].depends_on`).
+    pub depends_on: Vec<(Dependency, Option<Pos>)>,
+    pub depends_on_key: String,
+    pub liveness_probe: Option<RawProbe>,
+    pub readiness_probe: Option<RawProbe>,
+    pub watchdog: Option<Duration>,
     pub watch: Option<Watch>,
     pub ignore_watch: Option<Vec<String>>,
     pub watch_options: Option<serde_json::Value>,
@@ -470,6 +504,14 @@ pub fn validate_app(path: &str, node: &Node, rep: &mut Reporter) -> RawApp {
             "node_heap" => app.node_heap = c.node_heap(),
             "pm_runtime_preload" => app.pm_runtime_preload = c.bool(),
             "listen_timeout" => app.listen_timeout = c.duration(),
+            "role" => app.role = c.role(),
+            "liveness_probe" => app.liveness_probe = c.probe(),
+            "readiness_probe" => app.readiness_probe = c.probe(),
+            "watchdog" => app.watchdog = c.duration(),
+            "depends_on" => {
+                app.depends_on = c.depends_on().unwrap_or_default();
+                app.depends_on_key = p.clone();
+            }
             "watch" => app.watch = c.watch(),
             "ignore_watch" => app.ignore_watch = c.arg_list(),
             "watch_options" => app.watch_options = c.object(),
@@ -501,6 +543,44 @@ pub fn validate_app(path: &str, node: &Node, rep: &mut Reporter) -> RawApp {
         rep.error(node.pos, path, "missing required key \"script\"");
     }
     app
+}
+
+fn http_path(p: &str) -> String {
+    if p.starts_with('/') { p.to_string() } else { format!("/{p}") }
+}
+
+/// A `depends_on` condition: ours (`started`, `online`, `ready`, `completed`), compose's
+/// (`service_started`, `service_healthy`, `service_completed_successfully`), or compose's
+/// `{condition: …}` mapping; `null` means the default for the target's role.
+fn condition_of(node: &Node) -> Result<Option<Condition>, String> {
+    let text = match &node.value {
+        Value::Null => return Ok(None),
+        Value::Str(s) => s.as_str(),
+        Value::Map(_) => return node.get("condition").map_or(Ok(None), condition_of),
+        _ => return Err(format!("expected a condition (started, online, ready, completed), got {}", node.describe())),
+    };
+    let c = match text.strip_prefix("service_").unwrap_or(text) {
+        "started" => Condition::Started,
+        "online" => Condition::Online,
+        "ready" | "healthy" => Condition::Ready,
+        "completed" | "completed_successfully" => Condition::Completed,
+        other => {
+            let hint = units::suggest(other, ["started", "online", "ready", "completed"])
+                .map(|s| format!(" (did you mean \"{s}\"?)"))
+                .unwrap_or_default();
+            return Err(format!("unknown condition {text:?}{hint}: expected started, online, ready or completed"));
+        }
+    };
+    Ok(Some(c))
+}
+
+/// An app's `role` and `depends_on` read without reporting anything (for `--only`, before the
+/// apps are validated).
+pub fn quick_order(app: &Node) -> (Role, Vec<Dependency>) {
+    let mut rep = Reporter::default();
+    let role = app.get("role").and_then(|node| Check { rep: &mut rep, path: "", node }.role()).unwrap_or_default();
+    let deps = app.get("depends_on").and_then(|node| Check { rep: &mut rep, path: "", node }.depends_on()).unwrap_or_default();
+    (role, deps.into_iter().map(|(d, _)| d).collect())
 }
 
 /// `env_file: .env`, `env_file: [a.env, b.env]`, items also as `{ path: x, required: false }`.
@@ -1007,6 +1087,144 @@ impl Check<'_, '_> {
                 self.fail(format!("expected true/false, a path or a list of paths, got {g}"))
             }
         }
+    }
+
+    /// `{http: /healthz | {path, port, status}, tcp: PORT | {port}, exec: "cmd", initial_delay,
+    /// period, timeout, failure_threshold, success_threshold}`.
+    fn probe(&mut self) -> Option<RawProbe> {
+        let Value::Map(entries) = &self.node.value else {
+            let g = self.got();
+            return self.fail(format!("expected a mapping with one of http, tcp or exec, got {g}"));
+        };
+        let mut p = RawProbe { pos: self.node.pos, path: self.path.to_string(), ..Default::default() };
+        let mut kinds = 0;
+        for (k, v) in entries {
+            let path = join(self.path, &k.name);
+            let mut c = Check { rep: self.rep, path: &path, node: v };
+            match k.name.as_str() {
+                "http" | "tcp" | "exec" => {
+                    kinds += 1;
+                    p.kind = c.probe_check(&k.name);
+                }
+                "initial_delay" | "initialDelay" => p.initial_delay = c.duration(),
+                "port" => p.port = c.port(),
+                "period" => p.period = c.duration().filter(|d| !d.is_zero()),
+                "timeout" => p.timeout = c.duration().filter(|d| !d.is_zero()),
+                "failure_threshold" | "failureThreshold" => p.failure_threshold = c.count().map(|n| n.max(1)),
+                "success_threshold" | "successThreshold" => p.success_threshold = c.count().map(|n| n.max(1)),
+                other => {
+                    let keys =
+                        ["http", "tcp", "exec", "port", "initial_delay", "period", "timeout", "failure_threshold", "success_threshold"];
+                    let hint = units::suggest(other, keys).map(|s| format!(" (did you mean \"{s}\"?)")).unwrap_or_default();
+                    self.rep.error(k.pos, &path, format!("unknown probe setting{hint}"));
+                }
+            }
+        }
+        if kinds != 1 {
+            return self.fail("a probe needs exactly one of http, tcp or exec");
+        }
+        p.kind.as_ref()?;
+        Some(p)
+    }
+
+    fn probe_check(&mut self, kind: &str) -> Option<RawCheck> {
+        let port_of = |rep: &mut Reporter, path: &str, node: Option<&Node>| -> Option<Option<u16>> {
+            match node {
+                None => Some(None),
+                Some(n) => Check { rep, path: &join(path, "port"), node: n }.port().map(Some),
+            }
+        };
+        match (kind, &self.node.value) {
+            ("http", Value::Str(path)) => Some(RawCheck::Http { path: http_path(path), port: None, status: None }),
+            ("http", Value::Map(_)) => {
+                let path = match self.node.get("path") {
+                    Some(Node { value: Value::Str(s), .. }) => http_path(s),
+                    None => "/".into(),
+                    Some(n) => return Check { rep: self.rep, path: &join(self.path, "path"), node: n }.fail("expected a path"),
+                };
+                let port = port_of(self.rep, self.path, self.node.get("port"))?;
+                let status = match self.node.get("status") {
+                    None => None,
+                    Some(n) => Some(Check { rep: self.rep, path: &join(self.path, "status"), node: n }.port()?),
+                };
+                Some(RawCheck::Http { path, port, status })
+            }
+            ("tcp", Value::Map(_)) => Some(RawCheck::Tcp { port: port_of(self.rep, self.path, self.node.get("port"))? }),
+            ("tcp", Value::Bool(true)) => Some(RawCheck::Tcp { port: None }),
+            ("tcp", _) => Some(RawCheck::Tcp { port: Some(self.port()?) }),
+            ("exec", _) => Some(RawCheck::Exec { command: self.nonempty_string()? }),
+            _ => {
+                let g = self.got();
+                self.fail(format!("expected a path or a mapping with path, port, status; got {g}"))
+            }
+        }
+    }
+
+    fn role(&mut self) -> Option<Role> {
+        match &self.node.value {
+            Value::Str(s) => match s.as_str() {
+                "app" => Some(Role::App),
+                "init" => Some(Role::Init),
+                "sidecar" => Some(Role::Sidecar),
+                other => self.fail(format!("expected \"init\", \"sidecar\" or \"app\", got {other:?}")),
+            },
+            _ => {
+                let g = self.got();
+                self.fail(format!("expected \"init\", \"sidecar\" or \"app\", got {g}"))
+            }
+        }
+    }
+
+    /// `depends_on`: a name, a list of names (or of `{name: condition}`), or a mapping of
+    /// names to conditions (`db: ready`, or compose's `db: {condition: service_healthy}`).
+    fn depends_on(&mut self) -> Option<Vec<(Dependency, Option<Pos>)>> {
+        let mut out = Vec::new();
+        let mut entry = |rep: &mut Reporter, path: String, name: &Node, cond: Option<&Node>| {
+            let Value::Str(n) = &name.value else {
+                rep.error(name.pos, &path, format!("expected an app name, got {}", name.describe()));
+                return;
+            };
+            if n.trim().is_empty() {
+                rep.error(name.pos, &path, "must not be empty");
+                return;
+            }
+            let condition = match cond.map(|c| (c, condition_of(c))) {
+                None => None,
+                Some((_, Ok(c))) => c,
+                Some((c, Err(e))) => {
+                    rep.error(c.pos, &path, e);
+                    return;
+                }
+            };
+            out.push((Dependency { name: n.clone(), condition }, name.pos));
+        };
+        match &self.node.value {
+            Value::Str(_) => entry(self.rep, self.path.to_string(), self.node, None),
+            Value::Seq(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let path = format!("{}[{i}]", self.path);
+                    match &item.value {
+                        Value::Map(kv) if kv.len() == 1 => {
+                            let (k, v) = &kv[0];
+                            let name = Node { pos: k.pos, value: Value::Str(k.name.clone()) };
+                            entry(self.rep, join(&path, &k.name), &name, Some(v));
+                        }
+                        _ => entry(self.rep, path, item, None),
+                    }
+                }
+            }
+            Value::Map(kv) => {
+                for (k, v) in kv {
+                    let name = Node { pos: k.pos, value: Value::Str(k.name.clone()) };
+                    entry(self.rep, join(self.path, &k.name), &name, Some(v));
+                }
+            }
+            _ => {
+                let g = self.got();
+                return self.fail(format!("expected an app name, a list of names or a mapping of names to conditions, got {g}"));
+            }
+        }
+        Some(out)
     }
 
     fn filter_env(&mut self) -> Option<FilterEnv> {

@@ -124,7 +124,11 @@ pub fn table(ps: &[Value]) -> String {
             p["pid"].as_u64().unwrap_or(0).to_string(),
             if online { human_uptime(env["pm_uptime"].as_u64().unwrap_or(0)) } else { "0".into() },
             env["restart_time"].to_string(),
-            env["status"].as_str().unwrap_or("").to_string(),
+            match (env["waiting_on"].as_str(), online && env["ready"] == json!(false)) {
+                (Some(w), _) => format!("waiting: {w}"),
+                (None, true) => "online (not ready)".to_string(),
+                (None, false) => env["status"].as_str().unwrap_or("").to_string(),
+            },
             format!("{}%", p["monit"]["cpu"].as_f64().unwrap_or(0.0)),
             human_bytes(p["monit"]["memory"].as_u64().unwrap_or(0)),
             env["username"].as_str().unwrap_or("").to_string(),

@@ -316,7 +316,7 @@ mod tests {
             Request::Kill,
             Request::Apply {
                 action: "startOrRestart".into(),
-                ecosystem: crate::config::Ecosystem { file: None, apps: vec![], warnings: vec![] },
+                ecosystem: crate::config::Ecosystem { file: None, apps: vec![], warnings: vec![], notes: vec![] },
             },
         ];
         for req in all {

@@ -55,6 +55,7 @@ mod tests {
             sample: Default::default(),
             axm_monitor: Default::default(),
             axm_actions: Default::default(),
+            event_loop_lag: None,
         }
     }
 

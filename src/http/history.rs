@@ -243,6 +243,7 @@ mod tests {
             sample: Sample { memory_bytes, cpu_percent: 7.0, cpu_seconds },
             axm_monitor: Default::default(),
             axm_actions: Default::default(),
+            event_loop_lag: None,
         }
     }
 

@@ -93,6 +93,13 @@ pub fn render(table: &StatusTable, stats: &RuntimeStats, compat_pm2: bool, now: 
     each(&mut out, "pm_runtime_app_up", "gauge", "1 when the instance is online.", &|n| {
         Some(u8::from(rows[n].status() == Some(Status::Online)).to_string())
     });
+    each(
+        &mut out,
+        "pm_runtime_app_event_loop_lag_seconds",
+        "gauge",
+        "How late the watchdog's heartbeat timer last fired in the app (Node apps with `watchdog`).",
+        &|n| rows[n].event_loop_lag.map(|s| s.to_string()),
+    );
     each(&mut out, "pm_runtime_app_ready", "gauge", "1 when the instance is online and ready (listening, 'ready' sent, READY=1).", &|n| {
         Some(u8::from(rows[n].ready()).to_string())
     });
@@ -284,10 +291,11 @@ mod tests {
             sample: Sample { memory_bytes: 1024, cpu_percent: 12.5, cpu_seconds: 3.25 },
             axm_monitor: Default::default(),
             axm_actions: Default::default(),
+            event_loop_lag: None,
         };
         StatusTable {
             instances: vec![row(0, 0, Some(Status::Online), Some(100)), row(1, 1, Some(Status::WaitingRestart), None)],
-            apps: vec![AppStatus { app: web.clone(), desired: 2 }],
+            apps: vec![AppStatus { app: web.clone(), desired: 2, waiting_on: None }],
             stopping: false,
             sampled_at: None,
             container: Some(crate::supervisor::container::Container {

@@ -361,6 +361,7 @@ mod tests {
             sample: Sample { memory_bytes: 73_400_320, cpu_percent: 12.7, cpu_seconds: 1.0 },
             axm_monitor: Arc::new(monitor),
             axm_actions: Arc::new(vec![json!({"action_name": "flush"})]),
+            event_loop_lag: None,
         }
     }
 

@@ -22,6 +22,11 @@ pub const FILE_NAME: &str = "pm-runtime-preload.cjs";
 /// The preload's source.
 pub const SOURCE: &str = include_str!("preload.js");
 
+/// The hang watchdog's part of the preload (see the end of `preload.js`): the env variable that
+/// turns its heartbeat on (milliseconds of `watchdog`), and the IPC message type of a heartbeat.
+pub const WATCHDOG_ENV: &str = "PM_RUNTIME_WATCHDOG_MS";
+pub const HEARTBEAT: &str = "pm-runtime:heartbeat";
+
 /// True when `app` is started with the preload: a Node or Bun app (Bun takes `--require` as
 /// its `--preload`), or a Deno app allowed to read the environment (`-A`, `--allow-all`,
 /// `--allow-env`: the preload reads it, and Deno would stop the app otherwise), that did not

@@ -166,3 +166,63 @@
     }
   }
 })();
+
+// Hang watchdog (`watchdog: <ms>` in the ecosystem file; PM_RUNTIME_WATCHDOG_MS set by
+// pm-runtime): a heartbeat from the main thread over the IPC channel, four times per watchdog
+// period; pm-runtime restarts the process when heartbeats stop for the whole period. Node's
+// own report-on-signal needs the event loop, so a small worker thread writes the blocked main
+// thread's stack to stderr first (through the inspector, once it has been blocked for half
+// the period).
+(function pmRuntimeWatchdog() {
+  const ms = Number(process.env.PM_RUNTIME_WATCHDOG_MS);
+  // Processes the app starts must not think they are watched.
+  delete process.env.PM_RUNTIME_WATCHDOG_MS;
+  if (!(ms > 0) || typeof process.send !== 'function') {
+    return;
+  }
+  const every = Math.max(50, Math.floor(ms / 4));
+  let witness = null;
+  try {
+    const { Worker } = require('worker_threads');
+    witness = new Worker(
+      `const { parentPort, workerData } = require('worker_threads');
+      const fs = require('fs');
+      let last = Date.now();
+      let done = false;
+      parentPort.on('message', () => { last = Date.now(); done = false; });
+      setInterval(() => {
+        if (done || Date.now() - last < workerData.after) return;
+        done = true;
+        const s = new (require('inspector').Session)();
+        try { s.connectToMainThread(); } catch (_) { return; }
+        const urls = new Map();
+        s.on('Debugger.scriptParsed', (m) => urls.set(m.params.scriptId, m.params.url));
+        s.once('Debugger.paused', (m) => {
+          const at = (f) => '    at ' + (f.functionName || '<anonymous>') + ' (' + (urls.get(f.location.scriptId) || f.url || '?') + ':' + (f.location.lineNumber + 1) + ':' + (f.location.columnNumber + 1) + ')';
+          try { fs.writeSync(2, 'pm-runtime watchdog: the event loop has been blocked for ' + (Date.now() - last) + 'ms; main thread stack:\\n' + m.params.callFrames.map(at).join('\\n') + '\\n'); } catch (_) {}
+          s.post('Debugger.resume', () => s.disconnect());
+        });
+        s.post('Debugger.enable', () => s.post('Debugger.pause'));
+      }, workerData.check);`,
+      { eval: true, workerData: { after: Math.floor(ms / 2), check: Math.max(20, Math.floor(every / 5)) } },
+    );
+    witness.unref();
+  } catch (_) {
+    // No worker threads or inspector: the restart still happens, without the stack.
+  }
+  // How late the heartbeat timer fires is the event loop's lag (pm_runtime_app_event_loop_lag_seconds).
+  let due = Date.now();
+  const beat = () => {
+    const now = Date.now();
+    const lag = Math.max(0, now - due);
+    due = now + every;
+    try {
+      process.send({ type: 'pm-runtime:heartbeat', lag });
+      if (witness) witness.postMessage(0);
+    } catch (_) {
+      // The channel is gone: nobody is watching any more.
+    }
+  };
+  beat();
+  setInterval(beat, every).unref();
+})();

@@ -75,9 +75,26 @@ fn start(co: &Coordinator, target: &str) -> Reply {
             for id in &ids {
                 co.send(*id, if running(*id) { Cmd::Restart } else { Cmd::Start });
             }
+            start_dependencies(co, &ids);
             Reply { ids: Some(ids), ..Reply::ok() }
         }
         Err(e) => error(e),
+    }
+}
+
+/// `start web` also starts what web needs (`depends_on`, init jobs, sidecars) that is stopped
+/// or errored, so that a held app can be released; running dependencies are left alone.
+fn start_dependencies(co: &Coordinator, ids: &[u32]) {
+    let targets: Vec<usize> = ids.iter().filter_map(|id| co.slots.get(id)).map(|s| s.app_index).collect();
+    let needed = co.order.graph.closure(&targets);
+    for (id, s) in &co.slots {
+        // A completed init job (or any job that exited 0) is done, not stopped.
+        let done = co.order.reached.get(id).is_some_and(|r| r.completed);
+        let parked = !done && s.last.as_ref().is_some_and(|u| matches!(u.status, Status::Stopped | Status::Errored));
+        if needed.get(s.app_index).copied().unwrap_or(false) && !targets.contains(&s.app_index) && parked {
+            tracing::info!("Starting {}:{id}: {} depends on it", co.apps[s.app_index].name, co.apps[targets[0]].name);
+            co.send(*id, Cmd::Start);
+        }
     }
 }
 

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::cron::Schedule;
 use super::env::{self, InstanceFacts};
-use super::machine::{Cmd, Effect, Input, Level, Machine, Ready, Shutdown, Timer};
+use super::machine::{Cmd, Effect, Input, Level, Machine, ProbeKind, Ready, Shutdown, Timer};
 use super::policy;
 use super::status::{DEATH_STDERR_LINES, Death, ExitReason};
 use super::status::{Status, Update};
@@ -73,8 +73,8 @@ struct Run {
     /// The Node IPC channel (fork and cluster alike; cluster messages only come from workers).
     chan: Option<WorkerChannel>,
     chan_open: bool,
-    /// sd_notify: resolves on `READY=1`.
-    notify: Option<oneshot::Receiver<()>>,
+    /// sd_notify: `READY=1`, `WATCHDOG=1`.
+    notify: Option<mpsc::UnboundedReceiver<crate::cluster::notify::Notice>>,
     /// Descendants outside the process group that a stop signalled.
     strays: Vec<u32>,
     since: Option<SystemTime>,
@@ -98,6 +98,9 @@ impl Run {
 
 /// The timers the machine armed, by kind.
 type Timers = HashMap<Timer, tokio::time::Instant>;
+
+/// Probe results coming back: which probe, of which process, and how it went.
+type ProbeResults = mpsc::UnboundedSender<(ProbeKind, u32, Result<(), String>)>;
 
 impl Instance {
     fn tag(&self) -> String {
@@ -125,13 +128,14 @@ impl Instance {
         }
         queue.push_back(Input::Begin);
         let (mut inbox_open, mut shutdown_open) = (true, true);
+        let (probe_tx, mut probe_rx) = mpsc::unbounded_channel();
         loop {
             while let Some(input) = queue.pop_front() {
                 if unix::stop_signals_received() > 0 {
                     m.note_stop_signal();
                 }
                 for effect in m.step(input, Instant::now()) {
-                    if self.carry_out(effect, &m, &mut run, &mut handed, &mut timers, &mut queue, created_wall).await {
+                    if self.carry_out(effect, &m, &mut run, &mut handed, &mut timers, &mut queue, created_wall, &probe_tx).await {
                         return;
                     }
                 }
@@ -158,6 +162,11 @@ impl Instance {
                         let port = port.map_or_else(|| "?".to_string(), |p| p.to_string());
                         tracing::error!(app = %m.app.name, id = self.pm_id, "App [{}] could not listen on port {port}: {}", self.tag(), std::io::Error::from_raw_os_error(errno));
                     }
+                    Some(WorkerEvent::Message(msg)) if msg.get("type").and_then(|t| t.as_str()) == Some(crate::preload::HEARTBEAT) => {
+                        queue.push_back(Input::Heartbeat);
+                        // Its lag is a metric: the coordinator keeps it (never on the bus).
+                        let _ = self.messages.try_send((self.pm_id, msg));
+                    }
                     Some(WorkerEvent::Message(msg)) => {
                         if self.messages.try_send((self.pm_id, msg)).is_err() {
                             tracing::debug!("App [{}] IPC message dropped: the runtime is behind", self.tag());
@@ -166,12 +175,11 @@ impl Instance {
                     Some(WorkerEvent::Disconnected) | None => run.chan_open = false,
                     Some(_) => {}
                 },
-                ready = notified(&mut run.notify) => {
-                    run.notify = None;
-                    if ready {
-                        queue.push_back(Input::Ready(Ready::Notify));
-                    }
-                }
+                notice = notified(&mut run.notify) => match notice {
+                    Some(crate::cluster::notify::Notice::Ready) => queue.push_back(Input::Ready(Ready::Notify)),
+                    Some(crate::cluster::notify::Notice::Watchdog) => queue.push_back(Input::Heartbeat),
+                    None => run.notify = None,
+                },
                 _ = tokio::time::sleep_until(next.map_or(far, |(_, at)| at)), if next.is_some() => {
                     if let Some((t, _)) = next {
                         timers.remove(&t);
@@ -190,6 +198,7 @@ impl Instance {
                     };
                     queue.push_back(Input::Shutdown(level));
                 }
+                Some((kind, pid, result)) = probe_rx.recv() => queue.push_back(Input::Probe { kind, pid, result }),
                 cmd = self.inbox.recv(), if inbox_open => queue.push_back(Input::Cmd(cmd.unwrap_or_else(|| {
                     inbox_open = false;
                     Cmd::Delete
@@ -209,6 +218,7 @@ impl Instance {
         timers: &mut Timers,
         queue: &mut VecDeque<Input>,
         created_wall: u64,
+        probes: &ProbeResults,
     ) -> bool {
         let app = m.app.clone();
         match effect {
@@ -301,6 +311,20 @@ impl Instance {
                     self.retire(&app, old, why);
                 }
             }
+            Effect::Probe(kind) => {
+                let probe = match kind {
+                    ProbeKind::Liveness => app.liveness_probe.clone(),
+                    ProbeKind::Readiness => app.readiness_probe.clone(),
+                };
+                if let (Some(probe), Some(pid)) = (probe, run.pid) {
+                    // Off the loop: a slow check must not delay the inbox (bounded by its timeout).
+                    let (tx, reaper) = (probes.clone(), self.reaper.clone());
+                    tokio::spawn(async move {
+                        let result = super::probe::check(&app, &probe.check, probe.timeout, &reaper).await;
+                        let _ = tx.send((kind, pid, result));
+                    });
+                }
+            }
             Effect::End => {
                 if let Some((old, why)) = handed.take() {
                     self.retire(&app, old, why);
@@ -342,8 +366,13 @@ impl Instance {
         {
             size_heap(&mut child_env, mib);
         }
+        if let Some(wd) = app.watchdog {
+            // For the preload's heartbeat (Node); sd_notify's variable for every language.
+            child_env.push((crate::preload::WATCHDOG_ENV.into(), wd.as_millis().to_string().into()));
+            child_env.push(("WATCHDOG_USEC".into(), wd.as_micros().to_string().into()));
+        }
         let mut notify = None;
-        if app.wait_ready {
+        if app.wait_ready || app.watchdog.is_some() {
             match crate::cluster::notify::listen(self.pm_id) {
                 Ok((value, ready)) => {
                     child_env.push(("NOTIFY_SOCKET".into(), value.into()));
@@ -545,11 +574,11 @@ async fn next_event(chan: &mut Option<WorkerChannel>) -> Option<WorkerEvent> {
     }
 }
 
-/// sd_notify readiness: true on `READY=1`, false when the reader gave up; never resolves
-/// when there is no notify socket.
-async fn notified(rx: &mut Option<oneshot::Receiver<()>>) -> bool {
+/// The next sd_notify notice; `None` when the reader gave up; never resolves when there is no
+/// notify socket.
+async fn notified(rx: &mut Option<mpsc::UnboundedReceiver<crate::cluster::notify::Notice>>) -> Option<crate::cluster::notify::Notice> {
     match rx {
-        Some(r) => r.await.is_ok(),
+        Some(r) => r.recv().await,
         None => std::future::pending().await,
     }
 }

@@ -68,19 +68,30 @@ pub fn rows(table: &StatusTable, only: Option<&[u32]>, env: Env) -> Vec<Value> {
             inherited: &inherited,
         };
         let mut e = entry(&facts, env);
-        // The death certificate of its last process (pm-runtime's own key).
-        if let Some(d) = row.death()
-            && let Some(pm2_env) = e.get_mut("pm2_env").and_then(Value::as_object_mut)
-        {
-            let mut last = d.json();
-            // Its stderr lines are app output: on the private socket only (over HTTP, the
-            // history endpoint gives them with the token).
-            if env == Env::Omit
-                && let Some(o) = last.as_object_mut()
-            {
-                o.remove("stderr");
+        if let Some(pm2_env) = e.get_mut("pm2_env").and_then(Value::as_object_mut) {
+            // The death certificate of its last process (pm-runtime's own key).
+            if let Some(d) = row.death() {
+                let mut last = d.json();
+                // Its stderr lines are app output: on the private socket only (over HTTP, the
+                // history endpoint gives them with the token).
+                if env == Env::Omit
+                    && let Some(o) = last.as_object_mut()
+                {
+                    o.remove("stderr");
+                }
+                pm2_env.insert("last_exit".into(), last);
             }
-            pm2_env.insert("last_exit".into(), last);
+            // With a readiness probe (our extension), whether it passes.
+            if app.readiness_probe.is_some() {
+                pm2_env.insert("ready".into(), row.ready().into());
+            }
+            // Held by depends_on / roles (our extension): `waiting`, and what for.
+            if row.status().is_none()
+                && let Some(w) = table.apps.iter().find(|a| a.app.name == app.name).and_then(|a| a.waiting_on.as_deref())
+            {
+                pm2_env.insert("status".into(), "waiting".into());
+                pm2_env.insert("waiting_on".into(), w.into());
+            }
         }
         out.push(e);
     }
@@ -365,6 +376,7 @@ mod tests {
             restarts: Default::default(),
             created_at: at,
             sample: Default::default(),
+            event_loop_lag: None,
             axm_monitor: Default::default(),
             axm_actions: Default::default(),
         };

@@ -82,6 +82,23 @@ pub enum Ready {
     Notify,
 }
 
+/// Which probe (`liveness_probe`, `readiness_probe`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ProbeKind {
+    Liveness,
+    Readiness,
+}
+
+/// The probes' streaks for the current process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Probes {
+    live_failures: u32,
+    ready_successes: u32,
+    ready_failures: u32,
+    /// The readiness probe has passed (`success_threshold` times) and not failed since.
+    ready: bool,
+}
+
 /// Timers a machine arms; at most one of each kind at a time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Timer {
@@ -102,6 +119,19 @@ pub enum Timer {
     /// The process has run for `EXP_BACKOFF_RESET_TIMER`: the backoff starts over, and
     /// `prev_restart_delay` shows 0 at once, as PM2's worker does.
     BackoffReset,
+    /// Time for this probe's next check.
+    Probe(ProbeKind),
+    /// No heartbeat for `watchdog`.
+    Watchdog,
+}
+
+/// The hang watchdog's view of the current process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Watchdog {
+    /// A heartbeat came from this process (its sender is in place).
+    seen: bool,
+    /// The heartbeat stopped: the restart is under way.
+    fired: bool,
 }
 
 /// What happened, as the instance task saw it.
@@ -130,6 +160,14 @@ pub enum Input {
     Ready(Ready),
     Timer(Timer),
     Shutdown(Shutdown),
+    /// A heartbeat of the running process (the preload's IPC message, sd_notify `WATCHDOG=1`).
+    Heartbeat,
+    /// A probe's check of process `pid` passed (or failed, saying why).
+    Probe {
+        kind: ProbeKind,
+        pid: u32,
+        result: Result<(), String>,
+    },
 }
 
 /// What the instance task must do.
@@ -171,6 +209,9 @@ pub enum Effect {
     },
     /// Retire the handed-over process now (its replacement is online, or failed).
     Retire,
+    /// Run this probe's check once (bounded by its `timeout`); its result comes back as
+    /// [`Input::Probe`].
+    Probe(ProbeKind),
     /// The task ends.
     End,
 }
@@ -290,6 +331,8 @@ pub struct Machine {
     first_start: bool,
     /// This machine replaces one whose task panicked: start whatever `autostart` says.
     pub resumed: bool,
+    probes: Probes,
+    watchdog: Watchdog,
     /// Not a Node cluster worker, but its instances share their port by themselves
     /// (SO_REUSEPORT): reloads are rolling (the new process first), as in cluster mode.
     pub rolling: bool,
@@ -315,6 +358,8 @@ impl Machine {
             retiring: false,
             first_start: true,
             resumed: false,
+            probes: Probes::default(),
+            watchdog: Watchdog::default(),
             rolling: false,
         }
     }
@@ -367,6 +412,123 @@ impl Machine {
             reason: None,
             gone: false,
             prev_restart_delay: self.prev_restart_delay(),
+            ready: status == Status::Online && self.probe_ready(),
+        }
+    }
+
+    /// The heartbeat stopped for `watchdog`: restart (the Node preload has already written the
+    /// blocked main thread's stack to stderr). A process that never sent one (no preload, no
+    /// sd_notify) is left alone: there is nothing to miss.
+    fn on_watchdog(&mut self, pid: u32, now: Instant, fx: &mut Vec<Effect>) {
+        let Some(wd) = self.app.watchdog else { return };
+        let tag = self.tag();
+        if !self.watchdog.seen {
+            Self::log(
+                fx,
+                Level::Warn,
+                None,
+                format!(
+                    "App [{tag}] watchdog: no heartbeat received yet (Node apps send it through pm-runtime's preload; others send WATCHDOG=1 to NOTIFY_SOCKET); not watched"
+                ),
+            );
+            return;
+        }
+        if std::mem::replace(&mut self.watchdog.fired, true) {
+            return;
+        }
+        Self::log(
+            fx,
+            Level::Warn,
+            Some("restart"),
+            format!("App [{tag}] sent no heartbeat for {}ms (event loop blocked?): restarting (reason: watchdog)", wd.as_millis()),
+        );
+        if self.cluster && matches!(self.state, State::Online { .. }) {
+            self.rolling_reload(RestartReason::Watchdog, now, fx);
+        } else {
+            self.begin_stop(pid, Then::Restart(RestartReason::Watchdog), now, fx);
+        }
+    }
+
+    /// Without a readiness probe, online is ready; with one, it must have passed.
+    fn probe_ready(&self) -> bool {
+        self.app.readiness_probe.is_none() || self.probes.ready
+    }
+
+    /// A rolling reload's old process is retired once this one is ready.
+    fn retire_when_ready(&mut self, fx: &mut Vec<Effect>) {
+        if self.probe_ready() {
+            self.retire_if_any(fx);
+        }
+    }
+
+    /// A probe's result for the running process: liveness failing restarts it, readiness
+    /// moves the ready state; the next check is armed.
+    fn on_probe(&mut self, kind: ProbeKind, of: u32, result: Result<(), String>, now: Instant, fx: &mut Vec<Effect>) {
+        let (State::Launching { pid, .. } | State::Online { pid, .. }) = self.state else { return };
+        let probe = match kind {
+            ProbeKind::Liveness => self.app.liveness_probe.clone(),
+            ProbeKind::Readiness => self.app.readiness_probe.clone(),
+        };
+        let Some(probe) = probe else { return };
+        if of != pid {
+            return;
+        }
+        fx.push(Effect::Arm(Timer::Probe(kind), now + probe.period));
+        let tag = self.tag();
+        let online = matches!(self.state, State::Online { .. });
+        let p = &mut self.probes;
+        match (kind, result) {
+            (ProbeKind::Liveness, Ok(())) => p.live_failures = 0,
+            (ProbeKind::Liveness, Err(why)) => {
+                p.live_failures += 1;
+                if p.live_failures >= probe.failure_threshold {
+                    let n = p.live_failures;
+                    Self::log(
+                        fx,
+                        Level::Warn,
+                        Some("restart"),
+                        format!(
+                            "App [{tag}] liveness probe ({}) failed {n} time(s) in a row: {why}; restarting (reason: probe)",
+                            probe.check
+                        ),
+                    );
+                    fx.push(Effect::Disarm(Timer::Probe(ProbeKind::Liveness)));
+                    if self.cluster && online {
+                        self.rolling_reload(RestartReason::Probe, now, fx);
+                    } else {
+                        self.begin_stop(pid, Then::Restart(RestartReason::Probe), now, fx);
+                    }
+                }
+            }
+            (ProbeKind::Readiness, Ok(())) => {
+                p.ready_failures = 0;
+                p.ready_successes += 1;
+                if !p.ready && p.ready_successes >= probe.success_threshold {
+                    p.ready = true;
+                    if online {
+                        self.report(Status::Online, Some(pid), fx);
+                        Self::log(fx, Level::Info, Some("online"), format!("App [{tag}] ready (readiness probe {} passed)", probe.check));
+                        self.retire_if_any(fx);
+                    }
+                }
+            }
+            (ProbeKind::Readiness, Err(why)) => {
+                p.ready_successes = 0;
+                p.ready_failures += 1;
+                if p.ready && p.ready_failures >= probe.failure_threshold {
+                    p.ready = false;
+                    let n = p.ready_failures;
+                    if online {
+                        self.report(Status::Online, Some(pid), fx);
+                    }
+                    Self::log(
+                        fx,
+                        Level::Warn,
+                        None,
+                        format!("App [{tag}] not ready: readiness probe ({}) failed {n} time(s) in a row: {why}", probe.check),
+                    );
+                }
+            }
         }
     }
 
@@ -410,6 +572,15 @@ impl Machine {
             }
             Input::Ready(how) => self.on_ready(how, &mut fx),
             Input::Timer(t) => self.on_timer(t, now, &mut fx),
+            Input::Probe { kind, pid, result } => self.on_probe(kind, pid, result, now, &mut fx),
+            Input::Heartbeat => {
+                if let (Some(wd), State::Launching { .. } | State::Online { .. }) = (self.app.watchdog, &self.state)
+                    && !self.watchdog.fired
+                {
+                    self.watchdog.seen = true;
+                    fx.push(Effect::Arm(Timer::Watchdog, now + wd));
+                }
+            }
         }
         fx
     }
@@ -469,13 +640,23 @@ impl Machine {
         if self.state != State::Starting {
             return;
         }
+        self.probes = Probes::default();
+        self.watchdog = Watchdog::default();
+        if let Some(wd) = self.app.watchdog {
+            fx.push(Effect::Arm(Timer::Watchdog, now + wd));
+        }
+        for (kind, probe) in [(ProbeKind::Liveness, &self.app.liveness_probe), (ProbeKind::Readiness, &self.app.readiness_probe)] {
+            if let Some(p) = probe {
+                fx.push(Effect::Arm(Timer::Probe(kind), now + p.initial_delay));
+            }
+        }
         // Fork mode: online at once unless wait_ready. Cluster mode: once the worker listens
         // (or sends 'ready' with wait_ready), as a Node primary would say.
         if !self.app.wait_ready && !self.cluster {
             self.state = State::Online { pid, started: now };
             self.report(Status::Online, Some(pid), fx);
             Self::log(fx, Level::Info, Some("online"), format!("App [{}] online", self.tag()));
-            self.retire_if_any(fx);
+            self.retire_when_ready(fx);
         } else {
             self.state = State::Launching { pid, started: now };
             fx.push(Effect::Arm(Timer::Listen, now + self.app.listen_timeout));
@@ -517,7 +698,7 @@ impl Machine {
         fx.push(Effect::Disarm(Timer::Listen));
         self.report(Status::Online, Some(pid), fx);
         Self::log(fx, Level::Info, Some("online"), format!("App [{}] online ({said})", self.tag()));
-        self.retire_if_any(fx);
+        self.retire_when_ready(fx);
     }
 
     fn on_timer(&mut self, t: Timer, now: Instant, fx: &mut Vec<Effect>) {
@@ -536,7 +717,7 @@ impl Machine {
                         self.app.listen_timeout.as_millis()
                     ),
                 );
-                self.retire_if_any(fx);
+                self.retire_when_ready(fx);
             }
             (Timer::Cron, State::Launching { pid, .. } | State::Online { pid, .. }) => {
                 Self::log(fx, Level::Info, Some("restart"), format!("App [{}] restarted by cron_restart", self.tag()));
@@ -547,6 +728,8 @@ impl Machine {
                 self.restart(RestartReason::Cron, true, now, fx);
             }
             (Timer::Restart, State::Waiting) => self.restart(RestartReason::Crash, false, now, fx),
+            (Timer::Probe(kind), State::Launching { .. } | State::Online { .. }) => fx.push(Effect::Probe(kind)),
+            (Timer::Watchdog, State::Launching { pid, .. } | State::Online { pid, .. }) => self.on_watchdog(pid, now, fx),
             (Timer::Grace, State::Grace { delay }) => self.decide_restart(delay, now, fx),
             (Timer::BackoffReset, State::Launching { pid, .. } | State::Online { pid, .. }) if self.hist.prev_backoff.is_some() => {
                 self.hist.prev_backoff = None;
@@ -591,6 +774,9 @@ impl Machine {
         Self::log(fx, Level::Info, Some("stopping"), format!("Stopping app:{} id:{}", self.app.name, self.pm_id));
         fx.push(Effect::Disarm(Timer::Listen));
         fx.push(Effect::Disarm(Timer::Cron));
+        fx.push(Effect::Disarm(Timer::Probe(ProbeKind::Liveness)));
+        fx.push(Effect::Disarm(Timer::Probe(ProbeKind::Readiness)));
+        fx.push(Effect::Disarm(Timer::Watchdog));
         let kill_timeout = self.app.kill_timeout;
         let phase = if self.shutdown == Shutdown::Force {
             fx.push(Effect::Kill);
@@ -643,7 +829,15 @@ impl Machine {
                 if matches!(phase, StopPhase::Draining(_)) {
                     return;
                 }
-                let reason = ExitReason::asked(then == Then::Restart(RestartReason::Memory), phase == StopPhase::Killed, exit, oom);
+                let reason = ExitReason::asked(
+                    match then {
+                        Then::Restart(r) => Some(r),
+                        _ => None,
+                    },
+                    phase == StopPhase::Killed,
+                    exit,
+                    oom,
+                );
                 self.exit_reason = Some(reason);
                 fx.push(Effect::Died { exit, reason });
                 fx.push(Effect::Disarm(Timer::Signal));
@@ -746,9 +940,19 @@ impl Machine {
     }
 
     fn end(&mut self, fx: &mut Vec<Effect>) {
-        for t in
-            [Timer::Kill, Timer::Signal, Timer::Leftovers, Timer::Restart, Timer::Listen, Timer::Cron, Timer::Grace, Timer::BackoffReset]
-        {
+        for t in [
+            Timer::Kill,
+            Timer::Signal,
+            Timer::Leftovers,
+            Timer::Restart,
+            Timer::Listen,
+            Timer::Cron,
+            Timer::Grace,
+            Timer::BackoffReset,
+            Timer::Probe(ProbeKind::Liveness),
+            Timer::Probe(ProbeKind::Readiness),
+            Timer::Watchdog,
+        ] {
             fx.push(Effect::Disarm(t));
         }
         self.retire_if_any(fx);

@@ -20,7 +20,9 @@ mod instance;
 pub mod jlist;
 mod machine;
 mod numbering;
+mod order;
 mod policy;
+mod probe;
 mod sampler;
 pub mod status;
 
@@ -35,7 +37,7 @@ use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::config::{App, Ecosystem, ExecMode};
+use crate::config::{App, Ecosystem, ExecMode, Role};
 use crate::control::server::ControlRequest;
 use crate::exit::Outcome;
 use crate::logs::LogHub;
@@ -43,6 +45,7 @@ use crate::process::{Exit, Reaper, tree, unix};
 use crate::signals::{RuntimeSignal, Signals};
 use instance::Instance;
 use machine::{Cmd, Shutdown};
+use order::Order;
 use status::{
     AppStatus, Bus, BusEvent, InstanceStatus, Report, RestartCounts, RestartReason, Sample, Status, StatusFeed, StatusTable, Update,
 };
@@ -102,6 +105,8 @@ struct Slot {
     pub sample: Sample,
     pub axm_monitor: Arc<serde_json::Map<String, serde_json::Value>>,
     pub axm_actions: Arc<Vec<serde_json::Value>>,
+    /// The event-loop lag the last heartbeat reported (`watchdog`), seconds.
+    event_loop_lag: Option<f64>,
     /// How many times this instance's task panicked (a bug of ours; see `task_ended`).
     panics: u32,
 }
@@ -117,7 +122,12 @@ struct Coordinator {
     inherited: Arc<Vec<(OsString, OsString)>>,
     pm2_home: String,
     updates_tx: mpsc::UnboundedSender<Update>,
-    shutdown_rx: watch::Receiver<Shutdown>,
+    /// How far each app's stop has gone (one channel per app, so that dependents stop first).
+    stops: Vec<watch::Sender<Shutdown>>,
+    /// The runtime-wide shutdown level (what a new app's channel starts at).
+    shutdown: Shutdown,
+    /// Start and stop order (`depends_on`, roles): see [`Order`].
+    order: Order<mpsc::UnboundedReceiver<Cmd>>,
     /// How many CPUs `instances: max` means.
     pub cpus: usize,
     /// Cluster mode: the listening sockets of every cluster app, by scheduling policy (0 =
@@ -146,8 +156,10 @@ struct Coordinator {
 }
 
 impl Coordinator {
-    /// Starts one more instance of `app_index`, with the lowest free instance number (PM2 fills gaps).
+    /// Starts one more instance of `app_index`, with the lowest free instance number (PM2 fills
+    /// gaps). An app waiting for its dependencies gets the slot now and its task once released.
     pub fn spawn_instance(&mut self, app_index: usize) -> u32 {
+        self.order.sync(&self.apps);
         let instance = self.numbers.entry(app_index).or_default().take();
         let pm_id = self.next_id;
         self.next_id += 1;
@@ -166,11 +178,153 @@ impl Coordinator {
                 sample: Sample::default(),
                 axm_monitor: Default::default(),
                 axm_actions: Default::default(),
+                event_loop_lag: None,
                 panics: 0,
             },
         );
-        self.start_task(pm_id, rx, 0, false);
+        if self.order.released[app_index] {
+            self.start_task(pm_id, rx, 0, false);
+        } else {
+            self.order.held.insert(pm_id, rx);
+        }
         pm_id
+    }
+
+    /// The app's stop channel (made at the runtime's current level for an app added later).
+    fn stop_channel(&mut self, app_index: usize) -> watch::Receiver<Shutdown> {
+        while self.stops.len() <= app_index {
+            self.stops.push(watch::channel(self.shutdown).0);
+        }
+        self.stops[app_index].subscribe()
+    }
+
+    /// Every app to this shutdown level at once.
+    fn shutdown_all(&mut self, level: Shutdown) {
+        self.shutdown = self.shutdown.max(level);
+        for s in &self.stops {
+            s.send_if_modified(|l| {
+                let raise = *l < level;
+                if raise {
+                    *l = level;
+                }
+                raise
+            });
+        }
+    }
+
+    /// A stop signal: with an order, the apps no running app depends on (then, as they end,
+    /// the next ones: [`Coordinator::stop_next`]); without, every app at once.
+    fn begin_stop(&mut self) {
+        self.order.sync(&self.apps);
+        self.drop_held();
+        if self.order.graph.is_flat() {
+            self.shutdown_all(Shutdown::Graceful);
+        } else {
+            self.stop_next();
+        }
+    }
+
+    /// The runtime is going down: held instances will never start.
+    fn drop_held(&mut self) {
+        for pm_id in std::mem::take(&mut self.order.held).into_keys() {
+            self.slots.remove(&pm_id);
+        }
+    }
+
+    /// True when no instance that counts (sidecars do not) can run again by itself, and no
+    /// held one can still be released.
+    fn all_settled(&self) -> bool {
+        let roles: Vec<Role> = self.apps.iter().map(|a| a.role).collect();
+        let counted = order::counted(&roles);
+        self.slots.iter().filter(|(_, s)| counted[s.app_index]).all(|(id, s)| {
+            if self.order.held.contains_key(id) {
+                return self.order.blocked[s.app_index];
+            }
+            s.last.as_ref().is_some_and(|u| !u.status.is_alive() && !u.scheduled)
+        })
+    }
+
+    /// Tells the apps whose dependents have all ended to stop (dependents first, sidecars last).
+    fn stop_next(&mut self) {
+        if self.order.graph.is_flat() || self.shutdown != Shutdown::Running {
+            return;
+        }
+        let mut running = vec![false; self.apps.len()];
+        for s in self.slots.values() {
+            running[s.app_index] = true;
+        }
+        let next = order::may_stop(&self.order.graph, &running, &self.order.told_stop);
+        let names: Vec<&str> = next.iter().filter(|&&i| running[i]).map(|&i| self.apps[i].name.as_str()).collect();
+        if !names.is_empty() && self.order.told_stop.iter().any(|t| *t) {
+            tracing::info!("Stopping {} (the apps that depend on it have stopped)", names.join(", "));
+        }
+        for i in next {
+            self.order.told_stop[i] = true;
+            drop(self.stop_channel(i));
+            self.stops[i].send_replace(Shutdown::Graceful);
+        }
+        if self.order.told_stop.iter().all(|t| *t) {
+            self.shutdown = Shutdown::Graceful;
+        }
+    }
+
+    /// After status reports: releases the apps whose dependencies are met, notes what the others
+    /// wait for. Returns the init job that failed (the container stops), if one did.
+    fn advance_order(&mut self) -> Option<(usize, Exit)> {
+        self.order.sync(&self.apps);
+        if self.order.graph.is_flat() || self.stopping {
+            return None;
+        }
+        let mut per_app: Vec<Vec<&order::Reached>> = vec![Vec::new(); self.apps.len()];
+        for (id, s) in &self.slots {
+            per_app[s.app_index].push(self.order.reached.get(id).unwrap_or(&order::NOTHING));
+        }
+        let reached: Vec<order::Reached> = per_app.into_iter().map(order::Reached::of_app).collect();
+        let roles: Vec<Role> = self.apps.iter().map(|a| a.role).collect();
+        if let Some(failed) = order::failed_init(&roles, &reached) {
+            return Some(failed);
+        }
+        let apps = self.apps.clone();
+        let names: Vec<&str> = apps.iter().map(|a| a.name.as_str()).collect();
+        let mut release = Vec::new();
+        for app in 0..self.apps.len() {
+            if self.order.released[app] {
+                continue;
+            }
+            let waiting = match order::gate(&self.order.graph, app, &reached) {
+                order::Gate::Go => {
+                    release.push(app);
+                    None
+                }
+                order::Gate::Wait(waits) => {
+                    self.order.blocked[app] = false;
+                    Some(order::describe(&waits, &names))
+                }
+                order::Gate::Blocked(dep, c, exit) => {
+                    self.order.blocked[app] = true;
+                    let text = format!("{} ({}): it ended with code {}; start it to try again", names[dep], c.as_str(), exit.as_code());
+                    if self.order.waiting[app].as_deref() != Some(text.as_str()) {
+                        tracing::error!(app = %names[app], "App [{}] cannot start: it needs {text}", names[app]);
+                    }
+                    Some(text)
+                }
+            };
+            self.order.waiting[app] = waiting.map(Arc::from);
+        }
+        for app in release {
+            let met = self.order.graph.needs[app].iter().map(|e| format!("{} {}", names[e.to], e.condition.as_str())).collect::<Vec<_>>();
+            tracing::info!(app = %names[app], "App [{}] starting: {}", names[app], met.join(", "));
+            self.order.released[app] = true;
+            self.order.waiting[app] = None;
+            let held: Vec<u32> =
+                self.slots.iter().filter(|(id, s)| s.app_index == app && self.order.held.contains_key(id)).map(|(id, _)| *id).collect();
+            for pm_id in held {
+                if let Some(rx) = self.order.held.remove(&pm_id) {
+                    self.start_task(pm_id, rx, 0, false);
+                }
+            }
+        }
+        None
     }
 
     /// Starts the task of the instance in slot `pm_id`, with its inbox. `resumed`: the task
@@ -188,7 +342,7 @@ impl Coordinator {
             inherited_env: self.inherited.clone(),
             pm2_home: self.pm2_home.clone(),
             updates: self.updates_tx.clone(),
-            shutdown: self.shutdown_rx.clone(),
+            shutdown: self.stop_channel(app_index),
             inbox,
             restart_time,
             listeners: self.listeners_for(app_index),
@@ -330,6 +484,9 @@ impl Coordinator {
                 report: update.report.clone(),
             });
         }
+        if !self.order.graph.is_flat() {
+            self.order.reached.entry(update.pm_id).or_default().observe(&update.report);
+        }
         if let Some(reason) = update.reason
             && let Some(slot) = self.slots.get_mut(&update.pm_id)
         {
@@ -356,6 +513,11 @@ impl Coordinator {
     fn on_message(&mut self, pm_id: u32, message: serde_json::Value) {
         let Some(slot) = self.slots.get_mut(&pm_id) else { return };
         let kind = message.get("type").and_then(|t| t.as_str());
+        // The watchdog's heartbeat: only its lag is kept (shown at the next publish), not an event.
+        if kind == Some(crate::preload::HEARTBEAT) {
+            slot.event_loop_lag = message.get("lag").and_then(|l| l.as_f64()).map(|ms| ms / 1000.0);
+            return;
+        }
         let mut changed = false;
         match (kind, message.get("data")) {
             (Some("axm:monitor"), Some(serde_json::Value::Object(data))) => {
@@ -496,13 +658,18 @@ impl Coordinator {
                 sample: s.sample,
                 axm_monitor: s.axm_monitor.clone(),
                 axm_actions: s.axm_actions.clone(),
+                event_loop_lag: s.event_loop_lag,
             })
             .collect();
         let apps = self
             .apps
             .iter()
             .enumerate()
-            .map(|(i, app)| AppStatus { app: app.clone(), desired: self.slots.values().filter(|s| s.app_index == i).count() })
+            .map(|(i, app)| AppStatus {
+                app: app.clone(),
+                desired: self.slots.values().filter(|s| s.app_index == i).count(),
+                waiting_on: self.order.waiting.get(i).cloned().flatten(),
+            })
             .collect();
         let sampled_at = self.sampler.last_sweep.map(|t| SystemTime::now() - t.elapsed());
         let container = self.container.last;
@@ -528,7 +695,6 @@ pub async fn run(
         }
     }
 
-    let (shutdown_tx, shutdown_rx) = watch::channel(Shutdown::Running);
     let (updates_tx, mut updates_rx) = mpsc::unbounded_channel::<Update>();
     let (messages_tx, mut messages_rx) = mpsc::channel(MESSAGE_QUEUE);
     let mut co = Coordinator {
@@ -541,7 +707,9 @@ pub async fn run(
         inherited: Arc::new(std::env::vars_os().collect()),
         pm2_home: opts.pm2_home.clone(),
         updates_tx,
-        shutdown_rx,
+        stops: Vec::new(),
+        shutdown: Shutdown::Running,
+        order: Order::default(),
         board,
         stopping: false,
         sampler: Default::default(),
@@ -566,6 +734,7 @@ pub async fn run(
         }
     }
     co.warn_about_container(&opts);
+    co.advance_order();
 
     // One watcher per app with `watch`; it names the app, the coordinator restarts its instances.
     let (restart_tx, mut restart_rx) = mpsc::unbounded_channel::<usize>();
@@ -586,6 +755,7 @@ pub async fn run(
 
     co.publish();
     let mut requested = false;
+    let mut init_failed: Option<i32> = None;
     let mut next_sample = tokio::time::Instant::now();
     // `shutdown_delay`: when the apps get the stop (readiness ended at the signal).
     let mut stop_at: Option<tokio::time::Instant> = None;
@@ -611,8 +781,16 @@ pub async fn run(
                 while let Ok(u) = updates_rx.try_recv() {
                     co.record(u);
                 }
+                if requested {
+                    co.stop_next();
+                } else if let Some((app, exit)) = co.advance_order() {
+                    let name = co.apps[app].name.clone();
+                    tracing::error!(app = %name, "Init job [{name}] failed (exit code {}): stopping the container; the apps waiting for it were not started", exit.as_code());
+                    init_failed = Some(exit.as_code().max(1));
+                    break;
+                }
                 co.publish();
-                if !requested && opts.auto_exit && all_settled(&co.slots) {
+                if !requested && opts.auto_exit && co.all_settled() {
                     break;
                 }
             }
@@ -620,6 +798,9 @@ pub async fn run(
                 // What the task reported before it ended (its pid above all) comes first.
                 while let Ok(u) = updates_rx.try_recv() { co.record(u); }
                 co.task_ended(ended, !requested);
+                if requested {
+                    co.stop_next();
+                }
                 if co.tasks.is_empty() && (requested || opts.auto_exit) {
                     // Drain the last updates before deciding.
                     while let Ok(u) = updates_rx.try_recv() { co.record(u); }
@@ -629,6 +810,9 @@ pub async fn run(
             }
             Some(req) = control.recv(), if !requested => {
                 let reply = control::handle(&mut co, req.req);
+                // An app added by `apply` may need apps that are already there (a failed init
+                // job is acted on at the next report).
+                let _ = co.advance_order();
                 co.publish();
                 let _ = req.reply.send(reply);
             }
@@ -642,20 +826,20 @@ pub async fn run(
             _ = tokio::time::sleep_until(stop_at.unwrap_or_else(tokio::time::Instant::now)), if stop_at.is_some() => {
                 stop_at = None;
                 tracing::info!("shutdown_delay is over: stopping every app (kill_timeout applies)");
-                let _ = shutdown_tx.send(Shutdown::Graceful);
+                co.begin_stop();
             }
             sig = signals.recv() => match sig {
                 RuntimeSignal::Stop => {
                     if requested {
                         tracing::warn!("Second stop signal: killing every app now");
                         stop_at = None;
-                        let _ = shutdown_tx.send(Shutdown::Force);
+                        co.shutdown_all(Shutdown::Force);
                     } else if opts.shutdown_delay.is_zero() {
                         requested = true;
                         co.stopping = true;
                         co.publish();
                         tracing::info!("Stop signal received: stopping every app (kill_timeout applies)");
-                        let _ = shutdown_tx.send(Shutdown::Graceful);
+                        co.begin_stop();
                     } else {
                         requested = true;
                         co.stopping = true;
@@ -669,7 +853,11 @@ pub async fn run(
                 }
                 RuntimeSignal::Reload => {
                     tracing::info!("SIGHUP received: reloading every app (cluster: zero-downtime; fork: restart)");
-                    for id in co.slots.keys() { co.send(*id, Cmd::Reload); }
+                    // Not init jobs (a reload must not run a migration again), not held instances.
+                    let reload: Vec<u32> = co.slots.iter()
+                        .filter(|(id, s)| co.apps[s.app_index].role != Role::Init && !co.order.held.contains_key(id))
+                        .map(|(id, _)| *id).collect();
+                    for id in reload { co.send(id, Cmd::Reload); }
                 }
                 RuntimeSignal::ReopenLogs => {
                     tracing::info!("SIGUSR2 received: reopening log files");
@@ -682,8 +870,11 @@ pub async fn run(
         }
     }
     // Stop whatever is still running (auto-exit path: nothing is; stop path: all are stopping).
-    if !requested || stop_at.is_some() {
-        let _ = shutdown_tx.send(Shutdown::Graceful);
+    if !requested {
+        co.drop_held();
+        co.shutdown_all(Shutdown::Graceful);
+    } else if stop_at.is_some() {
+        co.begin_stop();
     }
     loop {
         tokio::select! {
@@ -698,7 +889,7 @@ pub async fn run(
             },
             s = signals.recv() => if s == RuntimeSignal::Stop {
                 tracing::warn!("Second stop signal: killing every app now");
-                let _ = shutdown_tx.send(Shutdown::Force);
+                co.shutdown_all(Shutdown::Force);
             },
         }
     }
@@ -713,8 +904,13 @@ pub async fn run(
     if requested {
         return Outcome::Requested;
     }
+    if let Some(code) = init_failed {
+        return Outcome::AppsFinished(code);
+    }
     let apps: Vec<App> = co.apps.iter().map(|a| (**a).clone()).collect();
-    outcome(&apps, &co.slots)
+    let counted = order::counted(&apps.iter().map(|a| a.role).collect::<Vec<_>>());
+    let slots: Vec<&Slot> = co.slots.values().filter(|s| counted[s.app_index]).collect();
+    outcome(&apps, &slots)
 }
 
 impl Coordinator {
@@ -749,24 +945,21 @@ impl Coordinator {
     }
 }
 
-/// True when no instance can run again by itself.
-fn all_settled(slots: &BTreeMap<u32, Slot>) -> bool {
-    slots.values().all(|s| s.last.as_ref().is_some_and(|u| !u.status.is_alive() && !u.scheduled))
-}
-
 /// The exit code when the apps ended by themselves (see `exit.rs`).
-fn outcome(apps: &[App], slots: &BTreeMap<u32, Slot>) -> Outcome {
-    if slots.values().any(|s| s.last.as_ref().is_some_and(|u| u.status == Status::Errored)) {
+fn outcome(apps: &[App], slots: &[&Slot]) -> Outcome {
+    if slots.iter().any(|s| s.last.as_ref().is_some_and(|u| u.status == Status::Errored)) {
         let names: Vec<&str> = slots
-            .values()
+            .iter()
             .filter(|s| s.last.as_ref().is_some_and(|u| u.status == Status::Errored))
             .map(|s| apps[s.app_index].name.as_str())
             .collect();
         tracing::error!("Exiting: app(s) errored: {}", names.join(", "));
         let errored: Vec<_> = slots
             .iter()
-            .filter(|(_, s)| s.last.as_ref().is_some_and(|u| u.status == Status::Errored))
-            .map(|(id, s)| (apps[s.app_index].name.clone(), *id, s.last.as_ref().and_then(|u| u.death.as_deref())))
+            .filter(|s| s.last.as_ref().is_some_and(|u| u.status == Status::Errored))
+            .map(|s| {
+                (apps[s.app_index].name.clone(), s.last.as_ref().map_or(0, |u| u.pm_id), s.last.as_ref().and_then(|u| u.death.as_deref()))
+            })
             .collect();
         container::write_termination_log(&container::termination_message(
             &format!("pm-runtime: app(s) errored: {}", names.join(", ")),
@@ -774,7 +967,7 @@ fn outcome(apps: &[App], slots: &BTreeMap<u32, Slot>) -> Outcome {
         ));
         return Outcome::AppErrored;
     }
-    for s in slots.values() {
+    for s in slots {
         if let Some(exit) = s.last.as_ref().and_then(|u| u.last_exit)
             && exit != Exit::Code(0)
         {

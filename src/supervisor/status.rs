@@ -71,16 +71,22 @@ pub enum RestartReason {
     Manual,
     /// A reload (SIGHUP, `reload`, `startOrReload`).
     Reload,
+    /// The liveness probe failed `failure_threshold` times in a row.
+    Probe,
+    /// The heartbeat stopped for `watchdog` ms (a blocked event loop).
+    Watchdog,
 }
 
 impl RestartReason {
-    pub const ALL: [RestartReason; 6] = [
+    pub const ALL: [RestartReason; 8] = [
         RestartReason::Crash,
         RestartReason::Memory,
         RestartReason::Cron,
         RestartReason::Watch,
         RestartReason::Manual,
         RestartReason::Reload,
+        RestartReason::Probe,
+        RestartReason::Watchdog,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -91,6 +97,8 @@ impl RestartReason {
             RestartReason::Watch => "watch",
             RestartReason::Manual => "manual",
             RestartReason::Reload => "reload",
+            RestartReason::Probe => "probe",
+            RestartReason::Watchdog => "watchdog",
         }
     }
 }
@@ -111,13 +119,22 @@ pub enum ExitReason {
     /// The kernel's OOM killer: a SIGKILL the runtime did not send while the cgroup's
     /// `oom_kill` count grew (or, where the count cannot be read, any SIGKILL it did not send).
     OomKilled,
-    /// The hang watchdog restarted it.
+    /// The runtime restarted it because its liveness probe failed.
+    Probe,
+    /// The hang watchdog restarted it (its heartbeat stopped).
     Watchdog,
 }
 
 impl ExitReason {
-    pub const ALL: [ExitReason; 6] =
-        [ExitReason::Exit, ExitReason::Signal, ExitReason::Stopped, ExitReason::MemoryLimit, ExitReason::OomKilled, ExitReason::Watchdog];
+    pub const ALL: [ExitReason; 7] = [
+        ExitReason::Exit,
+        ExitReason::Signal,
+        ExitReason::Stopped,
+        ExitReason::MemoryLimit,
+        ExitReason::OomKilled,
+        ExitReason::Probe,
+        ExitReason::Watchdog,
+    ];
 
     /// The reason of an exit the runtime did not ask for: `oom` says whether the cgroup's
     /// OOM-kill count grew while the process ran (`None`: unknown).
@@ -129,21 +146,24 @@ impl ExitReason {
         }
     }
 
-    /// The reason of an exit during a stop the runtime began to restart for `then_memory`
-    /// (`None`: not a restart for memory); `killed`: the runtime sent SIGKILL itself.
-    pub fn asked(for_memory: bool, killed: bool, exit: Exit, oom: Option<bool>) -> Self {
+    /// The reason of an exit during a stop the runtime began, to restart for `restart` (`None`:
+    /// a stop, delete or shutdown); `killed`: the runtime sent SIGKILL itself.
+    pub fn asked(restart: Option<RestartReason>, killed: bool, exit: Exit, oom: Option<bool>) -> Self {
         if oom == Some(true) && exit == Exit::Signal(libc::SIGKILL) && !killed {
             ExitReason::OomKilled
-        } else if for_memory {
-            ExitReason::MemoryLimit
         } else {
-            ExitReason::Stopped
+            restart.map_or(ExitReason::Stopped, ExitReason::retired)
         }
     }
 
-    /// A handed-over process retired after a rolling reload for `reason`.
+    /// A process stopped (or handed over in a rolling reload) to restart for `reason`.
     pub fn retired(reason: RestartReason) -> Self {
-        if reason == RestartReason::Memory { ExitReason::MemoryLimit } else { ExitReason::Stopped }
+        match reason {
+            RestartReason::Memory => ExitReason::MemoryLimit,
+            RestartReason::Probe => ExitReason::Probe,
+            RestartReason::Watchdog => ExitReason::Watchdog,
+            _ => ExitReason::Stopped,
+        }
     }
 
     pub fn as_str(self) -> &'static str {
@@ -153,6 +173,7 @@ impl ExitReason {
             ExitReason::Stopped => "stopped",
             ExitReason::MemoryLimit => "memory_limit",
             ExitReason::OomKilled => "oom_killed",
+            ExitReason::Probe => "probe",
             ExitReason::Watchdog => "watchdog",
         }
     }
@@ -231,6 +252,8 @@ pub struct Report {
     /// The delay of the last restart with `exp_backoff_restart_delay` (PM2's
     /// `prev_restart_delay`); zero when none.
     pub prev_restart_delay: Duration,
+    /// Online and, with a readiness probe, passing it.
+    pub ready: bool,
 }
 
 impl Report {
@@ -247,6 +270,8 @@ impl Report {
             reason: None,
             gone: false,
             prev_restart_delay: Duration::ZERO,
+            // Online without a readiness probe is ready.
+            ready: status == Status::Online,
         }
     }
 }
@@ -323,6 +348,8 @@ pub struct InstanceStatus {
     pub axm_monitor: Arc<serde_json::Map<String, Value>>,
     /// `@pm2/io` actions (`axm:action`), as the app declared them.
     pub axm_actions: Arc<Vec<Value>>,
+    /// With `watchdog`: how late the last heartbeat timer fired in the app (event-loop lag), seconds.
+    pub event_loop_lag: Option<f64>,
 }
 
 impl InstanceStatus {
@@ -340,9 +367,10 @@ impl InstanceStatus {
         self.last.as_ref().and_then(|u| u.pid)
     }
 
-    /// Online and, where the app signals readiness (listen, `ready`, READY=1), ready.
+    /// Online and ready: where the app signals readiness (listen, `ready`, READY=1), it did,
+    /// and its readiness probe (if any) passes.
     pub fn ready(&self) -> bool {
-        self.status() == Some(Status::Online)
+        self.last.as_ref().is_some_and(|u| u.status == Status::Online && u.ready)
     }
 
     /// PM2's `restart_time` (↺), which `reset` sets back to 0.
@@ -391,6 +419,9 @@ pub struct AppStatus {
     pub app: Arc<App>,
     /// How many instances the runtime keeps (after `scale`).
     pub desired: usize,
+    /// Held by `depends_on` / roles: what the app waits for (`migrate (completed)`), or why it
+    /// cannot start.
+    pub waiting_on: Option<Arc<str>>,
 }
 
 /// Everything readers see, as of one moment.
@@ -479,7 +510,7 @@ mod tests {
         assert_eq!(c.get(RestartReason::Reload), 0);
         assert_eq!(c.total(), 3);
         let names: Vec<_> = RestartReason::ALL.iter().map(|r| r.as_str()).collect();
-        assert_eq!(names, ["crash", "memory", "cron", "watch", "manual", "reload"]);
+        assert_eq!(names, ["crash", "memory", "cron", "watch", "manual", "reload", "probe", "watchdog"]);
     }
 
     #[test]

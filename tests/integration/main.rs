@@ -18,6 +18,7 @@ mod node_apps;
 pub mod node_cluster;
 mod node_versions;
 mod npm;
+mod order;
 #[cfg(feature = "otel")]
 mod otel;
 #[cfg(feature = "plus")]

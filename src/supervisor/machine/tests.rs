@@ -488,5 +488,93 @@ fn every_exit_says_why() {
     m.step(Input::Timer(Timer::Kill), now);
     assert_eq!(died(&m.step(Input::Exited { exit: KILL, leftovers: false, oom: Some(true) }, now)), Some(ExitReason::Stopped));
     let names: Vec<_> = ExitReason::ALL.iter().map(|r| r.as_str()).collect();
-    assert_eq!(names, ["exit", "signal", "stopped", "memory_limit", "oom_killed", "watchdog"]);
+    assert_eq!(names, ["exit", "signal", "stopped", "memory_limit", "oom_killed", "probe", "watchdog"]);
+}
+
+fn readiness(fx: &[Effect]) -> Vec<bool> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Report(r) => Some(r.ready),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn liveness_failures_in_a_row_restart_with_reason_probe() {
+    let (mut m, now) = machine("    liveness_probe: {tcp: 3000, initial_delay: 500, period: 1000, failure_threshold: 2}\n");
+    m.step(Input::Begin, now);
+    let fx = m.step(Input::Spawned { pid: 100 }, now);
+    assert_eq!(armed(&fx, Timer::Probe(ProbeKind::Liveness)), Some(now + Duration::from_millis(500)), "first check after initial_delay");
+    assert_eq!(m.step(Input::Timer(Timer::Probe(ProbeKind::Liveness)), now), [Effect::Probe(ProbeKind::Liveness)]);
+    let fail = |m: &mut Machine, pid| m.step(Input::Probe { kind: ProbeKind::Liveness, pid, result: Err("refused".into()) }, now);
+    // A result about an earlier process changes nothing.
+    assert!(fail(&mut m, 99).is_empty());
+    let fx = fail(&mut m, 100);
+    assert_eq!(armed(&fx, Timer::Probe(ProbeKind::Liveness)), Some(now + Duration::from_secs(1)));
+    assert!(reports(&fx).is_empty(), "one failure is below the threshold: {fx:?}");
+    // A success resets the streak.
+    m.step(Input::Probe { kind: ProbeKind::Liveness, pid: 100, result: Ok(()) }, now);
+    assert!(reports(&fail(&mut m, 100)).is_empty());
+    let fx = fail(&mut m, 100);
+    assert_eq!(reports(&fx), [Status::Stopping], "{fx:?}");
+    assert!(matches!(m.state, State::Stopping { then: Then::Restart(RestartReason::Probe), .. }), "{:?}", m.state);
+    assert!(fx.iter().any(|e| matches!(e, Effect::Log(l) if l.text.contains("liveness probe (tcp :3000) failed 2 time(s) in a row: refused; restarting (reason: probe)"))), "{fx:?}");
+}
+
+#[test]
+fn readiness_makes_ready_after_success_threshold_and_unready_after_failure_threshold() {
+    let (mut m, now) = online("    readiness_probe: {http: /ready, port: 3000, success_threshold: 2, failure_threshold: 1}\n");
+    let probe = |m: &mut Machine, ok: bool| {
+        let result = if ok { Ok(()) } else { Err("503".to_string()) };
+        m.step(Input::Probe { kind: ProbeKind::Readiness, pid: 100, result }, now)
+    };
+    assert!(readiness(&probe(&mut m, true)).is_empty(), "one success of two");
+    assert_eq!(readiness(&probe(&mut m, true)), [true]);
+    assert_eq!(readiness(&probe(&mut m, false)), [false], "one failure is the threshold");
+    assert!(readiness(&probe(&mut m, false)).is_empty(), "already not ready: no new report");
+}
+
+#[test]
+fn a_rolling_reload_retires_the_old_worker_only_once_the_new_one_is_ready() {
+    let (mut m, now) = online("    readiness_probe: {tcp: 3000}\n");
+    let fx = m.step(Input::Cmd(Cmd::Reload), now);
+    assert!(!fx.iter().any(|e| matches!(e, Effect::HandOver(_))), "fork mode restarts: {fx:?}");
+    // Cluster-like: a machine marked cluster hands over and retires on readiness.
+    let (mut m, now) = {
+        let now = Instant::now();
+        let mut m = Machine::new(app("    readiness_probe: {tcp: 3000}\n"), 0, true, 0, policy::BACKOFF_RESET, now);
+        m.step(Input::Begin, now);
+        m.step(Input::Spawned { pid: 100 }, now);
+        m.step(Input::Ready(Ready::Listening(3000, None)), now);
+        m.step(Input::Probe { kind: ProbeKind::Readiness, pid: 100, result: Ok(()) }, now);
+        (m, now)
+    };
+    let fx = m.step(Input::Cmd(Cmd::Reload), now);
+    assert!(fx.iter().any(|e| matches!(e, Effect::HandOver(_))), "{fx:?}");
+    m.step(Input::Spawned { pid: 200 }, now);
+    let fx = m.step(Input::Ready(Ready::Listening(3000, None)), now);
+    assert!(!fx.contains(&Effect::Retire), "listening is not ready yet: {fx:?}");
+    let fx = m.step(Input::Probe { kind: ProbeKind::Readiness, pid: 200, result: Ok(()) }, now);
+    assert!(fx.contains(&Effect::Retire), "{fx:?}");
+}
+
+#[test]
+fn the_watchdog_restarts_only_a_process_whose_heartbeat_stopped() {
+    let (mut m, now) = machine("    watchdog: 1000\n");
+    m.step(Input::Begin, now);
+    let fx = m.step(Input::Spawned { pid: 100 }, now);
+    assert_eq!(armed(&fx, Timer::Watchdog), Some(now + Duration::from_secs(1)));
+    // Never a heartbeat (no preload, no sd_notify): not watched, not restarted.
+    let fx = m.step(Input::Timer(Timer::Watchdog), now);
+    assert!(reports(&fx).is_empty() && matches!(m.state, State::Online { .. }), "{fx:?}");
+    // A heartbeat re-arms; its silence restarts with reason watchdog.
+    let later = now + Duration::from_millis(300);
+    let fx = m.step(Input::Heartbeat, later);
+    assert_eq!(armed(&fx, Timer::Watchdog), Some(later + Duration::from_secs(1)));
+    let fx = m.step(Input::Timer(Timer::Watchdog), later + Duration::from_secs(1));
+    assert_eq!(reports(&fx), [Status::Stopping]);
+    assert!(matches!(m.state, State::Stopping { then: Then::Restart(RestartReason::Watchdog), .. }), "{:?}", m.state);
+    // Heartbeats while stopping change nothing.
+    assert!(m.step(Input::Heartbeat, later).is_empty());
 }
