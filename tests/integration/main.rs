@@ -6,6 +6,7 @@ mod scenario;
 mod cluster;
 mod config_errors;
 mod control;
+mod footprint;
 mod hardening;
 mod http;
 mod interpreters;
