@@ -272,6 +272,17 @@ fn run_start(start: &StartArgs, extra_env: &[(String, String)]) -> Outcome {
             }
             plus::Resolved::Off => drop((feed, plus_control)),
         }
+        // Start-up maps most of the binary (large page-cache folios, fault-around); once the
+        // apps run, only what the runtime keeps running needs to be resident.
+        if std::env::var("PM_RUNTIME_KEEP_CODE").as_deref() != Ok("1") {
+            tokio::spawn(async {
+                tokio::time::sleep(CODE_TRIM_AFTER).await;
+                match process::unix::trim_code() {
+                    Ok(bytes) => tracing::debug!("unmapped {} KiB of start-up code and data", bytes / 1024),
+                    Err(e) => tracing::debug!("cannot unmap start-up code: {e}"),
+                }
+            });
+        }
         let outcome = supervisor::run(eco, opts, reaper.clone(), hub.clone(), signals, control_rx, board).await;
         if let Some(file) = socket {
             file.remove();
@@ -283,6 +294,10 @@ fn run_start(start: &StartArgs, extra_env: &[(String, String)]) -> Outcome {
         outcome
     })
 }
+
+/// How long after start the runtime unmaps the code it ran to start (see
+/// [`process::unix::trim_code`]): by then the first round of apps is up.
+const CODE_TRIM_AFTER: Duration = Duration::from_secs(3);
 
 /// Says what stops the runtime from running (on stderr: no log writer exists yet) and gives
 /// its exit code.
