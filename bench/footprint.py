@@ -13,7 +13,9 @@ answers the verify call and holds the websocket), and both.
 
 --pm         the binary to measure (default: the static release build npm/build.sh ships,
              target/x86_64-unknown-linux-gnu/release/pm-runtime)
---symbols    an unstripped build of the same code (same layout as --pm): resident code is then
+--symbols    an unstripped build of the same code (same layout as --pm; e.g. build with
+             CARGO_PROFILE_RELEASE_STRIP=false and measure `objcopy --strip-all` of it, whose
+             loaded segments are the shipped binary's): resident code is then
              attributed to crates, so "no code page of an off feature mapped" can be read off
 --sizes      print the code size by crate of --symbols (what `cargo bloat --crates` shows)
 --oxmgr      OxMgr's binary (build it: see OXMGR_COMMIT below); without it the column is skipped
