@@ -179,10 +179,10 @@ pub fn own_received_fd(raw: std::os::fd::RawFd) -> OwnedFd {
 /// Why: the kernel caches a binary in large folios (up to 2 MiB) and maps a whole folio, or 64 KiB
 /// around the faulting page, on a fault; start-up alone maps most of the file. Here every
 /// read-only mapping of the executable gets `MADV_RANDOM` (no read-ahead: pages come back as
-/// single pages), `MADV_PAGEOUT` (reclaims the folios only we map, the one running this code
-/// included; skipped by the kernel when we may not write the file), `MADV_DONTNEED` (drops what
-/// is left mapped), then `POSIX_FADV_DONTNEED` on the file (drops its other cached folios, so they
-/// come back small). Pages another process maps stay as they are.
+/// single pages) and `MADV_DONTNEED` (unmapped), the file's cache is dropped
+/// (`POSIX_FADV_DONTNEED`, so pages come back small), and `MADV_PAGEOUT` reclaims the folio this
+/// code runs from, mapped again meanwhile (the kernel skips it when we may not write the file).
+/// Pages another process maps stay as they are.
 ///
 /// Only mappings of the executable that are private, not writable and hold no anonymous
 /// (copy-on-write) page are touched: their content is exactly the file's, so nothing is lost.
@@ -209,27 +209,30 @@ pub fn trim_code() -> io::Result<usize> {
             ranges.push(range);
         }
     }
-    let mut bytes = 0;
-    for (lo, hi) in ranges {
-        let (addr, len) = (lo as *mut libc::c_void, hi - lo);
-        // SAFETY: [lo, hi) is a whole mapping of our own executable that /proc/self/smaps just
-        // listed as private, not writable and without anonymous pages, so every page in it is
-        // an unmodified view of the file. MADV_RANDOM only changes the fault policy; PAGEOUT and
-        // DONTNEED only drop page-table entries (and clean page cache): the next access maps
-        // the same file content again. No memory content changes, no reference is invalidated.
-        unsafe {
-            if libc::madvise(addr, len, libc::MADV_RANDOM) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // Linux < 5.4 has no MADV_PAGEOUT (EINVAL): DONTNEED alone still unmaps.
-            let _ = libc::madvise(addr, len, libc::MADV_PAGEOUT);
-            if libc::madvise(addr, len, libc::MADV_DONTNEED) != 0 {
+    let file = std::fs::File::open(&exe)?;
+    let evict = || nix::fcntl::posix_fadvise(&file, 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED).map_err(io::Error::from);
+    let advise = |advice: libc::c_int| -> io::Result<()> {
+        for &(lo, hi) in &ranges {
+            // SAFETY: [lo, hi) is a whole mapping of our own executable that /proc/self/smaps
+            // listed as private, not writable and without anonymous pages, so every page in it
+            // is an unmodified view of the file. MADV_RANDOM only changes the fault policy;
+            // PAGEOUT and DONTNEED only drop page-table entries (and clean page cache): the next
+            // access maps the same file content again. No memory content changes, no reference
+            // is invalidated.
+            if unsafe { libc::madvise(lo as *mut libc::c_void, hi - lo, advice) } != 0 {
                 return Err(io::Error::last_os_error());
             }
         }
-        bytes += len;
-    }
-    let file = std::fs::File::open(&exe)?;
-    nix::fcntl::posix_fadvise(&file, 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED).map_err(io::Error::from)?;
+        Ok(())
+    };
+    advise(libc::MADV_RANDOM)?;
+    // Unmapped, the file's cache can go; what stays is the folio this code runs from (mapped
+    // again at once), which PAGEOUT then reclaims (Linux < 5.4 has no PAGEOUT: EINVAL, ignored).
+    advise(libc::MADV_DONTNEED)?;
+    evict()?;
+    let _ = advise(libc::MADV_PAGEOUT);
+    advise(libc::MADV_DONTNEED)?;
+    evict()?;
+    let bytes = ranges.iter().map(|(lo, hi)| hi - lo).sum();
     Ok(bytes)
 }
