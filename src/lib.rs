@@ -16,25 +16,33 @@
 //! - [`process`] starts processes in their own process groups and owns every `wait` (the
 //!   [`process::Reaper`]); it is the only place with `unsafe`.
 //! - [`supervisor`] runs one task per app instance and a coordinator that handles signals,
-//!   auto-exit and the final sweep. An instance's lifecycle is data: [`supervisor::machine`]
-//!   (pure `step(input, now) -> effects`, calling PM2's restart policy in
-//!   [`supervisor::policy`]); the task ([`supervisor::instance`]) is one `select!` loop that
-//!   turns exits, IPC readiness, timers and commands into inputs and carries out the effects.
-//!   The coordinator owns the one status table ([`supervisor::status`]), fed by the instances'
-//!   updates, their IPC messages (`@pm2/io` metrics) and one sampler ([`supervisor::sampler`],
-//!   one /proc sweep per period, while someone reads or an app has `max_memory_restart`: the
+//!   auto-exit and the final sweep. Its front door is small: `run`, the status vocabulary and
+//!   table ([`supervisor::status`]: `Status`, `RestartReason`, `ExitReason`, the one `Report`
+//!   shape, the table and the bus) and PM2's `jlist` rendering ([`supervisor::jlist`]); the rest
+//!   is private. An instance's lifecycle is data: `supervisor::machine` (pure
+//!   `step(input, now) -> effects`, calling PM2's restart policy in `supervisor::policy`); the
+//!   task (`supervisor::instance`) is one `select!` loop that turns exits, IPC readiness, timers
+//!   and commands into inputs and carries out the effects. The coordinator owns the one status
+//!   table, fed by the instances' updates, their IPC messages (`@pm2/io` metrics) and one sampler
+//!   (one /proc sweep per period, while someone reads or an app has `max_memory_restart`: the
 //!   coordinator tells an instance over its limit); every reader (`ls`, `monit`, HTTP, PM2
-//!   Plus) sees that table through a `watch` feed, and events through the bus. A panicked
-//!   instance task is noticed: its processes are killed and it restarts as after a crash.
+//!   Plus) sees that table through a `watch` feed, and events through the bus, and imports
+//!   nothing else of the supervisor. A panicked instance task is noticed: its processes are
+//!   killed and it restarts as after a crash.
 //! - [`cluster`] is Node's cluster primary and the one Node IPC channel type (fork-mode Node
 //!   children use it too: `ready`, app messages, `shutdown`).
 //! - [`logs`] frames app output into whole lines and writes it, with the runtime's own events,
 //!   through a single writer, holding at most 16 MiB of it (back-pressure); log files are
 //!   opened without following another user's symlink (`logs::safe_open`).
 //! - [`control`] serves the control socket in a `PM2_HOME` that must be ours (`control::home`)
-//!   and is the client of the verbs.
+//!   and is the client of the verbs; which processes a target names (`all`, `/regex/`, name,
+//!   namespace, pm_id) is PM2's rule, in `control::target`.
 //! - [`preload`] is the script Node apps are started with (`--require`): PM2's handling of
 //!   unhandled rejections and uncaught exceptions, and the keep-alive drain of cluster workers.
+//!   Bun and Deno apps get it too, where the runtime allows.
+//! - [`redact`] decides which environment values may be shown (`jlist`, `show`): secret-file
+//!   values and secret-looking keys as `[redacted]`, the runtime's credentials never; and masks
+//!   them in app output with `mask_secrets`. Env files and secret files are read by [`config`].
 //! - [`http`] (only with `--web`) serves the table over HTTP: PM2's `--web` JSON, a token-protected
 //!   API whose writes are control requests, Prometheus `/metrics` (with prom-client cluster
 //!   aggregation), health probes, live logs and a dashboard.
@@ -56,9 +64,11 @@ pub mod http;
 pub mod logs;
 #[cfg(feature = "monit")]
 mod monit;
+pub mod otel;
 pub mod plus;
 pub mod preload;
 pub mod process;
+pub mod redact;
 mod serve;
 pub mod signals;
 pub mod supervisor;
@@ -177,6 +187,10 @@ fn run_start(start: &StartArgs, extra_env: &[(String, String)]) -> Outcome {
         Err(source) => return critical(Critical::Setup { what: "start the async runtime", source }),
     };
     let plus = plus::resolve(&|name| std::env::var(name).ok(), &start.plus_flags());
+    let otel = otel::resolve(&|name| std::env::var(name).ok());
+    if matches!(otel, otel::Resolved::On(_)) {
+        otel::name_services(&mut eco.apps);
+    }
     let format = start.output_format(std::io::stdout().is_terminal());
     let delay = Duration::from_secs_f64(start.delay.unwrap_or(0.0).max(0.0));
     rt.block_on(async move {
@@ -251,6 +265,7 @@ fn run_start(start: &StartArgs, extra_env: &[(String, String)]) -> Outcome {
             hub.flush().await;
             return Outcome::ConfigError;
         }
+        let exporter = start_otel(otel, &feed, &hub, &reaper);
         match plus {
             #[cfg(feature = "plus")]
             plus::Resolved::On(cfg) => {
@@ -288,6 +303,10 @@ fn run_start(start: &StartArgs, extra_env: &[(String, String)]) -> Outcome {
             file.remove();
         }
         hub.drain_pumps(Duration::from_secs(1)).await;
+        if let Some(e) = exporter {
+            // The last lines (a crash's, often the ones that matter) go out before we exit.
+            e.finish();
+        }
         reaper.reap_now();
         reaper_task.abort();
         hub.flush().await;
@@ -298,6 +317,54 @@ fn run_start(start: &StartArgs, extra_env: &[(String, String)]) -> Outcome {
 /// How long after start the runtime unmaps the code it ran to start (see
 /// [`process::unix::trim_code`]): by then the first round of apps is up.
 const CODE_TRIM_AFTER: Duration = Duration::from_secs(3);
+
+/// Starts the OTLP exporter when the OpenTelemetry variables ask for it.
+#[cfg(feature = "otel")]
+fn start_otel(
+    otel: otel::Resolved,
+    feed: &supervisor::status::StatusFeed,
+    hub: &logs::LogHub,
+    reaper: &process::Reaper,
+) -> Option<otel::Exporter> {
+    match otel {
+        otel::Resolved::Off => None,
+        otel::Resolved::Misconfigured(why) => {
+            tracing::warn!("{why}");
+            None
+        }
+        otel::Resolved::On(cfg) => {
+            for w in &cfg.warnings {
+                tracing::warn!("OpenTelemetry: {w}");
+            }
+            let signals: Vec<String> = [("metrics", &cfg.metrics), ("logs", &cfg.logs)]
+                .iter()
+                .filter_map(|(what, t)| t.as_ref().map(|t| format!("{what} to {}", otel::printable(&t.url))))
+                .collect();
+            let every = cfg.interval;
+            let handles = otel::Handles { feed: feed.clone(), logs: hub.clone(), reaper: reaper.clone() };
+            match otel::spawn(cfg, handles) {
+                Ok(e) => {
+                    tracing::info!("OpenTelemetry: exporting {} (metrics every {} ms)", signals.join(", "), every.as_millis());
+                    Some(e)
+                }
+                Err(e) => {
+                    tracing::error!("OpenTelemetry: cannot start the exporter thread: {e}; running without it");
+                    None
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(feature = "otel"))]
+fn start_otel(otel: otel::Resolved, _: &supervisor::status::StatusFeed, _: &logs::LogHub, _: &process::Reaper) -> Option<otel::Exporter> {
+    if !matches!(otel, otel::Resolved::Off) {
+        tracing::warn!(
+            "OpenTelemetry variables are set, but this pm-runtime was built without OpenTelemetry (cargo feature `otel`): export stays off"
+        );
+    }
+    None
+}
 
 /// Says what stops the runtime from running (on stderr: no log writer exists yet) and gives
 /// its exit code.

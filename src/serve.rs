@@ -29,7 +29,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::exit::Outcome;
 
 /// The hidden subcommand that runs the server.
-pub const SUBCOMMAND: &str = "__serve";
+pub const SUBCOMMAND: &str = crate::config::SERVE_SUBCOMMAND;
 
 const MAX_HEAD: usize = 16 * 1024;
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);

@@ -36,9 +36,9 @@ use crate::config::ExecMode;
 use crate::control::protocol::Request;
 use crate::control::server::ControlRequest;
 use crate::logs::Stream;
-use crate::supervisor::control::process_rows;
-use crate::supervisor::instance::Status;
 use crate::supervisor::jlist::Env;
+use crate::supervisor::jlist::rows as process_rows;
+use crate::supervisor::status::Status;
 use crate::supervisor::status::{BusEvent, StatusTable};
 
 type Shared = State<Arc<Web>>;
@@ -243,7 +243,7 @@ async fn app_metrics(State(web): Shared) -> Response {
     let workers: HashMap<u32, String> = table
         .instances
         .iter()
-        .filter(|i| i.app.exec_mode == ExecMode::Cluster && i.app.command.is_node && i.status == Some(Status::Online))
+        .filter(|i| i.app.exec_mode == ExecMode::Cluster && i.app.command.is_node && i.status() == Some(Status::Online))
         .map(|i| (i.pm_id, i.app.name.clone()))
         .collect();
     let id = web.next_request.fetch_add(1, Ordering::Relaxed);

@@ -7,7 +7,7 @@
 use std::fmt::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::supervisor::instance::Status;
+use crate::supervisor::status::Status;
 use crate::supervisor::status::{RestartReason, StatusTable};
 
 /// The runtime's own numbers, read when a scrape comes.
@@ -90,12 +90,12 @@ pub fn render(table: &StatusTable, stats: &RuntimeStats, compat_pm2: bool, now: 
     };
     let rows = &table.instances;
     // Resource series only once the sampler has seen the process (a live tree is never 0 bytes).
-    let sampled = |n: usize| rows[n].pid.is_some() && rows[n].sample.memory_bytes > 0;
+    let sampled = |n: usize| rows[n].pid().is_some() && rows[n].sample.memory_bytes > 0;
     each(&mut out, "pm_runtime_app_up", "gauge", "1 when the instance is online.", &|n| {
-        Some(u8::from(rows[n].status == Some(Status::Online)).to_string())
+        Some(u8::from(rows[n].status() == Some(Status::Online)).to_string())
     });
     each(&mut out, "pm_runtime_app_ready", "gauge", "1 when the instance is online and ready (listening, 'ready' sent, READY=1).", &|n| {
-        Some(u8::from(rows[n].ready).to_string())
+        Some(u8::from(rows[n].ready()).to_string())
     });
     head(&mut out, "pm_runtime_app_status", "gauge", "The instance's status (a state set: 1 for the current one).");
     for (n, l) in labels.iter().enumerate() {
@@ -111,14 +111,14 @@ pub fn render(table: &StatusTable, stats: &RuntimeStats, compat_pm2: bool, now: 
         }
     }
     each(&mut out, "pm_runtime_app_last_exit_code", "gauge", "Exit code of the instance's last process (128+N for signal N).", &|n| {
-        rows[n].last_exit.map(|e| e.as_code().to_string())
+        rows[n].last_exit().map(|e| e.as_code().to_string())
     });
     each(
         &mut out,
         "pm_runtime_app_start_time_seconds",
         "gauge",
         "When the instance's current process started, seconds since the epoch.",
-        &|n| rows[n].started_at.map(|t| format!("{:.3}", secs(t))),
+        &|n| rows[n].started_at().map(|t| format!("{:.3}", secs(t))),
     );
     each(&mut out, "pm_runtime_app_cpu_seconds_total", "counter", "CPU time (user+system) of the instance's process tree.", &|n| {
         sampled(n).then(|| rows[n].sample.cpu_seconds.to_string())
@@ -131,7 +131,7 @@ pub fn render(table: &StatusTable, stats: &RuntimeStats, compat_pm2: bool, now: 
     });
     head(&mut out, "pm_runtime_app_instances", "gauge", "Instances of the app: desired (after scale) and running (online).");
     for a in &table.apps {
-        let running = rows.iter().filter(|i| i.app.name == a.app.name && i.status == Some(Status::Online)).count();
+        let running = rows.iter().filter(|i| i.app.name == a.app.name && i.status() == Some(Status::Online)).count();
         let app = esc(&a.app.name);
         let _ = writeln!(out, "pm_runtime_app_instances{{app=\"{app}\",state=\"desired\"}} {}", a.desired);
         let _ = writeln!(out, "pm_runtime_app_instances{{app=\"{app}\",state=\"running\"}} {running}");
@@ -178,16 +178,16 @@ pub fn render(table: &StatusTable, stats: &RuntimeStats, compat_pm2: bool, now: 
                 let _ = writeln!(out, "{name}{{{l}}} {}", value(n));
             }
         };
-        gauge(&mut out, "pm2_up", "Is the process running", &|n| u8::from(rows[n].status == Some(Status::Online)).to_string());
+        gauge(&mut out, "pm2_up", "Is the process running", &|n| u8::from(rows[n].status() == Some(Status::Online)).to_string());
         gauge(&mut out, "pm2_cpu", "Process cpu usage", &|n| rows[n].sample.cpu_percent.to_string());
         gauge(&mut out, "pm2_memory", "Process memory", &|n| rows[n].sample.memory_bytes.to_string());
         gauge(&mut out, "pm2_uptime", "Process uptime", &|n| {
-            rows[n].started_at.map_or(0, |t| now.duration_since(t).unwrap_or_default().as_secs()).to_string()
+            rows[n].started_at().map_or(0, |t| now.duration_since(t).unwrap_or_default().as_secs()).to_string()
         });
         gauge(&mut out, "pm2_instances", "Process instances", &|n| {
             table.apps.iter().find(|a| a.app.name == rows[n].app.name).map_or(0, |a| a.desired).to_string()
         });
-        gauge(&mut out, "pm2_restarts", "Process restarts", &|n| rows[n].restart_time.to_string());
+        gauge(&mut out, "pm2_restarts", "Process restarts", &|n| rows[n].restart_time().to_string());
     }
     out
 }
@@ -198,7 +198,7 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use crate::supervisor::status::{AppStatus, InstanceStatus, RestartCounts, Sample};
+    use crate::supervisor::status::{AppStatus, InstanceStatus, Report, RestartCounts, Sample, Update};
 
     fn app(name: &str, limit: Option<u64>) -> Arc<crate::config::App> {
         let mut a = crate::http::test_app(name);
@@ -213,22 +213,19 @@ mod tests {
         let mut restarts = RestartCounts::default();
         restarts.add(RestartReason::Crash);
         restarts.add(RestartReason::Crash);
-        let row = |pm_id, instance, status, pid| InstanceStatus {
+        let row = |pm_id, instance, status: Option<Status>, pid: Option<u32>| InstanceStatus {
             pm_id,
             app: web.clone(),
             instance,
             unique_id: "u".into(),
-            status,
-            pid,
-            ready: status == Some(Status::Online),
-            restart_time: 2,
+            last: status.map(|s| Update {
+                pm_id,
+                since: pid.map(|_| t0),
+                version: None,
+                report: Report { pid, restart_time: 2, last_exit: Some(crate::process::Exit::Signal(9)), ..Report::of(s) },
+            }),
             restarts,
-            prev_restart_delay: Duration::ZERO,
-            last_exit: Some(crate::process::Exit::Signal(9)),
-            manual: false,
-            scheduled: false,
             created_at: t0,
-            started_at: pid.map(|_| t0),
             sample: Sample { memory_bytes: 1024, cpu_percent: 12.5, cpu_seconds: 3.25 },
             axm_monitor: Default::default(),
             axm_actions: Default::default(),

@@ -252,10 +252,10 @@ impl Link {
     fn on_bus(&mut self, ev: BusEvent) -> Input {
         let server = self.cfg.machine_name.clone();
         match ev {
-            BusEvent::Status { pm_id, name, status, manual, .. } => match self.lifecycle.next(pm_id, status) {
+            BusEvent::Status { pm_id, name, report } => match self.lifecycle.next(pm_id, report.status) {
                 Some(event) => Input::Packet(packets::frame(
                     "process:event",
-                    &packets::process_event(event, manual, pm_id, &name, &server, SystemTime::now()),
+                    &packets::process_event(event, report.manual, pm_id, &name, &server, SystemTime::now()),
                 )),
                 None => Input::Nothing,
             },

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::config::ExecMode;
-use crate::supervisor::instance::Status;
+use crate::supervisor::status::Status;
 use crate::supervisor::status::{InstanceStatus, StatusTable};
 
 /// One frame, serialised.
@@ -97,17 +97,17 @@ pub struct CpuInfo {
 /// the apps inherit unless their `env` sets one.
 pub fn process_entry(row: &InstanceStatus, runtime_node_env: Option<&str>) -> ProcessEntry {
     let app = &row.app;
-    let running = row.pid.is_some();
+    let running = row.pid().is_some();
     ProcessEntry {
-        pid: row.pid.unwrap_or(0),
+        pid: row.pid().unwrap_or(0),
         name: app.name.clone(),
         interpreter: app.command.interpreter.clone(),
         args: app.interpreter_args.clone(),
         path: app.exec_path.to_string_lossy().into_owned(),
-        restart_time: row.restart_time,
+        restart_time: row.restart_time(),
         created_at: ms(row.created_at),
         exec_mode: if app.exec_mode == ExecMode::Cluster { "cluster_mode" } else { "fork_mode" },
-        pm_uptime: ms(row.started_at.unwrap_or(row.created_at)),
+        pm_uptime: ms(row.started_at().unwrap_or(row.created_at)),
         status: row.status_str(),
         pm_id: row.pm_id,
         unique_id: row.unique_id.clone(),
@@ -238,7 +238,7 @@ impl HostFacts {
             username: username(),
             hostname: super::hostname(),
             pm2_version: pm2_version.to_string(),
-            unique_id: crate::supervisor::env::uuid_v4(),
+            unique_id: crate::supervisor::uuid_v4(),
             cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             cpu_model,
         }
@@ -327,7 +327,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::supervisor::status::Sample;
+    use crate::supervisor::status::{Report, Sample, Update};
 
     fn row(pm_id: u32, name: &str, pid: Option<u32>, env: &[(&str, &str)]) -> InstanceStatus {
         let mut app = crate::config::from_script("/bin/sleep", &Default::default()).expect("app").apps.remove(0);
@@ -342,17 +342,14 @@ mod tests {
             app: Arc::new(app),
             instance: 0,
             unique_id: "u-1".into(),
-            status: Some(if pid.is_some() { Status::Online } else { Status::Stopped }),
-            pid,
-            ready: pid.is_some(),
-            restart_time: 2,
+            last: Some(Update {
+                pm_id,
+                since: pid.map(|_| t0 + Duration::from_secs(5)),
+                version: None,
+                report: Report { pid, restart_time: 2, ..Report::of(if pid.is_some() { Status::Online } else { Status::Stopped }) },
+            }),
             restarts: Default::default(),
-            prev_restart_delay: Duration::ZERO,
-            last_exit: None,
-            manual: false,
-            scheduled: false,
             created_at: t0,
-            started_at: pid.map(|_| t0 + Duration::from_secs(5)),
             sample: Sample { memory_bytes: 73_400_320, cpu_percent: 12.7, cpu_seconds: 1.0 },
             axm_monitor: Arc::new(monitor),
             axm_actions: Arc::new(vec![json!({"action_name": "flush"})]),

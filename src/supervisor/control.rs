@@ -5,12 +5,12 @@
 //! `ls` if it wants to wait for the result.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
 use super::Coordinator;
-use super::instance::{Cmd, Status};
+use super::machine::Cmd;
+use super::status::Status;
 use crate::control::protocol::{LogLine, Reply, Request, error};
 use crate::logs::Stream;
 
@@ -45,32 +45,23 @@ pub fn handle(co: &mut Coordinator, req: Request) -> Reply {
             co.logs.reopen_files();
             Reply::ok()
         }
+        // The runtime's own stop signal: the one shutdown path (kill_timeout, exit code).
+        Request::Kill => {
+            crate::process::unix::signal_pid(std::process::id(), nix::sys::signal::Signal::SIGTERM);
+            Reply::ok()
+        }
     }
 }
 
-/// pm_ids matching an app name, a pm_id, a namespace or `all`.
+/// pm_ids a target names (`all`, `/regex/`, a name, a namespace, a pm_id: PM2's order).
 pub fn resolve(co: &Coordinator, target: &str) -> Result<Vec<u32>, String> {
-    let ids: Vec<u32> = if target == "all" {
-        co.slots.keys().copied().collect()
-    } else if let Ok(id) = target.parse::<u32>() {
-        co.slots.keys().copied().filter(|k| *k == id).collect()
-    } else {
-        let by_name: Vec<u32> = co.slots.iter().filter(|(_, s)| co.apps[s.app_index].name == target).map(|(k, _)| *k).collect();
-        if by_name.is_empty() {
-            co.slots.iter().filter(|(_, s)| co.apps[s.app_index].namespace == target).map(|(k, _)| *k).collect()
-        } else {
-            by_name
-        }
-    };
-    if ids.is_empty() && target != "all" {
-        let mut names: Vec<&str> = co.slots.values().map(|s| co.apps[s.app_index].name.as_str()).collect();
-        names.dedup();
-        return Err(format!(
-            "no process or app named {target:?} (known: {})",
-            if names.is_empty() { "none".to_string() } else { names.join(", ") }
-        ));
-    }
-    Ok(ids)
+    use crate::control::target::{Row, select};
+    let rows: Vec<Row> = co
+        .slots
+        .iter()
+        .map(|(id, s)| Row { pm_id: *id, name: &co.apps[s.app_index].name, namespace: &co.apps[s.app_index].namespace })
+        .collect();
+    select(target, &rows)
 }
 
 /// `start <name>` is PM2's `restartProcessId`: an instance that is running restarts, one that
@@ -190,55 +181,10 @@ fn flush(co: &Coordinator, target: Option<&str>) -> Reply {
     Reply { files: Some(paths), ..Reply::ok() }
 }
 
-fn ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
-}
-
 /// PM2's `jlist` shape (see [`super::jlist`]) from the status table; this socket is private to
 /// our uid, so the apps' env is included, as PM2 does.
 fn processes(co: &mut Coordinator, only: Option<&[u32]>) -> Vec<Value> {
-    process_rows(&co.table_for_reader(), only, super::jlist::Env::Include)
-}
-
-/// The `jlist` rows of the table (`only`: these pm_ids), with or without the apps' env values:
-/// the socket includes them, the HTTP API never does.
-pub fn process_rows(table: &super::status::StatusTable, only: Option<&[u32]>, env: super::jlist::Env) -> Vec<Value> {
-    let mut out = Vec::new();
-    for row in table.instances.iter().filter(|r| only.is_none_or(|o| o.contains(&r.pm_id))) {
-        let app = &row.app;
-        let version = std::fs::read_to_string(app.cwd.join("package.json"))
-            .ok()
-            .and_then(|s| serde_json::from_str::<Value>(&s).ok())
-            .and_then(|v| v.get("version").and_then(|v| v.as_str()).map(str::to_string))
-            .unwrap_or_else(|| "N/A".into());
-        let id = row.pm_id;
-        let log = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| app.instance_path(p, id).to_string_lossy().into_owned());
-        let facts = super::jlist::Facts {
-            app,
-            pm_id: id,
-            instance: row.instance,
-            status: row.status_str(),
-            pid: row.pid.unwrap_or(0),
-            restart_time: row.restart_time,
-            prev_restart_delay: row.prev_restart_delay,
-            pm_uptime: row.started_at.map(ms).unwrap_or(0),
-            created_at: ms(row.created_at),
-            unique_id: &row.unique_id,
-            exit_code: row.last_exit.map(|e| e.as_code()),
-            stopped_manually: row.manual && row.status == Some(Status::Stopped),
-            out_log: log(&app.out_file),
-            err_log: log(&app.error_file),
-            combined_log: log(&app.log_file),
-            memory: row.sample.memory_bytes,
-            cpu: row.sample.cpu_percent,
-            version,
-            username: std::env::var("USER").unwrap_or_else(|_| "root".into()),
-            axm_monitor: &row.axm_monitor,
-            axm_actions: &row.axm_actions,
-        };
-        out.push(super::jlist::entry(&facts, env));
-    }
-    out
+    super::jlist::rows(&co.table_for_reader(), only, super::jlist::Env::Include)
 }
 
 /// `startOrRestart` and friends: apps already known are restarted with their new settings

@@ -21,30 +21,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::cron::Schedule;
 use super::env::{self, InstanceFacts};
-pub use super::machine::{Cmd, Shutdown, Status};
-use super::machine::{Effect, Input, Level, Machine, Ready, Report, Timer};
+use super::machine::{Cmd, Effect, Input, Level, Machine, Ready, Shutdown, Timer};
 use super::policy;
+use super::status::{Status, Update};
 use crate::cluster::{WorkerChannel, WorkerEvent};
 use crate::config::{App, Principal};
 use crate::logs::LogHub;
 use crate::process::{self, Exit, Reaper, SpawnSpec, tree, unix};
-
-/// A status change, reported to the coordinator: the machine's [`Report`] with whose it is and
-/// since when its process runs. Reads as the report (`update.status`, `update.pid`…).
-#[derive(Debug, Clone)]
-pub struct Update {
-    pub pm_id: u32,
-    /// When the current process started (for uptime), if running.
-    pub since: Option<SystemTime>,
-    pub report: Report,
-}
-
-impl std::ops::Deref for Update {
-    type Target = Report;
-    fn deref(&self) -> &Report {
-        &self.report
-    }
-}
 
 /// Everything an instance task needs, given once at start.
 pub struct Instance {
@@ -89,6 +72,8 @@ struct Run {
     /// Descendants outside the process group that a stop signalled.
     strays: Vec<u32>,
     since: Option<SystemTime>,
+    /// `version` of the app's package.json, read when this process started.
+    version: Option<Arc<str>>,
     pid_file: Option<PidFile>,
 }
 
@@ -112,6 +97,11 @@ impl Instance {
         let backoff_reset = policy::backoff_reset_from(std::env::var("EXP_BACKOFF_RESET_TIMER").ok().as_deref());
         let mut m = Machine::new(self.app.clone(), self.pm_id, self.listeners.is_some(), self.restart_time, backoff_reset, Instant::now());
         m.resumed = self.resumed;
+        // Deno has no node:cluster: its instances share the port with SO_REUSEPORT
+        // (`Deno.serve({ reusePort: true })`), so a reload can still start the new one first.
+        m.rolling = self.listeners.is_none()
+            && self.app.exec_mode == crate::config::ExecMode::Cluster
+            && self.app.command.js_runtime() == Some(crate::config::JsRuntime::Deno);
         let created_wall = now_ms();
         let mut run = Run::default();
         let mut handed: Option<Run> = None;
@@ -206,7 +196,7 @@ impl Instance {
         match effect {
             Effect::Report(r) => {
                 let since = r.pid.and(run.since);
-                let _ = self.updates.send(Update { pm_id: self.pm_id, since, report: r.clone() });
+                let _ = self.updates.send(Update { pm_id: self.pm_id, since, version: run.version.clone(), report: r.clone() });
                 if r.status == Status::Online {
                     test_hooks::maybe_panic(self.pm_id, r.restart_time);
                 }
@@ -342,7 +332,8 @@ impl Instance {
             env: child_env,
             uid,
             gid,
-            ipc: app.command.is_node,
+            // Node, Bun and Deno all speak Node's IPC channel (`process.send('ready')`).
+            ipc: app.command.js_runtime().is_some(),
             listen_fd,
         };
         // Out of resources (EMFILE, EAGAIN…) is no crash of the app: wait and retry, uncounted.
@@ -376,7 +367,12 @@ impl Instance {
             notify,
             strays: Vec::new(),
             since: Some(SystemTime::now()),
-            pid_file: app.pid_file.as_ref().and_then(|p| PidFile::write(app.instance_path(p, self.pm_id), pid)),
+            version: package_version(&app.cwd),
+            pid_file: PidFile::write(
+                crate::config::pid_path(app.pid_file.as_deref(), &app.name, self.pm_id, std::path::Path::new(&self.pm2_home)),
+                pid,
+                app.pid_file.is_some(),
+            ),
         })
     }
 
@@ -533,19 +529,36 @@ fn resolve_ids(app: &App) -> Result<(Option<u32>, Option<u32>), UnknownId> {
     Ok((uid, gid))
 }
 
+/// `version` of the package.json in `cwd` (PM2 shows it in `jlist`), read once per start.
+fn package_version(cwd: &std::path::Path) -> Option<Arc<str>> {
+    let text = std::fs::read_to_string(cwd.join("package.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v.get("version")?.as_str().map(Arc::from)
+}
+
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
 }
 
-/// A `pid_file`, removed when the process has exited (the guard is dropped).
-struct PidFile(std::path::PathBuf);
+/// A process's pid file (PM2's `pm_pid_path`), removed when the process has exited (the guard
+/// is dropped) unless a newer process of the instance (a rolling reload) has written its own.
+struct PidFile(std::path::PathBuf, u32);
 
 impl PidFile {
-    fn write(path: std::path::PathBuf, pid: u32) -> Option<Self> {
+    /// `configured`: the app's `pid_file` (a failure is an error); else the default one in
+    /// `$PM2_HOME/pids`, which a read-only PM2_HOME may refuse (said once per start, at debug).
+    fn write(path: std::path::PathBuf, pid: u32, configured: bool) -> Option<Self> {
+        if crate::config::is_null_path(&path) {
+            return None;
+        }
         match crate::logs::file::write_pid_file(&path, pid) {
-            Ok(()) => Some(Self(path)),
-            Err(e) => {
+            Ok(()) => Some(Self(path, pid)),
+            Err(e) if configured => {
                 tracing::error!("cannot write pid file {}: {e}", path.display());
+                None
+            }
+            Err(e) => {
+                tracing::debug!("cannot write pid file {}: {e}", path.display());
                 None
             }
         }
@@ -554,7 +567,9 @@ impl PidFile {
 
 impl Drop for PidFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        if std::fs::read_to_string(&self.0).is_ok_and(|s| s.trim() == self.1.to_string()) {
+            let _ = std::fs::remove_file(&self.0);
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use nix::sys::signal::Signal;
 
 use super::cron::Schedule;
 use super::policy::{self, Decision, History, Policy};
-use super::status::RestartReason;
+use super::status::{ExitReason, Report, RestartReason, Status};
 use crate::config::App;
 use crate::process::Exit;
 
@@ -26,36 +26,6 @@ pub const STOP_GRACE: Duration = Duration::from_millis(100);
 
 /// How often the leftovers of a stopped process group are looked for, at most.
 pub const LEFTOVER_POLL: Duration = Duration::from_millis(100);
-
-/// Status names are PM2's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Launching,
-    Online,
-    Stopping,
-    Stopped,
-    Errored,
-    WaitingRestart,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Launching => "launching",
-            Status::Online => "online",
-            Status::Stopping => "stopping",
-            Status::Stopped => "stopped",
-            Status::Errored => "errored",
-            Status::WaitingRestart => "waiting restart",
-        }
-    }
-
-    /// Whether the instance can still run without anyone asking: the runtime stays up for it.
-    /// Unlike PM2, `waiting restart` counts as alive (spec §8 #3).
-    pub fn is_alive(self) -> bool {
-        matches!(self, Status::Launching | Status::Online | Status::Stopping | Status::WaitingRestart)
-    }
-}
 
 /// How far the runtime's shutdown has gone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -193,25 +163,6 @@ pub enum Effect {
     End,
 }
 
-/// A status report (the coordinator adds pm_id and times).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Report {
-    pub status: Status,
-    pub pid: Option<u32>,
-    pub last_exit: Option<Exit>,
-    pub restart_time: u32,
-    /// Stopped (or errored) but `cron_restart` will start it again.
-    pub scheduled: bool,
-    /// Stopped on request.
-    pub manual: bool,
-    /// This report starts the instance again, for this reason.
-    pub reason: Option<RestartReason>,
-    pub gone: bool,
-    /// The delay of the last restart with `exp_backoff_restart_delay` (PM2's
-    /// `prev_restart_delay`); zero when none.
-    pub prev_restart_delay: Duration,
-}
-
 /// A line for the runtime's log: level, PM2's status word, text.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Log {
@@ -309,6 +260,8 @@ pub struct Machine {
     pub hist: History,
     backoff_reset: Duration,
     pub last_exit: Option<Exit>,
+    /// Why the last process ended.
+    pub exit_reason: Option<ExitReason>,
     /// Why the next start happens (reported with its `launching`).
     next_reason: Option<RestartReason>,
     shutdown: Shutdown,
@@ -320,6 +273,9 @@ pub struct Machine {
     first_start: bool,
     /// This machine replaces one whose task panicked: start whatever `autostart` says.
     pub resumed: bool,
+    /// Not a Node cluster worker, but its instances share their port by themselves
+    /// (SO_REUSEPORT): reloads are rolling (the new process first), as in cluster mode.
+    pub rolling: bool,
 }
 
 impl Machine {
@@ -335,12 +291,14 @@ impl Machine {
             hist: History::new(now),
             backoff_reset,
             last_exit: None,
+            exit_reason: None,
             next_reason: None,
             shutdown: Shutdown::Running,
             stop_seen: false,
             retiring: false,
             first_start: true,
             resumed: false,
+            rolling: false,
         }
     }
 
@@ -375,26 +333,24 @@ impl Machine {
         self.app.cron_restart.as_deref().is_some_and(|p| Schedule::parse(p).is_ok())
     }
 
-    /// The pid of the running process, if any.
-    pub fn pid(&self) -> Option<u32> {
-        match self.state {
-            State::Launching { pid, .. } | State::Online { pid, .. } | State::Stopping { pid, .. } => Some(pid),
-            _ => None,
-        }
+    fn report(&self, status: Status, pid: Option<u32>, fx: &mut Vec<Effect>) {
+        fx.push(Effect::Report(self.status_report(status, pid)));
     }
 
-    fn report(&self, status: Status, pid: Option<u32>, fx: &mut Vec<Effect>) {
-        fx.push(Effect::Report(Report {
+    /// The instance's status as it is now (the one place a [`Report`] is built).
+    pub fn status_report(&self, status: Status, pid: Option<u32>) -> Report {
+        Report {
             status,
             pid,
             last_exit: self.last_exit,
+            exit_reason: self.exit_reason,
             restart_time: self.restart_time,
             scheduled: false,
             manual: false,
             reason: None,
             gone: false,
             prev_restart_delay: self.prev_restart_delay(),
-        }));
+        }
     }
 
     /// PM2's `prev_restart_delay`: the backoff delay of the last restart, zero without one.
@@ -467,23 +423,11 @@ impl Machine {
             self.hist.created_at = Some(now);
         }
         fx.push(Effect::Disarm(Timer::Cron));
-        let mut report = Report {
-            status: Status::Launching,
-            pid: None,
-            last_exit: self.last_exit,
-            restart_time: self.restart_time,
-            scheduled: false,
-            manual: false,
-            reason: self.next_reason.take(),
-            gone: false,
-            prev_restart_delay: self.prev_restart_delay(),
-        };
-        if self.first_start {
-            report.reason = None;
-        }
+        let reason = self.next_reason.take().filter(|_| !self.first_start);
+        let report = Report { reason, ..self.status_report(Status::Launching, None) };
         self.first_start = false;
         fx.push(Effect::Report(report));
-        let mode = if self.cluster { "cluster" } else { "fork" };
+        let mode = if self.cluster || self.rolling { "cluster" } else { "fork" };
         Self::log(fx, Level::Info, Some("start"), format!("App [{}] starting in -{mode} mode-", self.tag()));
         self.state = State::Starting;
         fx.push(Effect::Spawn);
@@ -692,6 +636,10 @@ impl Machine {
     /// A stop on request is over.
     fn finish_stop(&mut self, then: Then, exit: Exit, now: Instant, fx: &mut Vec<Effect>) {
         self.last_exit = Some(exit);
+        self.exit_reason = Some(match then {
+            Then::Restart(RestartReason::Memory) => ExitReason::Memory,
+            _ => ExitReason::Stopped,
+        });
         match then {
             Then::Restart(reason) => self.restart(reason, true, now, fx),
             Then::Park => self.park(Status::Stopped, true, fx),
@@ -702,6 +650,7 @@ impl Machine {
     /// The process exited by itself (or could not start): PM2's restart policy decides.
     fn after_exit(&mut self, exit: Exit, started: Instant, now: Instant, fx: &mut Vec<Effect>) {
         self.last_exit = Some(exit);
+        self.exit_reason = Some(ExitReason::of_own(exit));
         let shutting = self.shutting();
         let decision = policy::on_exit(&self.policy(), &mut self.hist, exit, started, now, shutting);
         // An exit that looks requested (code 0, SIGTERM, SIGINT) may be the first half of a
@@ -760,17 +709,7 @@ impl Machine {
     /// Stopped or errored: reported, then waits for `start`/`restart` or the next cron fire.
     fn park(&mut self, status: Status, manual: bool, fx: &mut Vec<Effect>) {
         let scheduled = !self.shutting() && self.has_cron();
-        fx.push(Effect::Report(Report {
-            status,
-            pid: None,
-            last_exit: self.last_exit,
-            restart_time: self.restart_time,
-            scheduled,
-            manual,
-            reason: None,
-            gone: false,
-            prev_restart_delay: self.prev_restart_delay(),
-        }));
+        fx.push(Effect::Report(Report { scheduled, manual, ..self.status_report(status, None) }));
         if self.shutting() {
             return self.end(fx);
         }
@@ -787,17 +726,7 @@ impl Machine {
             fx.push(Effect::Disarm(t));
         }
         self.retire_if_any(fx);
-        fx.push(Effect::Report(Report {
-            status: Status::Stopped,
-            pid: None,
-            last_exit: self.last_exit,
-            restart_time: self.restart_time,
-            scheduled: false,
-            manual: true,
-            reason: None,
-            gone: true,
-            prev_restart_delay: self.prev_restart_delay(),
-        }));
+        fx.push(Effect::Report(Report { manual: true, gone: true, ..self.status_report(Status::Stopped, None) }));
         fx.push(Effect::End);
         self.state = State::Gone;
     }
@@ -841,7 +770,7 @@ impl Machine {
             State::Launching { pid, .. } | State::Online { pid, .. } => {
                 let online = matches!(self.state, State::Online { .. });
                 match cmd {
-                    Cmd::Replace(new) if self.cluster && online => {
+                    Cmd::Replace(new) if (self.cluster || self.rolling) && online => {
                         Self::log(fx, Level::Info, Some("reload"), format!("App [{tag}] reloading with new settings"));
                         self.pending_app = Some(new);
                         self.rolling_reload(RestartReason::Manual, now, fx);
@@ -858,7 +787,7 @@ impl Machine {
                     Cmd::Stop => self.begin_stop(pid, Then::Park, now, fx),
                     Cmd::Delete => self.begin_stop(pid, Then::Delete, now, fx),
                     Cmd::Start => {}
-                    Cmd::Reload if self.cluster && online => {
+                    Cmd::Reload if (self.cluster || self.rolling) && online => {
                         Self::log(fx, Level::Info, Some("reload"), format!("App [{tag}] reloading: starting its replacement"));
                         self.rolling_reload(RestartReason::Reload, now, fx);
                     }
@@ -884,7 +813,7 @@ impl Machine {
                                 "App [{tag}] restarted because it exceeds max_memory_restart (current_memory={rss} max_memory_limit={limit} [octets])"
                             ),
                         );
-                        if self.cluster && online {
+                        if (self.cluster || self.rolling) && online {
                             // Cluster mode: a rolling reload, so the port keeps answering.
                             self.rolling_reload(RestartReason::Memory, now, fx);
                         } else {

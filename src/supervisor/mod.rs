@@ -3,22 +3,27 @@
 //! with which code.
 //!
 //! State ownership: each instance task owns its process and restart history (its
-//! [`machine::Machine`]); this coordinator owns only the latest [`Update`] of each instance.
+//! `machine::Machine`); this coordinator owns only the latest [`Update`] of each instance.
 //! Nobody else holds either. Modules: `machine` (the pure lifecycle), `instance` (the task that
 //! runs it), `policy` (PM2's restart rules), `numbering` (`NODE_APP_INSTANCE`), `sampler`,
-//! `status`, `control` (requests), `env`, `cron`, `file_watch`.
+//! `status` (the vocabulary and the table: public), `jlist` (PM2's listing: public), `control`
+//! (requests), `env`, `cron`, `file_watch`.
 
-pub mod control;
-pub mod cron;
-pub mod env;
-pub mod file_watch;
-pub mod instance;
+// The front door: `run` with its `RunOptions` and `Board`, the status vocabulary and table
+// (`status`) and PM2's `jlist` rendering of it (`jlist`). Everything else is the supervisor's own.
+mod control;
+mod cron;
+mod env;
+mod file_watch;
+mod instance;
 pub mod jlist;
-pub mod machine;
-pub mod numbering;
-pub mod policy;
-pub mod sampler;
+mod machine;
+mod numbering;
+mod policy;
+mod sampler;
 pub mod status;
+
+pub use env::uuid_v4;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -35,8 +40,11 @@ use crate::exit::Outcome;
 use crate::logs::LogHub;
 use crate::process::{Exit, Reaper, tree, unix};
 use crate::signals::{RuntimeSignal, Signals};
-use instance::{Cmd, Instance, Shutdown, Status, Update};
-use status::{AppStatus, Bus, BusEvent, InstanceStatus, RestartCounts, RestartReason, Sample, StatusFeed, StatusTable};
+use instance::Instance;
+use machine::{Cmd, Shutdown};
+use status::{
+    AppStatus, Bus, BusEvent, InstanceStatus, Report, RestartCounts, RestartReason, Sample, Status, StatusFeed, StatusTable, Update,
+};
 
 /// Where the coordinator publishes what readers see: the status table and the event bus.
 /// Made before the run so that optional readers (HTTP, PM2 Plus) can be given their handles.
@@ -75,7 +83,7 @@ pub struct RunOptions {
 }
 
 /// One instance as the coordinator sees it.
-pub struct Slot {
+struct Slot {
     pub app_index: usize,
     /// `NODE_APP_INSTANCE` of this instance.
     pub instance: u32,
@@ -92,7 +100,7 @@ pub struct Slot {
 }
 
 /// The coordinator's state: the apps, the instance table, and what new instances need.
-pub struct Coordinator {
+struct Coordinator {
     pub apps: Vec<Arc<App>>,
     pub slots: BTreeMap<u32, Slot>,
     next_id: u32,
@@ -220,20 +228,15 @@ impl Coordinator {
             self.start_task(pm_id, rx, restart_time, true);
         } else {
             let status = if self.stopping { Status::Stopped } else { Status::Errored };
+            let report = match &last {
+                Some(u) => Report { pid: None, scheduled: false, manual: false, reason: None, ..u.report.clone() },
+                None => Report::of(status),
+            };
             slot.last = Some(Update {
                 pm_id,
                 since: None,
-                report: machine::Report {
-                    status,
-                    pid: None,
-                    last_exit: last.as_ref().and_then(|u| u.last_exit),
-                    restart_time,
-                    scheduled: false,
-                    manual: false,
-                    gone: self.stopping,
-                    reason: None,
-                    prev_restart_delay: last.as_ref().map_or(Duration::ZERO, |u| u.prev_restart_delay),
-                },
+                version: last.as_ref().and_then(|u| u.version.clone()),
+                report: Report { status, restart_time, gone: self.stopping, ..report },
             });
         }
         self.publish();
@@ -307,9 +310,7 @@ impl Coordinator {
             self.board.bus.publish(BusEvent::Status {
                 pm_id: update.pm_id,
                 name: self.apps[slot.app_index].name.clone(),
-                status: update.status,
-                last_exit: update.last_exit,
-                manual: update.manual,
+                report: update.report.clone(),
             });
         }
         if let Some(reason) = update.reason
@@ -320,6 +321,10 @@ impl Coordinator {
         if update.gone {
             if let Some(slot) = self.slots.remove(&update.pm_id) {
                 self.numbers.entry(slot.app_index).or_default().give_back(slot.instance);
+            }
+            // PM2 numbers from 0 again once its table is empty (ids and `-<id>` log files match).
+            if self.slots.is_empty() {
+                self.next_id = 0;
             }
         } else if let Some(slot) = self.slots.get_mut(&update.pm_id) {
             if update.pid.is_none() {
@@ -406,28 +411,17 @@ impl Coordinator {
         let instances = self
             .slots
             .iter()
-            .map(|(id, s)| {
-                let last = s.last.as_ref();
-                InstanceStatus {
-                    pm_id: *id,
-                    app: self.apps[s.app_index].clone(),
-                    instance: s.instance,
-                    unique_id: s.unique_id.clone(),
-                    status: last.map(|u| u.status),
-                    pid: last.and_then(|u| u.pid),
-                    ready: last.is_some_and(|u| u.status == Status::Online),
-                    restart_time: last.map_or(0, |u| u.restart_time),
-                    restarts: s.restarts,
-                    prev_restart_delay: last.map_or(Duration::ZERO, |u| u.prev_restart_delay),
-                    last_exit: last.as_ref().and_then(|u| u.last_exit),
-                    manual: last.is_some_and(|u| u.manual),
-                    scheduled: last.is_some_and(|u| u.scheduled),
-                    created_at: s.created_at,
-                    started_at: last.and_then(|u| u.since),
-                    sample: s.sample,
-                    axm_monitor: s.axm_monitor.clone(),
-                    axm_actions: s.axm_actions.clone(),
-                }
+            .map(|(id, s)| InstanceStatus {
+                pm_id: *id,
+                app: self.apps[s.app_index].clone(),
+                instance: s.instance,
+                unique_id: s.unique_id.clone(),
+                last: s.last.clone(),
+                restarts: s.restarts,
+                created_at: s.created_at,
+                sample: s.sample,
+                axm_monitor: s.axm_monitor.clone(),
+                axm_actions: s.axm_actions.clone(),
             })
             .collect();
         let apps = self
@@ -492,12 +486,14 @@ pub async fn run(
     // One watcher per app with `watch`; it names the app, the coordinator restarts its instances.
     let (restart_tx, mut restart_rx) = mpsc::unbounded_channel::<usize>();
     for (app_index, app) in co.apps.iter().enumerate() {
-        let own: Vec<_> = [&app.out_file, &app.error_file, &app.log_file, &app.pid_file]
+        let ids: Vec<u32> = co.slots.iter().filter(|(_, s)| s.app_index == app_index).map(|(id, _)| *id).collect();
+        let own: Vec<_> = [&app.out_file, &app.error_file, &app.log_file]
             .into_iter()
             .flatten()
-            .flat_map(|p| {
-                co.slots.iter().filter(|(_, s)| s.app_index == app_index).map(|(id, _)| app.instance_path(p, *id)).collect::<Vec<_>>()
-            })
+            .flat_map(|p| ids.iter().map(|id| app.instance_path(p, *id)).collect::<Vec<_>>())
+            .chain(
+                ids.iter().map(|id| crate::config::pid_path(app.pid_file.as_deref(), &app.name, *id, std::path::Path::new(&co.pm2_home))),
+            )
             .collect();
         if let Err(e) = file_watch::spawn(app_index, app, own, restart_tx.clone()) {
             tracing::error!(app = %app.name, "cannot watch files: {e}");
@@ -547,7 +543,7 @@ pub async fn run(
             }
             Some(app_index) = restart_rx.recv(), if !requested => {
                 // A stop turns watching off for that instance, as in PM2; a start turns it on again.
-                let stopped = |s: &Slot| s.last.as_ref().is_some_and(|u| u.manual && u.status == instance::Status::Stopped);
+                let stopped = |s: &Slot| s.last.as_ref().is_some_and(|u| u.manual && u.status == Status::Stopped);
                 for (id, _) in co.slots.iter().filter(|(_, s)| s.app_index == app_index && !stopped(s)) {
                     co.send(*id, Cmd::Restart);
                 }

@@ -19,11 +19,43 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 use tokio::sync::{broadcast, watch};
 
-use super::instance::Status;
 use crate::config::App;
 use crate::process::Exit;
 
-/// Why an instance was started again (`pm_runtime_app_restarts_total{reason}`).
+// ---- The vocabulary: statuses, restart and exit reasons, one instance's report. ----
+
+/// Status names are PM2's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Launching,
+    Online,
+    Stopping,
+    Stopped,
+    Errored,
+    WaitingRestart,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Launching => "launching",
+            Status::Online => "online",
+            Status::Stopping => "stopping",
+            Status::Stopped => "stopped",
+            Status::Errored => "errored",
+            Status::WaitingRestart => "waiting restart",
+        }
+    }
+
+    /// Whether the instance can still run without anyone asking: the runtime stays up for it.
+    /// Unlike PM2, `waiting restart` counts as alive (spec §8 #3).
+    pub fn is_alive(self) -> bool {
+        matches!(self, Status::Launching | Status::Online | Status::Stopping | Status::WaitingRestart)
+    }
+}
+
+/// Why an instance was started again (`pm_runtime_app_restarts_total{reason}`). New reasons
+/// (a container-memory recycle, a failed probe, a watchdog) are added here and to [`Self::ALL`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RestartReason {
     /// The process exited by itself and the restart policy started it again.
@@ -63,10 +95,103 @@ impl RestartReason {
     }
 }
 
+/// Why a process ended, as far as the runtime knows (what a death certificate names). New
+/// reasons (the kernel's OOM kill, a container-memory recycle, a probe, the watchdog) are
+/// added here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExitReason {
+    /// It exited by itself with a code.
+    Exit,
+    /// A signal the runtime did not send ended it.
+    Signal,
+    /// The runtime stopped it on request (stop, restart, reload, delete, scale, its own stop).
+    Stopped,
+    /// The runtime stopped it for going over `max_memory_restart`.
+    Memory,
+}
+
+impl ExitReason {
+    /// The reason of an exit the runtime did not ask for.
+    pub fn of_own(exit: Exit) -> Self {
+        match exit {
+            Exit::Code(_) => ExitReason::Exit,
+            Exit::Signal(_) => ExitReason::Signal,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExitReason::Exit => "exit",
+            ExitReason::Signal => "signal",
+            ExitReason::Stopped => "stopped",
+            ExitReason::Memory => "memory",
+        }
+    }
+}
+
+/// The status of one instance: what its machine last said, the one shape every reader sees
+/// (in the table, on the bus).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    pub status: Status,
+    pub pid: Option<u32>,
+    pub last_exit: Option<Exit>,
+    /// Why the last process ended (with `last_exit`).
+    pub exit_reason: Option<ExitReason>,
+    pub restart_time: u32,
+    /// Stopped (or errored) but `cron_restart` will start it again.
+    pub scheduled: bool,
+    /// Stopped on request.
+    pub manual: bool,
+    /// This report starts the instance again, for this reason.
+    pub reason: Option<RestartReason>,
+    pub gone: bool,
+    /// The delay of the last restart with `exp_backoff_restart_delay` (PM2's
+    /// `prev_restart_delay`); zero when none.
+    pub prev_restart_delay: Duration,
+}
+
+impl Report {
+    /// A report of `status` with nothing else known.
+    pub fn of(status: Status) -> Report {
+        Report {
+            status,
+            pid: None,
+            last_exit: None,
+            exit_reason: None,
+            restart_time: 0,
+            scheduled: false,
+            manual: false,
+            reason: None,
+            gone: false,
+            prev_restart_delay: Duration::ZERO,
+        }
+    }
+}
+
+/// A report as it reaches the coordinator: whose it is, since when its process runs, and what
+/// was read once when that process started.
+#[derive(Debug, Clone)]
+pub struct Update {
+    pub pm_id: u32,
+    /// When the current process started (for uptime), if running.
+    pub since: Option<SystemTime>,
+    /// `version` of the app's package.json when this process started.
+    pub version: Option<Arc<str>>,
+    pub report: Report,
+}
+
+impl std::ops::Deref for Update {
+    type Target = Report;
+    fn deref(&self) -> &Report {
+        &self.report
+    }
+}
+
 /// Restarts of one instance since it was created, by reason. Unlike PM2's `restart_time`
 /// (which `reset` sets back to 0), these only ever grow: they are Prometheus counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RestartCounts([u64; 6]);
+pub struct RestartCounts([u64; RestartReason::ALL.len()]);
 
 impl RestartCounts {
     pub fn add(&mut self, reason: RestartReason) {
@@ -81,6 +206,8 @@ impl RestartCounts {
         self.0.iter().sum()
     }
 }
+
+// ---- The table. ----
 
 /// Resource use of an instance's whole process tree, as the sampler last saw it.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -103,24 +230,10 @@ pub struct InstanceStatus {
     pub instance: u32,
     /// PM2's `unique_id`: a UUID per instance, kept across restarts.
     pub unique_id: String,
-    /// `None` until the instance task has reported (PM2 shows `launching`).
-    pub status: Option<Status>,
-    pub pid: Option<u32>,
-    /// Online and, where the app signals readiness (listen, `ready`, READY=1), ready.
-    pub ready: bool,
-    /// PM2's `restart_time` (↺), which `reset` sets back to 0.
-    pub restart_time: u32,
+    /// The instance's last report; `None` until its task has reported (PM2 shows `launching`).
+    pub last: Option<Update>,
     pub restarts: RestartCounts,
-    /// The delay of the last restart with `exp_backoff_restart_delay` (zero when none).
-    pub prev_restart_delay: Duration,
-    pub last_exit: Option<Exit>,
-    /// Stopped on request (`stop`), not by its own doing.
-    pub manual: bool,
-    /// Stopped but `cron_restart` will start it again.
-    pub scheduled: bool,
     pub created_at: SystemTime,
-    /// When the current process started (`pm_uptime`), if running.
-    pub started_at: Option<SystemTime>,
     pub sample: Sample,
     /// `@pm2/io` custom metrics (`axm:monitor`): display name → `{value, unit, type, historic}`.
     pub axm_monitor: Arc<serde_json::Map<String, Value>>,
@@ -129,9 +242,57 @@ pub struct InstanceStatus {
 }
 
 impl InstanceStatus {
+    /// `None` until the instance task has reported (PM2 shows `launching`).
+    pub fn status(&self) -> Option<Status> {
+        self.last.as_ref().map(|u| u.status)
+    }
+
     /// PM2's status name (`launching` before the first report).
     pub fn status_str(&self) -> &'static str {
-        self.status.map_or("launching", Status::as_str)
+        self.status().map_or("launching", Status::as_str)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.last.as_ref().and_then(|u| u.pid)
+    }
+
+    /// Online and, where the app signals readiness (listen, `ready`, READY=1), ready.
+    pub fn ready(&self) -> bool {
+        self.status() == Some(Status::Online)
+    }
+
+    /// PM2's `restart_time` (↺), which `reset` sets back to 0.
+    pub fn restart_time(&self) -> u32 {
+        self.last.as_ref().map_or(0, |u| u.restart_time)
+    }
+
+    /// The delay of the last restart with `exp_backoff_restart_delay` (zero when none).
+    pub fn prev_restart_delay(&self) -> Duration {
+        self.last.as_ref().map_or(Duration::ZERO, |u| u.prev_restart_delay)
+    }
+
+    pub fn last_exit(&self) -> Option<Exit> {
+        self.last.as_ref().and_then(|u| u.last_exit)
+    }
+
+    /// Stopped on request (`stop`), not by its own doing.
+    pub fn manual(&self) -> bool {
+        self.last.as_ref().is_some_and(|u| u.manual)
+    }
+
+    /// Stopped but `cron_restart` will start it again.
+    pub fn scheduled(&self) -> bool {
+        self.last.as_ref().is_some_and(|u| u.scheduled)
+    }
+
+    /// When the current process started (`pm_uptime`), if running.
+    pub fn started_at(&self) -> Option<SystemTime> {
+        self.last.as_ref().and_then(|u| u.since)
+    }
+
+    /// `version` of the app's package.json when the current process started, else "N/A".
+    pub fn version(&self) -> &str {
+        self.last.as_ref().and_then(|u| u.version.as_deref()).unwrap_or("N/A")
     }
 }
 
@@ -174,7 +335,7 @@ pub fn channel() -> (watch::Sender<Arc<StatusTable>>, StatusFeed) {
 #[derive(Debug, Clone)]
 pub enum BusEvent {
     /// An instance reported a status.
-    Status { pm_id: u32, name: String, status: Status, last_exit: Option<Exit>, manual: bool },
+    Status { pm_id: u32, name: String, report: Report },
     /// An app sent a message on its Node IPC channel (`process.send(msg)`), other than Node's
     /// own cluster messages and `'ready'`: `@pm2/io`'s `axm:*`, prom-client's replies…
     AppMessage { pm_id: u32, name: String, message: Arc<Value> },

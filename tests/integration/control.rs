@@ -400,3 +400,23 @@ console.log('app up');
         assert!(r.wait(Duration::from_secs(10)).is_some());
     }
 }
+
+#[test]
+fn jlist_version_is_read_when_the_process_starts_not_at_each_listing() {
+    let s = Scenario::new()
+        .file("package.json", r#"{"name":"web","version":"1.2.3"}"#)
+        .file("web.sh", "#!/bin/sh\necho web up\nwhile :; do sleep 1; done\n")
+        .file("eco.yml", "apps:\n  - name: web\n    script: web.sh\n");
+    let mut r = s.start(&["eco.yml"]);
+    r.wait_for("web up", Duration::from_secs(10));
+    let version = |s: &Scenario| jlist(s)[0]["pm2_env"]["version"].as_str().unwrap_or_default().to_string();
+    poll("jlist shows the package version", Duration::from_secs(10), || (version(&s) == "1.2.3").then_some(()));
+    // A listing reads nothing from disk: the version is the one the process started with…
+    std::fs::write(s.path().join("package.json"), r#"{"name":"web","version":"9.9.9"}"#).unwrap();
+    assert_eq!(version(&s), "1.2.3");
+    // …until it starts again.
+    assert_eq!(cli(&s, &["restart", "web"]).0, 0);
+    poll("jlist shows the new version after a restart", Duration::from_secs(10), || (version(&s) == "9.9.9").then_some(()));
+    r.signal(libc::SIGTERM);
+    assert!(r.wait(Duration::from_secs(10)).is_some());
+}

@@ -6,6 +6,7 @@ mod scenario;
 mod cluster;
 mod config_errors;
 mod control;
+mod drop_in;
 mod footprint;
 mod hardening;
 mod http;
@@ -13,15 +14,18 @@ mod interpreters;
 mod lifecycle;
 mod logs;
 mod node_apps;
-mod node_cluster;
+pub mod node_cluster;
 mod node_versions;
 mod npm;
+#[cfg(feature = "otel")]
+mod otel;
 #[cfg(feature = "plus")]
 mod plus;
 #[cfg(feature = "plus")]
 mod plus_mock;
 mod port_sharing;
 mod restart;
+mod runtimes;
 mod serve;
 mod ship;
 mod stop;
