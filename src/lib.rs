@@ -14,7 +14,8 @@
 //! - [`config`] turns an ecosystem file or a script into a validated [`config::Ecosystem`],
 //!   reporting every problem with file, line and column.
 //! - [`process`] starts processes in their own process groups and owns every `wait` (the
-//!   [`process::Reaper`]); it is the only place with `unsafe`.
+//!   [`process::Reaper`]); it is the only place with `unsafe` (also where the runtime unmaps its
+//!   start-up code once the apps run: `process::unix::trim_code`).
 //! - [`supervisor`] runs one task per app instance and a coordinator that handles signals,
 //!   auto-exit and the final sweep. Its front door is small: `run`, the status vocabulary and
 //!   table ([`supervisor::status`]: `Status`, `RestartReason`, `ExitReason`, the one `Report`
