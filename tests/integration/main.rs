@@ -13,6 +13,7 @@ mod http;
 mod interpreters;
 mod lifecycle;
 mod logs;
+mod monit;
 mod node_apps;
 pub mod node_cluster;
 mod node_versions;
