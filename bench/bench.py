@@ -13,7 +13,14 @@ Measures what DESIGN.md §6 targets, for the core runtime:
      rolling reload under load (32 keep-alive clients that do not retry + 1 opening a connection per
      request; target 0), and the spread of requests across 4 workers (busiest/idlest)
 
-Usage: python3 bench/bench.py [--no-pm2]. Not a test: it prints numbers, it asserts nothing.
+Also with OxMgr's `runtime` mode (github.com/Vladimir-Urik/OxMgr, built from OXMGR_COMMIT in
+bench/footprint.py with `cargo build --release`, its path given with --oxmgr): it gets the same
+apps in the shape it reads (`cmd: node x.js`, kill_timeout in seconds); where its runtime mode has
+no equivalent the column says n/a and why.
+
+Usage: python3 bench/bench.py [--no-pm2] [--pm BINARY] [--oxmgr BINARY] [--no-cluster]
+  --pm BINARY  measure this pm-runtime binary instead of building target/<triple>/release
+Not a test: it prints numbers, it asserts nothing.
 """
 import json
 import os
@@ -67,12 +74,20 @@ def answers(port):
         return None
 
 
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
+def proc_kb(path, key):
+    with open(path) as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(key):
                 return int(line.split()[1])
     return 0
+
+
+def rss_kb(pid):
+    return proc_kb(f"/proc/{pid}/status", "VmRSS:")
+
+
+def pss_kb(pid):
+    return proc_kb(f"/proc/{pid}/smaps_rollup", "Pss:")
 
 
 def cpu_seconds(pid):
@@ -86,16 +101,28 @@ def supervisor_pids(proc):
     return [proc.pid]
 
 
+OXMGR = None  # --oxmgr PATH
+
+
+def command(tool, ecosystem, *extra):
+    if tool == "pm-runtime":
+        return [PM, "start", ecosystem, *extra]
+    if tool == "oxmgr":
+        return [OXMGR, "runtime", ecosystem]
+    return [PM2, "start", ecosystem, *extra]
+
+
 def start(tool, ecosystem, cwd):
-    env = dict(os.environ, PM2_HOME=os.path.join(cwd, ".pm2"))
-    cmd = [PM, "start", ecosystem] if tool == "pm-runtime" else [PM2, "start", ecosystem]
-    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    env = dict(os.environ, PM2_HOME=os.path.join(cwd, ".pm2"), HOME=cwd)
+    return subprocess.Popen(command(tool, ecosystem), cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
 def stop(proc):
     try:
         os.kill(proc.pid, signal.SIGTERM)
         proc.wait(timeout=15)
+    except ProcessLookupError:
+        pass  # already gone
     except Exception:
         os.killpg(proc.pid, signal.SIGKILL)
     # pm2-runtime's children may survive it; clean up whatever is left of the session.
@@ -105,27 +132,53 @@ def stop(proc):
         pass
 
 
-def write_eco(d, apps):
-    path = os.path.join(d, "eco.json")
+def write_eco(d, apps, tool="pm-runtime"):
+    if tool == "oxmgr":
+        # OxMgr runs `script` as a command line (no interpreter for .js; `cmd` is its field),
+        # reads kill_timeout in seconds, and its file must be named like a PM2 ecosystem.
+        apps = [oxmgr_app(a, d) for a in apps]
+    path = os.path.join(d, "ecosystem.config.json")
     with open(path, "w") as f:
         json.dump({"apps": apps}, f)
     return path
+
+
+def oxmgr_app(a, d):
+    a = dict(a)
+    script = a.pop("script")
+    a["cmd"] = f"node {script}" if script.endswith(".js") else script
+    a["cwd"] = d
+    if "kill_timeout" in a:
+        a["kill_timeout"] = max(1, a["kill_timeout"] // 1000)
+    a.pop("exec_mode", None)
+    if a.pop("autorestart", None):
+        # Its default (on-failure) stops the whole runtime when an app exits 0.
+        a.update(restart_policy="always", crash_restart_limit=0)
+    return a
 
 
 def bench_idle(tool):
     d = tempfile.mkdtemp()
     with open(os.path.join(d, "idle.js"), "w") as f:
         f.write(IDLE_JS)
-    eco = write_eco(d, [{"name": f"idle{i}", "script": "idle.js", "exec_mode": "fork"} for i in range(4)])
+    eco = write_eco(d, [{"name": f"idle{i}", "script": "idle.js", "exec_mode": "fork"} for i in range(4)], tool)
     p = start(tool, eco, d)
-    time.sleep(4)
-    rss = rss_kb(p.pid)
+    time.sleep(6)  # pm-runtime unmaps its start-up code 3 s after start
+    rss, pss = rss_kb(p.pid), pss_kb(p.pid)
     c0 = cpu_seconds(p.pid)
     time.sleep(10)
     cpu = cpu_seconds(p.pid) - c0
+    # SIGTERM -> exit: the runtime stops its 4 apps (which exit at once) and itself.
+    t0 = time.monotonic()
+    os.kill(p.pid, signal.SIGTERM)
+    try:
+        p.wait(timeout=30)
+        term = time.monotonic() - t0
+    except subprocess.TimeoutExpired:
+        term = float("nan")
     stop(p)
     shutil.rmtree(d, ignore_errors=True)
-    return rss / 1024, cpu
+    return rss / 1024, pss / 1024, cpu, term
 
 
 def bench_16(tool):
@@ -133,7 +186,7 @@ def bench_16(tool):
     with open(os.path.join(d, "http.js"), "w") as f:
         f.write(HTTP_JS)
     ports = free_ports(16)
-    eco = write_eco(d, [{"name": f"h{i}", "script": "http.js", "exec_mode": "fork", "env": {"PORT": str(p)}} for i, p in enumerate(ports)])
+    eco = write_eco(d, [{"name": f"h{i}", "script": "http.js", "exec_mode": "fork", "env": {"PORT": str(p)}} for i, p in enumerate(ports)], tool)
     t0 = time.monotonic()
     p = start(tool, eco, d)
     pending = set(ports)
@@ -159,9 +212,11 @@ def bench_16(tool):
 
 def bench_logs(tool, n=1_000_000, apps=4):
     d = tempfile.mkdtemp()
-    eco = write_eco(d, [{"name": f"p{i}", "script": f"seq 1 {n}", "autorestart": False} for i in range(apps)])
-    env = dict(os.environ, PM2_HOME=os.path.join(d, ".pm2"))
-    cmd = [PM, "start", eco, "--no-auto-exit"] if tool == "pm-runtime" else [PM2, "start", eco, "--no-auto-exit"]
+    # OxMgr's runtime mode stops everything when an app that may not restart exits: its apps
+    # restart (the count stops at n * apps lines anyway).
+    eco = write_eco(d, [{"name": f"p{i}", "script": f"seq 1 {n}", "autorestart": tool == "oxmgr"} for i in range(apps)], tool)
+    env = dict(os.environ, PM2_HOME=os.path.join(d, ".pm2"), HOME=d)
+    cmd = command(tool, eco, "--no-auto-exit")
     t0 = time.monotonic()
     p = subprocess.Popen(cmd, cwd=d, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
     want = n * apps
@@ -175,9 +230,13 @@ def bench_logs(tool, n=1_000_000, apps=4):
         lines = buf.split(b"\n")
         buf = lines.pop()
         for line in lines:
+            if tool == "oxmgr":
+                if not line.startswith(b"[p"):
+                    continue  # its own messages ("Runtime started ...", "[runtime] ...")
+                line = line.split(b"] ", 1)[-1]  # "[p0:stdout] 123"
             if line.isdigit():
                 got += 1
-            elif b"PM2" not in line and line:
+            elif b"PM2" not in line and not line.startswith(b"[runtime]") and line:
                 torn += 1
     took = time.monotonic() - t0
     cpu = cpu_seconds(p.pid)
@@ -191,7 +250,7 @@ def bench_idle_triggers(tool):
     with open(os.path.join(d, "idle.js"), "w") as f:
         f.write(IDLE_JS)
     os.makedirs(os.path.join(d, "node_modules", "dep"), exist_ok=True)
-    eco = write_eco(d, [{"name": f"i{i}", "script": "idle.js", "exec_mode": "fork", "max_memory_restart": "200M", "watch": True} for i in range(4)])
+    eco = write_eco(d, [{"name": f"i{i}", "script": "idle.js", "exec_mode": "fork", "max_memory_restart": "200M", "watch": True} for i in range(4)], tool)
     p = start(tool, eco, d)
     time.sleep(4)
     c0 = cpu_seconds(p.pid)
@@ -261,27 +320,42 @@ def ensure_pm2():
 
 
 def main():
-    env = dict(os.environ, RUSTFLAGS="-C target-feature=+crt-static")
-    subprocess.run(["cargo", "build", "--release", "--quiet", "--target", TARGET], cwd=ROOT, env=env, check=True)
+    global PM, OXMGR
+    if "--pm" in sys.argv:
+        PM = os.path.abspath(sys.argv[sys.argv.index("--pm") + 1])
+    else:
+        env = dict(os.environ, RUSTFLAGS="-C target-feature=+crt-static")
+        subprocess.run(["cargo", "build", "--release", "--quiet", "--target", TARGET], cwd=ROOT, env=env, check=True)
     tools = ["pm-runtime"]
     if "--no-pm2" not in sys.argv and ensure_pm2():
         tools.append("pm2-runtime")
+    if "--oxmgr" in sys.argv:
+        OXMGR = os.path.abspath(sys.argv[sys.argv.index("--oxmgr") + 1])
+        tools.append("oxmgr")
     rows = []
     for tool in tools:
-        rss, cpu = bench_idle(tool)
+        rss, pss, cpu, term = bench_idle(tool)
         t16, crash = bench_16(tool)
         rate, cpu_per_m, torn, complete = bench_logs(tool)
-        idle_triggers = bench_idle_triggers(tool)
-        rows.append((tool, rss, cpu, t16, crash, rate, cpu_per_m, torn, complete, idle_triggers))
+        # OxMgr's runtime mode neither samples memory nor watches files (both are daemon
+        # features there): its idle cost with them set is not comparable.
+        idle_triggers = bench_idle_triggers(tool) if tool != "oxmgr" else None
+        rows.append((tool, rss, pss, cpu, term, t16, crash, rate, cpu_per_m, torn, complete, idle_triggers))
+    if "--no-cluster" not in sys.argv:
+        print()
+        print(f"{'':12} {'16 workers up':>14} {'spread 4w':>10} {'reload: ok':>11} {'failed':>7} {'retried':>8}")
+        for tool in tools:
+            if tool == "oxmgr":
+                # Its runtime mode starts `instances` as separate processes: no shared port.
+                print(f"{tool:12} {'n/a: runtime mode has no cluster (instances are separate processes, no shared port)':>40}")
+                continue
+            up16, spread, st = bench_cluster(tool)
+            print(f"{tool:12} {up16:>12.2f} s {spread:>9.2f}x {st['ok']:>11} {st['fail']:>7} {st['retried']:>8}")
     print()
-    print(f"{'':12} {'16 workers up':>14} {'spread 4w':>10} {'reload: ok':>11} {'failed':>7} {'retried':>8}")
-    for tool in tools:
-        up16, spread, st = bench_cluster(tool)
-        print(f"{tool:12} {up16:>12.2f} s {spread:>9.2f}x {st['ok']:>11} {st['fail']:>7} {st['retried']:>8}")
-    print()
-    print(f"{'':12} {'RSS 4 idle':>11} {'CPU 10s idle':>13} {'16 answer':>10} {'crash->ans':>11} {'lines/s':>10} {'CPU s/M lines':>14} {'torn':>5} {'all?':>5} {'CPU 20s mem+watch':>18}")
-    for tool, rss, cpu, t16, crash, rate, cpm, torn, complete, it in rows:
-        print(f"{tool:12} {rss:>8.1f} MB {cpu:>11.3f} s {t16:>8.2f} s {crash:>9.3f} s {rate:>10.0f} {cpm:>14.3f} {torn:>5} {str(complete):>5} {it:>16.3f} s")
+    print(f"{'':12} {'RSS 4 idle':>11} {'PSS':>8} {'CPU 10s idle':>13} {'SIGTERM->exit':>14} {'16 answer':>10} {'crash->ans':>11} {'lines/s':>10} {'CPU s/M lines':>14} {'torn':>5} {'all?':>5} {'CPU 20s mem+watch':>18}")
+    for tool, rss, pss, cpu, term, t16, crash, rate, cpm, torn, complete, it in rows:
+        trig = f"{it:>16.3f} s" if it is not None else f"{'n/a':>18}"
+        print(f"{tool:12} {rss:>8.1f} MB {pss:>5.1f} MB {cpu:>11.3f} s {term:>12.2f} s {t16:>8.2f} s {crash:>9.3f} s {rate:>10.0f} {cpm:>14.3f} {torn:>5} {str(complete):>5} {trig}")
 
 
 if __name__ == "__main__":

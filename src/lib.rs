@@ -14,8 +14,10 @@
 //! - [`config`] turns an ecosystem file or a script into a validated [`config::Ecosystem`],
 //!   reporting every problem with file, line and column.
 //! - [`process`] starts processes in their own process groups and owns every `wait` (the
-//!   [`process::Reaper`]); it is the only place with `unsafe`. It reads /proc (`process::tree`)
-//!   and the container's cgroup, v1 or v2 (`process::cgroup`: limits, usage, OOM kills).
+//!   [`process::Reaper`]); it is the only place with `unsafe` (also where the runtime unmaps its
+//!   start-up code once the apps run: `process::unix::trim_code`). It reads /proc
+//!   (`process::tree`) and the container's cgroup, v1 or v2 (`process::cgroup`: limits, usage,
+//!   OOM kills).
 //! - [`supervisor`] runs one task per app instance and a coordinator that handles signals,
 //!   auto-exit and the final sweep. Its front door is small: `run`, the status vocabulary and
 //!   table ([`supervisor::status`]: `Status`, `RestartReason`, `ExitReason`, the one `Report`
@@ -314,6 +316,17 @@ fn run_start(start: &StartArgs, extra_env: &[(String, String)]) -> Outcome {
             }
             plus::Resolved::Off => drop((feed, plus_control)),
         }
+        // Start-up maps most of the binary (large page-cache folios, fault-around); once the
+        // apps run, only what the runtime keeps running needs to be resident.
+        if std::env::var("PM_RUNTIME_KEEP_CODE").as_deref() != Ok("1") {
+            tokio::spawn(async {
+                tokio::time::sleep(CODE_TRIM_AFTER).await;
+                match process::unix::trim_code() {
+                    Ok(bytes) => tracing::debug!("unmapped {} KiB of start-up code and data", bytes / 1024),
+                    Err(e) => tracing::debug!("cannot unmap start-up code: {e}"),
+                }
+            });
+        }
         let outcome = supervisor::run(eco, opts, reaper.clone(), hub.clone(), signals, control_rx, board).await;
         if let Some(file) = socket {
             file.remove();
@@ -329,6 +342,10 @@ fn run_start(start: &StartArgs, extra_env: &[(String, String)]) -> Outcome {
         outcome
     })
 }
+
+/// How long after start the runtime unmaps the code it ran to start (see
+/// [`process::unix::trim_code`]): by then the first round of apps is up.
+const CODE_TRIM_AFTER: Duration = Duration::from_secs(3);
 
 /// Starts the OTLP exporter when the OpenTelemetry variables ask for it.
 #[cfg(feature = "otel")]

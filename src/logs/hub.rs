@@ -75,8 +75,9 @@ struct Inner {
     /// Sequence number of the last line remembered, across every app (for `logs` following).
     seq: AtomicU64,
     /// Live followers of every app line (HTTP log stream, PM2 Plus); lines are copied for them
-    /// only while at least one is subscribed.
-    live: broadcast::Sender<LiveLine>,
+    /// only while at least one is subscribed. Made by the first follower: its buffer
+    /// (LIVE_CAPACITY slots, about 200 KB) is not kept by a runtime that has none.
+    live: std::sync::OnceLock<broadcast::Sender<LiveLine>>,
     /// App lines read, by stream (`pm_runtime_log_lines_total{stream}`): out, err.
     lines: [AtomicU64; 2],
     /// Nanoseconds pumps waited for room because our stdout/stderr was slow.
@@ -134,7 +135,7 @@ impl LogHub {
             files: Mutex::new(HashMap::new()),
             recent: Mutex::new(HashMap::new()),
             seq: AtomicU64::new(0),
-            live: broadcast::channel(LIVE_CAPACITY).0,
+            live: std::sync::OnceLock::new(),
             lines: [AtomicU64::new(0), AtomicU64::new(0)],
             blocked_ns: AtomicU64::new(0),
         });
@@ -347,7 +348,7 @@ impl LogHub {
         let fmt = &self.inner.formatter;
         let to_files = !sinks.files.is_empty();
         // Checked once per read, not per line: followers come and go rarely.
-        let live = (self.inner.live.receiver_count() > 0).then_some(&self.inner.live);
+        let live = self.inner.live.get().filter(|l| l.receiver_count() > 0);
         let counter = &self.inner.lines[usize::from(stream == Stream::Err)];
         move |line: &[u8], continued: bool| {
             counter.fetch_add(1, Ordering::Relaxed);
@@ -445,7 +446,7 @@ impl LogHub {
 
     /// Follows every app line from now on (a slow follower loses the oldest, never blocks apps).
     pub fn subscribe(&self) -> broadcast::Receiver<LiveLine> {
-        self.inner.live.subscribe()
+        self.inner.live.get_or_init(|| broadcast::channel(LIVE_CAPACITY).0).subscribe()
     }
 
     /// App lines read so far: (stdout, stderr).

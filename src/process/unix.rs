@@ -172,3 +172,67 @@ pub fn own_received_fd(raw: std::os::fd::RawFd) -> OwnedFd {
     // drop) is sound. Callers pass only numbers read from a ControlMessageOwned::ScmRights.
     unsafe { OwnedFd::from_raw_fd(raw) }
 }
+
+/// Unmaps the runtime's own code and read-only data, and drops their page cache, so that only
+/// the pages it runs from now on come back, one small page at a time. Returns the bytes advised.
+///
+/// Why: the kernel caches a binary in large folios (up to 2 MiB) and maps a whole folio, or 64 KiB
+/// around the faulting page, on a fault; start-up alone maps most of the file. Here every
+/// read-only mapping of the executable gets `MADV_RANDOM` (no read-ahead: pages come back as
+/// single pages) and `MADV_DONTNEED` (unmapped), the file's cache is dropped
+/// (`POSIX_FADV_DONTNEED`, so pages come back small), and `MADV_PAGEOUT` reclaims the folio this
+/// code runs from, mapped again meanwhile (the kernel skips it when we may not write the file).
+/// Pages another process maps stay as they are.
+///
+/// Only mappings of the executable that are private, not writable and hold no anonymous
+/// (copy-on-write) page are touched: their content is exactly the file's, so nothing is lost.
+/// The relocated RELRO pages are anonymous and left alone.
+pub fn trim_code() -> io::Result<usize> {
+    let exe = std::fs::read_link("/proc/self/exe")?;
+    let smaps = std::fs::read_to_string("/proc/self/smaps")?;
+    let mut ranges = Vec::new();
+    let mut current: Option<(usize, usize)> = None;
+    for line in smaps.lines() {
+        let mut fields = line.split_ascii_whitespace();
+        let first = fields.next().unwrap_or("");
+        if let Some((lo, hi)) = first.split_once('-')
+            && let (Ok(lo), Ok(hi)) = (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+        {
+            let perms = fields.next().unwrap_or("");
+            let path = fields.nth(3).map(std::path::Path::new);
+            let ours = path == Some(exe.as_path()) && perms.len() == 4 && !perms.contains('w') && perms.ends_with('p');
+            current = ours.then_some((lo, hi));
+        } else if first == "Anonymous:"
+            && let Some(range) = current.take()
+            && fields.next() == Some("0")
+        {
+            ranges.push(range);
+        }
+    }
+    let file = std::fs::File::open(&exe)?;
+    let evict = || nix::fcntl::posix_fadvise(&file, 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED).map_err(io::Error::from);
+    let advise = |advice: libc::c_int| -> io::Result<()> {
+        for &(lo, hi) in &ranges {
+            // SAFETY: [lo, hi) is a whole mapping of our own executable that /proc/self/smaps
+            // listed as private, not writable and without anonymous pages, so every page in it
+            // is an unmodified view of the file. MADV_RANDOM only changes the fault policy;
+            // PAGEOUT and DONTNEED only drop page-table entries (and clean page cache): the next
+            // access maps the same file content again. No memory content changes, no reference
+            // is invalidated.
+            if unsafe { libc::madvise(lo as *mut libc::c_void, hi - lo, advice) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    };
+    advise(libc::MADV_RANDOM)?;
+    // Unmapped, the file's cache can go; what stays is the folio this code runs from (mapped
+    // again at once), which PAGEOUT then reclaims (Linux < 5.4 has no PAGEOUT: EINVAL, ignored).
+    advise(libc::MADV_DONTNEED)?;
+    evict()?;
+    let _ = advise(libc::MADV_PAGEOUT);
+    advise(libc::MADV_DONTNEED)?;
+    evict()?;
+    let bytes = ranges.iter().map(|(lo, hi)| hi - lo).sum();
+    Ok(bytes)
+}

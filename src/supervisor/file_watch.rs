@@ -16,7 +16,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
 use notify::{Config, Event, EventKind, PollWatcher, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
@@ -27,7 +26,8 @@ const MIN_QUIET: Duration = Duration::from_millis(200);
 /// Decides which paths do not count.
 pub struct Ignore {
     base: PathBuf,
-    globs: GlobSet,
+    /// Glob patterns, `{a,b}` alternatives expanded.
+    globs: Vec<Vec<char>>,
     plain: Vec<String>,
     defaults: bool,
     exact: Vec<PathBuf>,
@@ -35,25 +35,17 @@ pub struct Ignore {
 
 impl Ignore {
     pub fn new(base: &Path, patterns: &[String], exact: Vec<PathBuf>) -> Self {
-        let mut globs = GlobSetBuilder::new();
+        let mut globs = Vec::new();
         let mut plain = Vec::new();
         for p in patterns {
             let p = p.trim_start_matches("./").trim_end_matches('/');
             if p.contains(['*', '?', '[', '{']) {
-                if let Ok(g) = Glob::new(p) {
-                    globs.add(g);
-                }
+                globs.extend(expand_braces(p).iter().flat_map(|g| compile_glob(g)));
             } else if !p.is_empty() {
                 plain.push(p.to_string());
             }
         }
-        Self {
-            base: base.to_path_buf(),
-            globs: globs.build().unwrap_or_else(|_| GlobSet::empty()),
-            plain,
-            defaults: patterns.is_empty(),
-            exact,
-        }
+        Self { base: base.to_path_buf(), globs, plain, defaults: patterns.is_empty(), exact }
     }
 
     pub fn is_ignored(&self, path: &Path) -> bool {
@@ -69,8 +61,127 @@ impl Ignore {
         if self.plain.iter().any(|p| comps.iter().any(|c| c == p) || rel_str == p.as_str() || rel_str.starts_with(&format!("{p}/"))) {
             return true;
         }
-        self.globs.is_match(rel) || path.file_name().is_some_and(|n| self.globs.is_match(n))
+        let name = path.file_name().map(|n| n.to_string_lossy().chars().collect::<Vec<char>>());
+        let rel: Vec<char> = rel_str.chars().collect();
+        self.globs.iter().any(|g| glob_match(g, &rel) || name.as_ref().is_some_and(|n| glob_match(g, n)))
     }
+}
+
+/// `a{b,c}d` → `abd`, `acd` (alternatives may nest).
+fn expand_braces(p: &str) -> Vec<String> {
+    let Some(open) = p.find('{') else { return vec![p.to_string()] };
+    // The matching close brace, and the top-level commas in between.
+    let (mut depth, mut close, mut commas) = (0, None, Vec::new());
+    for (i, c) in p.char_indices().skip_while(|&(i, _)| i < open) {
+        match c {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    close = Some(i);
+                    break;
+                }
+            }
+            ',' if depth == 1 => commas.push(i),
+            _ => {}
+        }
+    }
+    let Some(close) = close else { return vec![p.to_string()] };
+    let (head, tail) = (&p[..open], &p[close + 1..]);
+    let mut cuts = vec![open];
+    cuts.extend(commas);
+    cuts.push(close);
+    let mut out = Vec::new();
+    for w in cuts.windows(2) {
+        let alt = &p[w[0] + 1..w[1]];
+        out.extend(expand_braces(&format!("{head}{alt}{tail}")));
+    }
+    out
+}
+
+/// Shell-style glob match of the whole `text`: `*` any run of characters (`/` included), `?` one
+/// character, `[abc]`, `[a-z]`, `[!x]`/`[^x]` one character of (or not of) a set; anything else,
+/// and an unclosed `[`, literally. Linear backtracking (one star remembered): no pattern makes
+/// it slow.
+fn glob_match(p: &[char], t: &[char]) -> bool {
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        let step = match p.get(pi) {
+            Some('*') => {
+                star = Some((pi + 1, ti));
+                pi += 1;
+                continue;
+            }
+            Some('?') => Some(1),
+            Some('[') => match class_end(&p[pi..]) {
+                Some(end) => class_has(&p[pi + 1..pi + end], t[ti]).then_some(end + 1),
+                None => (t[ti] == '[').then_some(1),
+            },
+            Some(&c) => (c == t[ti]).then_some(1),
+            None => None,
+        };
+        match (step, star) {
+            (Some(n), _) => {
+                pi += n;
+                ti += 1;
+            }
+            // Mismatch: the last star takes one more character.
+            (None, Some((after, from))) => {
+                pi = after;
+                ti = from + 1;
+                star = Some((after, from + 1));
+            }
+            (None, None) => return false,
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+/// A glob as matched: `**` is `*` (which crosses `/` anyway), and each `**/` may also match no
+/// directory at all, so `src/**/*.js` also gives `src/*.js`.
+fn compile_glob(p: &str) -> Vec<Vec<char>> {
+    let mut out = vec![String::new()];
+    let mut rest = p;
+    while let Some(i) = rest.find("**/") {
+        let head = &rest[..i];
+        out = out.into_iter().flat_map(|o| [format!("{o}{head}*/"), format!("{o}{head}")]).collect();
+        rest = &rest[i + 3..];
+    }
+    out.into_iter().map(|o| format!("{o}{rest}").replace("**", "*").chars().collect()).collect()
+}
+
+/// Index of the `]` closing the class that starts `p` (a `]` right after `[`, `[!` or `[^` is a
+/// member).
+fn class_end(p: &[char]) -> Option<usize> {
+    let mut i = 1;
+    if matches!(p.get(i), Some('!' | '^')) {
+        i += 1;
+    }
+    if p.get(i) == Some(&']') {
+        i += 1;
+    }
+    p[i..].iter().position(|&c| c == ']').map(|j| i + j)
+}
+
+/// Whether `c` is in the class body (between the brackets).
+fn class_has(body: &[char], c: char) -> bool {
+    let (negated, body) = match body.first() {
+        Some('!' | '^') => (true, &body[1..]),
+        _ => (false, body),
+    };
+    let mut i = 0;
+    let mut hit = false;
+    while i < body.len() {
+        if i + 2 < body.len() && body[i + 1] == '-' {
+            hit |= (body[i]..=body[i + 2]).contains(&c);
+            i += 3;
+        } else {
+            hit |= body[i] == c;
+            i += 1;
+        }
+    }
+    hit != negated
 }
 
 /// The paths an app watches (absolute).
@@ -202,6 +313,47 @@ mod tests {
         ];
         for (ig, path, want) in table {
             assert_eq!(ig.is_ignored(Path::new(path)), want, "{path}");
+        }
+    }
+
+    #[test]
+    fn globs() {
+        let table: [(&str, &str, bool); 25] = [
+            ("*.log", "a.log", true),
+            ("*.log", "logs/a.log", true),
+            ("*.log", "a.log.1", false),
+            ("*.{js,ts}", "src/a.ts", true),
+            ("*.{js,ts}", "src/a.css", false),
+            ("src/**/*.js", "src/a.js", true),
+            ("src/**/*.js", "src/x/y/a.js", true),
+            ("src/**/*.js", "lib/a.js", false),
+            ("**/tmp", "tmp", true),
+            ("**/tmp", "a/b/tmp", true),
+            ("logs/**", "logs/a/b", true),
+            ("a/**/b/**/c", "a/b/c", true),
+            ("a?c", "abc", true),
+            ("a?c", "ac", false),
+            ("[ab]x", "bx", true),
+            ("[ab]x", "cx", false),
+            ("[!ab]x", "cx", true),
+            ("[^ab]x", "ax", false),
+            ("v[0-9]", "v7", true),
+            ("v[0-9]", "vx", false),
+            ("[]]", "]", true),
+            ("a[b", "a[b", true),
+            ("{a,b{c,d}}.txt", "bd.txt", true),
+            ("{a,b{c,d}}.txt", "b.txt", false),
+            ("*", "", true),
+        ];
+        // No pattern is slow: many stars against a long path that almost matches.
+        let long: Vec<char> = "a".repeat(4000).chars().collect();
+        let t0 = std::time::Instant::now();
+        assert!(!glob_match(&"*a*a*a*a*a*a*a*a*b".chars().collect::<Vec<_>>(), &long));
+        assert!(t0.elapsed() < std::time::Duration::from_secs(1));
+        for (pattern, text, want) in table {
+            let chars: Vec<char> = text.chars().collect();
+            let matched = expand_braces(pattern).iter().flat_map(|g| compile_glob(g)).any(|g| glob_match(&g, &chars));
+            assert_eq!(matched, want, "{pattern} against {text}");
         }
     }
 }

@@ -8,6 +8,7 @@ mod config_errors;
 mod container;
 mod control;
 mod drop_in;
+mod footprint;
 mod hardening;
 mod http;
 mod interpreters;
