@@ -260,6 +260,10 @@ fn metrics(st: &State) -> Vec<Line<'static>> {
         ("CPU".to_string(), format!("{:.1} %", p["monit"]["cpu"].as_f64().unwrap_or(0.0))),
         ("Memory".to_string(), mb(p["monit"]["memory"].as_u64().unwrap_or(0))),
     ];
+    // The runtime's own measure of a Node app's event loop (apps with `watchdog`).
+    if let Some(lag) = p["pm2_env"]["event_loop_lag_ms"].as_f64() {
+        rows.push(("Event loop lag".to_string(), format!("{lag:.1} ms")));
+    }
     let custom = p["pm2_env"]["axm_monitor"].as_object();
     for (k, m) in custom.into_iter().flatten() {
         rows.push((k.clone(), metric_value(m)));
@@ -430,12 +434,22 @@ mod tests {
     fn four_panes_fit_80x24_and_columns_follow_the_content() {
         let p = json!({"pm_id": 0, "name": "api", "pid": 1, "monit": {"cpu": 50.0, "memory": 1048576},
             "pm2_env": {"status": "online", "restart_time": 2, "max_memory_restart": 2097152, "pm_uptime": 0,
-                "axm_monitor": {"Queue depth": {"value": 17, "unit": "jobs"}}, "exec_interpreter": "none"}});
+                "axm_monitor": {"Queue depth": {"value": 17, "unit": "jobs"}}, "exec_interpreter": "none",
+                "event_loop_lag_ms": 12.5}});
         let mut st = State { procs: vec![p], ..Default::default() };
         st.fix_selection();
         st.push_logs([super::super::LogEntry { err: true, text: "boom".into() }]);
         let text = screen(&mut st, 80, 24);
-        for want in ["Processes", "Logs: api [0]", "Metrics: api", "Metadata", "Queue depth  17 jobs", "err │ boom", "q quit"] {
+        for want in [
+            "Processes",
+            "Logs: api [0]",
+            "Metrics: api",
+            "Metadata",
+            "Queue depth     17 jobs",
+            "Event loop lag  12.5 ms",
+            "err │ boom",
+            "q quit",
+        ] {
             assert!(text.contains(want), "{want:?} missing:\n{text}");
         }
         // Half the CPU bar and half the memory bar (the limit is 2 MB) are full.

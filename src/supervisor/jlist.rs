@@ -85,6 +85,10 @@ pub fn rows(table: &StatusTable, only: Option<&[u32]>, env: Env) -> Vec<Value> {
             if app.readiness_probe.is_some() {
                 pm2_env.insert("ready".into(), row.ready().into());
             }
+            // The event-loop lag the preload's heartbeat measured (our extension; apps with `watchdog`).
+            if let Some(lag) = row.event_loop_lag {
+                pm2_env.insert("event_loop_lag_ms".into(), ((lag * 1000.0 * 10.0).round() / 10.0).into());
+            }
             // Held by depends_on / roles (our extension): `waiting`, and what for.
             if row.status().is_none()
                 && let Some(w) = table.apps.iter().find(|a| a.app.name == app.name).and_then(|a| a.waiting_on.as_deref())

@@ -247,6 +247,12 @@ fn the_event_loop_lag_of_a_watched_node_app_is_a_metric() {
         (v > 0.01).then_some(line)
     });
     assert!(line.contains("pm_id=\"0\""), "{line}");
+    // The same number in jlist, which monit's metrics pane shows.
+    poll("a lag above 10 ms in jlist", Duration::from_secs(20), || {
+        let (code, out, _) = s.cli(&["jlist"]);
+        let list: serde_json::Value = serde_json::from_str(&out).ok()?;
+        (code == 0 && list[0]["pm2_env"]["event_loop_lag_ms"].as_f64().is_some_and(|ms| ms > 10.0)).then_some(())
+    });
 }
 
 #[test]
