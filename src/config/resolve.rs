@@ -42,7 +42,6 @@ fn is_executable_file(p: &Path) -> bool {
 pub const SERVE_SUBCOMMAND: &str = "__serve";
 
 /// Lexical normalisation (`a/./b/../c` → `a/c`), like node's `path.resolve`; no symlinks resolved.
-
 pub fn normalize(p: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for c in p.components() {

@@ -1,17 +1,20 @@
-//! The coordinator: starts one task per app instance, owns the table of their statuses, turns
-//! the runtime's signals and control requests into commands, decides when the runtime exits and
-//! with which code.
+//! The coordinator's loop: starts one task per app instance, owns the table of their statuses,
+//! turns the runtime's signals, the instances' reports, file watches and control requests into
+//! [`coordinator::Event`]s for the pure decider (`coordinator.rs`), and carries out the
+//! [`coordinator::Effect`]s it answers with. It decides nothing itself.
 //!
 //! State ownership: each instance task owns its process and restart history (its
-//! `machine::Machine`); this coordinator owns only the latest [`Update`] of each instance.
-//! Nobody else holds either. Modules: `machine` (the pure lifecycle), `instance` (the task that
-//! runs it), `policy` (PM2's restart rules), `numbering` (`NODE_APP_INSTANCE`), `sampler`,
-//! `status` (the vocabulary and the table: public), `jlist` (PM2's listing: public), `control`
-//! (requests), `env`, `cron`, `file_watch`.
+//! `machine::Machine`); the decider's `State` (owned by this loop) holds the latest [`Update`]
+//! of each instance. Nobody else holds either. Modules: `coordinator` (the pure decisions over
+//! the app set), `machine` (the pure lifecycle of one instance), `instance` (the task that runs
+//! it), `policy` (PM2's restart rules), `numbering` (`NODE_APP_INSTANCE`), `sampler`, `status`
+//! (the vocabulary and the table: public), `jlist` (PM2's listing: public), `control` (requests
+//! into events), `env`, `cron`, `file_watch`.
 
 // The front door: `run` with its `RunOptions` and `Board`, the status vocabulary and table
 // (`status`) and PM2's `jlist` rendering of it (`jlist`). Everything else is the supervisor's own.
 mod control;
+mod coordinator;
 mod cron;
 mod env;
 mod file_watch;
@@ -25,7 +28,7 @@ pub mod status;
 
 pub use env::uuid_v4;
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -34,17 +37,17 @@ use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::config::{App, Ecosystem, ExecMode};
+use crate::config::{Ecosystem, ExecMode};
+use crate::control::protocol::Reply;
 use crate::control::server::ControlRequest;
 use crate::exit::Outcome;
 use crate::logs::LogHub;
-use crate::process::{Exit, Reaper, tree, unix};
-use crate::signals::{RuntimeSignal, Signals};
+use crate::process::{Reaper, tree, unix};
+use crate::signals::Signals;
+use coordinator::{Effect, Event, Note, State};
 use instance::Instance;
-use machine::{Cmd, Shutdown};
-use status::{
-    AppStatus, Bus, BusEvent, InstanceStatus, Report, RestartCounts, RestartReason, Sample, Status, StatusFeed, StatusTable, Update,
-};
+use machine::{Cmd, Level, Shutdown};
+use status::{AppStatus, Bus, BusEvent, InstanceStatus, StatusFeed, StatusTable, Update};
 
 /// Where the coordinator publishes what readers see: the status table and the event bus.
 /// Made before the run so that optional readers (HTTP, PM2 Plus) can be given their handles.
@@ -82,91 +85,97 @@ pub struct RunOptions {
     pub cpus: usize,
 }
 
-/// One instance as the coordinator sees it.
-struct Slot {
-    pub app_index: usize,
-    /// `NODE_APP_INSTANCE` of this instance.
-    pub instance: u32,
-    inbox: mpsc::UnboundedSender<Cmd>,
-    pub last: Option<Update>,
-    pub unique_id: String,
-    pub created_at: SystemTime,
-    pub restarts: RestartCounts,
-    pub sample: Sample,
-    pub axm_monitor: Arc<serde_json::Map<String, serde_json::Value>>,
-    pub axm_actions: Arc<Vec<serde_json::Value>>,
-    /// How many times this instance's task panicked (a bug of ours; see `task_ended`).
-    panics: u32,
-}
-
-/// The coordinator's state: the apps, the instance table, and what new instances need.
+/// The loop's resources around the decider's state: what carries effects out.
 struct Coordinator {
-    pub apps: Vec<Arc<App>>,
-    pub slots: BTreeMap<u32, Slot>,
-    next_id: u32,
+    state: State,
+    /// Each running instance task's inbox.
+    inboxes: HashMap<u32, mpsc::UnboundedSender<Cmd>>,
     tasks: JoinSet<()>,
+    /// Which instance each task runs (a panicked task is known only by its id).
+    task_ids: HashMap<tokio::task::Id, u32>,
     reaper: Reaper,
-    pub logs: LogHub,
+    logs: LogHub,
     inherited: Arc<Vec<(OsString, OsString)>>,
     pm2_home: String,
     updates_tx: mpsc::UnboundedSender<Update>,
-    shutdown_rx: watch::Receiver<Shutdown>,
-    /// How many CPUs `instances: max` means.
-    pub cpus: usize,
+    shutdown_tx: watch::Sender<Shutdown>,
     /// Cluster mode: the listening sockets of every cluster app, by scheduling policy (0 =
     /// shared, 1 = round-robin), shared by all workers and kept for the runtime's life, so a
     /// port never closes while workers are replaced.
-    listeners: std::collections::HashMap<usize, crate::cluster::Listeners>,
+    listeners: HashMap<usize, crate::cluster::Listeners>,
     /// `listen_fds` apps: their listening socket (any language, systemd's convention).
-    sockets: std::collections::HashMap<usize, Arc<std::net::TcpListener>>,
+    sockets: HashMap<usize, Arc<std::net::TcpListener>>,
     board: Board,
-    /// A stop signal arrived.
-    stopping: bool,
     sampler: sampler::Sampler,
     /// Until when an `ls`/`monit` reader keeps the sampler going.
     reader_until: Option<Instant>,
     messages_tx: instance::AppMessages,
-    /// Each app's `NODE_APP_INSTANCE` numbers in use.
-    numbers: std::collections::HashMap<usize, numbering::Numbering>,
-    /// Which instance each task runs (a panicked task is known only by its id).
-    task_ids: std::collections::HashMap<tokio::task::Id, u32>,
+    /// The table changed since it was last published.
+    dirty: bool,
+    /// The decider said the run is over, with this outcome.
+    exit: Option<Outcome>,
 }
 
 impl Coordinator {
-    /// Starts one more instance of `app_index`, with the lowest free instance number (PM2 fills gaps).
-    pub fn spawn_instance(&mut self, app_index: usize) -> u32 {
-        let instance = self.numbers.entry(app_index).or_default().take();
-        let pm_id = self.next_id;
-        self.next_id += 1;
-        let (tx, rx) = mpsc::unbounded_channel();
-        let unique_id = env::uuid_v4();
-        self.slots.insert(
-            pm_id,
-            Slot {
-                app_index,
-                instance,
-                inbox: tx,
-                last: None,
-                unique_id,
-                created_at: SystemTime::now(),
-                restarts: RestartCounts::default(),
-                sample: Sample::default(),
-                axm_monitor: Default::default(),
-                axm_actions: Default::default(),
-                panics: 0,
-            },
-        );
-        self.start_task(pm_id, rx, 0, false);
-        pm_id
+    /// Hands `event` to the decider and carries out its effects; the reply, if it made one.
+    fn step(&mut self, event: Event) -> Option<Reply> {
+        let mut reply = None;
+        for effect in self.state.handle(event, SystemTime::now()) {
+            match effect {
+                Effect::StartTask { pm_id, restart_time, resumed } => self.start_task(pm_id, restart_time, resumed),
+                Effect::Send(pm_id, cmd) => {
+                    if let Some(inbox) = self.inboxes.get(&pm_id) {
+                        let _ = inbox.send(cmd);
+                    }
+                }
+                Effect::KillTree(pid) => {
+                    // SIGKILL to its group and to descendants that left it (one shared /proc scan).
+                    unix::signal_group(pid, Signal::SIGKILL);
+                    tokio::spawn(async move {
+                        let procs = tree::fresh_snapshot().await;
+                        for d in procs.descendants(pid) {
+                            unix::signal_pid(d, Signal::SIGKILL);
+                        }
+                    });
+                }
+                Effect::Shutdown(level) => {
+                    self.shutdown_tx.send_if_modified(|now| {
+                        let raise = level > *now;
+                        if raise {
+                            *now = level;
+                        }
+                        raise
+                    });
+                }
+                Effect::ReopenLogs => self.logs.reopen_files(),
+                Effect::Forget(pm_id) => {
+                    self.inboxes.remove(&pm_id);
+                    self.logs.forget(pm_id);
+                }
+                Effect::Announce(update) => {
+                    if let Some(slot) = self.state.slots.get(&update.pm_id) {
+                        let name = self.state.apps[slot.app_index].name.clone();
+                        self.board.bus.publish(BusEvent::Status { pm_id: update.pm_id, name, report: update.report });
+                    }
+                }
+                Effect::Publish => self.dirty = true,
+                Effect::Reply(r) => reply = Some(r),
+                Effect::Log(note) => log(note),
+                Effect::Exit(outcome) => self.exit = Some(outcome),
+            }
+        }
+        reply
     }
 
-    /// Starts the task of the instance in slot `pm_id`, with its inbox. `resumed`: the task
+    /// Starts the task of the instance in slot `pm_id`, with a new inbox. `resumed`: the task
     /// replaces one that panicked, so the instance starts whatever `autostart` says.
-    fn start_task(&mut self, pm_id: u32, inbox: mpsc::UnboundedReceiver<Cmd>, restart_time: u32, resumed: bool) {
-        let Some(slot) = self.slots.get(&pm_id) else { return };
+    fn start_task(&mut self, pm_id: u32, restart_time: u32, resumed: bool) {
+        let Some(slot) = self.state.slots.get(&pm_id) else { return };
         let (app_index, instance, unique_id) = (slot.app_index, slot.instance, slot.unique_id.clone());
+        let (tx, inbox) = mpsc::unbounded_channel();
+        self.inboxes.insert(pm_id, tx);
         let inst = Instance {
-            app: self.apps[app_index].clone(),
+            app: self.state.apps[app_index].clone(),
             pm_id,
             instance,
             reaper: self.reaper.clone(),
@@ -174,7 +183,7 @@ impl Coordinator {
             inherited_env: self.inherited.clone(),
             pm2_home: self.pm2_home.clone(),
             updates: self.updates_tx.clone(),
-            shutdown: self.shutdown_rx.clone(),
+            shutdown: self.shutdown_tx.subscribe(),
             inbox,
             restart_time,
             listeners: self.listeners_for(app_index),
@@ -187,59 +196,37 @@ impl Coordinator {
         self.task_ids.insert(task.id(), pm_id);
     }
 
-    /// An instance task has ended. A panic (a bug of ours, never the app's) must not leave a
-    /// ghost: the instance's processes are killed, and it starts again as after a crash
-    /// (unless the runtime is stopping, or it keeps panicking: then it is errored).
-    fn task_ended(&mut self, ended: Result<(tokio::task::Id, ()), tokio::task::JoinError>, restart: bool) {
+    /// An instance task has ended: which one, and what it panicked with, for the decider.
+    fn task_ended(&mut self, ended: Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
         let (id, panic) = match ended {
             Ok((id, ())) => (id, None),
             Err(e) => (e.id(), Some(e)),
         };
         let Some(pm_id) = self.task_ids.remove(&id) else { return };
-        let Some(panic) = panic else { return };
-        let what = match panic.try_into_panic() {
+        let panic = panic.map(|e| match e.try_into_panic() {
             Ok(p) => p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_default(),
             Err(_) => "cancelled".to_string(),
-        };
-        let Some(slot) = self.slots.get_mut(&pm_id) else { return };
-        let app = self.apps[slot.app_index].clone();
-        let last = slot.last.take();
-        if let Some(pid) = last.as_ref().and_then(|u| u.pid) {
-            // The task owned the process: nobody else will stop it. SIGKILL to its group and
-            // to descendants that left it (one shared /proc scan).
-            unix::signal_group(pid, Signal::SIGKILL);
-            tokio::spawn(async move {
-                let procs = tree::fresh_snapshot().await;
-                for d in procs.descendants(pid) {
-                    unix::signal_pid(d, Signal::SIGKILL);
-                }
-            });
+        });
+        self.step(Event::TaskEnded { pm_id, panic });
+    }
+
+    /// Every report that has arrived, to the decider.
+    fn take_updates(&mut self, updates: &mut mpsc::UnboundedReceiver<Update>) {
+        while let Ok(u) = updates.try_recv() {
+            self.step(Event::Reported(u));
         }
-        slot.panics += 1;
-        let restart_time = last.as_ref().map_or(0, |u| u.restart_time) + 1;
-        let again = restart && !self.stopping && slot.panics <= app.max_restarts.max(1);
-        tracing::error!(app = %app.name, id = pm_id, status = "errored",
-            "App [{}:{pm_id}] supervision task panicked ({what}); its processes were killed{}", app.name,
-            if again { "; it is restarted as after a crash" } else { "" });
-        if again {
-            slot.restarts.add(RestartReason::Crash);
-            let (tx, rx) = mpsc::unbounded_channel();
-            slot.inbox = tx;
-            self.start_task(pm_id, rx, restart_time, true);
-        } else {
-            let status = if self.stopping { Status::Stopped } else { Status::Errored };
-            let report = match &last {
-                Some(u) => Report { pid: None, scheduled: false, manual: false, reason: None, ..u.report.clone() },
-                None => Report::of(status),
-            };
-            slot.last = Some(Update {
-                pm_id,
-                since: None,
-                version: last.as_ref().and_then(|u| u.version.clone()),
-                report: Report { status, restart_time, gone: self.stopping, ..report },
-            });
+    }
+
+    /// A control request: reads are answered here, decisions by the decider.
+    fn request(&mut self, req: crate::control::protocol::Request) -> Reply {
+        match control::handle(&self.state, req, &self.logs, &self.pm2_home) {
+            control::Answer::Reply(r) => r,
+            control::Answer::List { only } => {
+                let rows = jlist::rows(&self.table_for_reader(), only.as_deref(), jlist::Env::Include);
+                Reply { processes: Some(rows), ..Reply::ok() }
+            }
+            control::Answer::Decide(event) => self.step(event).unwrap_or_else(Reply::ok),
         }
-        self.publish();
     }
 
     /// The listeners of a cluster app (made on first use); `None` in fork mode. One registry
@@ -247,7 +234,7 @@ impl Coordinator {
     /// all apps: two apps listening on one port share its socket and its connections, instead of
     /// the second failing with EADDRINUSE.
     fn listeners_for(&mut self, app_index: usize) -> Option<crate::cluster::Listeners> {
-        let app = &self.apps[app_index];
+        let app = &self.state.apps[app_index];
         if app.exec_mode != ExecMode::Cluster || !app.command.is_node {
             return None;
         }
@@ -262,7 +249,7 @@ impl Coordinator {
     /// exists (connections queue in the kernel while an instance restarts). Binds `HOST` from
     /// the app's env when set, else every interface, on `port` or the env's `PORT`.
     fn listen_socket_for(&mut self, app_index: usize) -> Option<Arc<std::net::TcpListener>> {
-        let app = &self.apps[app_index];
+        let app = &self.state.apps[app_index];
         if !app.listen_fds || app.command.is_node {
             return None;
         }
@@ -288,52 +275,10 @@ impl Coordinator {
         }
     }
 
-    /// Sends a command to an instance.
-    pub fn send(&self, pm_id: u32, cmd: Cmd) {
-        if let Some(slot) = self.slots.get(&pm_id) {
-            let _ = slot.inbox.send(cmd);
-        }
-    }
-
-    fn record(&mut self, update: Update) {
-        // A report that only refreshes facts (the backoff reset of `prev_restart_delay`) is
-        // no status event: PM2 Plus would count a second `online`.
-        let refresh = |last: &Update| {
-            (last.status, last.pid, last.last_exit, last.manual, last.scheduled)
-                == (update.status, update.pid, update.last_exit, update.manual, update.scheduled)
-                && update.reason.is_none()
-                && !update.gone
-        };
-        if let Some(slot) = self.slots.get(&update.pm_id)
-            && !slot.last.as_ref().is_some_and(refresh)
-        {
-            self.board.bus.publish(BusEvent::Status {
-                pm_id: update.pm_id,
-                name: self.apps[slot.app_index].name.clone(),
-                report: update.report.clone(),
-            });
-        }
-        if let Some(reason) = update.reason
-            && let Some(slot) = self.slots.get_mut(&update.pm_id)
-        {
-            slot.restarts.add(reason);
-        }
-        if update.gone {
-            if let Some(slot) = self.slots.remove(&update.pm_id) {
-                self.numbers.entry(slot.app_index).or_default().give_back(slot.instance);
-            }
-        } else if let Some(slot) = self.slots.get_mut(&update.pm_id) {
-            if update.pid.is_none() {
-                slot.sample = Sample::default();
-            }
-            slot.last = Some(update);
-        }
-    }
-
     /// An app's own IPC message: `@pm2/io`'s metrics and actions land in the table; every
     /// message goes on the bus.
     fn on_message(&mut self, pm_id: u32, message: serde_json::Value) {
-        let Some(slot) = self.slots.get_mut(&pm_id) else { return };
+        let Some(slot) = self.state.slots.get_mut(&pm_id) else { return };
         let kind = message.get("type").and_then(|t| t.as_str());
         let mut changed = false;
         match (kind, message.get("data")) {
@@ -350,7 +295,7 @@ impl Coordinator {
             }
             _ => {}
         }
-        let name = self.apps[slot.app_index].name.clone();
+        let name = self.state.apps[slot.app_index].name.clone();
         self.board.bus.publish(BusEvent::AppMessage { pm_id, name, message: Arc::new(message) });
         if changed {
             self.publish();
@@ -364,28 +309,30 @@ impl Coordinator {
 
     /// Whether an app has `max_memory_restart` (the sampler then sweeps for it).
     fn has_memory_limits(&self) -> bool {
-        self.apps.iter().any(|a| a.max_memory_restart.is_some())
+        self.state.apps.iter().any(|a| a.max_memory_restart.is_some())
     }
 
     /// `max_memory_restart`: every running instance whose tree is over its app's limit is told
     /// so (its machine decides what that means in its state).
     fn check_memory(&self) {
-        for (id, s) in &self.slots {
-            let Some(limit) = self.apps[s.app_index].max_memory_restart else { continue };
-            let running = s.last.as_ref().filter(|u| matches!(u.status, Status::Online | Status::Launching)).and_then(|u| u.pid);
+        for (id, s) in &self.state.slots {
+            let Some(limit) = self.state.apps[s.app_index].max_memory_restart else { continue };
+            // Whether the reading matters in its state is the machine's decision.
+            let running = s.last.as_ref().and_then(|u| u.pid);
             if let Some(pid) = running
                 && s.sample.memory_bytes > limit
+                && let Some(inbox) = self.inboxes.get(id)
             {
-                self.send(*id, Cmd::OverMemory { pid, rss: s.sample.memory_bytes, limit });
+                let _ = inbox.send(Cmd::OverMemory { pid, rss: s.sample.memory_bytes, limit });
             }
         }
     }
 
     /// One sweep of /proc for every running instance; the numbers go into the table.
     fn sample(&mut self) {
-        let roots: Vec<(u32, u32)> = self.slots.iter().filter_map(|(id, s)| Some((*id, s.last.as_ref()?.pid?))).collect();
+        let roots: Vec<(u32, u32)> = self.state.slots.iter().filter_map(|(id, s)| Some((*id, s.last.as_ref()?.pid?))).collect();
         let mut samples = self.sampler.sweep(&roots);
-        for (id, slot) in self.slots.iter_mut() {
+        for (id, slot) in self.state.slots.iter_mut() {
             slot.sample = samples.remove(id).unwrap_or_default();
         }
         self.publish();
@@ -405,11 +352,12 @@ impl Coordinator {
     /// Publishes the table as it is now.
     fn publish(&self) {
         let instances = self
+            .state
             .slots
             .iter()
             .map(|(id, s)| InstanceStatus {
                 pm_id: *id,
-                app: self.apps[s.app_index].clone(),
+                app: self.state.apps[s.app_index].clone(),
                 instance: s.instance,
                 unique_id: s.unique_id.clone(),
                 last: s.last.clone(),
@@ -421,13 +369,26 @@ impl Coordinator {
             })
             .collect();
         let apps = self
+            .state
             .apps
             .iter()
             .enumerate()
-            .map(|(i, app)| AppStatus { app: app.clone(), desired: self.slots.values().filter(|s| s.app_index == i).count() })
+            .map(|(i, app)| AppStatus { app: app.clone(), desired: self.state.slots.values().filter(|s| s.app_index == i).count() })
             .collect();
         let sampled_at = self.sampler.last_sweep.map(|t| SystemTime::now() - t.elapsed());
-        self.board.status.send_replace(Arc::new(StatusTable { instances, apps, stopping: self.stopping, sampled_at }));
+        self.board.status.send_replace(Arc::new(StatusTable { instances, apps, stopping: self.state.stopping, sampled_at }));
+    }
+}
+
+/// A decider's note in the runtime's log.
+fn log(n: Note) {
+    match (n.level, n.about) {
+        (Level::Info, Some((app, id, status))) => tracing::info!(app = %app, id, status, "{}", n.text),
+        (Level::Warn, Some((app, id, status))) => tracing::warn!(app = %app, id, status, "{}", n.text),
+        (Level::Error, Some((app, id, status))) => tracing::error!(app = %app, id, status, "{}", n.text),
+        (Level::Info, None) => tracing::info!("{}", n.text),
+        (Level::Warn, None) => tracing::warn!("{}", n.text),
+        (Level::Error, None) => tracing::error!("{}", n.text),
     }
 }
 
@@ -444,49 +405,43 @@ pub async fn run(
     if !opts.delay.is_zero() {
         tokio::select! {
             _ = tokio::time::sleep(opts.delay) => {}
-            s = signals.recv() => if matches!(s, RuntimeSignal::Stop) { return Outcome::Requested; }
+            s = signals.recv() => if matches!(s, crate::signals::RuntimeSignal::Stop) { return Outcome::Requested; }
         }
     }
 
-    let (shutdown_tx, shutdown_rx) = watch::channel(Shutdown::Running);
+    let (shutdown_tx, _) = watch::channel(Shutdown::Running);
     let (updates_tx, mut updates_rx) = mpsc::unbounded_channel::<Update>();
     let (messages_tx, mut messages_rx) = mpsc::channel(MESSAGE_QUEUE);
     let mut co = Coordinator {
-        apps: eco.apps.iter().cloned().map(Arc::new).collect(),
-        slots: BTreeMap::new(),
-        next_id: 0,
+        state: State::new(eco.apps.into_iter().map(Arc::new).collect(), opts.auto_exit, opts.cpus, env::uuid_v4),
+        inboxes: HashMap::new(),
         tasks: JoinSet::new(),
+        task_ids: HashMap::new(),
         reaper,
-        logs: logs.clone(),
+        logs,
         inherited: Arc::new(std::env::vars_os().collect()),
         pm2_home: opts.pm2_home.clone(),
         updates_tx,
-        shutdown_rx,
+        shutdown_tx,
+        listeners: HashMap::new(),
+        sockets: HashMap::new(),
         board,
-        stopping: false,
         sampler: Default::default(),
         reader_until: None,
         messages_tx,
-        numbers: Default::default(),
-        task_ids: Default::default(),
-        cpus: opts.cpus,
-        listeners: Default::default(),
-        sockets: Default::default(),
+        dirty: false,
+        exit: None,
     };
-    for app_index in 0..co.apps.len() {
-        for _ in 0..crate::config::resolve_instances(co.apps[app_index].instances, opts.cpus) {
-            co.spawn_instance(app_index);
-        }
-    }
+    co.step(Event::Begin);
 
-    // One watcher per app with `watch`; it names the app, the coordinator restarts its instances.
+    // One watcher per app with `watch`; it names the app, the decider restarts its instances.
     let (restart_tx, mut restart_rx) = mpsc::unbounded_channel::<usize>();
-    for (app_index, app) in co.apps.iter().enumerate() {
+    for (app_index, app) in co.state.apps.iter().enumerate() {
         let own: Vec<_> = [&app.out_file, &app.error_file, &app.log_file, &app.pid_file]
             .into_iter()
             .flatten()
             .flat_map(|p| {
-                co.slots.iter().filter(|(_, s)| s.app_index == app_index).map(|(id, _)| app.instance_path(p, *id)).collect::<Vec<_>>()
+                co.state.slots.iter().filter(|(_, s)| s.app_index == app_index).map(|(id, _)| app.instance_path(p, *id)).collect::<Vec<_>>()
             })
             .collect();
         if let Err(e) = file_watch::spawn(app_index, app, own, restart_tx.clone()) {
@@ -495,9 +450,8 @@ pub async fn run(
     }
 
     co.publish();
-    let mut requested = false;
     let mut next_sample = tokio::time::Instant::now();
-    loop {
+    let outcome = loop {
         tokio::select! {
             Some((pm_id, message)) = messages_rx.recv() => co.on_message(pm_id, message),
             _ = tokio::time::sleep_until(next_sample), if co.needs_samples() || co.has_memory_limits() => {
@@ -506,134 +460,41 @@ pub async fn run(
                 let period = if co.has_memory_limits() { MEMORY_PERIOD } else { sampler::PERIOD };
                 next_sample = tokio::time::Instant::now() + period;
             }
-            update = updates_rx.recv() => {
-                let Some(update) = update else { break };
-                co.record(update);
+            Some(update) = updates_rx.recv() => {
+                co.step(Event::Reported(update));
                 // Whatever else has arrived meanwhile, then one table for all of it: N
                 // instances changing at once cost O(N) updates and a few publishes, not N².
-                while let Ok(u) = updates_rx.try_recv() {
-                    co.record(u);
-                }
-                co.publish();
-                if !requested && opts.auto_exit && all_settled(&co.slots) {
-                    break;
-                }
+                co.take_updates(&mut updates_rx);
             }
             Some(ended) = co.tasks.join_next_with_id() => {
                 // What the task reported before it ended (its pid above all) comes first.
-                while let Ok(u) = updates_rx.try_recv() { co.record(u); }
-                co.task_ended(ended, !requested);
-                if co.tasks.is_empty() && (requested || opts.auto_exit) {
-                    // Drain the last updates before deciding.
-                    while let Ok(u) = updates_rx.try_recv() { co.record(u); }
-                    co.publish();
-                    break;
-                }
+                co.take_updates(&mut updates_rx);
+                co.task_ended(ended);
             }
-            Some(req) = control.recv(), if !requested => {
-                let reply = control::handle(&mut co, req.req);
+            Some(req) = control.recv(), if co.state.accepts_requests() => {
+                let reply = co.request(req.req);
                 co.publish();
                 let _ = req.reply.send(reply);
             }
-            Some(app_index) = restart_rx.recv(), if !requested => {
-                // A stop turns watching off for that instance, as in PM2; a start turns it on again.
-                let stopped = |s: &Slot| s.last.as_ref().is_some_and(|u| u.manual && u.status == Status::Stopped);
-                for (id, _) in co.slots.iter().filter(|(_, s)| s.app_index == app_index && !stopped(s)) {
-                    co.send(*id, Cmd::Restart);
-                }
+            Some(app_index) = restart_rx.recv(), if co.state.accepts_requests() => {
+                co.step(Event::FileChanged { app_index });
             }
-            sig = signals.recv() => match sig {
-                RuntimeSignal::Stop => {
-                    if requested {
-                        tracing::warn!("Second stop signal: killing every app now");
-                        let _ = shutdown_tx.send(Shutdown::Force);
-                    } else {
-                        requested = true;
-                        co.stopping = true;
-                        co.publish();
-                        tracing::info!("Stop signal received: stopping every app (kill_timeout applies)");
-                        let _ = shutdown_tx.send(Shutdown::Graceful);
-                    }
-                    if co.tasks.is_empty() {
-                        break;
-                    }
-                }
-                RuntimeSignal::Reload => {
-                    tracing::info!("SIGHUP received: reloading every app (cluster: zero-downtime; fork: restart)");
-                    for id in co.slots.keys() { co.send(*id, Cmd::Reload); }
-                }
-                RuntimeSignal::ReopenLogs => {
-                    tracing::info!("SIGUSR2 received: reopening log files");
-                    logs.reopen_files();
-                }
-                RuntimeSignal::Forward(sig) => {
-                    for id in co.slots.keys() { co.send(*id, Cmd::Signal(sig)); }
-                }
-            },
+            sig = signals.recv() => {
+                co.step(Event::Signal(sig));
+            }
         }
-    }
-    // Stop whatever is still running (auto-exit path: nothing is; stop path: all are stopping).
-    if !requested {
-        let _ = shutdown_tx.send(Shutdown::Graceful);
-    }
-    loop {
-        tokio::select! {
-            done = co.tasks.join_next_with_id() => match done {
-                None => break,
-                Some(ended) => {
-                    // The outcome is decided on the statuses before the stop: tasks ending now
-                    // must not take their slots with them.
-                    while let Ok(u) = updates_rx.try_recv() { if !u.gone { co.record(u); } }
-                    co.task_ended(ended, false)
-                }
-            },
-            s = signals.recv() => if s == RuntimeSignal::Stop {
-                tracing::warn!("Second stop signal: killing every app now");
-                let _ = shutdown_tx.send(Shutdown::Force);
-            },
+        if co.dirty {
+            co.dirty = false;
+            co.publish();
         }
-    }
-    while let Ok(update) = updates_rx.try_recv() {
-        if !update.gone {
-            co.record(update);
+        if let Some(outcome) = co.exit {
+            break outcome;
         }
-    }
+    };
+    co.take_updates(&mut updates_rx);
     co.publish();
     sweep_strays().await;
-
-    if requested {
-        return Outcome::Requested;
-    }
-    let apps: Vec<App> = co.apps.iter().map(|a| (**a).clone()).collect();
-    outcome(&apps, &co.slots)
-}
-
-/// True when no instance can run again by itself.
-fn all_settled(slots: &BTreeMap<u32, Slot>) -> bool {
-    slots.values().all(|s| s.last.as_ref().is_some_and(|u| !u.status.is_alive() && !u.scheduled))
-}
-
-/// The exit code when the apps ended by themselves (see `exit.rs`).
-fn outcome(apps: &[App], slots: &BTreeMap<u32, Slot>) -> Outcome {
-    if slots.values().any(|s| s.last.as_ref().is_some_and(|u| u.status == Status::Errored)) {
-        let names: Vec<&str> = slots
-            .values()
-            .filter(|s| s.last.as_ref().is_some_and(|u| u.status == Status::Errored))
-            .map(|s| apps[s.app_index].name.as_str())
-            .collect();
-        tracing::error!("Exiting: app(s) errored: {}", names.join(", "));
-        return Outcome::AppErrored;
-    }
-    for s in slots.values() {
-        if let Some(exit) = s.last.as_ref().and_then(|u| u.last_exit)
-            && exit != Exit::Code(0)
-        {
-            tracing::info!("Exiting: every app has finished; {} exited with {}", apps[s.app_index].name, exit.as_code());
-            return Outcome::AppsFinished(exit.as_code());
-        }
-    }
-    tracing::info!("Exiting: every app has finished");
-    Outcome::AppsFinished(0)
+    outcome
 }
 
 /// After the last app: terminate every process still around that is not ours to keep.

@@ -9,6 +9,7 @@ mod control;
 mod hardening;
 mod http;
 mod interpreters;
+mod layers;
 mod lifecycle;
 mod logs;
 mod node_apps;
