@@ -128,6 +128,13 @@ impl Instance {
                     run.pid_file = None;
                     queue.push_back(Input::Exited { exit, leftovers: run.leftovers() });
                 }
+                exit = handed_exit(&mut handed) => {
+                    let leftovers = handed.as_mut().is_some_and(|h| {
+                        h.exit = None;
+                        h.leftovers()
+                    });
+                    queue.push_back(Input::RetireExited { exit, leftovers });
+                }
                 ev = next_event(&mut run.chan), if run.chan_open => match ev {
                     Some(WorkerEvent::Listening { port, address }) => queue.push_back(Input::Ready(Ready::Listening(port, address))),
                     Some(WorkerEvent::Ready) => queue.push_back(Input::Ready(Ready::Message)),
@@ -206,12 +213,12 @@ impl Instance {
             },
             Effect::Spawn => {
                 self.app = app;
-                match self.spawn(m, created_wall).await {
-                    Some(r) => {
+                match self.spawn(m, created_wall) {
+                    Ok(r) => {
                         *run = r;
                         queue.push_back(Input::Spawned { pid: run.pid.unwrap_or_default() });
                     }
-                    None => queue.push_back(Input::SpawnFailed),
+                    Err(starved) => queue.push_back(Input::SpawnFailed { starved }),
                 }
             }
             Effect::Signal(sig) => {
@@ -255,35 +262,48 @@ impl Instance {
                 timers.remove(&t);
             }
             Effect::HandOver => {
-                if let Some(old) = handed.take() {
-                    self.retire(&app, old);
+                let mut old = std::mem::take(run);
+                // The pid file is the replacement's from now on.
+                if let Some(f) = old.pid_file.take() {
+                    f.disown();
                 }
-                *handed = Some(std::mem::take(run));
+                *handed = Some(old);
             }
-            Effect::Retire => {
-                if let Some(old) = handed.take() {
-                    self.retire(&app, old);
+            Effect::RetireDisconnect => {
+                if let Some(c) = handed.as_ref().and_then(|h| h.chan.as_ref()) {
+                    let _ = bounded(c.disconnect()).await;
                 }
             }
-            Effect::End => {
-                if let Some(old) = handed.take() {
-                    self.retire(&app, old);
+            Effect::RetireTerminate { signal, message } => {
+                if let Some(h) = handed.as_mut()
+                    && let Some(pid) = h.pid
+                {
+                    terminate(h, pid, signal, message, app.treekill).await;
                 }
-                return true;
             }
+            Effect::RetireKill => {
+                if let Some(h) = handed.as_mut()
+                    && let Some(pid) = h.pid
+                {
+                    kill(h, pid, app.treekill).await;
+                }
+            }
+            Effect::Retired => *handed = None,
+            Effect::End => return true,
         }
         false
     }
 
-    /// Starts the process with the machine's settings. `None` when it could not (logged).
-    async fn spawn(&mut self, m: &Machine, created_wall: u64) -> Option<Run> {
+    /// Starts the process with the machine's settings. When it could not: `Some(why)` if the
+    /// system lacked resources (the machine retries), else `None` (logged here).
+    fn spawn(&mut self, m: &Machine, created_wall: u64) -> Result<Run, Option<String>> {
         let app = m.app.clone();
         let tag = self.tag();
         let (uid, gid) = match resolve_ids(&app) {
             Ok(ids) => ids,
             Err(e) => {
                 tracing::error!(app = %app.name, id = self.pm_id, "App [{tag}] cannot start: {e}");
-                return None;
+                return Err(None);
             }
         };
         let facts = InstanceFacts {
@@ -315,7 +335,7 @@ impl Instance {
                 Ok(fd) => Some(fd),
                 Err(e) => {
                     tracing::error!(app = %app.name, id = self.pm_id, "App [{tag}] cannot pass its listening socket: {e}");
-                    return None;
+                    return Err(None);
                 }
             },
             None => None,
@@ -330,14 +350,14 @@ impl Instance {
             ipc: app.command.is_node,
             listen_fd,
         };
-        // Out of resources (EMFILE, EAGAIN…) is no crash of the app: wait and retry, uncounted.
-        let shutdown = self.shutdown.clone();
-        let give_up = move || *shutdown.borrow() != Shutdown::Running || unix::stop_signals_received() > 0;
-        let running = match process::spawn_patiently(&self.reaper, &spec, &tag, give_up).await {
+        // Out of resources (EMFILE, EAGAIN…) is no crash of the app: the machine waits and
+        // retries, uncounted, and answers its inbox meanwhile.
+        let running = match process::spawn(&self.reaper, &spec).map_err(process::SpawnError::classify) {
             Ok(r) => r,
+            Err(process::SpawnError::Resources(e)) => return Err(Some(e.to_string())),
             Err(e) => {
                 tracing::error!(app = %app.name, id = self.pm_id, "App [{tag}] failed to start {}: {e}", spec.program.display());
-                return None;
+                return Err(None);
             }
         };
         let pid = running.pid;
@@ -353,7 +373,7 @@ impl Instance {
             let listeners = self.listeners.clone().unwrap_or_else(|| crate::cluster::Listeners::new(crate::cluster::SchedPolicy::DEFAULT));
             WorkerChannel::new(stream, crate::cluster::worker_id(self.pm_id), listeners)
         });
-        Some(Run {
+        Ok(Run {
             pid: Some(pid),
             exit: Some(running.exit),
             chan_open: chan.is_some(),
@@ -365,53 +385,6 @@ impl Instance {
             pid_file: app.pid_file.as_ref().and_then(|p| PidFile::write(app.instance_path(p, self.pm_id), pid)),
         })
     }
-
-    /// Retires the process a rolling reload replaced, in a task of its own (the new one runs
-    /// meanwhile): Node's `disconnect`, the kill signal at half of `kill_timeout`, SIGKILL at
-    /// `kill_timeout`, as for any stop.
-    fn retire(&self, app: &Arc<App>, mut old: Run) {
-        let Some(pid) = old.pid else { return };
-        let app = app.clone();
-        let pm_id = self.pm_id;
-        let mut shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
-            tracing::info!(app = %app.name, id = pm_id, "App [{}:{pm_id}] retiring its previous process (pid {pid})", app.name);
-            let begun = tokio::time::Instant::now();
-            let signal = app.kill_signal.get();
-            let mut signalled = false;
-            if let Some(c) = &old.chan {
-                let _ = bounded(c.disconnect()).await;
-            } else {
-                terminate(&mut old, pid, signal, app.shutdown_with_message, app.treekill).await;
-                signalled = true;
-            }
-            let mut killed = false;
-            let exit = loop {
-                tokio::select! {
-                    e = exit_of(&mut old.exit) => break e,
-                    _ = tokio::time::sleep_until(begun + app.kill_timeout / 2), if !signalled => {
-                        signalled = true;
-                        terminate(&mut old, pid, signal, app.shutdown_with_message, app.treekill).await;
-                    }
-                    _ = tokio::time::sleep_until(begun + app.kill_timeout), if !killed => {
-                        killed = true;
-                        tracing::warn!(app = %app.name, id = pm_id, "Process with pid {pid} still alive after {}ms, sending SIGKILL", app.kill_timeout.as_millis());
-                        kill(&mut old, pid, app.treekill).await;
-                    }
-                    changed = shutdown.changed(), if !killed => {
-                        if changed.is_err() || *shutdown.borrow() == Shutdown::Force {
-                            killed = true;
-                            kill(&mut old, pid, app.treekill).await;
-                        }
-                    }
-                }
-            };
-            if old.leftovers() {
-                kill(&mut old, pid, app.treekill).await;
-            }
-            tracing::info!(app = %app.name, id = pm_id, status = "exit", "{}", super::machine::exit_line(&app.name, pm_id, exit));
-        });
-    }
 }
 
 /// How long a write on the IPC channel may hold up the loop (a worker that does not read, or a
@@ -420,6 +393,14 @@ const IPC_WRITE_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 async fn bounded<T>(write: impl std::future::Future<Output = T>) -> Result<T, tokio::time::error::Elapsed> {
     tokio::time::timeout(IPC_WRITE_LIMIT, write).await
+}
+
+/// The exit of the process a rolling reload handed over; never resolves when there is none.
+async fn handed_exit(handed: &mut Option<Run>) -> Exit {
+    match handed {
+        Some(h) => exit_of(&mut h.exit).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The exit of the running process; never resolves when there is none.
@@ -545,9 +526,18 @@ impl PidFile {
     }
 }
 
+impl PidFile {
+    /// The path now names another process: leave the file alone.
+    fn disown(mut self) {
+        self.0 = std::path::PathBuf::new();
+    }
+}
+
 impl Drop for PidFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        if !self.0.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.0);
+        }
     }
 }
 
