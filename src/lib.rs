@@ -59,6 +59,7 @@ pub mod http;
 pub mod logs;
 #[cfg(feature = "monit")]
 mod monit;
+pub mod otel;
 pub mod plus;
 pub mod preload;
 pub mod process;
@@ -180,6 +181,10 @@ fn run_start(start: &StartArgs, extra_env: &[(String, String)]) -> Outcome {
         Err(source) => return critical(Critical::Setup { what: "start the async runtime", source }),
     };
     let plus = plus::resolve(&|name| std::env::var(name).ok(), &start.plus_flags());
+    let otel = otel::resolve(&|name| std::env::var(name).ok());
+    if matches!(otel, otel::Resolved::On(_)) {
+        otel::name_services(&mut eco.apps);
+    }
     let format = start.output_format(std::io::stdout().is_terminal());
     let delay = Duration::from_secs_f64(start.delay.unwrap_or(0.0).max(0.0));
     rt.block_on(async move {
@@ -254,6 +259,7 @@ fn run_start(start: &StartArgs, extra_env: &[(String, String)]) -> Outcome {
             hub.flush().await;
             return Outcome::ConfigError;
         }
+        let exporter = start_otel(otel, &feed, &hub, &reaper);
         match plus {
             #[cfg(feature = "plus")]
             plus::Resolved::On(cfg) => {
@@ -280,11 +286,63 @@ fn run_start(start: &StartArgs, extra_env: &[(String, String)]) -> Outcome {
             file.remove();
         }
         hub.drain_pumps(Duration::from_secs(1)).await;
+        if let Some(e) = exporter {
+            // The last lines (a crash's, often the ones that matter) go out before we exit.
+            e.finish();
+        }
         reaper.reap_now();
         reaper_task.abort();
         hub.flush().await;
         outcome
     })
+}
+
+/// Starts the OTLP exporter when the OpenTelemetry variables ask for it.
+#[cfg(feature = "otel")]
+fn start_otel(
+    otel: otel::Resolved,
+    feed: &supervisor::status::StatusFeed,
+    hub: &logs::LogHub,
+    reaper: &process::Reaper,
+) -> Option<otel::Exporter> {
+    match otel {
+        otel::Resolved::Off => None,
+        otel::Resolved::Misconfigured(why) => {
+            tracing::warn!("{why}");
+            None
+        }
+        otel::Resolved::On(cfg) => {
+            for w in &cfg.warnings {
+                tracing::warn!("OpenTelemetry: {w}");
+            }
+            let signals: Vec<String> = [("metrics", &cfg.metrics), ("logs", &cfg.logs)]
+                .iter()
+                .filter_map(|(what, t)| t.as_ref().map(|t| format!("{what} to {}", otel::printable(&t.url))))
+                .collect();
+            let every = cfg.interval;
+            let handles = otel::Handles { feed: feed.clone(), logs: hub.clone(), reaper: reaper.clone() };
+            match otel::spawn(cfg, handles) {
+                Ok(e) => {
+                    tracing::info!("OpenTelemetry: exporting {} (metrics every {} ms)", signals.join(", "), every.as_millis());
+                    Some(e)
+                }
+                Err(e) => {
+                    tracing::error!("OpenTelemetry: cannot start the exporter thread: {e}; running without it");
+                    None
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(feature = "otel"))]
+fn start_otel(otel: otel::Resolved, _: &supervisor::status::StatusFeed, _: &logs::LogHub, _: &process::Reaper) -> Option<otel::Exporter> {
+    if !matches!(otel, otel::Resolved::Off) {
+        tracing::warn!(
+            "OpenTelemetry variables are set, but this pm-runtime was built without OpenTelemetry (cargo feature `otel`): export stays off"
+        );
+    }
+    None
 }
 
 /// Says what stops the runtime from running (on stderr: no log writer exists yet) and gives

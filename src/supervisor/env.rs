@@ -119,6 +119,15 @@ pub fn build(inherited: &[(OsString, OsString)], app: &App, f: &InstanceFacts) -
     if let Some(port) = app.port {
         set(&mut env, "PORT", &port.to_string());
     }
+    // An app with an OTel service name (ours, when OTLP export is on, or its own) tells its SDK
+    // which instance it is, as the runtime's OTLP data names it.
+    let get = |env: &[(OsString, OsString)], key: &str| env.iter().find(|(k, _)| k == key).map(|(_, v)| v.to_string_lossy().into_owned());
+    let service = get(&env, "OTEL_SERVICE_NAME");
+    if let Some(attrs) =
+        crate::otel::instance_attributes(service.as_deref(), get(&env, "OTEL_RESOURCE_ATTRIBUTES").as_deref(), &app.name, f.instance)
+    {
+        set(&mut env, "OTEL_RESOURCE_ATTRIBUTES", &attrs);
+    }
     if app.exec_mode == ExecMode::Cluster && app.command.is_node {
         // Makes `require('cluster')` a worker whose primary is pm-runtime; ids start at 1.
         set(&mut env, "NODE_UNIQUE_ID", &crate::cluster::worker_id(f.pm_id).to_string());

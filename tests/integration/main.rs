@@ -16,6 +16,8 @@ mod node_apps;
 mod node_cluster;
 mod node_versions;
 mod npm;
+#[cfg(feature = "otel")]
+mod otel;
 #[cfg(feature = "plus")]
 mod plus;
 #[cfg(feature = "plus")]

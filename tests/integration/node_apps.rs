@@ -55,6 +55,8 @@ fn unhandled_rejection_is_logged_and_not_fatal_in_fork_and_cluster_mode() {
     let s = scenario("reject", "");
     let mut r = s.start(&["e.yml"]);
     wait_count(&r, "still up after the rejection", 3, Duration::from_secs(15));
+    // stderr travels on its own pipe: wait for its lines too before counting them.
+    wait_count(&r, "rejected-on-purpose by", 3, Duration::from_secs(15));
     let (out, err) = (r.stdout(), r.stderr());
     // PM2's wording: the cluster container prefixes the stack; the fork container prints the error.
     assert_eq!(
@@ -85,6 +87,7 @@ fn uncaught_exception_is_logged_then_exits_1_and_is_restarted() {
     let s = scenario("throw", "");
     let mut r = s.start(&["e.yml"]);
     wait_count(&r, "second life", 3, Duration::from_secs(15));
+    wait_count(&r, "thrown-on-purpose by", 3, Duration::from_secs(15));
     let (out, err) = (r.stdout(), r.stderr());
     assert_eq!(err.matches("Error: thrown-on-purpose by c").count(), 2, "{err}");
     assert_eq!(err.matches("Error: thrown-on-purpose by f").count(), 1, "{err}");

@@ -266,6 +266,11 @@ fn compat(major: u32) {
         ids.insert(unix.split_whitespace().nth(1).unwrap().to_string());
     }
     assert_eq!(ids.into_iter().collect::<Vec<_>>(), ["1", "2"], "Node {version}: cluster.worker.id");
+    // stderr travels on its own pipe: wait for both workers' lines before counting them.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while r.stderr().matches("You have triggered an unhandledRejection").count() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let err = r.stderr();
     assert_eq!(err.matches("You have triggered an unhandledRejection").count(), 2, "Node {version}: {err}");
 
