@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::supervisor::instance::Status;
+use crate::supervisor::status::Status;
 use crate::supervisor::status::{InstanceStatus, RestartReason, StatusTable};
 
 /// An attribute value (the subset of OTLP's `AnyValue` we send).
@@ -143,7 +143,7 @@ pub fn instance_resource(host: &Host, i: &InstanceStatus) -> Attributes {
         s("service.instance.id", format!("{}-{}", i.app.name, i.instance)),
         s("service.namespace", i.app.namespace.clone()),
     ];
-    if let Some(pid) = i.pid {
+    if let Some(pid) = i.pid() {
         attrs.push(("process.pid".into(), Value::Int(i64::from(pid))));
     }
     host.common(&mut attrs);
@@ -181,9 +181,9 @@ pub fn metrics(table: &StatusTable, host: &Host, runtime: &RuntimeCounters, now:
     let point = |value: Number| Point { attributes: Vec::new(), start_nanos: None, nanos: t, value };
     let mut out = Vec::with_capacity(table.instances.len() + 1);
     for i in &table.instances {
-        let since = i.started_at.map(nanos);
+        let since = i.started_at().map(nanos);
         let mut m = Vec::new();
-        let sampled = i.pid.is_some() && i.sample.memory_bytes > 0;
+        let sampled = i.pid().is_some() && i.sample.memory_bytes > 0;
         if sampled {
             m.push(Metric {
                 name: "process.cpu.time",
@@ -207,7 +207,7 @@ pub fn metrics(table: &StatusTable, host: &Host, runtime: &RuntimeCounters, now:
                 points: vec![point(Number::Int(i.sample.memory_bytes as i64))],
             });
         }
-        if let Some(start) = i.started_at {
+        if let Some(start) = i.started_at() {
             m.push(Metric {
                 name: "process.uptime",
                 description: "Time since the instance's current process started.",
@@ -221,14 +221,14 @@ pub fn metrics(table: &StatusTable, host: &Host, runtime: &RuntimeCounters, now:
             description: "1 when the instance is online.",
             unit: "1",
             kind: Kind::Gauge,
-            points: vec![point(Number::Int(i64::from(i.status == Some(Status::Online))))],
+            points: vec![point(Number::Int(i64::from(i.status() == Some(Status::Online))))],
         });
         m.push(Metric {
             name: "pm_runtime.app.ready",
             description: "1 when the instance is online and ready.",
             unit: "1",
             kind: Kind::Gauge,
-            points: vec![point(Number::Int(i64::from(i.ready)))],
+            points: vec![point(Number::Int(i64::from(i.ready())))],
         });
         let current = i.status_str();
         m.push(Metric {
@@ -255,7 +255,7 @@ pub fn metrics(table: &StatusTable, host: &Host, runtime: &RuntimeCounters, now:
                 })
                 .collect(),
         });
-        if let Some(e) = i.last_exit {
+        if let Some(e) = i.last_exit() {
             m.push(Metric {
                 name: "pm_runtime.app.last_exit_code",
                 description: "Exit code of the instance's last process (128+N for signal N).",
@@ -312,7 +312,7 @@ pub fn metrics(table: &StatusTable, host: &Host, runtime: &RuntimeCounters, now:
         points: vec![point(Number::Int(runtime.resident_memory_bytes as i64))],
     });
     for a in &table.apps {
-        let running = table.instances.iter().filter(|i| i.app.name == a.app.name && i.status == Some(Status::Online)).count();
+        let running = table.instances.iter().filter(|i| i.app.name == a.app.name && i.status() == Some(Status::Online)).count();
         let app = |state: &str, n: usize| Point {
             attributes: vec![s("app", a.app.name.clone()), s("state", state)],
             ..point(Number::Int(n as i64))

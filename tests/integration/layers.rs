@@ -125,7 +125,7 @@ fn no_import_cycle() {
 #[test]
 fn readers_import_the_status_vocabulary_never_the_executor() {
     let g = graph();
-    for reader in ["http", "plus", "monit", "verbs", "control"] {
+    for reader in ["http", "plus", "otel", "monit", "verbs", "control"] {
         for executor in ["supervisor/instance", "supervisor/machine", "supervisor/control", "supervisor/coordinator"] {
             assert!(!g.get(reader).is_some_and(|to| to.contains(executor)), "{reader} imports {executor}");
         }
