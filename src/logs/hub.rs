@@ -425,11 +425,6 @@ impl LogHub {
         });
     }
 
-    /// How many instances have recent lines kept and how many log files are open (for tests).
-    pub fn held(&self) -> (usize, usize) {
-        (lock(&self.inner.recent).len(), lock(&self.inner.files).len())
-    }
-
     /// Follows every app line from now on (a slow follower loses the oldest, never blocks apps).
     pub fn subscribe(&self) -> broadcast::Receiver<LiveLine> {
         self.inner.live.subscribe()
