@@ -165,11 +165,19 @@ fn max_instances_from(v: Option<&str>) -> u32 {
     v.and_then(|v| v.trim().parse::<u32>().ok()).filter(|n| *n > 0).unwrap_or(DEFAULT_MAX_INSTANCES)
 }
 
+/// An instance count above [`max_instances`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{n} instances is more than the limit of {max} (set PM_RUNTIME_MAX_INSTANCES to raise it)")]
+pub struct TooManyInstances {
+    pub n: u64,
+    pub max: u32,
+}
+
 /// Why an instance count is refused, if it is (above [`max_instances`]).
-pub fn check_instance_count(n: u64) -> Result<(), String> {
+pub fn check_instance_count(n: u64) -> Result<(), TooManyInstances> {
     let max = max_instances();
     if n > u64::from(max) {
-        return Err(format!("{n} instances is more than the limit of {max} (set PM_RUNTIME_MAX_INSTANCES to raise it)"));
+        return Err(TooManyInstances { n, max });
     }
     Ok(())
 }
@@ -268,7 +276,7 @@ fn parse_flags(o: &Overrides, errors: &mut Vec<Problem>) -> Flags {
             None => errors.push(Problem::new(None, None, Some("-i"), format!("expected a number, \"max\" or -N, got {i:?}"))),
             Some(Instances::Count(n)) => {
                 if let Err(e) = check_instance_count(n.into()) {
-                    errors.push(Problem::new(None, None, Some("-i"), e));
+                    errors.push(Problem::new(None, None, Some("-i"), e.to_string()));
                     f.instances = None;
                 }
             }

@@ -29,7 +29,7 @@ pub fn handle(st: &State, req: Request, logs: &LogHub, pm2_home: &str) -> Answer
         Request::Ls => Answer::List { only: None },
         Request::Show { target } => match st.resolve(&target) {
             Ok(ids) => Answer::List { only: Some(ids) },
-            Err(e) => Answer::Reply(error(e)),
+            Err(e) => Answer::Reply(error(e.to_string())),
         },
         Request::Start { target } => match ids(st, &target) {
             Ok(ids) => Answer::Decide(Event::Start { ids }),
@@ -67,7 +67,8 @@ const NOTHING: &str = "no process found (the runtime has no apps)";
 fn ids(st: &State, target: &str) -> Result<Vec<u32>, String> {
     match st.resolve(target) {
         Ok(ids) if ids.is_empty() => Err(NOTHING.to_string()),
-        r => r,
+        Ok(ids) => Ok(ids),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -95,7 +96,7 @@ fn ping(st: &State) -> Reply {
 fn recent_logs(st: &State, hub: &LogHub, target: Option<&str>, lines: usize, after: Option<u64>) -> Reply {
     let ids = match st.resolve(target.unwrap_or("all")) {
         Ok(ids) => ids,
-        Err(e) => return error(e),
+        Err(e) => return error(e.to_string()),
     };
     let mut out = Vec::new();
     for id in ids {
@@ -117,7 +118,7 @@ fn recent_logs(st: &State, hub: &LogHub, target: Option<&str>, lines: usize, aft
 fn flush(st: &State, hub: &LogHub, target: Option<&str>) -> Reply {
     let ids = match st.resolve(target.unwrap_or("all")) {
         Ok(ids) => ids,
-        Err(e) => return error(e),
+        Err(e) => return error(e.to_string()),
     };
     let mut paths = Vec::new();
     for id in ids {

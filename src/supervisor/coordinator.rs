@@ -72,6 +72,15 @@ pub struct State {
     new_unique_id: fn() -> String,
 }
 
+/// A target (`stop web`, `logs 7`…) that names no instance.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no process or app named {target:?} (known: {})", if known.is_empty() { "none".to_string() } else { known.join(", ") })]
+pub struct UnknownTarget {
+    pub target: String,
+    /// The app names there are.
+    pub known: Vec<String>,
+}
+
 /// What happened, as the loop saw it.
 #[derive(Debug)]
 pub enum Event {
@@ -443,7 +452,7 @@ impl State {
     }
 
     /// pm_ids matching an app name, a pm_id, a namespace or `all`.
-    pub fn resolve(&self, target: &str) -> Result<Vec<u32>, String> {
+    pub fn resolve(&self, target: &str) -> Result<Vec<u32>, UnknownTarget> {
         let ids: Vec<u32> = if target == "all" {
             self.slots.keys().copied().collect()
         } else if let Ok(id) = target.parse::<u32>() {
@@ -457,12 +466,9 @@ impl State {
             }
         };
         if ids.is_empty() && target != "all" {
-            let mut names: Vec<&str> = self.slots.values().map(|s| self.apps[s.app_index].name.as_str()).collect();
-            names.dedup();
-            return Err(format!(
-                "no process or app named {target:?} (known: {})",
-                if names.is_empty() { "none".to_string() } else { names.join(", ") }
-            ));
+            let mut known: Vec<String> = self.slots.values().map(|s| self.apps[s.app_index].name.clone()).collect();
+            known.dedup();
+            return Err(UnknownTarget { target: target.to_string(), known });
         }
         Ok(ids)
     }
