@@ -88,6 +88,10 @@ pub enum Command {
     /// Same as startOrRestart (fork mode: a reload is a restart).
     #[command(name = "startOrGracefulReload", visible_alias = "start-or-graceful-reload")]
     StartOrGracefulReload(ApplyArgs),
+    /// Write PM2's sample ecosystem.config.js in the current directory (`simple`: the short one).
+    Init { mode: Option<String> },
+    /// Stop every app and the runtime (as a stop signal does), like `pm2 kill`.
+    Kill,
     /// Write a commented sample ecosystem.config.yml (or .js) in the current directory.
     Ecosystem {
         /// Write ecosystem.config.js instead.
@@ -149,11 +153,17 @@ pub struct ServeArgs {
 
 #[derive(Debug, Args)]
 pub struct Target {
-    /// App name, process id, namespace, or `all`.
+    /// App name, process id, namespace, `/regex/`, `all`, or an ecosystem file.
     pub target: String,
     /// Accepted for PM2 compatibility (the env given at start is kept).
     #[arg(long)]
     pub update_env: bool,
+    /// With an ecosystem file: act on these apps of it only (comma- or space-separated names).
+    #[arg(long, value_name = "NAMES")]
+    pub only: Option<String>,
+    /// With an ecosystem file: merge its env_<NAME> (restart/reload bring the new env).
+    #[arg(long, value_name = "NAME")]
+    pub env: Option<String>,
 }
 
 #[derive(Debug, Args)]

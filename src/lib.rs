@@ -36,9 +36,14 @@
 //!   through a single writer, holding at most 16 MiB of it (back-pressure); log files are
 //!   opened without following another user's symlink (`logs::safe_open`).
 //! - [`control`] serves the control socket in a `PM2_HOME` that must be ours (`control::home`)
-//!   and is the client of the verbs.
+//!   and is the client of the verbs; which processes a target names (`all`, `/regex/`, name,
+//!   namespace, pm_id) is PM2's rule, in `control::target`.
 //! - [`preload`] is the script Node apps are started with (`--require`): PM2's handling of
 //!   unhandled rejections and uncaught exceptions, and the keep-alive drain of cluster workers.
+//!   Bun and Deno apps get it too, where the runtime allows.
+//! - [`redact`] decides which environment values may be shown (`jlist`, `show`): secret-file
+//!   values and secret-looking keys as `[redacted]`, the runtime's credentials never; and masks
+//!   them in app output with `mask_secrets`. Env files and secret files are read by [`config`].
 //! - [`http`] (only with `--web`) serves the table over HTTP: PM2's `--web` JSON, a token-protected
 //!   API whose writes are control requests, Prometheus `/metrics` (with prom-client cluster
 //!   aggregation), health probes, live logs and a dashboard.
@@ -64,6 +69,7 @@ pub mod otel;
 pub mod plus;
 pub mod preload;
 pub mod process;
+pub mod redact;
 mod serve;
 pub mod signals;
 pub mod supervisor;

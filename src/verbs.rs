@@ -58,17 +58,30 @@ pub fn act(home: &Path, verb: &str, target: &str) -> Outcome {
 /// A verb whose target may be an ecosystem file, as PM2 allows: `restart`/`reload` of a file
 /// are `startOrRestart`/`startOrReload` (PM2's `_startJson`), `stop`/`delete` act on every app
 /// the file names that is running (PM2's `actionFromJson`; the others are skipped).
-fn act_or_file(home: &Path, verb: &str, target: &str) -> Outcome {
+/// `--only a,b` keeps the file's apps of those names (PM2: one name; a list is accepted too).
+fn act_or_file(home: &Path, verb: &str, t: &crate::cli::Target) -> Outcome {
+    let target = t.target.as_str();
     if !crate::config::is_config_file(target) || !Path::new(target).is_file() {
         return act(home, verb, target);
     }
-    let file_args = || crate::cli::ApplyArgs { file: target.to_string(), env: None, only: None, update_env: false, config_timeout: None };
+    let file_args = || crate::cli::ApplyArgs {
+        file: target.to_string(),
+        env: t.env.clone(),
+        only: t.only.clone(),
+        update_env: false,
+        config_timeout: None,
+    };
     match verb {
         "restart" => return apply(home, "startOrRestart", file_args()),
         "reload" => return apply(home, "startOrReload", file_args()),
         _ => {}
     }
-    let eco = match crate::config::load(Path::new(target), &crate::config::Overrides::default()) {
+    let overrides = crate::config::Overrides {
+        env: t.env.clone(),
+        only: t.only.as_deref().map(crate::cli::split_names).unwrap_or_default(),
+        ..Default::default()
+    };
+    let eco = match crate::config::load(Path::new(target), &overrides) {
         Ok(eco) => eco,
         Err(e) => return invalid("pm-runtime: invalid configuration, nothing was changed:", &e),
     };
@@ -107,6 +120,8 @@ pub fn run(home: &Path, cmd: Command) -> Outcome {
         Command::StartOrReload(a) => apply(home, "startOrReload", a),
         Command::StartOrGracefulReload(a) => apply(home, "startOrGracefulReload", a),
         Command::Ecosystem { js } => write_sample(js),
+        Command::Init { mode } => write_init(mode.as_deref()),
+        Command::Kill => kill(home),
         #[cfg(feature = "monit")]
         Command::Monit => crate::monit::run(home),
         #[cfg(not(feature = "monit"))]
@@ -197,10 +212,10 @@ pub fn run(home: &Path, cmd: Command) -> Outcome {
                 }
             }
         }
-        Command::Stop(t) => act_or_file(home, "stop", &t.target),
-        Command::Restart(t) => act_or_file(home, "restart", &t.target),
-        Command::Reload(t) => act_or_file(home, "reload", &t.target),
-        Command::Delete(t) => act_or_file(home, "delete", &t.target),
+        Command::Stop(t) => act_or_file(home, "stop", &t),
+        Command::Restart(t) => act_or_file(home, "restart", &t),
+        Command::Reload(t) => act_or_file(home, "reload", &t),
+        Command::Delete(t) => act_or_file(home, "delete", &t),
         Command::Reset(t) => act(home, "reset", &t.target),
         Command::Scale { name, count } => match client::request(home, &Request::Scale { name, count }) {
             Ok(_) => {
@@ -405,6 +420,55 @@ fn write_sample(js: bool) -> Outcome {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => fail(&format!("{name} already exists; not overwritten")),
         Err(e) => fail(&format!("cannot write {name}: {e}")),
     }
+}
+
+/// `init [simple]`: PM2's `init`, an ecosystem.config.js in the current directory (never
+/// over an existing file); the path is printed as PM2 prints it.
+fn write_init(mode: Option<&str>) -> Outcome {
+    const NAME: &str = "ecosystem.config.js";
+    let body = if mode == Some("simple") { SAMPLE_JS_SIMPLE } else { SAMPLE_JS };
+    let path = std::env::current_dir().map(|d| d.join(NAME)).unwrap_or_else(|_| NAME.into());
+    let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&path);
+    match file.and_then(|mut f| std::io::Write::write_all(&mut f, body.as_bytes())) {
+        Ok(()) => {
+            println!("File {} generated", path.display());
+            Outcome::Requested
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => fail(&format!("{} already exists; not overwritten", path.display())),
+        Err(e) => fail(&format!("cannot write {}: {e}", path.display())),
+    }
+}
+
+const SAMPLE_JS_SIMPLE: &str = r#"module.exports = {
+  apps: [
+    {
+      name: 'app1',
+      script: './app.js',
+    },
+  ],
+};
+"#;
+
+/// `kill`: asks the runtime to stop as a stop signal would, then waits (bounded by the apps'
+/// kill_timeout) until it has gone. With no runtime running there is nothing to do: exit 0,
+/// as `pm2 kill` does.
+fn kill(home: &Path) -> Outcome {
+    if !client::runtime_running(home) {
+        println!("no pm-runtime is running with PM2_HOME={}: nothing to stop", home.display());
+        return Outcome::Requested;
+    }
+    if let Err(e) = client::request(home, &Request::Kill) {
+        return fail(&e);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while client::runtime_running(home) {
+        if std::time::Instant::now() > deadline {
+            return fail("the runtime is still stopping after 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!("every app stopped; pm-runtime has exited");
+    Outcome::Requested
 }
 
 /// A configuration the client could not load: a heading, then every problem (exit 78).

@@ -10,6 +10,8 @@
 //! Environment variables read (through an injectable lookup): `PM2_KILL_TIMEOUT`,
 //! `PM2_KILL_SIGNAL`, `PM2_GRACEFUL_LISTEN_TIMEOUT`, `PATH`, and `HOME` (for `~/` in log paths).
 
+mod app_env;
+mod dotenv;
 mod js;
 mod model;
 mod resolve;
@@ -24,7 +26,7 @@ pub use resolve::{SERVE_SUBCOMMAND, normalize};
 pub use units::{js_parse_int, parse_signal};
 
 use resolve::{Host, Target};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -234,15 +236,15 @@ fn read_tree(path: &Path, host: &Host, timeout: Duration) -> Result<Node, Config
         Format::Yaml => tree::parse_yaml(&read()?).map_err(syntax),
         Format::Json => {
             let text = read()?;
-            match tree::parse_lenient_json(&text) {
-                Ok(n) => Ok(n),
-                Err(e) if e.duplicate => Err(syntax(e)),
-                // Not JSON-ish enough for us: PM2 evaluates it as JavaScript; so do we, if we can.
-                Err(e) => match js::eval_with_node(path, js::JsMode::JsonExpr, host, timeout) {
-                    Ok(v) => Ok(Node::from_json(&v)),
-                    Err(_) => Err(syntax(e)),
-                },
+            // JSON (comments and trailing commas allowed) keeps its positions. Anything else
+            // PM2 evaluates as a JavaScript expression (`{ script: "./a.js" }`); so do we, and
+            // only if that cannot be done is it read as YAML (JSON's superset).
+            if !tree::is_json(&text).map_err(syntax)?
+                && let Ok(v) = js::eval_with_node(path, js::JsMode::JsonExpr, host, timeout)
+            {
+                return Ok(Node::from_json(&v));
             }
+            tree::parse_lenient_json(&text).map_err(syntax)
         }
         Format::Js => {
             if !abs.is_file() {
@@ -386,9 +388,11 @@ fn load_with(path: &Path, o: &Overrides, host: &Host) -> Result<Ecosystem, Confi
 
     // --env: deploy.<env>.env < env < env_<env>.
     let mut deploy_env = BTreeMap::new();
+    let mut deploy_numbers = BTreeSet::new();
     if let Some(e) = &o.env {
         if let Some(env_node) = doc.deploy.and_then(|d| d.get(e)).and_then(|d| d.get("env")) {
             deploy_env = validate::env_map(env_node, &format!("deploy.{e}.env"), &mut rep);
+            deploy_numbers = validate::number_keys(env_node);
         }
         if !raws.is_empty() && !raws.iter().any(|r| r.env_named.contains_key(e)) {
             rep.warnings.push(format!("Environment [{e}] is not defined in {label}"));
@@ -397,7 +401,7 @@ fn load_with(path: &Path, o: &Overrides, host: &Host) -> Result<Ecosystem, Confi
 
     let mut apps = Vec::new();
     for raw in &raws {
-        if let Some(app) = finish(raw, o, &flags, &defaults, &deploy_env, false, host, &mut rep) {
+        if let Some(app) = finish(raw, o, &flags, &defaults, (&deploy_env, &deploy_numbers), false, host, &mut rep) {
             apps.push(app);
         }
     }
@@ -421,7 +425,7 @@ fn from_script_with(script: &str, o: &Overrides, host: &Host) -> Result<Ecosyste
         return Err(ConfigError { problems });
     }
     let raw = RawApp { script: Some((script.to_string(), None)), ..Default::default() };
-    let app = finish(&raw, o, &flags, &defaults, &BTreeMap::new(), true, host, &mut rep);
+    let app = finish(&raw, o, &flags, &defaults, (&BTreeMap::new(), &BTreeSet::new()), true, host, &mut rep);
     problems.append(&mut rep.errors);
     match app {
         Some(app) if problems.is_empty() => Ok(Ecosystem { file: None, apps: vec![app], warnings: rep.warnings }),
@@ -436,7 +440,7 @@ fn finish(
     o: &Overrides,
     flags: &Flags,
     defaults: &Defaults,
-    deploy_env: &BTreeMap<String, String>,
+    (deploy_env, deploy_numbers): (&BTreeMap<String, String>, &BTreeSet<String>),
     script_form: bool,
     host: &Host,
     rep: &mut Reporter,
@@ -464,16 +468,32 @@ fn finish(
         (Some(n), true) => n.clone(),
         _ => raw.name.clone().unwrap_or_else(|| validate::default_name(script)),
     };
-    let mut env = deploy_env.clone();
-    env.extend(raw.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    // Low to high: env files, deploy env, `env`, `env_<name>`, secret files (see `app_env`).
+    let mut env = app_env::env_files(&raw.env_file, &resolved.cwd, host.var, rep);
+    // Each layer decides for its own keys whether the value is a number (files: strings).
+    let mut env_numbers = BTreeSet::new();
+    let mut layer = |env: &mut BTreeMap<String, String>, values: &BTreeMap<String, String>, numbers: Option<&BTreeSet<String>>| {
+        for (k, v) in values {
+            env.insert(k.clone(), v.clone());
+            if numbers.is_some_and(|n| n.contains(k)) {
+                env_numbers.insert(k.clone());
+            } else {
+                env_numbers.remove(k);
+            }
+        }
+    };
+    layer(&mut env, deploy_env, Some(deploy_numbers));
+    layer(&mut env, &raw.env, Some(&raw.env_numbers));
     if let Some(e) = &o.env {
         if let Some(extra) = raw.env_named.get(e) {
-            env.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+            layer(&mut env, extra, raw.env_named_numbers.get(e));
         }
         if raw.append_env_to_name {
             name = format!("{name}-{e}");
         }
     }
+    let secret_keys = app_env::secret_files(&mut env, &raw.secrets, &raw.path, &resolved.cwd, rep);
+    env_numbers.retain(|k| !secret_keys.contains(k));
 
     // A name derived from the script, given with -n, or suffixed by --env: same rule as `name`.
     if (raw.name.is_none() || script_form || raw.append_env_to_name)
@@ -488,13 +508,15 @@ fn finish(
         return None;
     }
 
-    let exec_mode =
-        raw.exec_mode.unwrap_or(if raw.instances.is_some() && resolved.command.is_node { ExecMode::Cluster } else { ExecMode::Fork });
+    // PM2's rule: `instances` set and a Node interpreter means cluster. `-i` counts with a
+    // script (PM2 copies it into the app); with a file it only sets the count (PM2 ignores it there).
+    let instances_given = raw.instances.is_some() || (script_form && flags.instances.is_some());
+    let exec_mode = raw.exec_mode.unwrap_or(if instances_given && resolved.command.is_node { ExecMode::Cluster } else { ExecMode::Fork });
     let cwd = resolved.cwd.clone();
     let home = (host.var)("HOME");
     let file_path = |p: &Option<String>| p.as_deref().map(|p| log_path(p, &cwd, home.as_deref()));
+    // Paths as configured (PM2's `jlist` shows them so); the watcher resolves them against cwd.
     let watch = match &raw.watch {
-        Some(Watch::Paths(ps)) => Watch::Paths(ps.iter().map(|p| normalize(&cwd.join(p))).collect()),
         Some(w) => w.clone(),
         None if o.watch => Watch::Cwd,
         None => Watch::Off,
@@ -526,6 +548,7 @@ fn finish(
         interpreter_args,
         command: resolved.command,
         env,
+        env_numbers,
         filter_env: raw.filter_env.clone(),
         port: raw.port,
         instances: flags.instances.or(raw.instances).unwrap_or(Instances::Count(1)),
@@ -553,6 +576,9 @@ fn finish(
         listen_fds: raw.listen_fds.unwrap_or(false),
         pm_runtime_preload: raw.pm_runtime_preload.unwrap_or(true),
         listen_timeout: raw.listen_timeout.filter(nonzero).unwrap_or(defaults.listen_timeout),
+        secret_keys,
+        redact: raw.redact.clone(),
+        mask_secrets: raw.mask_secrets.unwrap_or(false),
         watch,
         ignore_watch: raw.ignore_watch.clone().unwrap_or_default(),
         watch_delay: raw.watch_delay.unwrap_or_default(),
@@ -610,6 +636,32 @@ impl App {
         }
         path.with_file_name(name)
     }
+}
+
+/// PM2's file-name form of an app name: every character outside `[a-zA-Z0-9.\-\\]` → `-`.
+pub fn sanitize_name(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '\\') { c } else { '-' }).collect()
+}
+
+/// PM2's default pid file name: `<name>-<pm_id>.pid`.
+pub fn default_pid_file_name(app_name: &str, pm_id: u32) -> String {
+    format!("{}-{pm_id}.pid", sanitize_name(app_name))
+}
+
+/// One instance's pid file, named as PM2 names it: the configured `pid_file` with a trailing
+/// `-<digits>.pid` or `.pid` replaced by `-<pm_id>.pid` (any other name as it is, so instances
+/// share it), else `$PM2_HOME/pids/<name>-<pm_id>.pid`. `/dev/null` and `NULL` as they are.
+pub fn pid_path(pid_file: Option<&Path>, app_name: &str, pm_id: u32, pm2_home: &Path) -> PathBuf {
+    let Some(path) = pid_file else {
+        return pm2_home.join("pids").join(default_pid_file_name(app_name, pm_id));
+    };
+    let Some(name) = path.file_name().and_then(|n| n.to_str()).filter(|_| !is_null_path(path)) else { return path.to_path_buf() };
+    let Some(stem) = name.strip_suffix(".pid") else { return path.to_path_buf() };
+    let stem = match stem.rsplit_once('-') {
+        Some((head, digits)) if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => head,
+        _ => stem,
+    };
+    path.with_file_name(format!("{stem}-{pm_id}.pid"))
 }
 
 /// A log/pid path as PM2 resolves it: `~/` expanded, relative to the app's cwd; `/dev/null` and

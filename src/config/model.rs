@@ -3,7 +3,7 @@
 //! Nothing here touches the filesystem or the environment: `load`/`validate` build these values,
 //! everything downstream only reads them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -80,6 +80,30 @@ pub struct Command {
     pub is_node: bool,
 }
 
+/// The JavaScript runtime an interpreter is, by its file name (`node`, `/usr/bin/nodejs22`,
+/// `bun`, `deno`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsRuntime {
+    Node,
+    Bun,
+    Deno,
+}
+
+impl Command {
+    pub fn js_runtime(&self) -> Option<JsRuntime> {
+        let base = std::path::Path::new(&self.interpreter).file_name()?.to_string_lossy().into_owned();
+        if base.ends_with("node") {
+            Some(JsRuntime::Node)
+        } else if base.ends_with("bun") {
+            Some(JsRuntime::Bun)
+        } else if base.ends_with("deno") {
+            Some(JsRuntime::Deno)
+        } else {
+            None
+        }
+    }
+}
+
 /// One app of the ecosystem: every PM2 key, typed, with PM2's defaults applied.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct App {
@@ -94,9 +118,13 @@ pub struct App {
     pub args: Vec<String>,
     pub interpreter_args: Vec<String>,
     pub command: Command,
-    /// `env` ⊕ `env_<name>` for the selected `--env`, values stringified. Does not include the
-    /// inherited environment or PM2's own variables (the spawner adds those).
+    /// `env_file` ⊕ `env` ⊕ `env_<name>` for the selected `--env` ⊕ secret files, values
+    /// stringified. Does not include the inherited environment or PM2's own variables (the
+    /// spawner adds those).
     pub env: BTreeMap<String, String>,
+    /// Keys of `env` whose value was a number in the file (PM2's `jlist` shows it as one).
+    #[serde(default)]
+    pub env_numbers: BTreeSet<String>,
     pub filter_env: FilterEnv,
     pub port: Option<u16>,
     pub instances: Instances,
@@ -133,6 +161,16 @@ pub struct App {
     #[serde(default = "yes")]
     pub pm_runtime_preload: bool,
     pub listen_timeout: Duration,
+    /// Keys of `env` whose values came from secret files (`secrets:`, `NAME_FILE`): never
+    /// shown (see `crate::redact`).
+    #[serde(default)]
+    pub secret_keys: Vec<String>,
+    /// `redact`: more key patterns (`*_DSN`, `DATABASE_URL`) whose values are never shown.
+    #[serde(default)]
+    pub redact: Vec<String>,
+    /// `mask_secrets: true`: secret values the app prints are replaced in its log lines.
+    #[serde(default)]
+    pub mask_secrets: bool,
     pub watch: Watch,
     pub ignore_watch: Vec<String>,
     pub watch_delay: Duration,

@@ -114,10 +114,16 @@ pub fn resolve(t: &Target, host: &Host, rep: &mut Reporter) -> Option<Resolved> 
         });
     }
 
-    let candidate = normalize(&cwd.join(t.script));
+    let mut candidate = normalize(&cwd.join(t.script));
     if candidate.is_dir() {
-        rep.error(t.script_pos, &script_key, format!("{} is a directory, not a script (name the file to run)", candidate.display()));
-        return None;
+        // `script: dist/`: the file Node itself would run for `node dist/`.
+        match directory_entry(&candidate) {
+            Ok(entry) => candidate = entry,
+            Err(why) => {
+                rep.error(t.script_pos, &script_key, format!("{} is a directory {why} (name the file to run)", candidate.display()));
+                return None;
+            }
+        }
     }
     let file = if candidate.exists() {
         Some(candidate.clone())
@@ -185,6 +191,13 @@ pub fn resolve(t: &Target, host: &Host, rep: &mut Reporter) -> Option<Resolved> 
     };
     let base = Path::new(&interp_name).file_name().map(|b| b.to_string_lossy().into_owned()).unwrap_or_default();
     let is_node = base.ends_with("node") || base.ends_with("bun");
+    if base.ends_with("node")
+        && let Some(why) = typescript_problem(&exec_path, &program, t.interpreter_args)
+    {
+        let (pos, key) = blame.unwrap_or((t.script_pos, script_key.clone()));
+        rep.error(pos, &key, why);
+        return None;
+    }
     let mut argv = t.interpreter_args.to_vec();
     argv.push(exec_str);
     argv.extend(t.args.iter().cloned());
@@ -194,7 +207,7 @@ pub fn resolve(t: &Target, host: &Host, rep: &mut Reporter) -> Option<Resolved> 
 /// The interpreter PM2 picks for a script with no explicit one (`Common.resolveInterpreter`).
 ///
 /// `.py` prefers `python3` when it exists (PM2 prefers `python` and falls back to `python3`);
-/// `.ts`/`.tsx` use `bun` when it is in PATH, else `node` (type stripping in recent Node).
+/// `.ts`/`.mts`/`.cts`/`.tsx` use `node` (PM2 before 7.0.4 used `bun` when it was in PATH).
 /// Any other extension, or none (`npm`, `node_modules/.bin/nuxt`, `next/dist/bin/next`): `none`
 /// for a binary (PM2's test: a NUL byte or too many non-text bytes in the first 512), else
 /// `node`, as PM2 does. One exception of ours: an executable script whose `#!` line names
@@ -216,13 +229,10 @@ pub fn by_extension(exec_path: &Path, host: &Host, cwd: &Path) -> String {
         "pl" => "perl",
         "coffee" => "coffee",
         "ls" => "lsc",
-        "ts" | "tsx" => {
-            if host.which("bun", cwd).is_some() {
-                "bun"
-            } else {
-                "node"
-            }
-        }
+        // TypeScript: node, whose type stripping runs it (22.18+, 23.6+); `resolve` says what
+        // to do when the Node found cannot. Never bun just because it is in PATH (PM2 did, and
+        // dropped it in 7.0.4: the app changed runtime with what happened to be installed).
+        "ts" | "mts" | "cts" | "tsx" => "node",
         _ => match head(exec_path) {
             Some(bytes) if is_binary(&bytes) => "none",
             Some(bytes) if foreign_shebang(&bytes) && is_executable_file(exec_path) => "none",
@@ -230,6 +240,81 @@ pub fn by_extension(exec_path: &Path, host: &Host, cwd: &Path) -> String {
         },
     };
     name.to_string()
+}
+
+/// The file Node runs for `node <dir>`: the `main` of the directory's `package.json` (as a
+/// file, with `.js`, or as a directory's `index.js`), else `index.js`. The error says what
+/// is missing.
+pub fn directory_entry(dir: &Path) -> Result<PathBuf, String> {
+    let file = |p: PathBuf| p.is_file().then_some(p);
+    let manifest = dir.join("package.json");
+    if let Ok(text) = std::fs::read_to_string(&manifest) {
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("whose package.json is not valid JSON ({}: {e})", manifest.display()))?;
+        if let Some(main) = json.get("main").and_then(|m| m.as_str()).filter(|m| !m.is_empty()) {
+            let main = normalize(&dir.join(main));
+            let with_js = PathBuf::from(format!("{}.js", main.display()));
+            if let Some(p) = file(main.clone()).or_else(|| file(with_js)).or_else(|| file(main.join("index.js"))) {
+                return Ok(p);
+            }
+        }
+    }
+    file(dir.join("index.js")).ok_or_else(|| "with neither a package.json \"main\" that exists nor an index.js".to_string())
+}
+
+/// Why Node at `node` cannot run the TypeScript file `script`, if it cannot: Node strips types
+/// itself from 22.18 and 23.6 (earlier only with `--experimental-strip-types`, never `.tsx`).
+/// Node args that load TypeScript some other way (`--experimental-strip-types`,
+/// `--import tsx`, `--require ts-node/register`, a `--loader`) are trusted.
+fn typescript_problem(script: &Path, node: &Path, node_args: &[String]) -> Option<String> {
+    let ext = script.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
+    if !matches!(ext.as_str(), "ts" | "mts" | "cts" | "tsx") {
+        return None;
+    }
+    let loads_ts = |a: &String| {
+        a.contains("strip-types")
+            || a.contains("transform-types")
+            || ["--import", "--require", "-r", "--loader", "--experimental-loader"]
+                .iter()
+                .any(|f| a == f || a.starts_with(&format!("{f}=")))
+    };
+    if node_args.iter().any(loads_ts) {
+        return None;
+    }
+    let options = "set `interpreter: bun`, or `node_args: --import tsx` (with tsx installed), or `interpreter: tsx`";
+    if ext == "tsx" {
+        return Some(format!("{} is TSX, which Node's type stripping does not run: {options}", script.display()));
+    }
+    let version = node_version(node)?;
+    let (major, minor) = version;
+    if major >= 24 || (major == 23 && minor >= 6) || (major == 22 && minor >= 18) {
+        return None;
+    }
+    Some(format!(
+        "{} is TypeScript, which Node {major}.{minor} ({}) does not run by itself (type stripping is built in from Node 22.18 and 23.6): \
+         use a newer Node, or {options}, or (Node 22.6+) `node_args: --experimental-strip-types`",
+        script.display(),
+        node.display()
+    ))
+}
+
+/// `node --version` as (major, minor); None when it does not answer `vX.Y.Z` within 10 s.
+fn node_version(node: &Path) -> Option<(u32, u32)> {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(node).arg("--version").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().ok()?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while child.try_wait().ok()?.is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let mut out = String::new();
+    child.stdout.take()?.read_to_string(&mut out).ok()?;
+    let mut parts = out.trim().strip_prefix('v')?.split('.');
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }
 
 /// The first 512 bytes of a file (what PM2's binary test reads).
@@ -401,16 +486,92 @@ mod tests {
     }
 
     #[test]
-    fn ts_prefers_bun_and_python_falls_back() {
-        let f = Fixture::new(&["bun", "python"]);
+    fn ts_never_picks_bun_from_path_and_python_falls_back() {
+        let f = Fixture::new(&["bun", "node", "python"]);
         fs::write(f.work().join("a.ts"), "1").unwrap();
         fs::write(f.work().join("a.py"), "1").unwrap();
         let (r, _) = f.resolve("a.ts", None);
         let r = r.unwrap();
-        assert_eq!(r.command.interpreter, "bun");
+        assert_eq!(r.command.interpreter, "node");
         assert!(r.command.is_node);
+        let (r, _) = f.resolve("a.ts", Some("bun"));
+        assert_eq!(r.unwrap().command.interpreter, "bun");
         let (r, _) = f.resolve("a.py", None);
         assert_eq!(r.unwrap().command.interpreter, "python");
+    }
+
+    /// Which Node runs which TypeScript file, by `node --version` (a fake node that prints it).
+    #[test]
+    fn typescript_needs_a_node_with_type_stripping() {
+        let table = [
+            ("v26.1.0", "a.ts", &[][..], true),
+            ("v24.0.0", "a.mts", &[], true),
+            ("v23.6.0", "a.cts", &[], true),
+            ("v23.5.0", "a.ts", &[], false),
+            ("v22.18.0", "a.ts", &[], true),
+            ("v22.17.1", "a.ts", &[], false),
+            ("v20.20.2", "a.ts", &[], false),
+            ("v22.6.0", "a.ts", &["--experimental-strip-types"], true),
+            ("v20.20.2", "a.ts", &["--import", "tsx"], true),
+            ("v20.20.2", "a.ts", &["--require=ts-node/register"], true),
+            ("v26.1.0", "a.tsx", &[], false),
+            ("v20.20.2", "a.js", &[], true),
+        ];
+        for (version, script, args, ok) in table {
+            let dir = tempfile::tempdir().unwrap();
+            let node = dir.path().join("node");
+            exe(&node, format!("#!/bin/sh\necho {version}\n").as_bytes());
+            let script = dir.path().join(script);
+            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            let problem = typescript_problem(&script, &node, &args);
+            assert_eq!(problem.is_none(), ok, "{version} {script:?} {args:?}: {problem:?}");
+            if let Some(p) = problem {
+                assert!(p.contains("interpreter: bun") && p.contains("tsx"), "{p}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_directory_runs_its_package_main_or_index_js() {
+        let f = Fixture::new(&["node"]);
+        let w = f.work();
+        for (dir, files, want) in [
+            (
+                "main",
+                &[("package.json", r#"{"main": "lib/server.js"}"#), ("lib/server.js", "1"), ("index.js", "1")][..],
+                Some("lib/server.js"),
+            ),
+            ("main-no-ext", &[("package.json", r#"{"main": "./server"}"#), ("server.js", "1")], Some("server.js")),
+            ("main-dir", &[("package.json", r#"{"main": "lib"}"#), ("lib/index.js", "1")], Some("lib/index.js")),
+            ("main-missing", &[("package.json", r#"{"main": "nope.js"}"#), ("index.js", "1")], Some("index.js")),
+            ("index", &[("index.js", "1")], Some("index.js")),
+            ("ts-main", &[("package.json", r#"{"type": "module", "main": "src/app.mts"}"#), ("src/app.mts", "1")], Some("src/app.mts")),
+            ("empty", &[], None),
+        ] {
+            for (name, body) in files {
+                let p = w.join(dir).join(name);
+                fs::create_dir_all(p.parent().unwrap()).unwrap();
+                fs::write(p, body).unwrap();
+            }
+            fs::create_dir_all(w.join(dir)).unwrap();
+            let (r, rep) = f.resolve(&format!("{dir}/"), None);
+            match want {
+                Some(file) => {
+                    let r = r.unwrap_or_else(|| panic!("{dir}: {:?}", rep.errors));
+                    assert_eq!(r.exec_path, w.join(dir).join(file), "{dir}");
+                    assert_eq!(r.command.interpreter, "node");
+                    assert_eq!(r.command.argv[0], w.join(dir).join(file).to_string_lossy(), "{dir}");
+                }
+                None => {
+                    assert!(r.is_none());
+                    assert!(rep.errors[0].contains("is a directory with neither a package.json"), "{:?}", rep.errors);
+                }
+            }
+        }
+        fs::create_dir_all(w.join("bad")).unwrap();
+        fs::write(w.join("bad/package.json"), "{").unwrap();
+        let (_, rep) = f.resolve("./bad", None);
+        assert!(rep.errors[0].contains("package.json is not valid JSON"), "{:?}", rep.errors);
     }
 
     #[test]

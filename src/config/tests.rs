@@ -68,6 +68,26 @@ fn config_file_detection() {
 }
 
 #[test]
+fn pid_paths_are_named_as_pm2_names_them() {
+    let home = Path::new("/h/.pm2");
+    let table: &[(Option<&str>, &str, u32, &str)] = &[
+        (None, "web", 0, "/h/.pm2/pids/web-0.pid"),
+        (None, "my app_1", 3, "/h/.pm2/pids/my-app-1-3.pid"),
+        (Some("/run/app.pid"), "web", 2, "/run/app-2.pid"),
+        (Some("/run/app-7.pid"), "web", 2, "/run/app-2.pid"),
+        (Some("/run/app-x.pid"), "web", 2, "/run/app-x-2.pid"),
+        (Some("/run/app.pidfile"), "web", 2, "/run/app.pidfile"),
+        (Some("/run/app"), "web", 2, "/run/app"),
+        (Some("/run/.pid"), "web", 1, "/run/-1.pid"),
+        (Some("/dev/null"), "web", 1, "/dev/null"),
+        (Some("NULL"), "web", 1, "NULL"),
+    ];
+    for (configured, name, id, want) in table {
+        assert_eq!(pid_path(configured.map(Path::new), name, *id, home), Path::new(want), "{configured:?}");
+    }
+}
+
+#[test]
 fn resolve_instances_table() {
     let table = [
         (Instances::Count(3), 8, 3),
@@ -381,7 +401,13 @@ fn script_form() {
     let exec = fx.work().join("app.js").to_string_lossy().into_owned();
     assert_eq!(a.command.argv, [exec.as_str(), "a", "b"]);
     assert_eq!(a.instances, Instances::Count(2));
-    assert_eq!(a.exec_mode, ExecMode::Fork);
+    assert_eq!(a.exec_mode, ExecMode::Cluster, "-i with a Node script → cluster, as pm2-runtime");
+    let o1 = Overrides { instances: Some("2".into()), interpreter: Some("python3".into()), ..Default::default() };
+    assert_eq!(ok(fx.script("app.js", &o1)).apps[0].exec_mode, ExecMode::Fork, "not Node: fork");
+    assert_eq!(ok(fx.script("app.js", &Overrides::default())).apps[0].exec_mode, ExecMode::Fork, "no -i: fork");
+    fx.file("f.yml", "apps:\n  - script: app.js\n");
+    let o1 = Overrides { instances: Some("2".into()), ..Default::default() };
+    assert_eq!(ok(fx.load("f.yml", &o1)).apps[0].exec_mode, ExecMode::Fork, "-i with a file: the file decides the mode");
 
     let o = Overrides { name: Some("web".into()), interpreter: Some("python3".into()), ..Default::default() };
     let eco = ok(fx.script("app.js", &o));

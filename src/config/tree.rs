@@ -262,6 +262,21 @@ fn strip_location_prefix(msg: &str) -> String {
     s
 }
 
+/// Whether `text` is JSON once comments and trailing commas are blanked (a duplicate key is
+/// an error, with its position). Anything else in a `.json` file is for PM2 a JavaScript
+/// expression.
+pub fn is_json(text: &str) -> Result<bool, SyntaxError> {
+    match super::strict_json::from_str(&blank_json_extras(text)) {
+        Ok(_) => Ok(true),
+        Err(e) if e.is_data() && e.to_string().starts_with("duplicate key ") => Err(SyntaxError {
+            pos: Some(Pos { line: e.line() as u32, col: e.column() as u32 }),
+            duplicate: true,
+            message: strip_json_location(&e.to_string()),
+        }),
+        Err(_) => Ok(false),
+    }
+}
+
 /// Parses JSON the way PM2 tolerates it (comments, trailing commas), keeping positions.
 pub fn parse_lenient_json(text: &str) -> Result<Node, SyntaxError> {
     let blanked = blank_json_extras(text);

@@ -8,7 +8,7 @@
 use super::model::{ExecMode, FilterEnv, Instances, Principal, Watch};
 use super::tree::{Key, Node, Pos, Value};
 use super::units;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// Collects problems (errors) and warnings, formatted `label:line:col: path: message`.
@@ -98,6 +98,10 @@ pub(crate) const EFFECTIVE_KEYS: &[&str] = &[
     "disable_logs",
     "log_max_size",
     "log_retain",
+    "env_file",
+    "secrets",
+    "mask_secrets",
+    "redact",
 ];
 
 /// Keys PM2 accepts that have no effect here: kept verbatim in `App::ignored`, no warning.
@@ -189,6 +193,9 @@ pub struct RawApp {
     pub env: BTreeMap<String, String>,
     /// `env_<name>` blocks by `<name>`.
     pub env_named: BTreeMap<String, BTreeMap<String, String>>,
+    /// Keys of `env` / `env_<name>` whose value was a number (PM2's `jlist` shows it as one).
+    pub env_numbers: BTreeSet<String>,
+    pub env_named_numbers: BTreeMap<String, BTreeSet<String>>,
     pub filter_env: FilterEnv,
     pub port: Option<u16>,
     pub instances: Option<Instances>,
@@ -233,7 +240,24 @@ pub struct RawApp {
     pub disable_logs: Option<bool>,
     pub log_max_size: Option<u64>,
     pub log_retain: Option<u32>,
+    /// `env_file`: paths (relative to the app's cwd), each required unless marked optional.
+    pub env_file: Vec<EnvFile>,
+    /// `secrets`: variable name → file whose content is its value.
+    pub secrets: BTreeMap<String, (String, Option<Pos>)>,
+    pub mask_secrets: Option<bool>,
+    /// `redact`: more key patterns whose values are never shown.
+    pub redact: Vec<String>,
     pub ignored: BTreeMap<String, serde_json::Value>,
+}
+
+/// One `env_file` entry: `path`, or `{ path, required: false }` (Docker Compose's form).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnvFile {
+    pub path: String,
+    pub required: bool,
+    pub pos: Option<Pos>,
+    /// The key path to blame (`apps[0].env_file[1]`).
+    pub key: String,
 }
 
 /// Where the apps of a document are, and the `deploy` section.
@@ -318,7 +342,8 @@ pub fn default_name(script: &str) -> String {
     if script.contains(' ') {
         return script.to_string();
     }
-    let base = script.rsplit('/').next().unwrap_or(script);
+    // `script: dist/` (a directory) is named `dist`, as PM2's `path.basename` does.
+    let base = script.trim_end_matches('/').rsplit('/').next().unwrap_or(script);
     match base.rfind('.') {
         Some(i) if i > 0 => base[..i].to_string(),
         _ => base.to_string(),
@@ -337,12 +362,17 @@ pub fn validate_app(path: &str, node: &Node, rep: &mut Reporter) -> RawApp {
     // `conf[key] || (conf[key] = json[alias])`).
     let mut chosen: BTreeMap<&'static str, (&Key, &Node)> = BTreeMap::new();
     for (k, v) in entries {
-        if let Some(env_name) = k.name.strip_prefix("env_") {
+        // `env_file` is a dotenv file (ours); as a mapping it stays PM2's environment "file".
+        let env_file = k.name == "env_file" && (!matches!(v.value, Value::Map(_)) || v.get("path").is_some());
+        if let Some(env_name) = k.name.strip_prefix("env_")
+            && !env_file
+        {
             let p = join(path, &k.name);
             match &v.value {
                 Value::Map(_) => {
                     let map = env_map(v, &p, rep);
                     app.env_named.insert(env_name.to_string(), map);
+                    app.env_named_numbers.insert(env_name.to_string(), number_keys(v));
                 }
                 // PM2's schema accepts any `env_*` key, object or string; only an object is an
                 // environment (used with `--env <name>`).
@@ -396,7 +426,10 @@ pub fn validate_app(path: &str, node: &Node, rep: &mut Reporter) -> RawApp {
             "args" => app.args = c.arg_list(),
             "exec_interpreter" => app.interpreter = c.nonempty_string().map(|s| (s, v.pos)),
             "node_args" => app.interpreter_args = c.arg_list(),
-            "env" => app.env = env_map(v, &p, c.rep),
+            "env" => {
+                app.env = env_map(v, &p, c.rep);
+                app.env_numbers = number_keys(v);
+            }
             "filter_env" => app.filter_env = c.filter_env().unwrap_or_default(),
             "port" => app.port = c.port(),
             "instances" => app.instances = c.instances(),
@@ -448,6 +481,10 @@ pub fn validate_app(path: &str, node: &Node, rep: &mut Reporter) -> RawApp {
             "disable_logs" => app.disable_logs = c.bool(),
             "log_max_size" => app.log_max_size = c.size(),
             "log_retain" => app.log_retain = c.count(),
+            "env_file" => app.env_file = env_files(v, &p, c.rep),
+            "secrets" => app.secrets = secret_files(v, &p, c.rep),
+            "mask_secrets" => app.mask_secrets = c.bool(),
+            "redact" => app.redact = c.arg_list().unwrap_or_default(),
             other => {
                 // Unreachable by construction (every canonical key is handled above); keep it
                 // rather than panic.
@@ -462,8 +499,60 @@ pub fn validate_app(path: &str, node: &Node, rep: &mut Reporter) -> RawApp {
     app
 }
 
+/// `env_file: .env`, `env_file: [a.env, b.env]`, items also as `{ path: x, required: false }`.
+fn env_files(node: &Node, path: &str, rep: &mut Reporter) -> Vec<EnvFile> {
+    let one = |n: &Node, key: String, rep: &mut Reporter| -> Option<EnvFile> {
+        match &n.value {
+            Value::Str(s) if !s.is_empty() => Some(EnvFile { path: s.clone(), required: true, pos: n.pos, key }),
+            Value::Map(_) => {
+                let file = n.get("path").and_then(|p| if let Value::Str(s) = &p.value { Some(s.clone()) } else { None });
+                let required = match n.get("required").map(|r| &r.value) {
+                    None => Some(true),
+                    Some(Value::Bool(b)) => Some(*b),
+                    Some(_) => None,
+                };
+                match (file.filter(|f| !f.is_empty()), required) {
+                    (Some(file), Some(required)) => Some(EnvFile { path: file, required, pos: n.pos, key }),
+                    _ => {
+                        rep.error(n.pos, &key, "expected { path: <file>, required: true|false }");
+                        None
+                    }
+                }
+            }
+            _ => {
+                rep.error(n.pos, &key, format!("expected a file path, got {}", n.describe()));
+                None
+            }
+        }
+    };
+    match &node.value {
+        Value::Seq(items) => items.iter().enumerate().filter_map(|(i, n)| one(n, format!("{path}[{i}]"), rep)).collect(),
+        _ => one(node, path.to_string(), rep).into_iter().collect(),
+    }
+}
+
+/// `secrets: { DB_PASSWORD: /run/secrets/db_password }`.
+fn secret_files(node: &Node, path: &str, rep: &mut Reporter) -> BTreeMap<String, (String, Option<Pos>)> {
+    let mut out = BTreeMap::new();
+    let Value::Map(entries) = &node.value else {
+        rep.error(node.pos, path, format!("expected a mapping of variable name to file, got {}", node.describe()));
+        return out;
+    };
+    for (k, v) in entries {
+        let key = join(path, &k.name);
+        match &v.value {
+            _ if k.name.is_empty() || k.name.contains(['=', '\0']) => rep.error(k.pos, &key, "invalid environment variable name"),
+            Value::Str(s) if !s.is_empty() => {
+                out.insert(k.name.clone(), (s.clone(), v.pos));
+            }
+            _ => rep.error(v.pos, &key, format!("expected a file path, got {}", v.describe())),
+        }
+    }
+    out
+}
+
 /// The warning for an `env_<name>` key whose value is not a mapping (PM2 accepts it and it
-/// has no effect; `env_file` is usually meant as a dotenv file, which PM2 does not load).
+/// has no effect).
 fn not_an_environment(name: &str, v: &Node) -> String {
     // The value is not shown: it may hold a secret.
     let kind = match &v.value {
@@ -472,14 +561,21 @@ fn not_an_environment(name: &str, v: &Node) -> String {
         Value::Bool(_) => "a boolean",
         _ => "a number",
     };
-    if name == "file" && matches!(v.value, Value::Str(_)) {
-        return "PM2 does not load env files: the variables in that file are not set (this key is an environment named \"file\", used only with --env file); ignored".into();
-    }
     format!("{kind} is not an environment (a mapping of variables, used with --env {name}); ignored")
 }
 
 /// Converts an `env`/`env_<name>` mapping: numbers/bools stringified, objects JSON-stringified,
 /// nulls dropped (PM2's fork mode never passes null values).
+/// The keys of an `env` mapping whose values are numbers.
+pub fn number_keys(node: &Node) -> BTreeSet<String> {
+    match &node.value {
+        Value::Map(entries) => {
+            entries.iter().filter(|(_, v)| matches!(v.value, Value::Int(_) | Value::Float(_))).map(|(k, _)| k.name.clone()).collect()
+        }
+        _ => BTreeSet::new(),
+    }
+}
+
 pub fn env_map(node: &Node, path: &str, rep: &mut Reporter) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     match &node.value {
@@ -1009,10 +1105,11 @@ mod tests {
         );
         assert!(rep.errors.is_empty(), "{:?}", rep.errors);
         assert_eq!(apps[0].env_named.keys().collect::<Vec<_>>(), ["staging"]);
-        assert_eq!(rep.warnings.len(), 4, "{:?}", rep.warnings);
-        assert!(rep.warnings[0].starts_with("f.yml:3:5: apps[0].env_file: PM2 does not load env files"), "{:?}", rep.warnings);
-        assert!(rep.warnings[1].contains("apps[0].env_flag: a boolean is not an environment"), "{:?}", rep.warnings);
-        assert!(rep.warnings[3].contains("apps[0].env_x: a string is not an environment (a mapping of variables, used with --env x)"));
+        // `env_file` as a path is a dotenv file (ours), not an environment.
+        assert_eq!(apps[0].env_file.iter().map(|f| (f.path.as_str(), f.required)).collect::<Vec<_>>(), [(".env", true)]);
+        assert_eq!(rep.warnings.len(), 3, "{:?}", rep.warnings);
+        assert!(rep.warnings[0].contains("apps[0].env_flag: a boolean is not an environment"), "{:?}", rep.warnings);
+        assert!(rep.warnings[2].contains("apps[0].env_x: a string is not an environment (a mapping of variables, used with --env x)"));
         assert!(
             !rep.warnings.iter().any(|w| w.contains("hunter2") || w.contains("\".env\"")),
             "values are never shown: {:?}",
@@ -1142,6 +1239,8 @@ apps:
         assert_eq!(default_name("bin/worker"), "worker");
         assert_eq!(default_name(".hidden"), ".hidden");
         assert_eq!(default_name("npm start"), "npm start");
+        assert_eq!(default_name("dist/"), "dist");
+        assert_eq!(default_name("./src"), "src");
     }
 
     #[test]

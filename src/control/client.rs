@@ -158,6 +158,7 @@ pub fn describe(p: &Value) -> String {
         ("restarts", env["restart_time"].to_string()),
         ("uptime", human_uptime(env["pm_uptime"].as_u64().unwrap_or(0))),
         ("script path", env["pm_exec_path"].as_str().unwrap_or("").to_string()),
+        ("pid path", env["pm_pid_path"].as_str().unwrap_or("").to_string()),
         ("interpreter", env["exec_interpreter"].as_str().unwrap_or("").to_string()),
         ("exec cwd", env["pm_cwd"].as_str().unwrap_or("").to_string()),
         ("exec mode", env["exec_mode"].as_str().unwrap_or("").to_string()),

@@ -78,6 +78,8 @@ pub enum Request {
         target: Option<String>,
     },
     ReloadLogs,
+    /// `kill`: stop every app and exit, as a stop signal does (PM2's `kill` of its daemon).
+    Kill,
     /// `startOrRestart|startOrReload|startOrGracefulReload <file>`: the client loads the file and
     /// sends the resolved apps; known names are restarted with the new settings, new ones started.
     Apply {
@@ -311,6 +313,7 @@ mod tests {
             Request::Logs { target: None, lines: 0, after: None },
             Request::Flush { target: None },
             Request::ReloadLogs,
+            Request::Kill,
             Request::Apply {
                 action: "startOrRestart".into(),
                 ecosystem: crate::config::Ecosystem { file: None, apps: vec![], warnings: vec![] },

@@ -25,10 +25,17 @@ pub fn socket_path(pm2_home: &Path) -> PathBuf {
     pm2_home.join(SOCKET_NAME)
 }
 
-/// The socket file this runtime created, to be removed when it exits.
+/// The socket file this runtime created, and its `pm2.pid`, to be removed when it exits.
 pub struct SocketFile {
     path: PathBuf,
     id: Option<(u64, u64)>,
+    pid_file: Option<PathBuf>,
+}
+
+/// `$PM2_HOME/pm2.pid`: the runtime's own pid, where PM2 keeps its daemon's (init scripts and
+/// tools read it). Written once this runtime owns the PM2_HOME (its socket is bound).
+pub fn pid_file_path(pm2_home: &Path) -> PathBuf {
+    pm2_home.join("pm2.pid")
 }
 
 fn file_id(path: &Path) -> Option<(u64, u64)> {
@@ -42,6 +49,11 @@ impl SocketFile {
     pub fn remove(self) {
         if self.id.is_some() && file_id(&self.path) == self.id {
             let _ = std::fs::remove_file(&self.path);
+        }
+        if let Some(p) = self.pid_file
+            && std::fs::read_to_string(&p).is_ok_and(|s| s.trim() == std::process::id().to_string())
+        {
+            let _ = std::fs::remove_file(&p);
         }
     }
 }
@@ -87,7 +99,15 @@ pub fn bind(pm2_home: &Path) -> Result<(UnixListener, SocketFile), BindError> {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| Other(format!("cannot restrict {}: {e}", path.display())))?;
     let id = file_id(&path);
-    Ok((listener, SocketFile { path, id }))
+    let pid_file = pid_file_path(pm2_home);
+    let pid_file = match crate::logs::file::write_pid_file(&pid_file, std::process::id()) {
+        Ok(()) => Some(pid_file),
+        Err(e) => {
+            tracing::warn!("cannot write {}: {e}", pid_file.display());
+            None
+        }
+    };
+    Ok((listener, SocketFile { path, id, pid_file }))
 }
 
 /// How long to wait after a failed accept: from 10 ms, doubling, at most 1 s.

@@ -191,12 +191,14 @@ impl From<SystemTime> for Stamp {
 pub struct Decoration {
     date: Option<DateFormat>,
     json: bool,
+    /// `mask_secrets`: values replaced by `[redacted]` in every line (empty: off).
+    pub secrets: Vec<String>,
 }
 
 impl Decoration {
     pub fn new(log_date_format: Option<&str>, time: bool, log_type_json: bool) -> Decoration {
         let date = if time { Some(PM2_DEFAULT) } else { log_date_format.filter(|f| !f.is_empty()) };
-        Decoration { date: date.map(DateFormat::parse), json: log_type_json }
+        Decoration { date: date.map(DateFormat::parse), json: log_type_json, secrets: Vec::new() }
     }
 
     /// No decoration at all (the line passes as is).

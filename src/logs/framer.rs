@@ -14,12 +14,20 @@
 //!   UTF-8, so a character is not torn. Concatenating the pieces gives the line back exactly.
 //!   Memory stays bounded by the cap plus one read.
 //! - At EOF ([`Framer::finish`]) a trailing partial line is handed out as a line.
+//! - A partial line left waiting (a prompt, progress dots) can be handed out as a line of its
+//!   own ([`Framer::flush_idle`]; the pump does so after [`IDLE_FLUSH`] without new bytes), as
+//!   PM2 prints every chunk at once: the rest of that line then comes as another line.
 //!
 //! Must never: allocate per line (lines inside one read are slices of that read; only a line
 //! that spans reads is copied, into one reused buffer), alter bytes, lose or reorder bytes.
 
 /// Lines up to this many bytes (4 MiB) stay whole; longer ones are split into pieces.
 pub const MAX_LINE: usize = 4 * 1024 * 1024;
+
+/// How long a partial line waits for the rest of it before it is shown as a line of its own.
+/// Long enough that a line written in pieces in quick succession stays whole, short enough
+/// for a prompt to be seen.
+pub const IDLE_FLUSH: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The pending-buffer capacity kept between long lines; a bigger one is released once empty.
 const KEEP_CAPACITY: usize = 256 * 1024;
@@ -108,6 +116,22 @@ impl Framer {
         }
     }
 
+    /// Hands out the partial line now as a line of its own (PM2 shows each chunk so), keeping
+    /// an incomplete UTF-8 character at its end for the next call (when that is all there is,
+    /// it is handed out: the rest of it is not coming). A piece of an over-long line already
+    /// handed out makes this the last piece of that line.
+    pub fn flush_idle(&mut self, emit: &mut dyn FnMut(&[u8], bool)) {
+        let n = match complete_prefix(&self.pending) {
+            0 => self.pending.len(),
+            n => n,
+        };
+        if n > 0 {
+            emit(&self.pending[..n], false);
+            self.pending.drain(..n);
+            self.continuing = false;
+        }
+    }
+
     fn clear_pending(&mut self) {
         self.pending.clear();
         if self.pending.capacity() > KEEP_CAPACITY {
@@ -190,6 +214,24 @@ mod tests {
         assert_eq!(complete_prefix(&[0xF0, 0x9F, 0x98]), 0);
         assert_eq!(complete_prefix(&[b'a', 0xF0, 0x9F, 0x98, 0x80]), 5);
         assert_eq!(complete_prefix(&[0x80, 0x80]), 2);
+    }
+
+    #[test]
+    fn flush_idle_shows_a_waiting_partial_line_as_a_line_of_its_own() {
+        let mut f = Framer::new();
+        let mut out = Vec::new();
+        f.push(b"done\nEnter name: ", &mut |l, c| out.push((l.to_vec(), c)));
+        f.flush_idle(&mut |l, c| out.push((l.to_vec(), c)));
+        assert_eq!(f.pending_len(), 0);
+        f.flush_idle(&mut |l, c| out.push((l.to_vec(), c)));
+        f.push(b"bob\n", &mut |l, c| out.push((l.to_vec(), c)));
+        // EOF after an idle flush adds nothing: the shown piece was a line.
+        f.push("x\u{e9}".as_bytes(), &mut |l, c| out.push((l.to_vec(), c)));
+        f.push(&"\u{20ac}".as_bytes()[..1], &mut |l, c| out.push((l.to_vec(), c)));
+        f.flush_idle(&mut |l, c| out.push((l.to_vec(), c)));
+        f.push(&"\u{20ac}".as_bytes()[1..], &mut |l, c| out.push((l.to_vec(), c)));
+        f.finish(&mut |l, c| out.push((l.to_vec(), c)));
+        assert_eq!(show(&out), ["done", "Enter name: ", "bob", "x\u{e9}", "\u{20ac}"]);
     }
 
     fn show(v: &[(Vec<u8>, bool)]) -> Vec<String> {

@@ -171,7 +171,10 @@ impl LogHub {
             tokio::spawn(drain(pipe));
             return;
         }
-        let deco = Decoration::new(app.log_date_format.as_deref(), app.time, app.log_type.as_deref() == Some("json"));
+        let mut deco = Decoration::new(app.log_date_format.as_deref(), app.time, app.log_type.as_deref() == Some("json"));
+        if app.mask_secrets {
+            deco.secrets = crate::redact::secret_values(app);
+        }
         let sinks = self.sinks(app, pm_id, stream);
         let hub = self.clone();
         let name = app.name.clone();
@@ -230,7 +233,24 @@ impl LogHub {
             // Wait for data without holding any budget (an idle app holds none), then for room
             // for one read: with a stalled stdout the pipe is left alone and the app blocks on
             // its own writes.
-            let ready = pipe.readable().await;
+            // A partial line that waits longer than IDLE_FLUSH is shown as a line of its own.
+            let ready = if framer.pending_len() == 0 {
+                pipe.readable().await
+            } else {
+                match tokio::time::timeout(super::framer::IDLE_FLUSH, pipe.readable()).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        let now = Stamp::new(SystemTime::now());
+                        framer.flush_idle(&mut self.emitter(&tag, stream, deco, sinks, &now, &mut out, &mut file_buf, &mut target));
+                        let left = held.as_ref().map_or(0, |h| h.num_permits()).saturating_sub(framer.pending_len());
+                        let permit = held.as_mut().and_then(|h| h.split(left));
+                        if !self.send(name, pm_id, sinks, &mut file_buf, &mut out, target, permit).await {
+                            return;
+                        }
+                        continue;
+                    }
+                }
+            };
             let Some(mut room) = self.room_for_read(&mut framer, &tag, stream, deco, sinks, &mut held).await else { return };
             let n = match ready.and_then(|()| pipe.try_read(&mut read_buf)) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -324,6 +344,8 @@ impl LogHub {
         let counter = &self.inner.lines[usize::from(stream == Stream::Err)];
         move |line: &[u8], continued: bool| {
             counter.fetch_add(1, Ordering::Relaxed);
+            let masked = if deco.secrets.is_empty() { None } else { crate::redact::mask(line, &deco.secrets) };
+            let line = masked.as_deref().unwrap_or(line);
             *target = fmt.app_line(out, tag, stream, deco, line, continued, now);
             let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed) + 1;
             lock(&sinks.recent).push(seq, stream, line);

@@ -1,29 +1,38 @@
-//! The preload given to Node apps (`node --require $PM2_HOME/pm-runtime-preload.js …`): the
+//! The preload given to Node apps (`node --require $PM2_HOME/pm-runtime-preload.cjs …`): the
 //! behaviour PM2's process container wraps around an app, which apps rely on without knowing
 //! it (an unhandled rejection is logged and not fatal, an uncaught exception is logged and
 //! exits 1, `process.title`), plus the keep-alive drain of a retiring cluster worker. The
 //! script itself is `preload.js`, embedded in the binary and written to PM2_HOME at start.
 //!
-//! Only apps whose interpreter is `node` get it (not bun, not shell commands); per app,
-//! `pm_runtime_preload: false` turns it off and Node's defaults apply.
+//! Apps whose interpreter is `node` or `bun` get it, and `deno` when allowed to read the
+//! environment (not shell commands); per app, `pm_runtime_preload: false` turns it off and the
+//! runtime's defaults apply.
 
 use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::config::App;
+use crate::config::{App, JsRuntime};
 
-/// The file name in PM2_HOME.
-pub const FILE_NAME: &str = "pm-runtime-preload.js";
+/// The file name in PM2_HOME. `.cjs`, so Node loads it as CommonJS whatever the nearest
+/// `package.json` says: a PM2_HOME inside an ESM project (`"type": "module"`) would otherwise
+/// make a `.js` preload an ES module, where `require` does not exist and every app dies at start.
+pub const FILE_NAME: &str = "pm-runtime-preload.cjs";
 
 /// The preload's source.
 pub const SOURCE: &str = include_str!("preload.js");
 
-/// True when `app` is started with the preload: a Node app (interpreter `node`, not a shell
-/// command) that did not turn it off.
+/// True when `app` is started with the preload: a Node or Bun app (Bun takes `--require` as
+/// its `--preload`), or a Deno app allowed to read the environment (`-A`, `--allow-all`,
+/// `--allow-env`: the preload reads it, and Deno would stop the app otherwise), that did not
+/// turn it off. Not shell commands nor other interpreters.
 pub fn wants(app: &App) -> bool {
-    let interpreter = Path::new(&app.command.interpreter).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    app.pm_runtime_preload && app.command.is_node && interpreter.ends_with("node")
+    let allowed = match app.command.js_runtime() {
+        Some(JsRuntime::Node | JsRuntime::Bun) => true,
+        Some(JsRuntime::Deno) => app.interpreter_args.iter().any(|a| matches!(a.as_str(), "-A" | "--allow-all" | "--allow-env")),
+        None => false,
+    };
+    app.pm_runtime_preload && allowed
 }
 
 /// The node arguments with the preload in front: `--require <preload> <node_args…> <script> <args…>`.
@@ -111,11 +120,46 @@ fn shared_dir() -> io::Result<PathBuf> {
 mod tests {
     use super::*;
 
+    /// Which runtime gets the preload: node and bun always, deno only when allowed to read env.
+    #[test]
+    fn wants_by_runtime_and_permission() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("e.yml");
+        let bin = dir.path().join("bin");
+        std::fs::create_dir_all(&bin).expect("bin");
+        for name in ["node", "bun", "deno", "python3"] {
+            std::fs::write(bin.join(name), "#!/bin/sh\n").expect("write");
+            std::fs::set_permissions(bin.join(name), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        std::fs::write(dir.path().join("a.js"), "1").expect("script");
+        for (interpreter, args, off, want) in [
+            ("node", "[]", false, true),
+            ("bun", "[]", false, true),
+            ("deno", "[]", false, false),
+            ("deno", "[--allow-net]", false, false),
+            ("deno", "[-A]", false, true),
+            ("deno", "[--allow-all]", false, true),
+            ("deno", "[--allow-env, --allow-net]", false, true),
+            ("python3", "[]", false, false),
+            ("node", "[]", true, false),
+        ] {
+            let yaml = format!(
+                "apps:\n  - name: a\n    script: {}\n    interpreter: {}\n    node_args: {args}\n    pm_runtime_preload: {}\n",
+                dir.path().join("a.js").display(),
+                bin.join(interpreter).display(),
+                !off
+            );
+            std::fs::write(&path, yaml).expect("write");
+            let eco = crate::config::load(&path, &Default::default()).unwrap_or_else(|e| panic!("{e:?}"));
+            assert_eq!(wants(&eco.apps[0]), want, "{interpreter} {args} off={off}");
+        }
+    }
+
     #[test]
     fn preload_goes_before_node_args_and_script() {
         let argv: Vec<String> = ["--max-old-space-size=64", "/app/server.js", "--port", "1"].map(String::from).to_vec();
-        let out = with_preload(&argv, Path::new("/h/pm-runtime-preload.js"));
-        assert_eq!(out, ["--require", "/h/pm-runtime-preload.js", "--max-old-space-size=64", "/app/server.js", "--port", "1"]);
+        let out = with_preload(&argv, Path::new("/h/pm-runtime-preload.cjs"));
+        assert_eq!(out, ["--require", "/h/pm-runtime-preload.cjs", "--max-old-space-size=64", "/app/server.js", "--port", "1"]);
     }
 
     #[test]

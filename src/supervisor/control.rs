@@ -57,6 +57,11 @@ pub fn handle(st: &State, req: Request, logs: &LogHub, pm2_home: &str) -> Answer
             logs.reopen_files();
             Answer::Reply(Reply::ok())
         }
+        // The runtime's own stop signal: the one shutdown path (kill_timeout, exit code).
+        Request::Kill => {
+            crate::process::unix::signal_pid(std::process::id(), nix::sys::signal::Signal::SIGTERM);
+            Answer::Reply(Reply::ok())
+        }
     }
 }
 

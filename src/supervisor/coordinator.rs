@@ -72,15 +72,6 @@ pub struct State {
     new_unique_id: fn() -> String,
 }
 
-/// A target (`stop web`, `logs 7`…) that names no instance.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("no process or app named {target:?} (known: {})", if known.is_empty() { "none".to_string() } else { known.join(", ") })]
-pub struct UnknownTarget {
-    pub target: String,
-    /// The app names there are.
-    pub known: Vec<String>,
-}
-
 /// What happened, as the loop saw it.
 #[derive(Debug)]
 pub enum Event {
@@ -306,6 +297,11 @@ impl State {
     /// keeps panicking: then it is errored).
     fn task_ended(&mut self, pm_id: u32, panic: Option<String>, fx: &mut Vec<Effect>) {
         self.tasks.remove(&pm_id);
+        // PM2 numbers from 0 again once its table is empty (ids and `-<id>` log files match);
+        // an id is free for reuse only once its task has ended.
+        if self.slots.is_empty() && self.tasks.is_empty() {
+            self.next_id = 0;
+        }
         if let Some(what) = panic {
             self.after_panic(pm_id, what, fx);
         }
@@ -451,26 +447,15 @@ impl State {
         Outcome::AppsFinished(0)
     }
 
-    /// pm_ids matching an app name, a pm_id, a namespace or `all`.
-    pub fn resolve(&self, target: &str) -> Result<Vec<u32>, UnknownTarget> {
-        let ids: Vec<u32> = if target == "all" {
-            self.slots.keys().copied().collect()
-        } else if let Ok(id) = target.parse::<u32>() {
-            self.slots.keys().copied().filter(|k| *k == id).collect()
-        } else {
-            let by_name: Vec<u32> = self.slots.iter().filter(|(_, s)| self.apps[s.app_index].name == target).map(|(k, _)| *k).collect();
-            if by_name.is_empty() {
-                self.slots.iter().filter(|(_, s)| self.apps[s.app_index].namespace == target).map(|(k, _)| *k).collect()
-            } else {
-                by_name
-            }
-        };
-        if ids.is_empty() && target != "all" {
-            let mut known: Vec<String> = self.slots.values().map(|s| self.apps[s.app_index].name.clone()).collect();
-            known.dedup();
-            return Err(UnknownTarget { target: target.to_string(), known });
-        }
-        Ok(ids)
+    /// pm_ids a target names (`all`, `/regex/`, a name, a namespace, a pm_id: PM2's order).
+    pub fn resolve(&self, target: &str) -> Result<Vec<u32>, String> {
+        use crate::control::target::{Row, select};
+        let rows: Vec<Row> = self
+            .slots
+            .iter()
+            .map(|(id, s)| Row { pm_id: *id, name: &self.apps[s.app_index].name, namespace: &self.apps[s.app_index].namespace })
+            .collect();
+        select(target, &rows)
     }
 
     fn scale(&mut self, name: &str, count: &str, now: SystemTime, fx: &mut Vec<Effect>) -> Reply {

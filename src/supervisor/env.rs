@@ -42,7 +42,9 @@ const NEVER_INHERIT: &[&str] = &[
     "KEYMETRICS_SECRET",
 ];
 
-pub fn build(inherited: &[(OsString, OsString)], app: &App, f: &InstanceFacts) -> Vec<(OsString, OsString)> {
+/// The part of the runtime's environment an app inherits (`filter_env` applied, the runtime's
+/// own channel and secrets left out).
+pub fn inherited(inherited: &[(OsString, OsString)], app: &App) -> Vec<(OsString, OsString)> {
     let mut env: Vec<(OsString, OsString)> = match &app.filter_env {
         FilterEnv::DropAll => Vec::new(),
         FilterEnv::Inherit => inherited.to_vec(),
@@ -52,7 +54,18 @@ pub fn build(inherited: &[(OsString, OsString)], app: &App, f: &InstanceFacts) -
         FilterEnv::DropExact(name) => inherited.iter().filter(|(k, _)| k != name.as_str()).cloned().collect(),
     };
     env.retain(|(k, _)| !NEVER_INHERIT.iter().any(|n| OsStr::new(n) == k));
+    env
+}
 
+/// The value of `increment_var` for an instance: the configured value (or 0), +1 per instance.
+pub fn increment_value(app: &App, instance: u32) -> Option<(&str, i64)> {
+    let var = app.increment_var.as_deref()?;
+    let base = app.env.get(var).and_then(|v| v.trim().parse::<i64>().ok()).unwrap_or(0);
+    Some((var, base + i64::from(instance)))
+}
+
+pub fn build(inherited_env: &[(OsString, OsString)], app: &App, f: &InstanceFacts) -> Vec<(OsString, OsString)> {
+    let mut env = inherited(inherited_env, app);
     let mode = match app.exec_mode {
         ExecMode::Fork => "fork_mode",
         ExecMode::Cluster => "cluster_mode",
@@ -89,16 +102,13 @@ pub fn build(inherited: &[(OsString, OsString)], app: &App, f: &InstanceFacts) -
     if !app.restart_delay.is_zero() {
         pm2.push(("restart_delay", app.restart_delay.as_millis().to_string()));
     }
-    for (key, path) in [
-        ("pm_out_log_path", &app.out_file),
-        ("pm_err_log_path", &app.error_file),
-        ("pm_log_path", &app.log_file),
-        ("pm_pid_path", &app.pid_file),
-    ] {
+    for (key, path) in [("pm_out_log_path", &app.out_file), ("pm_err_log_path", &app.error_file), ("pm_log_path", &app.log_file)] {
         if let Some(p) = path {
             pm2.push((key, p.to_string_lossy().into_owned()));
         }
     }
+    let pid_path = crate::config::pid_path(app.pid_file.as_deref(), &app.name, f.pm_id, std::path::Path::new(&f.pm2_home));
+    pm2.push(("pm_pid_path", pid_path.to_string_lossy().into_owned()));
     if app.command.interpreter.contains("python") {
         pm2.push(("PYTHONUNBUFFERED", "1".to_string()));
     }
@@ -112,9 +122,8 @@ pub fn build(inherited: &[(OsString, OsString)], app: &App, f: &InstanceFacts) -
         set(&mut env, k, v);
     }
     // increment_var: the first instance gets the configured value (or 0), the next ones +1 each.
-    if let Some(var) = &app.increment_var {
-        let base = app.env.get(var).and_then(|v| v.trim().parse::<i64>().ok()).unwrap_or(0);
-        set(&mut env, var, &(base + i64::from(f.instance)).to_string());
+    if let Some((var, value)) = increment_value(app, f.instance) {
+        set(&mut env, var, &value.to_string());
     }
     if let Some(port) = app.port {
         set(&mut env, "PORT", &port.to_string());

@@ -97,6 +97,11 @@ impl Instance {
         let backoff_reset = policy::backoff_reset_from(std::env::var("EXP_BACKOFF_RESET_TIMER").ok().as_deref());
         let mut m = Machine::new(self.app.clone(), self.pm_id, self.listeners.is_some(), self.restart_time, backoff_reset, Instant::now());
         m.resumed = self.resumed;
+        // Deno has no node:cluster: its instances share the port with SO_REUSEPORT
+        // (`Deno.serve({ reusePort: true })`), so a reload can still start the new one first.
+        m.rolling = self.listeners.is_none()
+            && self.app.exec_mode == crate::config::ExecMode::Cluster
+            && self.app.command.js_runtime() == Some(crate::config::JsRuntime::Deno);
         let created_wall = now_ms();
         let mut run = Run::default();
         let mut handed: Option<Run> = None;
@@ -262,12 +267,8 @@ impl Instance {
                 timers.remove(&t);
             }
             Effect::HandOver => {
-                let mut old = std::mem::take(run);
-                // The pid file is the replacement's from now on.
-                if let Some(f) = old.pid_file.take() {
-                    f.disown();
-                }
-                *handed = Some(old);
+                // The pid file is the replacement's once it writes its own (see `PidFile`).
+                *handed = Some(std::mem::take(run));
             }
             Effect::RetireDisconnect => {
                 if let Some(c) = handed.as_ref().and_then(|h| h.chan.as_ref()) {
@@ -347,7 +348,8 @@ impl Instance {
             env: child_env,
             uid,
             gid,
-            ipc: app.command.is_node,
+            // Node, Bun and Deno all speak Node's IPC channel (`process.send('ready')`).
+            ipc: app.command.js_runtime().is_some(),
             listen_fd,
         };
         // Out of resources (EMFILE, EAGAIN…) is no crash of the app: the machine waits and
@@ -382,7 +384,11 @@ impl Instance {
             strays: Vec::new(),
             since: Some(SystemTime::now()),
             version: package_version(&app.cwd),
-            pid_file: app.pid_file.as_ref().and_then(|p| PidFile::write(app.instance_path(p, self.pm_id), pid)),
+            pid_file: PidFile::write(
+                crate::config::pid_path(app.pid_file.as_deref(), &app.name, self.pm_id, std::path::Path::new(&self.pm2_home)),
+                pid,
+                app.pid_file.is_some(),
+            ),
         })
     }
 }
@@ -511,31 +517,34 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
 }
 
-/// A `pid_file`, removed when the process has exited (the guard is dropped).
-struct PidFile(std::path::PathBuf);
+/// A process's pid file (PM2's `pm_pid_path`), removed when the process has exited (the guard
+/// is dropped) unless a newer process of the instance (a rolling reload) has written its own.
+struct PidFile(std::path::PathBuf, u32);
 
 impl PidFile {
-    fn write(path: std::path::PathBuf, pid: u32) -> Option<Self> {
+    /// `configured`: the app's `pid_file` (a failure is an error); else the default one in
+    /// `$PM2_HOME/pids`, which a read-only PM2_HOME may refuse (said once per start, at debug).
+    fn write(path: std::path::PathBuf, pid: u32, configured: bool) -> Option<Self> {
+        if crate::config::is_null_path(&path) {
+            return None;
+        }
         match crate::logs::file::write_pid_file(&path, pid) {
-            Ok(()) => Some(Self(path)),
-            Err(e) => {
+            Ok(()) => Some(Self(path, pid)),
+            Err(e) if configured => {
                 tracing::error!("cannot write pid file {}: {e}", path.display());
+                None
+            }
+            Err(e) => {
+                tracing::debug!("cannot write pid file {}: {e}", path.display());
                 None
             }
         }
     }
 }
 
-impl PidFile {
-    /// The path now names another process: leave the file alone.
-    fn disown(mut self) {
-        self.0 = std::path::PathBuf::new();
-    }
-}
-
 impl Drop for PidFile {
     fn drop(&mut self) {
-        if !self.0.as_os_str().is_empty() {
+        if std::fs::read_to_string(&self.0).is_ok_and(|s| s.trim() == self.1.to_string()) {
             let _ = std::fs::remove_file(&self.0);
         }
     }

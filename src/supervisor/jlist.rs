@@ -4,10 +4,15 @@
 //! order PM2's own objects have), which scripts that read the text rely on; serde_json keeps
 //! insertion order (its `preserve_order` feature).
 //!
-//! `pm2_env.env` holds the app's environment values. Only the control socket (private to the
-//! uid that runs the runtime, as PM2's own socket) may show them: callers say so explicitly
-//! with [`Env::Include`]. Anything served over the network (HTTP endpoints, PM2 Plus) must use
-//! [`Env::Omit`].
+//! `pm2_env.env` holds the instance's environment as PM2 shows it: the inherited variables, the
+//! app's `env` (numbers in the file stay numbers), the instance's `increment_var` value, `PORT`
+//! and `unique_id`; its variables are also copied to the top level of `pm2_env` (where PM2's
+//! own keys win), as PM2 does. Secrets are redacted or left out by [`crate::redact`]. Only the
+//! control socket (private to the uid that runs the runtime, as PM2's own socket) may show
+//! them: callers say so explicitly with [`Env::Include`]. Anything served over the network
+//! (HTTP endpoints, PM2 Plus) must use [`Env::Omit`].
+
+use std::ffi::OsString;
 
 use std::sync::LazyLock;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -29,6 +34,8 @@ fn ms(t: SystemTime) -> u64 {
 /// version was read when each process started).
 pub fn rows(table: &StatusTable, only: Option<&[u32]>, env: Env) -> Vec<Value> {
     let mut out = Vec::new();
+    let inherited: Vec<_> = if env == Env::Include { std::env::vars_os().collect() } else { Vec::new() };
+    let pm2_home = crate::pm2_home();
     for row in table.instances.iter().filter(|r| only.is_none_or(|o| o.contains(&r.pm_id))) {
         let app = &row.app;
         let id = row.pm_id;
@@ -49,12 +56,16 @@ pub fn rows(table: &StatusTable, only: Option<&[u32]>, env: Env) -> Vec<Value> {
             out_log: log(&app.out_file),
             err_log: log(&app.error_file),
             combined_log: log(&app.log_file),
+            pid_path: crate::config::pid_path(app.pid_file.as_deref(), &app.name, id, std::path::Path::new(&pm2_home))
+                .to_string_lossy()
+                .into_owned(),
             memory: row.sample.memory_bytes,
             cpu: row.sample.cpu_percent,
             version: row.version(),
             username: &USERNAME,
             axm_monitor: &row.axm_monitor,
             axm_actions: &row.axm_actions,
+            inherited: &inherited,
         };
         out.push(entry(&facts, env));
     }
@@ -97,6 +108,8 @@ pub struct Facts<'a> {
     pub out_log: Option<String>,
     pub err_log: Option<String>,
     pub combined_log: Option<String>,
+    /// PM2's `pm_pid_path` of this instance (see [`crate::config::pid_path`]).
+    pub pid_path: String,
     pub memory: u64,
     pub cpu: f64,
     /// `version` from the app's package.json, else "N/A".
@@ -105,6 +118,46 @@ pub struct Facts<'a> {
     /// `@pm2/io` custom metrics and actions, as the app declared them.
     pub axm_monitor: &'a Map<String, Value>,
     pub axm_actions: &'a [Value],
+    /// The runtime's own environment (what the app inherits, before `filter_env`).
+    pub inherited: &'a [(OsString, OsString)],
+}
+
+/// The instance's environment as PM2's `pm2_env.env` shows it, secrets redacted or left out.
+fn instance_env(f: &Facts) -> Map<String, Value> {
+    use crate::redact::{REDACTED, Shown, shown};
+    let app = f.app;
+    let mut env = Map::new();
+    for (k, v) in super::env::inherited(f.inherited, app) {
+        env.insert(k.to_string_lossy().into_owned(), json!(v.to_string_lossy()));
+    }
+    for (k, v) in &app.env {
+        env.insert(k.clone(), if app.env_numbers.contains(k) { number(v) } else { json!(v) });
+    }
+    if let Some((var, value)) = super::env::increment_value(app, f.instance) {
+        env.insert(var.to_string(), json!(value));
+    }
+    if let Some(port) = app.port {
+        env.insert("PORT".into(), json!(port));
+    }
+    env.insert("unique_id".into(), json!(f.unique_id));
+    env.into_iter()
+        .filter_map(|(k, v)| match shown(&k, &app.secret_keys, &app.redact) {
+            Shown::Never => None,
+            Shown::Redacted => Some((k, json!(REDACTED))),
+            Shown::Plain => Some((k, v)),
+        })
+        .collect()
+}
+
+/// A number from the file, as JSON shows it (integers stay integers).
+fn number(v: &str) -> Value {
+    if let Ok(i) = v.parse::<i64>() {
+        return json!(i);
+    }
+    match v.parse::<f64>() {
+        Ok(x) if x.is_finite() => json!(x),
+        _ => json!(v),
+    }
 }
 
 /// One process, as PM2's `jlist` shows it.
@@ -132,8 +185,9 @@ pub fn entry(f: &Facts, env: Env) -> Value {
     if let Some(m) = app.merge_logs {
         put("merge_logs", json!(m));
     }
-    if env == Env::Include {
-        put("env", json!(app.env));
+    let shown = (env == Env::Include).then(|| instance_env(f));
+    if let Some(vars) = &shown {
+        put("env", Value::Object(vars.clone()));
     }
     put("namespace", json!(app.namespace));
     put("name", json!(app.name));
@@ -144,6 +198,7 @@ pub fn entry(f: &Facts, env: Env) -> Value {
     put("exec_mode", json!(if app.exec_mode == ExecMode::Cluster { "cluster_mode" } else { "fork_mode" }));
     put("pm_out_log_path", json!(f.out_log));
     put("pm_err_log_path", json!(f.err_log));
+    put("pm_pid_path", json!(f.pid_path));
     if let Some(p) = &f.combined_log {
         put("pm_log_path", json!(p));
     }
@@ -164,6 +219,16 @@ pub fn entry(f: &Facts, env: Env) -> Value {
     put("prev_restart_delay", json!(f.prev_restart_delay.as_millis() as u64));
     put("version", json!(f.version));
     put("exit_code", json!(f.exit_code));
+    // PM2's keys that have no effect here are in pm2_env as configured, `vizion` with PM2's default.
+    put("vizion", app.ignored.get("vizion").cloned().unwrap_or(json!(true)));
+    put("vizion_running", json!(false));
+    for (k, v) in &app.ignored {
+        e.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    // PM2 copies the env to the top level of pm2_env (tools read `pm2_env.PORT`); its own keys win.
+    for (k, v) in shown.into_iter().flatten() {
+        e.entry(k).or_insert(v);
+    }
     json!({
         "pid": f.pid,
         "name": app.name,
@@ -181,7 +246,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.js"), "").unwrap();
         let yml = format!(
-            "apps:\n  - name: web\n    cwd: {}\n    script: a.js\n    instance_var: INSTANCE_ID\n    watch: [src]\n    ignore_watch: [tmp]\n    node_args: --inspect\n    exp_backoff_restart_delay: 100\n    out_file: out.log\n    log_file: all.log\n    env:\n      SECRET: hunter2\n",
+            "apps:\n  - name: web\n    cwd: {}\n    script: a.js\n    instance_var: INSTANCE_ID\n    watch: [src]\n    ignore_watch: [tmp]\n    node_args: --inspect\n    exp_backoff_restart_delay: 100\n    out_file: out.log\n    log_file: all.log\n    env:\n      SECRET: hunter2\n      API_TOKEN: t0k3n\n",
             dir.path().display()
         );
         std::fs::write(dir.path().join("e.yml"), yml).unwrap();
@@ -207,12 +272,14 @@ mod tests {
             out_log: Some("/x/out.log".into()),
             err_log: None,
             combined_log: Some("/x/all.log".into()),
+            pid_path: "/h/.pm2/pids/web-0.pid".into(),
             memory: 1,
             cpu: 0.5,
             version: "N/A",
             username: "root",
             axm_monitor: &NO_METRICS,
             axm_actions: &[],
+            inherited: &[],
         }
     }
 
@@ -229,7 +296,7 @@ mod tests {
         assert!(e.get("NODE_APP_INSTANCE").is_none());
         assert_eq!(e["instance_var"], "INSTANCE_ID");
         assert_eq!(e["watch"].as_array().unwrap().len(), 1);
-        assert!(e["watch"][0].as_str().unwrap().ends_with("/src"));
+        assert_eq!(e["watch"], json!(["src"]), "as configured, as PM2 shows it");
         assert_eq!(e["ignore_watch"], json!(["tmp"]));
         assert_eq!(e["node_args"], json!(["--inspect"]));
         assert_eq!(e["exp_backoff_restart_delay"], 100);
@@ -238,6 +305,7 @@ mod tests {
         assert_eq!(e["pm_err_log_path"], Value::Null);
         assert_eq!(e["pm_log_path"], "/x/all.log");
         assert_eq!(e["env"]["SECRET"], "hunter2");
+        assert_eq!(e["env"]["API_TOKEN"], "[redacted]");
     }
 
     #[test]

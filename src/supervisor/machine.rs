@@ -317,6 +317,9 @@ pub struct Machine {
     first_start: bool,
     /// This machine replaces one whose task panicked: start whatever `autostart` says.
     pub resumed: bool,
+    /// Not a Node cluster worker, but its instances share their port by themselves
+    /// (SO_REUSEPORT): reloads are rolling (the new process first), as in cluster mode.
+    pub rolling: bool,
 }
 
 impl Machine {
@@ -342,6 +345,7 @@ impl Machine {
             now,
             first_start: true,
             resumed: false,
+            rolling: false,
         }
     }
 
@@ -491,7 +495,7 @@ impl Machine {
         let report = Report { reason, ..self.status_report(Status::Launching, None) };
         self.first_start = false;
         fx.push(Effect::Report(report));
-        let mode = if self.cluster { "cluster" } else { "fork" };
+        let mode = if self.cluster || self.rolling { "cluster" } else { "fork" };
         Self::log(fx, Level::Info, Some("start"), format!("App [{}] starting in -{mode} mode-", self.tag()));
         self.state = State::Starting;
         fx.push(Effect::Spawn);
@@ -925,7 +929,7 @@ impl Machine {
             State::Launching { pid, .. } | State::Online { pid, .. } => {
                 let online = matches!(self.state, State::Online { .. });
                 match cmd {
-                    Cmd::Replace(new) if self.cluster && online => {
+                    Cmd::Replace(new) if (self.cluster || self.rolling) && online => {
                         Self::log(fx, Level::Info, Some("reload"), format!("App [{tag}] reloading with new settings"));
                         self.pending_app = Some(new);
                         self.rolling_reload(RestartReason::Manual, now, fx);
@@ -942,7 +946,7 @@ impl Machine {
                     Cmd::Stop => self.begin_stop(pid, Then::Park, now, fx),
                     Cmd::Delete => self.begin_stop(pid, Then::Delete, now, fx),
                     Cmd::Start => {}
-                    Cmd::Reload if self.cluster && online => {
+                    Cmd::Reload if (self.cluster || self.rolling) && online => {
                         Self::log(fx, Level::Info, Some("reload"), format!("App [{tag}] reloading: starting its replacement"));
                         self.rolling_reload(RestartReason::Reload, now, fx);
                     }
@@ -968,7 +972,7 @@ impl Machine {
                                 "App [{tag}] restarted because it exceeds max_memory_restart (current_memory={rss} max_memory_limit={limit} [octets])"
                             ),
                         );
-                        if self.cluster && online {
+                        if (self.cluster || self.rolling) && online {
                             // Cluster mode: a rolling reload, so the port keeps answering.
                             self.rolling_reload(RestartReason::Memory, now, fx);
                         } else {

@@ -437,12 +437,14 @@ pub async fn run(
     // One watcher per app with `watch`; it names the app, the decider restarts its instances.
     let (restart_tx, mut restart_rx) = mpsc::unbounded_channel::<usize>();
     for (app_index, app) in co.state.apps.iter().enumerate() {
-        let own: Vec<_> = [&app.out_file, &app.error_file, &app.log_file, &app.pid_file]
+        let ids: Vec<u32> = co.state.slots.iter().filter(|(_, s)| s.app_index == app_index).map(|(id, _)| *id).collect();
+        let own: Vec<_> = [&app.out_file, &app.error_file, &app.log_file]
             .into_iter()
             .flatten()
-            .flat_map(|p| {
-                co.state.slots.iter().filter(|(_, s)| s.app_index == app_index).map(|(id, _)| app.instance_path(p, *id)).collect::<Vec<_>>()
-            })
+            .flat_map(|p| ids.iter().map(|id| app.instance_path(p, *id)).collect::<Vec<_>>())
+            .chain(
+                ids.iter().map(|id| crate::config::pid_path(app.pid_file.as_deref(), &app.name, *id, std::path::Path::new(&co.pm2_home))),
+            )
             .collect();
         if let Err(e) = file_watch::spawn(app_index, app, own, restart_tx.clone()) {
             tracing::error!(app = %app.name, "cannot watch files: {e}");

@@ -36,7 +36,7 @@ fn log_and_pid_files_do_not_follow_another_users_symlink() {
     std::fs::create_dir(&shared).unwrap();
     // World-writable without the sticky bit: the kernel's protected_symlinks does not apply.
     std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
-    for planted in ["out.log", "app.pid"] {
+    for planted in ["out.log", "app-0.pid"] {
         std::os::unix::fs::symlink(s.path().join("secret"), shared.join(planted)).unwrap();
         std::os::unix::fs::lchown(shared.join(planted), Some(NOBODY), Some(NOBODY)).unwrap();
     }

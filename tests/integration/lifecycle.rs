@@ -111,7 +111,8 @@ fn the_pid_file_names_a_live_process_only() {
         .file("e.yml", "apps:\n  - name: p\n    script: p.sh\n    autorestart: false\n    pid_file: ./p.pid\n");
     let mut r = s.start(&["e.yml", "--no-auto-exit"]);
     r.wait_for("p up", Duration::from_secs(5));
-    let pid_file = s.path().join("p.pid");
+    // PM2 names it p-<pm_id>.pid.
+    let pid_file = s.path().join("p-0.pid");
     let written = poll("the pid file", Duration::from_secs(2), || std::fs::read_to_string(&pid_file).ok());
     assert!(written.trim().parse::<u32>().is_ok(), "{written:?}");
     r.wait_for("exited with code [3]", Duration::from_secs(5));

@@ -56,3 +56,28 @@ pub fn version(major: u32) -> String {
     let out = Command::new(node(major)).arg("--version").output().unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// Bun or Deno (`name` is the npm package: `bun`, `deno`), installed from npm into
+/// `target/js-runtimes/<name>` on first use; the path of its `node_modules/.bin/<name>`.
+pub fn js_runtime(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target").join("js-runtimes").join(name);
+    let bin = dir.join("node_modules").join(".bin").join(name);
+    let works = |b: &PathBuf| Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success());
+    if works(&bin) {
+        return bin;
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    let lock = std::fs::File::create(dir.join(".lock")).unwrap();
+    // SAFETY: flock(2) on a file we own; released when `lock` is dropped.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0, "flock");
+    if !works(&bin) {
+        let out = Command::new("npm")
+            .args(["install", "--no-save", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&dir)
+            .arg(format!("{name}@latest"))
+            .output()
+            .unwrap_or_else(|e| panic!("npm is needed to install {name}: {e}"));
+        assert!(out.status.success() && works(&bin), "cannot install {name} from npm:\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    bin
+}

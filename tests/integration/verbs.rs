@@ -120,7 +120,7 @@ fn jlist_has_pm2_order_and_fields() {
     assert_eq!(e["env"]["GREETING"], "hello");
     assert_eq!(e["INST"], 0);
     assert_eq!(e["instance_var"], "INST");
-    assert_eq!(e["watch"], serde_json::json!([s.path().join("src")]));
+    assert_eq!(e["watch"], serde_json::json!(["src"]), "as configured, as PM2 shows it");
     assert_eq!(e["ignore_watch"], serde_json::json!(["tmp"]));
     assert_eq!(e["node_args"], serde_json::json!(["-e"]));
     assert_eq!(e["exp_backoff_restart_delay"], 100);

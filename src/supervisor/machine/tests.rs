@@ -430,6 +430,31 @@ fn a_starved_start_retries_uncounted_and_a_stop_meanwhile_acts_at_once() {
     assert!(fx.contains(&Effect::End), "{fx:?}");
 }
 
+/// Deno instances sharing their port with SO_REUSEPORT: not Node cluster workers (ready by
+/// `'ready'`, stopped with the kill signal), but a reload still starts the replacement first.
+#[test]
+fn rolling_reload_without_node_cluster_hands_over_and_retires_once_ready() {
+    let (mut m, now) = machine("    wait_ready: true\n");
+    m.rolling = true;
+    m.step(Input::Begin, now);
+    m.step(Input::Spawned { pid: 5 }, now);
+    m.step(Input::Ready(Ready::Message), now);
+    let fx = m.step(Input::Cmd(Cmd::Reload), now);
+    assert!(fx.contains(&Effect::HandOver) && fx.contains(&Effect::Spawn) && m.retiring == Some((5, Retire::Waiting)), "{fx:?}");
+    m.step(Input::Spawned { pid: 6 }, now);
+    let fx = m.step(Input::Ready(Ready::Message), now);
+    // Not a Node cluster worker: no disconnect, the kill signal at once (kill_timeout applies).
+    assert!(fx.contains(&Effect::RetireTerminate { signal: Signal::SIGINT, message: false }), "{fx:?}");
+    assert!(armed(&fx, Timer::RetireKill).is_some(), "{fx:?}");
+    // Without `rolling`, the same app restarts (stop first).
+    let (mut m, now) = machine("    wait_ready: true\n");
+    m.step(Input::Begin, now);
+    m.step(Input::Spawned { pid: 5 }, now);
+    m.step(Input::Ready(Ready::Message), now);
+    let fx = m.step(Input::Cmd(Cmd::Reload), now);
+    assert!(!fx.contains(&Effect::HandOver) && !fx.contains(&Effect::Spawn), "{fx:?}");
+}
+
 #[test]
 fn autostart_false_parks_and_the_first_start_is_no_restart() {
     let (mut m, now) = machine("    autostart: false\n");
