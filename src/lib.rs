@@ -46,13 +46,18 @@
 //!   them in app output with `mask_secrets`. Env files and secret files are read by [`config`].
 //! - [`http`] (only with `--web`) serves the table over HTTP: PM2's `--web` JSON, a token-protected
 //!   API whose writes are control requests, Prometheus `/metrics` (with prom-client cluster
-//!   aggregation), health probes, live logs and a dashboard.
+//!   aggregation), health probes, live logs and a dashboard
+//!   (its app view reads `http::history`: 6 h of CPU/memory points and recent restarts per instance).
 //! - [`plus`] is the optional PM2 Plus link (on when both keys are set): its own thread reads
 //!   the status feed and the bus, and asks the coordinator for remote actions through the same
 //!   control requests as the socket; nothing of it exists when it is off.
 //! - [`exit`] is the table of exit codes; [`error`] the top-level errors (critical: the runtime
 //!   cannot run, exit code by kind; runtime: reported, the runtime carries on). Config problems
 //!   are values with file, line, column and key ([`config::Problem`]).
+//! - [`git`] reads the branch, commit and remote of an app's directory as files, for the
+//!   viewers' metadata (`monit`, the dashboard's app view), only when one asks.
+//! - `monit` (cargo feature `monit`) is the terminal dashboard: PM2's four panes, read through
+//!   the control socket, acting through the same requests as the verbs.
 //! - `serve` is PM2's static file server (`script: serve`), run as an app by this binary.
 
 pub mod cli;
@@ -61,6 +66,7 @@ pub mod config;
 pub mod control;
 pub mod error;
 pub mod exit;
+pub mod git;
 pub mod http;
 pub mod logs;
 #[cfg(feature = "monit")]
@@ -386,6 +392,7 @@ async fn start_http(
         token,
         compat_pm2: opts.compat_pm2,
         next_request: Default::default(),
+        history: Default::default(),
     };
     tokio::spawn(http::serve(listener, std::sync::Arc::new(web)));
     Ok(())

@@ -49,7 +49,7 @@ pub fn wait_settled(pm2_home: &Path, timeout: Duration) {
     }
 }
 
-fn human_bytes(b: u64) -> String {
+pub(crate) fn human_bytes(b: u64) -> String {
     let b = b as f64;
     if b >= 1024.0 * 1024.0 * 1024.0 {
         format!("{:.1}gb", b / 1024.0 / 1024.0 / 1024.0)
@@ -62,7 +62,7 @@ fn human_bytes(b: u64) -> String {
     }
 }
 
-fn human_uptime(since_ms: u64) -> String {
+pub(crate) fn human_uptime(since_ms: u64) -> String {
     if since_ms == 0 {
         return "0".into();
     }

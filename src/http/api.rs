@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `GET /` | PM2's `--web` JSON: `system_info`, `monit`, `processes` (a browser is sent to `/dashboard`) |
 //! | `GET /api/v1/processes`, `/api/v1/processes/{name}` | the processes (jlist rows; `name` may be a pm_id) |
+//! | `GET /api/v1/processes/{name}/history` | the app view: CPU/memory points of the last 6 h, restarts with reasons (their stderr lines with the bearer token) |
 //! | `POST /api/v1/processes/{name}/restart\|reload\|stop\|start` | write actions (bearer token) |
 //! | `POST /api/v1/processes/{name}/scale` `{"count": N \| "+N" \| "-N"}` | scale (bearer token) |
 //! | `GET /metrics`, `/metrics/apps` | Prometheus text: the runtime; cluster apps' prom-client metrics |
@@ -39,7 +40,7 @@ use crate::logs::Stream;
 use crate::supervisor::jlist::Env;
 use crate::supervisor::jlist::rows as process_rows;
 use crate::supervisor::status::Status;
-use crate::supervisor::status::{BusEvent, StatusTable};
+use crate::supervisor::status::{BusEvent, RestartReason, StatusTable};
 
 type Shared = State<Arc<Web>>;
 
@@ -55,6 +56,7 @@ pub fn router(web: Arc<Web>) -> Router {
         .route("/", get(root))
         .route("/api/v1/processes", get(list))
         .route("/api/v1/processes/{name}", get(one))
+        .route("/api/v1/processes/{name}/history", get(history))
         .route("/api/v1/processes/{name}/{action}", post(act))
         .route("/metrics", get(metrics))
         .route("/metrics/apps", get(app_metrics))
@@ -150,6 +152,37 @@ async fn one(State(web): Shared, Path(name): Path<String>) -> Response {
         return error(StatusCode::NOT_FOUND, format!("no process or app named {name:?}"));
     }
     cors(axum::Json(json!({ "processes": process_rows(&table, Some(&ids), Env::Omit) })).into_response())
+}
+
+/// The app view's history of each instance of `name`: points every `interval_s`, the newest at
+/// `end` (ms), the restarts the history saw (reason, exit, and with the write token the last
+/// stderr lines: app output, like /logs), the counts by reason and the last exit; the git
+/// branch, commit and remote of the app's directory.
+async fn history(State(web): Shared, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    let table = web.table();
+    let ids = ids_of(&table, &name);
+    if ids.is_empty() {
+        return error(StatusCode::NOT_FOUND, format!("no process or app named {name:?}"));
+    }
+    let with_stderr = web.token.accepts(headers.get(header::AUTHORIZATION).and_then(|h| h.to_str().ok()));
+    let h = web.history.lock().unwrap_or_else(|e| e.into_inner());
+    let instances: Vec<Value> = ids
+        .iter()
+        .filter_map(|id| table.instance(*id))
+        .map(|i| {
+            let mut v = h.json(i.pm_id, with_stderr);
+            let counts: serde_json::Map<String, Value> =
+                RestartReason::ALL.iter().map(|r| (r.as_str().into(), json!(i.restarts.get(*r)))).collect();
+            v["restart_counts"] = Value::Object(counts);
+            v["last_exit"] = super::history::exit_json(i.last_exit(), i.last.as_ref().and_then(|u| u.exit_reason));
+            v
+        })
+        .collect();
+    // Read now, only because someone looks.
+    let git = table.instance(ids[0]).and_then(|i| crate::git::git(&i.app.cwd));
+    let git = git.map(|g| json!({ "branch": g.branch, "commit": g.commit, "remote": g.remote }));
+    let body = json!({ "interval_s": super::history::INTERVAL.as_secs(), "stderr": with_stderr, "git": git, "instances": instances });
+    cors(axum::Json(body).into_response())
 }
 
 /// Asks the coordinator, as the control socket does.

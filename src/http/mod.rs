@@ -19,6 +19,7 @@
 pub mod aggregate;
 pub mod api;
 pub mod health;
+pub mod history;
 pub mod metrics;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -162,6 +163,8 @@ pub struct Web {
     pub compat_pm2: bool,
     /// prom-client request ids.
     pub next_request: AtomicU64,
+    /// CPU/memory of the last hours and recent restarts (fed by [`serve`]'s history task).
+    pub history: Arc<std::sync::Mutex<history::History>>,
 }
 
 impl Web {
@@ -178,6 +181,7 @@ pub async fn bind(opts: &WebOptions) -> Result<TcpListener, String> {
 
 /// Accepts connections until the runtime ends.
 pub async fn serve(listener: TcpListener, web: Arc<Web>) {
+    tokio::spawn(history::run(web.feed.clone(), web.logs.clone(), web.history.clone()));
     let router = api::router(web);
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut last_warning: Option<std::time::Instant> = None;

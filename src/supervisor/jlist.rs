@@ -204,6 +204,9 @@ pub fn entry(f: &Facts, env: Env) -> Value {
     }
     put("kill_timeout", json!(app.kill_timeout.as_millis() as u64));
     put("restart_delay", json!(app.restart_delay.as_millis() as u64));
+    if let Some(m) = app.max_memory_restart {
+        put("max_memory_restart", json!(m));
+    }
     if let Some(d) = app.exp_backoff_restart_delay {
         put("exp_backoff_restart_delay", json!(d.as_millis() as u64));
     }

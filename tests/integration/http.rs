@@ -692,7 +692,7 @@ const sleep = ms => new Promise(r => setTimeout(r, ms));
   await page.waitForFunction(n => document.querySelectorAll('#logs div').length > n, (await page.$$('#logs div')).length, { timeout: 5000 });
   out.logs = (await page.textContent('#logs')).split('\n').slice(-3);
   await sleep(1500);
-  out.sparklines = await page.$$eval('svg polyline', p => p.length);
+  out.sparklines = await page.$$eval('#rows svg polyline', p => p.length);
   if (shot) await page.screenshot({ path: shot });
   out.requests = [...new Set(out.requests.map(u => new URL(u).host))];
   console.log(JSON.stringify(out));
@@ -744,4 +744,143 @@ fn dashboard_in_a_real_browser() {
     assert_eq!(seen["sparklines"], 6, "CPU and memory sparklines per instance: {seen}");
     assert_eq!(seen["requests"], serde_json::json!([format!("127.0.0.1:{port}")]), "no external asset: {seen}");
     assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
+}
+
+/// Drives the dashboard's app view in Chromium: metadata, custom metrics, charts, log search,
+/// an action, restart history, the dark theme. Prints what it saw as JSON; screenshots go to
+/// the folder given.
+const APP_VIEW_DRIVER: &str = r#"
+const { chromium } = require('playwright-core');
+const [port, token, shots] = process.argv.slice(2);
+const base = `http://127.0.0.1:${port}`;
+const T = { timeout: 20000 };
+(async () => {
+  const browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+           '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  const ctx = await browser.newContext({ viewport: { width: 1200, height: 1000 }, colorScheme: 'light' });
+  const page = await ctx.newPage();
+  const out = { requests: [] };
+  page.on('request', r => out.requests.push(new URL(r.url()).host));
+  page.on('dialog', d => { out.dialog = d.message(); d.accept(token); });
+  await page.goto(base + '/');
+  await page.waitForSelector('tr[data-app="web"] .st.online', T);
+  await page.click('tr[data-app="web"] td');
+  await page.waitForSelector('#app:not([hidden])', T);
+  await page.waitForFunction(() => /git branch/.test(document.querySelector('#app').textContent) && /Queue depth/.test(document.querySelector('#app').textContent), null, T);
+  const pairs = () => page.$$eval('#app dl', dls => dls.map(dl => Object.fromEntries([...dl.querySelectorAll('dt')].map(dt => [dt.textContent, dt.nextElementSibling.textContent]))));
+  [out.meta, out.metrics] = await pairs();
+  // A chart with points: the runtime's history then the live points.
+  const points = sel => page.$eval(sel, p => p.getAttribute('points').trim().split(/\s+/).length);
+  await page.waitForFunction(() => { const p = document.querySelector('#cpu polyline'); return p && p.getAttribute('points').trim().split(/\s+/).length >= 3; }, null, T);
+  out.cpu_points = await points('#cpu polyline');
+  out.mem_points = await points('#mem polyline');
+  // Log search, and err apart from out.
+  const shown = () => page.$$eval('#logs div', ds => ds.filter(d => !d.hidden).map(d => [d.className, d.textContent]));
+  await page.waitForFunction(() => /err-mark/.test(document.querySelector('#logs').textContent), null, T);
+  await page.fill('#q', 'ERR-MARK');
+  out.searched = await shown();
+  out.count = await page.textContent('#lc');
+  await page.fill('#q', '');
+  await page.selectOption('#sf', 'err');
+  out.err_only = await shown();
+  await page.selectOption('#sf', '');
+  await page.waitForFunction(() => document.querySelector('#cpu polyline').getAttribute('points').trim().split(/\s+/).length >= 5, null, T);
+  await page.screenshot({ path: shots + '/dashboard-app-light.png', fullPage: true });
+  // An action from the app view: stop, then start again.
+  await page.click('#app button[data-v="stop"]');
+  await page.waitForSelector('tr[data-app="web"] .st.stopped', T);
+  out.stopped = true;
+  await page.click('#app button[data-v="start"]');
+  await page.waitForSelector('tr[data-app="web"] .st.online', T);
+  // The restart history of a crashing app: reason, exit code, its last stderr lines.
+  await page.click('tr[data-app="crashy"] td');
+  await page.waitForFunction(() => { const r = document.querySelector('#rst'); return r && /disk on fire/.test(r.textContent); }, null, T);
+  out.restarts = await page.textContent('#rst');
+  out.bg_light = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  await page.emulateMedia({ colorScheme: 'dark' });
+  out.bg_dark = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  await page.screenshot({ path: shots + '/dashboard-app-dark.png', fullPage: true });
+  out.requests = [...new Set(out.requests)];
+  console.log(JSON.stringify(out));
+  await browser.close();
+})().catch(e => { console.error(e); process.exit(1); });
+"#;
+
+#[test]
+fn dashboard_app_view_charts_search_actions_restarts_and_theme() {
+    let modules = npm_cache("playwright", &["playwright-core@1.65.1"]);
+    let io = pm2_io_modules();
+    let s = Scenario::new()
+        .file(
+            "app.js",
+            "const io = require('@pm2/io');\nio.metric({ name: 'Queue depth', unit: 'jobs' }).set(17);\n\
+             setInterval(() => console.log('web line ' + Date.now()), 200);\n\
+             setInterval(() => console.error('err-mark ' + Date.now()), 500);\n",
+        )
+        .file("crashy.sh", "#!/bin/sh\necho crashy up\necho \"fatal: disk on fire\" >&2\nsleep 1\nexit 3\n")
+        .file(
+            "e.yml",
+            "apps:\n  - name: web\n    script: app.js\n    max_memory_restart: 500M\n  - name: crashy\n    script: crashy.sh\n    restart_delay: 300\n",
+        )
+        .file("driver.js", APP_VIEW_DRIVER);
+    let commit = git_repo(s.path());
+    let mut cmd = s.command(&["e.yml", "--web=0"]);
+    cmd.env("PM_RUNTIME_WEB_TOKEN", "view-token-1").env("NODE_PATH", &io);
+    let r = Running::start(cmd);
+    let port = web_port(&r);
+    let (_, page) = get(port, "/dashboard");
+    assert!(page.len() < 30 * 1024, "the page is {} bytes", page.len());
+    // DASHBOARD_SCREENSHOTS=docs keeps the screenshots (the README's are made so).
+    let shots = std::env::var_os("DASHBOARD_SCREENSHOTS").map(PathBuf::from).unwrap_or_else(|| s.path().to_path_buf());
+    let shots = std::fs::canonicalize(shots).unwrap();
+    let out = Command::new("node")
+        .arg("driver.js")
+        .args([&port.to_string(), "view-token-1"])
+        .arg(&shots)
+        .current_dir(s.path())
+        .env("NODE_PATH", &modules)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the browser run failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let meta = &seen["meta"];
+    assert!(meta["script"].as_str().unwrap().ends_with("/app.js"), "{seen}");
+    assert_eq!(meta["interpreter"], "node", "{seen}");
+    assert_eq!(meta["git branch"], "trunk", "{seen}");
+    assert_eq!(meta["git commit"].as_str(), Some(&commit[..12]), "{seen}");
+    assert_eq!(meta["git remote"], "https://example.org/shop.git", "{seen}");
+    assert!(meta["memory limit"].as_str().unwrap().starts_with("500"), "{seen}");
+    assert_eq!(seen["metrics"]["Queue depth"], "17 jobs", "{seen}");
+    assert!(seen["cpu_points"].as_u64().unwrap() >= 3 && seen["mem_points"].as_u64().unwrap() >= 3, "{seen}");
+    let searched = seen["searched"].as_array().unwrap();
+    assert!(!searched.is_empty() && searched.iter().all(|l| l[1].as_str().unwrap().contains("err-mark")), "{seen}");
+    assert!(seen["count"].as_str().unwrap().contains(" of "), "{seen}");
+    let err_only = seen["err_only"].as_array().unwrap();
+    assert!(!err_only.is_empty() && err_only.iter().all(|l| l[0] == "err"), "{seen}");
+    assert_eq!(seen["stopped"], true);
+    assert!(seen["dialog"].as_str().unwrap().contains("Token"), "{seen}");
+    let restarts = seen["restarts"].as_str().unwrap();
+    assert!(restarts.contains("crash, exit code 3") && restarts.contains("fatal: disk on fire"), "{restarts}");
+    assert_ne!(seen["bg_light"], seen["bg_dark"], "the theme follows the browser: {seen}");
+    assert_eq!(seen["requests"], serde_json::json!([format!("127.0.0.1:{port}")]), "no external asset: {seen}");
+    // The stderr lines of a death are app output: only with the token.
+    let open = json(port, "/api/v1/processes/crashy/history");
+    assert_eq!(open["stderr"], false);
+    assert!(open["instances"][0]["restarts"].as_array().unwrap().iter().all(|r| r["stderr"].is_null()), "{open}");
+    let (code, _, body) = request(port, "GET", "/api/v1/processes/crashy/history", &[("Authorization", "Bearer view-token-1")], "");
+    assert_eq!(code, 200);
+    let with: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(with["instances"][0]["restarts"][0]["stderr"], serde_json::json!(["fatal: disk on fire"]), "{with}");
+    assert_eq!(with["instances"][0]["restarts"][0]["exit"], serde_json::json!({"code": 3, "reason": "exit"}), "{with}");
+    for shot in ["dashboard-app-light.png", "dashboard-app-dark.png"] {
+        assert!(std::fs::metadata(shots.join(shot)).unwrap().len() > 10_000, "{shot}");
+    }
 }

@@ -13,6 +13,7 @@ mod interpreters;
 mod layers;
 mod lifecycle;
 mod logs;
+mod monit;
 mod node_apps;
 pub mod node_cluster;
 mod node_versions;

@@ -1,6 +1,5 @@
 //! PM2 Plus: the real binary against a mock backend on 127.0.0.1 (see plus_mock.rs).
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -8,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::plus_mock::{Hung, MockPlus, Mode, PUBLIC, Proxy};
-use crate::scenario::{Running, Scenario};
+use crate::scenario::{Running, Scenario, pm2_io_modules};
 
 const LONG: Duration = Duration::from_secs(20);
 
@@ -278,22 +277,6 @@ fn plus_remote_restart_scale_ping_and_logs() {
     let status = r.wait(Duration::from_secs(10)).expect("the runtime exits on SIGTERM with the link connected");
     assert_eq!(status.code(), Some(0), "{}", r.stderr());
     assert!(t.elapsed() < Duration::from_secs(5), "shutdown took {:?}", t.elapsed());
-}
-
-/// `@pm2/io`, installed from npm once into target/npm-cache (a failed install fails the test).
-fn pm2_io_modules() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/npm-cache/pm2-io");
-    if !dir.join("node_modules/@pm2/io/package.json").exists() {
-        std::fs::create_dir_all(&dir).unwrap();
-        let out = Command::new("npm")
-            .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
-            .arg(&dir)
-            .arg("@pm2/io@6")
-            .output()
-            .expect("npm must be installed (CI installs it)");
-        assert!(out.status.success(), "npm install @pm2/io failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    }
-    dir.join("node_modules")
 }
 
 #[test]

@@ -231,3 +231,38 @@ pub fn require_tool(name: &str, probe: &[&str]) {
 pub fn lines_with<'a>(text: &'a str, needle: &str) -> Vec<&'a str> {
     text.lines().filter(|l| l.contains(needle)).collect()
 }
+
+/// `@pm2/io`, installed from npm once into target/npm-cache (a failed install fails the test).
+pub fn pm2_io_modules() -> std::path::PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/npm-cache/pm2-io");
+    if !dir.join("node_modules/@pm2/io/package.json").exists() {
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
+            .arg(&dir)
+            .arg("@pm2/io@6")
+            .output()
+            .expect("npm must be installed (CI installs it)");
+        assert!(out.status.success(), "npm install @pm2/io failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    dir.join("node_modules")
+}
+
+/// Makes `dir` a git repository on branch `trunk` with one commit and an `origin` remote;
+/// returns the commit's hash.
+pub fn git_repo(dir: &Path) -> String {
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.org"])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("git must be installed");
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    git(&["init", "-q", "-b", "trunk"]);
+    git(&["commit", "-q", "--allow-empty", "-m", "first"]);
+    git(&["remote", "add", "origin", "https://example.org/shop.git"]);
+    git(&["rev-parse", "HEAD"])
+}
