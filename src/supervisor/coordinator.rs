@@ -122,6 +122,11 @@ pub enum Event {
     HeldDropped {
         ids: Vec<u32>,
     },
+    /// What a held instance waits for failed (`true`) or may still come (`false`).
+    HeldBlocked {
+        pm_id: u32,
+        blocked: bool,
+    },
 }
 
 /// A line for the runtime's log.
@@ -246,6 +251,12 @@ impl State {
                     self.check_end(&mut fx);
                 }
             }
+            Event::HeldBlocked { pm_id, blocked } => {
+                if let Some(b) = self.held.get_mut(&pm_id) {
+                    *b = blocked;
+                }
+                self.check_settled(&mut fx);
+            }
             Event::HeldDropped { ids } => {
                 for pm_id in ids {
                     self.held.remove(&pm_id);
@@ -321,6 +332,11 @@ impl State {
             slot.last = Some(update);
         }
         fx.push(Effect::Publish);
+        self.check_settled(fx);
+    }
+
+    /// With auto-exit, the run is over once nothing can run again by itself.
+    fn check_settled(&mut self, fx: &mut Vec<Effect>) {
         if self.phase == Phase::Running && !self.stopping && self.auto_exit && self.all_settled() {
             let outcome = self.outcome(fx);
             self.drain(outcome, fx);

@@ -349,10 +349,17 @@ impl Coordinator {
             self.order.waiting[app] = waiting.map(Arc::from);
         }
         // The decider's view of the held instances (a blocked one counts as settled).
-        for (id, blocked) in self.state.held.iter_mut() {
-            if let Some(s) = self.state.slots.get(id) {
-                *blocked = self.order.blocked[s.app_index];
-            }
+        let changed: Vec<(u32, bool)> = self
+            .state
+            .held
+            .iter()
+            .filter_map(|(id, was)| {
+                let now = self.order.blocked[self.state.slots.get(id)?.app_index];
+                (now != *was).then_some((*id, now))
+            })
+            .collect();
+        for (pm_id, blocked) in changed {
+            self.step(Event::HeldBlocked { pm_id, blocked });
         }
         for app in release {
             let met = self.order.graph.needs[app].iter().map(|e| format!("{} {}", names[e.to], e.condition.as_str())).collect::<Vec<_>>();
