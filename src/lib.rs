@@ -18,26 +18,28 @@
 //!   start-up code once the apps run: `process::unix::trim_code`). It reads /proc
 //!   (`process::tree`) and the container's cgroup, v1 or v2 (`process::cgroup`: limits, usage,
 //!   OOM kills).
-//! - [`supervisor`] runs one task per app instance and a coordinator that handles signals,
-//!   auto-exit and the final sweep. Its front door is small: `run`, the status vocabulary and
-//!   table ([`supervisor::status`]: `Status`, `RestartReason`, `ExitReason`, the one `Report`
-//!   shape, the table and the bus) and PM2's `jlist` rendering ([`supervisor::jlist`]); the rest
-//!   is private. An instance's lifecycle is data: `supervisor::machine` (pure
-//!   `step(input, now) -> effects`, calling PM2's restart policy in `supervisor::policy`); the
-//!   task (`supervisor::instance`) is one `select!` loop that turns exits, IPC readiness, timers
-//!   and commands into inputs and carries out the effects (probe results and watchdog
-//!   heartbeats too: `supervisor::probe` only runs a bounded check). The start and stop order
-//!   (`depends_on`, `role: init/sidecar`) is pure too: the graph in [`config::deps`], the
-//!   decisions in `supervisor::order`, which the coordinator calls. The coordinator owns the one status
-//!   table, fed by the instances' updates, their IPC messages (`@pm2/io` metrics) and one sampler
-//!   (one /proc sweep per period, while someone reads or an app has `max_memory_restart`: the
-//!   coordinator tells an instance over its limit); every reader (`ls`, `monit`, HTTP, PM2
-//!   Plus) sees that table through a `watch` feed, and events through the bus, and imports
-//!   nothing else of the supervisor. A panicked instance task is noticed: its processes are
-//!   killed and it restarts as after a crash. The container's memory is the coordinator's too
-//!   ([`supervisor::container`]: the cgroup reading in the table, recycling the largest
-//!   instance near the limit, `node_heap: auto`, the start-up warnings, the termination log);
-//!   every exit gets a death certificate (reason, pid, uptime, last stderr lines).
+//! - [`supervisor`] runs one task per app instance and a coordinator. Its front door is
+//!   small: `run`, the status vocabulary and table ([`supervisor::status`]: `Status`,
+//!   `RestartReason`, `ExitReason`, the one `Report` shape, the table and the bus) and PM2's
+//!   `jlist` rendering ([`supervisor::jlist`]); the rest is private. Two pure deciders: an
+//!   instance's lifecycle (`supervisor::machine`, `step(input, now) -> effects`, calling PM2's
+//!   restart policy in `supervisor::policy`; every stop, a reload's retirement and a starved
+//!   start included; probe results and watchdog heartbeats too: `supervisor::probe` only runs a
+//!   bounded check) and the app set (`supervisor::coordinator`, `handle(event) -> effects`:
+//!   auto-exit and the exit code, scale, apply, watch restarts, panicked tasks, shutdown). Each
+//!   is driven by one loop that turns OS and socket events into inputs and carries out the
+//!   effects: the instance task (`supervisor::instance`) and the coordinator's loop
+//!   (`supervisor/mod.rs`), which owns the one status table, fed by the instances' reports,
+//!   their IPC messages (`@pm2/io` metrics) and one sampler (one /proc sweep per period, while
+//!   someone reads or an app has `max_memory_restart`). The start and stop order (`depends_on`,
+//!   `role: init/sidecar`) is pure too: the graph in [`config::deps`], the decisions in
+//!   `supervisor::order`, which the loop calls (held apps, per-app stop channels, a failed init
+//!   job). The container's memory is the loop's too ([`supervisor::container`]: the cgroup
+//!   reading in the table, recycling the largest instance near the limit, `node_heap: auto`,
+//!   the start-up warnings, the termination log, `shutdown_delay`); every exit gets a death
+//!   certificate (reason, pid, uptime, last stderr lines). Every reader (`ls`, `monit`, HTTP,
+//!   PM2 Plus, OpenTelemetry) sees that table through a `watch` feed, and events through the
+//!   bus, and imports nothing else of the supervisor.
 //! - [`cluster`] is Node's cluster primary and the one Node IPC channel type (fork-mode Node
 //!   children use it too: `ready`, app messages, `shutdown`).
 //! - [`logs`] frames app output into whole lines and writes it, with the runtime's own events,

@@ -14,8 +14,9 @@
 //! `WWW-Authenticate` challenge. Found files get a Content-Type by extension and PM2's CORS
 //! headers.
 //!
-//! Safety: only GET and HEAD; the request head is bounded (16 KiB) and must arrive within
-//! 10 s; at most 256 connections at once; one response per connection (`Connection: close`).
+//! HTTP/1 is hyper's (as for `--web`), not ours. Safety: only GET and HEAD; the request head
+//! is bounded (16 KiB) and must arrive within 10 s; a client that reads nothing for 60 s is
+//! dropped; at most 256 connections at once; one response per connection (`Connection: close`).
 //! Paths are percent-decoded once, then resolved segment by segment: any `..` that would
 //! leave the root is refused (403), and so is a file whose real path (symlinks resolved) lies
 //! outside the root's real path. Only regular files are read (no FIFO or device). A path with a
@@ -23,12 +24,21 @@
 //! is `true`: the root defaults to the app's cwd, where PM2 users keep `.env` files and
 //! `.git` ([`names_a_dotfile`]); `/.well-known/` is public by definition and is served.
 
+use std::convert::Infallible;
 use std::path::{Component, Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use axum::body::{Body, Bytes};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::net::TcpListener;
 
 use crate::exit::Outcome;
 
@@ -114,7 +124,7 @@ pub fn run(args: &[String]) -> Outcome {
                 Ok((stream, _)) => {
                     let site = site.clone();
                     tokio::spawn(async move {
-                        let _ = connection(stream, &site).await;
+                        connection(stream, site).await;
                         drop(permit);
                     });
                 }
@@ -122,6 +132,70 @@ pub fn run(args: &[String]) -> Outcome {
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         }
+    })
+}
+
+/// One connection, one request, through hyper; dropped when the client stops reading.
+async fn connection(stream: tokio::net::TcpStream, site: Arc<Site>) {
+    let progress = Arc::new(Progress::new());
+    let seen = progress.clone();
+    let service = hyper::service::service_fn(move |req| handle(site.clone(), progress.clone(), req));
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT)
+        .max_header_size(MAX_HEAD)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(stream), service);
+    let stalled = async {
+        loop {
+            tokio::time::sleep(WRITE_TIMEOUT / 6).await;
+            if seen.idle() > WRITE_TIMEOUT {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        _ = conn => {}
+        _ = stalled => {}
+    }
+}
+
+/// When a response last made progress (the request arrived, a chunk of a file was taken).
+struct Progress {
+    start: Instant,
+    /// Milliseconds after `start`.
+    last: AtomicU64,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Progress { start: Instant::now(), last: AtomicU64::new(0) }
+    }
+
+    fn touch(&self) {
+        self.last.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn idle(&self) -> Duration {
+        self.start.elapsed().saturating_sub(Duration::from_millis(self.last.load(Ordering::Relaxed)))
+    }
+}
+
+async fn handle(site: Arc<Site>, progress: Arc<Progress>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    progress.touch();
+    let with_body = req.method() == Method::GET;
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Ok(status(405, b"405 Method Not Allowed".to_vec(), Some((header::ALLOW, "GET, HEAD")), true));
+    }
+    if let Some(auth) = &site.opts.auth
+        && !authorized(auth, req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()))
+    {
+        let challenge = (header::WWW_AUTHENTICATE, "Basic realm=\"Authentication service\"");
+        return Ok(status(401, b"401 Unauthorized".to_vec(), Some(challenge), with_body));
+    }
+    Ok(match answer(&site, req.uri().path()) {
+        Reply::File(path) => send_file(&path, with_body, progress).await,
+        Reply::Status(code, text) => status(code, text, None, with_body),
     })
 }
 
@@ -134,100 +208,8 @@ struct Site {
 #[derive(Debug, PartialEq)]
 enum Reply {
     File(PathBuf),
-    /// Status, body, extra headers.
-    Status(u16, Vec<u8>, &'static str),
-}
-
-async fn connection(mut stream: TcpStream, site: &Site) -> std::io::Result<()> {
-    let r = respond(&mut stream, site).await;
-    // Lingering close: read (and drop) what the client still sends, briefly, so that closing
-    // with unread bytes does not reset the connection before the client has read the answer.
-    let drain = async {
-        let mut buf = [0u8; 4096];
-        let mut left = 64 * 1024usize;
-        while let Ok(n @ 1..) = stream.read(&mut buf).await {
-            left = left.saturating_sub(n);
-            if left == 0 {
-                break;
-            }
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
-    r
-}
-
-async fn respond(stream: &mut TcpStream, site: &Site) -> std::io::Result<()> {
-    let head = match tokio::time::timeout(HEAD_TIMEOUT, read_head(stream)).await {
-        Ok(Ok(Some(h))) => h,
-        Ok(Ok(None)) => return write_status(stream, 431, b"request header too large", "", true).await,
-        _ => return Ok(()),
-    };
-    let req = match parse_head(&head) {
-        Some(r) => r,
-        None => return write_status(stream, 400, b"400 Bad Request", "", true).await,
-    };
-    let body = req.method == "GET";
-    if req.method != "GET" && req.method != "HEAD" {
-        return write_status(stream, 405, b"405 Method Not Allowed", "Allow: GET, HEAD\r\n", true).await;
-    }
-    if let Some(auth) = &site.opts.auth
-        && !authorized(auth, req.authorization.as_deref())
-    {
-        let challenge = "WWW-Authenticate: Basic realm=\"Authentication service\"\r\n";
-        return write_status(stream, 401, b"401 Unauthorized", challenge, body).await;
-    }
-    match answer(site, &req.path) {
-        Reply::File(path) => send_file(stream, &path, body).await,
-        Reply::Status(code, text, extra) => write_status(stream, code, &text, extra, body).await,
-    }
-}
-
-/// Reads up to the end of the request head; `None` when it is larger than [`MAX_HEAD`].
-async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 2048];
-    loop {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = find(&buf, b"\r\n\r\n") {
-            buf.truncate(end);
-            return Ok(Some(buf));
-        }
-        if buf.len() > MAX_HEAD {
-            return Ok(None);
-        }
-    }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-#[derive(Debug, PartialEq)]
-struct Request {
-    method: String,
-    /// The path part of the target, still percent-encoded.
-    path: String,
-    authorization: Option<String>,
-}
-
-fn parse_head(head: &[u8]) -> Option<Request> {
-    let text = std::str::from_utf8(head).ok()?;
-    let mut lines = text.split("\r\n");
-    let mut parts = lines.next()?.split(' ');
-    let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() || !version.starts_with("HTTP/1.") || !target.starts_with('/') {
-        return None;
-    }
-    let path = target.split(['?', '#']).next().unwrap_or("/").to_string();
-    let authorization = lines
-        .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.trim().eq_ignore_ascii_case("authorization"))
-        .map(|(_, v)| v.trim().to_string());
-    Some(Request { method: method.to_string(), path, authorization })
+    /// Status and body.
+    Status(u16, Vec<u8>),
 }
 
 /// Basic auth as PM2 checks it (the password is everything after the first `:`).
@@ -338,11 +320,11 @@ pub fn names_a_dotfile(decoded: &str) -> bool {
 
 /// Decides the answer to a GET of `raw_path` (pure but for reading the filesystem).
 fn answer(site: &Site, raw_path: &str) -> Reply {
-    let forbidden = || Reply::Status(403, b"403 Forbidden".to_vec(), "");
-    let Some(decoded) = percent_decode(raw_path) else { return Reply::Status(400, b"400 Bad Request".to_vec(), "") };
+    let forbidden = || Reply::Status(403, b"403 Forbidden".to_vec());
+    let Some(decoded) = percent_decode(raw_path) else { return Reply::Status(400, b"400 Bad Request".to_vec()) };
     let opts = &site.opts;
     if !opts.dotfiles && names_a_dotfile(&decoded) {
-        return Reply::Status(404, b"404 Not Found".to_vec(), "");
+        return Reply::Status(404, b"404 Not Found".to_vec());
     }
     let Some(mut path) = under_root(&opts.root, &decoded) else { return forbidden() };
     let mut want = decoded.clone();
@@ -375,7 +357,7 @@ fn answer(site: &Site, raw_path: &str) -> Reply {
                 Ok(p) => std::fs::read(p).unwrap_or_else(|_| b"404 Not Found".to_vec()),
                 Err(_) => b"404 Not Found".to_vec(),
             };
-            return Reply::Status(404, body, "");
+            return Reply::Status(404, body);
         }
         path = match under_root(&opts.root, &want) {
             Some(p) => p,
@@ -401,67 +383,73 @@ fn open_check(site: &Site, path: &Path) -> Result<PathBuf, Found> {
     }
 }
 
-fn reason(code: u16) -> &'static str {
-    match code {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        431 => "Request Header Fields Too Large",
-        _ => "Internal Server Error",
+/// A status answer (`text/html`, as PM2's).
+fn status(code: u16, body: Vec<u8>, extra: Option<(header::HeaderName, &'static str)>, with_body: bool) -> Response<Body> {
+    let len = body.len();
+    let mut r = Response::new(if with_body { Body::from(body) } else { Body::empty() });
+    *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if let Some((name, value)) = extra {
+        h.insert(name, HeaderValue::from_static(value));
     }
+    r
 }
 
-async fn write_all(stream: &mut TcpStream, buf: &[u8]) -> std::io::Result<()> {
-    match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(buf)).await {
-        Ok(r) => r,
-        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
-    }
-}
-
-async fn write_status(stream: &mut TcpStream, code: u16, body: &[u8], extra: &str, with_body: bool) -> std::io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 {code} {}\r\nContent-Type: text/html\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
-        reason(code),
-        body.len()
-    );
-    write_all(stream, head.as_bytes()).await?;
-    if with_body {
-        write_all(stream, body).await?;
-    }
-    stream.shutdown().await
-}
-
-async fn send_file(stream: &mut TcpStream, path: &Path, with_body: bool) -> std::io::Result<()> {
-    let mut file = match tokio::fs::File::open(path).await {
-        Ok(f) => f,
+async fn send_file(path: &Path, with_body: bool, progress: Arc<Progress>) -> Response<Body> {
+    let opened = match tokio::fs::File::open(path).await {
+        Ok(f) => f.metadata().await.map(|m| (f, m.len())),
+        Err(e) => Err(e),
+    };
+    let (file, len) = match opened {
+        Ok(x) => x,
         Err(e) => {
             eprintln!("serve: cannot read {}: {e}", path.display());
-            return write_status(stream, 500, b"500 Internal Server Error", "", with_body).await;
+            return status(500, b"500 Internal Server Error".to_vec(), None, with_body);
         }
     };
-    let len = file.metadata().await?.len();
-    let head = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {len}\r\nAccess-Control-Allow-Origin: *\r\nAccess-Control-Allow-Methods: GET\r\nConnection: close\r\n\r\n",
-        content_type(path)
-    );
-    write_all(stream, head.as_bytes()).await?;
-    if with_body {
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut left = len;
-        while left > 0 {
-            let n = file.read(&mut buf).await?;
-            if n == 0 {
-                break;
+    let body = if with_body { Body::from_stream(FileChunks { file, left: len, buf: vec![0; 64 * 1024], progress }) } else { Body::empty() };
+    let mut r = Response::new(body);
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(path)));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET"));
+    r
+}
+
+/// A file's bytes as a body, `left` of them at most, chunk by chunk as the client takes them.
+struct FileChunks {
+    file: tokio::fs::File,
+    left: u64,
+    buf: Vec<u8>,
+    progress: Arc<Progress>,
+}
+
+impl futures_core::Stream for FileChunks {
+    type Item = std::io::Result<Bytes>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.left == 0 {
+            return Poll::Ready(None);
+        }
+        let mut rb = ReadBuf::new(&mut this.buf);
+        match Pin::new(&mut this.file).poll_read(cx, &mut rb) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(Ok(())) => {
+                let n = rb.filled().len().min(usize::try_from(this.left).unwrap_or(usize::MAX));
+                if n == 0 {
+                    return Poll::Ready(None);
+                }
+                this.left -= n as u64;
+                this.progress.touch();
+                Poll::Ready(Some(Ok(Bytes::copy_from_slice(&this.buf[..n]))))
             }
-            let n = n.min(left as usize);
-            write_all(stream, &buf[..n]).await?;
-            left -= n as u64;
         }
     }
-    stream.shutdown().await
 }
 
 /// The Content-Type of a file by its extension (unknown: `application/octet-stream`).
@@ -543,7 +531,7 @@ mod tests {
 
     fn status(r: Reply) -> u16 {
         match r {
-            Reply::Status(c, _, _) => c,
+            Reply::Status(c, _) => c,
             Reply::File(p) => panic!("served {}", p.display()),
         }
     }
@@ -638,11 +626,6 @@ mod tests {
         assert!(!authorized(&want, Some("Basic !!!")));
         assert!(!authorized(&(Some("admin".into()), None), Some("Basic YWRtaW46")));
         assert_eq!(base64_decode("aGVsbG8").unwrap(), b"hello");
-        let r = parse_head(b"GET /a%20b?x=1 HTTP/1.1\r\nHost: h\r\nauthorization: Basic eA==").unwrap();
-        assert_eq!(r, Request { method: "GET".into(), path: "/a%20b".into(), authorization: Some("Basic eA==".into()) });
-        assert!(parse_head(b"GET http://x/ HTTP/1.1").is_none());
-        assert!(parse_head(b"\xff\xfe").is_none());
-        assert!(parse_head(b"GET").is_none());
     }
 
     #[test]

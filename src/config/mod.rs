@@ -168,11 +168,19 @@ fn max_instances_from(v: Option<&str>) -> u32 {
     v.and_then(|v| v.trim().parse::<u32>().ok()).filter(|n| *n > 0).unwrap_or(DEFAULT_MAX_INSTANCES)
 }
 
+/// An instance count above [`max_instances`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{n} instances is more than the limit of {max} (set PM_RUNTIME_MAX_INSTANCES to raise it)")]
+pub struct TooManyInstances {
+    pub n: u64,
+    pub max: u32,
+}
+
 /// Why an instance count is refused, if it is (above [`max_instances`]).
-pub fn check_instance_count(n: u64) -> Result<(), String> {
+pub fn check_instance_count(n: u64) -> Result<(), TooManyInstances> {
     let max = max_instances();
     if n > u64::from(max) {
-        return Err(format!("{n} instances is more than the limit of {max} (set PM_RUNTIME_MAX_INSTANCES to raise it)"));
+        return Err(TooManyInstances { n, max });
     }
     Ok(())
 }
@@ -271,7 +279,7 @@ fn parse_flags(o: &Overrides, errors: &mut Vec<Problem>) -> Flags {
             None => errors.push(Problem::new(None, None, Some("-i"), format!("expected a number, \"max\" or -N, got {i:?}"))),
             Some(Instances::Count(n)) => {
                 if let Err(e) = check_instance_count(n.into()) {
-                    errors.push(Problem::new(None, None, Some("-i"), e));
+                    errors.push(Problem::new(None, None, Some("-i"), e.to_string()));
                     f.instances = None;
                 }
             }
@@ -745,12 +753,22 @@ impl App {
     }
 }
 
+/// PM2's file-name form of an app name: every character outside `[a-zA-Z0-9.\-\\]` → `-`.
+pub fn sanitize_name(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '\\') { c } else { '-' }).collect()
+}
+
+/// PM2's default pid file name: `<name>-<pm_id>.pid`.
+pub fn default_pid_file_name(app_name: &str, pm_id: u32) -> String {
+    format!("{}-{pm_id}.pid", sanitize_name(app_name))
+}
+
 /// One instance's pid file, named as PM2 names it: the configured `pid_file` with a trailing
 /// `-<digits>.pid` or `.pid` replaced by `-<pm_id>.pid` (any other name as it is, so instances
 /// share it), else `$PM2_HOME/pids/<name>-<pm_id>.pid`. `/dev/null` and `NULL` as they are.
 pub fn pid_path(pid_file: Option<&Path>, app_name: &str, pm_id: u32, pm2_home: &Path) -> PathBuf {
     let Some(path) = pid_file else {
-        return pm2_home.join("pids").join(crate::logs::file::default_pid_file_name(app_name, pm_id));
+        return pm2_home.join("pids").join(default_pid_file_name(app_name, pm_id));
     };
     let Some(name) = path.file_name().and_then(|n| n.to_str()).filter(|_| !is_null_path(path)) else { return path.to_path_buf() };
     let Some(stem) = name.strip_suffix(".pid") else { return path.to_path_buf() };

@@ -952,7 +952,7 @@ impl Check<'_, '_> {
         match instances_from_int(n) {
             Instances::Count(c) => match super::check_instance_count(c.into()) {
                 Ok(()) => Some(Instances::Count(c)),
-                Err(e) => self.fail(e),
+                Err(e) => self.fail(e.to_string()),
             },
             other => Some(other),
         }

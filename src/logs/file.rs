@@ -29,6 +29,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 pub use crate::config::is_null_path as is_null;
+pub use crate::config::{default_pid_file_name, sanitize_name};
 
 #[derive(Debug)]
 pub struct FileLog {
@@ -198,11 +199,6 @@ pub enum LogKind {
     Combined,
 }
 
-/// PM2's file-name form of an app name: every character outside `[a-zA-Z0-9.\-\\]` → `-`.
-pub fn sanitize_name(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '\\') { c } else { '-' }).collect()
-}
-
 /// PM2's default file name of one of an app's logs (before any `-<pm_id>` suffix):
 /// `<name>-out.log`, `<name>-error.log`, `<name>.log`.
 pub fn default_log_file_name(app_name: &str, kind: LogKind) -> String {
@@ -212,11 +208,6 @@ pub fn default_log_file_name(app_name: &str, kind: LogKind) -> String {
         LogKind::Err => format!("{n}-error.log"),
         LogKind::Combined => format!("{n}.log"),
     }
-}
-
-/// PM2's default pid file name: `<name>-<pm_id>.pid`.
-pub fn default_pid_file_name(app_name: &str, pm_id: u32) -> String {
-    format!("{}-{pm_id}.pid", sanitize_name(app_name))
 }
 
 /// Writes `pid` (and a newline) to `path`, creating directories.

@@ -21,7 +21,7 @@
 //! - EPIPE (our stdout closed): the apps keep running; their output to that stream is discarded
 //!   from then on and one warning goes to the other stream.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::AsFd;
@@ -68,8 +68,9 @@ struct Inner {
     formatter: Formatter,
     active_pumps: AtomicUsize,
     pumps_done: Notify,
-    /// Open log files by path (instances with `merge_logs` share one).
-    files: Mutex<HashMap<PathBuf, SharedFile>>,
+    /// Open log files by path, with the instances writing to each (instances with
+    /// `merge_logs` share one). A file is closed when its last instance is forgotten.
+    files: Mutex<HashMap<PathBuf, (SharedFile, BTreeSet<u32>)>>,
     /// Recent lines per pm_id.
     recent: Mutex<HashMap<u32, Arc<Mutex<Recent>>>>,
     /// Sequence number of the last line remembered, across every app (for `logs` following).
@@ -207,7 +208,8 @@ impl LogHub {
                 continue;
             }
             let mut open = lock(&self.inner.files);
-            if let Some(f) = open.get(&path) {
+            if let Some((f, users)) = open.get_mut(&path) {
+                users.insert(pm_id);
                 // A start after a stop: the file may have been deleted or rotated meanwhile.
                 if let Err(e) = lock(f).reopen_if_replaced() {
                     tracing::error!(app = %app.name, id = pm_id, "cannot reopen log file {}: {e}", path.display());
@@ -218,7 +220,7 @@ impl LogHub {
             match FileLog::open(&path, app.log_max_size, app.log_retain.unwrap_or(5)) {
                 Ok(f) => {
                     let f = Arc::new(Mutex::new(f));
-                    open.insert(path, f.clone());
+                    open.insert(path, (f.clone(), BTreeSet::from([pm_id])));
                     files.push(f);
                 }
                 Err(e) => tracing::error!(app = %app.name, id = pm_id, "cannot open log file {}: {e}", path.display()),
@@ -426,7 +428,7 @@ impl LogHub {
 
     /// SIGUSR2 / `reloadLogs`: reopen every log file (after an external rotation).
     pub fn reopen_files(&self) {
-        for (path, f) in lock(&self.inner.files).iter() {
+        for (path, (f, _)) in lock(&self.inner.files).iter() {
             if let Err(e) = lock(f).reopen() {
                 tracing::error!("cannot reopen log file {}: {e}", path.display());
             }
@@ -435,13 +437,24 @@ impl LogHub {
 
     /// `flush`: truncate the log files whose path is in `paths` (all when `None`).
     pub fn truncate_files(&self, paths: Option<&[PathBuf]>) {
-        for (path, f) in lock(&self.inner.files).iter() {
+        for (path, (f, _)) in lock(&self.inner.files).iter() {
             if paths.is_none_or(|p| p.contains(path))
                 && let Err(e) = lock(f).truncate()
             {
                 tracing::error!("cannot truncate log file {}: {e}", path.display());
             }
         }
+    }
+
+    /// Instance `pm_id` is gone (deleted, scaled down): its recent lines are dropped and the log
+    /// files only it wrote are closed (a pump still draining its last output keeps its own
+    /// handles until it ends). Without this, scaling up and down leaks memory and descriptors.
+    pub fn forget(&self, pm_id: u32) {
+        lock(&self.inner.recent).remove(&pm_id);
+        lock(&self.inner.files).retain(|_, (_, users)| {
+            users.remove(&pm_id);
+            !users.is_empty()
+        });
     }
 
     /// Follows every app line from now on (a slow follower loses the oldest, never blocks apps).

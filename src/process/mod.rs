@@ -76,29 +76,6 @@ pub fn resource_backoff(attempt: u32) -> std::time::Duration {
     std::time::Duration::from_millis(100u64.saturating_mul(1 << attempt.min(6)).min(5000))
 }
 
-/// Starts one instance like [`spawn`], but while the system lacks resources it waits (with
-/// [`resource_backoff`], saying why) and tries again, until `give_up()` (the runtime is
-/// stopping). Only then, or for any other failure, is the error returned.
-pub async fn spawn_patiently(reaper: &Reaper, spec: &SpawnSpec, tag: &str, give_up: impl Fn() -> bool) -> Result<Running, SpawnError> {
-    let mut attempt = 0;
-    loop {
-        let e = match spawn(reaper, spec).map_err(SpawnError::classify) {
-            Err(SpawnError::Resources(e)) if !give_up() => e,
-            r => return r,
-        };
-        let wait = resource_backoff(attempt);
-        tracing::warn!(
-            "App [{tag}] cannot start yet: {e}; the system is out of resources, retrying in {} ms (not counted as a restart)",
-            wait.as_millis()
-        );
-        let until = tokio::time::Instant::now() + wait;
-        while tokio::time::Instant::now() < until && !give_up() {
-            tokio::time::sleep(std::time::Duration::from_millis(50).min(wait)).await;
-        }
-        attempt += 1;
-    }
-}
-
 /// Starts one instance through the reaper.
 pub fn spawn(reaper: &Reaper, spec: &SpawnSpec) -> io::Result<Running> {
     let mut cmd = if spec.listen_fd.is_some() && !spec.ipc {

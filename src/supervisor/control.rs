@@ -1,99 +1,66 @@
-//! Answers control requests against the coordinator's table: `ls`, `stop web`, `scale web +2`…
+//! Turns control requests (`ls`, `stop web`, `scale web +2`…) into answers: reads of the
+//! table and the log hub are answered here, anything that changes the app set becomes an
+//! [`Event`] for the decider (`coordinator.rs`).
 //!
-//! Runs inside the coordinator's task, so it reads and changes the instance table without any
-//! sharing. Commands to instances are sent and answered at once; the client follows up with
-//! `ls` if it wants to wait for the result.
+//! Runs inside the coordinator's task, so it reads the state without any sharing. Commands to
+//! instances are sent and answered at once; the client follows up with `ls` if it wants to wait
+//! for the result. Knows the decider's state and events, never the loop around them.
 
-use std::sync::Arc;
-
-use serde_json::Value;
-
-use super::Coordinator;
+use super::coordinator::{Event, State};
 use super::machine::Cmd;
 use super::status::Status;
 use crate::control::protocol::{LogLine, Reply, Request, error};
-use crate::logs::Stream;
+use crate::logs::{LogHub, Stream};
 
-pub fn handle(co: &mut Coordinator, req: Request) -> Reply {
+/// What a request needs.
+pub enum Answer {
+    Reply(Reply),
+    /// PM2's `jlist` rows of the table (these pm_ids, or all), with fresh numbers.
+    List {
+        only: Option<Vec<u32>>,
+    },
+    /// A decision: the decider's reply is the answer.
+    Decide(Event),
+}
+
+pub fn handle(st: &State, req: Request, logs: &LogHub, pm2_home: &str) -> Answer {
     match req {
-        Request::Ping => ping(co),
-        Request::Ls => Reply { processes: Some(processes(co, None)), ..Reply::ok() },
-        Request::Show { target } => match resolve(co, &target) {
-            Ok(ids) => Reply { processes: Some(processes(co, Some(&ids))), ..Reply::ok() },
-            Err(e) => error(e),
+        Request::Ping => Answer::Reply(ping(st)),
+        Request::Ls => Answer::List { only: None },
+        Request::Show { target } => match st.resolve(&target) {
+            Ok(ids) => Answer::List { only: Some(ids) },
+            Err(e) => Answer::Reply(error(e.to_string())),
         },
-        Request::Start { target } => start(co, &target),
-        Request::Stop { target } => command(co, &target, || Cmd::Stop),
-        Request::Restart { target } => command(co, &target, || Cmd::Restart),
+        Request::Start { target } => match ids(st, &target) {
+            Ok(ids) => Answer::Decide(Event::Start { ids }),
+            Err(e) => Answer::Reply(error(e)),
+        },
+        Request::Stop { target } => command(st, &target, Cmd::Stop),
+        Request::Restart { target } => command(st, &target, Cmd::Restart),
         // Cluster mode: zero-downtime; fork mode: a restart, as in PM2.
-        Request::Reload { target } => command(co, &target, || Cmd::Reload),
-        Request::Delete { target } => command(co, &target, || Cmd::Delete),
-        Request::Reset { target } => command(co, &target, || Cmd::Reset),
+        Request::Reload { target } => command(st, &target, Cmd::Reload),
+        Request::Delete { target } => command(st, &target, Cmd::Delete),
+        Request::Reset { target } => command(st, &target, Cmd::Reset),
         Request::Signal { signal, target } => match crate::config::parse_signal(&signal) {
-            Ok(sig) => command(co, &target, || Cmd::Signal(sig)),
-            Err(_) => error(format!("unknown signal {signal:?} (try SIGUSR2, SIGHUP, SIGTERM, …)")),
+            Ok(sig) => command(st, &target, Cmd::Signal(sig)),
+            Err(_) => Answer::Reply(error(format!("unknown signal {signal:?} (try SIGUSR2, SIGHUP, SIGTERM, …)"))),
         },
-        Request::Send { target, message } => {
-            let message = Arc::new(message);
-            command(co, &target, || Cmd::Send(message.clone()))
+        Request::Send { target, message } => command(st, &target, Cmd::Send(std::sync::Arc::new(message))),
+        Request::Scale { name, count } => Answer::Decide(Event::Scale { name, count }),
+        Request::Logs { target, lines, after } => Answer::Reply(recent_logs(st, logs, target.as_deref(), lines, after)),
+        Request::Flush { target } => Answer::Reply(flush(st, logs, target.as_deref())),
+        Request::Apply { action, mut ecosystem } => {
+            crate::preload::apply(&mut ecosystem.apps, std::path::Path::new(pm2_home));
+            Answer::Decide(Event::Apply { action, eco: ecosystem })
         }
-        Request::Scale { name, count } => scale(co, &name, &count),
-        Request::Logs { target, lines, after } => logs(co, target.as_deref(), lines, after),
-        Request::Flush { target } => flush(co, target.as_deref()),
-        Request::Apply { action, ecosystem } => apply(co, &action, ecosystem),
         Request::ReloadLogs => {
-            co.logs.reopen_files();
-            Reply::ok()
+            logs.reopen_files();
+            Answer::Reply(Reply::ok())
         }
         // The runtime's own stop signal: the one shutdown path (kill_timeout, exit code).
         Request::Kill => {
             crate::process::unix::signal_pid(std::process::id(), nix::sys::signal::Signal::SIGTERM);
-            Reply::ok()
-        }
-    }
-}
-
-/// pm_ids a target names (`all`, `/regex/`, a name, a namespace, a pm_id: PM2's order).
-pub fn resolve(co: &Coordinator, target: &str) -> Result<Vec<u32>, String> {
-    use crate::control::target::{Row, select};
-    let rows: Vec<Row> = co
-        .slots
-        .iter()
-        .map(|(id, s)| Row { pm_id: *id, name: &co.apps[s.app_index].name, namespace: &co.apps[s.app_index].namespace })
-        .collect();
-    select(target, &rows)
-}
-
-/// `start <name>` is PM2's `restartProcessId`: an instance that is running restarts, one that
-/// is stopped or errored starts.
-fn start(co: &Coordinator, target: &str) -> Reply {
-    let running =
-        |id: u32| co.slots.get(&id).and_then(|s| s.last.as_ref()).is_some_and(|u| matches!(u.status, Status::Online | Status::Launching));
-    match resolve(co, target) {
-        Ok(ids) if ids.is_empty() => error(NOTHING),
-        Ok(ids) => {
-            for id in &ids {
-                co.send(*id, if running(*id) { Cmd::Restart } else { Cmd::Start });
-            }
-            start_dependencies(co, &ids);
-            Reply { ids: Some(ids), ..Reply::ok() }
-        }
-        Err(e) => error(e),
-    }
-}
-
-/// `start web` also starts what web needs (`depends_on`, init jobs, sidecars) that is stopped
-/// or errored, so that a held app can be released; running dependencies are left alone.
-fn start_dependencies(co: &Coordinator, ids: &[u32]) {
-    let targets: Vec<usize> = ids.iter().filter_map(|id| co.slots.get(id)).map(|s| s.app_index).collect();
-    let needed = co.order.graph.closure(&targets);
-    for (id, s) in &co.slots {
-        // A completed init job (or any job that exited 0) is done, not stopped.
-        let done = co.order.reached.get(id).is_some_and(|r| r.completed);
-        let parked = !done && s.last.as_ref().is_some_and(|u| matches!(u.status, Status::Stopped | Status::Errored));
-        if needed.get(s.app_index).copied().unwrap_or(false) && !targets.contains(&s.app_index) && parked {
-            tracing::info!("Starting {}:{id}: {} depends on it", co.apps[s.app_index].name, co.apps[targets[0]].name);
-            co.send(*id, Cmd::Start);
+            Answer::Reply(Reply::ok())
         }
     }
 }
@@ -101,23 +68,26 @@ fn start_dependencies(co: &Coordinator, ids: &[u32]) {
 /// The refusal of a verb on `all` when there is no app (PM2 exits 1 then).
 const NOTHING: &str = "no process found (the runtime has no apps)";
 
-fn command(co: &Coordinator, target: &str, cmd: impl Fn() -> Cmd) -> Reply {
-    match resolve(co, target) {
-        Ok(ids) if ids.is_empty() => error(NOTHING),
-        Ok(ids) => {
-            for id in &ids {
-                co.send(*id, cmd());
-            }
-            Reply { ids: Some(ids), ..Reply::ok() }
-        }
-        Err(e) => error(e),
+/// The instances a verb names, or the refusal.
+fn ids(st: &State, target: &str) -> Result<Vec<u32>, String> {
+    match st.resolve(target) {
+        Ok(ids) if ids.is_empty() => Err(NOTHING.to_string()),
+        Ok(ids) => Ok(ids),
+        Err(e) => Err(e.to_string()),
     }
 }
 
-fn ping(co: &Coordinator) -> Reply {
+fn command(st: &State, target: &str, cmd: Cmd) -> Answer {
+    match ids(st, target) {
+        Ok(ids) => Answer::Decide(Event::Command { ids, cmd }),
+        Err(e) => Answer::Reply(error(e)),
+    }
+}
+
+fn ping(st: &State) -> Reply {
     let mut problems = Vec::new();
-    for (id, s) in &co.slots {
-        let name = &co.apps[s.app_index].name;
+    for (id, s) in &st.slots {
+        let name = &st.apps[s.app_index].name;
         match &s.last {
             None => problems.push(format!("{name}:{id} has not started yet")),
             Some(u) if u.status == Status::Online => {}
@@ -128,47 +98,15 @@ fn ping(co: &Coordinator) -> Reply {
     Reply { healthy: Some(problems.is_empty()), problems: Some(problems), ..Reply::ok() }
 }
 
-fn scale(co: &mut Coordinator, name: &str, count: &str) -> Reply {
-    let Some(app_index) = co.apps.iter().position(|a| a.name == name) else {
-        return error(format!("no app named {name:?}"));
-    };
-    let current: Vec<u32> = co.slots.iter().filter(|(_, s)| s.app_index == app_index).map(|(k, _)| *k).collect();
-    let n = current.len() as i64;
-    let target = match count.trim() {
-        c if c.starts_with('+') => c[1..].parse::<i64>().map(|k| n + k),
-        c if c.starts_with('-') => c[1..].parse::<i64>().map(|k| n - k),
-        c => c.parse::<i64>(),
-    };
-    let Ok(target) = target else { return error(format!("scale: expected N, +N or -N, got {count:?}")) };
-    let target = target.max(0);
-    if let Err(e) = crate::config::check_instance_count(target.unsigned_abs()) {
-        return error(format!("scale {name}: {e}"));
-    }
-    if target == n {
-        return error(format!("{name} already has {n} instance(s): nothing to do"));
-    }
-    if target > n {
-        let added: Vec<u32> = (n..target).map(|_| co.spawn_instance(app_index)).collect();
-        Reply { added: Some(added), instances: Some(target), ..Reply::ok() }
-    } else {
-        // PM2 removes the first (lowest) ids.
-        let removed: Vec<u32> = current.iter().copied().take((n - target) as usize).collect();
-        for id in &removed {
-            co.send(*id, Cmd::Delete);
-        }
-        Reply { removed: Some(removed), instances: Some(target), ..Reply::ok() }
-    }
-}
-
-fn logs(co: &Coordinator, target: Option<&str>, lines: usize, after: Option<u64>) -> Reply {
-    let ids = match resolve(co, target.unwrap_or("all")) {
+fn recent_logs(st: &State, hub: &LogHub, target: Option<&str>, lines: usize, after: Option<u64>) -> Reply {
+    let ids = match st.resolve(target.unwrap_or("all")) {
         Ok(ids) => ids,
-        Err(e) => return error(e),
+        Err(e) => return error(e.to_string()),
     };
     let mut out = Vec::new();
     for id in ids {
-        let name = &co.apps[co.slots[&id].app_index].name;
-        for (seq, stream, line) in co.logs.recent(id, lines, after) {
+        let name = &st.apps[st.slots[&id].app_index].name;
+        for (seq, stream, line) in hub.recent(id, lines, after) {
             out.push(LogLine {
                 seq,
                 pm_id: id,
@@ -182,60 +120,18 @@ fn logs(co: &Coordinator, target: Option<&str>, lines: usize, after: Option<u64>
     Reply { lines: Some(out), ..Reply::ok() }
 }
 
-fn flush(co: &Coordinator, target: Option<&str>) -> Reply {
-    let ids = match resolve(co, target.unwrap_or("all")) {
+fn flush(st: &State, hub: &LogHub, target: Option<&str>) -> Reply {
+    let ids = match st.resolve(target.unwrap_or("all")) {
         Ok(ids) => ids,
-        Err(e) => return error(e),
+        Err(e) => return error(e.to_string()),
     };
     let mut paths = Vec::new();
     for id in ids {
-        let app = &co.apps[co.slots[&id].app_index];
+        let app = &st.apps[st.slots[&id].app_index];
         for p in [&app.out_file, &app.error_file, &app.log_file].into_iter().flatten() {
             paths.push(app.instance_path(p, id));
         }
     }
-    co.logs.truncate_files(Some(&paths));
+    hub.truncate_files(Some(&paths));
     Reply { files: Some(paths), ..Reply::ok() }
-}
-
-/// PM2's `jlist` shape (see [`super::jlist`]) from the status table; this socket is private to
-/// our uid, so the apps' env is included, as PM2 does.
-fn processes(co: &mut Coordinator, only: Option<&[u32]>) -> Vec<Value> {
-    super::jlist::rows(&co.table_for_reader(), only, super::jlist::Env::Include)
-}
-
-/// `startOrRestart` and friends: apps already known are restarted with their new settings
-/// (fork mode: reload = restart), new ones are started. Apps not in the file are left alone.
-fn apply(co: &mut Coordinator, action: &str, mut eco: crate::config::Ecosystem) -> Reply {
-    crate::preload::apply(&mut eco.apps, std::path::Path::new(&co.pm2_home));
-    let (mut restarted, mut started) = (Vec::new(), Vec::new());
-    for app in eco.apps {
-        let name = app.name.clone();
-        let new = std::sync::Arc::new(app);
-        if let Some(idx) = co.apps.iter().position(|a| a.name == name) {
-            co.apps[idx] = new.clone();
-            let ids: Vec<u32> = co.slots.iter().filter(|(_, s)| s.app_index == idx).map(|(k, _)| *k).collect();
-            if ids.is_empty() {
-                for _ in 0..crate::config::resolve_instances(new.instances, co.cpus) {
-                    co.spawn_instance(idx);
-                }
-            }
-            for id in ids {
-                co.send(id, Cmd::Replace(new.clone()));
-            }
-            if action != "startOrRestart" {
-                tracing::debug!("{action}: {name} restarts with its new settings");
-            }
-            restarted.push(name);
-        } else {
-            co.apps.push(new.clone());
-            let idx = co.apps.len() - 1;
-            for _ in 0..crate::config::resolve_instances(new.instances, co.cpus) {
-                co.spawn_instance(idx);
-            }
-            started.push(name);
-        }
-    }
-    tracing::info!("{action}: restarted [{}], started [{}]", restarted.join(", "), started.join(", "));
-    Reply { restarted: Some(restarted), started: Some(started), ..Reply::ok() }
 }

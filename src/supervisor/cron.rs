@@ -8,14 +8,22 @@ use chrono::{DateTime, Local, TimeZone};
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
 
+/// A `cron_restart` pattern croner does not accept.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid cron pattern {pattern:?}: {source}")]
+pub struct BadPattern {
+    pattern: String,
+    source: croner::errors::CronError,
+}
+
 /// A parsed schedule.
 #[derive(Debug, Clone)]
 pub struct Schedule(Cron);
 
 impl Schedule {
-    pub fn parse(pattern: &str) -> Result<Self, String> {
+    pub fn parse(pattern: &str) -> Result<Self, BadPattern> {
         let parser = CronParser::builder().seconds(Seconds::Optional).year(Year::Disallowed).build();
-        parser.parse(pattern.trim()).map(Schedule).map_err(|e| format!("invalid cron pattern {pattern:?}: {e}"))
+        parser.parse(pattern.trim()).map(Schedule).map_err(|source| BadPattern { pattern: pattern.to_string(), source })
     }
 
     /// Time from `now` until the next fire (strictly after `now`).

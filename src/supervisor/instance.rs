@@ -119,7 +119,7 @@ impl Instance {
             && self.app.command.js_runtime() == Some(crate::config::JsRuntime::Deno);
         let created_wall = now_ms();
         let mut run = Run::default();
-        let mut handed: Option<(Run, ExitReason)> = None;
+        let mut handed: Option<Run> = None;
         let mut timers = Timers::new();
         let mut queue = VecDeque::new();
         let level = *self.shutdown.borrow_and_update();
@@ -154,6 +154,19 @@ impl Instance {
                     }
                     let oom = oom_grew(run.oom_kills, exit);
                     queue.push_back(Input::Exited { exit, leftovers: run.leftovers(), oom });
+                }
+                exit = handed_exit(&mut handed) => {
+                    let mut oom = Some(false);
+                    let mut leftovers = false;
+                    if let Some(h) = handed.as_mut() {
+                        h.exit = None;
+                        if let Some(done) = h.err_done.take() {
+                            let _ = tokio::time::timeout(STDERR_DRAIN, done).await;
+                        }
+                        oom = oom_grew(h.oom_kills, exit);
+                        leftovers = h.leftovers();
+                    }
+                    queue.push_back(Input::RetireExited { exit, leftovers, oom });
                 }
                 ev = next_event(&mut run.chan), if run.chan_open => match ev {
                     Some(WorkerEvent::Listening { port, address }) => queue.push_back(Input::Ready(Ready::Listening(port, address))),
@@ -214,7 +227,7 @@ impl Instance {
         effect: Effect,
         m: &Machine,
         run: &mut Run,
-        handed: &mut Option<(Run, ExitReason)>,
+        handed: &mut Option<Run>,
         timers: &mut Timers,
         queue: &mut VecDeque<Input>,
         created_wall: u64,
@@ -245,12 +258,12 @@ impl Instance {
             },
             Effect::Spawn => {
                 self.app = app;
-                match self.spawn(m, created_wall).await {
-                    Some(r) => {
+                match self.spawn(m, created_wall) {
+                    Ok(r) => {
                         *run = r;
                         queue.push_back(Input::Spawned { pid: run.pid.unwrap_or_default() });
                     }
-                    None => queue.push_back(Input::SpawnFailed),
+                    Err(starved) => queue.push_back(Input::SpawnFailed { starved }),
                 }
             }
             Effect::Signal(sig) => {
@@ -300,15 +313,11 @@ impl Instance {
                 tracing::info!(app = %app.name, id = self.pm_id, status = "exit", exit = %json, "{line}");
                 self.death = Some(death);
             }
-            Effect::HandOver(reason) => {
-                if let Some((old, why)) = handed.take() {
-                    self.retire(&app, old, why);
-                }
-                *handed = Some((std::mem::take(run), reason));
-            }
-            Effect::Retire => {
-                if let Some((old, why)) = handed.take() {
-                    self.retire(&app, old, why);
+            Effect::RetireDied { exit, reason } => {
+                if let Some(h) = handed.as_ref() {
+                    let death = self.certificate(h, exit, reason);
+                    let json = death.json().to_string();
+                    tracing::info!(app = %app.name, id = self.pm_id, status = "exit", exit = %json, "{}", death.line(&app.name, self.pm_id));
                 }
             }
             Effect::Probe(kind) => {
@@ -325,25 +334,45 @@ impl Instance {
                     });
                 }
             }
-            Effect::End => {
-                if let Some((old, why)) = handed.take() {
-                    self.retire(&app, old, why);
-                }
-                return true;
+            Effect::HandOver(_) => {
+                // The pid file is the replacement's once it writes its own (see `PidFile`).
+                *handed = Some(std::mem::take(run));
             }
+            Effect::RetireDisconnect => {
+                if let Some(c) = handed.as_ref().and_then(|h| h.chan.as_ref()) {
+                    let _ = bounded(c.disconnect()).await;
+                }
+            }
+            Effect::RetireTerminate { signal, message } => {
+                if let Some(h) = handed.as_mut()
+                    && let Some(pid) = h.pid
+                {
+                    terminate(h, pid, signal, message, app.treekill).await;
+                }
+            }
+            Effect::RetireKill => {
+                if let Some(h) = handed.as_mut()
+                    && let Some(pid) = h.pid
+                {
+                    kill(h, pid, app.treekill).await;
+                }
+            }
+            Effect::Retired => *handed = None,
+            Effect::End => return true,
         }
         false
     }
 
-    /// Starts the process with the machine's settings. `None` when it could not (logged).
-    async fn spawn(&mut self, m: &Machine, created_wall: u64) -> Option<Run> {
+    /// Starts the process with the machine's settings. When it could not: `Some(why)` if the
+    /// system lacked resources (the machine retries), else `None` (logged here).
+    fn spawn(&mut self, m: &Machine, created_wall: u64) -> Result<Run, Option<String>> {
         let app = m.app.clone();
         let tag = self.tag();
         let (uid, gid) = match resolve_ids(&app) {
             Ok(ids) => ids,
             Err(e) => {
                 tracing::error!(app = %app.name, id = self.pm_id, "App [{tag}] cannot start: {e}");
-                return None;
+                return Err(None);
             }
         };
         let facts = InstanceFacts {
@@ -386,7 +415,7 @@ impl Instance {
                 Ok(fd) => Some(fd),
                 Err(e) => {
                     tracing::error!(app = %app.name, id = self.pm_id, "App [{tag}] cannot pass its listening socket: {e}");
-                    return None;
+                    return Err(None);
                 }
             },
             None => None,
@@ -402,14 +431,14 @@ impl Instance {
             ipc: app.command.js_runtime().is_some(),
             listen_fd,
         };
-        // Out of resources (EMFILE, EAGAIN…) is no crash of the app: wait and retry, uncounted.
-        let shutdown = self.shutdown.clone();
-        let give_up = move || *shutdown.borrow() != Shutdown::Running || unix::stop_signals_received() > 0;
-        let running = match process::spawn_patiently(&self.reaper, &spec, &tag, give_up).await {
+        // Out of resources (EMFILE, EAGAIN…) is no crash of the app: the machine waits and
+        // retries, uncounted, and answers its inbox meanwhile.
+        let running = match process::spawn(&self.reaper, &spec).map_err(process::SpawnError::classify) {
             Ok(r) => r,
+            Err(process::SpawnError::Resources(e)) => return Err(Some(e.to_string())),
             Err(e) => {
                 tracing::error!(app = %app.name, id = self.pm_id, "App [{tag}] failed to start {}: {e}", spec.program.display());
-                return None;
+                return Err(None);
             }
         };
         let pid = running.pid;
@@ -428,7 +457,7 @@ impl Instance {
             });
             WorkerChannel::new(stream, crate::cluster::worker_id(self.pm_id), listeners)
         });
-        Some(Run {
+        Ok(Run {
             pid: Some(pid),
             exit: Some(running.exit),
             chan_open: chan.is_some(),
@@ -458,67 +487,6 @@ impl Instance {
             at: SystemTime::now(),
             stderr: self.logs.last_err(self.pm_id, DEATH_STDERR_LINES, run.first_seq),
         }
-    }
-
-    /// Retires the process a rolling reload replaced, in a task of its own (the new one runs
-    /// meanwhile): Node's `disconnect`, the kill signal at half of `kill_timeout`, SIGKILL at
-    /// `kill_timeout`, as for any stop.
-    fn retire(&self, app: &Arc<App>, mut old: Run, reason: ExitReason) {
-        let Some(pid) = old.pid else { return };
-        let app = app.clone();
-        let pm_id = self.pm_id;
-        let logs = self.logs.clone();
-        let mut shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
-            tracing::info!(app = %app.name, id = pm_id, "App [{}:{pm_id}] retiring its previous process (pid {pid})", app.name);
-            let begun = tokio::time::Instant::now();
-            let signal = app.kill_signal.get();
-            let mut signalled = false;
-            if let Some(c) = &old.chan {
-                let _ = bounded(c.disconnect()).await;
-            } else {
-                terminate(&mut old, pid, signal, app.shutdown_with_message, app.treekill).await;
-                signalled = true;
-            }
-            let mut killed = false;
-            let exit = loop {
-                tokio::select! {
-                    e = exit_of(&mut old.exit) => break e,
-                    _ = tokio::time::sleep_until(begun + app.kill_timeout / 2), if !signalled => {
-                        signalled = true;
-                        terminate(&mut old, pid, signal, app.shutdown_with_message, app.treekill).await;
-                    }
-                    _ = tokio::time::sleep_until(begun + app.kill_timeout), if !killed => {
-                        killed = true;
-                        tracing::warn!(app = %app.name, id = pm_id, "Process with pid {pid} still alive after {}ms, sending SIGKILL", app.kill_timeout.as_millis());
-                        kill(&mut old, pid, app.treekill).await;
-                    }
-                    changed = shutdown.changed(), if !killed => {
-                        if changed.is_err() || *shutdown.borrow() == Shutdown::Force {
-                            killed = true;
-                            kill(&mut old, pid, app.treekill).await;
-                        }
-                    }
-                }
-            };
-            if old.leftovers() {
-                kill(&mut old, pid, app.treekill).await;
-            }
-            if let Some(done) = old.err_done.take() {
-                let _ = tokio::time::timeout(STDERR_DRAIN, done).await;
-            }
-            let reason = if oom_grew(old.oom_kills, exit) == Some(true) && !killed { ExitReason::OomKilled } else { reason };
-            let death = Death {
-                pid,
-                exit,
-                reason,
-                uptime: old.since.and_then(|t| t.elapsed().ok()).unwrap_or_default(),
-                at: SystemTime::now(),
-                stderr: logs.last_err(pm_id, DEATH_STDERR_LINES, old.first_seq),
-            };
-            let json = death.json().to_string();
-            tracing::info!(app = %app.name, id = pm_id, status = "exit", exit = %json, "{}", death.line(&app.name, pm_id));
-        });
     }
 }
 
@@ -556,6 +524,14 @@ const IPC_WRITE_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 async fn bounded<T>(write: impl std::future::Future<Output = T>) -> Result<T, tokio::time::error::Elapsed> {
     tokio::time::timeout(IPC_WRITE_LIMIT, write).await
+}
+
+/// The exit of the process a rolling reload handed over; never resolves when there is none.
+async fn handed_exit(handed: &mut Option<Run>) -> Exit {
+    match handed {
+        Some(h) => exit_of(&mut h.exit).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The exit of the running process; never resolves when there is none.

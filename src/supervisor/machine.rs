@@ -123,6 +123,12 @@ pub enum Timer {
     Probe(ProbeKind),
     /// No heartbeat for `watchdog`.
     Watchdog,
+    /// The system lacked resources for a start: try again.
+    Respawn,
+    /// Retirement of a replaced cluster worker: the kill signal after half of its `kill_timeout`.
+    RetireSignal,
+    /// Retirement: SIGKILL to whatever is left of the replaced process at its `kill_timeout`.
+    RetireKill,
 }
 
 /// The hang watchdog's view of the current process.
@@ -144,8 +150,11 @@ pub enum Input {
     Spawned {
         pid: u32,
     },
-    /// The process could not be started (the task has logged why).
-    SpawnFailed,
+    /// The process could not be started (the task has logged why). `starved`: the system
+    /// lacked resources (EMFILE, EAGAIN…), with the error: worth a retry, never a crash.
+    SpawnFailed {
+        starved: Option<String>,
+    },
     /// The process exited; `leftovers`: members of its group (or strays) still run.
     Exited {
         exit: Exit,
@@ -167,6 +176,13 @@ pub enum Input {
         kind: ProbeKind,
         pid: u32,
         result: Result<(), String>,
+    },
+    /// The process a rolling reload replaced exited; `leftovers`: members of its group remain;
+    /// `oom`: the cgroup's OOM killer struck meanwhile (`None`: unknown).
+    RetireExited {
+        exit: Exit,
+        leftovers: bool,
+        oom: Option<bool>,
     },
 }
 
@@ -207,11 +223,27 @@ pub enum Effect {
         exit: Exit,
         reason: ExitReason,
     },
-    /// Retire the handed-over process now (its replacement is online, or failed).
-    Retire,
     /// Run this probe's check once (bounded by its `timeout`); its result comes back as
     /// [`Input::Probe`].
     Probe(ProbeKind),
+    /// The handed-over process ended, for this reason: the task logs its death certificate
+    /// (the instance's `last_exit` stays its current process's).
+    RetireDied {
+        exit: Exit,
+        reason: ExitReason,
+    },
+    /// Retirement of the handed-over process, step by step as for any stop: Node's graceful
+    /// `disconnect`…
+    RetireDisconnect,
+    /// …the kill signal (or `shutdown` message) to its tree…
+    RetireTerminate {
+        signal: Signal,
+        message: bool,
+    },
+    /// …SIGKILL to its tree.
+    RetireKill,
+    /// The handed-over process is gone: drop its handles.
+    Retired,
     /// The task ends.
     End,
 }
@@ -286,21 +318,20 @@ pub enum State {
     },
     /// Spawn asked for; [`Input::Spawned`] or [`Input::SpawnFailed`] comes next.
     Starting,
+    /// The system lacked resources for a start: [`Timer::Respawn`] tries again (not a restart).
+    Starved,
     Gone,
 }
 
-/// PM2's exit line: `App [name:id] exited with code [c] via signal [s]`.
-pub fn exit_line(name: &str, pm_id: u32, exit: Exit) -> String {
-    let (code, signal) = match exit {
-        Exit::Code(c) => (c.to_string(), "none".to_string()),
-        Exit::Signal(s) => ("null".to_string(), signal_name(s)),
-    };
-    format!("App [{name}:{pm_id}] exited with code [{code}] via signal [{signal}]")
-}
-
-/// A signal's name (`SIGKILL`), or its number when it has none.
-pub fn signal_name(s: i32) -> String {
-    Signal::try_from(s).map(|s| s.as_str().to_string()).unwrap_or_else(|_| s.to_string())
+/// Where the retirement of a process replaced by a rolling reload stands: the same steps as
+/// any stop ([`StopPhase`]), with the same `kill_timeout`, beside the running replacement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retire {
+    /// Its replacement is starting; it keeps serving until the replacement is online.
+    Waiting,
+    Disconnecting,
+    Signalled,
+    Killed,
 }
 
 /// One instance's lifecycle.
@@ -325,8 +356,17 @@ pub struct Machine {
     shutdown: Shutdown,
     /// A stop signal reached the runtime (possibly before the coordinator said so).
     stop_seen: bool,
-    /// A rolling reload handed the previous process over; retire it once this one is online.
-    retiring: bool,
+    /// A rolling reload handed the previous process (this pid) over; it retires once its
+    /// replacement is online.
+    pub retiring: Option<(u32, Retire)>,
+    /// Why the retiring process is replaced (its death certificate's reason).
+    retire_reason: Option<ExitReason>,
+    /// A reload asked for while a previous process still retires: done once it is gone.
+    pending_reload: Option<RestartReason>,
+    /// Starts in a row that lacked resources (the back-off of the next try).
+    starved: u32,
+    /// The instant of the current step (the caller's clock).
+    now: Instant,
     /// `start` after `autostart: false` begins the instance's life: not a restart.
     first_start: bool,
     /// This machine replaces one whose task panicked: start whatever `autostart` says.
@@ -355,7 +395,11 @@ impl Machine {
             next_reason: None,
             shutdown: Shutdown::Running,
             stop_seen: false,
-            retiring: false,
+            retiring: None,
+            retire_reason: None,
+            pending_reload: None,
+            starved: 0,
+            now,
             first_start: true,
             resumed: false,
             probes: Probes::default(),
@@ -544,21 +588,42 @@ impl Machine {
     /// One step: what `input` changes, and what must be done about it.
     pub fn step(&mut self, input: Input, now: Instant) -> Vec<Effect> {
         let mut fx = Vec::new();
+        self.now = now;
         match input {
             Input::Begin => self.begin(now, &mut fx),
             Input::Shutdown(level) => self.on_shutdown(level, now, &mut fx),
             Input::Cmd(cmd) => self.on_cmd(cmd, now, &mut fx),
             Input::Spawned { pid } => self.on_spawned(pid, now, &mut fx),
-            Input::SpawnFailed => {
-                if self.state == State::Starting {
-                    if self.retiring {
-                        self.retiring = false;
-                        fx.push(Effect::Retire);
+            Input::SpawnFailed { starved } => {
+                if self.state != State::Starting {
+                    return fx;
+                }
+                match starved {
+                    Some(why) if !self.shutting() => {
+                        let wait = crate::process::resource_backoff(self.starved);
+                        self.starved += 1;
+                        Self::log(
+                            &mut fx,
+                            Level::Warn,
+                            None,
+                            format!(
+                                "App [{}] cannot start yet: {why}; the system is out of resources, retrying in {} ms (not counted as a restart)",
+                                self.tag(),
+                                wait.as_millis()
+                            ),
+                        );
+                        self.state = State::Starved;
+                        fx.push(Effect::Arm(Timer::Respawn, now + wait));
                     }
-                    self.exit_reason = Some(ExitReason::Exit);
-                    self.after_exit(Exit::Code(127), now, now, &mut fx);
+                    _ => {
+                        self.starved = 0;
+                        self.retire_if_any(&mut fx);
+                        self.exit_reason = Some(ExitReason::Exit);
+                        self.after_exit(Exit::Code(127), now, now, &mut fx);
+                    }
                 }
             }
+            Input::RetireExited { exit, leftovers, oom } => self.on_retire_exit(exit, leftovers, oom, &mut fx),
             Input::Exited { exit, leftovers, oom } => self.on_exit(exit, leftovers, oom, now, &mut fx),
             Input::Leftovers { alive } => {
                 if let State::Stopping { phase: StopPhase::Draining(exit), then, .. } = self.state {
@@ -650,6 +715,7 @@ impl Machine {
                 fx.push(Effect::Arm(Timer::Probe(kind), now + p.initial_delay));
             }
         }
+        self.starved = 0;
         // Fork mode: online at once unless wait_ready. Cluster mode: once the worker listens
         // (or sends 'ready' with wait_ready), as a Node primary would say.
         if !self.app.wait_ready && !self.cluster {
@@ -669,10 +735,49 @@ impl Machine {
         }
     }
 
+    /// The replacement is online (or failed, or the instance stops): the handed-over process
+    /// is stopped now, with its own `kill_timeout`, as any stop.
     fn retire_if_any(&mut self, fx: &mut Vec<Effect>) {
-        if self.retiring {
-            self.retiring = false;
-            fx.push(Effect::Retire);
+        let Some((pid, Retire::Waiting)) = self.retiring else { return };
+        let now = self.now;
+        Self::log(fx, Level::Info, None, format!("App [{}] retiring its previous process (pid {pid})", self.tag()));
+        let kill_timeout = self.app.kill_timeout;
+        let phase = if self.shutdown == Shutdown::Force {
+            fx.push(Effect::RetireKill);
+            Retire::Killed
+        } else if self.cluster {
+            fx.push(Effect::RetireDisconnect);
+            fx.push(Effect::Arm(Timer::RetireSignal, now + kill_timeout / 2));
+            Retire::Disconnecting
+        } else {
+            fx.push(Effect::RetireTerminate { signal: self.app.kill_signal.get(), message: self.app.shutdown_with_message });
+            Retire::Signalled
+        };
+        fx.push(Effect::Arm(Timer::RetireKill, now + kill_timeout));
+        self.retiring = Some((pid, phase));
+    }
+
+    /// The handed-over process exited: retirement is over (and a queued reload may begin, or
+    /// an instance that was only waiting for it ends).
+    fn on_retire_exit(&mut self, exit: Exit, leftovers: bool, oom: Option<bool>, fx: &mut Vec<Effect>) {
+        let Some((_, phase)) = self.retiring.take() else { return };
+        let asked = self.retire_reason.take().unwrap_or(ExitReason::Exit);
+        let reason = if oom == Some(true) && phase != Retire::Killed { ExitReason::OomKilled } else { asked };
+        fx.push(Effect::RetireDied { exit, reason });
+        if leftovers {
+            fx.push(Effect::RetireKill);
+        }
+        fx.push(Effect::Disarm(Timer::RetireSignal));
+        fx.push(Effect::Disarm(Timer::RetireKill));
+        fx.push(Effect::Retired);
+        if self.state == State::Gone {
+            fx.push(Effect::End);
+        } else if let Some(reason) = self.pending_reload.take()
+            && matches!(self.state, State::Online { .. })
+            && !self.shutting()
+        {
+            Self::log(fx, Level::Info, Some("reload"), format!("App [{}] reloading: starting its replacement", self.tag()));
+            self.rolling_reload(reason, self.now, fx);
         }
     }
 
@@ -702,7 +807,30 @@ impl Machine {
     }
 
     fn on_timer(&mut self, t: Timer, now: Instant, fx: &mut Vec<Effect>) {
+        match (t, self.retiring) {
+            (Timer::RetireSignal, Some((pid, Retire::Disconnecting))) => {
+                self.retiring = Some((pid, Retire::Signalled));
+                fx.push(Effect::RetireTerminate { signal: self.app.kill_signal.get(), message: self.app.shutdown_with_message });
+                return;
+            }
+            (Timer::RetireKill, Some((pid, Retire::Disconnecting | Retire::Signalled))) => {
+                Self::log(
+                    fx,
+                    Level::Warn,
+                    None,
+                    format!("Process with pid {pid} still alive after {}ms, sending SIGKILL", self.app.kill_timeout.as_millis()),
+                );
+                fx.push(Effect::RetireKill);
+                self.retiring = Some((pid, Retire::Killed));
+                return;
+            }
+            _ => {}
+        }
         match (t, self.state.clone()) {
+            (Timer::Respawn, State::Starved) => {
+                self.state = State::Starting;
+                fx.push(Effect::Spawn);
+            }
             (Timer::Listen, State::Launching { pid, started }) => {
                 self.state = State::Online { pid, started };
                 self.report(Status::Online, Some(pid), fx);
@@ -806,10 +934,19 @@ impl Machine {
 
     /// A rolling reload: the running worker is kept until its replacement is online.
     fn rolling_reload(&mut self, reason: RestartReason, now: Instant, fx: &mut Vec<Effect>) {
+        let (State::Launching { pid, .. } | State::Online { pid, .. }) = self.state else { return };
+        if self.retiring.is_some() {
+            // One retirement at a time: this reload follows once the previous process is gone.
+            Self::log(fx, Level::Info, None, format!("App [{}] reload queued: its previous process is still retiring", self.tag()));
+            self.pending_reload = Some(reason);
+            return;
+        }
         fx.push(Effect::Disarm(Timer::Listen));
         fx.push(Effect::Disarm(Timer::Cron));
-        fx.push(Effect::HandOver(ExitReason::retired(reason)));
-        self.retiring = true;
+        let why = ExitReason::retired(reason);
+        fx.push(Effect::HandOver(why));
+        self.retiring = Some((pid, Retire::Waiting));
+        self.retire_reason = Some(why);
         self.restart(reason, true, now, fx);
     }
 
@@ -952,12 +1089,17 @@ impl Machine {
             Timer::Probe(ProbeKind::Liveness),
             Timer::Probe(ProbeKind::Readiness),
             Timer::Watchdog,
+            Timer::Respawn,
         ] {
             fx.push(Effect::Disarm(t));
         }
         self.retire_if_any(fx);
+        self.pending_reload = None;
         fx.push(Effect::Report(Report { manual: true, gone: true, ..self.status_report(Status::Stopped, None) }));
-        fx.push(Effect::End);
+        // The task ends once the process it retires is gone too (see `on_retire_exit`).
+        if self.retiring.is_none() {
+            fx.push(Effect::End);
+        }
         self.state = State::Gone;
     }
 
@@ -966,6 +1108,15 @@ impl Machine {
             return;
         }
         self.shutdown = level;
+        // A process on its way out after a reload stops now, with its own grace (or is killed).
+        match self.retiring {
+            Some((_, Retire::Waiting)) => self.retire_if_any(fx),
+            Some((pid, Retire::Disconnecting | Retire::Signalled)) if level == Shutdown::Force => {
+                fx.push(Effect::RetireKill);
+                self.retiring = Some((pid, Retire::Killed));
+            }
+            _ => {}
+        }
         match self.state.clone() {
             State::Launching { pid, .. } | State::Online { pid, .. } => self.begin_stop(pid, Then::Shutdown, now, fx),
             State::Stopping { pid, then, phase } => {
@@ -981,7 +1132,7 @@ impl Machine {
                 };
                 self.state = State::Stopping { pid, then, phase };
             }
-            State::Parked { .. } | State::Waiting | State::Grace { .. } | State::New => {
+            State::Parked { .. } | State::Waiting | State::Grace { .. } | State::New | State::Starved => {
                 if let State::Grace { .. } = self.state {
                     fx.push(Effect::Disarm(Timer::Grace));
                     // The exit was the first half of a platform-wide stop: stopped, not restarted.
@@ -1107,6 +1258,26 @@ impl Machine {
                     fx.push(Effect::Disarm(Timer::Restart));
                     fx.push(Effect::Disarm(Timer::Grace));
                     self.hist = History::new(now);
+                    self.park(Status::Stopped, true, fx);
+                }
+                Cmd::Delete => self.end(fx),
+                Cmd::Reset => self.restart_time = 0,
+                Cmd::Signal(_) | Cmd::Send(_) | Cmd::OverMemory { .. } | Cmd::ContainerMemory { .. } => {}
+            },
+            // Out of resources between two tries: answered like a restart delay.
+            State::Starved => match cmd {
+                Cmd::Restart | Cmd::Start | Cmd::Reload | Cmd::Replace(_) => {
+                    if let Cmd::Replace(new) = cmd {
+                        self.app = new;
+                    }
+                    fx.push(Effect::Disarm(Timer::Respawn));
+                    self.state = State::Starting;
+                    fx.push(Effect::Spawn);
+                }
+                Cmd::Stop => {
+                    fx.push(Effect::Disarm(Timer::Respawn));
+                    self.starved = 0;
+                    self.retire_if_any(fx);
                     self.park(Status::Stopped, true, fx);
                 }
                 Cmd::Delete => self.end(fx),

@@ -1,18 +1,21 @@
-//! The coordinator: starts one task per app instance, owns the table of their statuses, turns
-//! the runtime's signals and control requests into commands, decides when the runtime exits and
-//! with which code.
+//! The coordinator's loop: starts one task per app instance, owns the table of their statuses,
+//! turns the runtime's signals, the instances' reports, file watches and control requests into
+//! [`coordinator::Event`]s for the pure decider (`coordinator.rs`), and carries out the
+//! [`coordinator::Effect`]s it answers with. It decides nothing itself.
 //!
 //! State ownership: each instance task owns its process and restart history (its
-//! `machine::Machine`); this coordinator owns only the latest [`Update`] of each instance.
-//! Nobody else holds either. Modules: `machine` (the pure lifecycle), `instance` (the task that
-//! runs it), `policy` (PM2's restart rules), `numbering` (`NODE_APP_INSTANCE`), `sampler`,
-//! `status` (the vocabulary and the table: public), `jlist` (PM2's listing: public), `control`
-//! (requests), `env`, `cron`, `file_watch`.
+//! `machine::Machine`); the decider's `State` (owned by this loop) holds the latest [`Update`]
+//! of each instance. Nobody else holds either. Modules: `coordinator` (the pure decisions over
+//! the app set), `machine` (the pure lifecycle of one instance), `instance` (the task that runs
+//! it), `policy` (PM2's restart rules), `numbering` (`NODE_APP_INSTANCE`), `sampler`, `status`
+//! (the vocabulary and the table: public), `jlist` (PM2's listing: public), `control` (requests
+//! into events), `env`, `cron`, `file_watch`.
 
 // The front door: `run` with its `RunOptions` and `Board`, the status vocabulary and table
 // (`status`) and PM2's `jlist` rendering of it (`jlist`). Everything else is the supervisor's own.
 pub mod container;
 mod control;
+mod coordinator;
 mod cron;
 mod env;
 mod file_watch;
@@ -28,7 +31,7 @@ pub mod status;
 
 pub use env::uuid_v4;
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -37,18 +40,18 @@ use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::config::{App, Ecosystem, ExecMode, Role};
+use crate::config::{Ecosystem, ExecMode, Role};
+use crate::control::protocol::Reply;
 use crate::control::server::ControlRequest;
 use crate::exit::Outcome;
 use crate::logs::LogHub;
-use crate::process::{Exit, Reaper, tree, unix};
-use crate::signals::{RuntimeSignal, Signals};
+use crate::process::{Reaper, tree, unix};
+use crate::signals::Signals;
+use coordinator::{Effect, Event, Note, Slot, State};
 use instance::Instance;
-use machine::{Cmd, Shutdown};
+use machine::{Cmd, Level, Shutdown};
 use order::Order;
-use status::{
-    AppStatus, Bus, BusEvent, InstanceStatus, Report, RestartCounts, RestartReason, Sample, Status, StatusFeed, StatusTable, Update,
-};
+use status::{AppStatus, Bus, BusEvent, InstanceStatus, Status, StatusFeed, StatusTable, Update};
 
 /// Custom actions (`axm:action`) kept per instance; one of more than 256 bytes of name or
 /// 16 KiB of description, or beyond this count, is not kept.
@@ -92,33 +95,16 @@ pub struct RunOptions {
     pub shutdown_delay: Duration,
 }
 
-/// One instance as the coordinator sees it.
-struct Slot {
-    pub app_index: usize,
-    /// `NODE_APP_INSTANCE` of this instance.
-    pub instance: u32,
-    inbox: mpsc::UnboundedSender<Cmd>,
-    pub last: Option<Update>,
-    pub unique_id: String,
-    pub created_at: SystemTime,
-    pub restarts: RestartCounts,
-    pub sample: Sample,
-    pub axm_monitor: Arc<serde_json::Map<String, serde_json::Value>>,
-    pub axm_actions: Arc<Vec<serde_json::Value>>,
-    /// The event-loop lag the last heartbeat reported (`watchdog`), seconds.
-    event_loop_lag: Option<f64>,
-    /// How many times this instance's task panicked (a bug of ours; see `task_ended`).
-    panics: u32,
-}
-
-/// The coordinator's state: the apps, the instance table, and what new instances need.
+/// The loop's resources around the decider's state: what carries effects out.
 struct Coordinator {
-    pub apps: Vec<Arc<App>>,
-    pub slots: BTreeMap<u32, Slot>,
-    next_id: u32,
+    state: State,
+    /// Each running instance task's inbox.
+    inboxes: HashMap<u32, mpsc::UnboundedSender<Cmd>>,
     tasks: JoinSet<()>,
+    /// Which instance each task runs (a panicked task is known only by its id).
+    task_ids: HashMap<tokio::task::Id, u32>,
     reaper: Reaper,
-    pub logs: LogHub,
+    logs: LogHub,
     inherited: Arc<Vec<(OsString, OsString)>>,
     pm2_home: String,
     updates_tx: mpsc::UnboundedSender<Update>,
@@ -126,68 +112,122 @@ struct Coordinator {
     stops: Vec<watch::Sender<Shutdown>>,
     /// The runtime-wide shutdown level (what a new app's channel starts at).
     shutdown: Shutdown,
-    /// Start and stop order (`depends_on`, roles): see [`Order`].
-    order: Order<mpsc::UnboundedReceiver<Cmd>>,
-    /// How many CPUs `instances: max` means.
-    pub cpus: usize,
-    /// Cluster mode: the listening sockets of every cluster app, by scheduling policy (0 =
-    /// shared, 1 = round-robin), shared by all workers and kept for the runtime's life, so a
-    /// port never closes while workers are replaced.
-    listeners: std::collections::HashMap<usize, crate::cluster::Listeners>,
-    /// `listen_fds` apps: their listening socket (any language, systemd's convention).
-    sockets: std::collections::HashMap<usize, Arc<std::net::TcpListener>>,
-    board: Board,
-    /// A stop signal arrived.
-    stopping: bool,
-    sampler: sampler::Sampler,
-    /// Until when an `ls`/`monit` reader keeps the sampler going.
-    reader_until: Option<Instant>,
-    messages_tx: instance::AppMessages,
-    /// Each app's `NODE_APP_INSTANCE` numbers in use.
-    numbers: std::collections::HashMap<usize, numbering::Numbering>,
-    /// Which instance each task runs (a panicked task is known only by its id).
-    task_ids: std::collections::HashMap<tokio::task::Id, u32>,
+    /// The stop has begun (ordered by `depends_on`: see [`Coordinator::stop_next`]).
+    stop_begun: bool,
+    /// Start and stop order (`depends_on`, roles): see [`Order`]. A held instance keeps what its
+    /// task starts with (its inbox, where commands wait meanwhile; `restart_time`, `resumed`).
+    order: Order<(mpsc::UnboundedReceiver<Cmd>, u32, bool)>,
+    /// `shutdown_delay`: on a stop signal, when the apps get the stop (readiness ended at once).
+    shutdown_delay: Duration,
+    stop_at: Option<tokio::time::Instant>,
     /// The container's limits and usage (read with each sample).
     container: container::Watch,
     /// Recycling before the OOM killer (`None`: PM_RUNTIME_MEMORY_RECYCLE=off).
     recycler: Option<container::Recycler>,
     /// `node_heap: auto`: the heap of each such Node process, MiB, for the next starts.
     heap_share: watch::Sender<Option<u64>>,
+    /// Cluster mode: the listening sockets of every cluster app, by scheduling policy (0 =
+    /// shared, 1 = round-robin), shared by all workers and kept for the runtime's life, so a
+    /// port never closes while workers are replaced.
+    listeners: HashMap<usize, crate::cluster::Listeners>,
+    /// `listen_fds` apps: their listening socket (any language, systemd's convention).
+    sockets: HashMap<usize, Arc<std::net::TcpListener>>,
+    board: Board,
+    sampler: sampler::Sampler,
+    /// Until when an `ls`/`monit` reader keeps the sampler going.
+    reader_until: Option<Instant>,
+    messages_tx: instance::AppMessages,
+    /// The table changed since it was last published.
+    dirty: bool,
+    /// The decider said the run is over, with this outcome.
+    exit: Option<Outcome>,
 }
 
 impl Coordinator {
-    /// Starts one more instance of `app_index`, with the lowest free instance number (PM2 fills
-    /// gaps). An app waiting for its dependencies gets the slot now and its task once released.
-    pub fn spawn_instance(&mut self, app_index: usize) -> u32 {
-        self.order.sync(&self.apps);
-        let instance = self.numbers.entry(app_index).or_default().take();
-        let pm_id = self.next_id;
-        self.next_id += 1;
-        let (tx, rx) = mpsc::unbounded_channel();
-        let unique_id = env::uuid_v4();
-        self.slots.insert(
-            pm_id,
-            Slot {
-                app_index,
-                instance,
-                inbox: tx,
-                last: None,
-                unique_id,
-                created_at: SystemTime::now(),
-                restarts: RestartCounts::default(),
-                sample: Sample::default(),
-                axm_monitor: Default::default(),
-                axm_actions: Default::default(),
-                event_loop_lag: None,
-                panics: 0,
-            },
-        );
-        if self.order.released[app_index] {
-            self.start_task(pm_id, rx, 0, false);
-        } else {
-            self.order.held.insert(pm_id, rx);
+    /// Hands `event` to the decider and carries out its effects; the reply, if it made one.
+    fn step(&mut self, event: Event) -> Option<Reply> {
+        let mut reply = None;
+        for effect in self.state.handle(event, SystemTime::now()) {
+            match effect {
+                Effect::StartTask { pm_id, restart_time, resumed } => self.start_or_hold(pm_id, restart_time, resumed),
+                Effect::Send(pm_id, cmd) => self.send(pm_id, cmd),
+                Effect::KillTree(pid) => {
+                    // SIGKILL to its group and to descendants that left it (one shared /proc scan).
+                    unix::signal_group(pid, Signal::SIGKILL);
+                    tokio::spawn(async move {
+                        let procs = tree::fresh_snapshot().await;
+                        for d in procs.descendants(pid) {
+                            unix::signal_pid(d, Signal::SIGKILL);
+                        }
+                    });
+                }
+                Effect::Shutdown(Shutdown::Running) => {}
+                Effect::Shutdown(Shutdown::Force) => {
+                    self.stop_at = None;
+                    self.drop_held();
+                    self.shutdown_all(Shutdown::Force);
+                }
+                // While `shutdown_delay` runs, the stop comes when it is over.
+                Effect::Shutdown(Shutdown::Graceful) if self.stop_at.is_some() => {}
+                Effect::Shutdown(Shutdown::Graceful) => {
+                    if self.state.stopping && !self.shutdown_delay.is_zero() && !self.stop_begun {
+                        // The table already says stopping (readiness ends); the apps get the stop later.
+                        tracing::info!(
+                            "Not ready any more; stopping every app in {:.1}s (shutdown_delay)",
+                            self.shutdown_delay.as_secs_f64()
+                        );
+                        self.stop_at = Some(tokio::time::Instant::now() + self.shutdown_delay);
+                    } else if self.state.stopping {
+                        self.begin_stop();
+                    } else {
+                        // The run is over by itself (auto-exit, a failed init job): what is left
+                        // stops at once, in no order.
+                        self.drop_held();
+                        self.shutdown_all(Shutdown::Graceful);
+                    }
+                }
+                Effect::ReopenLogs => self.logs.reopen_files(),
+                Effect::Forget(pm_id) => {
+                    self.inboxes.remove(&pm_id);
+                    self.order.reached.remove(&pm_id);
+                    self.logs.forget(pm_id);
+                }
+                Effect::TerminationLog(text) => container::write_termination_log(&text),
+                Effect::Announce(update) => {
+                    if let Some(slot) = self.state.slots.get(&update.pm_id) {
+                        let name = self.state.apps[slot.app_index].name.clone();
+                        self.board.bus.publish(BusEvent::Status { pm_id: update.pm_id, name, report: update.report });
+                    }
+                }
+                Effect::Publish => self.dirty = true,
+                Effect::Reply(r) => reply = Some(r),
+                Effect::Log(note) => log(note),
+                Effect::Exit(outcome) => self.exit = Some(outcome),
+            }
         }
-        pm_id
+        reply
+    }
+
+    /// Sends a command to an instance.
+    fn send(&self, pm_id: u32, cmd: Cmd) {
+        if let Some(inbox) = self.inboxes.get(&pm_id) {
+            let _ = inbox.send(cmd);
+        }
+    }
+
+    /// An instance the decider started: its task starts now, or once its app's dependencies
+    /// are met (`depends_on`: the app is held).
+    fn start_or_hold(&mut self, pm_id: u32, restart_time: u32, resumed: bool) {
+        self.order.sync(&self.state.apps);
+        let Some(app_index) = self.state.slots.get(&pm_id).map(|s| s.app_index) else { return };
+        let (tx, inbox) = mpsc::unbounded_channel();
+        self.inboxes.insert(pm_id, tx);
+        if self.order.released[app_index] {
+            self.start_task(pm_id, inbox, restart_time, resumed);
+        } else {
+            self.order.held.insert(pm_id, (inbox, restart_time, resumed));
+            self.state.held.insert(pm_id, self.order.blocked[app_index]);
+        }
     }
 
     /// The app's stop channel (made at the runtime's current level for an app added later).
@@ -200,6 +240,7 @@ impl Coordinator {
 
     /// Every app to this shutdown level at once.
     fn shutdown_all(&mut self, level: Shutdown) {
+        self.stop_begun = true;
         self.shutdown = self.shutdown.max(level);
         for s in &self.stops {
             s.send_if_modified(|l| {
@@ -212,11 +253,12 @@ impl Coordinator {
         }
     }
 
-    /// A stop signal: with an order, the apps no running app depends on (then, as they end,
-    /// the next ones: [`Coordinator::stop_next`]); without, every app at once.
+    /// The stop (a signal, or the run is over): with an order, the apps no running app depends
+    /// on (then, as they end, the next ones: [`Coordinator::stop_next`]); without, every app at once.
     fn begin_stop(&mut self) {
-        self.order.sync(&self.apps);
+        self.order.sync(&self.state.apps);
         self.drop_held();
+        self.stop_begun = true;
         if self.order.graph.is_flat() {
             self.shutdown_all(Shutdown::Graceful);
         } else {
@@ -226,35 +268,30 @@ impl Coordinator {
 
     /// The runtime is going down: held instances will never start.
     fn drop_held(&mut self) {
-        for pm_id in std::mem::take(&mut self.order.held).into_keys() {
-            self.slots.remove(&pm_id);
+        let ids: Vec<u32> = std::mem::take(&mut self.order.held).into_keys().collect();
+        for id in &ids {
+            self.inboxes.remove(id);
         }
-    }
-
-    /// True when no instance that counts (sidecars do not) can run again by itself, and no
-    /// held one can still be released.
-    fn all_settled(&self) -> bool {
-        let roles: Vec<Role> = self.apps.iter().map(|a| a.role).collect();
-        let counted = order::counted(&roles);
-        self.slots.iter().filter(|(_, s)| counted[s.app_index]).all(|(id, s)| {
-            if self.order.held.contains_key(id) {
-                return self.order.blocked[s.app_index];
-            }
-            s.last.as_ref().is_some_and(|u| !u.status.is_alive() && !u.scheduled)
-        })
+        if !ids.is_empty() {
+            self.step(Event::HeldDropped { ids });
+        }
     }
 
     /// Tells the apps whose dependents have all ended to stop (dependents first, sidecars last).
     fn stop_next(&mut self) {
-        if self.order.graph.is_flat() || self.shutdown != Shutdown::Running {
+        if !self.stop_begun || self.order.graph.is_flat() || self.shutdown != Shutdown::Running {
             return;
         }
-        let mut running = vec![false; self.apps.len()];
-        for s in self.slots.values() {
-            running[s.app_index] = true;
+        // An app runs while a task of its instances does (the decider keeps a stopped
+        // instance's slot until the end, for the outcome).
+        let mut running = vec![false; self.state.apps.len()];
+        for pm_id in self.task_ids.values() {
+            if let Some(s) = self.state.slots.get(pm_id) {
+                running[s.app_index] = true;
+            }
         }
         let next = order::may_stop(&self.order.graph, &running, &self.order.told_stop);
-        let names: Vec<&str> = next.iter().filter(|&&i| running[i]).map(|&i| self.apps[i].name.as_str()).collect();
+        let names: Vec<&str> = next.iter().filter(|&&i| running[i]).map(|&i| self.state.apps[i].name.as_str()).collect();
         if !names.is_empty() && self.order.told_stop.iter().any(|t| *t) {
             tracing::info!("Stopping {} (the apps that depend on it have stopped)", names.join(", "));
         }
@@ -270,24 +307,24 @@ impl Coordinator {
 
     /// After status reports: releases the apps whose dependencies are met, notes what the others
     /// wait for. Returns the init job that failed (the container stops), if one did.
-    fn advance_order(&mut self) -> Option<(usize, Exit)> {
-        self.order.sync(&self.apps);
-        if self.order.graph.is_flat() || self.stopping {
+    fn advance_order(&mut self) -> Option<(usize, crate::process::Exit)> {
+        self.order.sync(&self.state.apps);
+        if self.order.graph.is_flat() || self.state.stopping || self.stop_begun {
             return None;
         }
-        let mut per_app: Vec<Vec<&order::Reached>> = vec![Vec::new(); self.apps.len()];
-        for (id, s) in &self.slots {
+        let apps = self.state.apps.clone();
+        let mut per_app: Vec<Vec<&order::Reached>> = vec![Vec::new(); apps.len()];
+        for (id, s) in &self.state.slots {
             per_app[s.app_index].push(self.order.reached.get(id).unwrap_or(&order::NOTHING));
         }
         let reached: Vec<order::Reached> = per_app.into_iter().map(order::Reached::of_app).collect();
-        let roles: Vec<Role> = self.apps.iter().map(|a| a.role).collect();
+        let roles: Vec<Role> = apps.iter().map(|a| a.role).collect();
         if let Some(failed) = order::failed_init(&roles, &reached) {
             return Some(failed);
         }
-        let apps = self.apps.clone();
         let names: Vec<&str> = apps.iter().map(|a| a.name.as_str()).collect();
         let mut release = Vec::new();
-        for app in 0..self.apps.len() {
+        for app in 0..apps.len() {
             if self.order.released[app] {
                 continue;
             }
@@ -311,30 +348,81 @@ impl Coordinator {
             };
             self.order.waiting[app] = waiting.map(Arc::from);
         }
+        // The decider's view of the held instances (a blocked one counts as settled).
+        let changed: Vec<(u32, bool)> = self
+            .state
+            .held
+            .iter()
+            .filter_map(|(id, was)| {
+                let now = self.order.blocked[self.state.slots.get(id)?.app_index];
+                (now != *was).then_some((*id, now))
+            })
+            .collect();
+        for (pm_id, blocked) in changed {
+            self.step(Event::HeldBlocked { pm_id, blocked });
+        }
         for app in release {
             let met = self.order.graph.needs[app].iter().map(|e| format!("{} {}", names[e.to], e.condition.as_str())).collect::<Vec<_>>();
             tracing::info!(app = %names[app], "App [{}] starting: {}", names[app], met.join(", "));
             self.order.released[app] = true;
             self.order.waiting[app] = None;
-            let held: Vec<u32> =
-                self.slots.iter().filter(|(id, s)| s.app_index == app && self.order.held.contains_key(id)).map(|(id, _)| *id).collect();
+            let held: Vec<u32> = self
+                .state
+                .slots
+                .iter()
+                .filter(|(id, s)| s.app_index == app && self.order.held.contains_key(id))
+                .map(|(id, _)| *id)
+                .collect();
             for pm_id in held {
-                if let Some(rx) = self.order.held.remove(&pm_id) {
-                    self.start_task(pm_id, rx, 0, false);
+                self.state.held.remove(&pm_id);
+                if let Some((inbox, restart_time, resumed)) = self.order.held.remove(&pm_id) {
+                    self.start_task(pm_id, inbox, restart_time, resumed);
                 }
             }
         }
         None
     }
 
+    /// The order after reports and requests: held apps released, an init job's failure stops
+    /// the container, and during a stop the next apps are told.
+    fn after_reports(&mut self) {
+        if self.stop_begun {
+            self.stop_next();
+        } else if let Some((app, exit)) = self.advance_order() {
+            let name = self.state.apps[app].name.clone();
+            tracing::error!(app = %name, "Init job [{name}] failed (exit code {}): stopping the container; the apps waiting for it were not started", exit.as_code());
+            self.drop_held();
+            self.step(Event::InitFailed { code: exit.as_code().max(1) });
+        }
+    }
+
+    /// `start web` also starts what web needs (`depends_on`, init jobs, sidecars) that is stopped
+    /// or errored, so that a held app can be released; running dependencies are left alone.
+    fn start_dependencies(&self, ids: &[u32]) {
+        let targets: Vec<usize> = ids.iter().filter_map(|id| self.state.slots.get(id)).map(|s| s.app_index).collect();
+        if targets.is_empty() {
+            return;
+        }
+        let needed = self.order.graph.closure(&targets);
+        for (id, s) in &self.state.slots {
+            // A completed init job (or any job that exited 0) is done, not stopped.
+            let done = self.order.reached.get(id).is_some_and(|r| r.completed);
+            let parked = !done && s.last.as_ref().is_some_and(|u| matches!(u.status, Status::Stopped | Status::Errored));
+            if needed.get(s.app_index).copied().unwrap_or(false) && !targets.contains(&s.app_index) && parked {
+                tracing::info!("Starting {}:{id}: {} depends on it", self.state.apps[s.app_index].name, self.state.apps[targets[0]].name);
+                self.send(*id, Cmd::Start);
+            }
+        }
+    }
+
     /// Starts the task of the instance in slot `pm_id`, with its inbox. `resumed`: the task
     /// replaces one that panicked, so the instance starts whatever `autostart` says.
     fn start_task(&mut self, pm_id: u32, inbox: mpsc::UnboundedReceiver<Cmd>, restart_time: u32, resumed: bool) {
-        let Some(slot) = self.slots.get(&pm_id) else { return };
+        let Some(slot) = self.state.slots.get(&pm_id) else { return };
         let (app_index, instance, unique_id) = (slot.app_index, slot.instance, slot.unique_id.clone());
         let death = slot.last.as_ref().and_then(|u| u.death.clone());
         let inst = Instance {
-            app: self.apps[app_index].clone(),
+            app: self.state.apps[app_index].clone(),
             pm_id,
             instance,
             reaper: self.reaper.clone(),
@@ -357,60 +445,56 @@ impl Coordinator {
         self.task_ids.insert(task.id(), pm_id);
     }
 
-    /// An instance task has ended. A panic (a bug of ours, never the app's) must not leave a
-    /// ghost: the instance's processes are killed, and it starts again as after a crash
-    /// (unless the runtime is stopping, or it keeps panicking: then it is errored).
-    fn task_ended(&mut self, ended: Result<(tokio::task::Id, ()), tokio::task::JoinError>, restart: bool) {
+    /// An instance task has ended: which one, and what it panicked with, for the decider.
+    fn task_ended(&mut self, ended: Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
         let (id, panic) = match ended {
             Ok((id, ())) => (id, None),
             Err(e) => (e.id(), Some(e)),
         };
         let Some(pm_id) = self.task_ids.remove(&id) else { return };
-        let Some(panic) = panic else { return };
-        let what = match panic.try_into_panic() {
+        let panic = panic.map(|e| match e.try_into_panic() {
             Ok(p) => p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_default(),
             Err(_) => "cancelled".to_string(),
-        };
-        let Some(slot) = self.slots.get_mut(&pm_id) else { return };
-        let app = self.apps[slot.app_index].clone();
-        let last = slot.last.take();
-        if let Some(pid) = last.as_ref().and_then(|u| u.pid) {
-            // The task owned the process: nobody else will stop it. SIGKILL to its group and
-            // to descendants that left it (one shared /proc scan).
-            unix::signal_group(pid, Signal::SIGKILL);
-            tokio::spawn(async move {
-                let procs = tree::fresh_snapshot().await;
-                for d in procs.descendants(pid) {
-                    unix::signal_pid(d, Signal::SIGKILL);
-                }
-            });
+        });
+        self.step(Event::TaskEnded { pm_id, panic });
+    }
+
+    /// Every report that has arrived, to the decider.
+    fn take_updates(&mut self, updates: &mut mpsc::UnboundedReceiver<Update>) {
+        while let Ok(u) = updates.try_recv() {
+            self.report(u);
         }
-        slot.panics += 1;
-        let restart_time = last.as_ref().map_or(0, |u| u.restart_time) + 1;
-        let again = restart && !self.stopping && slot.panics <= app.max_restarts.max(1);
-        tracing::error!(app = %app.name, id = pm_id, status = "errored",
-            "App [{}:{pm_id}] supervision task panicked ({what}); its processes were killed{}", app.name,
-            if again { "; it is restarted as after a crash" } else { "" });
-        if again {
-            slot.restarts.add(RestartReason::Crash);
-            let (tx, rx) = mpsc::unbounded_channel();
-            slot.inbox = tx;
-            self.start_task(pm_id, rx, restart_time, true);
-        } else {
-            let status = if self.stopping { Status::Stopped } else { Status::Errored };
-            let report = match &last {
-                Some(u) => Report { pid: None, scheduled: false, manual: false, reason: None, ..u.report.clone() },
-                None => Report::of(status),
-            };
-            slot.last = Some(Update {
-                pm_id,
-                since: None,
-                death: last.as_ref().and_then(|u| u.death.clone()),
-                version: last.as_ref().and_then(|u| u.version.clone()),
-                report: Report { status, restart_time, gone: self.stopping, ..report },
-            });
+    }
+
+    /// One instance's report: what it reached (for the start order), then the decider.
+    fn report(&mut self, update: Update) {
+        if !self.order.graph.is_flat() && self.state.slots.contains_key(&update.pm_id) {
+            self.order.reached.entry(update.pm_id).or_default().observe(&update.report);
         }
-        self.publish();
+        self.step(Event::Reported(update));
+    }
+
+    /// A control request: reads are answered here, decisions by the decider.
+    fn request(&mut self, req: crate::control::protocol::Request) -> Reply {
+        match control::handle(&self.state, req, &self.logs, &self.pm2_home) {
+            control::Answer::Reply(r) => r,
+            control::Answer::List { only } => {
+                let rows = jlist::rows(&self.table_for_reader(), only.as_deref(), jlist::Env::Include);
+                Reply { processes: Some(rows), ..Reply::ok() }
+            }
+            control::Answer::Decide(event) => {
+                let started = match &event {
+                    Event::Start { ids } => ids.clone(),
+                    _ => Vec::new(),
+                };
+                let reply = self.step(event).unwrap_or_else(Reply::ok);
+                self.start_dependencies(&started);
+                // An app added by `apply` may need apps that are already there (a failed init
+                // job is acted on at the next report).
+                let _ = self.advance_order();
+                reply
+            }
+        }
     }
 
     /// The listeners of a cluster app (made on first use); `None` in fork mode. One registry
@@ -418,7 +502,7 @@ impl Coordinator {
     /// all apps: two apps listening on one port share its socket and its connections, instead of
     /// the second failing with EADDRINUSE.
     fn listeners_for(&mut self, app_index: usize) -> Option<crate::cluster::Listeners> {
-        let app = &self.apps[app_index];
+        let app = &self.state.apps[app_index];
         if app.exec_mode != ExecMode::Cluster || !app.command.is_node {
             return None;
         }
@@ -433,7 +517,7 @@ impl Coordinator {
     /// exists (connections queue in the kernel while an instance restarts). Binds `HOST` from
     /// the app's env when set, else every interface, on `port` or the env's `PORT`.
     fn listen_socket_for(&mut self, app_index: usize) -> Option<Arc<std::net::TcpListener>> {
-        let app = &self.apps[app_index];
+        let app = &self.state.apps[app_index];
         if !app.listen_fds || app.command.is_node {
             return None;
         }
@@ -459,59 +543,10 @@ impl Coordinator {
         }
     }
 
-    /// Sends a command to an instance.
-    pub fn send(&self, pm_id: u32, cmd: Cmd) {
-        if let Some(slot) = self.slots.get(&pm_id) {
-            let _ = slot.inbox.send(cmd);
-        }
-    }
-
-    fn record(&mut self, update: Update) {
-        // A report that only refreshes facts (the backoff reset of `prev_restart_delay`) is
-        // no status event: PM2 Plus would count a second `online`.
-        let refresh = |last: &Update| {
-            (last.status, last.pid, last.last_exit, last.manual, last.scheduled)
-                == (update.status, update.pid, update.last_exit, update.manual, update.scheduled)
-                && update.reason.is_none()
-                && !update.gone
-        };
-        if let Some(slot) = self.slots.get(&update.pm_id)
-            && !slot.last.as_ref().is_some_and(refresh)
-        {
-            self.board.bus.publish(BusEvent::Status {
-                pm_id: update.pm_id,
-                name: self.apps[slot.app_index].name.clone(),
-                report: update.report.clone(),
-            });
-        }
-        if !self.order.graph.is_flat() {
-            self.order.reached.entry(update.pm_id).or_default().observe(&update.report);
-        }
-        if let Some(reason) = update.reason
-            && let Some(slot) = self.slots.get_mut(&update.pm_id)
-        {
-            slot.restarts.add(reason);
-        }
-        if update.gone {
-            if let Some(slot) = self.slots.remove(&update.pm_id) {
-                self.numbers.entry(slot.app_index).or_default().give_back(slot.instance);
-            }
-            // PM2 numbers from 0 again once its table is empty (ids and `-<id>` log files match).
-            if self.slots.is_empty() {
-                self.next_id = 0;
-            }
-        } else if let Some(slot) = self.slots.get_mut(&update.pm_id) {
-            if update.pid.is_none() {
-                slot.sample = Sample::default();
-            }
-            slot.last = Some(update);
-        }
-    }
-
     /// An app's own IPC message: `@pm2/io`'s metrics and actions land in the table; every
     /// message goes on the bus.
     fn on_message(&mut self, pm_id: u32, message: serde_json::Value) {
-        let Some(slot) = self.slots.get_mut(&pm_id) else { return };
+        let Some(slot) = self.state.slots.get_mut(&pm_id) else { return };
         let kind = message.get("type").and_then(|t| t.as_str());
         // The watchdog's heartbeat: only its lag is kept (shown at the next publish), not an event.
         if kind == Some(crate::preload::HEARTBEAT) {
@@ -537,7 +572,7 @@ impl Coordinator {
             }
             _ => {}
         }
-        let name = self.apps[slot.app_index].name.clone();
+        let name = self.state.apps[slot.app_index].name.clone();
         self.board.bus.publish(BusEvent::AppMessage { pm_id, name, message: Arc::new(message) });
         if changed {
             self.publish();
@@ -551,19 +586,21 @@ impl Coordinator {
 
     /// Whether an app has `max_memory_restart` (the sampler then sweeps for it).
     fn has_memory_limits(&self) -> bool {
-        self.apps.iter().any(|a| a.max_memory_restart.is_some())
+        self.state.apps.iter().any(|a| a.max_memory_restart.is_some())
     }
 
     /// `max_memory_restart`: every running instance whose tree is over its app's limit is told
     /// so (its machine decides what that means in its state).
     fn check_memory(&self) {
-        for (id, s) in &self.slots {
-            let Some(limit) = self.apps[s.app_index].max_memory_restart else { continue };
-            let running = s.last.as_ref().filter(|u| matches!(u.status, Status::Online | Status::Launching)).and_then(|u| u.pid);
+        for (id, s) in &self.state.slots {
+            let Some(limit) = self.state.apps[s.app_index].max_memory_restart else { continue };
+            // Whether the reading matters in its state is the machine's decision.
+            let running = s.last.as_ref().and_then(|u| u.pid);
             if let Some(pid) = running
                 && s.sample.memory_bytes > limit
+                && let Some(inbox) = self.inboxes.get(id)
             {
-                self.send(*id, Cmd::OverMemory { pid, rss: s.sample.memory_bytes, limit });
+                let _ = inbox.send(Cmd::OverMemory { pid, rss: s.sample.memory_bytes, limit });
             }
         }
     }
@@ -571,8 +608,8 @@ impl Coordinator {
     /// `node_heap: auto`: the container's memory, shared by every Node instance of such apps
     /// (recomputed as instances come and go: each new process gets the share of its start).
     fn size_heaps(&self) {
-        let sized = |s: &Slot| self.apps[s.app_index].node_heap && self.apps[s.app_index].command.is_node;
-        let n = self.slots.values().filter(|s| sized(s)).count() as u32;
+        let sized = |s: &Slot| self.state.apps[s.app_index].node_heap && self.state.apps[s.app_index].command.is_node;
+        let n = self.state.slots.values().filter(|s| sized(s)).count() as u32;
         let limit = self.container.last.and_then(|c| c.limits.memory);
         let share = limit.filter(|_| n > 0).map(|l| container::heap_size_mib(l, n));
         if self.heap_share.send_if_modified(|v| std::mem::replace(v, share) != share)
@@ -601,18 +638,19 @@ impl Coordinator {
         }
         let online = |s: &Slot| s.last.as_ref().is_some_and(|u| u.status == Status::Online && u.pid.is_some());
         let candidates: Vec<container::Candidate> = self
+            .state
             .slots
             .iter()
-            .filter(|(_, s)| !self.stopping && s.last.as_ref().is_some_and(|u| u.pid.is_some() || u.status == Status::Launching))
+            .filter(|(_, s)| !self.state.stopping && s.last.as_ref().is_some_and(|u| u.pid.is_some() || u.status == Status::Launching))
             .map(|(id, s)| container::Candidate { pm_id: *id, bytes: s.sample.memory_bytes, online: online(s) })
             .collect();
         let Some(r) = self.recycler.as_mut() else { return };
         if let Some(id) = r.decide(Instant::now(), usage.working_set, limit, &candidates)
-            && let Some(slot) = self.slots.get(&id)
+            && let Some(slot) = self.state.slots.get(&id)
             && let Some(pid) = slot.last.as_ref().and_then(|u| u.pid)
         {
             let pct = (r.threshold * 100.0).round();
-            let name = self.apps[slot.app_index].name.clone();
+            let name = self.state.apps[slot.app_index].name.clone();
             tracing::warn!(app = %name, id,
                 "The container uses {} of its {} memory limit (recycling at {pct}%): restarting [{name}:{id}], the largest ({}), before the OOM killer strikes",
                 crate::process::cgroup::human(usage.working_set), crate::process::cgroup::human(limit), crate::process::cgroup::human(slot.sample.memory_bytes));
@@ -622,10 +660,10 @@ impl Coordinator {
 
     /// One sweep of /proc for every running instance; the numbers go into the table.
     fn sample(&mut self) {
-        let roots: Vec<(u32, u32)> = self.slots.iter().filter_map(|(id, s)| Some((*id, s.last.as_ref()?.pid?))).collect();
+        let roots: Vec<(u32, u32)> = self.state.slots.iter().filter_map(|(id, s)| Some((*id, s.last.as_ref()?.pid?))).collect();
         let mut samples = self.sampler.sweep(&roots);
         self.container.read();
-        for (id, slot) in self.slots.iter_mut() {
+        for (id, slot) in self.state.slots.iter_mut() {
             slot.sample = samples.remove(id).unwrap_or_default();
         }
         self.publish();
@@ -645,11 +683,12 @@ impl Coordinator {
     /// Publishes the table as it is now.
     fn publish(&self) {
         let instances = self
+            .state
             .slots
             .iter()
             .map(|(id, s)| InstanceStatus {
                 pm_id: *id,
-                app: self.apps[s.app_index].clone(),
+                app: self.state.apps[s.app_index].clone(),
                 instance: s.instance,
                 unique_id: s.unique_id.clone(),
                 last: s.last.clone(),
@@ -662,19 +701,32 @@ impl Coordinator {
             })
             .collect();
         let apps = self
+            .state
             .apps
             .iter()
             .enumerate()
             .map(|(i, app)| AppStatus {
                 app: app.clone(),
-                desired: self.slots.values().filter(|s| s.app_index == i).count(),
+                desired: self.state.slots.values().filter(|s| s.app_index == i).count(),
                 waiting_on: self.order.waiting.get(i).cloned().flatten(),
             })
             .collect();
         let sampled_at = self.sampler.last_sweep.map(|t| SystemTime::now() - t.elapsed());
         let container = self.container.last;
         self.size_heaps();
-        self.board.status.send_replace(Arc::new(StatusTable { instances, apps, stopping: self.stopping, sampled_at, container }));
+        self.board.status.send_replace(Arc::new(StatusTable { instances, apps, stopping: self.state.stopping, sampled_at, container }));
+    }
+}
+
+/// A decider's note in the runtime's log.
+fn log(n: Note) {
+    match (n.level, n.about) {
+        (Level::Info, Some((app, id, status))) => tracing::info!(app = %app, id, status, "{}", n.text),
+        (Level::Warn, Some((app, id, status))) => tracing::warn!(app = %app, id, status, "{}", n.text),
+        (Level::Error, Some((app, id, status))) => tracing::error!(app = %app, id, status, "{}", n.text),
+        (Level::Info, None) => tracing::info!("{}", n.text),
+        (Level::Warn, None) => tracing::warn!("{}", n.text),
+        (Level::Error, None) => tracing::error!("{}", n.text),
     }
 }
 
@@ -691,55 +743,53 @@ pub async fn run(
     if !opts.delay.is_zero() {
         tokio::select! {
             _ = tokio::time::sleep(opts.delay) => {}
-            s = signals.recv() => if matches!(s, RuntimeSignal::Stop) { return Outcome::Requested; }
+            s = signals.recv() => if matches!(s, crate::signals::RuntimeSignal::Stop) { return Outcome::Requested; }
         }
     }
 
     let (updates_tx, mut updates_rx) = mpsc::unbounded_channel::<Update>();
     let (messages_tx, mut messages_rx) = mpsc::channel(MESSAGE_QUEUE);
     let mut co = Coordinator {
-        apps: eco.apps.iter().cloned().map(Arc::new).collect(),
-        slots: BTreeMap::new(),
-        next_id: 0,
+        state: State::new(eco.apps.into_iter().map(Arc::new).collect(), opts.auto_exit, opts.cpus, env::uuid_v4),
+        inboxes: HashMap::new(),
         tasks: JoinSet::new(),
+        task_ids: HashMap::new(),
         reaper,
-        logs: logs.clone(),
+        logs,
         inherited: Arc::new(std::env::vars_os().collect()),
         pm2_home: opts.pm2_home.clone(),
         updates_tx,
         stops: Vec::new(),
         shutdown: Shutdown::Running,
+        stop_begun: false,
         order: Order::default(),
-        board,
-        stopping: false,
-        sampler: Default::default(),
-        reader_until: None,
-        messages_tx,
-        numbers: Default::default(),
-        task_ids: Default::default(),
-        cpus: opts.cpus,
-        listeners: Default::default(),
-        sockets: Default::default(),
+        shutdown_delay: opts.shutdown_delay,
+        stop_at: None,
         container: container::Watch::start(),
         recycler: None,
         heap_share: watch::Sender::new(None),
+        listeners: HashMap::new(),
+        sockets: HashMap::new(),
+        board,
+        sampler: Default::default(),
+        reader_until: None,
+        messages_tx,
+        dirty: false,
+        exit: None,
     };
     match container::recycle_threshold(std::env::var("PM_RUNTIME_MEMORY_RECYCLE").ok().as_deref()) {
         Ok(t) => co.recycler = t.map(container::Recycler::new),
         Err(e) => tracing::error!("{e}; recycling stays at {}%", container::RECYCLE_AT * 100.0),
     }
-    for app_index in 0..co.apps.len() {
-        for _ in 0..crate::config::resolve_instances(co.apps[app_index].instances, opts.cpus) {
-            co.spawn_instance(app_index);
-        }
-    }
+    co.order.sync(&co.state.apps);
+    co.step(Event::Begin);
     co.warn_about_container(&opts);
-    co.advance_order();
+    co.after_reports();
 
-    // One watcher per app with `watch`; it names the app, the coordinator restarts its instances.
+    // One watcher per app with `watch`; it names the app, the decider restarts its instances.
     let (restart_tx, mut restart_rx) = mpsc::unbounded_channel::<usize>();
-    for (app_index, app) in co.apps.iter().enumerate() {
-        let ids: Vec<u32> = co.slots.iter().filter(|(_, s)| s.app_index == app_index).map(|(id, _)| *id).collect();
+    for (app_index, app) in co.state.apps.iter().enumerate() {
+        let ids: Vec<u32> = co.state.slots.iter().filter(|(_, s)| s.app_index == app_index).map(|(id, _)| *id).collect();
         let own: Vec<_> = [&app.out_file, &app.error_file, &app.log_file]
             .into_iter()
             .flatten()
@@ -754,12 +804,8 @@ pub async fn run(
     }
 
     co.publish();
-    let mut requested = false;
-    let mut init_failed: Option<i32> = None;
     let mut next_sample = tokio::time::Instant::now();
-    // `shutdown_delay`: when the apps get the stop (readiness ended at the signal).
-    let mut stop_at: Option<tokio::time::Instant> = None;
-    loop {
+    let outcome = loop {
         tokio::select! {
             Some((pm_id, message)) = messages_rx.recv() => co.on_message(pm_id, message),
             _ = tokio::time::sleep_until(next_sample), if co.needs_samples() || co.has_memory_limits() || co.governs_memory() => {
@@ -773,144 +819,48 @@ pub async fn run(
                 let period = if co.has_memory_limits() || co.governs_memory() { MEMORY_PERIOD } else { sampler::PERIOD };
                 next_sample = tokio::time::Instant::now() + period;
             }
-            update = updates_rx.recv() => {
-                let Some(update) = update else { break };
-                co.record(update);
+            Some(update) = updates_rx.recv() => {
+                co.report(update);
                 // Whatever else has arrived meanwhile, then one table for all of it: N
                 // instances changing at once cost O(N) updates and a few publishes, not N².
-                while let Ok(u) = updates_rx.try_recv() {
-                    co.record(u);
-                }
-                if requested {
-                    co.stop_next();
-                } else if let Some((app, exit)) = co.advance_order() {
-                    let name = co.apps[app].name.clone();
-                    tracing::error!(app = %name, "Init job [{name}] failed (exit code {}): stopping the container; the apps waiting for it were not started", exit.as_code());
-                    init_failed = Some(exit.as_code().max(1));
-                    break;
-                }
-                co.publish();
-                if !requested && opts.auto_exit && co.all_settled() {
-                    break;
-                }
+                co.take_updates(&mut updates_rx);
+                co.after_reports();
             }
             Some(ended) = co.tasks.join_next_with_id() => {
                 // What the task reported before it ended (its pid above all) comes first.
-                while let Ok(u) = updates_rx.try_recv() { co.record(u); }
-                co.task_ended(ended, !requested);
-                if requested {
-                    co.stop_next();
-                }
-                if co.tasks.is_empty() && (requested || opts.auto_exit) {
-                    // Drain the last updates before deciding.
-                    while let Ok(u) = updates_rx.try_recv() { co.record(u); }
-                    co.publish();
-                    break;
-                }
+                co.take_updates(&mut updates_rx);
+                co.task_ended(ended);
+                co.after_reports();
             }
-            Some(req) = control.recv(), if !requested => {
-                let reply = control::handle(&mut co, req.req);
-                // An app added by `apply` may need apps that are already there (a failed init
-                // job is acted on at the next report).
-                let _ = co.advance_order();
-                co.publish();
-                let _ = req.reply.send(reply);
-            }
-            Some(app_index) = restart_rx.recv(), if !requested => {
-                // A stop turns watching off for that instance, as in PM2; a start turns it on again.
-                let stopped = |s: &Slot| s.last.as_ref().is_some_and(|u| u.manual && u.status == Status::Stopped);
-                for (id, _) in co.slots.iter().filter(|(_, s)| s.app_index == app_index && !stopped(s)) {
-                    co.send(*id, Cmd::Restart);
-                }
-            }
-            _ = tokio::time::sleep_until(stop_at.unwrap_or_else(tokio::time::Instant::now)), if stop_at.is_some() => {
-                stop_at = None;
+            _ = tokio::time::sleep_until(co.stop_at.unwrap_or_else(tokio::time::Instant::now)), if co.stop_at.is_some() => {
+                co.stop_at = None;
                 tracing::info!("shutdown_delay is over: stopping every app (kill_timeout applies)");
                 co.begin_stop();
             }
-            sig = signals.recv() => match sig {
-                RuntimeSignal::Stop => {
-                    if requested {
-                        tracing::warn!("Second stop signal: killing every app now");
-                        stop_at = None;
-                        co.shutdown_all(Shutdown::Force);
-                    } else if opts.shutdown_delay.is_zero() {
-                        requested = true;
-                        co.stopping = true;
-                        co.publish();
-                        tracing::info!("Stop signal received: stopping every app (kill_timeout applies)");
-                        co.begin_stop();
-                    } else {
-                        requested = true;
-                        co.stopping = true;
-                        co.publish();
-                        tracing::info!("Stop signal received: not ready any more; stopping every app in {:.1}s (shutdown_delay)", opts.shutdown_delay.as_secs_f64());
-                        stop_at = Some(tokio::time::Instant::now() + opts.shutdown_delay);
-                    }
-                    if co.tasks.is_empty() {
-                        break;
-                    }
-                }
-                RuntimeSignal::Reload => {
-                    tracing::info!("SIGHUP received: reloading every app (cluster: zero-downtime; fork: restart)");
-                    // Not init jobs (a reload must not run a migration again), not held instances.
-                    let reload: Vec<u32> = co.slots.iter()
-                        .filter(|(id, s)| co.apps[s.app_index].role != Role::Init && !co.order.held.contains_key(id))
-                        .map(|(id, _)| *id).collect();
-                    for id in reload { co.send(id, Cmd::Reload); }
-                }
-                RuntimeSignal::ReopenLogs => {
-                    tracing::info!("SIGUSR2 received: reopening log files");
-                    logs.reopen_files();
-                }
-                RuntimeSignal::Forward(sig) => {
-                    for id in co.slots.keys() { co.send(*id, Cmd::Signal(sig)); }
-                }
-            },
+            Some(req) = control.recv(), if co.state.accepts_requests() => {
+                let reply = co.request(req.req);
+                co.publish();
+                let _ = req.reply.send(reply);
+            }
+            Some(app_index) = restart_rx.recv(), if co.state.accepts_requests() => {
+                co.step(Event::FileChanged { app_index });
+            }
+            sig = signals.recv() => {
+                co.step(Event::Signal(sig));
+            }
         }
-    }
-    // Stop whatever is still running (auto-exit path: nothing is; stop path: all are stopping).
-    if !requested {
-        co.drop_held();
-        co.shutdown_all(Shutdown::Graceful);
-    } else if stop_at.is_some() {
-        co.begin_stop();
-    }
-    loop {
-        tokio::select! {
-            done = co.tasks.join_next_with_id() => match done {
-                None => break,
-                Some(ended) => {
-                    // The outcome is decided on the statuses before the stop: tasks ending now
-                    // must not take their slots with them.
-                    while let Ok(u) = updates_rx.try_recv() { if !u.gone { co.record(u); } }
-                    co.task_ended(ended, false)
-                }
-            },
-            s = signals.recv() => if s == RuntimeSignal::Stop {
-                tracing::warn!("Second stop signal: killing every app now");
-                co.shutdown_all(Shutdown::Force);
-            },
+        if co.dirty {
+            co.dirty = false;
+            co.publish();
         }
-    }
-    while let Ok(update) = updates_rx.try_recv() {
-        if !update.gone {
-            co.record(update);
+        if let Some(outcome) = co.exit {
+            break outcome;
         }
-    }
+    };
+    co.take_updates(&mut updates_rx);
     co.publish();
     sweep_strays().await;
-
-    if requested {
-        return Outcome::Requested;
-    }
-    if let Some(code) = init_failed {
-        return Outcome::AppsFinished(code);
-    }
-    let apps: Vec<App> = co.apps.iter().map(|a| (**a).clone()).collect();
-    let counted = order::counted(&apps.iter().map(|a| a.role).collect::<Vec<_>>());
-    let slots: Vec<&Slot> = co.slots.values().filter(|s| counted[s.app_index]).collect();
-    outcome(&apps, &slots)
+    outcome
 }
 
 impl Coordinator {
@@ -921,12 +871,13 @@ impl Coordinator {
             && let Some(limit) = c.limits.memory
         {
             let planned: Vec<container::Planned> = self
+                .state
                 .apps
                 .iter()
                 .enumerate()
                 .map(|(i, a)| container::Planned {
                     name: &a.name,
-                    instances: self.slots.values().filter(|s| s.app_index == i).count() as u32,
+                    instances: self.state.slots.values().filter(|s| s.app_index == i).count() as u32,
                     max_memory: a.max_memory_restart,
                     node: a.command.is_node,
                     node_heap: a.node_heap,
@@ -937,50 +888,12 @@ impl Coordinator {
                 tracing::warn!("{w}");
             }
         }
-        let longest = self.apps.iter().map(|a| a.kill_timeout).max().unwrap_or_default();
+        let longest = self.state.apps.iter().map(|a| a.kill_timeout).max().unwrap_or_default();
         let platform = container::platform_grace(&|k| std::env::var(k).ok(), std::path::Path::new("/.dockerenv").exists());
         if let Some(w) = container::grace_warning(longest, opts.shutdown_delay, platform) {
             tracing::warn!("{w}");
         }
     }
-}
-
-/// The exit code when the apps ended by themselves (see `exit.rs`).
-fn outcome(apps: &[App], slots: &[&Slot]) -> Outcome {
-    if slots.iter().any(|s| s.last.as_ref().is_some_and(|u| u.status == Status::Errored)) {
-        let names: Vec<&str> = slots
-            .iter()
-            .filter(|s| s.last.as_ref().is_some_and(|u| u.status == Status::Errored))
-            .map(|s| apps[s.app_index].name.as_str())
-            .collect();
-        tracing::error!("Exiting: app(s) errored: {}", names.join(", "));
-        let errored: Vec<_> = slots
-            .iter()
-            .filter(|s| s.last.as_ref().is_some_and(|u| u.status == Status::Errored))
-            .map(|s| {
-                (apps[s.app_index].name.clone(), s.last.as_ref().map_or(0, |u| u.pm_id), s.last.as_ref().and_then(|u| u.death.as_deref()))
-            })
-            .collect();
-        container::write_termination_log(&container::termination_message(
-            &format!("pm-runtime: app(s) errored: {}", names.join(", ")),
-            &errored,
-        ));
-        return Outcome::AppErrored;
-    }
-    for s in slots {
-        if let Some(exit) = s.last.as_ref().and_then(|u| u.last_exit)
-            && exit != Exit::Code(0)
-        {
-            tracing::info!("Exiting: every app has finished; {} exited with {}", apps[s.app_index].name, exit.as_code());
-            let id = s.last.as_ref().map_or(0, |u| u.pm_id);
-            let what = [(apps[s.app_index].name.clone(), id, s.last.as_ref().and_then(|u| u.death.as_deref()))];
-            let summary = format!("pm-runtime: every app has finished; {} exited with {}", apps[s.app_index].name, exit.as_code());
-            container::write_termination_log(&container::termination_message(&summary, &what));
-            return Outcome::AppsFinished(exit.as_code());
-        }
-    }
-    tracing::info!("Exiting: every app has finished");
-    Outcome::AppsFinished(0)
 }
 
 /// After the last app: terminate every process still around that is not ours to keep.

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Numbering {
     /// Every number below `next` is in use unless it is in `free`.
     next: u32,

@@ -202,7 +202,7 @@ impl Death {
     pub fn line(&self, name: &str, pm_id: u32) -> String {
         let mut s = format!(
             "{}: reason={} pid={} uptime={:.1}s",
-            super::machine::exit_line(name, pm_id, self.exit),
+            exit_line(name, pm_id, self.exit),
             self.reason.as_str(),
             self.pid,
             self.uptime.as_secs_f64()
@@ -218,7 +218,7 @@ impl Death {
     pub fn json(&self) -> Value {
         let (code, signal) = match self.exit {
             Exit::Code(c) => (Value::from(c), Value::Null),
-            Exit::Signal(s) => (Value::Null, Value::from(super::machine::signal_name(s))),
+            Exit::Signal(s) => (Value::Null, Value::from(signal_name(s))),
         };
         serde_json::json!({
             "reason": self.reason.as_str(),
@@ -493,6 +493,20 @@ impl Bus {
             let _ = self.tx.send(ev);
         }
     }
+}
+
+/// PM2's exit line: `App [name:id] exited with code [c] via signal [s]`.
+pub fn exit_line(name: &str, pm_id: u32, exit: Exit) -> String {
+    let (code, signal) = match exit {
+        Exit::Code(c) => (c.to_string(), "none".to_string()),
+        Exit::Signal(s) => ("null".to_string(), signal_name(s)),
+    };
+    format!("App [{name}:{pm_id}] exited with code [{code}] via signal [{signal}]")
+}
+
+/// A signal's name (`SIGKILL`), or its number when it has none.
+pub fn signal_name(s: i32) -> String {
+    nix::sys::signal::Signal::try_from(s).map(|s| s.as_str().to_string()).unwrap_or_else(|_| s.to_string())
 }
 
 #[cfg(test)]

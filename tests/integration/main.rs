@@ -12,6 +12,7 @@ mod footprint;
 mod hardening;
 mod http;
 mod interpreters;
+mod layers;
 mod lifecycle;
 mod logs;
 mod monit;

@@ -324,3 +324,46 @@ fn compat_node_24() {
 fn compat_node_26() {
     compat(26);
 }
+
+/// The first worker needs 1.5 s to finish after its kill signal and keeps running after Node's
+/// disconnect (a timer holds it); the later ones leave as soon as they are disconnected.
+const SLOW_LEAVER: &str = r#"
+const fs = require('fs');
+const http = require('http');
+http.createServer((q, s) => s.end('ok')).listen(process.env.PORT, () => console.log(`up ${process.pid}`));
+let first = true;
+try { fs.writeFileSync('first', '', { flag: 'wx' }); } catch (e) { first = false; }
+if (first) {
+  process.on('SIGINT', () => setTimeout(() => { console.log(`done ${process.pid}`); process.exit(0); }, 1500));
+  setInterval(() => {}, 1000);
+}
+"#;
+
+/// A stop signal during a rolling reload: the worker being retired gets its whole
+/// `kill_timeout` (disconnect, the kill signal at half, SIGKILL only at the end), like every
+/// other stop, instead of the final sweep's half second.
+#[test]
+fn sigterm_during_a_reload_gives_the_retiring_worker_its_full_grace() {
+    let port = free_port();
+    let s = Scenario::new().file("app.js", SLOW_LEAVER).file(
+        "e.yml",
+        &format!("apps:\n  - name: c\n    script: app.js\n    exec_mode: cluster\n    instances: 1\n    kill_timeout: 5000\n    env:\n      PORT: {port}\n"),
+    );
+    let mut r = s.start(&["e.yml"]);
+    wait_count(&r, "online (listening", 1, Duration::from_secs(20));
+    let first = r.stdout().lines().find_map(|l| l.split("up ").nth(1).map(|p| p.trim().to_string())).expect("first worker's pid");
+    let out = std::process::Command::new(BIN)
+        .args(["reload", "c"])
+        .current_dir(s.path())
+        .env("PM2_HOME", s.path().join(".pm2"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    r.wait_for("retiring its previous process", Duration::from_secs(20));
+    r.signal(libc::SIGTERM);
+    let status = r.wait(Duration::from_secs(20)).expect("the runtime stops");
+    let log = format!("{}{}", r.stdout(), r.stderr());
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains(&format!("done {first}")), "the retiring worker was cut short:\n{log}");
+    assert!(!log.contains("SIGKILL"), "{log}");
+}

@@ -92,7 +92,10 @@ fn in_every_state() -> Vec<(&'static str, Machine, Instant)> {
     out.push(("gone", d, now));
     let mut n = m.clone();
     n.step(Input::Begin, now);
-    out.push(("starting", n, now));
+    out.push(("starting", n.clone(), now));
+    n.step(Input::SpawnFailed { starved: Some("Too many open files".into()) }, now);
+    assert_eq!(n.state, State::Starved);
+    out.push(("starved", n, now));
     let (m, now) = machine("    restart_delay: 1000\n");
     let mut w = m.clone();
     w.step(Input::Begin, now);
@@ -151,6 +154,7 @@ fn every_command_in_every_state() {
                 S::Stopping { then: Then::Shutdown, .. } => "stopping→shutdown",
                 S::Grace { .. } => "grace",
                 S::Starting => "starting",
+                S::Starved => "starved",
                 S::Gone => "gone",
             };
             let want = match (state_name, name(&cmd)) {
@@ -176,6 +180,12 @@ fn every_command_in_every_state() {
                 ("errored", "stop") => "errored",
                 ("errored", _) => "errored",
                 ("starting", _) => "starting",
+                // Out of resources between two tries: a stop or delete acts at once, a start
+                // tries now.
+                ("starved", "restart" | "start" | "reload" | "replace") => "starting",
+                ("starved", "stop") => "stopped",
+                ("starved", "delete") => "gone",
+                ("starved", _) => "starved",
                 // Before its first input only a delete does anything; after the end, nothing.
                 ("new", "delete") => "gone",
                 ("new", _) => "new",
@@ -204,7 +214,9 @@ fn every_command_in_every_state() {
             }
             if want == "starting" && state_name != "starting" {
                 assert!(has(&|e| *e == Effect::Spawn), "{ctx}");
-                assert_eq!(reports(&fx).last(), Some(&Status::Launching), "{ctx}");
+                if state_name != "starved" {
+                    assert_eq!(reports(&fx).last(), Some(&Status::Launching), "{ctx}");
+                }
             }
             if want == "gone" && state_name != "gone" {
                 assert!(has(&|e| *e == Effect::End), "{ctx}");
@@ -332,18 +344,96 @@ fn readiness_by_mode() {
     assert!(fx.iter().any(|e| matches!(e, Effect::Log(l) if l.level == Level::Warn)), "{fx:?}");
 }
 
-#[test]
-fn cluster_reload_hands_over_and_retires_once_the_replacement_is_online() {
-    let (mut m, now) = machine("");
+/// A cluster worker online as pid 5, reloaded: pid 6 is its replacement, 5 waits to retire.
+fn reloading(extra: &str) -> (Machine, Instant) {
+    let (mut m, now) = machine(extra);
     m.cluster = true;
     m.step(Input::Begin, now);
     m.step(Input::Spawned { pid: 5 }, now);
     m.step(Input::Ready(Ready::Listening(80, None)), now);
     let fx = m.step(Input::Cmd(Cmd::Reload), now);
-    assert!(fx.contains(&Effect::HandOver(ExitReason::Stopped)) && fx.contains(&Effect::Spawn) && !fx.contains(&Effect::Retire), "{fx:?}");
+    assert!(fx.contains(&Effect::HandOver(ExitReason::Stopped)) && fx.contains(&Effect::Spawn), "{fx:?}");
+    assert!(!fx.iter().any(|e| matches!(e, Effect::RetireDisconnect | Effect::RetireTerminate { .. } | Effect::RetireKill)), "{fx:?}");
+    assert_eq!(m.retiring, Some((5, Retire::Waiting)));
     m.step(Input::Spawned { pid: 6 }, now);
+    (m, now)
+}
+
+#[test]
+fn cluster_reload_retires_the_old_worker_with_its_own_kill_timeout_once_the_replacement_is_online() {
+    let (mut m, now) = reloading(
+        "    kill_timeout: 3000
+",
+    );
     let fx = m.step(Input::Ready(Ready::Listening(80, None)), now);
-    assert!(fx.contains(&Effect::Retire), "{fx:?}");
+    assert!(fx.contains(&Effect::RetireDisconnect), "{fx:?}");
+    assert_eq!(armed(&fx, Timer::RetireSignal), Some(now + Duration::from_millis(1500)));
+    assert_eq!(armed(&fx, Timer::RetireKill), Some(now + Duration::from_millis(3000)));
+    // A stop signal meanwhile stops the new worker and leaves the old one its grace.
+    let fx = m.step(Input::Shutdown(Shutdown::Graceful), now + Duration::from_millis(100));
+    assert!(!fx.iter().any(|e| matches!(e, Effect::RetireKill | Effect::End)), "{fx:?}");
+    let fx = m.step(Input::Timer(Timer::RetireSignal), now + Duration::from_millis(1500));
+    assert!(fx.contains(&Effect::RetireTerminate { signal: Signal::SIGINT, message: false }), "{fx:?}");
+    let fx = m.step(Input::Exited { exit: Exit::Signal(2), leftovers: false, oom: None }, now + Duration::from_millis(1600));
+    // The instance is gone, but its task waits for the retiring worker.
+    assert_eq!(m.state, State::Gone);
+    assert!(!fx.contains(&Effect::End), "{fx:?}");
+    let fx = m.step(Input::Timer(Timer::RetireKill), now + Duration::from_millis(3000));
+    assert!(fx.contains(&Effect::RetireKill), "{fx:?}");
+    let fx = m.step(Input::RetireExited { exit: Exit::Signal(9), leftovers: false, oom: None }, now + Duration::from_millis(3010));
+    assert!(
+        fx.contains(&Effect::Retired) && fx.contains(&Effect::End) && fx.iter().any(|e| matches!(e, Effect::RetireDied { .. })),
+        "{fx:?}"
+    );
+}
+
+#[test]
+fn a_second_stop_signal_kills_the_retiring_worker_and_a_reload_meanwhile_waits_its_turn() {
+    let (mut m, now) = reloading("");
+    m.step(Input::Ready(Ready::Listening(80, None)), now);
+    // A reload while 5 retires: queued, started once 5 is gone.
+    let fx = m.step(Input::Cmd(Cmd::Reload), now);
+    assert!(!fx.contains(&Effect::HandOver(ExitReason::Stopped)) && !fx.contains(&Effect::Spawn), "{fx:?}");
+    let fx = m.step(Input::RetireExited { exit: Exit::Code(0), leftovers: false, oom: None }, now);
+    assert!(fx.contains(&Effect::Retired) && fx.contains(&Effect::HandOver(ExitReason::Stopped)) && fx.contains(&Effect::Spawn), "{fx:?}");
+    assert_eq!(m.retiring, Some((6, Retire::Waiting)));
+    // Force: the retiring worker is killed now.
+    m.step(Input::Spawned { pid: 7 }, now);
+    m.step(Input::Ready(Ready::Listening(80, None)), now);
+    m.step(Input::Shutdown(Shutdown::Graceful), now);
+    let fx = m.step(Input::Shutdown(Shutdown::Force), now);
+    assert!(fx.contains(&Effect::RetireKill) && fx.contains(&Effect::Kill), "{fx:?}");
+}
+
+#[test]
+fn a_replacement_that_fails_retires_the_old_worker_all_the_same() {
+    let (mut m, now) = reloading("");
+    let fx = m.step(Input::Exited { exit: Exit::Code(1), leftovers: false, oom: None }, now);
+    assert!(fx.contains(&Effect::RetireDisconnect), "{fx:?}");
+}
+
+#[test]
+fn a_starved_start_retries_uncounted_and_a_stop_meanwhile_acts_at_once() {
+    let (mut m, now) = machine("");
+    m.step(Input::Begin, now);
+    let fx = m.step(Input::SpawnFailed { starved: Some("Too many open files".into()) }, now);
+    assert_eq!(m.state, State::Starved);
+    assert_eq!(armed(&fx, Timer::Respawn), Some(now + Duration::from_millis(100)));
+    assert!(reports(&fx).is_empty(), "not a crash: {fx:?}");
+    let fx = m.step(Input::Timer(Timer::Respawn), now);
+    assert_eq!(fx, [Effect::Spawn]);
+    let fx = m.step(Input::SpawnFailed { starved: Some("Too many open files".into()) }, now);
+    assert_eq!(armed(&fx, Timer::Respawn), Some(now + Duration::from_millis(200)), "backs off");
+    assert_eq!(m.restart_time, 0);
+    let fx = m.step(Input::Cmd(Cmd::Stop), now);
+    assert_eq!(reports(&fx), [Status::Stopped]);
+    assert!(fx.contains(&Effect::Disarm(Timer::Respawn)), "{fx:?}");
+    // During a shutdown a starved start is given up.
+    let (mut m, now) = machine("");
+    m.step(Input::Begin, now);
+    m.step(Input::SpawnFailed { starved: Some("x".into()) }, now);
+    let fx = m.step(Input::Shutdown(Shutdown::Graceful), now);
+    assert!(fx.contains(&Effect::End), "{fx:?}");
 }
 
 /// Deno instances sharing their port with SO_REUSEPORT: not Node cluster workers (ready by
@@ -356,10 +446,15 @@ fn rolling_reload_without_node_cluster_hands_over_and_retires_once_ready() {
     m.step(Input::Spawned { pid: 5 }, now);
     m.step(Input::Ready(Ready::Message), now);
     let fx = m.step(Input::Cmd(Cmd::Reload), now);
-    assert!(fx.contains(&Effect::HandOver(ExitReason::Stopped)) && fx.contains(&Effect::Spawn) && !fx.contains(&Effect::Retire), "{fx:?}");
+    assert!(
+        fx.contains(&Effect::HandOver(ExitReason::Stopped)) && fx.contains(&Effect::Spawn) && m.retiring == Some((5, Retire::Waiting)),
+        "{fx:?}"
+    );
     m.step(Input::Spawned { pid: 6 }, now);
     let fx = m.step(Input::Ready(Ready::Message), now);
-    assert!(fx.contains(&Effect::Retire), "{fx:?}");
+    // Not a Node cluster worker: no disconnect, the kill signal at once (kill_timeout applies).
+    assert!(fx.contains(&Effect::RetireTerminate { signal: Signal::SIGINT, message: false }), "{fx:?}");
+    assert!(armed(&fx, Timer::RetireKill).is_some(), "{fx:?}");
     // Without `rolling`, the same app restarts (stop first).
     let (mut m, now) = machine("    wait_ready: true\n");
     m.step(Input::Begin, now);
@@ -554,9 +649,12 @@ fn a_rolling_reload_retires_the_old_worker_only_once_the_new_one_is_ready() {
     assert!(fx.iter().any(|e| matches!(e, Effect::HandOver(_))), "{fx:?}");
     m.step(Input::Spawned { pid: 200 }, now);
     let fx = m.step(Input::Ready(Ready::Listening(3000, None)), now);
-    assert!(!fx.contains(&Effect::Retire), "listening is not ready yet: {fx:?}");
+    assert!(
+        !fx.iter().any(|e| matches!(e, Effect::RetireDisconnect | Effect::RetireTerminate { .. })),
+        "listening is not ready yet: {fx:?}"
+    );
     let fx = m.step(Input::Probe { kind: ProbeKind::Readiness, pid: 200, result: Ok(()) }, now);
-    assert!(fx.contains(&Effect::Retire), "{fx:?}");
+    assert!(fx.iter().any(|e| matches!(e, Effect::RetireDisconnect | Effect::RetireTerminate { .. })), "{fx:?}");
 }
 
 #[test]

@@ -1,0 +1,392 @@
+//! Decision tables of the coordinator: every app-set state that matters × every event that
+//! matters, then the paths (auto-exit, stop, panics, scale, apply). No task, no process.
+
+use std::time::SystemTime;
+
+use nix::sys::signal::Signal;
+
+use super::*;
+use crate::signals::RuntimeSignal;
+
+/// Apps `a` and `b` (script /bin/sh), with these extra YAML lines for `a`.
+fn eco(a_extra: &str) -> Ecosystem {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("e.yml");
+    std::fs::write(&path, format!("apps:\n  - name: a\n    script: /bin/sh\n{a_extra}  - name: b\n    script: /bin/sh\n")).unwrap();
+    crate::config::load(&path, &Default::default()).unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+fn uid() -> String {
+    "u".into()
+}
+
+fn begin(auto_exit: bool) -> State {
+    let mut st = State::new(eco("").apps.into_iter().map(Arc::new).collect(), auto_exit, 2, uid);
+    let fx = st.handle(Event::Begin, SystemTime::UNIX_EPOCH);
+    assert_eq!(summary(&fx), ["start 0", "start 1"]);
+    st
+}
+
+fn report(pm_id: u32, status: Status, pid: Option<u32>, exit: Option<i32>, manual: bool) -> Event {
+    Event::Reported(Update {
+        pm_id,
+        since: None,
+        version: None,
+        death: None,
+        report: Report { pid, last_exit: exit.map(Exit::Code), manual, ..Report::of(status) },
+    })
+}
+
+fn gone(pm_id: u32) -> Event {
+    Event::Reported(Update {
+        pm_id,
+        since: None,
+        version: None,
+        death: None,
+        report: Report { gone: true, manual: true, ..Report::of(Status::Stopped) },
+    })
+}
+
+fn step(st: &mut State, ev: Event) -> Vec<String> {
+    summary(&st.handle(ev, SystemTime::UNIX_EPOCH))
+}
+
+/// The decisions among the effects (publishing, log lines and bus news left out).
+fn summary(fx: &[Effect]) -> Vec<String> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::StartTask { pm_id, resumed: false, .. } => Some(format!("start {pm_id}")),
+            Effect::StartTask { pm_id, resumed: true, restart_time } => Some(format!("resume {pm_id} ↺{restart_time}")),
+            Effect::Send(id, cmd) => Some(format!("{} {id}", cmd_name(cmd))),
+            Effect::KillTree(pid) => Some(format!("kill {pid}")),
+            Effect::Shutdown(l) => Some(format!("shutdown {l:?}")),
+            Effect::ReopenLogs => Some("reopen logs".into()),
+            Effect::Forget(id) => Some(format!("forget {id}")),
+            Effect::Reply(r) if !r.ok => Some(format!("refuse: {}", r.error.clone().unwrap_or_default())),
+            Effect::Exit(o) => Some(format!("exit {o:?}")),
+            Effect::TerminationLog(_) => None,
+            Effect::Publish | Effect::Log(_) | Effect::Announce(_) | Effect::Reply(_) => None,
+        })
+        .collect()
+}
+
+fn cmd_name(c: &Cmd) -> &'static str {
+    match c {
+        Cmd::Restart => "restart",
+        Cmd::Start => "start-cmd",
+        Cmd::Stop => "stop",
+        Cmd::Delete => "delete",
+        Cmd::Signal(_) => "signal",
+        Cmd::Replace(_) => "replace",
+        Cmd::Reset => "reset",
+        Cmd::Reload => "reload",
+        Cmd::Send(_) => "send",
+        Cmd::OverMemory { .. } => "over-memory",
+        Cmd::ContainerMemory { .. } => "container-memory",
+    }
+}
+
+/// The app-set states that matter, by name: a (pm 0) and b (pm 1), both tasks running.
+fn states() -> Vec<(&'static str, State)> {
+    use Status::*;
+    let with = |auto_exit: bool, events: Vec<Event>| {
+        let mut st = begin(auto_exit);
+        for e in events {
+            st.handle(e, SystemTime::UNIX_EPOCH);
+        }
+        st
+    };
+    vec![
+        ("both online", with(true, vec![report(0, Online, Some(100), None, false), report(1, Online, Some(101), None, false)])),
+        ("a finished 0, b online", with(true, vec![report(0, Stopped, None, Some(0), false), report(1, Online, Some(101), None, false)])),
+        (
+            "a waiting restart, b online",
+            with(true, vec![report(0, WaitingRestart, None, Some(1), false), report(1, Online, Some(101), None, false)]),
+        ),
+        (
+            "a stopped by hand, b online",
+            with(true, vec![report(0, Stopped, None, Some(0), true), report(1, Online, Some(101), None, false)]),
+        ),
+        ("a errored, b online", with(true, vec![report(0, Errored, None, Some(1), false), report(1, Online, Some(101), None, false)])),
+        (
+            "no auto-exit, a finished 0, b online",
+            with(false, vec![report(0, Stopped, None, Some(0), false), report(1, Online, Some(101), None, false)]),
+        ),
+        ("not reported yet", with(true, vec![])),
+        (
+            "stopping",
+            with(
+                true,
+                vec![
+                    report(0, Online, Some(100), None, false),
+                    report(1, Online, Some(101), None, false),
+                    Event::Signal(RuntimeSignal::Stop),
+                ],
+            ),
+        ),
+    ]
+}
+
+type MakeEvent = Box<dyn Fn() -> Event>;
+
+fn events() -> Vec<(&'static str, MakeEvent)> {
+    use Status::*;
+    vec![
+        ("b finishes 0", Box::new(|| report(1, Stopped, None, Some(0), false))),
+        ("b finishes 7", Box::new(|| report(1, Stopped, None, Some(7), false))),
+        ("b errored", Box::new(|| report(1, Errored, None, Some(1), false))),
+        ("stop signal", Box::new(|| Event::Signal(RuntimeSignal::Stop))),
+        ("SIGHUP", Box::new(|| Event::Signal(RuntimeSignal::Reload))),
+        ("SIGUSR2", Box::new(|| Event::Signal(RuntimeSignal::ReopenLogs))),
+        ("forwarded SIGWINCH", Box::new(|| Event::Signal(RuntimeSignal::Forward(Signal::SIGWINCH)))),
+        ("a's file changed", Box::new(|| Event::FileChanged { app_index: 0 })),
+        ("a's task panicked", Box::new(|| Event::TaskEnded { pm_id: 0, panic: Some("bug".into()) })),
+        ("b's task ended", Box::new(|| Event::TaskEnded { pm_id: 1, panic: None })),
+        ("scale b +1", Box::new(|| Event::Scale { name: "b".into(), count: "+1".into() })),
+        ("start all", Box::new(|| Event::Start { ids: vec![0, 1] })),
+    ]
+}
+
+/// Every event in every state: the decision, as one line per cell.
+#[test]
+fn every_event_in_every_state() {
+    let want = "\
+both online | b finishes 0 | -
+both online | b finishes 7 | -
+both online | b errored | -
+both online | stop signal | shutdown Graceful
+both online | SIGHUP | reload 0, reload 1
+both online | SIGUSR2 | reopen logs
+both online | forwarded SIGWINCH | signal 0, signal 1
+both online | a's file changed | restart 0
+both online | a's task panicked | kill 100, resume 0 ↺1
+both online | b's task ended | -
+both online | scale b +1 | start 2
+both online | start all | restart 0, restart 1
+a finished 0, b online | b finishes 0 | shutdown Graceful
+a finished 0, b online | b finishes 7 | shutdown Graceful
+a finished 0, b online | b errored | shutdown Graceful
+a finished 0, b online | stop signal | shutdown Graceful
+a finished 0, b online | SIGHUP | reload 0, reload 1
+a finished 0, b online | SIGUSR2 | reopen logs
+a finished 0, b online | forwarded SIGWINCH | signal 0, signal 1
+a finished 0, b online | a's file changed | restart 0
+a finished 0, b online | a's task panicked | resume 0 ↺1
+a finished 0, b online | b's task ended | -
+a finished 0, b online | scale b +1 | start 2
+a finished 0, b online | start all | start-cmd 0, restart 1
+a waiting restart, b online | b finishes 0 | -
+a waiting restart, b online | b finishes 7 | -
+a waiting restart, b online | b errored | -
+a waiting restart, b online | stop signal | shutdown Graceful
+a waiting restart, b online | SIGHUP | reload 0, reload 1
+a waiting restart, b online | SIGUSR2 | reopen logs
+a waiting restart, b online | forwarded SIGWINCH | signal 0, signal 1
+a waiting restart, b online | a's file changed | restart 0
+a waiting restart, b online | a's task panicked | resume 0 ↺1
+a waiting restart, b online | b's task ended | -
+a waiting restart, b online | scale b +1 | start 2
+a waiting restart, b online | start all | start-cmd 0, restart 1
+a stopped by hand, b online | b finishes 0 | shutdown Graceful
+a stopped by hand, b online | b finishes 7 | shutdown Graceful
+a stopped by hand, b online | b errored | shutdown Graceful
+a stopped by hand, b online | stop signal | shutdown Graceful
+a stopped by hand, b online | SIGHUP | reload 0, reload 1
+a stopped by hand, b online | SIGUSR2 | reopen logs
+a stopped by hand, b online | forwarded SIGWINCH | signal 0, signal 1
+a stopped by hand, b online | a's file changed | -
+a stopped by hand, b online | a's task panicked | resume 0 ↺1
+a stopped by hand, b online | b's task ended | -
+a stopped by hand, b online | scale b +1 | start 2
+a stopped by hand, b online | start all | start-cmd 0, restart 1
+a errored, b online | b finishes 0 | shutdown Graceful
+a errored, b online | b finishes 7 | shutdown Graceful
+a errored, b online | b errored | shutdown Graceful
+a errored, b online | stop signal | shutdown Graceful
+a errored, b online | SIGHUP | reload 0, reload 1
+a errored, b online | SIGUSR2 | reopen logs
+a errored, b online | forwarded SIGWINCH | signal 0, signal 1
+a errored, b online | a's file changed | restart 0
+a errored, b online | a's task panicked | resume 0 ↺1
+a errored, b online | b's task ended | -
+a errored, b online | scale b +1 | start 2
+a errored, b online | start all | start-cmd 0, restart 1
+no auto-exit, a finished 0, b online | b finishes 0 | -
+no auto-exit, a finished 0, b online | b finishes 7 | -
+no auto-exit, a finished 0, b online | b errored | -
+no auto-exit, a finished 0, b online | stop signal | shutdown Graceful
+no auto-exit, a finished 0, b online | SIGHUP | reload 0, reload 1
+no auto-exit, a finished 0, b online | SIGUSR2 | reopen logs
+no auto-exit, a finished 0, b online | forwarded SIGWINCH | signal 0, signal 1
+no auto-exit, a finished 0, b online | a's file changed | restart 0
+no auto-exit, a finished 0, b online | a's task panicked | resume 0 ↺1
+no auto-exit, a finished 0, b online | b's task ended | -
+no auto-exit, a finished 0, b online | scale b +1 | start 2
+no auto-exit, a finished 0, b online | start all | start-cmd 0, restart 1
+not reported yet | b finishes 0 | -
+not reported yet | b finishes 7 | -
+not reported yet | b errored | -
+not reported yet | stop signal | shutdown Graceful
+not reported yet | SIGHUP | reload 0, reload 1
+not reported yet | SIGUSR2 | reopen logs
+not reported yet | forwarded SIGWINCH | signal 0, signal 1
+not reported yet | a's file changed | restart 0
+not reported yet | a's task panicked | resume 0 ↺1
+not reported yet | b's task ended | -
+not reported yet | scale b +1 | start 2
+not reported yet | start all | start-cmd 0, start-cmd 1
+stopping | b finishes 0 | -
+stopping | b finishes 7 | -
+stopping | b errored | -
+stopping | stop signal | shutdown Force
+stopping | SIGHUP | -
+stopping | SIGUSR2 | reopen logs
+stopping | forwarded SIGWINCH | signal 0, signal 1
+stopping | a's file changed | -
+stopping | a's task panicked | kill 100
+stopping | b's task ended | -
+stopping | scale b +1 | refuse: the runtime is stopping
+stopping | start all | refuse: the runtime is stopping
+";
+    let mut got = String::new();
+    for (sname, st) in states() {
+        for (ename, ev) in events() {
+            let mut st = st.clone();
+            let fx = step(&mut st, ev());
+            let cell = if fx.is_empty() { "-".to_string() } else { fx.join(", ") };
+            got.push_str(&format!("{sname} | {ename} | {cell}\n"));
+        }
+    }
+    if got != want {
+        let diff: Vec<String> = got.lines().zip(want.lines()).filter(|(g, w)| g != w).map(|(g, w)| format!("got  {g}\nwant {w}")).collect();
+        panic!("{}\n\nwhole table:\n{got}", diff.join("\n"));
+    }
+}
+
+#[test]
+fn auto_exit_waits_for_every_task_then_says_the_code() {
+    use Status::*;
+    for (last, code) in [(Some(0), Outcome::AppsFinished(0)), (Some(7), Outcome::AppsFinished(7))] {
+        let mut st = begin(true);
+        assert_eq!(step(&mut st, report(0, Stopped, None, Some(0), false)), Vec::<String>::new());
+        assert_eq!(step(&mut st, report(1, Stopped, None, last, false)), ["shutdown Graceful"]);
+        // The instances end (their gone reports keep the slots: the outcome is already decided).
+        assert_eq!(step(&mut st, gone(0)), Vec::<String>::new());
+        assert_eq!(step(&mut st, Event::TaskEnded { pm_id: 0, panic: None }), Vec::<String>::new());
+        assert_eq!(step(&mut st, Event::TaskEnded { pm_id: 1, panic: None }), [format!("exit {code:?}")]);
+    }
+    // The last app errored: exit 2, whatever the others did.
+    let mut st = begin(true);
+    step(&mut st, report(0, Stopped, None, Some(5), false));
+    step(&mut st, report(1, Errored, None, Some(1), false));
+    step(&mut st, Event::TaskEnded { pm_id: 0, panic: None });
+    assert_eq!(step(&mut st, Event::TaskEnded { pm_id: 1, panic: None }), ["exit AppErrored"]);
+}
+
+#[test]
+fn sidecars_do_not_count_and_held_instances_wait_unless_blocked() {
+    use Status::*;
+    // A sidecar (a) neither keeps the run going nor gives the exit code.
+    let apps = |extra: &str| eco(extra).apps.into_iter().map(Arc::new).collect::<Vec<_>>();
+    let mut st = State::new(apps("    role: sidecar\n"), true, 2, uid);
+    step(&mut st, Event::Begin);
+    step(&mut st, report(0, Online, Some(10), None, false));
+    assert_eq!(step(&mut st, report(1, Stopped, None, Some(0), false)), ["shutdown Graceful"]);
+    step(&mut st, Event::TaskEnded { pm_id: 0, panic: None });
+    assert_eq!(step(&mut st, Event::TaskEnded { pm_id: 1, panic: None }), ["exit AppsFinished(0)"]);
+    // b is held: a's end does not end the run until what b waits for has failed.
+    let mut st = begin(true);
+    st.held.insert(1, false);
+    assert_eq!(step(&mut st, report(0, Stopped, None, Some(0), false)), Vec::<String>::new());
+    assert_eq!(step(&mut st, Event::HeldBlocked { pm_id: 1, blocked: true }), ["shutdown Graceful"]);
+    // Dropped held instances are gone: the run ends with the tasks that ran.
+    assert_eq!(step(&mut st, Event::HeldDropped { ids: vec![1] }), Vec::<String>::new());
+    assert_eq!(step(&mut st, Event::TaskEnded { pm_id: 0, panic: None }), ["exit AppsFinished(0)"]);
+    // A failed init job drains the run with its code; SIGHUP never reloads an init job.
+    let mut st = State::new(apps("    role: init\n"), false, 2, uid);
+    step(&mut st, Event::Begin);
+    assert_eq!(step(&mut st, Event::Signal(RuntimeSignal::Reload)), ["reload 1"]);
+    assert_eq!(step(&mut st, Event::InitFailed { code: 3 }), ["shutdown Graceful"]);
+    step(&mut st, Event::TaskEnded { pm_id: 0, panic: None });
+    assert_eq!(step(&mut st, Event::TaskEnded { pm_id: 1, panic: None }), ["exit AppsFinished(3)"]);
+}
+
+#[test]
+fn stop_signal_drains_then_exits_requested_and_a_second_one_kills() {
+    let mut st = begin(true);
+    assert_eq!(step(&mut st, Event::Signal(RuntimeSignal::Stop)), ["shutdown Graceful"]);
+    assert!(!st.accepts_requests());
+    assert_eq!(step(&mut st, Event::Signal(RuntimeSignal::Stop)), ["shutdown Force"]);
+    step(&mut st, gone(0));
+    step(&mut st, Event::TaskEnded { pm_id: 0, panic: None });
+    assert_eq!(step(&mut st, Event::TaskEnded { pm_id: 1, panic: None }), ["exit Requested"]);
+    // No task at all: the stop ends the run at once.
+    let mut st = begin(false);
+    step(&mut st, Event::TaskEnded { pm_id: 0, panic: None });
+    step(&mut st, Event::TaskEnded { pm_id: 1, panic: None });
+    assert_eq!(step(&mut st, Event::Signal(RuntimeSignal::Stop)), ["shutdown Graceful", "exit Requested"]);
+}
+
+#[test]
+fn a_task_that_keeps_panicking_is_errored_and_ends_the_run() {
+    let mut st = State::new(eco("    max_restarts: 2\n").apps.into_iter().map(Arc::new).collect(), true, 2, uid);
+    st.handle(Event::Begin, SystemTime::UNIX_EPOCH);
+    step(&mut st, report(1, Status::Stopped, None, Some(0), false));
+    step(&mut st, Event::TaskEnded { pm_id: 1, panic: None });
+    assert_eq!(step(&mut st, Event::TaskEnded { pm_id: 0, panic: Some("bug".into()) }), ["resume 0 ↺1"]);
+    assert_eq!(st.slots[&0].restarts.get(RestartReason::Crash), 1);
+    assert_eq!(step(&mut st, Event::TaskEnded { pm_id: 0, panic: Some("bug".into()) }), ["resume 0 ↺1"]);
+    // The third panic is over max_restarts: errored, and nothing else runs: exit 2.
+    assert_eq!(step(&mut st, Event::TaskEnded { pm_id: 0, panic: Some("bug".into()) }), ["exit AppErrored"]);
+    assert_eq!(st.slots[&0].last.as_ref().map(|u| u.status), Some(Status::Errored));
+}
+
+#[test]
+fn scale_fills_number_gaps_removes_the_lowest_ids_and_forgets_the_gone() {
+    let mut st = begin(true);
+    assert_eq!(step(&mut st, Event::Scale { name: "b".into(), count: "3".into() }), ["start 2", "start 3"]);
+    let numbers: Vec<u32> = st.slots.values().filter(|s| s.app_index == 1).map(|s| s.instance).collect();
+    assert_eq!(numbers, [0, 1, 2]);
+    assert_eq!(step(&mut st, Event::Scale { name: "b".into(), count: "-2".into() }), ["delete 1", "delete 2"]);
+    assert_eq!(step(&mut st, gone(1)), ["forget 1"]);
+    assert_eq!(step(&mut st, Event::TaskEnded { pm_id: 1, panic: None }), Vec::<String>::new());
+    // The freed number 0 is taken again.
+    assert_eq!(step(&mut st, Event::Scale { name: "b".into(), count: "+1".into() }), ["start 4"]);
+    assert_eq!(st.slots[&4].instance, 0);
+    for (count, why) in [("3", "already has 3"), ("x", "expected N"), ("+99999", "scale b")] {
+        let fx = step(&mut st, Event::Scale { name: "b".into(), count: count.into() });
+        assert!(fx.len() == 1 && fx[0].contains(why), "{count}: {fx:?}");
+    }
+    assert_eq!(step(&mut st, Event::Scale { name: "zz".into(), count: "1".into() }), ["refuse: no app named \"zz\""]);
+}
+
+#[test]
+fn apply_replaces_known_apps_and_starts_new_ones() {
+    let mut st = begin(true);
+    let mut new = eco("");
+    new.apps[1].name = "c".into();
+    let fx = st.handle(Event::Apply { action: "startOrRestart".into(), eco: new }, SystemTime::UNIX_EPOCH);
+    assert_eq!(summary(&fx), ["replace 0", "start 2"]);
+    let reply = fx.iter().find_map(|e| if let Effect::Reply(r) = e { Some(r.clone()) } else { None }).unwrap();
+    assert_eq!(reply.restarted, Some(vec!["a".to_string()]));
+    assert_eq!(reply.started, Some(vec!["c".to_string()]));
+    assert_eq!(st.apps.len(), 3);
+}
+
+#[test]
+fn a_refresh_is_no_news_but_a_restart_is_counted() {
+    use Status::*;
+    let mut st = begin(true);
+    let news = |fx: &[Effect]| fx.iter().filter(|e| matches!(e, Effect::Announce(_))).count();
+    assert_eq!(news(&st.handle(report(0, Online, Some(100), None, false), SystemTime::UNIX_EPOCH)), 1);
+    assert_eq!(news(&st.handle(report(0, Online, Some(100), None, false), SystemTime::UNIX_EPOCH)), 0);
+    let restart = Event::Reported(Update {
+        pm_id: 0,
+        since: None,
+        version: None,
+        death: None,
+        report: Report { reason: Some(RestartReason::Watch), ..Report::of(Launching) },
+    });
+    assert_eq!(news(&st.handle(restart, SystemTime::UNIX_EPOCH)), 1);
+    assert_eq!(st.slots[&0].restarts.get(RestartReason::Watch), 1);
+}
