@@ -169,7 +169,8 @@ fn monit_shows_four_panes_acts_by_key_and_resizes_from_80x24_to_200x50() {
     for _ in 0..12 {
         t.keys(&["Down"]);
     }
-    let screen = t.wait_text("git branch");
+    // The twelve scroll keys are drawn one frame at a time: wait for the last of them.
+    let screen = t.wait("the git facts", |t| t.contains("git branch") && t.contains(&commit[..12]));
     assert!(screen.contains("trunk") && screen.contains(&commit[..12]), "{screen}");
 
     // Resized to 200×50: everything is redrawn, the help line has every label, the metadata two columns.
