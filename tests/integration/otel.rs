@@ -43,9 +43,11 @@ impl Receiver {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// Every request received so far.
+    /// Every request received so far (whole lines only: the receiver may be writing the last).
     fn requests(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.out).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
+        let whole = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+        whole.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
     }
 }
 
