@@ -364,7 +364,7 @@ fn serve_keeps_dotfiles_of_the_apps_cwd_private() {
                 "apps:\n  - name: web\n    script: serve\n    env:\n      PM2_SERVE_PORT: {port}\n      PM2_SERVE_SPA: 'true'\n  - name: open\n    script: serve\n    env:\n      PM2_SERVE_PORT: {open_port}\n      PM2_SERVE_DOTFILES: 'true'\n"
             ),
         );
-    let _r = s.start(&["e.yml"]);
+    let r = s.start(&["e.yml"]);
     let get = |port: u16, path: &str| -> (u16, String) {
         let Ok(mut c) = TcpStream::connect(("127.0.0.1", port)) else { return (0, String::new()) };
         c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -374,7 +374,11 @@ fn serve_keeps_dotfiles_of_the_apps_cwd_private() {
         let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
         (head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0), body.to_string())
     };
-    wait_until("both sites serve", Duration::from_secs(10), || get(port, "/").0 == 200 && get(open_port, "/").0 == 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(get(port, "/").0 == 200 && get(open_port, "/").0 == 200) {
+        assert!(Instant::now() < deadline, "both sites serve:\n{}\n{}", r.stdout(), r.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     for path in ["/.env", "/.git/config", "/%2eenv", "/x/../.git/config", "/deep/route/.env"] {
         let (code, body) = get(port, path);
         assert_eq!(code, 404, "{path}: {body}");
