@@ -125,21 +125,27 @@ fn pb_metric(p: &mut Pb, m: &Metric) {
     }
 }
 
-/// `ExportMetricsServiceRequest` in protobuf.
-pub fn metrics_protobuf(resources: &[ResourceMetrics]) -> Vec<u8> {
+/// An export request: per resource, its attributes and one scope holding its items (field 2
+/// of the scope: `metrics` or `log_records`). Both signals' requests have this shape.
+fn pb_export<'a, T: 'a>(groups: impl Iterator<Item = (&'a Attributes, &'a [T])>, item: impl Fn(&mut Pb, &T)) -> Vec<u8> {
     let mut p = Pb::new();
-    for r in resources {
-        p.msg(1, |rm| {
-            rm.msg(1, |res| pb_attributes(res, 1, &r.resource));
-            rm.msg(2, |sm| {
-                pb_scope(sm);
-                for m in &r.metrics {
-                    sm.msg(2, |mm| pb_metric(mm, m));
+    for (resource, items) in groups {
+        p.msg(1, |rg| {
+            rg.msg(1, |res| pb_attributes(res, 1, resource));
+            rg.msg(2, |scope| {
+                pb_scope(scope);
+                for it in items {
+                    scope.msg(2, |m| item(m, it));
                 }
             });
         });
     }
     p.0
+}
+
+/// `ExportMetricsServiceRequest` in protobuf.
+pub fn metrics_protobuf(resources: &[ResourceMetrics]) -> Vec<u8> {
+    pb_export(resources.iter().map(|r| (&r.resource, r.metrics.as_slice())), pb_metric)
 }
 
 fn pb_record(p: &mut Pb, r: &LogRecord) {
@@ -153,19 +159,7 @@ fn pb_record(p: &mut Pb, r: &LogRecord) {
 
 /// `ExportLogsServiceRequest` in protobuf.
 pub fn logs_protobuf(resources: &[ResourceLogs]) -> Vec<u8> {
-    let mut p = Pb::new();
-    for r in resources {
-        p.msg(1, |rl| {
-            rl.msg(1, |res| pb_attributes(res, 1, &r.resource));
-            rl.msg(2, |sl| {
-                pb_scope(sl);
-                for rec in &r.records {
-                    sl.msg(2, |lr| pb_record(lr, rec));
-                }
-            });
-        });
-    }
-    p.0
+    pb_export(resources.iter().map(|r| (&r.resource, r.records.as_slice())), pb_record)
 }
 
 // ---- JSON (OTLP/HTTP JSON: lowerCamelCase, 64-bit integers as strings, enums as numbers) ------
@@ -242,23 +236,29 @@ fn js_metric(out: &mut String, m: &Metric) {
     out.push_str("]}}");
 }
 
-/// `ExportMetricsServiceRequest` in JSON.
-pub fn metrics_json(resources: &[ResourceMetrics]) -> Vec<u8> {
-    let mut out = String::from("{\"resourceMetrics\":[");
-    for (n, r) in resources.iter().enumerate() {
+/// The JSON twin of [`pb_export`]: `keys` names the request's resource list, the scope list and
+/// the scope's items (`resourceMetrics`, `scopeMetrics`, `metrics` for metrics).
+fn js_export<'a, T: 'a>(
+    keys: [&str; 3],
+    groups: impl Iterator<Item = (&'a Attributes, &'a [T])>,
+    item: impl Fn(&mut String, &T),
+) -> Vec<u8> {
+    let [resources, scopes, items_key] = keys;
+    let mut out = format!("{{\"{resources}\":[");
+    for (n, (resource, items)) in groups.enumerate() {
         if n > 0 {
             out.push(',');
         }
         out.push_str("{\"resource\":{\"attributes\":");
-        js_attributes(&mut out, &r.resource);
-        out.push_str("},\"scopeMetrics\":[{");
+        js_attributes(&mut out, resource);
+        let _ = write!(out, "}},\"{scopes}\":[{{");
         js_scope(&mut out);
-        out.push_str(",\"metrics\":[");
-        for (k, m) in r.metrics.iter().enumerate() {
+        let _ = write!(out, ",\"{items_key}\":[");
+        for (k, it) in items.iter().enumerate() {
             if k > 0 {
                 out.push(',');
             }
-            js_metric(&mut out, m);
+            item(&mut out, it);
         }
         out.push_str("]}]}");
     }
@@ -266,38 +266,28 @@ pub fn metrics_json(resources: &[ResourceMetrics]) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// `ExportMetricsServiceRequest` in JSON.
+pub fn metrics_json(resources: &[ResourceMetrics]) -> Vec<u8> {
+    js_export(["resourceMetrics", "scopeMetrics", "metrics"], resources.iter().map(|r| (&r.resource, r.metrics.as_slice())), js_metric)
+}
+
+fn js_record(out: &mut String, rec: &LogRecord) {
+    let _ = write!(
+        out,
+        "{{\"timeUnixNano\":\"{t}\",\"observedTimeUnixNano\":\"{t}\",\"severityNumber\":{},\"severityText\":\"{}\",\"body\":{{\"stringValue\":",
+        rec.severity as u8,
+        rec.severity.text(),
+        t = rec.nanos
+    );
+    js(out, &rec.body);
+    out.push_str("},\"attributes\":");
+    js_attributes(out, &rec.attributes);
+    out.push('}');
+}
+
 /// `ExportLogsServiceRequest` in JSON.
 pub fn logs_json(resources: &[ResourceLogs]) -> Vec<u8> {
-    let mut out = String::from("{\"resourceLogs\":[");
-    for (n, r) in resources.iter().enumerate() {
-        if n > 0 {
-            out.push(',');
-        }
-        out.push_str("{\"resource\":{\"attributes\":");
-        js_attributes(&mut out, &r.resource);
-        out.push_str("},\"scopeLogs\":[{");
-        js_scope(&mut out);
-        out.push_str(",\"logRecords\":[");
-        for (k, rec) in r.records.iter().enumerate() {
-            if k > 0 {
-                out.push(',');
-            }
-            let _ = write!(
-                out,
-                "{{\"timeUnixNano\":\"{t}\",\"observedTimeUnixNano\":\"{t}\",\"severityNumber\":{},\"severityText\":\"{}\",\"body\":{{\"stringValue\":",
-                rec.severity as u8,
-                rec.severity.text(),
-                t = rec.nanos
-            );
-            js(&mut out, &rec.body);
-            out.push_str("},\"attributes\":");
-            js_attributes(&mut out, &rec.attributes);
-            out.push('}');
-        }
-        out.push_str("]}]}");
-    }
-    out.push_str("]}");
-    out.into_bytes()
+    js_export(["resourceLogs", "scopeLogs", "logRecords"], resources.iter().map(|r| (&r.resource, r.records.as_slice())), js_record)
 }
 
 #[cfg(test)]
