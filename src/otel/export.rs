@@ -67,14 +67,6 @@ pub fn spawn(cfg: Config, h: Handles) -> std::io::Result<Exporter> {
     Ok(Exporter { stop, done })
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
-}
-
 fn client(timeout: Duration) -> Option<reqwest::Client> {
     let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
@@ -149,7 +141,7 @@ async fn run(cfg: Config, h: Handles, lines: Option<broadcast::Receiver<LiveLine
         return;
     };
     let host = Host {
-        host_name: hostname(),
+        host_name: crate::plus::hostname(),
         container_id: super::container_id(),
         pod_name: std::env::var("K8S_POD_NAME").or_else(|_| std::env::var("POD_NAME")).ok().filter(|v| !v.is_empty()),
         namespace: std::env::var("K8S_NAMESPACE_NAME").or_else(|_| std::env::var("POD_NAMESPACE")).ok().filter(|v| !v.is_empty()),
