@@ -427,9 +427,9 @@ async fn start_http(
     control: tokio::sync::mpsc::Sender<control::server::ControlRequest>,
     hub: &logs::LogHub,
     reaper: &process::Reaper,
-) -> Result<(), String> {
+) -> Result<(), http::StartError> {
     let listener = http::bind(opts).await?;
-    let addr = listener.local_addr().map_err(|e| format!("--web: {e}"))?;
+    let addr = listener.local_addr().map_err(http::StartError::LocalAddr)?;
     let (token, file) = http::token(std::env::var("PM_RUNTIME_WEB_TOKEN").ok(), Path::new(&pm2_home()))?;
     let writes = match (&token, file) {
         (http::Token::Disabled, _) => "write actions disabled (PM_RUNTIME_WEB_TOKEN is empty)".to_string(),

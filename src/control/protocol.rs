@@ -167,6 +167,17 @@ pub struct Reply {
     pub restarted: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started: Option<Vec<String>>,
+    /// The refusal is that the target names nothing (the HTTP API answers `404`). Inside the
+    /// runtime only: the socket's client shows the text.
+    #[serde(skip)]
+    pub not_found: bool,
+}
+
+/// A target that names nothing: the refusal says what was tried.
+impl From<super::target::TargetError> for Reply {
+    fn from(e: super::target::TargetError) -> Reply {
+        Reply { not_found: e.is_not_found(), ..Reply::error(e.to_string()) }
+    }
 }
 
 impl Reply {

@@ -12,16 +12,43 @@ pub struct Row<'a> {
     pub namespace: &'a str,
 }
 
-/// The pm_ids `target` names, or why none (the message names what was tried).
-pub fn select(target: &str, rows: &[Row]) -> Result<Vec<u32>, String> {
+/// Why a target names no process; the message names what was tried and the apps there are.
+/// Every variant but [`TargetError::Regex`] means "nothing of that name" (HTTP: `404`).
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("{target}: not a valid regular expression: {source}")]
+    Regex { target: String, source: Box<regex_automata::meta::BuildError> },
+    #[error("no process whose app name matches {target} (known: {})", listed(.known))]
+    NoMatch { target: String, known: Vec<String> },
+    /// `numeric`: the target could have been a pm_id too.
+    #[error("no {} named {target:?} (known: {})", if *.numeric { "process id, app or namespace" } else { "app or namespace" }, listed(.known))]
+    NotFound { target: String, numeric: bool, known: Vec<String> },
+    /// A verb on `all` when the runtime has no app (PM2 exits 1 then).
+    #[error("no process found (the runtime has no apps)")]
+    NoProcess,
+    /// `scale`'s name is an app's name only.
+    #[error("no app named {0:?}")]
+    NoApp(String),
+}
+
+impl TargetError {
+    /// The target names nothing there is (as opposed to a target that cannot be read).
+    pub fn is_not_found(&self) -> bool {
+        !matches!(self, TargetError::Regex { .. })
+    }
+}
+
+/// The pm_ids `target` names, or why none.
+pub fn select(target: &str, rows: &[Row]) -> Result<Vec<u32>, TargetError> {
     if target == "all" {
         return Ok(rows.iter().map(|r| r.pm_id).collect());
     }
     let ids: Vec<u32> = if let Some(pattern) = regex_of(target) {
-        let re = regex_automata::meta::Regex::new(pattern).map_err(|e| format!("{target}: not a valid regular expression: {e}"))?;
+        let re = regex_automata::meta::Regex::new(pattern)
+            .map_err(|e| TargetError::Regex { target: target.to_string(), source: Box::new(e) })?;
         let ids: Vec<u32> = rows.iter().filter(|r| re.is_match(r.name)).map(|r| r.pm_id).collect();
         if ids.is_empty() {
-            return Err(format!("no process whose app name matches {target} (known: {})", known(rows)));
+            return Err(TargetError::NoMatch { target: target.to_string(), known: names(rows) });
         }
         return Ok(ids);
     } else {
@@ -38,8 +65,7 @@ pub fn select(target: &str, rows: &[Row]) -> Result<Vec<u32>, String> {
         ids
     };
     if ids.is_empty() {
-        let what = if pm_id_of(target).is_some() { "process id, app or namespace" } else { "app or namespace" };
-        return Err(format!("no {what} named {target:?} (known: {})", known(rows)));
+        return Err(TargetError::NotFound { target: target.to_string(), numeric: pm_id_of(target).is_some(), known: names(rows) });
     }
     Ok(ids)
 }
@@ -54,9 +80,14 @@ fn pm_id_of(target: &str) -> Option<u32> {
     target.trim().parse().ok()
 }
 
-fn known(rows: &[Row]) -> String {
-    let mut names: Vec<&str> = rows.iter().map(|r| r.name).collect();
+/// The app names of the table, once each (rows of one app are adjacent).
+fn names(rows: &[Row]) -> Vec<String> {
+    let mut names: Vec<String> = rows.iter().map(|r| r.name.to_string()).collect();
     names.dedup();
+    names
+}
+
+fn listed(names: &[String]) -> String {
     if names.is_empty() { "none".to_string() } else { names.join(", ") }
 }
 
@@ -98,10 +129,23 @@ mod tests {
             let got = select(target, &rows());
             match (want, &got) {
                 (Ok(ids), Ok(g)) => assert_eq!(g.as_slice(), *ids, "{target}"),
-                (Err(msg), Err(e)) => assert!(e.starts_with(msg), "{target}: {e}"),
+                (Err(msg), Err(e)) => assert!(e.to_string().starts_with(msg), "{target}: {e}"),
                 _ => panic!("{target}: {got:?}"),
             }
         }
-        assert_eq!(select("all", &[]), Ok(vec![]));
+        assert_eq!(select("all", &[]).unwrap(), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn refusals_carry_what_was_tried_and_whether_it_is_missing() {
+        let e = select("nope", &rows()).unwrap_err();
+        assert!(matches!(&e, TargetError::NotFound { target, numeric: false, known } if target == "nope" && known.len() == 5), "{e:?}");
+        assert_eq!(e.to_string(), "no app or namespace named \"nope\" (known: api-users, api-orders, 455, web, worker)");
+        assert!(e.is_not_found());
+        assert!(matches!(select("9", &[]), Err(TargetError::NotFound { numeric: true, .. })));
+        assert_eq!(select("9", &[]).unwrap_err().to_string(), "no process id, app or namespace named \"9\" (known: none)");
+        let bad = select("/(/", &rows()).unwrap_err();
+        assert!(matches!(bad, TargetError::Regex { .. }) && !bad.is_not_found(), "{bad:?}");
+        assert!(TargetError::NoProcess.is_not_found() && TargetError::NoApp("x".into()).is_not_found());
     }
 }

@@ -33,7 +33,7 @@ use super::aggregate::{self, Reply};
 use super::metrics::{RuntimeStats, SelfStats};
 use super::{BODY_TIMEOUT, CONTROL_TIMEOUT, MAX_BODY, MAX_STREAMS, Token, Web};
 use crate::config::ExecMode;
-use crate::control::protocol::Request;
+use crate::control::protocol::{Reply as ControlReply, Request};
 use crate::control::server::ControlRequest;
 use crate::logs::Stream;
 use crate::supervisor::jlist::Env;
@@ -237,16 +237,21 @@ async fn history(State(web): Shared, Path(name): Path<String>, headers: HeaderMa
 }
 
 /// Asks the coordinator, as the control socket does.
-async fn ask(web: &Web, req: Request) -> Result<Value, Response> {
+async fn ask(web: &Web, req: Request) -> Result<ControlReply, Response> {
     let (tx, rx) = oneshot::channel();
     let unavailable = || error(StatusCode::SERVICE_UNAVAILABLE, "the runtime is stopping");
     if web.control.send(ControlRequest { req, reply: tx }).await.is_err() {
         return Err(unavailable());
     }
     match tokio::time::timeout(CONTROL_TIMEOUT, rx).await {
-        Ok(Ok(reply)) => Ok(serde_json::to_value(&reply).unwrap_or_else(|e| json!({ "ok": false, "error": e.to_string() }))),
+        Ok(Ok(reply)) => Ok(reply),
         _ => Err(unavailable()),
     }
+}
+
+/// The status of a refused write action: `404` when the target names nothing, else `409`.
+fn refusal_status(reply: &ControlReply) -> StatusCode {
+    if reply.not_found { StatusCode::NOT_FOUND } else { StatusCode::CONFLICT }
 }
 
 #[derive(Deserialize)]
@@ -290,13 +295,8 @@ async fn act(State(web): Shared, Path((name, action)): Path<(String, String)>, r
     };
     match ask(&web, req).await {
         Err(r) => r,
-        Ok(v) if v["ok"] == true => axum::Json(v).into_response(),
-        Ok(v) => {
-            let msg = v["error"].as_str().unwrap_or("failed").to_string();
-            let status =
-                if msg.starts_with("no process") || msg.starts_with("no app") { StatusCode::NOT_FOUND } else { StatusCode::CONFLICT };
-            error(status, msg)
-        }
+        Ok(reply) if reply.ok => axum::Json(reply).into_response(),
+        Ok(reply) => error(refusal_status(&reply), reply.error.unwrap_or_else(|| "failed".into())),
     }
 }
 
@@ -401,9 +401,9 @@ async fn healthz(State(web): Shared) -> Response {
         return (StatusCode::SERVICE_UNAVAILABLE, "unhealthy: the runtime is stopping\n").into_response();
     }
     match ask(&web, Request::Ping).await {
-        Ok(v) if v["healthy"] == true => (StatusCode::OK, "ok\n").into_response(),
-        Ok(v) => {
-            let problems: Vec<&str> = v["problems"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        Ok(r) if r.healthy == Some(true) => (StatusCode::OK, "ok\n").into_response(),
+        Ok(r) => {
+            let problems = r.problems.unwrap_or_default();
             (StatusCode::SERVICE_UNAVAILABLE, format!("unhealthy:\n{}\n", problems.join("\n"))).into_response()
         }
         Err(r) => r,

@@ -62,6 +62,34 @@ pub const MAX_STREAMS: usize = 16;
 /// Longest wait for the coordinator's answer.
 pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A `--web`/`--metrics-compat` setting or an environment value the server cannot use (a
+/// usage error: nothing is started).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OptionError {
+    #[error("--metrics-compat: unknown value {0:?} (expected: pm2)")]
+    UnknownCompat(String),
+    #[error("--metrics-compat needs --web (the metrics are served by the HTTP server)")]
+    CompatWithoutWeb,
+    #[error("{var}={value:?} is not a port number (0-65535)")]
+    Port { var: &'static str, value: String },
+    #[error("PM2_API_IPADDR={0:?} is not an IP address")]
+    Address(String),
+}
+
+/// Why the server could not start (the runtime stops before any app starts).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The port is taken (`AddrInUse`), not ours to bind (`PermissionDenied`), or the address is not local.
+    #[error("--web: cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("--web: {0}")]
+    LocalAddr(std::io::Error),
+    #[error("cannot read /dev/urandom for the web token: {0}")]
+    Random(std::io::Error),
+    #[error("cannot write the web token to {}: {source}", path.display())]
+    TokenFile { path: PathBuf, source: std::io::Error },
+}
+
 /// Where and how to serve.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebOptions {
@@ -76,15 +104,15 @@ pub struct WebOptions {
 /// or `PM2_API_PORT` for the port when the flag has none (PM2's variables; default 9615),
 /// `PM2_API_IPADDR` for the address (default 127.0.0.1), `PM_RUNTIME_WEB_HOSTS` for the host
 /// names allowed in requests ([`hosts`]). `Ok(None)`: the server is off.
-pub fn options(web: Option<Option<u16>>, compat: Option<&str>, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<WebOptions>, String> {
+pub fn options(web: Option<Option<u16>>, compat: Option<&str>, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<WebOptions>, OptionError> {
     let compat_pm2 = match compat {
         None => false,
         Some("pm2") => true,
-        Some(other) => return Err(format!("--metrics-compat: unknown value {other:?} (expected: pm2)")),
+        Some(other) => return Err(OptionError::UnknownCompat(other.to_string())),
     };
     let Some(port) = web else {
         if compat_pm2 {
-            return Err("--metrics-compat needs --web (the metrics are served by the HTTP server)".into());
+            return Err(OptionError::CompatWithoutWeb);
         }
         return Ok(None);
     };
@@ -95,13 +123,13 @@ pub fn options(web: Option<Option<u16>>, compat: Option<&str>, env: &dyn Fn(&str
                 ["PM2_WEB_PORT", "PM2_API_PORT"].into_iter().find_map(|k| env(k).filter(|v| !v.trim().is_empty()).map(|v| (k, v)));
             match from_env {
                 None => DEFAULT_PORT,
-                Some((k, v)) => v.trim().parse().map_err(|_| format!("{k}={v:?} is not a port number (0-65535)"))?,
+                Some((var, v)) => v.trim().parse().map_err(|_| OptionError::Port { var, value: v.clone() })?,
             }
         }
     };
     let ip = match env("PM2_API_IPADDR").filter(|v| !v.trim().is_empty()) {
         None => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        Some(v) => v.trim().parse().map_err(|_| format!("PM2_API_IPADDR={v:?} is not an IP address"))?,
+        Some(v) => v.trim().parse().map_err(|_| OptionError::Address(v.clone()))?,
     };
     let hosts = hosts::parse_allow_list(env("PM_RUNTIME_WEB_HOSTS").as_deref());
     Ok(Some(WebOptions { addr: SocketAddr::new(ip, port), compat_pm2, hosts }))
@@ -138,7 +166,7 @@ impl Token {
 
 /// The token: `PM_RUNTIME_WEB_TOKEN` when set (empty: writes disabled), else a new random one
 /// written to `$PM2_HOME/pm-runtime-web.token` (0600) for whoever may read that directory.
-pub fn token(env_value: Option<String>, pm2_home: &Path) -> Result<(Token, Option<PathBuf>), String> {
+pub fn token(env_value: Option<String>, pm2_home: &Path) -> Result<(Token, Option<PathBuf>), StartError> {
     match env_value {
         Some(v) if v.trim().is_empty() => Ok((Token::Disabled, None)),
         Some(v) => Ok((Token::Required(v.trim().to_string()), None)),
@@ -148,7 +176,7 @@ pub fn token(env_value: Option<String>, pm2_home: &Path) -> Result<(Token, Optio
             let mut raw = [0u8; 24];
             std::fs::File::open("/dev/urandom")
                 .and_then(|mut f| f.read_exact(&mut raw))
-                .map_err(|e| format!("cannot read /dev/urandom for the web token: {e}"))?;
+                .map_err(StartError::Random)?;
             let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
             let path = pm2_home.join(TOKEN_FILE);
             let _ = std::fs::remove_file(&path);
@@ -158,7 +186,7 @@ pub fn token(env_value: Option<String>, pm2_home: &Path) -> Result<(Token, Optio
                 .mode(0o600)
                 .open(&path)
                 .and_then(|mut f| f.write_all(format!("{token}\n").as_bytes()))
-                .map_err(|e| format!("cannot write the web token to {}: {e}", path.display()))?;
+                .map_err(|source| StartError::TokenFile { path: path.clone(), source })?;
             Ok((Token::Required(token), Some(path)))
         }
     }
@@ -193,8 +221,8 @@ impl Web {
 }
 
 /// Binds the listener (before the apps start, so a taken port fails the start at once).
-pub async fn bind(opts: &WebOptions) -> Result<TcpListener, String> {
-    TcpListener::bind(opts.addr).await.map_err(|e| format!("--web: cannot listen on {}: {e}", opts.addr))
+pub async fn bind(opts: &WebOptions) -> Result<TcpListener, StartError> {
+    TcpListener::bind(opts.addr).await.map_err(|source| StartError::Listen { addr: opts.addr, source })
 }
 
 /// Accepts connections until the runtime ends.
@@ -288,13 +316,28 @@ mod tests {
         };
         assert_eq!(options(Some(None), None, &web_first).unwrap().unwrap().addr.port(), 7000);
         let bad = |k: &str| (k == "PM2_WEB_PORT").then(|| "http".to_string());
-        assert!(options(Some(None), None, &bad).unwrap_err().contains("PM2_WEB_PORT"));
+        let e = options(Some(None), None, &bad).unwrap_err();
+        assert_eq!(e, OptionError::Port { var: "PM2_WEB_PORT", value: "http".into() });
+        assert_eq!(e.to_string(), "PM2_WEB_PORT=\"http\" is not a port number (0-65535)");
         let bad_ip = |k: &str| (k == "PM2_API_IPADDR").then(|| "localhost:1".to_string());
-        assert!(options(Some(None), None, &bad_ip).unwrap_err().contains("PM2_API_IPADDR"));
-        assert!(options(Some(None), Some("prom"), &none).is_err());
-        assert!(options(None, Some("pm2"), &none).unwrap_err().contains("--web"));
+        assert_eq!(options(Some(None), None, &bad_ip), Err(OptionError::Address("localhost:1".into())));
+        assert_eq!(options(Some(None), Some("prom"), &none), Err(OptionError::UnknownCompat("prom".into())));
+        assert_eq!(options(None, Some("pm2"), &none), Err(OptionError::CompatWithoutWeb));
+        assert!(OptionError::CompatWithoutWeb.to_string().starts_with("--metrics-compat needs --web"));
         let listed = |k: &str| (k == "PM_RUNTIME_WEB_HOSTS").then(|| "a.example, B.example".to_string());
         assert_eq!(options(Some(None), None, &listed).unwrap().unwrap().hosts, ["a.example", "b.example"]);
+    }
+
+    /// A taken port is told apart by kind (not by reading the message), and the message names
+    /// the flag and the address as before.
+    #[tokio::test]
+    async fn a_taken_port_is_a_listen_error_naming_the_address() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let opts = WebOptions { addr, compat_pm2: false, hosts: vec![] };
+        let e = bind(&opts).await.unwrap_err();
+        assert!(matches!(&e, StartError::Listen { addr: a, source } if *a == addr && source.kind() == std::io::ErrorKind::AddrInUse), "{e:?}");
+        assert!(e.to_string().starts_with(&format!("--web: cannot listen on {addr}: ")), "{e}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use super::coordinator::{Event, State};
 use super::machine::Cmd;
 use super::status::Status;
 use crate::control::protocol::{LogLine, Reply, Request, error};
+use crate::control::target::TargetError;
 use crate::logs::{LogHub, Stream};
 
 /// What a request needs.
@@ -29,11 +30,11 @@ pub fn handle(st: &State, req: Request, logs: &LogHub, pm2_home: &str) -> Answer
         Request::Ls => Answer::List { only: None },
         Request::Show { target } => match st.resolve(&target) {
             Ok(ids) => Answer::List { only: Some(ids) },
-            Err(e) => Answer::Reply(error(e.to_string())),
+            Err(e) => Answer::Reply(e.into()),
         },
         Request::Start { target } => match ids(st, &target) {
             Ok(ids) => Answer::Decide(Event::Start { ids }),
-            Err(e) => Answer::Reply(error(e)),
+            Err(e) => Answer::Reply(e.into()),
         },
         Request::Stop { target } => command(st, &target, Cmd::Stop),
         Request::Restart { target } => command(st, &target, Cmd::Restart),
@@ -65,22 +66,19 @@ pub fn handle(st: &State, req: Request, logs: &LogHub, pm2_home: &str) -> Answer
     }
 }
 
-/// The refusal of a verb on `all` when there is no app (PM2 exits 1 then).
-const NOTHING: &str = "no process found (the runtime has no apps)";
-
-/// The instances a verb names, or the refusal.
-fn ids(st: &State, target: &str) -> Result<Vec<u32>, String> {
+/// The instances a verb names, or the refusal (a verb on `all` when there is no app is one:
+/// PM2 exits 1 then).
+fn ids(st: &State, target: &str) -> Result<Vec<u32>, TargetError> {
     match st.resolve(target) {
-        Ok(ids) if ids.is_empty() => Err(NOTHING.to_string()),
-        Ok(ids) => Ok(ids),
-        Err(e) => Err(e.to_string()),
+        Ok(ids) if ids.is_empty() => Err(TargetError::NoProcess),
+        r => r,
     }
 }
 
 fn command(st: &State, target: &str, cmd: Cmd) -> Answer {
     match ids(st, target) {
         Ok(ids) => Answer::Decide(Event::Command { ids, cmd }),
-        Err(e) => Answer::Reply(error(e)),
+        Err(e) => Answer::Reply(e.into()),
     }
 }
 
@@ -101,7 +99,7 @@ fn ping(st: &State) -> Reply {
 fn recent_logs(st: &State, hub: &LogHub, target: Option<&str>, lines: usize, after: Option<u64>) -> Reply {
     let ids = match st.resolve(target.unwrap_or("all")) {
         Ok(ids) => ids,
-        Err(e) => return error(e.to_string()),
+        Err(e) => return e.into(),
     };
     let mut out = Vec::new();
     for id in ids {
@@ -123,7 +121,7 @@ fn recent_logs(st: &State, hub: &LogHub, target: Option<&str>, lines: usize, aft
 fn flush(st: &State, hub: &LogHub, target: Option<&str>) -> Reply {
     let ids = match st.resolve(target.unwrap_or("all")) {
         Ok(ids) => ids,
-        Err(e) => return error(e.to_string()),
+        Err(e) => return e.into(),
     };
     let mut paths = Vec::new();
     for id in ids {
@@ -134,4 +132,67 @@ fn flush(st: &State, hub: &LogHub, target: Option<&str>) -> Reply {
     }
     hub.truncate_files(Some(&paths));
     Reply { files: Some(paths), ..Reply::ok() }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::control::protocol::Request as R;
+
+    /// The runtime after start, with apps `web` (2 instances) and `worker`.
+    fn started() -> State {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.yml");
+        let yml = "apps:\n  - name: web\n    script: /bin/sh\n    instances: 2\n  - name: worker\n    script: /bin/sh\n";
+        std::fs::write(&path, yml).unwrap();
+        let eco = crate::config::load(&path, &Default::default()).unwrap_or_else(|e| panic!("{e:?}"));
+        let mut st = State::new(eco.apps.into_iter().map(Arc::new).collect(), true, 2, || "u".into());
+        st.handle(Event::Begin, SystemTime::UNIX_EPOCH);
+        st
+    }
+
+    fn reply(st: &State, req: Request, hub: &LogHub) -> Reply {
+        match handle(st, req, hub, "/nonexistent") {
+            Answer::Reply(r) => r,
+            _ => panic!("expected a refusal"),
+        }
+    }
+
+    /// A target that names nothing is refused with what was tried, marked as such (the HTTP
+    /// API's `404`); a target that cannot be read is a refusal of another kind (`409`).
+    #[test]
+    fn a_target_that_names_nothing_is_refused_as_not_found() {
+        let st = started();
+        let hub = LogHub::start(crate::logs::OutputFormat::Raw, &[]).unwrap();
+        let nope = || "nope".to_string();
+        let asks = [
+            R::Stop { target: nope() },
+            R::Start { target: nope() },
+            R::Show { target: nope() },
+            R::Logs { target: Some(nope()), lines: 5, after: None },
+            R::Flush { target: Some(nope()) },
+        ];
+        for req in asks {
+            let what = format!("{req:?}");
+            let r = reply(&st, req, &hub);
+            assert!(!r.ok && r.not_found, "{what}: {r:?}");
+            assert_eq!(r.error.as_deref(), Some("no app or namespace named \"nope\" (known: web, worker)"), "{what}");
+        }
+        let r = reply(&st, R::Restart { target: "/(/".into() }, &hub);
+        assert!(!r.ok && !r.not_found, "{r:?}");
+        assert!(r.error.unwrap().starts_with("/(/: not a valid regular expression"));
+        assert!(matches!(handle(&st, R::Stop { target: "web".into() }, &hub, "/x"), Answer::Decide(Event::Command { ref ids, .. }) if ids == &[0, 1]));
+    }
+
+    #[test]
+    fn a_verb_on_all_without_apps_is_refused_as_not_found() {
+        let st = State::new(vec![], true, 2, || "u".into());
+        let hub = LogHub::start(crate::logs::OutputFormat::Raw, &[]).unwrap();
+        let r = reply(&st, R::Stop { target: "all".into() }, &hub);
+        assert!(r.not_found, "{r:?}");
+        assert_eq!(r.error.as_deref(), Some("no process found (the runtime has no apps)"));
+    }
 }

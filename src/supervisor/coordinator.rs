@@ -527,7 +527,7 @@ impl State {
     }
 
     /// pm_ids a target names (`all`, `/regex/`, a name, a namespace, a pm_id: PM2's order).
-    pub fn resolve(&self, target: &str) -> Result<Vec<u32>, String> {
+    pub fn resolve(&self, target: &str) -> Result<Vec<u32>, crate::control::target::TargetError> {
         use crate::control::target::{Row, select};
         let rows: Vec<Row> = self
             .slots
@@ -539,7 +539,7 @@ impl State {
 
     fn scale(&mut self, name: &str, count: &str, now: SystemTime, fx: &mut Vec<Effect>) -> Reply {
         let Some(app_index) = self.apps.iter().position(|a| a.name == name) else {
-            return error(format!("no app named {name:?}"));
+            return crate::control::target::TargetError::NoApp(name.to_string()).into();
         };
         let current: Vec<u32> = self.slots.iter().filter(|(_, s)| s.app_index == app_index).map(|(k, _)| *k).collect();
         let n = current.len() as i64;
