@@ -9,7 +9,7 @@ use crate::control::client;
 use crate::control::protocol::Request;
 use crate::exit::Outcome;
 
-fn fail(msg: &str) -> Outcome {
+fn fail(msg: impl std::fmt::Display) -> Outcome {
     eprintln!("pm-runtime: {msg}");
     Outcome::AppsFinished(1)
 }
@@ -20,7 +20,7 @@ fn print_table(home: &Path) -> Outcome {
             print!("{}", client::table(&ps));
             Outcome::Requested
         }
-        Err(e) => fail(&e),
+        Err(e) => fail(e),
     }
 }
 
@@ -51,7 +51,7 @@ pub fn act(home: &Path, verb: &str, target: &str) -> Outcome {
             }
             print_table(home)
         }
-        Err(e) => fail(&e),
+        Err(e) => fail(e),
     }
 }
 
@@ -87,7 +87,7 @@ fn act_or_file(home: &Path, verb: &str, t: &crate::cli::Target) -> Outcome {
     };
     let running = match client::processes(home) {
         Ok(ps) => ps,
-        Err(e) => return fail(&e),
+        Err(e) => return fail(e),
     };
     let mut acted = 0;
     for app in &eco.apps {
@@ -96,7 +96,7 @@ fn act_or_file(home: &Path, verb: &str, t: &crate::cli::Target) -> Outcome {
         }
         let Some(req) = verb_request(verb, &app.name) else { return fail(&format!("unknown verb {verb:?}")) };
         if let Err(e) = client::request(home, &req) {
-            return fail(&e);
+            return fail(e);
         }
         acted += 1;
     }
@@ -131,7 +131,7 @@ pub fn run(home: &Path, cmd: Command) -> Outcome {
                 if let Some(spec) = sort
                     && let Err(e) = client::sort(&mut ps, &spec)
                 {
-                    return fail(&e);
+                    return fail(e);
                 }
                 print!("{}", client::table(&ps));
                 // Under the table: what the runtime's container allows (the cgroup of a running
@@ -141,14 +141,14 @@ pub fn run(home: &Path, cmd: Command) -> Outcome {
                 println!("{}", crate::process::cgroup::describe(cg.as_ref().or(crate::process::cgroup::current())));
                 Outcome::Requested
             }
-            Err(e) => fail(&e),
+            Err(e) => fail(e),
         },
         Command::Jlist => match client::processes(home) {
             Ok(ps) => {
                 println!("{}", serde_json::Value::Array(ps));
                 Outcome::Requested
             }
-            Err(e) => fail(&e),
+            Err(e) => fail(e),
         },
         Command::Show { target } => match client::request(home, &Request::Show { target }) {
             Ok(r) => {
@@ -157,7 +157,7 @@ pub fn run(home: &Path, cmd: Command) -> Outcome {
                 }
                 Outcome::Requested
             }
-            Err(e) => fail(&e),
+            Err(e) => fail(e),
         },
         Command::Logs { target, lines, nostream, json, raw, format, err, out } => {
             use std::io::Write as _;
@@ -196,7 +196,7 @@ pub fn run(home: &Path, cmd: Command) -> Outcome {
                         }
                     }
                 }
-                Err(e) => return fail(&e),
+                Err(e) => return fail(e),
             }
             if nostream {
                 return Outcome::Requested;
@@ -227,28 +227,28 @@ pub fn run(home: &Path, cmd: Command) -> Outcome {
                 client::wait_settled(home, Duration::from_secs(15));
                 print_table(home)
             }
-            Err(e) => fail(&e),
+            Err(e) => fail(e),
         },
         Command::SendSignal { signal, target } => match client::request(home, &Request::Signal { signal: signal.clone(), target }) {
             Ok(r) => {
                 println!("sent {signal} to {} process(es)", r.ids.map_or(0, |i| i.len()));
                 Outcome::Requested
             }
-            Err(e) => fail(&e),
+            Err(e) => fail(e),
         },
         Command::Flush { target } => match client::request(home, &Request::Flush { target }) {
             Ok(r) => {
                 println!("flushed {} log file(s)", r.files.map_or(0, |f| f.len()));
                 Outcome::Requested
             }
-            Err(e) => fail(&e),
+            Err(e) => fail(e),
         },
         Command::ReloadLogs => match client::request(home, &Request::ReloadLogs) {
             Ok(_) => {
                 println!("log files reopened");
                 Outcome::Requested
             }
-            Err(e) => fail(&e),
+            Err(e) => fail(e),
         },
         Command::Ping => match client::request(home, &Request::Ping) {
             Ok(r) if r.healthy == Some(true) => {
@@ -261,7 +261,7 @@ pub fn run(home: &Path, cmd: Command) -> Outcome {
                 }
                 Outcome::AppsFinished(1)
             }
-            Err(e) => fail(&e),
+            Err(e) => fail(e),
         },
     }
 }
@@ -337,7 +337,7 @@ pub fn apply_ecosystem(home: &Path, action: &str, script: &str, o: &crate::confi
             client::wait_settled(home, Duration::from_secs(15));
             print_table(home)
         }
-        Err(e) => fail(&e),
+        Err(e) => fail(e),
     }
 }
 
@@ -463,7 +463,7 @@ fn kill(home: &Path) -> Outcome {
         return Outcome::Requested;
     }
     if let Err(e) = client::request(home, &Request::Kill) {
-        return fail(&e);
+        return fail(e);
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while client::runtime_running(home) {

@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -11,19 +11,39 @@ use serde_json::{Value, json};
 use super::protocol::{self, Reply, Request};
 use super::server::socket_path;
 
-/// Sends one request and returns the reply (`ok: true` ones only; errors become `Err`).
-pub fn request(pm2_home: &Path, req: &Request) -> Result<Reply, String> {
+/// Why a verb got no useful answer from the runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// `PM2_HOME` is not ours: nothing is sent to its socket.
+    #[error(transparent)]
+    Home(#[from] super::home::HomeError),
+    #[error("no pm-runtime is running here: cannot connect to {} ({source})", path.display())]
+    Connect { path: PathBuf, source: std::io::Error },
+    #[error("cannot send to {}: {source}", path.display())]
+    Send { path: PathBuf, source: std::io::Error },
+    #[error("no answer from {}: {source}", path.display())]
+    NoAnswer { path: PathBuf, source: std::io::Error },
+    #[error("malformed answer from the runtime: {0}")]
+    Malformed(serde_json::Error),
+    /// The runtime answered `ok: false`: its words.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Sends one request and returns the reply (`ok: true` ones only; a refusal is an error).
+pub fn request(pm2_home: &Path, req: &Request) -> Result<Reply, ClientError> {
     // A socket in another user's PM2_HOME may be anyone's: do not send it anything.
-    super::home::check(pm2_home, nix::unistd::geteuid().as_raw()).map_err(|e| e.to_string())?;
+    super::home::check(pm2_home, nix::unistd::geteuid().as_raw())?;
     let path = socket_path(pm2_home);
-    let mut stream =
-        UnixStream::connect(&path).map_err(|e| format!("no pm-runtime is running here: cannot connect to {} ({e})", path.display()))?;
+    let mut stream = UnixStream::connect(&path).map_err(|source| ClientError::Connect { path: path.clone(), source })?;
     stream.set_read_timeout(Some(Duration::from_secs(30))).ok();
-    stream.write_all(format!("{}\n", protocol::encode(req)).as_bytes()).map_err(|e| format!("cannot send to {}: {e}", path.display()))?;
+    stream
+        .write_all(format!("{}\n", protocol::encode(req)).as_bytes())
+        .map_err(|source| ClientError::Send { path: path.clone(), source })?;
     let mut line = String::new();
-    BufReader::new(&stream).read_line(&mut line).map_err(|e| format!("no answer from {}: {e}", path.display()))?;
-    let reply: Reply = serde_json::from_str(&line).map_err(|e| format!("malformed answer from the runtime: {e}"))?;
-    if reply.ok { Ok(reply) } else { Err(reply.error.unwrap_or_else(|| "unknown error".to_string())) }
+    BufReader::new(&stream).read_line(&mut line).map_err(|source| ClientError::NoAnswer { path: path.clone(), source })?;
+    let reply: Reply = serde_json::from_str(&line).map_err(ClientError::Malformed)?;
+    if reply.ok { Ok(reply) } else { Err(ClientError::Refused(reply.error.unwrap_or_else(|| "unknown error".to_string()))) }
 }
 
 /// True when a runtime answers on this PM2_HOME.
@@ -31,7 +51,7 @@ pub fn runtime_running(pm2_home: &Path) -> bool {
     request(pm2_home, &Request::Ping).is_ok()
 }
 
-pub fn processes(pm2_home: &Path) -> Result<Vec<Value>, String> {
+pub fn processes(pm2_home: &Path) -> Result<Vec<Value>, ClientError> {
     Ok(request(pm2_home, &Request::Ls)?.processes.unwrap_or_default())
 }
 
@@ -76,13 +96,22 @@ pub(crate) fn human_uptime(since_ms: u64) -> String {
     }
 }
 
+/// A `--sort` value `ls` cannot sort by.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SortError {
+    #[error("--sort: direction must be asc or desc, got {0:?}")]
+    Direction(String),
+    #[error("--sort: unknown key {0:?} (name, id, pid, memory, cpu, status, uptime)")]
+    Key(String),
+}
+
 /// Sorts like `pm2 ls --sort name|id|pid|memory|cpu|status|uptime[:asc|desc]`.
-pub fn sort(ps: &mut [Value], spec: &str) -> Result<(), String> {
+pub fn sort(ps: &mut [Value], spec: &str) -> Result<(), SortError> {
     let (key, dir) = spec.split_once(':').unwrap_or((spec, "asc"));
     let desc = match dir {
         "asc" => false,
         "desc" => true,
-        d => return Err(format!("--sort: direction must be asc or desc, got {d:?}")),
+        d => return Err(SortError::Direction(d.to_string())),
     };
     let k = |p: &Value| -> (f64, String) {
         match key {
@@ -97,7 +126,7 @@ pub fn sort(ps: &mut [Value], spec: &str) -> Result<(), String> {
         }
     };
     if !["name", "id", "pid", "memory", "cpu", "status", "uptime"].contains(&key) {
-        return Err(format!("--sort: unknown key {key:?} (name, id, pid, memory, cpu, status, uptime)"));
+        return Err(SortError::Key(key.to_string()));
     }
     ps.sort_by(|a, b| {
         let (ka, kb) = (k(a), k(b));
@@ -192,8 +221,8 @@ mod tests {
         assert_eq!(ps.iter().map(|p| p["name"].as_str().unwrap()).collect::<String>(), "bca");
         sort(&mut ps, "name").unwrap();
         assert_eq!(ps.iter().map(|p| p["name"].as_str().unwrap()).collect::<String>(), "abc");
-        assert!(sort(&mut ps, "bogus").is_err());
-        assert!(sort(&mut ps, "name:sideways").is_err());
+        assert_eq!(sort(&mut ps, "bogus"), Err(SortError::Key("bogus".into())));
+        assert_eq!(sort(&mut ps, "name:sideways"), Err(SortError::Direction("sideways".into())));
     }
 
     #[test]

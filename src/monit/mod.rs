@@ -259,7 +259,7 @@ impl State {
                 self.error = None;
                 self.fix_selection();
             }
-            Err(e) => self.error = Some(e),
+            Err(e) => self.error = Some(e.to_string()),
         }
     }
 

@@ -100,7 +100,7 @@ impl Run {
 type Timers = HashMap<Timer, tokio::time::Instant>;
 
 /// Probe results coming back: which probe, of which process, and how it went.
-type ProbeResults = mpsc::UnboundedSender<(ProbeKind, u32, Result<(), String>)>;
+type ProbeResults = mpsc::UnboundedSender<(ProbeKind, u32, Result<(), super::probe::ProbeFailure>)>;
 
 impl Instance {
     fn tag(&self) -> String {

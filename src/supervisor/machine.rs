@@ -17,6 +17,7 @@ use nix::sys::signal::Signal;
 
 use super::cron::Schedule;
 use super::policy::{self, Decision, History, Policy};
+use super::probe::ProbeFailure;
 use super::status::{ExitReason, Report, RestartReason, Status};
 use crate::config::App;
 use crate::process::Exit;
@@ -175,7 +176,7 @@ pub enum Input {
     Probe {
         kind: ProbeKind,
         pid: u32,
-        result: Result<(), String>,
+        result: Result<(), ProbeFailure>,
     },
     /// The process a rolling reload replaced exited; `leftovers`: members of its group remain;
     /// `oom`: the cgroup's OOM killer struck meanwhile (`None`: unknown).
@@ -507,7 +508,7 @@ impl Machine {
 
     /// A probe's result for the running process: liveness failing restarts it, readiness
     /// moves the ready state; the next check is armed.
-    fn on_probe(&mut self, kind: ProbeKind, of: u32, result: Result<(), String>, now: Instant, fx: &mut Vec<Effect>) {
+    fn on_probe(&mut self, kind: ProbeKind, of: u32, result: Result<(), ProbeFailure>, now: Instant, fx: &mut Vec<Effect>) {
         let (State::Launching { pid, .. } | State::Online { pid, .. }) = self.state else { return };
         let probe = match kind {
             ProbeKind::Liveness => self.app.liveness_probe.clone(),

@@ -602,7 +602,7 @@ fn liveness_failures_in_a_row_restart_with_reason_probe() {
     let fx = m.step(Input::Spawned { pid: 100 }, now);
     assert_eq!(armed(&fx, Timer::Probe(ProbeKind::Liveness)), Some(now + Duration::from_millis(500)), "first check after initial_delay");
     assert_eq!(m.step(Input::Timer(Timer::Probe(ProbeKind::Liveness)), now), [Effect::Probe(ProbeKind::Liveness)]);
-    let fail = |m: &mut Machine, pid| m.step(Input::Probe { kind: ProbeKind::Liveness, pid, result: Err("refused".into()) }, now);
+    let fail = |m: &mut Machine, pid| m.step(Input::Probe { kind: ProbeKind::Liveness, pid, result: Err(ProbeFailure::Exited(7)) }, now);
     // A result about an earlier process changes nothing.
     assert!(fail(&mut m, 99).is_empty());
     let fx = fail(&mut m, 100);
@@ -614,14 +614,14 @@ fn liveness_failures_in_a_row_restart_with_reason_probe() {
     let fx = fail(&mut m, 100);
     assert_eq!(reports(&fx), [Status::Stopping], "{fx:?}");
     assert!(matches!(m.state, State::Stopping { then: Then::Restart(RestartReason::Probe), .. }), "{:?}", m.state);
-    assert!(fx.iter().any(|e| matches!(e, Effect::Log(l) if l.text.contains("liveness probe (tcp :3000) failed 2 time(s) in a row: refused; restarting (reason: probe)"))), "{fx:?}");
+    assert!(fx.iter().any(|e| matches!(e, Effect::Log(l) if l.text.contains("liveness probe (tcp :3000) failed 2 time(s) in a row: the command exited with code 7; restarting (reason: probe)"))), "{fx:?}");
 }
 
 #[test]
 fn readiness_makes_ready_after_success_threshold_and_unready_after_failure_threshold() {
     let (mut m, now) = online("    readiness_probe: {http: /ready, port: 3000, success_threshold: 2, failure_threshold: 1}\n");
     let probe = |m: &mut Machine, ok: bool| {
-        let result = if ok { Ok(()) } else { Err("503".to_string()) };
+        let result = if ok { Ok(()) } else { Err(ProbeFailure::Status { path: "/ready".into(), got: 503, want: None }) };
         m.step(Input::Probe { kind: ProbeKind::Readiness, pid: 100, result }, now)
     };
     assert!(readiness(&probe(&mut m, true)).is_empty(), "one success of two");
