@@ -12,7 +12,7 @@
 
 use super::resolve::Host;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -50,12 +50,38 @@ pub enum JsMode {
 /// How long a config may take to evaluate unless `--config-timeout` says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Runs node on `file` and returns what it exported, or a message for the user. Gives up (and
-/// kills node) after `timeout`, or as soon as the runtime has received a stop signal.
-pub fn eval_with_node(file: &Path, mode: JsMode, host: &Host, timeout: Duration) -> Result<serde_json::Value, String> {
-    let label = file.display();
+/// Why a JS config gave no value. Its text becomes the config's problem (prefixed with the
+/// file's label where it does not name it already).
+#[derive(Debug, thiserror::Error)]
+pub enum JsError {
+    #[error("node is required to read {} but was not found in PATH", file.display())]
+    NoNode { file: PathBuf },
+    #[error("could not run {} to read {}: {source}", node.display(), file.display())]
+    Spawn { node: PathBuf, file: PathBuf, source: std::io::Error },
+    #[error(
+        "{}: evaluation did not finish within {} s; node was killed (a config that never returns? raise the limit with --config-timeout)",
+        file.display(),
+        after.as_secs_f64()
+    )]
+    TimedOut { file: PathBuf, after: Duration },
+    /// A stop signal arrived during the evaluation: the runtime was asked to stop.
+    #[error("{}: evaluation cancelled by a stop signal; node was killed", file.display())]
+    Stopped { file: PathBuf },
+    #[error("node printed something that is not JSON for {}: {source}", file.display())]
+    NotJson { file: PathBuf, source: serde_json::Error },
+    /// `require()` met an ES module (older node): it must be `import()`ed.
+    #[error("ERR_REQUIRE_ESM")]
+    EsModule,
+    /// Node's message (file:line, code frame, the error) without its stack; empty when it said nothing.
+    #[error("node failed to evaluate {}{}", file.display(), if message.is_empty() { format!(" ({status})") } else { format!(":\n{message}") })]
+    Failed { file: PathBuf, status: std::process::ExitStatus, message: String },
+}
+
+/// Runs node on `file` and returns what it exported. Gives up (and kills node) after
+/// `timeout`, or as soon as the runtime has received a stop signal.
+pub fn eval_with_node(file: &Path, mode: JsMode, host: &Host, timeout: Duration) -> Result<serde_json::Value, JsError> {
     let Some(node) = host.which("node", &host.base_dir) else {
-        return Err(format!("node is required to read {label} but was not found in PATH"));
+        return Err(JsError::NoNode { file: file.to_path_buf() });
     };
     let is_mjs = file.extension().is_some_and(|e| e.eq_ignore_ascii_case("mjs"));
     let first = match mode {
@@ -66,7 +92,7 @@ pub fn eval_with_node(file: &Path, mode: JsMode, host: &Host, timeout: Duration)
     let deadline = Instant::now() + timeout;
     match run_loader(&node, first, file, host, deadline, timeout) {
         // Older node cannot require() an ES module: import it instead.
-        Err(e) if first == "require" && e.contains("ERR_REQUIRE_ESM") => run_loader(&node, "import", file, host, deadline, timeout),
+        Err(JsError::EsModule) if first == "require" => run_loader(&node, "import", file, host, deadline, timeout),
         r => r,
     }
 }
@@ -85,36 +111,29 @@ fn run_loader(
     host: &Host,
     deadline: Instant,
     timeout: Duration,
-) -> Result<serde_json::Value, String> {
-    let label = file.display();
+) -> Result<serde_json::Value, JsError> {
     let loader = LOADER.replace("MARKER", &format!("{MARKER:?}"));
     let abs = host.base_dir.join(file);
     let mut cmd = Command::new(node);
     cmd.arg("-e").arg(&loader).arg("--").arg(mode_arg).arg(&abs).current_dir(&host.base_dir);
-    let output = run_bounded(cmd, deadline).map_err(|e| match e {
-        Bounded::Spawn(e) => format!("could not run {} to read {label}: {e}", node.display()),
-        Bounded::TimedOut => format!(
-            "{label}: evaluation did not finish within {} s; node was killed (a config that never returns? raise the limit with --config-timeout)",
-            timeout.as_secs_f64()
-        ),
-        Bounded::Stopped => format!("{label}: evaluation cancelled by a stop signal; node was killed"),
-    })?;
+    let file = file.to_path_buf();
+    let output = match run_bounded(cmd, deadline) {
+        Ok(o) => o,
+        Err(Bounded::Spawn(source)) => return Err(JsError::Spawn { node: node.to_path_buf(), file, source }),
+        Err(Bounded::TimedOut) => return Err(JsError::TimedOut { file, after: timeout }),
+        Err(Bounded::Stopped) => return Err(JsError::Stopped { file }),
+    };
     let stdout = String::from_utf8_lossy(&output.stdout);
     if output.status.success()
         && let Some(r) = exported_json(&stdout)
     {
-        return r.map_err(|e| format!("node printed something that is not JSON for {label}: {e}"));
+        return r.map_err(|source| JsError::NotJson { file, source });
     }
     let stderr = String::from_utf8_lossy(&output.stderr);
     if stderr.contains("ERR_REQUIRE_ESM") || stderr.contains("ERR_REQUIRE_ASYNC_MODULE") {
-        return Err("ERR_REQUIRE_ESM".into());
+        return Err(JsError::EsModule);
     }
-    let text = clean_node_error(&stderr);
-    if text.is_empty() {
-        Err(format!("node failed to evaluate {label} ({})", output.status))
-    } else {
-        Err(format!("node failed to evaluate {label}:\n{text}"))
-    }
+    Err(JsError::Failed { file, status: output.status, message: clean_node_error(&stderr) })
 }
 
 /// What the loader exported: the JSON after the last marker of its stdout (whatever the
@@ -239,13 +258,15 @@ mod tests {
             assert_eq!(v["apps"][0]["script"], "b.js");
             let v = eval_with_node(&d.join("eco.json"), JsMode::JsonExpr, host, DEFAULT_TIMEOUT).unwrap();
             assert_eq!(v["apps"][0]["port"], 1001);
-            let e = eval_with_node(&d.join("bad.config.js"), JsMode::Module, host, DEFAULT_TIMEOUT).unwrap_err();
+            let e = eval_with_node(&d.join("bad.config.js"), JsMode::Module, host, DEFAULT_TIMEOUT).unwrap_err().to_string();
             assert!(e.contains("bad.config.js:2"), "{e}");
             assert!(e.contains("SyntaxError"), "{e}");
             assert!(!e.contains("    at "), "{e}");
             let v = eval_with_node(&d.join("esm/e.config.js"), JsMode::Module, host, DEFAULT_TIMEOUT).unwrap();
             assert_eq!(v["apps"][0]["instances"], 3);
             let e = eval_with_node(&d.join("throws.config.cjs"), JsMode::Module, host, DEFAULT_TIMEOUT).unwrap_err();
+            assert!(matches!(&e, JsError::Failed { status, .. } if !status.success()), "{e:?}");
+            let e = e.to_string();
             assert!(e.contains("throws.config.cjs:1"), "{e}");
             assert!(e.contains("Error: boom from config"), "{e}");
             assert!(!e.contains("[eval]"), "{e}");
@@ -257,6 +278,7 @@ mod tests {
         let var = |_: &str| Some("/nonexistent-dir".to_string());
         let host = Host { base_dir: PathBuf::from("/"), var: &var };
         let e = eval_with_node(Path::new("e.config.js"), JsMode::Module, &host, DEFAULT_TIMEOUT).unwrap_err();
-        assert_eq!(e, "node is required to read e.config.js but was not found in PATH");
+        assert!(matches!(&e, JsError::NoNode { file } if file == Path::new("e.config.js")), "{e:?}");
+        assert_eq!(e.to_string(), "node is required to read e.config.js but was not found in PATH");
     }
 }

@@ -253,7 +253,7 @@ fn read_tree(path: &Path, host: &Host, timeout: Duration) -> Result<Node, Config
             }
             js::eval_with_node(path, js::JsMode::Module, host, timeout)
                 .map(|v| Node::from_json(&v))
-                .map_err(|e| ConfigError::one(prefix_label(&label, &e)))
+                .map_err(|e| ConfigError::one(prefix_label(&label, &e.to_string())))
         }
     }
 }
