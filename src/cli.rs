@@ -290,6 +290,8 @@ impl StartArgs {
 }
 
 /// A positive, finite number of seconds.
+///
+/// Errs with `String` on purpose: a clap value parser, whose text clap prints as the usage error.
 fn parse_seconds(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 && std::time::Duration::try_from_secs_f64(v).is_ok() => Ok(v),
@@ -298,6 +300,8 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
 }
 
 /// `--delay`: zero or a positive, finite number of seconds (`inf` or `1e300` panicked).
+///
+/// Errs with `String` on purpose: a clap value parser, whose text clap prints as the usage error.
 fn parse_delay(s: &str) -> Result<f64, String> {
     if s.trim().parse::<f64>() == Ok(0.0) { Ok(0.0) } else { parse_seconds(s) }
 }

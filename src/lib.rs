@@ -405,8 +405,16 @@ fn critical(e: Critical) -> Outcome {
     e.outcome()
 }
 
+/// A shutdown delay out of range or not a number; `from` names the flag, or the variable and
+/// its value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{from}: expected seconds between 0 and 3600")]
+struct BadShutdownDelay {
+    from: String,
+}
+
 /// `--shutdown-delay` (seconds), else `PM_RUNTIME_SHUTDOWN_DELAY`.
-fn shutdown_delay(flag: Option<f64>, env: Option<&str>) -> Result<Duration, String> {
+fn shutdown_delay(flag: Option<f64>, env: Option<&str>) -> Result<Duration, BadShutdownDelay> {
     let (value, from) = match (flag, env.map(str::trim).filter(|v| !v.is_empty())) {
         (Some(f), _) => (f, "--shutdown-delay".to_string()),
         (None, Some(e)) => (e.parse::<f64>().unwrap_or(f64::NAN), format!("PM_RUNTIME_SHUTDOWN_DELAY={e:?}")),
@@ -415,7 +423,7 @@ fn shutdown_delay(flag: Option<f64>, env: Option<&str>) -> Result<Duration, Stri
     if value.is_finite() && (0.0..=3600.0).contains(&value) {
         Ok(Duration::from_secs_f64(value))
     } else {
-        Err(format!("{from}: expected seconds between 0 and 3600"))
+        Err(BadShutdownDelay { from })
     }
 }
 

@@ -64,16 +64,21 @@ pub struct Options {
     pub dotfiles: bool,
 }
 
+/// A port (`PM2_SERVE_PORT` or the second argument) past 65535: the number given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("port {0} is out of range (1-65535)")]
+pub struct PortOutOfRange(pub i64);
+
 impl Options {
     /// Reads PM2's variables, then the positional `[path] [port]`, then PM2's defaults.
-    pub fn from(args: &[String], var: &dyn Fn(&str) -> Option<String>, cwd: &Path) -> Result<Options, String> {
+    pub fn from(args: &[String], var: &dyn Fn(&str) -> Option<String>, cwd: &Path) -> Result<Options, PortOutOfRange> {
         let set = |k: &str| var(k).filter(|v| !v.is_empty());
         let path = set("PM2_SERVE_PATH").or_else(|| args.first().cloned()).unwrap_or_else(|| ".".into());
         let port_text = set("PM2_SERVE_PORT").or_else(|| args.get(1).cloned());
         // PM2: parseInt(port) || 8080.
         let port = match port_text.as_deref().and_then(crate::config::js_parse_int) {
             None | Some(0) => 8080,
-            Some(p) => u16::try_from(p).map_err(|_| format!("port {p} is out of range (1-65535)"))?,
+            Some(p) => u16::try_from(p).map_err(|_| PortOutOfRange(p))?,
         };
         Ok(Options {
             root: crate::config::normalize(&cwd.join(path)),
@@ -613,7 +618,7 @@ mod tests {
         let o = Options::from(&["dist".into(), "3000".into()], &env, cwd).unwrap();
         assert_eq!((o.root, o.port, o.spa), (PathBuf::from("/www"), 9000, true));
         assert_eq!(o.auth, Some((Some("u".into()), None)));
-        assert!(Options::from(&[".".into(), "70000".into()], &none, cwd).is_err());
+        assert_eq!(Options::from(&[".".into(), "70000".into()], &none, cwd), Err(PortOutOfRange(70000)));
     }
 
     #[test]

@@ -245,6 +245,8 @@ pub fn by_extension(exec_path: &Path, host: &Host, cwd: &Path) -> String {
 /// The file Node runs for `node <dir>`: the `main` of the directory's `package.json` (as a
 /// file, with `.js`, or as a directory's `index.js`), else `index.js`. The error says what
 /// is missing.
+///
+/// Errs with `String` on purpose: the text becomes a config `Problem` (file, line, field).
 pub fn directory_entry(dir: &Path) -> Result<PathBuf, String> {
     let file = |p: PathBuf| p.is_file().then_some(p);
     let manifest = dir.join("package.json");

@@ -13,6 +13,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 /// Parses a size string (see module doc) to bytes.
+///
+/// Errs with `String` on purpose: the text becomes a config `Problem` (file, line, field).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let bad = || format!("expected a size in bytes or a number with K, M or G (e.g. \"200M\"), got {s:?}");
@@ -38,6 +40,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 /// Parses `max_memory_restart`: a size (see module doc), or a percentage (`85%`) of `total`
 /// (the container's memory limit, else the machine's memory; `None`: unknown).
+///
+/// Errs with `String` on purpose: the text becomes a config `Problem` (file, line, field).
 pub fn parse_memory_limit(s: &str, total: Option<u64>) -> Result<u64, String> {
     let Some(pct) = s.trim().strip_suffix('%') else { return parse_size(s) };
     let p: f64 = pct
@@ -52,6 +56,8 @@ pub fn parse_memory_limit(s: &str, total: Option<u64>) -> Result<u64, String> {
 }
 
 /// Parses a duration string (see module doc).
+///
+/// Errs with `String` on purpose: the text becomes a config `Problem` (file, line, field).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     let bad = || format!("expected milliseconds or a number with ms, s, m or h (e.g. \"5s\"), got {s:?}");
@@ -85,6 +91,8 @@ pub fn ms_to_duration(ms: f64) -> Option<Duration> {
 /// Splits a string into arguments like a shell: whitespace separates, `'…'` and `"…"` group
 /// (quotes removed, and may sit inside a word: `--x="a b"` → `--x=a b`), `\` escapes outside
 /// single quotes. Errors on an unterminated quote.
+///
+/// Errs with `String` on purpose: the text becomes a config `Problem` (file, line, field).
 pub fn split_args(s: &str) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     let mut cur = String::new();
@@ -145,6 +153,8 @@ pub fn split_args(s: &str) -> Result<Vec<String>, String> {
 }
 
 /// The one grammar for signal names: `SIGTERM`, `term`, `sigusr2` or a number (`15`).
+///
+/// Errs with `String` on purpose: the text becomes a config `Problem` (file, line, field).
 pub fn parse_signal(s: &str) -> Result<nix::sys::signal::Signal, String> {
     use nix::sys::signal::Signal;
     let t = s.trim();

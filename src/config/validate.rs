@@ -552,6 +552,8 @@ fn http_path(p: &str) -> String {
 /// A `depends_on` condition: ours (`started`, `online`, `ready`, `completed`), compose's
 /// (`service_started`, `service_healthy`, `service_completed_successfully`), or compose's
 /// `{condition: …}` mapping; `null` means the default for the target's role.
+///
+/// Errs with `String` on purpose: the text becomes a config `Problem` (file, line, field).
 fn condition_of(node: &Node) -> Result<Option<Condition>, String> {
     let text = match &node.value {
         Value::Null => return Ok(None),
@@ -753,6 +755,8 @@ fn instances_from_int(n: i64) -> Instances {
 
 /// A cron pattern in croner's dialect (what PM2 7 uses, and what the supervisor's scheduler
 /// parses: 5 fields, or 6 with seconds first, `@daily`-style nicknames); `"0"` disables.
+///
+/// Errs with `String` on purpose: the text becomes a config `Problem` (file, line, field).
 pub fn parse_cron(s: &str) -> Result<Option<String>, String> {
     use croner::parser::{CronParser, Seconds, Year};
     let t = s.trim();

@@ -153,15 +153,20 @@ pub const RECYCLE_AT: f64 = 0.95;
 pub const RECYCLE_BACKOFF: Duration = Duration::from_secs(5);
 const RECYCLE_BACKOFF_MAX: Duration = Duration::from_secs(300);
 
+/// A `PM_RUNTIME_MEMORY_RECYCLE` value that is neither a percentage nor `off` (the value given).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("PM_RUNTIME_MEMORY_RECYCLE: expected a percentage of the container's memory limit (e.g. 95) or off, got {0:?}")]
+pub struct BadRecycleThreshold(pub String);
+
 /// `PM_RUNTIME_MEMORY_RECYCLE`: the share of the limit (`95`, `90%`), or `off`/`0`.
-pub fn recycle_threshold(value: Option<&str>) -> Result<Option<f64>, String> {
+pub fn recycle_threshold(value: Option<&str>) -> Result<Option<f64>, BadRecycleThreshold> {
     let Some(v) = value.map(str::trim).filter(|v| !v.is_empty()) else { return Ok(Some(RECYCLE_AT)) };
     if v.eq_ignore_ascii_case("off") || v == "0" {
         return Ok(None);
     }
     match v.trim_end_matches('%').trim().parse::<f64>() {
         Ok(p) if p > 0.0 && p <= 100.0 => Ok(Some(p / 100.0)),
-        _ => Err(format!("PM_RUNTIME_MEMORY_RECYCLE: expected a percentage of the container's memory limit (e.g. 95) or off, got {v:?}")),
+        _ => Err(BadRecycleThreshold(v.to_string())),
     }
 }
 
@@ -327,7 +332,8 @@ mod tests {
         assert_eq!(recycle_threshold(Some("80%")), Ok(Some(0.8)));
         assert_eq!(recycle_threshold(Some("off")), Ok(None));
         assert_eq!(recycle_threshold(Some("0")), Ok(None));
-        assert!(recycle_threshold(Some("150")).unwrap_err().contains("PM_RUNTIME_MEMORY_RECYCLE"));
+        assert_eq!(recycle_threshold(Some("150")), Err(BadRecycleThreshold("150".into())));
+        assert!(BadRecycleThreshold("150".into()).to_string().starts_with("PM_RUNTIME_MEMORY_RECYCLE: expected a percentage"));
     }
 
     #[test]
