@@ -420,11 +420,7 @@ fn shutdown_delay(flag: Option<f64>, env: Option<&str>) -> Result<Duration, BadS
         (None, Some(e)) => (e.parse::<f64>().unwrap_or(f64::NAN), format!("PM_RUNTIME_SHUTDOWN_DELAY={e:?}")),
         (None, None) => return Ok(Duration::ZERO),
     };
-    if value.is_finite() && (0.0..=3600.0).contains(&value) {
-        Ok(Duration::from_secs_f64(value))
-    } else {
-        Err(BadShutdownDelay { from })
-    }
+    if value.is_finite() && (0.0..=3600.0).contains(&value) { Ok(Duration::from_secs_f64(value)) } else { Err(BadShutdownDelay { from }) }
 }
 
 /// Binds the HTTP server and spawns it (with `--web`); says where it listens and where the token is.

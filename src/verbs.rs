@@ -40,7 +40,7 @@ fn verb_request(verb: &str, target: &str) -> Option<Request> {
 
 /// start/stop/restart/reload/delete/reset: send, wait until statuses settle, show the table.
 pub fn act(home: &Path, verb: &str, target: &str) -> Outcome {
-    let Some(req) = verb_request(verb, target) else { return fail(&format!("unknown verb {verb:?}")) };
+    let Some(req) = verb_request(verb, target) else { return fail(format!("unknown verb {verb:?}")) };
     match client::request(home, &req) {
         Ok(_) => {
             client::wait_settled(home, Duration::from_secs(15));
@@ -94,7 +94,7 @@ fn act_or_file(home: &Path, verb: &str, t: &crate::cli::Target) -> Outcome {
         if !running.iter().any(|p| p["name"] == app.name.as_str()) {
             continue;
         }
-        let Some(req) = verb_request(verb, &app.name) else { return fail(&format!("unknown verb {verb:?}")) };
+        let Some(req) = verb_request(verb, &app.name) else { return fail(format!("unknown verb {verb:?}")) };
         if let Err(e) = client::request(home, &req) {
             return fail(e);
         }
@@ -362,7 +362,7 @@ fn apply(home: &Path, action: &str, a: crate::cli::ApplyArgs) -> Outcome {
             client::wait_settled(home, Duration::from_secs(15));
             print_table(home)
         }
-        Err(e) => fail(&format!("{e}; to run this file in the foreground: pm-runtime start {}", a.file)),
+        Err(e) => fail(format!("{e}; to run this file in the foreground: pm-runtime start {}", a.file)),
     }
 }
 
@@ -422,8 +422,8 @@ fn write_sample(js: bool) -> Outcome {
             println!("File {name} generated");
             Outcome::Requested
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => fail(&format!("{name} already exists; not overwritten")),
-        Err(e) => fail(&format!("cannot write {name}: {e}")),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => fail(format!("{name} already exists; not overwritten")),
+        Err(e) => fail(format!("cannot write {name}: {e}")),
     }
 }
 
@@ -439,8 +439,8 @@ fn write_init(mode: Option<&str>) -> Outcome {
             println!("File {} generated", path.display());
             Outcome::Requested
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => fail(&format!("{} already exists; not overwritten", path.display())),
-        Err(e) => fail(&format!("cannot write {}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => fail(format!("{} already exists; not overwritten", path.display())),
+        Err(e) => fail(format!("cannot write {}: {e}", path.display())),
     }
 }
 

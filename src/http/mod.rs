@@ -104,7 +104,11 @@ pub struct WebOptions {
 /// or `PM2_API_PORT` for the port when the flag has none (PM2's variables; default 9615),
 /// `PM2_API_IPADDR` for the address (default 127.0.0.1), `PM_RUNTIME_WEB_HOSTS` for the host
 /// names allowed in requests ([`hosts`]). `Ok(None)`: the server is off.
-pub fn options(web: Option<Option<u16>>, compat: Option<&str>, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<WebOptions>, OptionError> {
+pub fn options(
+    web: Option<Option<u16>>,
+    compat: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<WebOptions>, OptionError> {
     let compat_pm2 = match compat {
         None => false,
         Some("pm2") => true,
@@ -174,9 +178,7 @@ pub fn token(env_value: Option<String>, pm2_home: &Path) -> Result<(Token, Optio
             use std::io::{Read, Write};
             use std::os::unix::fs::OpenOptionsExt;
             let mut raw = [0u8; 24];
-            std::fs::File::open("/dev/urandom")
-                .and_then(|mut f| f.read_exact(&mut raw))
-                .map_err(StartError::Random)?;
+            std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut raw)).map_err(StartError::Random)?;
             let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
             let path = pm2_home.join(TOKEN_FILE);
             let _ = std::fs::remove_file(&path);
@@ -336,7 +338,10 @@ mod tests {
         let addr = taken.local_addr().unwrap();
         let opts = WebOptions { addr, compat_pm2: false, hosts: vec![] };
         let e = bind(&opts).await.unwrap_err();
-        assert!(matches!(&e, StartError::Listen { addr: a, source } if *a == addr && source.kind() == std::io::ErrorKind::AddrInUse), "{e:?}");
+        assert!(
+            matches!(&e, StartError::Listen { addr: a, source } if *a == addr && source.kind() == std::io::ErrorKind::AddrInUse),
+            "{e:?}"
+        );
         assert!(e.to_string().starts_with(&format!("--web: cannot listen on {addr}: ")), "{e}");
     }
 

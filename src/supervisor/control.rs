@@ -184,7 +184,9 @@ mod tests {
         let r = reply(&st, R::Restart { target: "/(/".into() }, &hub);
         assert!(!r.ok && !r.not_found, "{r:?}");
         assert!(r.error.unwrap().starts_with("/(/: not a valid regular expression"));
-        assert!(matches!(handle(&st, R::Stop { target: "web".into() }, &hub, "/x"), Answer::Decide(Event::Command { ref ids, .. }) if ids == &[0, 1]));
+        assert!(
+            matches!(handle(&st, R::Stop { target: "web".into() }, &hub, "/x"), Answer::Decide(Event::Command { ref ids, .. }) if ids == &[0, 1])
+        );
     }
 
     #[test]

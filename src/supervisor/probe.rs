@@ -55,8 +55,7 @@ async fn network(check: &ProbeCheck) -> Result<(), ProbeFailure> {
         ProbeCheck::Http { port, .. } | ProbeCheck::Tcp { port } => *port,
         ProbeCheck::Exec { .. } => return Ok(()),
     };
-    let mut conn =
-        TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| ProbeFailure::Connect { port, source: Arc::new(e) })?;
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| ProbeFailure::Connect { port, source: Arc::new(e) })?;
     let ProbeCheck::Http { path, status, .. } = check else { return Ok(()) };
     let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: pm-runtime-probe\r\nConnection: close\r\n\r\n");
     conn.write_all(request.as_bytes()).await.map_err(|e| ProbeFailure::Send(Arc::new(e)))?;
