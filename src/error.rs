@@ -17,6 +17,9 @@ pub enum Critical {
     /// Another runtime serves this PM2_HOME, or PM2_HOME is not safe to use.
     #[error(transparent)]
     Bind(BindError),
+    /// `--web`: the HTTP server cannot listen or write its token.
+    #[error(transparent)]
+    Web(crate::http::StartError),
     /// The process itself cannot be set up (signal handlers, the async runtime, output).
     #[error("cannot {what}: {source}")]
     Setup { what: &'static str, source: std::io::Error },
@@ -28,7 +31,7 @@ impl Critical {
         match self {
             Critical::Config(_) | Critical::NoApp(_) => Outcome::ConfigError,
             Critical::Bind(BindError::AlreadyRunning(_)) => Outcome::AlreadyRunning,
-            Critical::Bind(_) => Outcome::ConfigError,
+            Critical::Bind(_) | Critical::Web(_) => Outcome::ConfigError,
             Critical::Setup { .. } => Outcome::Internal,
         }
     }
@@ -53,6 +56,8 @@ mod tests {
         assert_eq!(Critical::NoApp("e.yml".into()).outcome(), Outcome::ConfigError);
         let io = std::io::Error::other("x");
         assert_eq!(Critical::Setup { what: "install signal handlers", source: io }.outcome(), Outcome::Internal);
+        let taken = crate::http::StartError::Listen { addr: ([127, 0, 0, 1], 9615).into(), source: std::io::ErrorKind::AddrInUse.into() };
+        assert_eq!(Critical::Web(taken).outcome(), Outcome::ConfigError);
         assert!(Critical::Bind(bind()).to_string().starts_with("another pm-runtime is already running with PM2_HOME=/h"));
     }
 }

@@ -289,12 +289,13 @@ fn run_start(start: &StartArgs, extra_env: &[(String, String)]) -> Outcome {
         if let (Some(opts), Some(control)) = (web, http_control)
             && let Err(e) = start_http(&opts, feed.clone(), &board, control, &hub, &reaper).await
         {
+            let e = Critical::Web(e);
             tracing::error!("{e}");
             if let Some(file) = socket {
                 file.remove();
             }
             hub.flush().await;
-            return Outcome::ConfigError;
+            return e.outcome();
         }
         let exporter = start_otel(otel, &feed, &hub, &reaper);
         match plus {
