@@ -65,7 +65,10 @@
 //!   control requests as the socket; nothing of it exists when it is off.
 //! - [`exit`] is the table of exit codes; [`error`] the top-level errors (critical: the runtime
 //!   cannot run, exit code by kind; runtime: reported, the runtime carries on). Config problems
-//!   are values with file, line, column and key ([`config::Problem`]).
+//!   are values with file, line, column and key ([`config::Problem`]). Errors that cross a module
+//!   boundary are typed (a `thiserror` enum of the module, carrying the facts: path, address,
+//!   target, `io::Error`); a `String` error only where its text becomes a config problem or a
+//!   clap usage message.
 //! - [`git`] reads the branch, commit and remote of an app's directory as files, for the
 //!   viewers' metadata (`monit`, the dashboard's app view), only when one asks.
 //! - `monit` (cargo feature `monit`) is the terminal dashboard: PM2's four panes, read through
