@@ -88,7 +88,7 @@ mod sys;
 mod worker;
 
 pub use listeners::{Listeners, SchedPolicy};
-pub use worker::{WorkerChannel, WorkerEvent, WorkerHandle};
+pub use worker::{Direct, WorkerChannel, WorkerEvent, WorkerHandle};
 
 /// The cluster worker id of instance `pm_id` (`NODE_UNIQUE_ID`, which becomes
 /// `cluster.worker.id`): ids start at 1, and a replacement keeps its instance's id.

@@ -21,6 +21,7 @@ pub mod node_cluster;
 mod node_versions;
 mod npm;
 mod order;
+mod readiness;
 #[cfg(feature = "otel")]
 mod otel;
 #[cfg(feature = "plus")]
