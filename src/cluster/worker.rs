@@ -913,6 +913,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_held_worker_gets_connections_once_admitted_and_direct_ones_before() {
+        let l = Listeners::new(SchedPolicy::RoundRobin);
+        let (a, b) = UnixStream::pair().expect("pair");
+        let (w, mut f) = (WorkerChannel::with_gate(a, 1, Some(l.clone()), true), Fake { ch: Channel::new(b) });
+        f.send(&query(1, 0)).await;
+        let reply = f.recv().await;
+        let port = reply["sockname"]["port"].as_u64().expect("listen completes while held") as u16;
+        // Held: a client's connection waits in the dispatcher...
+        let _c = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+        f.nothing_for(150).await;
+        // ...while a probe's own connection reaches this worker, and no other port does.
+        let Direct::Conn(_probe) = w.handle().direct(port).await.expect("direct") else { panic!("no direct connection") };
+        let m = f.recv().await;
+        assert_eq!(m["msg"]["act"], "newconn");
+        assert!(f.ch.take_fd().is_some());
+        f.send(&json!({"cmd": "NODE_HANDLE_ACK"})).await;
+        f.send(&json!({"cmd":"NODE_CLUSTER","ack":m["msg"]["seq"],"accepted":true,"seq":2})).await;
+        assert!(matches!(w.handle().direct(port.wrapping_add(1)).await.expect("direct"), Direct::NotClustered));
+        // Admitted: the waiting client connection comes.
+        w.admit(true);
+        let m = f.recv().await;
+        assert_eq!(m["msg"]["act"], "newconn");
+        assert!(f.ch.take_fd().is_some());
+        // Held again: it leaves the dispatcher.
+        f.send(&json!({"cmd": "NODE_HANDLE_ACK"})).await;
+        f.send(&json!({"cmd":"NODE_CLUSTER","ack":m["msg"]["seq"],"accepted":true,"seq":3})).await;
+        w.admit(false);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _c2 = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+        f.nothing_for(150).await;
+    }
+
+    #[tokio::test]
     async fn round_robin_hands_off_and_redispatches() {
         let l = Listeners::new(SchedPolicy::RoundRobin);
         let (_w1, mut f1) = pair(&l, 1);

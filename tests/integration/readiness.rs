@@ -148,3 +148,30 @@ fn an_exec_probe_runs_as_the_apps_user_in_its_cwd() {
     assert_eq!(std::fs::canonicalize(lines[2]).unwrap(), std::fs::canonicalize(s.path()).unwrap(), "in the app's cwd");
     r.wait_for("App [low:0] ready (readiness probe exec passed)", Duration::from_secs(20));
 }
+
+#[test]
+fn with_the_shared_handle_each_workers_readiness_probe_reaches_that_worker() {
+    let port = free_port();
+    // Worker 1 is never ready, worker 2 always: each is judged by its own answers.
+    let s = Scenario::new()
+        .file(
+            "app.js",
+            "const id = require('cluster').worker.id;\nrequire('http').createServer((q, r) => {\n  if (q.url === '/ready') console.log(`probed-${id}`);\n  r.statusCode = q.url === '/ready' && id === 1 ? 503 : 200;\n  r.end(String(id));\n}).listen(Number(process.env.PORT));\n",
+        )
+        .file(
+            "e.yml",
+            &format!(
+                "apps:\n  - name: c\n    script: app.js\n    exec_mode: cluster\n    instances: 2\n    readiness_probe: {{http: /ready, period: 200}}\n    env:\n      PORT: {port}\n      NODE_CLUSTER_SCHED_POLICY: none\n"
+            ),
+        );
+    let r = s.start(&["e.yml", "--no-auto-exit"]);
+    r.wait_for("App [c:1] ready (readiness probe", Duration::from_secs(30));
+    poll("ls shows c:0 not ready", Duration::from_secs(10), || s.cli(&["ls"]).1.contains("not ready").then_some(()));
+    // Each worker answered several probes; worker 1 is still not ready (none of its probes
+    // went to worker 2).
+    poll("5 probes answered by each worker", Duration::from_secs(30), || {
+        let out = r.stdout();
+        (out.matches("probed-1").count() >= 5 && out.matches("probed-2").count() >= 5).then_some(())
+    });
+    assert!(!r.stdout().contains("App [c:0] ready"), "{}", r.stdout());
+}
