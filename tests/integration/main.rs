@@ -21,7 +21,6 @@ pub mod node_cluster;
 mod node_versions;
 mod npm;
 mod order;
-mod readiness;
 #[cfg(feature = "otel")]
 mod otel;
 #[cfg(feature = "plus")]
@@ -29,6 +28,7 @@ mod plus;
 #[cfg(feature = "plus")]
 mod plus_mock;
 mod port_sharing;
+mod readiness;
 mod restart;
 mod runtimes;
 mod security;

@@ -618,7 +618,10 @@ fn liveness_failures_in_a_row_restart_with_reason_probe() {
     // A success resets the streak (the last failure's text stays).
     let fx = m.step(Input::Probe { kind: ProbeKind::Liveness, pid: 100, result: Ok(()) }, now);
     assert_eq!(view(&fx), Some(ProbeView { passing: Some(true), failures: 0, ..failing }));
-    assert!(m.step(Input::Probe { kind: ProbeKind::Liveness, pid: 100, result: Ok(()) }, now).iter().all(|e| !matches!(e, Effect::Report(_))), "no change, no report");
+    assert!(
+        m.step(Input::Probe { kind: ProbeKind::Liveness, pid: 100, result: Ok(()) }, now).iter().all(|e| !matches!(e, Effect::Report(_))),
+        "no change, no report"
+    );
     assert_eq!(reports(&fail(&mut m, 100)), [Status::Online]);
     let fx = fail(&mut m, 100);
     assert_eq!(reports(&fx), [Status::Stopping], "{fx:?}");
