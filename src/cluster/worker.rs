@@ -53,7 +53,8 @@ const MAX_QUEUED_MESSAGES: usize = 10_000;
 /// Times a handle is resent after a `NODE_HANDLE_NACK` (Node's `MAX_HANDLE_RETRANSMISSIONS`).
 const MAX_RETRANSMISSIONS: u32 = 3;
 
-/// Distinguishes worker channels (worker ids may be reused by a replacement).
+/// Distinguishes dispatcher memberships (worker ids may be reused by a replacement, and a
+/// held worker may join, leave and join again).
 static NEXT_UID: AtomicU64 = AtomicU64::new(1);
 
 /// The supervisor's side of one worker's IPC channel. Dropping it (and every
@@ -155,7 +156,6 @@ impl WorkerChannel {
         let queued_messages = Arc::new(AtomicUsize::new(0));
         let worker = Worker {
             chan: Channel::new(stream),
-            uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
             worker_id,
             listeners,
             events: ev_tx,
@@ -261,7 +261,6 @@ struct Server {
 
 struct Worker {
     chan: Channel,
-    uid: u64,
     worker_id: u32,
     /// `None`: not a cluster worker (fork mode).
     listeners: Option<Listeners>,
@@ -575,7 +574,9 @@ impl Worker {
     /// The round-robin server `key` becomes a member of its dispatcher and takes the
     /// connections waiting there.
     fn join(&mut self, key: &str) {
-        let slot = Slot { id: (self.uid, key.to_string()), tx: self.rr_tx.clone() };
+        // A fresh id per membership: answers to connections of an earlier one (before the
+        // gate closed) give it no extra room.
+        let slot = Slot { id: (NEXT_UID.fetch_add(1, Ordering::Relaxed), key.to_string()), tx: self.rr_tx.clone() };
         let Some(server) = self.servers.get_mut(key).filter(|s| s.slot.is_none()) else { return };
         let Some(rr) = server.listener.rr.clone() else { return };
         server.slot = Some(slot.clone());
@@ -645,7 +646,7 @@ impl Worker {
     }
 
     fn next_conn(&mut self, dispatch: &Arc<super::listeners::RrDispatch>, slot: &SlotId) {
-        let Some(s) = self.servers.get(&slot.1).and_then(|s| s.slot.clone()) else { return };
+        let Some(s) = self.servers.get(&slot.1).and_then(|s| s.slot.clone()).filter(|s| &s.id == slot) else { return };
         if let Some(fd) = dispatch.handoff(&s) {
             self.queue_newconn(RrConn { dispatch: dispatch.clone(), slot: s.id, fd });
         }
