@@ -174,7 +174,7 @@ pub fn recycle_threshold(value: Option<&str>) -> Result<Option<f64>, String> {
 /// Owns: when the last recycle happened, whether the usage went under the threshold since,
 /// which instance is being recycled, the current backoff.
 /// Pure: the caller passes the clock and the readings.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Recycler {
     pub threshold: f64,
     backoff: Duration,

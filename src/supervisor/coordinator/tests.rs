@@ -57,6 +57,9 @@ fn summary(fx: &[Effect]) -> Vec<String> {
         .filter_map(|e| match e {
             Effect::StartTask { pm_id, resumed: false, .. } => Some(format!("start {pm_id}")),
             Effect::StartTask { pm_id, resumed: true, restart_time } => Some(format!("resume {pm_id} ↺{restart_time}")),
+            Effect::Hold(pm_id) => Some(format!("hold {pm_id}")),
+            Effect::StopApp(app) => Some(format!("stop app {app}")),
+            Effect::StopIn(d) => Some(format!("stop in {}s", d.as_secs_f64())),
             Effect::Send(id, cmd) => Some(format!("{} {id}", cmd_name(cmd))),
             Effect::KillTree(pid) => Some(format!("kill {pid}")),
             Effect::Shutdown(l) => Some(format!("shutdown {l:?}")),
@@ -281,34 +284,6 @@ fn auto_exit_waits_for_every_task_then_says_the_code() {
     step(&mut st, report(1, Errored, None, Some(1), false));
     step(&mut st, Event::TaskEnded { pm_id: 0, panic: None });
     assert_eq!(step(&mut st, Event::TaskEnded { pm_id: 1, panic: None }), ["exit AppErrored"]);
-}
-
-#[test]
-fn sidecars_do_not_count_and_held_instances_wait_unless_blocked() {
-    use Status::*;
-    // A sidecar (a) neither keeps the run going nor gives the exit code.
-    let apps = |extra: &str| eco(extra).apps.into_iter().map(Arc::new).collect::<Vec<_>>();
-    let mut st = State::new(apps("    role: sidecar\n"), true, 2, uid);
-    step(&mut st, Event::Begin);
-    step(&mut st, report(0, Online, Some(10), None, false));
-    assert_eq!(step(&mut st, report(1, Stopped, None, Some(0), false)), ["shutdown Graceful"]);
-    step(&mut st, Event::TaskEnded { pm_id: 0, panic: None });
-    assert_eq!(step(&mut st, Event::TaskEnded { pm_id: 1, panic: None }), ["exit AppsFinished(0)"]);
-    // b is held: a's end does not end the run until what b waits for has failed.
-    let mut st = begin(true);
-    st.held.insert(1, false);
-    assert_eq!(step(&mut st, report(0, Stopped, None, Some(0), false)), Vec::<String>::new());
-    assert_eq!(step(&mut st, Event::HeldBlocked { pm_id: 1, blocked: true }), ["shutdown Graceful"]);
-    // Dropped held instances are gone: the run ends with the tasks that ran.
-    assert_eq!(step(&mut st, Event::HeldDropped { ids: vec![1] }), Vec::<String>::new());
-    assert_eq!(step(&mut st, Event::TaskEnded { pm_id: 0, panic: None }), ["exit AppsFinished(0)"]);
-    // A failed init job drains the run with its code; SIGHUP never reloads an init job.
-    let mut st = State::new(apps("    role: init\n"), false, 2, uid);
-    step(&mut st, Event::Begin);
-    assert_eq!(step(&mut st, Event::Signal(RuntimeSignal::Reload)), ["reload 1"]);
-    assert_eq!(step(&mut st, Event::InitFailed { code: 3 }), ["shutdown Graceful"]);
-    step(&mut st, Event::TaskEnded { pm_id: 0, panic: None });
-    assert_eq!(step(&mut st, Event::TaskEnded { pm_id: 1, panic: None }), ["exit AppsFinished(3)"]);
 }
 
 #[test]
