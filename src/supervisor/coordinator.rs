@@ -129,6 +129,11 @@ pub enum Event {
         action: String,
         eco: Ecosystem,
     },
+    /// An app's own IPC message (`@pm2/io`, the watchdog's heartbeat, anything else).
+    AppMessage {
+        pm_id: u32,
+        message: serde_json::Value,
+    },
     /// `shutdown_delay` (asked for with [`Effect::StopIn`]) is over.
     DelayOver,
     /// A sweep of /proc: the resources of every running instance (`max_memory_restart`).
@@ -179,6 +184,12 @@ pub enum Effect {
     Forget(u32),
     /// This status report is news for the bus.
     Announce(Update),
+    /// Put an app's message on the bus.
+    AppMessage {
+        pm_id: u32,
+        name: String,
+        message: Arc<serde_json::Value>,
+    },
     /// Publish the table.
     Publish,
     /// The answer to the request of the event.
@@ -278,6 +289,7 @@ impl State {
                 }
             }
             Event::Sampled(samples) => self.sampled(samples, &mut fx),
+            Event::AppMessage { pm_id, message } => self.app_message(pm_id, message, &mut fx),
             Event::ContainerMemory { used, limit, at } => self.recycle(used, limit, at, &mut fx),
         }
         // The start and stop order follows whatever changed.
@@ -634,6 +646,7 @@ fn note(level: Level, text: String) -> Effect {
 }
 
 mod memory;
+mod messages;
 mod ordering;
 #[cfg(test)]
 mod tests;

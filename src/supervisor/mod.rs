@@ -52,10 +52,6 @@ use instance::Instance;
 use machine::{Cmd, Level, Shutdown};
 use status::{AppStatus, Bus, BusEvent, InstanceStatus, StatusFeed, StatusTable, Update};
 
-/// Custom actions (`axm:action`) kept per instance; one of more than 256 bytes of name or
-/// 16 KiB of description, or beyond this count, is not kept.
-pub const MAX_AXM_ACTIONS: usize = 64;
-
 /// Where the coordinator publishes what readers see: the status table and the event bus.
 /// Made before the run so that optional readers (HTTP, PM2 Plus) can be given their handles.
 pub struct Board {
@@ -185,6 +181,7 @@ impl Coordinator {
                         self.board.bus.publish(BusEvent::Status { pm_id: update.pm_id, name, report: update.report });
                     }
                 }
+                Effect::AppMessage { pm_id, name, message } => self.board.bus.publish(BusEvent::AppMessage { pm_id, name, message }),
                 Effect::Publish => self.dirty = true,
                 Effect::Reply(r) => reply = Some(r),
                 Effect::Log(note) => log(note),
@@ -334,42 +331,6 @@ impl Coordinator {
                 tracing::error!(app = %app.name, "listen_fds: cannot listen on {host}:{port}: {e}");
                 None
             }
-        }
-    }
-
-    /// An app's own IPC message: `@pm2/io`'s metrics and actions land in the table; every
-    /// message goes on the bus.
-    fn on_message(&mut self, pm_id: u32, message: serde_json::Value) {
-        let Some(slot) = self.state.slots.get_mut(&pm_id) else { return };
-        let kind = message.get("type").and_then(|t| t.as_str());
-        // The watchdog's heartbeat: only its lag is kept (shown at the next publish), not an event.
-        if kind == Some(crate::preload::HEARTBEAT) {
-            slot.event_loop_lag = message.get("lag").and_then(|l| l.as_f64()).map(|ms| ms / 1000.0);
-            return;
-        }
-        let mut changed = false;
-        match (kind, message.get("data")) {
-            (Some("axm:monitor"), Some(serde_json::Value::Object(data))) => {
-                slot.axm_monitor = Arc::new(data.clone());
-                changed = true;
-            }
-            (Some("axm:action"), Some(data)) => {
-                let name = data.get("action_name");
-                // Kept for the instance's life: bounded, or an app could grow PID 1 for ever.
-                let fits = slot.axm_actions.len() < MAX_AXM_ACTIONS
-                    && name.and_then(|n| n.as_str()).is_some_and(|n| !n.is_empty() && n.len() <= 256)
-                    && data.to_string().len() <= 16 * 1024;
-                if fits && !slot.axm_actions.iter().any(|a| a.get("action_name") == name) {
-                    Arc::make_mut(&mut slot.axm_actions).push(data.clone());
-                    changed = true;
-                }
-            }
-            _ => {}
-        }
-        let name = self.state.apps[slot.app_index].name.clone();
-        self.board.bus.publish(BusEvent::AppMessage { pm_id, name, message: Arc::new(message) });
-        if changed {
-            self.publish();
         }
     }
 
@@ -540,7 +501,8 @@ pub async fn run(
     }
     co.state.shutdown_delay = opts.shutdown_delay;
     co.step(Event::Begin);
-    co.warn_about_container(&opts);
+    let planned: Vec<u32> = (0..co.state.apps.len()).map(|i| co.state.slots.values().filter(|s| s.app_index == i).count() as u32).collect();
+    container::warn_at_start(&co.state.apps, &planned, co.container.last, opts.shutdown_delay);
 
     // One watcher per app with `watch`; it names the app, the decider restarts its instances.
     let (restart_tx, mut restart_rx) = mpsc::unbounded_channel::<usize>();
@@ -563,7 +525,9 @@ pub async fn run(
     let mut next_sample = tokio::time::Instant::now();
     let outcome = loop {
         tokio::select! {
-            Some((pm_id, message)) = messages_rx.recv() => co.on_message(pm_id, message),
+            Some((pm_id, message)) = messages_rx.recv() => {
+                co.step(Event::AppMessage { pm_id, message });
+            }
             _ = tokio::time::sleep_until(next_sample), if co.needs_samples() || co.has_memory_limits() || co.governs_memory() => {
                 if co.needs_samples() || co.has_memory_limits() {
                     co.sample();
@@ -611,83 +575,6 @@ pub async fn run(
     };
     co.take_updates(&mut updates_rx);
     co.publish();
-    sweep_strays().await;
+    crate::process::strays::sweep().await;
     outcome
-}
-
-impl Coordinator {
-    /// At start: warnings when the apps can outgrow the container's memory, or stopping can
-    /// outlast the platform's grace period.
-    fn warn_about_container(&self, opts: &RunOptions) {
-        if let Some(c) = self.container.last
-            && let Some(limit) = c.limits.memory
-        {
-            let planned: Vec<container::Planned> = self
-                .state
-                .apps
-                .iter()
-                .enumerate()
-                .map(|(i, a)| container::Planned {
-                    name: &a.name,
-                    instances: self.state.slots.values().filter(|s| s.app_index == i).count() as u32,
-                    max_memory: a.max_memory_restart,
-                    node: a.command.is_node,
-                    node_heap: a.node_heap,
-                })
-                .collect();
-            let machine = crate::process::cgroup::machine_memory().unwrap_or(limit);
-            if let Some(w) = container::fit_warning(&planned, limit, c.limits.oom_group, container::v8_default_heap(machine)) {
-                tracing::warn!("{w}");
-            }
-        }
-        let longest = self.state.apps.iter().map(|a| a.kill_timeout).max().unwrap_or_default();
-        let platform = container::platform_grace(&|k| std::env::var(k).ok(), std::path::Path::new("/.dockerenv").exists());
-        if let Some(w) = container::grace_warning(longest, opts.shutdown_delay, platform) {
-            tracing::warn!("{w}");
-        }
-    }
-}
-
-/// After the last app: terminate every process still around that is not ours to keep.
-/// As PID 1 that is everyone in the namespace; as a subreaper, our remaining children
-/// (re-parented orphans of the apps) and their descendants.
-async fn sweep_strays() {
-    let me = std::process::id();
-    let strays = || -> Vec<u32> {
-        let procs = tree::snapshot();
-        if unix::is_pid1() {
-            procs.iter().filter(|p| p.pid != me && p.state != 'Z').map(|p| p.pid).collect()
-        } else {
-            tree::descendants(&procs, me).into_iter().filter(|pid| procs.iter().any(|p| p.pid == *pid && p.state != 'Z')).collect()
-        }
-    };
-    let first = strays();
-    if first.is_empty() {
-        return;
-    }
-    tracing::warn!("Terminating {} stray process(es) left by the apps", first.len());
-    let signal_all = |sig: Signal, pids: &[u32]| {
-        if !unix::signal_everyone_as_pid1(sig) {
-            for &p in pids {
-                unix::signal_pid(p, sig);
-            }
-        }
-    };
-    signal_all(Signal::SIGTERM, &first);
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
-    loop {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let left = strays();
-        if left.is_empty() {
-            return;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            signal_all(Signal::SIGKILL, &left);
-            break;
-        }
-    }
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
-    while !strays().is_empty() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }

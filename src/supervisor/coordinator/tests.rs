@@ -68,7 +68,7 @@ fn summary(fx: &[Effect]) -> Vec<String> {
             Effect::Reply(r) if !r.ok => Some(format!("refuse: {}", r.error.clone().unwrap_or_default())),
             Effect::Exit(o) => Some(format!("exit {o:?}")),
             Effect::TerminationLog(_) => None,
-            Effect::Publish | Effect::Log(_) | Effect::Announce(_) | Effect::Reply(_) => None,
+            Effect::Publish | Effect::Log(_) | Effect::Announce(_) | Effect::AppMessage { .. } | Effect::Reply(_) => None,
         })
         .collect()
 }
@@ -537,7 +537,9 @@ fn a_completed_init_job_releases_its_dependents_and_the_main_app_ends_the_run_de
 fn the_stop_runs_dependents_first_and_the_sidecar_last() {
     use Status::*;
     let mut st = ordered(true);
-    for e in [report(1, Online, Some(101), None, false), report(0, Stopped, None, Some(0), false), report(2, Online, Some(102), None, false)] {
+    for e in
+        [report(1, Online, Some(101), None, false), report(0, Stopped, None, Some(0), false), report(2, Online, Some(102), None, false)]
+    {
         step(&mut st, e);
     }
     assert_eq!(step(&mut st, Event::Signal(RuntimeSignal::Stop)), ["stop app 2"]);
@@ -638,7 +640,8 @@ fn recycling_picks_the_largest_online_instance_and_respects_its_backoff() {
     assert_eq!(step(&mut st, mem(949, 0)), Vec::<String>::new());
     let fx = st.handle(mem(950, 1), SystemTime::UNIX_EPOCH);
     assert_eq!(summary(&fx), ["container-memory 1"]);
-    let warned = fx.iter().any(|e| matches!(e, Effect::Log(n) if n.level == Level::Warn && n.text.contains("restarting [b:1], the largest")));
+    let warned =
+        fx.iter().any(|e| matches!(e, Effect::Log(n) if n.level == Level::Warn && n.text.contains("restarting [b:1], the largest")));
     assert!(warned, "{fx:?}");
     // b restarts: nothing else meanwhile; online again and still pressed, within 5 s: nothing.
     step(&mut st, report(1, Launching, Some(102), None, false));
@@ -655,4 +658,27 @@ fn recycling_picks_the_largest_online_instance_and_respects_its_backoff() {
     let mut st = begin(true);
     assert!(!st.memory_pressed(999, 1000));
     assert_eq!(step(&mut st, mem(999, 0)), Vec::<String>::new());
+}
+
+#[test]
+fn app_messages_land_in_the_table_bounded_and_go_on_the_bus() {
+    let mut st = begin(true);
+    let msg = |v: serde_json::Value| Event::AppMessage { pm_id: 0, message: v };
+    let on_bus = |fx: &[Effect]| fx.iter().filter(|e| matches!(e, Effect::AppMessage { pm_id: 0, .. })).count();
+    let fx = st.handle(msg(serde_json::json!({"type": "axm:monitor", "data": {"reqs": {"value": 3}}})), SystemTime::UNIX_EPOCH);
+    assert_eq!(on_bus(&fx), 1);
+    assert_eq!(st.slots[&0].axm_monitor["reqs"]["value"], 3);
+    for i in 0..70 {
+        st.handle(msg(serde_json::json!({"type": "axm:action", "data": {"action_name": format!("a{i}")}})), SystemTime::UNIX_EPOCH);
+    }
+    st.handle(msg(serde_json::json!({"type": "axm:action", "data": {"action_name": "a1"}})), SystemTime::UNIX_EPOCH);
+    assert_eq!(st.slots[&0].axm_actions.len(), 64, "at most 64 actions, each once");
+    // The watchdog's heartbeat keeps its lag and is no event.
+    let fx = st.handle(msg(serde_json::json!({"type": crate::preload::HEARTBEAT, "lag": 250.0})), SystemTime::UNIX_EPOCH);
+    assert_eq!(on_bus(&fx), 0);
+    assert_eq!(st.slots[&0].event_loop_lag, Some(0.25));
+    // Anything else only goes on the bus; an unknown instance's, nowhere.
+    assert_eq!(on_bus(&st.handle(msg(serde_json::json!({"hello": 1})), SystemTime::UNIX_EPOCH)), 1);
+    let stray = Event::AppMessage { pm_id: 9, message: serde_json::json!({}) };
+    assert!(st.handle(stray, SystemTime::UNIX_EPOCH).is_empty());
 }
