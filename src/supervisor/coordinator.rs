@@ -1,15 +1,20 @@
 //! The coordinator's decisions as data: a [`State`] of the app set takes an [`Event`] (an
-//! instance's report, a task's end, a runtime signal, a watched file, a write request) and
-//! answers with the [`Effect`]s to carry out (start an instance's task, send it a command, kill
-//! what a panicked task left, shut down, publish, exit with this outcome…).
+//! instance's report, a task's end, a runtime signal, a watched file, a write request, a
+//! sample, a memory reading, an app's message) and answers with the [`Effect`]s to carry out
+//! (start or hold an instance's task, send it a command, kill what a panicked task left, stop
+//! an app or every app, publish, exit with this outcome…).
 //!
 //! Pure, like the instance machine (Horust's `handle_event`): no task, no channel, no clock, no
 //! I/O. The loop in `supervisor/mod.rs` turns OS and socket events into events and carries out
 //! the effects. Decided here and nowhere else: auto-exit and the exit code, `scale` and
 //! `startOrRestart`/`apply`, `start` of a running instance, restarts by a file watch, what
-//! follows a panicked task, the order of shutdown.
+//! follows a panicked task; the start and stop order (`ordering.rs`: held and released apps, a
+//! failed init job, `start` of what an app needs, dependents stopped first, `shutdown_delay`);
+//! memory (`memory.rs`: `max_memory_restart` readings, recycling near the container's limit);
+//! the apps' `@pm2/io` messages (`messages.rs`).
 //!
-//! Must never: read the clock, touch a process, a file or a channel.
+//! Must never: read the clock (the loop passes `now`, and the `Instant` of a memory reading),
+//! touch a process, a file or a channel.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;

@@ -1,15 +1,20 @@
-//! The coordinator's loop: starts one task per app instance, owns the table of their statuses,
-//! turns the runtime's signals, the instances' reports, file watches and control requests into
-//! [`coordinator::Event`]s for the pure decider (`coordinator.rs`), and carries out the
-//! [`coordinator::Effect`]s it answers with. It decides nothing itself.
+//! The coordinator's loop: starts one task per app instance, publishes the table of their
+//! statuses, turns the runtime's signals, the instances' reports and IPC messages, samples,
+//! file watches and control requests into [`coordinator::Event`]s for the pure decider
+//! (`coordinator.rs`), and carries out the [`coordinator::Effect`]s it answers with. It decides
+//! nothing itself.
 //!
 //! State ownership: each instance task owns its process and restart history (its
-//! `machine::Machine`); the decider's `State` (owned by this loop) holds the latest [`Update`]
-//! of each instance. Nobody else holds either. Modules: `coordinator` (the pure decisions over
-//! the app set), `machine` (the pure lifecycle of one instance), `instance` (the task that runs
-//! it), `policy` (PM2's restart rules), `numbering` (`NODE_APP_INSTANCE`), `sampler`, `status`
-//! (the vocabulary and the table: public), `jlist` (PM2's listing: public), `control` (requests
-//! into events), `env`, `cron`, `file_watch`.
+//! `machine::Machine`); the decider's `State` (held by this loop, changed only through
+//! `handle`) owns the latest [`Update`] of each instance, the start and stop order and the
+//! recycler. The loop owns resources only: inboxes (a held instance's too), tasks, the per-app
+//! stop channels, listening sockets, the sampler and the cgroup reader. Modules: `coordinator`
+//! (the pure decisions over the app set), `order` (the pure start/stop order rules),
+//! `container` (the container's memory: pure rules and the `Recycler`), `machine` (the pure
+//! lifecycle of one instance), `instance` (the task that runs it), `policy` (PM2's restart
+//! rules), `numbering` (`NODE_APP_INSTANCE`), `sampler`, `status` (the vocabulary and the
+//! table: public), `jlist` (PM2's listing: public), `control` (requests into events), `env`,
+//! `cron`, `file_watch`.
 
 // The front door: `run` with its `RunOptions` and `Board`, the status vocabulary and table
 // (`status`) and PM2's `jlist` rendering of it (`jlist`). Everything else is the supervisor's own.
