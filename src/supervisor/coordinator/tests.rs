@@ -682,3 +682,15 @@ fn app_messages_land_in_the_table_bounded_and_go_on_the_bus() {
     let stray = Event::AppMessage { pm_id: 9, message: serde_json::json!({}) };
     assert!(st.handle(stray, SystemTime::UNIX_EPOCH).is_empty());
 }
+
+#[test]
+fn an_app_added_by_apply_waits_for_what_it_needs_among_the_running_ones() {
+    use Status::*;
+    let mut st = begin(true);
+    // The file names b as it runs (the client checked the name); only c is new.
+    let c = apps_of("apps:\n  - name: b\n    script: /bin/sh\n  - name: c\n    depends_on: {b: online}\n    script: /bin/sh\n")[1].clone();
+    let new = Ecosystem { apps: vec![(*c).clone()], ..eco("") };
+    assert_eq!(step(&mut st, Event::Apply { action: "startOrRestart".into(), eco: new }), ["hold 2"]);
+    assert_eq!(st.order.waiting[2].as_deref(), Some("b (online)"));
+    assert_eq!(step(&mut st, report(1, Online, Some(101), None, false)), ["start 2"]);
+}
