@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use super::{Effect, Level, Note, State};
+use super::{Effect, Level, Note, Slot, State};
 use crate::process::cgroup::human;
 use crate::supervisor::container::Candidate;
 use crate::supervisor::machine::Cmd;
@@ -38,7 +38,7 @@ impl State {
     /// gracefully (one at a time, with a backoff) when the usage is at the threshold.
     pub(super) fn recycle(&mut self, used: u64, limit: u64, at: Instant, fx: &mut Vec<Effect>) {
         let Some(r) = self.recycler.as_mut() else { return };
-        let online = |s: &super::Slot| s.last.as_ref().is_some_and(|u| u.status == Status::Online && u.pid.is_some());
+        let online = |s: &Slot| s.last.as_ref().is_some_and(|u| u.status == Status::Online && u.pid.is_some());
         let candidates: Vec<Candidate> = self
             .slots
             .iter()
