@@ -486,9 +486,8 @@ impl State {
         }
     }
 
-    /// The run is over with `outcome`: whatever still runs is stopped, then the tasks are awaited.
-    /// Ended by itself (auto-exit, a failed init job): what is left stops at once, in no order,
-    /// and held instances never start.
+    /// The run is over by itself (auto-exit, a failed init job) with `outcome`: what still runs
+    /// is stopped at once, in no order, held instances never start, then the tasks are awaited.
     fn drain(&mut self, outcome: Outcome, fx: &mut Vec<Effect>) {
         self.phase = Phase::Draining(outcome);
         self.drop_held(fx);
