@@ -272,13 +272,8 @@ impl Coordinator {
     /// Every report that has arrived, to the decider.
     fn take_updates(&mut self, updates: &mut mpsc::UnboundedReceiver<Update>) {
         while let Ok(u) = updates.try_recv() {
-            self.report(u);
+            self.step(Event::Reported(u));
         }
-    }
-
-    /// One instance's report, to the decider.
-    fn report(&mut self, update: Update) {
-        self.step(Event::Reported(update));
     }
 
     /// A control request: reads are answered here, decisions by the decider.
@@ -544,7 +539,7 @@ pub async fn run(
                 next_sample = tokio::time::Instant::now() + period;
             }
             Some(update) = updates_rx.recv() => {
-                co.report(update);
+                co.step(Event::Reported(update));
                 // Whatever else has arrived meanwhile, then one table for all of it: N
                 // instances changing at once cost O(N) updates and a few publishes, not N².
                 co.take_updates(&mut updates_rx);
