@@ -175,3 +175,36 @@ fn with_the_shared_handle_each_workers_readiness_probe_reaches_that_worker() {
     });
     assert!(!r.stdout().contains("App [c:0] ready"), "{}", r.stdout());
 }
+
+#[test]
+fn a_failing_probe_shows_in_jlist_and_metrics_with_its_count_and_reason() {
+    let s = Scenario::new().file(
+        "e.yml",
+        "apps:\n  - name: api\n    script: sh -c 'sleep 600'\n    readiness_probe: {exec: test -f ok, period: 200}\n    liveness_probe: {exec: 'true', period: 200}\n",
+    );
+    let r = s.start(&["e.yml", "--web=0"]);
+    r.wait_for("HTTP API, /metrics and dashboard on http://", Duration::from_secs(20));
+    let out = r.stdout() + &r.stderr();
+    let at = out.find("on http://").unwrap() + "on http://".len();
+    let addr: String = out[at..].chars().take_while(|c| !c.is_whitespace()).collect();
+    let metric = |probe: &str| -> Option<u64> {
+        let mut c = TcpStream::connect(&addr).ok()?;
+        c.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+        let mut text = String::new();
+        c.read_to_string(&mut text).ok()?;
+        let prefix = format!("pm_runtime_app_probe_failures{{app=\"api\",instance=\"0\",pm_id=\"0\",probe=\"{probe}\"}} ");
+        text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.parse().ok())
+    };
+    poll("3 readiness failures in a row in /metrics", Duration::from_secs(20), || metric("readiness").filter(|n| *n >= 3));
+    assert_eq!(metric("liveness"), Some(0));
+    let probes = poll("jlist shows the readiness probe failing", Duration::from_secs(10), || {
+        let list: serde_json::Value = serde_json::from_str(&s.cli(&["jlist"]).1).ok()?;
+        let p = list[0]["pm2_env"]["probes"].clone();
+        (p["readiness"]["state"] == "failing").then_some(p)
+    });
+    assert_eq!(probes["readiness"]["last_failure"], "the command exited with code 1", "{probes}");
+    assert!(probes["readiness"]["failures"].as_u64().is_some_and(|n| n >= 3), "{probes}");
+    assert_eq!(probes["liveness"]["state"], "passing", "{probes}");
+    std::fs::write(s.path().join("ok"), "").unwrap();
+    poll("the count back to 0", Duration::from_secs(20), || metric("readiness").filter(|n| *n == 0));
+}
