@@ -18,7 +18,7 @@ use nix::sys::signal::Signal;
 use super::cron::Schedule;
 use super::policy::{self, Decision, History, Policy};
 use super::probe::ProbeFailure;
-use super::status::{ExitReason, Report, RestartReason, Status};
+use super::status::{ExitReason, ProbeView, ProbeViews, Report, RestartReason, Status};
 use crate::config::App;
 use crate::process::Exit;
 
@@ -373,6 +373,8 @@ pub struct Machine {
     /// This machine replaces one whose task panicked: start whatever `autostart` says.
     pub resumed: bool,
     probes: Probes,
+    /// What the probes' results show (`jlist`, dashboard), for the current process.
+    probe_views: ProbeViews,
     watchdog: Watchdog,
     /// Not a Node cluster worker, but its instances share their port by themselves
     /// (SO_REUSEPORT): reloads are rolling (the new process first), as in cluster mode.
@@ -404,6 +406,7 @@ impl Machine {
             first_start: true,
             resumed: false,
             probes: Probes::default(),
+            probe_views: ProbeViews::default(),
             watchdog: Watchdog::default(),
             rolling: false,
         }
@@ -458,6 +461,7 @@ impl Machine {
             gone: false,
             prev_restart_delay: self.prev_restart_delay(),
             ready: status == Status::Online && self.probe_ready(),
+            probes: if pid.is_some() { self.probe_views.clone() } else { ProbeViews::default() },
         }
     }
 
@@ -521,6 +525,7 @@ impl Machine {
         fx.push(Effect::Arm(Timer::Probe(kind), now + probe.period));
         let tag = self.tag();
         let online = matches!(self.state, State::Online { .. });
+        let (viewed, reported) = (self.view_probe(kind, &result), fx.len());
         let p = &mut self.probes;
         match (kind, result) {
             (ProbeKind::Liveness, Ok(())) => p.live_failures = 0,
@@ -575,6 +580,26 @@ impl Machine {
                 }
             }
         }
+        if viewed && online && !fx[reported..].iter().any(|e| matches!(e, Effect::Report(_))) {
+            // A refresh, not a status event: the table shows the probe's new state.
+            self.report(Status::Online, Some(pid), fx);
+        }
+    }
+
+    /// Records a probe's result in its view; true when the view changed.
+    fn view_probe(&mut self, kind: ProbeKind, result: &Result<(), ProbeFailure>) -> bool {
+        let slot = match kind {
+            ProbeKind::Liveness => &mut self.probe_views.liveness,
+            ProbeKind::Readiness => &mut self.probe_views.readiness,
+        };
+        let old = slot.take().unwrap_or_default();
+        let new = match result {
+            Ok(()) => ProbeView { passing: Some(true), failures: 0, ..old.clone() },
+            Err(why) => ProbeView { passing: Some(false), failures: old.failures + 1, last_failure: Some(why.to_string().into()) },
+        };
+        let changed = new != old;
+        *slot = Some(new);
+        changed
     }
 
     /// PM2's `prev_restart_delay`: the backoff delay of the last restart, zero without one.
@@ -707,6 +732,7 @@ impl Machine {
             return;
         }
         self.probes = Probes::default();
+        self.probe_views = ProbeViews::pending(&self.app);
         self.watchdog = Watchdog::default();
         if let Some(wd) = self.app.watchdog {
             fx.push(Effect::Arm(Timer::Watchdog, now + wd));

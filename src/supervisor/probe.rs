@@ -24,11 +24,21 @@ pub enum ProbeFailure {
     Send(Arc<std::io::Error>),
     #[error("read: {0}")]
     Read(Arc<std::io::Error>),
+    /// A cluster worker's own connection could not be had.
+    #[error("connect to the worker: {0}")]
+    Worker(Arc<std::io::Error>),
+    #[error("the worker does not listen on port {0} (yet)")]
+    WorkerNotListening(u16),
+    #[error("the worker's IPC channel is closed")]
+    WorkerGone,
     /// The answer's status was not the one expected (`want`, else any 2xx/3xx).
     #[error("GET {path} answered {got}{}", .want.map(|w| format!(", expected {w}")).unwrap_or_default())]
     Status { path: String, got: u16, want: Option<u16> },
     #[error("GET {path}: no HTTP status line in the answer")]
     NoStatusLine { path: String },
+    /// The app's `uid`/`gid` names nobody here.
+    #[error("cannot run the command: {0}")]
+    Principal(Arc<super::instance::UnknownId>),
     #[error("cannot run the command: {0}")]
     Spawn(Arc<std::io::Error>),
     #[error("the command exited with code {0}")]
@@ -39,23 +49,28 @@ pub enum ProbeFailure {
     TimedOut(Duration),
 }
 
-/// One check: `Ok` when it passed, else why not.
-pub async fn check(app: &App, check: &ProbeCheck, timeout: Duration, reaper: &Reaper) -> Result<(), ProbeFailure> {
+/// One check: `Ok` when it passed, else why not. `conn`: a connection already made to the one
+/// process being judged (a cluster worker's own, past the dispatcher), used instead of
+/// connecting to the port.
+pub async fn check(app: &App, check: &ProbeCheck, timeout: Duration, reaper: &Reaper, conn: Option<TcpStream>) -> Result<(), ProbeFailure> {
     match check {
         ProbeCheck::Exec { command } => exec(app, command, timeout, reaper).await,
-        net => match tokio::time::timeout(timeout, network(net)).await {
+        net => match tokio::time::timeout(timeout, network(net, conn)).await {
             Ok(r) => r,
             Err(_) => Err(ProbeFailure::NoAnswer(timeout)),
         },
     }
 }
 
-async fn network(check: &ProbeCheck) -> Result<(), ProbeFailure> {
+async fn network(check: &ProbeCheck, conn: Option<TcpStream>) -> Result<(), ProbeFailure> {
     let port = match check {
         ProbeCheck::Http { port, .. } | ProbeCheck::Tcp { port } => *port,
         ProbeCheck::Exec { .. } => return Ok(()),
     };
-    let mut conn = TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| ProbeFailure::Connect { port, source: Arc::new(e) })?;
+    let mut conn = match conn {
+        Some(c) => c,
+        None => TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| ProbeFailure::Connect { port, source: Arc::new(e) })?,
+    };
     let ProbeCheck::Http { path, status, .. } = check else { return Ok(()) };
     let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: pm-runtime-probe\r\nConnection: close\r\n\r\n");
     conn.write_all(request.as_bytes()).await.map_err(|e| ProbeFailure::Send(Arc::new(e)))?;
@@ -79,10 +94,22 @@ async fn network(check: &ProbeCheck) -> Result<(), ProbeFailure> {
     }
 }
 
-/// `sh -c command` in its own process group, in the app's cwd with its env; killed (the whole
-/// group) past the timeout. Its output is discarded.
+/// `sh -c command` in its own process group, in the app's cwd with its env, as the app's
+/// user and group (`uid`/`gid`, as the app runs); killed (the whole group) past the timeout.
+/// Its output is discarded.
 async fn exec(app: &App, command: &str, timeout: Duration, reaper: &Reaper) -> Result<(), ProbeFailure> {
+    let (uid, gid) = super::instance::resolve_ids(app).map_err(|e| ProbeFailure::Principal(Arc::new(e)))?;
     let mut cmd = std::process::Command::new("sh");
+    if let Some(gid) = gid {
+        cmd.gid(gid);
+    }
+    if let Some(uid) = uid {
+        // std drops the runtime's supplementary groups too, as for the app.
+        cmd.uid(uid);
+        if let Some(home) = nix::unistd::User::from_uid(uid.into()).ok().flatten() {
+            cmd.env("HOME", home.dir);
+        }
+    }
     cmd.arg("-c")
         .arg(command)
         .current_dir(&app.cwd)

@@ -607,10 +607,22 @@ fn liveness_failures_in_a_row_restart_with_reason_probe() {
     assert!(fail(&mut m, 99).is_empty());
     let fx = fail(&mut m, 100);
     assert_eq!(armed(&fx, Timer::Probe(ProbeKind::Liveness)), Some(now + Duration::from_secs(1)));
-    assert!(reports(&fx).is_empty(), "one failure is below the threshold: {fx:?}");
-    // A success resets the streak.
-    m.step(Input::Probe { kind: ProbeKind::Liveness, pid: 100, result: Ok(()) }, now);
-    assert!(reports(&fail(&mut m, 100)).is_empty());
+    // One failure is below the threshold: still online, the table shows the probe failing.
+    assert_eq!(reports(&fx), [Status::Online], "{fx:?}");
+    let view = |fx: &[Effect]| match fx.iter().find(|e| matches!(e, Effect::Report(_))) {
+        Some(Effect::Report(r)) => r.probes.liveness.clone(),
+        _ => None,
+    };
+    let failing = ProbeView { passing: Some(false), failures: 1, last_failure: Some("the command exited with code 7".into()) };
+    assert_eq!(view(&fx), Some(failing.clone()));
+    // A success resets the streak (the last failure's text stays).
+    let fx = m.step(Input::Probe { kind: ProbeKind::Liveness, pid: 100, result: Ok(()) }, now);
+    assert_eq!(view(&fx), Some(ProbeView { passing: Some(true), failures: 0, ..failing }));
+    assert!(
+        m.step(Input::Probe { kind: ProbeKind::Liveness, pid: 100, result: Ok(()) }, now).iter().all(|e| !matches!(e, Effect::Report(_))),
+        "no change, no report"
+    );
+    assert_eq!(reports(&fail(&mut m, 100)), [Status::Online]);
     let fx = fail(&mut m, 100);
     assert_eq!(reports(&fx), [Status::Stopping], "{fx:?}");
     assert!(matches!(m.state, State::Stopping { then: Then::Restart(RestartReason::Probe), .. }), "{:?}", m.state);
@@ -624,10 +636,10 @@ fn readiness_makes_ready_after_success_threshold_and_unready_after_failure_thres
         let result = if ok { Ok(()) } else { Err(ProbeFailure::Status { path: "/ready".into(), got: 503, want: None }) };
         m.step(Input::Probe { kind: ProbeKind::Readiness, pid: 100, result }, now)
     };
-    assert!(readiness(&probe(&mut m, true)).is_empty(), "one success of two");
+    assert_eq!(readiness(&probe(&mut m, true)), [false], "one success of two: not ready (the probe shows passing)");
     assert_eq!(readiness(&probe(&mut m, true)), [true]);
     assert_eq!(readiness(&probe(&mut m, false)), [false], "one failure is the threshold");
-    assert!(readiness(&probe(&mut m, false)).is_empty(), "already not ready: no new report");
+    assert_eq!(readiness(&probe(&mut m, false)), [false], "already not ready: only the failure count moves");
 }
 
 #[test]
