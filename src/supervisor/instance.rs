@@ -378,7 +378,7 @@ impl Instance {
 
     /// Starts the process with the machine's settings. When it could not: `Some(why)` if the
     /// system lacked resources (the machine retries), else `None` (logged here).
-    fn spawn(&mut self, m: &Machine, created_wall: u64) -> Result<Run, Option<String>> {
+    fn spawn(&mut self, m: &Machine, created_wall: u64) -> Result<Run, Option<Arc<std::io::Error>>> {
         let app = m.app.clone();
         let tag = self.tag();
         let (uid, gid) = match resolve_ids(&app) {
@@ -448,7 +448,7 @@ impl Instance {
         // retries, uncounted, and answers its inbox meanwhile.
         let running = match process::spawn(&self.reaper, &spec).map_err(process::SpawnError::classify) {
             Ok(r) => r,
-            Err(process::SpawnError::Resources(e)) => return Err(Some(e.to_string())),
+            Err(process::SpawnError::Resources(e)) => return Err(Some(Arc::new(e))),
             Err(e) => {
                 tracing::error!(app = %app.name, id = self.pm_id, "App [{tag}] failed to start {}: {e}", spec.program.display());
                 return Err(None);

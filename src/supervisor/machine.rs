@@ -154,7 +154,7 @@ pub enum Input {
     /// The process could not be started (the task has logged why). `starved`: the system
     /// lacked resources (EMFILE, EAGAIN…), with the error: worth a retry, never a crash.
     SpawnFailed {
-        starved: Option<String>,
+        starved: Option<Arc<std::io::Error>>,
     },
     /// The process exited; `leftovers`: members of its group (or strays) still run.
     Exited {

@@ -9,6 +9,11 @@ use nix::sys::signal::Signal;
 use super::*;
 use crate::config::App;
 
+/// What a spawn gets when the runtime is out of file descriptors.
+fn emfile() -> std::io::Error {
+    std::io::Error::from_raw_os_error(libc::EMFILE)
+}
+
 /// App `a` (script /bin/sh) with these extra YAML lines, through the real config loader.
 fn app(yaml_extra: &str) -> Arc<App> {
     let dir = tempfile::tempdir().unwrap();
@@ -93,7 +98,7 @@ fn in_every_state() -> Vec<(&'static str, Machine, Instant)> {
     let mut n = m.clone();
     n.step(Input::Begin, now);
     out.push(("starting", n.clone(), now));
-    n.step(Input::SpawnFailed { starved: Some("Too many open files".into()) }, now);
+    n.step(Input::SpawnFailed { starved: Some(Arc::new(emfile())) }, now);
     assert_eq!(n.state, State::Starved);
     out.push(("starved", n, now));
     let (m, now) = machine("    restart_delay: 1000\n");
@@ -416,13 +421,13 @@ fn a_replacement_that_fails_retires_the_old_worker_all_the_same() {
 fn a_starved_start_retries_uncounted_and_a_stop_meanwhile_acts_at_once() {
     let (mut m, now) = machine("");
     m.step(Input::Begin, now);
-    let fx = m.step(Input::SpawnFailed { starved: Some("Too many open files".into()) }, now);
+    let fx = m.step(Input::SpawnFailed { starved: Some(Arc::new(emfile())) }, now);
     assert_eq!(m.state, State::Starved);
     assert_eq!(armed(&fx, Timer::Respawn), Some(now + Duration::from_millis(100)));
     assert!(reports(&fx).is_empty(), "not a crash: {fx:?}");
     let fx = m.step(Input::Timer(Timer::Respawn), now);
     assert_eq!(fx, [Effect::Spawn]);
-    let fx = m.step(Input::SpawnFailed { starved: Some("Too many open files".into()) }, now);
+    let fx = m.step(Input::SpawnFailed { starved: Some(Arc::new(emfile())) }, now);
     assert_eq!(armed(&fx, Timer::Respawn), Some(now + Duration::from_millis(200)), "backs off");
     assert_eq!(m.restart_time, 0);
     let fx = m.step(Input::Cmd(Cmd::Stop), now);
@@ -431,7 +436,7 @@ fn a_starved_start_retries_uncounted_and_a_stop_meanwhile_acts_at_once() {
     // During a shutdown a starved start is given up.
     let (mut m, now) = machine("");
     m.step(Input::Begin, now);
-    m.step(Input::SpawnFailed { starved: Some("x".into()) }, now);
+    m.step(Input::SpawnFailed { starved: Some(Arc::new(emfile())) }, now);
     let fx = m.step(Input::Shutdown(Shutdown::Graceful), now);
     assert!(fx.contains(&Effect::End), "{fx:?}");
 }
