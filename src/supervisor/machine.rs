@@ -830,6 +830,14 @@ impl Machine {
         fx.push(Effect::Disarm(Timer::Listen));
         self.report(Status::Online, Some(pid), fx);
         Self::log(fx, Level::Info, Some("online"), format!("App [{}] online ({said})", self.tag()));
+        // It says it listens: a readiness probe not yet passed runs now (once initial_delay is
+        // over) instead of a period after its last try, which was most likely refused, so that a
+        // gated worker takes traffic as soon as it can.
+        if let Some(p) = &self.app.readiness_probe
+            && !self.probes.ready
+        {
+            fx.push(Effect::Arm(Timer::Probe(ProbeKind::Readiness), (started + p.initial_delay).max(self.now)));
+        }
         self.retire_when_ready(fx);
     }
 

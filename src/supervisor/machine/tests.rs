@@ -693,3 +693,28 @@ fn the_watchdog_restarts_only_a_process_whose_heartbeat_stopped() {
     // Heartbeats while stopping change nothing.
     assert!(m.step(Input::Heartbeat, later).is_empty());
 }
+
+#[test]
+fn a_readiness_probe_runs_as_soon_as_the_worker_listens() {
+    let (mut m, now) = machine("    readiness_probe: {http: /ready, port: 3000, initial_delay: 2000, period: 10000}\n");
+    m.cluster = true;
+    m.step(Input::Begin, now);
+    let fx = m.step(Input::Spawned { pid: 7 }, now);
+    assert_eq!(armed(&fx, Timer::Probe(ProbeKind::Readiness)), Some(now + Duration::from_secs(2)));
+    // Listening before initial_delay is over: the first check stays at initial_delay.
+    let fx = m.step(Input::Ready(Ready::Listening(3000, None)), now + Duration::from_secs(1));
+    assert_eq!(armed(&fx, Timer::Probe(ProbeKind::Readiness)), Some(now + Duration::from_secs(2)));
+    // A check refused before the app listened waits a period; listening brings it forward.
+    let (mut m, now) = machine("    readiness_probe: {http: /ready, port: 3000, period: 10000}\n");
+    m.cluster = true;
+    m.step(Input::Begin, now);
+    m.step(Input::Spawned { pid: 7 }, now);
+    let fx = m.step(Input::Probe { kind: ProbeKind::Readiness, pid: 7, result: Err("refused".into()) }, now);
+    assert_eq!(armed(&fx, Timer::Probe(ProbeKind::Readiness)), Some(now + Duration::from_secs(10)));
+    let later = now + Duration::from_millis(300);
+    let fx = m.step(Input::Ready(Ready::Listening(3000, None)), later);
+    assert_eq!(armed(&fx, Timer::Probe(ProbeKind::Readiness)), Some(later));
+    // Once ready, listening again (a new generation reports through its own machine) arms nothing extra.
+    m.step(Input::Probe { kind: ProbeKind::Readiness, pid: 7, result: Ok(()) }, later);
+    assert!(m.probes.ready);
+}
