@@ -709,7 +709,7 @@ fn a_readiness_probe_runs_as_soon_as_the_worker_listens() {
     m.cluster = true;
     m.step(Input::Begin, now);
     m.step(Input::Spawned { pid: 7 }, now);
-    let fx = m.step(Input::Probe { kind: ProbeKind::Readiness, pid: 7, result: Err("refused".into()) }, now);
+    let fx = m.step(Input::Probe { kind: ProbeKind::Readiness, pid: 7, result: Err(ProbeFailure::WorkerNotListening(3000)) }, now);
     assert_eq!(armed(&fx, Timer::Probe(ProbeKind::Readiness)), Some(now + Duration::from_secs(10)));
     let later = now + Duration::from_millis(300);
     let fx = m.step(Input::Ready(Ready::Listening(3000, None)), later);
