@@ -181,7 +181,54 @@ def bench_idle(tool):
     return rss / 1024, pss / 1024, cpu, term
 
 
-def bench_16(tool):
+def wait_answering(ports, t0, limit=30):
+    """Polls every port that has not answered yet (10 ms apart: a spinning probe would steal CPU
+    from the processes it is timing) until all answer: (first answer, all answering) in seconds
+    from t0."""
+    pending, first = set(ports), None
+    while pending and time.monotonic() - t0 < limit:
+        pending = {port for port in pending if answers(port) is None}
+        if first is None and len(pending) < len(ports):
+            first = time.monotonic() - t0
+        time.sleep(0.01)
+    took = time.monotonic() - t0 if not pending else float("nan")
+    return first if first is not None else float("nan"), took
+
+
+def wait_pids(port, n, t0, limit=30):
+    """Polls one shared port until n different pids answered: (first answer, all n answering)."""
+    pids, first = set(), None
+    while len(pids) < n and time.monotonic() - t0 < limit:
+        a = answers(port)
+        if a:
+            pids.add(a)
+            if first is None:
+                first = time.monotonic() - t0
+        time.sleep(0.01)
+    took = time.monotonic() - t0 if len(pids) >= n else float("nan")
+    return first if first is not None else float("nan"), took
+
+
+def floor_16():
+    """The floor of a 16-app start: 16 bare Node HTTP servers (the same script) started at once
+    by this process, no supervisor: (first answer, all answering)."""
+    d = tempfile.mkdtemp()
+    with open(os.path.join(d, "http.js"), "w") as f:
+        f.write(HTTP_JS)
+    ports = free_ports(16)
+    t0 = time.monotonic()
+    procs = [subprocess.Popen(["node", "http.js"], cwd=d, env=dict(os.environ, PORT=str(p)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for p in ports]
+    times = wait_answering(ports, t0)
+    for p in procs:
+        p.kill()
+    for p in procs:
+        p.wait()
+    shutil.rmtree(d, ignore_errors=True)
+    return times
+
+
+def bench_16(tool, crash=True):
+    """16 fork-mode apps on 16 ports: (first answer, all answering, crash -> new process answering)."""
     d = tempfile.mkdtemp()
     with open(os.path.join(d, "http.js"), "w") as f:
         f.write(HTTP_JS)
@@ -189,25 +236,68 @@ def bench_16(tool):
     eco = write_eco(d, [{"name": f"h{i}", "script": "http.js", "exec_mode": "fork", "env": {"PORT": str(p)}} for i, p in enumerate(ports)], tool)
     t0 = time.monotonic()
     p = start(tool, eco, d)
-    pending = set(ports)
-    while pending and time.monotonic() - t0 < 30:
-        pending = {port for port in pending if answers(port) is None}
-        time.sleep(0.01)
-    took = time.monotonic() - t0 if not pending else float("nan")
-    # Crash -> new process answering: SIGKILL the app on ports[0] and time until a new pid answers.
-    old = answers(ports[0])
-    t1 = time.monotonic()
-    os.kill(int(old), signal.SIGKILL)
+    first, took = wait_answering(ports, t0)
     restart = float("nan")
-    while time.monotonic() - t1 < 10:
-        now = answers(ports[0])
-        if now is not None and now != old:
-            restart = time.monotonic() - t1
-            break
-        time.sleep(0.005)
+    if crash and took == took:
+        # Crash -> new process answering: SIGKILL the app on ports[0] and time until a new pid answers.
+        old = answers(ports[0])
+        t1 = time.monotonic()
+        os.kill(int(old), signal.SIGKILL)
+        while time.monotonic() - t1 < 10:
+            now = answers(ports[0])
+            if now is not None and now != old:
+                restart = time.monotonic() - t1
+                break
+            time.sleep(0.005)
     stop(p)
     shutil.rmtree(d, ignore_errors=True)
-    return took, restart
+    return first, took, restart
+
+
+def cluster_16(tool):
+    """16 cluster workers on one port: (first answer, 16 pids answered)."""
+    d = tempfile.mkdtemp()
+    with open(os.path.join(d, "c.js"), "w") as f:
+        f.write(CLUSTER_JS)
+    port = free_ports(1)[0]
+    eco = write_eco(d, [{"name": "c", "script": "c.js", "exec_mode": "cluster", "instances": 16, "env": {"PORT": str(port)}}])
+    t0 = time.monotonic()
+    p = start(tool, eco, d)
+    times = wait_pids(port, 16, t0)
+    stop(p)
+    shutil.rmtree(d, ignore_errors=True)
+    return times
+
+
+def median(xs):
+    xs = sorted(x for x in xs if x == x)
+    if not xs:
+        return float("nan")
+    m = len(xs) // 2
+    return xs[m] if len(xs) % 2 else (xs[m - 1] + xs[m]) / 2
+
+
+def bench_start(tools, rounds):
+    """Start of 16 Node HTTP apps against its floor, the variants in turn in every round (the
+    machine's speed drifts; a ratio is taken within a round): first answer and all answering,
+    medians of the times and of the per-round ratios to the floor."""
+    variants = [("floor", floor_16)]
+    for tool in tools:
+        variants.append((f"{tool} fork", lambda t=tool: bench_16(t, crash=False)[:2]))
+        if tool == "pm-runtime" or tool == "pm2-runtime":
+            variants.append((f"{tool} cluster", lambda t=tool: cluster_16(t)))
+    runs = {name: [] for name, _ in variants}
+    for _ in range(rounds):
+        for name, run in variants:
+            runs[name].append(run())
+    floor = runs["floor"]
+    print(f"16 Node HTTP apps, {rounds} rounds in turn (medians; ratio: to the floor of the same round)")
+    print(f"{'':22} {'first answer':>13} {'ratio':>6} {'all answering':>14} {'ratio':>6}")
+    for name, _ in variants:
+        r = runs[name]
+        f1 = median([a[0] / b[0] for a, b in zip(r, floor)])
+        fa = median([a[1] / b[1] for a, b in zip(r, floor)])
+        print(f"{name:22} {median([a[0] for a in r]):>11.2f} s {f1:>5.2f}x {median([a[1] for a in r]):>12.2f} s {fa:>5.2f}x")
 
 
 def bench_logs(tool, n=1_000_000, apps=4):
@@ -332,10 +422,13 @@ def main():
     if "--oxmgr" in sys.argv:
         OXMGR = os.path.abspath(sys.argv[sys.argv.index("--oxmgr") + 1])
         tools.append("oxmgr")
+    if "--start" in sys.argv:
+        bench_start(tools, int(sys.argv[sys.argv.index("--start") + 1]))
+        return
     rows = []
     for tool in tools:
         rss, pss, cpu, term = bench_idle(tool)
-        t16, crash = bench_16(tool)
+        first16, t16, crash = bench_16(tool)
         rate, cpu_per_m, torn, complete = bench_logs(tool)
         # OxMgr's runtime mode neither samples memory nor watches files (both are daemon
         # features there): its idle cost with them set is not comparable.

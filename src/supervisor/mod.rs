@@ -27,6 +27,7 @@ mod order;
 mod policy;
 mod probe;
 mod sampler;
+mod schedule;
 pub mod status;
 
 pub use env::uuid_v4;
@@ -117,6 +118,10 @@ struct Coordinator {
     /// Start and stop order (`depends_on`, roles): see [`Order`]. A held instance keeps what its
     /// task starts with (its inbox, where commands wait meanwhile; `restart_time`, `resumed`).
     order: Order<(mpsc::UnboundedReceiver<Cmd>, u32, bool)>,
+    /// The start schedule of the instances the run begins with (see [`schedule`]); those it
+    /// holds wait in `order.held`, until `staged_until` at the latest.
+    staging: schedule::Staging,
+    staged_until: Option<tokio::time::Instant>,
     /// `shutdown_delay`: on a stop signal, when the apps get the stop (readiness ended at once).
     shutdown_delay: Duration,
     stop_at: Option<tokio::time::Instant>,
@@ -222,7 +227,7 @@ impl Coordinator {
         let Some(app_index) = self.state.slots.get(&pm_id).map(|s| s.app_index) else { return };
         let (tx, inbox) = mpsc::unbounded_channel();
         self.inboxes.insert(pm_id, tx);
-        if self.order.released[app_index] {
+        if self.order.released[app_index] && self.staging.admit(pm_id) {
             self.start_task(pm_id, inbox, restart_time, resumed);
         } else {
             self.order.held.insert(pm_id, (inbox, restart_time, resumed));
@@ -266,8 +271,32 @@ impl Coordinator {
         }
     }
 
+    /// What an instance of the first wave did (see [`schedule`]): the held ones start if it is up.
+    fn staged(&mut self, pm_id: u32, sign: schedule::Sign) {
+        if self.staging.holds() {
+            let ids = self.staging.observe(pm_id, sign);
+            self.start_staged(ids);
+        }
+    }
+
+    /// Starts these instances, held by the start schedule (those still held: not gone meanwhile).
+    fn start_staged(&mut self, ids: Vec<u32>) {
+        if self.staging.holds() {
+            return;
+        }
+        self.staged_until = None;
+        for pm_id in ids {
+            if let Some((inbox, restart_time, resumed)) = self.order.held.remove(&pm_id) {
+                self.state.held.remove(&pm_id);
+                self.start_task(pm_id, inbox, restart_time, resumed);
+            }
+        }
+    }
+
     /// The runtime is going down: held instances will never start.
     fn drop_held(&mut self) {
+        self.staging.release();
+        self.staged_until = None;
         let ids: Vec<u32> = std::mem::take(&mut self.order.held).into_keys().collect();
         for id in &ids {
             self.inboxes.remove(id);
@@ -471,6 +500,15 @@ impl Coordinator {
         if !self.order.graph.is_flat() && self.state.slots.contains_key(&update.pm_id) {
             self.order.reached.entry(update.pm_id).or_default().observe(&update.report);
         }
+        if self.staging.holds() {
+            let r = &update.report;
+            if r.gone || matches!(r.status, Status::Stopped | Status::Errored | Status::WaitingRestart) {
+                self.staged(update.pm_id, schedule::Sign::Ended);
+            } else if r.pid.is_some() {
+                let preload = self.state.slots.get(&update.pm_id).is_some_and(|s| crate::preload::given(&self.state.apps[s.app_index]));
+                self.staged(update.pm_id, schedule::Sign::Spawned { preload });
+            }
+        }
         self.step(Event::Reported(update));
     }
 
@@ -549,6 +587,10 @@ impl Coordinator {
         let Some(slot) = self.state.slots.get_mut(&pm_id) else { return };
         let kind = message.get("type").and_then(|t| t.as_str());
         // The watchdog's heartbeat: only its lag is kept (shown at the next publish), not an event.
+        if kind == Some(crate::preload::STARTED) {
+            self.staged(pm_id, schedule::Sign::Started);
+            return;
+        }
         if kind == Some(crate::preload::HEARTBEAT) {
             slot.event_loop_lag = message.get("lag").and_then(|l| l.as_f64()).map(|ms| ms / 1000.0);
             return;
@@ -763,6 +805,8 @@ pub async fn run(
         shutdown: Shutdown::Running,
         stop_begun: false,
         order: Order::default(),
+        staging: schedule::Staging::begin(opts.cpus),
+        staged_until: None,
         shutdown_delay: opts.shutdown_delay,
         stop_at: None,
         container: container::Watch::start(),
@@ -783,6 +827,9 @@ pub async fn run(
     }
     co.order.sync(&co.state.apps);
     co.step(Event::Begin);
+    if co.staging.close() {
+        co.staged_until = Some(tokio::time::Instant::now() + schedule::HOLD_AT_MOST);
+    }
     co.warn_about_container(&opts);
     co.after_reports();
 
@@ -831,6 +878,10 @@ pub async fn run(
                 co.take_updates(&mut updates_rx);
                 co.task_ended(ended);
                 co.after_reports();
+            }
+            _ = tokio::time::sleep_until(co.staged_until.unwrap_or_else(tokio::time::Instant::now)), if co.staged_until.is_some() => {
+                let ids = co.staging.release();
+                co.start_staged(ids);
             }
             _ = tokio::time::sleep_until(co.stop_at.unwrap_or_else(tokio::time::Instant::now)), if co.stop_at.is_some() => {
                 co.stop_at = None;
