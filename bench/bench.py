@@ -12,14 +12,20 @@ Measures what DESIGN.md §6 targets, for the core runtime:
   7. cluster mode: 16 workers on one port answering (target <= 0.6 s), failed requests during a
      rolling reload under load (32 keep-alive clients that do not retry + 1 opening a connection per
      request; target 0), and the spread of requests across 4 workers (busiest/idlest)
+  8. the start of 16 Node HTTP apps (fork mode, 16 ports; cluster mode, one port) against its
+     floor: 16 bare `node http.js` started at once by this script, no supervisor. First answer
+     and all answering, every variant once per round in turn, medians of the per-round ratios
+     to the floor (target: all answering <= 1.15x the floor)
 
 Also with OxMgr's `runtime` mode (github.com/Vladimir-Urik/OxMgr, built from OXMGR_COMMIT in
 bench/footprint.py with `cargo build --release`, its path given with --oxmgr): it gets the same
 apps in the shape it reads (`cmd: node x.js`, kill_timeout in seconds); where its runtime mode has
 no equivalent the column says n/a and why.
 
-Usage: python3 bench/bench.py [--no-pm2] [--pm BINARY] [--oxmgr BINARY] [--no-cluster]
+Usage: python3 bench/bench.py [--no-pm2] [--pm BINARY] [--oxmgr BINARY] [--no-cluster] [--start ROUNDS [--vs BINARY]]
   --pm BINARY  measure this pm-runtime binary instead of building target/<triple>/release
+  --start N    only item 8, N rounds (the full run does 3)
+  --vs BINARY  with --start: a second pm-runtime binary in the same rounds (an A/B of a change)
 Not a test: it prints numbers, it asserts nothing.
 """
 import json
@@ -102,6 +108,7 @@ def supervisor_pids(proc):
 
 
 OXMGR = None  # --oxmgr PATH
+VS = None  # --vs PATH: a second pm-runtime binary, measured in the same rounds (bench_start)
 
 
 def command(tool, ecosystem, *extra):
@@ -282,10 +289,27 @@ def bench_start(tools, rounds):
     machine's speed drifts; a ratio is taken within a round): first answer and all answering,
     medians of the times and of the per-round ratios to the floor."""
     variants = [("floor", floor_16)]
+    pms = [("pm-runtime", PM)] + ([("pm-runtime B", VS)] if VS else [])
+
+    def as_pm(binary, run):
+        # The same tool with another binary (--vs): PM swapped for the call.
+        def go():
+            global PM
+            saved, PM = PM, binary
+            try:
+                return run()
+            finally:
+                PM = saved
+        return go
+
     for tool in tools:
-        variants.append((f"{tool} fork", lambda t=tool: bench_16(t, crash=False)[:2]))
-        if tool == "pm-runtime" or tool == "pm2-runtime":
-            variants.append((f"{tool} cluster", lambda t=tool: cluster_16(t)))
+        for name, binary in pms if tool == "pm-runtime" else [(tool, None)]:
+            fork, cluster = (lambda t=tool: bench_16(t, crash=False)[:2]), (lambda t=tool: cluster_16(t))
+            if binary:
+                fork, cluster = as_pm(binary, fork), as_pm(binary, cluster)
+            variants.append((f"{name} fork", fork))
+            if tool != "oxmgr":
+                variants.append((f"{name} cluster", cluster))
     runs = {name: [] for name, _ in variants}
     for _ in range(rounds):
         for name, run in variants:
@@ -410,7 +434,7 @@ def ensure_pm2():
 
 
 def main():
-    global PM, OXMGR
+    global PM, OXMGR, VS
     if "--pm" in sys.argv:
         PM = os.path.abspath(sys.argv[sys.argv.index("--pm") + 1])
     else:
@@ -422,6 +446,8 @@ def main():
     if "--oxmgr" in sys.argv:
         OXMGR = os.path.abspath(sys.argv[sys.argv.index("--oxmgr") + 1])
         tools.append("oxmgr")
+    if "--vs" in sys.argv:
+        VS = os.path.abspath(sys.argv[sys.argv.index("--vs") + 1])
     if "--start" in sys.argv:
         bench_start(tools, int(sys.argv[sys.argv.index("--start") + 1]))
         return
@@ -444,6 +470,9 @@ def main():
                 continue
             up16, spread, st = bench_cluster(tool)
             print(f"{tool:12} {up16:>12.2f} s {spread:>9.2f}x {st['ok']:>11} {st['fail']:>7} {st['retried']:>8}")
+    if "--no-start" not in sys.argv:
+        print()
+        bench_start(tools, 3)
     print()
     print(f"{'':12} {'RSS 4 idle':>11} {'PSS':>8} {'CPU 10s idle':>13} {'SIGTERM->exit':>14} {'16 answer':>10} {'crash->ans':>11} {'lines/s':>10} {'CPU s/M lines':>14} {'torn':>5} {'all?':>5} {'CPU 20s mem+watch':>18}")
     for tool, rss, pss, cpu, term, t16, crash, rate, cpm, torn, complete, it in rows:

@@ -34,7 +34,8 @@
 //!   someone reads or an app has `max_memory_restart`). The start and stop order (`depends_on`,
 //!   `role: init/sidecar`) is pure too: the graph in [`config::deps`], the decisions in
 //!   `supervisor::order`, which the loop calls (held apps, per-app stop channels, a failed init
-//!   job). The container's memory is the loop's too ([`supervisor::container`]: the cgroup
+//!   job); so is the start schedule of the run's first instances (`supervisor::schedule`: one
+//!   per CPU first, the rest once one of those is up). The container's memory is the loop's too ([`supervisor::container`]: the cgroup
 //!   reading in the table, recycling the largest instance near the limit, `node_heap: auto`,
 //!   the start-up warnings, the termination log, `shutdown_delay`); every exit gets a death
 //!   certificate (reason, pid, uptime, last stderr lines). Every reader (`ls`, `monit`, HTTP,
