@@ -16,7 +16,7 @@
 //! Only the instances started when the run begins are scheduled; a restart, a `scale`, an
 //! app added later, an app released by its `depends_on` start at once, as before.
 //!
-//! Must never: touch a process, a clock or a channel (the coordinator does, with the answers).
+//! Must never: touch a process, a clock or a channel (the coordinator's decider applies it).
 
 use std::time::Duration;
 
@@ -35,7 +35,7 @@ pub enum Sign {
 }
 
 /// The schedule of the instances started when the run begins.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Staging {
     /// Instances per wave (the CPUs); 0 once the beginning is over (nothing more is held).
     wave: usize,
