@@ -203,11 +203,16 @@ def wait_answering(ports, t0, limit=30):
 
 
 def wait_pids(port, n, t0, limit=30):
-    """Polls one shared port until n different pids answered: (first answer, all n answering)."""
+    """Polls one shared port until n different pids answered: (first answer, all n answering).
+    Each sweep asks again as long as a new pid answers (as the floor's sweep tries every port
+    not answering yet): one request per sweep would see workers that start together one per
+    sweep, and time the probe rather than the workers."""
     pids, first = set(), None
     while len(pids) < n and time.monotonic() - t0 < limit:
-        a = answers(port)
-        if a:
+        while len(pids) < n:
+            a = answers(port)
+            if not a or a in pids:
+                break
             pids.add(a)
             if first is None:
                 first = time.monotonic() - t0
@@ -322,6 +327,11 @@ def bench_start(tools, rounds):
         f1 = median([a[0] / b[0] for a, b in zip(r, floor)])
         fa = median([a[1] / b[1] for a, b in zip(r, floor)])
         print(f"{name:22} {median([a[0] for a in r]):>11.2f} s {f1:>5.2f}x {median([a[1] for a in r]):>12.2f} s {fa:>5.2f}x")
+    if VS:
+        print("pm-runtime / pm-runtime B, round by round (medians): first answer, all answering")
+        for mode in ("fork", "cluster"):
+            a, b = runs[f"pm-runtime {mode}"], runs[f"pm-runtime B {mode}"]
+            print(f"{mode:22} {median([x[0] / y[0] for x, y in zip(a, b)]):>11.2f}x {median([x[1] / y[1] for x, y in zip(a, b)]):>12.2f}x")
 
 
 def bench_logs(tool, n=1_000_000, apps=4):
@@ -388,13 +398,7 @@ def bench_cluster(tool):
     eco = write_eco(d, [{"name": "c", "script": "c.js", "exec_mode": "cluster", "instances": 16, "env": {"PORT": str(port)}}])
     t0 = time.monotonic()
     p = start(tool, eco, d)
-    pids = set()
-    while len(pids) < 16 and time.monotonic() - t0 < 30:
-        a = answers(port)
-        if a:
-            pids.add(a)
-        time.sleep(0.01)  # a spinning probe would steal CPU from the workers it is timing
-    up16 = time.monotonic() - t0 if len(pids) >= 16 else float("nan")
+    up16 = wait_pids(port, 16, t0)[1]
     stop(p)
     # 4 workers: distribution and a rolling reload under load.
     eco = write_eco(d, [{"name": "c", "script": "c.js", "exec_mode": "cluster", "instances": 4, "env": {"PORT": str(port)}}])
