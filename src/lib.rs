@@ -45,7 +45,8 @@
 //!   PM2 Plus, OpenTelemetry) sees that table through a `watch` feed, and events through the
 //!   bus, and imports nothing else of the supervisor.
 //! - [`cluster`] is Node's cluster primary and the one Node IPC channel type (fork-mode Node
-//!   children use it too: `ready`, app messages, `shutdown`).
+//!   children use it too: `ready`, app messages, `shutdown`). A worker's traffic gate is its
+//!   channel's; the instance task opens it as its machine's ready state says.
 //! - [`logs`] frames app output into whole lines and writes it, with the runtime's own events,
 //!   through a single writer, holding at most 16 MiB of it (back-pressure); log files are
 //!   opened without following another user's symlink (`logs::safe_open`).
