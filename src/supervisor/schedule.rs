@@ -3,7 +3,7 @@
 //!
 //! Why: N Node processes started together on C CPUs share them, so each is about N/C times
 //! slower to start and the first one answers only when nearly all do (16 HTTP apps on 2 CPUs:
-//! the first answered at 0.9× of the time all did). A wave of C keeps every CPU busy while it
+//! the first answered at 0.7–0.9× of the time all did). A wave of C keeps every CPU busy while it
 //! starts, and its first instance answers at about the time one alone would; the rest then
 //! start together, so the time until all answer stays that of starting all at once.
 //!
