@@ -172,13 +172,15 @@
 // listen, or in a cluster worker have asked to): the first turn of the event loop after it.
 // Unref'd: an app that has nothing left to do exits as it would (pm-runtime sees the exit).
 if (typeof process.send === 'function') {
-  setImmediate(function pmRuntimeStarted() {
+  const once = setImmediate(function pmRuntimeStarted() {
     try {
       if (process.connected) process.send({ type: 'pm-runtime:started' });
     } catch (_) {
       // The channel is gone: the schedule does not wait for this instance for long.
     }
-  }).unref();
+  });
+  // Node, Bun and Deno have it; a runtime without it just runs the callback.
+  if (once && typeof once.unref === 'function') once.unref();
 }
 
 // Hang watchdog (`watchdog: <ms>` in the ecosystem file; PM_RUNTIME_WATCHDOG_MS set by
