@@ -194,14 +194,19 @@ fn timed(s: &Scenario, n: usize) -> std::collections::HashMap<String, (u64, Opti
 /// Four Node apps on one CPU (`taskset`: the runtime sees 1): the first starts alone, so it is
 /// not slowed down by the others, which start once its main module has run.
 fn four_apps_on_one_cpu(spin: &str) -> (Scenario, Running) {
-    require_tool("taskset", &["-V"]);
-    let s = Scenario::new().file("app.js", TIMED_APP).file(
-        "e.yml",
+    on_one_cpu(
         &format!(
             "apps:\n  - name: a0\n    script: app.js\n    env:\n      SPIN: '{spin}'\n  - name: a1\n    script: app.js\n  \
-             - name: a2\n    script: app.js\n  - name: a3\n    script: app.js\n"
+         - name: a2\n    script: app.js\n  - name: a3\n    script: app.js\n"
         ),
-    );
+        TIMED_APP,
+    )
+}
+
+/// pm-runtime with this ecosystem and `app` as app.js, on one CPU.
+fn on_one_cpu(yaml: &str, app: &str) -> (Scenario, Running) {
+    require_tool("taskset", &["-V"]);
+    let s = Scenario::new().file("app.js", app).file("e.yml", yaml);
     let mut cmd = Command::new("taskset");
     cmd.args(["-c", "0", BIN, "e.yml"]).current_dir(s.path()).env("PM2_HOME", s.path().join(".pm2")).env_remove("PM_RUNTIME_LOG");
     let r = Running::start(cmd);
@@ -231,4 +236,25 @@ fn a_first_app_stuck_in_its_start_holds_the_others_one_second_at_most() {
     }
     r.signal(libc::SIGTERM);
     r.wait(Duration::from_secs(15)).expect("the runtime stops");
+}
+
+#[test]
+fn cluster_workers_beyond_the_cpus_start_once_the_first_one_is_up() {
+    // Each worker notes itself as `c-<instance>`; the first spins 600 ms in its main module.
+    let app = TIMED_APP
+        .replace("process.env.name}", "process.env.name}-${process.env.NODE_APP_INSTANCE}")
+        .replace("Number(process.env.SPIN || 0)", "(process.env.NODE_APP_INSTANCE === '0' ? 600 : 0)");
+    let port = free_port();
+    let (s, mut r) = on_one_cpu(
+        &format!("apps:\n  - name: c\n    script: app.js\n    exec_mode: cluster\n    instances: 3\n    env:\n      PORT: {port}\n"),
+        &format!("{app}require('http').createServer((q, w) => w.end('ok')).listen(process.env.PORT);\n"),
+    );
+    let apps = timed(&s, 3);
+    let first_done = apps["c-0"].1.expect("worker 0's main module ran before the others began");
+    for w in ["c-1", "c-2"] {
+        assert!(apps[w].0 >= first_done, "{w} began at {} before worker 0's main module was done at {first_done}: {apps:?}", apps[w].0);
+    }
+    wait_http(port, Duration::from_secs(15));
+    r.signal(libc::SIGTERM);
+    assert_eq!(r.wait(Duration::from_secs(15)).unwrap().code(), Some(0));
 }

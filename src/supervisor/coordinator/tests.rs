@@ -738,6 +738,15 @@ fn a_first_wave_per_cpu_then_the_rest_once_one_of_it_is_up() {
 }
 
 #[test]
+fn the_preloads_start_message_is_never_on_the_bus() {
+    let mut st = staged(true);
+    for id in [0, 2] {
+        let fx = st.handle(started(id), SystemTime::UNIX_EPOCH);
+        assert!(!fx.iter().any(|e| matches!(e, Effect::AppMessage { .. })), "{fx:?}");
+    }
+}
+
+#[test]
 fn a_stop_while_the_schedule_holds_instances_forgets_them() {
     let mut st = staged(true);
     let fx = step(&mut st, Event::Signal(RuntimeSignal::Stop));
