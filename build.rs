@@ -2,6 +2,7 @@
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=link/layout.ld");
     let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     let features = std::env::var("CARGO_CFG_TARGET_FEATURE").unwrap_or_default();
     // Static glibc (static-pie): relative relocations packed as DT_RELR (a bitmap per 63 words
@@ -11,5 +12,11 @@ fn main() {
     // as they are: there a DT_RELR binary would need glibc >= 2.36 on the machine it runs on.
     if os == "linux" && features.split(',').any(|f| f == "crt-static") {
         println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
+    }
+    // Optional features' code and start-up-only code out of the pages the running supervisor
+    // maps (see link/layout.ld). Every Linux build, so that tests run the same layout.
+    if os == "linux" {
+        let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
+        println!("cargo:rustc-link-arg-bins=-Wl,-T,{dir}/link/layout.ld");
     }
 }
