@@ -20,6 +20,8 @@ COPY --from=builder /pm-runtime /usr/local/bin/pm-runtime
 WORKDIR /app
 COPY ecosystem.config.yml ./
 COPY examples/basic ./examples/basic
+# The start-order example (init job, sidecar, probes), which the container test also runs.
+COPY examples/08-order-and-health ./examples/08-order-and-health
 RUN chown -R node:node /app
 USER node
 ENV PORT=8080 PM2_HOME=/home/node/.pm2

@@ -14,7 +14,7 @@
 //! - [`config`] turns an ecosystem file or a script into a validated [`config::Ecosystem`],
 //!   reporting every problem with file, line and column.
 //! - [`process`] starts processes in their own process groups and owns every `wait` (the
-//!   [`process::Reaper`]); it is the only place with `unsafe` (also where the runtime unmaps its
+//!   [`process::Reaper`]), and after the last app terminates the strays (`process::strays`); it is the only place with `unsafe` (also where the runtime unmaps its
 //!   start-up code once the apps run: `process::unix::trim_code`). It reads /proc
 //!   (`process::tree`) and the container's cgroup, v1 or v2 (`process::cgroup`: limits, usage,
 //!   OOM kills).
@@ -26,22 +26,25 @@
 //!   restart policy in `supervisor::policy`; every stop, a reload's retirement and a starved
 //!   start included; probe results and watchdog heartbeats too: `supervisor::probe` only runs a
 //!   bounded check) and the app set (`supervisor::coordinator`, `handle(event) -> effects`:
-//!   auto-exit and the exit code, scale, apply, watch restarts, panicked tasks, shutdown). Each
+//!   auto-exit and the exit code, scale, apply, watch restarts, panicked tasks, the start and
+//!   stop order, memory limits and recycling, `@pm2/io` messages). Each
 //!   is driven by one loop that turns OS and socket events into inputs and carries out the
 //!   effects: the instance task (`supervisor::instance`) and the coordinator's loop
 //!   (`supervisor/mod.rs`), which owns the one status table, fed by the instances' reports,
 //!   their IPC messages (`@pm2/io` metrics) and one sampler (one /proc sweep per period, while
 //!   someone reads or an app has `max_memory_restart`). The start and stop order (`depends_on`,
-//!   `role: init/sidecar`) is pure too: the graph in [`config::deps`], the decisions in
-//!   `supervisor::order`, which the loop calls (held apps, per-app stop channels, a failed init
-//!   job). The container's memory is the loop's too ([`supervisor::container`]: the cgroup
-//!   reading in the table, recycling the largest instance near the limit, `node_heap: auto`,
-//!   the start-up warnings, the termination log, `shutdown_delay`); every exit gets a death
+//!   `role: init/sidecar`) is pure too: the graph in [`config::deps`], the rules in
+//!   `supervisor::order`, applied by the coordinator's decider (held and released apps, a
+//!   failed init job, who stops next); the loop keeps only the held inboxes and the per-app
+//!   stop channels. The container's memory ([`supervisor::container`]: the cgroup reading in
+//!   the table, the `Recycler` the decider asks which instance to recycle near the limit,
+//!   `node_heap: auto`, the start-up warnings, the termination log); every exit gets a death
 //!   certificate (reason, pid, uptime, last stderr lines). Every reader (`ls`, `monit`, HTTP,
 //!   PM2 Plus, OpenTelemetry) sees that table through a `watch` feed, and events through the
 //!   bus, and imports nothing else of the supervisor.
 //! - [`cluster`] is Node's cluster primary and the one Node IPC channel type (fork-mode Node
-//!   children use it too: `ready`, app messages, `shutdown`).
+//!   children use it too: `ready`, app messages, `shutdown`). A worker's traffic gate is its
+//!   channel's; the instance task opens it as its machine's ready state says.
 //! - [`logs`] frames app output into whole lines and writes it, with the runtime's own events,
 //!   through a single writer, holding at most 16 MiB of it (back-pressure); log files are
 //!   opened without following another user's symlink (`logs::safe_open`).

@@ -37,6 +37,9 @@
 //! CPU contention gave 1.7–2.8× skews in our runs). A joining worker starts level with the
 //! least-served one, so a replacement is not flooded. When nobody has room, connections wait
 //! (up to 128, then in the kernel backlog) and go to whichever worker frees room first.
+//! A worker of an app with a readiness probe is held ([`WorkerChannel::with_gate`]): its
+//! `listen()` completes, but it joins the dispatcher only once ready, and leaves while not;
+//! its probes reach it alone through [`WorkerHandle::direct`].
 //!
 //! Measured (4 workers, node 20.20.2, release build, a 2-core box with load average 4–6 from
 //! other builds; requests per worker, client in-process; `tests/cluster.rs`):
@@ -88,7 +91,7 @@ mod sys;
 mod worker;
 
 pub use listeners::{Listeners, SchedPolicy};
-pub use worker::{WorkerChannel, WorkerEvent, WorkerHandle};
+pub use worker::{Direct, WorkerChannel, WorkerEvent, WorkerHandle};
 
 /// The cluster worker id of instance `pm_id` (`NODE_UNIQUE_ID`, which becomes
 /// `cluster.worker.id`): ids start at 1, and a replacement keeps its instance's id.

@@ -17,7 +17,7 @@ use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 
 use super::channel::Channel;
-use super::listeners::{ListenRequest, Listener, Listeners, Local, RrConn, Slot, SlotId};
+use super::listeners::{ListenRequest, Listener, Listeners, Local, RrConn, RrDispatch, Slot, SlotId};
 
 /// What a worker did that the supervisor may care about.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,7 +53,8 @@ const MAX_QUEUED_MESSAGES: usize = 10_000;
 /// Times a handle is resent after a `NODE_HANDLE_NACK` (Node's `MAX_HANDLE_RETRANSMISSIONS`).
 const MAX_RETRANSMISSIONS: u32 = 3;
 
-/// Distinguishes worker channels (worker ids may be reused by a replacement).
+/// Distinguishes dispatcher memberships (worker ids may be reused by a replacement, and a
+/// held worker may join, leave and join again).
 static NEXT_UID: AtomicU64 = AtomicU64::new(1);
 
 /// The supervisor's side of one worker's IPC channel. Dropping it (and every
@@ -75,6 +76,20 @@ pub struct WorkerHandle {
 enum Command {
     Send(Vec<u8>, oneshot::Sender<io::Result<()>>),
     Disconnect(oneshot::Sender<io::Result<()>>),
+    Admit(bool),
+    Direct(u16, oneshot::Sender<Direct>),
+}
+
+/// What [`WorkerHandle::direct`] got: a connection to this worker alone, or why not.
+#[derive(Debug)]
+pub enum Direct {
+    /// Our end of a loopback TCP connection whose other end was handed to the worker's server
+    /// on that port (as a round-robin `newconn`, whatever the policy).
+    Conn(std::net::TcpStream),
+    /// The port is one of the app's cluster ports but this worker has no server on it (yet).
+    NotListening,
+    /// Not a port of the app's cluster listeners: connect to it as to anything else.
+    NotClustered,
 }
 
 fn not_connected() -> io::Error {
@@ -104,6 +119,22 @@ impl WorkerHandle {
         self.tx.send(Command::Disconnect(done)).map_err(|_| not_connected())?;
         rx.await.map_err(|_| not_connected())?
     }
+
+    /// Round-robin traffic gate of a worker made with [`WorkerChannel::with_gate`]: `true`
+    /// makes its servers members of their dispatchers (they get connections), `false` takes
+    /// them out again (a readiness probe that stopped passing). No effect on a shared handle:
+    /// there the kernel gives connections to whoever listens.
+    pub fn admit(&self, yes: bool) {
+        let _ = self.tx.send(Command::Admit(yes));
+    }
+
+    /// A connection to this worker's server on TCP `port` only, past the dispatcher (a health
+    /// probe must reach the process it judges, not whichever worker is next).
+    pub async fn direct(&self, port: u16) -> io::Result<Direct> {
+        let (done, rx) = oneshot::channel();
+        self.tx.send(Command::Direct(port, done)).map_err(|_| not_connected())?;
+        rx.await.map_err(|_| not_connected())
+    }
 }
 
 impl WorkerChannel {
@@ -112,13 +143,19 @@ impl WorkerChannel {
     /// runtime. `listeners` is `None` for a fork-mode Node child: it has no cluster primary,
     /// so a `queryServer` from it is refused (EPERM) instead of binding anything for it.
     pub fn new(stream: UnixStream, worker_id: u32, listeners: Option<Listeners>) -> Self {
+        Self::with_gate(stream, worker_id, listeners, false)
+    }
+
+    /// As [`WorkerChannel::new`]; with `held`, the worker's round-robin servers get no
+    /// connection until [`WorkerHandle::admit`] lets them (an app with a readiness probe: a
+    /// worker takes traffic once it is ready). Its `listen()` completes as usual.
+    pub fn with_gate(stream: UnixStream, worker_id: u32, listeners: Option<Listeners>, held: bool) -> Self {
         let (ev_tx, events) = mpsc::unbounded_channel();
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (rr_tx, rr_rx) = mpsc::unbounded_channel();
         let queued_messages = Arc::new(AtomicUsize::new(0));
         let worker = Worker {
             chan: Channel::new(stream),
-            uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
             worker_id,
             listeners,
             events: ev_tx,
@@ -130,6 +167,7 @@ impl WorkerChannel {
             rr_tx,
             rr_sent: HashMap::new(),
             servers: HashMap::new(),
+            admitted: !held,
             disconnecting: false,
             disconnect_sent: false,
             broken: false,
@@ -167,6 +205,11 @@ impl WorkerChannel {
     pub fn handle(&self) -> WorkerHandle {
         self.handle.clone()
     }
+
+    /// See [`WorkerHandle::admit`].
+    pub fn admit(&self, yes: bool) {
+        self.handle.admit(yes);
+    }
 }
 
 /// What goes with an outgoing line.
@@ -174,7 +217,7 @@ enum Attach {
     None,
     /// An fd of ours to send (a dup of a listening socket); closed once acknowledged.
     Fd(OwnedFd),
-    /// The round-robin connection of `newconn` with this seq (kept in `rr_sent`).
+    /// The connection of `newconn` with this seq (kept in `rr_sent`).
     Conn(u64),
 }
 
@@ -201,7 +244,10 @@ impl Outgoing {
 
 /// A `newconn` sent (or queued) and not yet answered.
 struct SentConn {
-    conn: RrConn,
+    fd: OwnedFd,
+    /// The dispatcher and member it came through; `None` for a [`Direct`] connection (a
+    /// probe's: it goes to this worker or nowhere).
+    via: Option<(Arc<RrDispatch>, SlotId)>,
     /// The worker acknowledged the handle: it may have read from the connection.
     acked: bool,
 }
@@ -215,7 +261,6 @@ struct Server {
 
 struct Worker {
     chan: Channel,
-    uid: u64,
     worker_id: u32,
     /// `None`: not a cluster worker (fork mode).
     listeners: Option<Listeners>,
@@ -231,6 +276,8 @@ struct Worker {
     rr_tx: mpsc::UnboundedSender<RrConn>,
     rr_sent: HashMap<u64, SentConn>,
     servers: HashMap<String, Server>,
+    /// Its round-robin servers may be members (see [`WorkerChannel::with_gate`]).
+    admitted: bool,
     /// The worker is leaving (either side asked): no new servers, no new connections.
     disconnecting: bool,
     disconnect_sent: bool,
@@ -298,7 +345,7 @@ impl Worker {
                 Attach::None => None,
                 Attach::Fd(f) => Some(f.as_fd()),
                 Attach::Conn(seq) => match self.rr_sent.get(seq) {
-                    Some(s) => Some(s.conn.fd.as_fd()),
+                    Some(s) => Some(s.fd.as_fd()),
                     None => continue, // already given elsewhere
                 },
             };
@@ -327,10 +374,16 @@ impl Worker {
     }
 
     fn queue_newconn(&mut self, conn: RrConn) {
+        let RrConn { dispatch, slot, fd } = conn;
+        let key = slot.1.clone();
+        self.queue_conn(&key, fd, Some((dispatch, slot)));
+    }
+
+    fn queue_conn(&mut self, key: &str, fd: OwnedFd, via: Option<(Arc<RrDispatch>, SlotId)>) {
         let seq = self.next_seq();
         let msg = json!({"cmd": "NODE_HANDLE", "type": "net.Native",
-            "msg": {"cmd": "NODE_CLUSTER", "act": "newconn", "key": conn.slot.1, "seq": seq}});
-        self.rr_sent.insert(seq, SentConn { conn, acked: false });
+            "msg": {"cmd": "NODE_CLUSTER", "act": "newconn", "key": key, "seq": seq}});
+        self.rr_sent.insert(seq, SentConn { fd, via, acked: false });
         self.queue(&msg, Attach::Conn(seq));
     }
 
@@ -402,7 +455,7 @@ impl Worker {
         if let Attach::Conn(seq) = o.attach
             && let Some(s) = self.rr_sent.remove(&seq)
         {
-            self.conn_refused(s.conn);
+            self.conn_refused(s);
         }
         o.finish(Err(io::Error::other("handle refused by the worker")));
     }
@@ -501,7 +554,7 @@ impl Worker {
                 "msg": {"cmd": "NODE_CLUSTER", "errno": 0, "key": key, "ack": ack, "data": data, "seq": seq}});
             self.queue(&reply, Attach::Fd(dup));
             self.servers.insert(key, Server { listener, slot: None });
-        } else if let Some(rr) = listener.rr.clone() {
+        } else if listener.rr.is_some() {
             // Round-robin: a stand-in handle; `sockname` is what `server.address()` returns and
             // its port must be the port asked for (it is: we bound exactly that). A Unix socket
             // has none (the worker's server reports its path, as with Node's primary).
@@ -511,11 +564,61 @@ impl Worker {
                 reply["sockname"] = json!({"address": a.ip().to_string(), "family": family, "port": a.port()});
             }
             self.queue(&reply, Attach::None);
-            let slot = Slot { id: (self.uid, key.clone()), tx: self.rr_tx.clone() };
-            let waiting = rr.join(&slot);
-            self.servers.insert(key, Server { listener, slot: Some(slot.clone()) });
-            for fd in waiting {
-                self.queue_newconn(RrConn { dispatch: rr.clone(), slot: slot.id.clone(), fd });
+            self.servers.insert(key.clone(), Server { listener, slot: None });
+            if self.admitted {
+                self.join(&key);
+            }
+        }
+    }
+
+    /// The round-robin server `key` becomes a member of its dispatcher and takes the
+    /// connections waiting there.
+    fn join(&mut self, key: &str) {
+        // A fresh id per membership: answers to connections of an earlier one (before the
+        // gate closed) give it no extra room.
+        let slot = Slot { id: (NEXT_UID.fetch_add(1, Ordering::Relaxed), key.to_string()), tx: self.rr_tx.clone() };
+        let Some(server) = self.servers.get_mut(key).filter(|s| s.slot.is_none()) else { return };
+        let Some(rr) = server.listener.rr.clone() else { return };
+        server.slot = Some(slot.clone());
+        for fd in rr.join(&slot) {
+            self.queue_newconn(RrConn { dispatch: rr.clone(), slot: slot.id.clone(), fd });
+        }
+    }
+
+    /// The readiness gate opens (every round-robin server joins) or closes (they leave).
+    fn admit(&mut self, yes: bool) {
+        self.admitted = yes;
+        if self.disconnecting {
+            return;
+        }
+        let keys: Vec<String> = self.servers.keys().cloned().collect();
+        for key in keys {
+            if yes {
+                self.join(&key);
+            } else if let Some(s) = self.servers.get_mut(&key)
+                && let Some(slot) = s.slot.take()
+            {
+                leave(&s.listener, &slot.id);
+            }
+        }
+    }
+
+    /// A loopback connection whose server end goes to this worker's server on `port`.
+    fn direct(&mut self, port: u16) -> Direct {
+        let on_port = |l: &Listener| matches!(l.local, Local::Tcp(a) if a.port() == port);
+        let key = self.servers.iter().find(|(_, s)| on_port(&s.listener)).map(|(k, _)| k.clone());
+        let Some(key) = key.filter(|_| !self.disconnecting && !self.broken) else {
+            let ours = self.listeners.as_ref().is_some_and(|l| l.bound().iter().any(|a| a.port() == port));
+            return if ours { Direct::NotListening } else { Direct::NotClustered };
+        };
+        match loopback_pair() {
+            Ok((ours, theirs)) => {
+                self.queue_conn(&key, theirs, None);
+                Direct::Conn(ours)
+            }
+            Err(e) => {
+                tracing::debug!("cluster: no loopback connection for worker {}: {e}", self.worker_id);
+                Direct::NotClustered
             }
         }
     }
@@ -524,24 +627,26 @@ impl Worker {
     fn on_reply(&mut self, ack: u64, v: &Value) {
         let Some(sent) = self.rr_sent.remove(&ack) else { return };
         if v.get("accepted").and_then(Value::as_bool) == Some(true) {
-            let RrConn { dispatch, slot, fd } = sent.conn;
-            drop(fd); // the worker has its own copy now
-            self.next_conn(&dispatch, &slot);
+            // The worker has its own copy now.
+            if let Some((dispatch, slot)) = sent.via {
+                self.next_conn(&dispatch, &slot);
+            }
         } else {
-            self.conn_refused(sent.conn);
+            self.conn_refused(sent);
         }
     }
 
     /// A connection the worker did not take: give it to another worker, then offer this one
-    /// the next connection if it is still a member (Node's `RoundRobinHandle`).
-    fn conn_refused(&mut self, conn: RrConn) {
-        let RrConn { dispatch, slot, fd } = conn;
-        dispatch.distribute(fd);
+    /// the next connection if it is still a member (Node's `RoundRobinHandle`). A direct one
+    /// is closed (its prober sees the refusal).
+    fn conn_refused(&mut self, sent: SentConn) {
+        let Some((dispatch, slot)) = sent.via else { return };
+        dispatch.distribute(sent.fd);
         self.next_conn(&dispatch, &slot);
     }
 
     fn next_conn(&mut self, dispatch: &Arc<super::listeners::RrDispatch>, slot: &SlotId) {
-        let Some(s) = self.servers.get(&slot.1).and_then(|s| s.slot.clone()) else { return };
+        let Some(s) = self.servers.get(&slot.1).and_then(|s| s.slot.clone()).filter(|s| &s.id == slot) else { return };
         if let Some(fd) = dispatch.handoff(&s) {
             self.queue_newconn(RrConn { dispatch: dispatch.clone(), slot: s.id, fd });
         }
@@ -561,6 +666,10 @@ impl Worker {
         match cmd {
             Command::Send(line, done) => {
                 self.out.push_back(Outgoing { line, attach: Attach::None, done: Some(done), retransmissions: 0 });
+            }
+            Command::Admit(yes) => self.admit(yes),
+            Command::Direct(port, done) => {
+                let _ = done.send(self.direct(port));
             }
             Command::Disconnect(done) => {
                 self.start_disconnecting();
@@ -598,14 +707,27 @@ impl Worker {
             conn.dispatch.distribute(conn.fd);
         }
         for (_, sent) in self.rr_sent.drain() {
-            if !sent.acked {
-                sent.conn.dispatch.distribute(sent.conn.fd);
+            if !sent.acked
+                && let Some((dispatch, _)) = sent.via
+            {
+                dispatch.distribute(sent.fd);
             }
         }
         for mut o in self.in_flight.take().into_iter().chain(self.out.drain(..)) {
             o.finish(Err(not_connected()));
         }
     }
+}
+
+/// Both ends of a fresh TCP connection on 127.0.0.1, non-blocking (libuv does not set
+/// O_NONBLOCK on a handle it receives; tokio needs it on ours).
+fn loopback_pair() -> io::Result<(std::net::TcpStream, OwnedFd)> {
+    let l = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+    let ours = std::net::TcpStream::connect(l.local_addr()?)?;
+    let (theirs, _) = l.accept()?;
+    ours.set_nonblocking(true)?;
+    theirs.set_nonblocking(true)?;
+    Ok((ours, OwnedFd::from(theirs)))
 }
 
 fn leave(listener: &Listener, id: &SlotId) {
@@ -789,6 +911,39 @@ mod tests {
         assert_eq!(f.recv().await, json!({"cmd":"NODE_CLUSTER","act":"disconnect","seq":0}));
         f.send(&query(1, 0)).await;
         f.nothing_for(100).await;
+    }
+
+    #[tokio::test]
+    async fn a_held_worker_gets_connections_once_admitted_and_direct_ones_before() {
+        let l = Listeners::new(SchedPolicy::RoundRobin);
+        let (a, b) = UnixStream::pair().expect("pair");
+        let (w, mut f) = (WorkerChannel::with_gate(a, 1, Some(l.clone()), true), Fake { ch: Channel::new(b) });
+        f.send(&query(1, 0)).await;
+        let reply = f.recv().await;
+        let port = reply["sockname"]["port"].as_u64().expect("listen completes while held") as u16;
+        // Held: a client's connection waits in the dispatcher...
+        let _c = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+        f.nothing_for(150).await;
+        // ...while a probe's own connection reaches this worker, and no other port does.
+        let Direct::Conn(_probe) = w.handle().direct(port).await.expect("direct") else { panic!("no direct connection") };
+        let m = f.recv().await;
+        assert_eq!(m["msg"]["act"], "newconn");
+        assert!(f.ch.take_fd().is_some());
+        f.send(&json!({"cmd": "NODE_HANDLE_ACK"})).await;
+        f.send(&json!({"cmd":"NODE_CLUSTER","ack":m["msg"]["seq"],"accepted":true,"seq":2})).await;
+        assert!(matches!(w.handle().direct(port.wrapping_add(1)).await.expect("direct"), Direct::NotClustered));
+        // Admitted: the waiting client connection comes.
+        w.admit(true);
+        let m = f.recv().await;
+        assert_eq!(m["msg"]["act"], "newconn");
+        assert!(f.ch.take_fd().is_some());
+        // Held again: it leaves the dispatcher.
+        f.send(&json!({"cmd": "NODE_HANDLE_ACK"})).await;
+        f.send(&json!({"cmd":"NODE_CLUSTER","ack":m["msg"]["seq"],"accepted":true,"seq":3})).await;
+        w.admit(false);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _c2 = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+        f.nothing_for(150).await;
     }
 
     #[tokio::test]

@@ -103,6 +103,20 @@ pub fn render(table: &StatusTable, stats: &RuntimeStats, compat_pm2: bool, now: 
     each(&mut out, "pm_runtime_app_ready", "gauge", "1 when the instance is online and ready (listening, 'ready' sent, READY=1).", &|n| {
         Some(u8::from(rows[n].ready()).to_string())
     });
+    head(
+        &mut out,
+        "pm_runtime_app_probe_failures",
+        "gauge",
+        "Checks of the instance's liveness or readiness probe failed in a row (0 while it passes), for the running process.",
+    );
+    for (n, l) in labels.iter().enumerate() {
+        let Some(probes) = rows[n].last.as_ref().filter(|u| u.pid.is_some()).map(|u| &u.probes) else { continue };
+        for (kind, view) in [("liveness", &probes.liveness), ("readiness", &probes.readiness)] {
+            if let Some(v) = view {
+                let _ = writeln!(out, "pm_runtime_app_probe_failures{{{l},probe=\"{kind}\"}} {}", v.failures);
+            }
+        }
+    }
     head(&mut out, "pm_runtime_app_status", "gauge", "The instance's status (a state set: 1 for the current one).");
     for (n, l) in labels.iter().enumerate() {
         let current = rows[n].status_str();

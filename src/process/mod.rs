@@ -7,6 +7,7 @@
 
 pub mod cgroup;
 pub mod reaper;
+pub mod strays;
 pub mod tree;
 pub mod unix;
 

@@ -67,6 +67,40 @@ pub struct Planned<'a> {
     pub node_heap: bool,
 }
 
+/// At start: warnings when the apps (`instances[i]` of `apps[i]`) can outgrow the container's
+/// memory, or stopping can outlast the platform's grace period.
+pub fn warn_at_start(
+    apps: &[std::sync::Arc<crate::config::App>],
+    instances: &[u32],
+    container: Option<Container>,
+    shutdown_delay: Duration,
+) {
+    if let Some(c) = container
+        && let Some(limit) = c.limits.memory
+    {
+        let planned: Vec<Planned> = apps
+            .iter()
+            .zip(instances)
+            .map(|(a, n)| Planned {
+                name: &a.name,
+                instances: *n,
+                max_memory: a.max_memory_restart,
+                node: a.command.is_node,
+                node_heap: a.node_heap,
+            })
+            .collect();
+        let machine = cgroup::machine_memory().unwrap_or(limit);
+        if let Some(w) = fit_warning(&planned, limit, c.limits.oom_group, v8_default_heap(machine)) {
+            tracing::warn!("{w}");
+        }
+    }
+    let longest = apps.iter().map(|a| a.kill_timeout).max().unwrap_or_default();
+    let platform = platform_grace(&|k| std::env::var(k).ok(), std::path::Path::new("/.dockerenv").exists());
+    if let Some(w) = grace_warning(longest, shutdown_delay, platform) {
+        tracing::warn!("{w}");
+    }
+}
+
 /// V8's default old-space limit as a Node that sees `machine` bytes of memory sets it (a
 /// quarter of it, at most 2 GiB; older Nodes see the machine, not the container).
 pub fn v8_default_heap(machine: u64) -> u64 {
@@ -174,7 +208,7 @@ pub fn recycle_threshold(value: Option<&str>) -> Result<Option<f64>, String> {
 /// Owns: when the last recycle happened, whether the usage went under the threshold since,
 /// which instance is being recycled, the current backoff.
 /// Pure: the caller passes the clock and the readings.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Recycler {
     pub threshold: f64,
     backoff: Duration,

@@ -1,22 +1,29 @@
 //! The coordinator's decisions as data: a [`State`] of the app set takes an [`Event`] (an
-//! instance's report, a task's end, a runtime signal, a watched file, a write request) and
-//! answers with the [`Effect`]s to carry out (start an instance's task, send it a command, kill
-//! what a panicked task left, shut down, publish, exit with this outcome…).
+//! instance's report, a task's end, a runtime signal, a watched file, a write request, a
+//! sample, a memory reading, an app's message) and answers with the [`Effect`]s to carry out
+//! (start or hold an instance's task, send it a command, kill what a panicked task left, stop
+//! an app or every app, publish, exit with this outcome…).
 //!
 //! Pure, like the instance machine (Horust's `handle_event`): no task, no channel, no clock, no
 //! I/O. The loop in `supervisor/mod.rs` turns OS and socket events into events and carries out
 //! the effects. Decided here and nowhere else: auto-exit and the exit code, `scale` and
 //! `startOrRestart`/`apply`, `start` of a running instance, restarts by a file watch, what
-//! follows a panicked task, the order of shutdown.
+//! follows a panicked task; the start and stop order (`ordering.rs`: held and released apps, a
+//! failed init job, `start` of what an app needs, dependents stopped first, `shutdown_delay`);
+//! memory (`memory.rs`: `max_memory_restart` readings, recycling near the container's limit);
+//! the apps' `@pm2/io` messages (`messages.rs`).
 //!
-//! Must never: read the clock, touch a process, a file or a channel.
+//! Must never: read the clock (the loop passes `now`, and the `Instant` of a memory reading),
+//! touch a process, a file or a channel.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
+use super::container::Recycler;
 use super::machine::{Cmd, Level, Shutdown};
 use super::numbering::Numbering;
+use super::order::Order;
 use super::status::{Report, RestartCounts, RestartReason, Sample, Status, Update};
 use crate::config::{App, Ecosystem, Role};
 use crate::control::protocol::{Reply, error};
@@ -70,12 +77,25 @@ pub struct State {
     /// A stop signal arrived.
     pub stopping: bool,
     phase: Phase,
-    /// Instances whose task waits for their app's dependencies (`depends_on`), kept by the
-    /// loop from `supervisor::order`; `true`: what they wait for failed, so they count as
-    /// settled for auto-exit.
-    pub held: BTreeMap<u32, bool>,
+    /// Instances whose task waits for their app's dependencies (`depends_on`).
+    held: BTreeMap<u32, Held>,
+    /// The start and stop order of the apps (`depends_on`, roles): see `ordering.rs`.
+    pub order: Order,
+    /// On a stop signal: readiness ends at once, the apps are told to stop after this.
+    pub shutdown_delay: Duration,
+    /// Recycling before the OOM killer (`None`: PM_RUNTIME_MEMORY_RECYCLE=off).
+    pub recycler: Option<Recycler>,
     /// A new instance's PM2 `unique_id` (a UUID; a counter in tests).
     new_unique_id: fn() -> String,
+}
+
+/// A held instance: what its task will start with once its app is released.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    /// What it waits for failed: it counts as settled for auto-exit.
+    blocked: bool,
+    restart_time: u32,
+    resumed: bool,
 }
 
 /// What happened, as the loop saw it.
@@ -114,18 +134,20 @@ pub enum Event {
         action: String,
         eco: Ecosystem,
     },
-    /// An init job failed: the container stops with this exit code.
-    InitFailed {
-        code: i32,
-    },
-    /// These held instances will never start (the runtime goes down): they are gone.
-    HeldDropped {
-        ids: Vec<u32>,
-    },
-    /// What a held instance waits for failed (`true`) or may still come (`false`).
-    HeldBlocked {
+    /// An app's own IPC message (`@pm2/io`, the watchdog's heartbeat, anything else).
+    AppMessage {
         pm_id: u32,
-        blocked: bool,
+        message: serde_json::Value,
+    },
+    /// `shutdown_delay` (asked for with [`Effect::StopIn`]) is over.
+    DelayOver,
+    /// A sweep of /proc: the resources of every running instance (`max_memory_restart`).
+    Sampled(HashMap<u32, Sample>),
+    /// The container's memory (working set) and its limit, read at `at` (recycling).
+    ContainerMemory {
+        used: u64,
+        limit: u64,
+        at: Instant,
     },
 }
 
@@ -134,30 +156,45 @@ pub enum Event {
 pub struct Note {
     pub level: Level,
     /// The instance it is about (app name, pm_id) and PM2's status word.
-    pub about: Option<(String, u32, &'static str)>,
+    pub about: Option<(String, u32, Option<&'static str>)>,
     pub text: String,
 }
 
 /// What the loop must do.
 #[derive(Debug, Clone)]
 pub enum Effect {
-    /// Start the task of the instance in slot `pm_id` (new, or `resumed` after a panic).
+    /// Start the task of the instance in slot `pm_id` (new, or `resumed` after a panic), with
+    /// the inbox made when it was held, if it was.
     StartTask {
         pm_id: u32,
         restart_time: u32,
         resumed: bool,
     },
+    /// The instance waits for its app's dependencies: its inbox is made (commands wait there),
+    /// its task starts with a later [`Effect::StartTask`].
+    Hold(u32),
     Send(u32, Cmd),
     /// SIGKILL to the process tree of `pid` (a panicked task owned it; nobody else will stop it).
     KillTree(u32),
     /// Tell every instance how far the shutdown has gone.
     Shutdown(Shutdown),
+    /// Tell this app's instances to stop (the apps that need it have stopped).
+    StopApp(usize),
+    /// Send [`Event::DelayOver`] after this (`shutdown_delay`).
+    StopIn(Duration),
     /// Reopen the log files (SIGUSR2).
     ReopenLogs,
-    /// The instance is gone: release everything held for it (its inbox, its log buffers and files).
+    /// The instance is gone (or, held, will never start): release everything held for it (its
+    /// inbox, its log buffers and files).
     Forget(u32),
     /// This status report is news for the bus.
     Announce(Update),
+    /// Put an app's message on the bus.
+    AppMessage {
+        pm_id: u32,
+        name: String,
+        message: Arc<serde_json::Value>,
+    },
     /// Publish the table.
     Publish,
     /// The answer to the request of the event.
@@ -182,6 +219,9 @@ impl State {
             stopping: false,
             phase: Phase::Running,
             held: BTreeMap::new(),
+            order: Order::default(),
+            shutdown_delay: Duration::ZERO,
+            recycler: None,
             new_unique_id,
         }
     }
@@ -194,6 +234,7 @@ impl State {
     /// One step: what `event` changes, and what must be done about it.
     pub fn handle(&mut self, event: Event, now: SystemTime) -> Vec<Effect> {
         let mut fx = Vec::new();
+        self.order.sync(&self.apps);
         match event {
             Event::Begin => {
                 for app_index in 0..self.apps.len() {
@@ -233,6 +274,7 @@ impl State {
                         .is_some_and(|u| matches!(u.status, Status::Online | Status::Launching));
                     fx.push(Effect::Send(*id, if running { Cmd::Restart } else { Cmd::Start }));
                 }
+                self.start_dependencies(&ids, &mut fx);
                 fx.push(Effect::Reply(Reply { ids: Some(ids), ..Reply::ok() }));
             }
             Event::Scale { name, count } => {
@@ -245,30 +287,18 @@ impl State {
                 fx.push(Effect::Publish);
                 fx.push(Effect::Reply(reply));
             }
-            Event::InitFailed { code } => {
-                if self.phase == Phase::Running {
-                    self.drain(Outcome::AppsFinished(code), &mut fx);
-                    self.check_end(&mut fx);
+            Event::DelayOver => {
+                if std::mem::take(&mut self.order.delay_pending) {
+                    fx.push(note(Level::Info, "shutdown_delay is over: stopping every app (kill_timeout applies)".into()));
+                    self.begin_stop(&mut fx);
                 }
             }
-            Event::HeldBlocked { pm_id, blocked } => {
-                if let Some(b) = self.held.get_mut(&pm_id) {
-                    *b = blocked;
-                }
-                self.check_settled(&mut fx);
-            }
-            Event::HeldDropped { ids } => {
-                for pm_id in ids {
-                    self.held.remove(&pm_id);
-                    self.tasks.remove(&pm_id);
-                    if let Some(slot) = self.slots.remove(&pm_id) {
-                        self.numbers.entry(slot.app_index).or_default().give_back(slot.instance);
-                    }
-                }
-                fx.push(Effect::Publish);
-                self.check_end(&mut fx);
-            }
+            Event::Sampled(samples) => self.sampled(samples, &mut fx),
+            Event::AppMessage { pm_id, message } => self.app_message(pm_id, message, &mut fx),
+            Event::ContainerMemory { used, limit, at } => self.recycle(used, limit, at, &mut fx),
         }
+        // The start and stop order follows whatever changed.
+        self.advance_order(&mut fx);
         fx
     }
 
@@ -294,7 +324,7 @@ impl State {
             },
         );
         self.tasks.insert(pm_id);
-        fx.push(Effect::StartTask { pm_id, restart_time: 0, resumed: false });
+        self.start_task(pm_id, 0, false, fx);
         pm_id
     }
 
@@ -303,6 +333,13 @@ impl State {
         // ending now keep their slots.
         if update.gone && self.phase != Phase::Running {
             return;
+        }
+        if !self.slots.contains_key(&update.pm_id) {
+            return;
+        }
+        // What it reached, for the start order.
+        if !self.order.graph.is_flat() {
+            self.order.reached.entry(update.pm_id).or_default().observe(&update.report);
         }
         let Some(slot) = self.slots.get_mut(&update.pm_id) else { return };
         // A report that only refreshes facts (the backoff reset of `prev_restart_delay`) is
@@ -324,6 +361,7 @@ impl State {
             if let Some(slot) = self.slots.remove(&pm_id) {
                 self.numbers.entry(slot.app_index).or_default().give_back(slot.instance);
             }
+            self.order.reached.remove(&pm_id);
             fx.push(Effect::Forget(pm_id));
         } else {
             if update.pid.is_none() {
@@ -372,7 +410,7 @@ impl State {
         let again = running && slot.panics <= app.max_restarts.max(1);
         fx.push(Effect::Log(Note {
             level: Level::Error,
-            about: Some((app.name.clone(), pm_id, "errored")),
+            about: Some((app.name.clone(), pm_id, Some("errored"))),
             text: format!(
                 "App [{}:{pm_id}] supervision task panicked ({what}); its processes were killed{}",
                 app.name,
@@ -382,7 +420,7 @@ impl State {
         if again {
             slot.restarts.add(RestartReason::Crash);
             self.tasks.insert(pm_id);
-            fx.push(Effect::StartTask { pm_id, restart_time, resumed: true });
+            self.start_task(pm_id, restart_time, true, fx);
         } else {
             let status = if self.stopping { Status::Stopped } else { Status::Errored };
             let report = match &last {
@@ -409,17 +447,19 @@ impl State {
                         about: None,
                         text: "Second stop signal: killing every app now".into(),
                     }));
-                    fx.push(Effect::Shutdown(Shutdown::Force));
+                    self.order.delay_pending = false;
+                    self.drop_held(fx);
+                    self.shutdown_all(Shutdown::Force, fx);
                 } else {
                     self.stopping = true;
+                    self.phase = Phase::Draining(Outcome::Requested);
                     fx.push(Effect::Publish);
                     fx.push(Effect::Log(Note {
                         level: Level::Info,
                         about: None,
                         text: "Stop signal received: stopping every app (kill_timeout applies)".into(),
                     }));
-                    fx.push(Effect::Shutdown(Shutdown::Graceful));
-                    self.phase = Phase::Draining(Outcome::Requested);
+                    self.stop_requested(fx);
                     self.check_end(fx);
                 }
             }
@@ -446,10 +486,12 @@ impl State {
         }
     }
 
-    /// The run is over with `outcome`: whatever still runs is stopped, then the tasks are awaited.
+    /// The run is over by itself (auto-exit, a failed init job) with `outcome`: what still runs
+    /// is stopped at once, in no order, held instances never start, then the tasks are awaited.
     fn drain(&mut self, outcome: Outcome, fx: &mut Vec<Effect>) {
         self.phase = Phase::Draining(outcome);
-        fx.push(Effect::Shutdown(Shutdown::Graceful));
+        self.drop_held(fx);
+        self.shutdown_all(Shutdown::Graceful, fx);
     }
 
     /// Once no task runs (after a task ended, or a stop with none left): a draining run is done,
@@ -482,7 +524,7 @@ impl State {
     fn all_settled(&self) -> bool {
         let counted = self.counted();
         self.slots.iter().filter(|(_, s)| counted[s.app_index]).all(|(id, s)| match self.held.get(id) {
-            Some(blocked) => *blocked,
+            Some(h) => h.blocked,
             None => s.last.as_ref().is_some_and(|u| !u.status.is_alive() && !u.scheduled),
         })
     }
@@ -602,5 +644,13 @@ impl State {
     }
 }
 
+/// A line for the runtime's log about no instance in particular.
+fn note(level: Level, text: String) -> Effect {
+    Effect::Log(Note { level, about: None, text })
+}
+
+mod memory;
+mod messages;
+mod ordering;
 #[cfg(test)]
 mod tests;

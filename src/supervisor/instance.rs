@@ -26,8 +26,8 @@ use super::machine::{Cmd, Effect, Input, Level, Machine, ProbeKind, Ready, Shutd
 use super::policy;
 use super::status::{DEATH_STDERR_LINES, Death, ExitReason};
 use super::status::{Status, Update};
-use crate::cluster::{WorkerChannel, WorkerEvent};
-use crate::config::{App, Principal};
+use crate::cluster::{Direct, WorkerChannel, WorkerEvent};
+use crate::config::{App, Principal, ProbeCheck};
 use crate::logs::LogHub;
 use crate::process::{self, Exit, Reaper, SpawnSpec, tree, unix};
 
@@ -236,6 +236,12 @@ impl Instance {
         let app = m.app.clone();
         match effect {
             Effect::Report(r) => {
+                if app.readiness_probe.is_some()
+                    && let Some(c) = &run.chan
+                {
+                    // The readiness gate of a cluster worker follows its ready state.
+                    c.admit(r.ready);
+                }
                 let since = r.pid.and(run.since);
                 let _ = self.updates.send(Update {
                     pm_id: self.pm_id,
@@ -326,10 +332,16 @@ impl Instance {
                     ProbeKind::Readiness => app.readiness_probe.clone(),
                 };
                 if let (Some(probe), Some(pid)) = (probe, run.pid) {
+                    // A cluster worker is probed on a connection of its own, not through the
+                    // dispatcher (which would judge whichever worker is next).
+                    let worker = run.chan.as_ref().filter(|_| self.listeners.is_some()).map(|c| c.handle());
                     // Off the loop: a slow check must not delay the inbox (bounded by its timeout).
                     let (tx, reaper) = (probes.clone(), self.reaper.clone());
                     tokio::spawn(async move {
-                        let result = super::probe::check(&app, &probe.check, probe.timeout, &reaper).await;
+                        let result = match worker_conn(worker, &probe.check).await {
+                            Ok(conn) => super::probe::check(&app, &probe.check, probe.timeout, &reaper, conn).await,
+                            Err(why) => Err(why),
+                        };
                         let _ = tx.send((kind, pid, result));
                     });
                 }
@@ -455,7 +467,9 @@ impl Instance {
                 Some(u) if u != me => l.as_user(u, gid.unwrap_or_else(|| nix::unistd::getegid().as_raw())),
                 _ => l.clone(),
             });
-            WorkerChannel::new(stream, crate::cluster::worker_id(self.pm_id), listeners)
+            // With a readiness probe, a worker takes connections only once it is ready.
+            let held = listeners.is_some() && app.readiness_probe.is_some();
+            WorkerChannel::with_gate(stream, crate::cluster::worker_id(self.pm_id), listeners, held)
         });
         Ok(Run {
             pid: Some(pid),
@@ -487,6 +501,18 @@ impl Instance {
             at: SystemTime::now(),
             stderr: self.logs.last_err(self.pm_id, DEATH_STDERR_LINES, run.first_seq),
         }
+    }
+}
+
+/// The connection a network probe of a cluster worker uses: its own (see
+/// [`crate::cluster::Direct`]); `None` to connect to the port as usual.
+async fn worker_conn(worker: Option<crate::cluster::WorkerHandle>, check: &ProbeCheck) -> Result<Option<tokio::net::TcpStream>, String> {
+    let (Some(worker), ProbeCheck::Http { port, .. } | ProbeCheck::Tcp { port }) = (worker, check) else { return Ok(None) };
+    match bounded(worker.direct(*port)).await {
+        Ok(Ok(Direct::Conn(c))) => tokio::net::TcpStream::from_std(c).map(Some).map_err(|e| format!("connect to the worker: {e}")),
+        Ok(Ok(Direct::NotListening)) => Err(format!("the worker does not listen on port {port} (yet)")),
+        Ok(Ok(Direct::NotClustered)) => Ok(None),
+        Ok(Err(_)) | Err(_) => Err("the worker's IPC channel is closed".to_string()),
     }
 }
 
@@ -606,14 +632,14 @@ fn alive(pid: u32) -> bool {
 
 /// A `uid`/`gid` name the system does not know (checked at each start: users may appear later).
 #[derive(Debug, thiserror::Error)]
-enum UnknownId {
+pub(super) enum UnknownId {
     #[error("unknown user {0:?}")]
     User(String),
     #[error("unknown group {0:?}")]
     Group(String),
 }
 
-fn resolve_ids(app: &App) -> Result<(Option<u32>, Option<u32>), UnknownId> {
+pub(super) fn resolve_ids(app: &App) -> Result<(Option<u32>, Option<u32>), UnknownId> {
     let uid = match &app.uid {
         None => None,
         Some(Principal::Id(u)) => Some(*u),

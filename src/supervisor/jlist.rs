@@ -85,6 +85,11 @@ pub fn rows(table: &StatusTable, only: Option<&[u32]>, env: Env) -> Vec<Value> {
             if app.readiness_probe.is_some() {
                 pm2_env.insert("ready".into(), row.ready().into());
             }
+            // Its probes' states for the running process (our extension): state, failures in a
+            // row, and why the last failed check failed.
+            if let Some(probes) = row.last.as_ref().filter(|u| u.pid.is_some()).and_then(|u| u.probes.json()) {
+                pm2_env.insert("probes".into(), probes);
+            }
             // The event-loop lag the preload's heartbeat measured (our extension; apps with `watchdog`).
             if let Some(lag) = row.event_loop_lag {
                 pm2_env.insert("event_loop_lag_ms".into(), ((lag * 1000.0 * 10.0).round() / 10.0).into());

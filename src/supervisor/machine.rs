@@ -17,7 +17,7 @@ use nix::sys::signal::Signal;
 
 use super::cron::Schedule;
 use super::policy::{self, Decision, History, Policy};
-use super::status::{ExitReason, Report, RestartReason, Status};
+use super::status::{ExitReason, ProbeView, ProbeViews, Report, RestartReason, Status};
 use crate::config::App;
 use crate::process::Exit;
 
@@ -372,6 +372,8 @@ pub struct Machine {
     /// This machine replaces one whose task panicked: start whatever `autostart` says.
     pub resumed: bool,
     probes: Probes,
+    /// What the probes' results show (`jlist`, dashboard), for the current process.
+    probe_views: ProbeViews,
     watchdog: Watchdog,
     /// Not a Node cluster worker, but its instances share their port by themselves
     /// (SO_REUSEPORT): reloads are rolling (the new process first), as in cluster mode.
@@ -403,6 +405,7 @@ impl Machine {
             first_start: true,
             resumed: false,
             probes: Probes::default(),
+            probe_views: ProbeViews::default(),
             watchdog: Watchdog::default(),
             rolling: false,
         }
@@ -457,6 +460,7 @@ impl Machine {
             gone: false,
             prev_restart_delay: self.prev_restart_delay(),
             ready: status == Status::Online && self.probe_ready(),
+            probes: if pid.is_some() { self.probe_views.clone() } else { ProbeViews::default() },
         }
     }
 
@@ -520,6 +524,7 @@ impl Machine {
         fx.push(Effect::Arm(Timer::Probe(kind), now + probe.period));
         let tag = self.tag();
         let online = matches!(self.state, State::Online { .. });
+        let (viewed, reported) = (self.view_probe(kind, &result), fx.len());
         let p = &mut self.probes;
         match (kind, result) {
             (ProbeKind::Liveness, Ok(())) => p.live_failures = 0,
@@ -574,6 +579,26 @@ impl Machine {
                 }
             }
         }
+        if viewed && online && !fx[reported..].iter().any(|e| matches!(e, Effect::Report(_))) {
+            // A refresh, not a status event: the table shows the probe's new state.
+            self.report(Status::Online, Some(pid), fx);
+        }
+    }
+
+    /// Records a probe's result in its view; true when the view changed.
+    fn view_probe(&mut self, kind: ProbeKind, result: &Result<(), String>) -> bool {
+        let slot = match kind {
+            ProbeKind::Liveness => &mut self.probe_views.liveness,
+            ProbeKind::Readiness => &mut self.probe_views.readiness,
+        };
+        let old = slot.take().unwrap_or_default();
+        let new = match result {
+            Ok(()) => ProbeView { passing: Some(true), failures: 0, ..old.clone() },
+            Err(why) => ProbeView { passing: Some(false), failures: old.failures + 1, last_failure: Some(why.as_str().into()) },
+        };
+        let changed = new != old;
+        *slot = Some(new);
+        changed
     }
 
     /// PM2's `prev_restart_delay`: the backoff delay of the last restart, zero without one.
@@ -706,6 +731,7 @@ impl Machine {
             return;
         }
         self.probes = Probes::default();
+        self.probe_views = ProbeViews::pending(&self.app);
         self.watchdog = Watchdog::default();
         if let Some(wd) = self.app.watchdog {
             fx.push(Effect::Arm(Timer::Watchdog, now + wd));
@@ -803,6 +829,14 @@ impl Machine {
         fx.push(Effect::Disarm(Timer::Listen));
         self.report(Status::Online, Some(pid), fx);
         Self::log(fx, Level::Info, Some("online"), format!("App [{}] online ({said})", self.tag()));
+        // It says it listens: a readiness probe not yet passed runs now (once initial_delay is
+        // over) instead of a period after its last try, which was most likely refused, so that a
+        // gated worker takes traffic as soon as it can.
+        if let Some(p) = &self.app.readiness_probe
+            && !self.probes.ready
+        {
+            fx.push(Effect::Arm(Timer::Probe(ProbeKind::Readiness), (started + p.initial_delay).max(self.now)));
+        }
         self.retire_when_ready(fx);
     }
 

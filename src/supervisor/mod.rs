@@ -1,15 +1,20 @@
-//! The coordinator's loop: starts one task per app instance, owns the table of their statuses,
-//! turns the runtime's signals, the instances' reports, file watches and control requests into
-//! [`coordinator::Event`]s for the pure decider (`coordinator.rs`), and carries out the
-//! [`coordinator::Effect`]s it answers with. It decides nothing itself.
+//! The coordinator's loop: starts one task per app instance, publishes the table of their
+//! statuses, turns the runtime's signals, the instances' reports and IPC messages, samples,
+//! file watches and control requests into [`coordinator::Event`]s for the pure decider
+//! (`coordinator.rs`), and carries out the [`coordinator::Effect`]s it answers with. It decides
+//! nothing itself.
 //!
 //! State ownership: each instance task owns its process and restart history (its
-//! `machine::Machine`); the decider's `State` (owned by this loop) holds the latest [`Update`]
-//! of each instance. Nobody else holds either. Modules: `coordinator` (the pure decisions over
-//! the app set), `machine` (the pure lifecycle of one instance), `instance` (the task that runs
-//! it), `policy` (PM2's restart rules), `numbering` (`NODE_APP_INSTANCE`), `sampler`, `status`
-//! (the vocabulary and the table: public), `jlist` (PM2's listing: public), `control` (requests
-//! into events), `env`, `cron`, `file_watch`.
+//! `machine::Machine`); the decider's `State` (held by this loop, changed only through
+//! `handle`) owns the latest [`Update`] of each instance, the start and stop order and the
+//! recycler. The loop owns resources only: inboxes (a held instance's too), tasks, the per-app
+//! stop channels, listening sockets, the sampler and the cgroup reader. Modules: `coordinator`
+//! (the pure decisions over the app set), `order` (the pure start/stop order rules),
+//! `container` (the container's memory: pure rules and the `Recycler`), `machine` (the pure
+//! lifecycle of one instance), `instance` (the task that runs it), `policy` (PM2's restart
+//! rules), `numbering` (`NODE_APP_INSTANCE`), `sampler`, `status` (the vocabulary and the
+//! table: public), `jlist` (PM2's listing: public), `control` (requests into events), `env`,
+//! `cron`, `file_watch`.
 
 // The front door: `run` with its `RunOptions` and `Board`, the status vocabulary and table
 // (`status`) and PM2's `jlist` rendering of it (`jlist`). Everything else is the supervisor's own.
@@ -40,7 +45,7 @@ use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::config::{Ecosystem, ExecMode, Role};
+use crate::config::{Ecosystem, ExecMode};
 use crate::control::protocol::Reply;
 use crate::control::server::ControlRequest;
 use crate::exit::Outcome;
@@ -50,12 +55,7 @@ use crate::signals::Signals;
 use coordinator::{Effect, Event, Note, Slot, State};
 use instance::Instance;
 use machine::{Cmd, Level, Shutdown};
-use order::Order;
-use status::{AppStatus, Bus, BusEvent, InstanceStatus, Status, StatusFeed, StatusTable, Update};
-
-/// Custom actions (`axm:action`) kept per instance; one of more than 256 bytes of name or
-/// 16 KiB of description, or beyond this count, is not kept.
-pub const MAX_AXM_ACTIONS: usize = 64;
+use status::{AppStatus, Bus, BusEvent, InstanceStatus, StatusFeed, StatusTable, Update};
 
 /// Where the coordinator publishes what readers see: the status table and the event bus.
 /// Made before the run so that optional readers (HTTP, PM2 Plus) can be given their handles.
@@ -112,18 +112,12 @@ struct Coordinator {
     stops: Vec<watch::Sender<Shutdown>>,
     /// The runtime-wide shutdown level (what a new app's channel starts at).
     shutdown: Shutdown,
-    /// The stop has begun (ordered by `depends_on`: see [`Coordinator::stop_next`]).
-    stop_begun: bool,
-    /// Start and stop order (`depends_on`, roles): see [`Order`]. A held instance keeps what its
-    /// task starts with (its inbox, where commands wait meanwhile; `restart_time`, `resumed`).
-    order: Order<(mpsc::UnboundedReceiver<Cmd>, u32, bool)>,
-    /// `shutdown_delay`: on a stop signal, when the apps get the stop (readiness ended at once).
-    shutdown_delay: Duration,
+    /// The inbox of each held instance (`depends_on`: commands wait there until its task starts).
+    held: HashMap<u32, mpsc::UnboundedReceiver<Cmd>>,
+    /// When the decider asked to hear that `shutdown_delay` is over.
     stop_at: Option<tokio::time::Instant>,
     /// The container's limits and usage (read with each sample).
     container: container::Watch,
-    /// Recycling before the OOM killer (`None`: PM_RUNTIME_MEMORY_RECYCLE=off).
-    recycler: Option<container::Recycler>,
     /// `node_heap: auto`: the heap of each such Node process, MiB, for the next starts.
     heap_share: watch::Sender<Option<u64>>,
     /// Cluster mode: the listening sockets of every cluster app, by scheduling policy (0 =
@@ -149,7 +143,19 @@ impl Coordinator {
         let mut reply = None;
         for effect in self.state.handle(event, SystemTime::now()) {
             match effect {
-                Effect::StartTask { pm_id, restart_time, resumed } => self.start_or_hold(pm_id, restart_time, resumed),
+                Effect::StartTask { pm_id, restart_time, resumed } => {
+                    let inbox = self.held.remove(&pm_id).unwrap_or_else(|| {
+                        let (tx, inbox) = mpsc::unbounded_channel();
+                        self.inboxes.insert(pm_id, tx);
+                        inbox
+                    });
+                    self.start_task(pm_id, inbox, restart_time, resumed);
+                }
+                Effect::Hold(pm_id) => {
+                    let (tx, inbox) = mpsc::unbounded_channel();
+                    self.inboxes.insert(pm_id, tx);
+                    self.held.insert(pm_id, inbox);
+                }
                 Effect::Send(pm_id, cmd) => self.send(pm_id, cmd),
                 Effect::KillTree(pid) => {
                     // SIGKILL to its group and to descendants that left it (one shared /proc scan).
@@ -161,35 +167,16 @@ impl Coordinator {
                         }
                     });
                 }
-                Effect::Shutdown(Shutdown::Running) => {}
-                Effect::Shutdown(Shutdown::Force) => {
-                    self.stop_at = None;
-                    self.drop_held();
-                    self.shutdown_all(Shutdown::Force);
+                Effect::Shutdown(level) => self.shutdown_all(level),
+                Effect::StopApp(app_index) => {
+                    drop(self.stop_channel(app_index));
+                    self.stops[app_index].send_replace(Shutdown::Graceful);
                 }
-                // While `shutdown_delay` runs, the stop comes when it is over.
-                Effect::Shutdown(Shutdown::Graceful) if self.stop_at.is_some() => {}
-                Effect::Shutdown(Shutdown::Graceful) => {
-                    if self.state.stopping && !self.shutdown_delay.is_zero() && !self.stop_begun {
-                        // The table already says stopping (readiness ends); the apps get the stop later.
-                        tracing::info!(
-                            "Not ready any more; stopping every app in {:.1}s (shutdown_delay)",
-                            self.shutdown_delay.as_secs_f64()
-                        );
-                        self.stop_at = Some(tokio::time::Instant::now() + self.shutdown_delay);
-                    } else if self.state.stopping {
-                        self.begin_stop();
-                    } else {
-                        // The run is over by itself (auto-exit, a failed init job): what is left
-                        // stops at once, in no order.
-                        self.drop_held();
-                        self.shutdown_all(Shutdown::Graceful);
-                    }
-                }
+                Effect::StopIn(delay) => self.stop_at = Some(tokio::time::Instant::now() + delay),
                 Effect::ReopenLogs => self.logs.reopen_files(),
                 Effect::Forget(pm_id) => {
                     self.inboxes.remove(&pm_id);
-                    self.order.reached.remove(&pm_id);
+                    self.held.remove(&pm_id);
                     self.logs.forget(pm_id);
                 }
                 Effect::TerminationLog(text) => container::write_termination_log(&text),
@@ -199,6 +186,7 @@ impl Coordinator {
                         self.board.bus.publish(BusEvent::Status { pm_id: update.pm_id, name, report: update.report });
                     }
                 }
+                Effect::AppMessage { pm_id, name, message } => self.board.bus.publish(BusEvent::AppMessage { pm_id, name, message }),
                 Effect::Publish => self.dirty = true,
                 Effect::Reply(r) => reply = Some(r),
                 Effect::Log(note) => log(note),
@@ -215,21 +203,6 @@ impl Coordinator {
         }
     }
 
-    /// An instance the decider started: its task starts now, or once its app's dependencies
-    /// are met (`depends_on`: the app is held).
-    fn start_or_hold(&mut self, pm_id: u32, restart_time: u32, resumed: bool) {
-        self.order.sync(&self.state.apps);
-        let Some(app_index) = self.state.slots.get(&pm_id).map(|s| s.app_index) else { return };
-        let (tx, inbox) = mpsc::unbounded_channel();
-        self.inboxes.insert(pm_id, tx);
-        if self.order.released[app_index] {
-            self.start_task(pm_id, inbox, restart_time, resumed);
-        } else {
-            self.order.held.insert(pm_id, (inbox, restart_time, resumed));
-            self.state.held.insert(pm_id, self.order.blocked[app_index]);
-        }
-    }
-
     /// The app's stop channel (made at the runtime's current level for an app added later).
     fn stop_channel(&mut self, app_index: usize) -> watch::Receiver<Shutdown> {
         while self.stops.len() <= app_index {
@@ -240,7 +213,6 @@ impl Coordinator {
 
     /// Every app to this shutdown level at once.
     fn shutdown_all(&mut self, level: Shutdown) {
-        self.stop_begun = true;
         self.shutdown = self.shutdown.max(level);
         for s in &self.stops {
             s.send_if_modified(|l| {
@@ -250,168 +222,6 @@ impl Coordinator {
                 }
                 raise
             });
-        }
-    }
-
-    /// The stop (a signal, or the run is over): with an order, the apps no running app depends
-    /// on (then, as they end, the next ones: [`Coordinator::stop_next`]); without, every app at once.
-    fn begin_stop(&mut self) {
-        self.order.sync(&self.state.apps);
-        self.drop_held();
-        self.stop_begun = true;
-        if self.order.graph.is_flat() {
-            self.shutdown_all(Shutdown::Graceful);
-        } else {
-            self.stop_next();
-        }
-    }
-
-    /// The runtime is going down: held instances will never start.
-    fn drop_held(&mut self) {
-        let ids: Vec<u32> = std::mem::take(&mut self.order.held).into_keys().collect();
-        for id in &ids {
-            self.inboxes.remove(id);
-        }
-        if !ids.is_empty() {
-            self.step(Event::HeldDropped { ids });
-        }
-    }
-
-    /// Tells the apps whose dependents have all ended to stop (dependents first, sidecars last).
-    fn stop_next(&mut self) {
-        if !self.stop_begun || self.order.graph.is_flat() || self.shutdown != Shutdown::Running {
-            return;
-        }
-        // An app runs while a task of its instances does (the decider keeps a stopped
-        // instance's slot until the end, for the outcome).
-        let mut running = vec![false; self.state.apps.len()];
-        for pm_id in self.task_ids.values() {
-            if let Some(s) = self.state.slots.get(pm_id) {
-                running[s.app_index] = true;
-            }
-        }
-        let next = order::may_stop(&self.order.graph, &running, &self.order.told_stop);
-        let names: Vec<&str> = next.iter().filter(|&&i| running[i]).map(|&i| self.state.apps[i].name.as_str()).collect();
-        if !names.is_empty() && self.order.told_stop.iter().any(|t| *t) {
-            tracing::info!("Stopping {} (the apps that depend on it have stopped)", names.join(", "));
-        }
-        for i in next {
-            self.order.told_stop[i] = true;
-            drop(self.stop_channel(i));
-            self.stops[i].send_replace(Shutdown::Graceful);
-        }
-        if self.order.told_stop.iter().all(|t| *t) {
-            self.shutdown = Shutdown::Graceful;
-        }
-    }
-
-    /// After status reports: releases the apps whose dependencies are met, notes what the others
-    /// wait for. Returns the init job that failed (the container stops), if one did.
-    fn advance_order(&mut self) -> Option<(usize, crate::process::Exit)> {
-        self.order.sync(&self.state.apps);
-        if self.order.graph.is_flat() || self.state.stopping || self.stop_begun {
-            return None;
-        }
-        let apps = self.state.apps.clone();
-        let mut per_app: Vec<Vec<&order::Reached>> = vec![Vec::new(); apps.len()];
-        for (id, s) in &self.state.slots {
-            per_app[s.app_index].push(self.order.reached.get(id).unwrap_or(&order::NOTHING));
-        }
-        let reached: Vec<order::Reached> = per_app.into_iter().map(order::Reached::of_app).collect();
-        let roles: Vec<Role> = apps.iter().map(|a| a.role).collect();
-        if let Some(failed) = order::failed_init(&roles, &reached) {
-            return Some(failed);
-        }
-        let names: Vec<&str> = apps.iter().map(|a| a.name.as_str()).collect();
-        let mut release = Vec::new();
-        for app in 0..apps.len() {
-            if self.order.released[app] {
-                continue;
-            }
-            let waiting = match order::gate(&self.order.graph, app, &reached) {
-                order::Gate::Go => {
-                    release.push(app);
-                    None
-                }
-                order::Gate::Wait(waits) => {
-                    self.order.blocked[app] = false;
-                    Some(order::describe(&waits, &names))
-                }
-                order::Gate::Blocked(dep, c, exit) => {
-                    self.order.blocked[app] = true;
-                    let text = format!("{} ({}): it ended with code {}; start it to try again", names[dep], c.as_str(), exit.as_code());
-                    if self.order.waiting[app].as_deref() != Some(text.as_str()) {
-                        tracing::error!(app = %names[app], "App [{}] cannot start: it needs {text}", names[app]);
-                    }
-                    Some(text)
-                }
-            };
-            self.order.waiting[app] = waiting.map(Arc::from);
-        }
-        // The decider's view of the held instances (a blocked one counts as settled).
-        let changed: Vec<(u32, bool)> = self
-            .state
-            .held
-            .iter()
-            .filter_map(|(id, was)| {
-                let now = self.order.blocked[self.state.slots.get(id)?.app_index];
-                (now != *was).then_some((*id, now))
-            })
-            .collect();
-        for (pm_id, blocked) in changed {
-            self.step(Event::HeldBlocked { pm_id, blocked });
-        }
-        for app in release {
-            let met = self.order.graph.needs[app].iter().map(|e| format!("{} {}", names[e.to], e.condition.as_str())).collect::<Vec<_>>();
-            tracing::info!(app = %names[app], "App [{}] starting: {}", names[app], met.join(", "));
-            self.order.released[app] = true;
-            self.order.waiting[app] = None;
-            let held: Vec<u32> = self
-                .state
-                .slots
-                .iter()
-                .filter(|(id, s)| s.app_index == app && self.order.held.contains_key(id))
-                .map(|(id, _)| *id)
-                .collect();
-            for pm_id in held {
-                self.state.held.remove(&pm_id);
-                if let Some((inbox, restart_time, resumed)) = self.order.held.remove(&pm_id) {
-                    self.start_task(pm_id, inbox, restart_time, resumed);
-                }
-            }
-        }
-        None
-    }
-
-    /// The order after reports and requests: held apps released, an init job's failure stops
-    /// the container, and during a stop the next apps are told.
-    fn after_reports(&mut self) {
-        if self.stop_begun {
-            self.stop_next();
-        } else if let Some((app, exit)) = self.advance_order() {
-            let name = self.state.apps[app].name.clone();
-            tracing::error!(app = %name, "Init job [{name}] failed (exit code {}): stopping the container; the apps waiting for it were not started", exit.as_code());
-            self.drop_held();
-            self.step(Event::InitFailed { code: exit.as_code().max(1) });
-        }
-    }
-
-    /// `start web` also starts what web needs (`depends_on`, init jobs, sidecars) that is stopped
-    /// or errored, so that a held app can be released; running dependencies are left alone.
-    fn start_dependencies(&self, ids: &[u32]) {
-        let targets: Vec<usize> = ids.iter().filter_map(|id| self.state.slots.get(id)).map(|s| s.app_index).collect();
-        if targets.is_empty() {
-            return;
-        }
-        let needed = self.order.graph.closure(&targets);
-        for (id, s) in &self.state.slots {
-            // A completed init job (or any job that exited 0) is done, not stopped.
-            let done = self.order.reached.get(id).is_some_and(|r| r.completed);
-            let parked = !done && s.last.as_ref().is_some_and(|u| matches!(u.status, Status::Stopped | Status::Errored));
-            if needed.get(s.app_index).copied().unwrap_or(false) && !targets.contains(&s.app_index) && parked {
-                tracing::info!("Starting {}:{id}: {} depends on it", self.state.apps[s.app_index].name, self.state.apps[targets[0]].name);
-                self.send(*id, Cmd::Start);
-            }
         }
     }
 
@@ -462,16 +272,8 @@ impl Coordinator {
     /// Every report that has arrived, to the decider.
     fn take_updates(&mut self, updates: &mut mpsc::UnboundedReceiver<Update>) {
         while let Ok(u) = updates.try_recv() {
-            self.report(u);
+            self.step(Event::Reported(u));
         }
-    }
-
-    /// One instance's report: what it reached (for the start order), then the decider.
-    fn report(&mut self, update: Update) {
-        if !self.order.graph.is_flat() && self.state.slots.contains_key(&update.pm_id) {
-            self.order.reached.entry(update.pm_id).or_default().observe(&update.report);
-        }
-        self.step(Event::Reported(update));
     }
 
     /// A control request: reads are answered here, decisions by the decider.
@@ -482,18 +284,7 @@ impl Coordinator {
                 let rows = jlist::rows(&self.table_for_reader(), only.as_deref(), jlist::Env::Include);
                 Reply { processes: Some(rows), ..Reply::ok() }
             }
-            control::Answer::Decide(event) => {
-                let started = match &event {
-                    Event::Start { ids } => ids.clone(),
-                    _ => Vec::new(),
-                };
-                let reply = self.step(event).unwrap_or_else(Reply::ok);
-                self.start_dependencies(&started);
-                // An app added by `apply` may need apps that are already there (a failed init
-                // job is acted on at the next report).
-                let _ = self.advance_order();
-                reply
-            }
+            control::Answer::Decide(event) => self.step(event).unwrap_or_else(Reply::ok),
         }
     }
 
@@ -543,42 +334,6 @@ impl Coordinator {
         }
     }
 
-    /// An app's own IPC message: `@pm2/io`'s metrics and actions land in the table; every
-    /// message goes on the bus.
-    fn on_message(&mut self, pm_id: u32, message: serde_json::Value) {
-        let Some(slot) = self.state.slots.get_mut(&pm_id) else { return };
-        let kind = message.get("type").and_then(|t| t.as_str());
-        // The watchdog's heartbeat: only its lag is kept (shown at the next publish), not an event.
-        if kind == Some(crate::preload::HEARTBEAT) {
-            slot.event_loop_lag = message.get("lag").and_then(|l| l.as_f64()).map(|ms| ms / 1000.0);
-            return;
-        }
-        let mut changed = false;
-        match (kind, message.get("data")) {
-            (Some("axm:monitor"), Some(serde_json::Value::Object(data))) => {
-                slot.axm_monitor = Arc::new(data.clone());
-                changed = true;
-            }
-            (Some("axm:action"), Some(data)) => {
-                let name = data.get("action_name");
-                // Kept for the instance's life: bounded, or an app could grow PID 1 for ever.
-                let fits = slot.axm_actions.len() < MAX_AXM_ACTIONS
-                    && name.and_then(|n| n.as_str()).is_some_and(|n| !n.is_empty() && n.len() <= 256)
-                    && data.to_string().len() <= 16 * 1024;
-                if fits && !slot.axm_actions.iter().any(|a| a.get("action_name") == name) {
-                    Arc::make_mut(&mut slot.axm_actions).push(data.clone());
-                    changed = true;
-                }
-            }
-            _ => {}
-        }
-        let name = self.state.apps[slot.app_index].name.clone();
-        self.board.bus.publish(BusEvent::AppMessage { pm_id, name, message: Arc::new(message) });
-        if changed {
-            self.publish();
-        }
-    }
-
     /// Whether anyone needs resource numbers now: a reader holds a feed, or an `ls` was recent.
     fn needs_samples(&self) -> bool {
         self.board.status.receiver_count() > 0 || self.reader_until.is_some_and(|t| Instant::now() < t)
@@ -587,22 +342,6 @@ impl Coordinator {
     /// Whether an app has `max_memory_restart` (the sampler then sweeps for it).
     fn has_memory_limits(&self) -> bool {
         self.state.apps.iter().any(|a| a.max_memory_restart.is_some())
-    }
-
-    /// `max_memory_restart`: every running instance whose tree is over its app's limit is told
-    /// so (its machine decides what that means in its state).
-    fn check_memory(&self) {
-        for (id, s) in &self.state.slots {
-            let Some(limit) = self.state.apps[s.app_index].max_memory_restart else { continue };
-            // Whether the reading matters in its state is the machine's decision.
-            let running = s.last.as_ref().and_then(|u| u.pid);
-            if let Some(pid) = running
-                && s.sample.memory_bytes > limit
-                && let Some(inbox) = self.inboxes.get(id)
-            {
-                let _ = inbox.send(Cmd::OverMemory { pid, rss: s.sample.memory_bytes, limit });
-            }
-        }
     }
 
     /// `node_heap: auto`: the container's memory, shared by every Node instance of such apps
@@ -624,48 +363,27 @@ impl Coordinator {
 
     /// Whether the container has a memory limit to recycle under.
     fn governs_memory(&self) -> bool {
-        self.recycler.is_some() && self.container.last.is_some_and(|c| c.limits.memory.is_some())
+        self.state.recycler.is_some() && self.container.last.is_some_and(|c| c.limits.memory.is_some())
     }
 
-    /// Near the container's memory limit: the instance with the largest tree is restarted
-    /// gracefully (one at a time, with a backoff), before the kernel's OOM killer strikes.
-    /// Only a reading over the threshold costs a /proc sweep.
+    /// The container's memory, to the decider (recycling). Only a reading at the threshold
+    /// costs a /proc sweep first.
     fn check_container(&mut self) {
         let Some(c) = self.container.read() else { return };
-        let (Some(limit), Some(usage), Some(r)) = (c.limits.memory, c.usage, self.recycler.as_ref()) else { return };
-        if r.pressed(usage.working_set, limit) {
+        let (Some(limit), Some(usage)) = (c.limits.memory, c.usage) else { return };
+        if self.state.memory_pressed(usage.working_set, limit) {
             self.sample();
         }
-        let online = |s: &Slot| s.last.as_ref().is_some_and(|u| u.status == Status::Online && u.pid.is_some());
-        let candidates: Vec<container::Candidate> = self
-            .state
-            .slots
-            .iter()
-            .filter(|(_, s)| !self.state.stopping && s.last.as_ref().is_some_and(|u| u.pid.is_some() || u.status == Status::Launching))
-            .map(|(id, s)| container::Candidate { pm_id: *id, bytes: s.sample.memory_bytes, online: online(s) })
-            .collect();
-        let Some(r) = self.recycler.as_mut() else { return };
-        if let Some(id) = r.decide(Instant::now(), usage.working_set, limit, &candidates)
-            && let Some(slot) = self.state.slots.get(&id)
-            && let Some(pid) = slot.last.as_ref().and_then(|u| u.pid)
-        {
-            let pct = (r.threshold * 100.0).round();
-            let name = self.state.apps[slot.app_index].name.clone();
-            tracing::warn!(app = %name, id,
-                "The container uses {} of its {} memory limit (recycling at {pct}%): restarting [{name}:{id}], the largest ({}), before the OOM killer strikes",
-                crate::process::cgroup::human(usage.working_set), crate::process::cgroup::human(limit), crate::process::cgroup::human(slot.sample.memory_bytes));
-            self.send(id, Cmd::ContainerMemory { pid, used: usage.working_set, limit });
-        }
+        self.step(Event::ContainerMemory { used: usage.working_set, limit, at: Instant::now() });
     }
 
-    /// One sweep of /proc for every running instance; the numbers go into the table.
+    /// One sweep of /proc for every running instance; the numbers go to the decider (the
+    /// table, `max_memory_restart`), and the table is published now.
     fn sample(&mut self) {
         let roots: Vec<(u32, u32)> = self.state.slots.iter().filter_map(|(id, s)| Some((*id, s.last.as_ref()?.pid?))).collect();
-        let mut samples = self.sampler.sweep(&roots);
+        let samples = self.sampler.sweep(&roots);
         self.container.read();
-        for (id, slot) in self.state.slots.iter_mut() {
-            slot.sample = samples.remove(id).unwrap_or_default();
-        }
+        self.step(Event::Sampled(samples));
         self.publish();
     }
 
@@ -708,7 +426,7 @@ impl Coordinator {
             .map(|(i, app)| AppStatus {
                 app: app.clone(),
                 desired: self.state.slots.values().filter(|s| s.app_index == i).count(),
-                waiting_on: self.order.waiting.get(i).cloned().flatten(),
+                waiting_on: self.state.order.waiting.get(i).cloned().flatten(),
             })
             .collect();
         let sampled_at = self.sampler.last_sweep.map(|t| SystemTime::now() - t.elapsed());
@@ -721,9 +439,12 @@ impl Coordinator {
 /// A decider's note in the runtime's log.
 fn log(n: Note) {
     match (n.level, n.about) {
-        (Level::Info, Some((app, id, status))) => tracing::info!(app = %app, id, status, "{}", n.text),
-        (Level::Warn, Some((app, id, status))) => tracing::warn!(app = %app, id, status, "{}", n.text),
-        (Level::Error, Some((app, id, status))) => tracing::error!(app = %app, id, status, "{}", n.text),
+        (Level::Info, Some((app, id, Some(status)))) => tracing::info!(app = %app, id, status, "{}", n.text),
+        (Level::Warn, Some((app, id, Some(status)))) => tracing::warn!(app = %app, id, status, "{}", n.text),
+        (Level::Error, Some((app, id, Some(status)))) => tracing::error!(app = %app, id, status, "{}", n.text),
+        (Level::Info, Some((app, id, None))) => tracing::info!(app = %app, id, "{}", n.text),
+        (Level::Warn, Some((app, id, None))) => tracing::warn!(app = %app, id, "{}", n.text),
+        (Level::Error, Some((app, id, None))) => tracing::error!(app = %app, id, "{}", n.text),
         (Level::Info, None) => tracing::info!("{}", n.text),
         (Level::Warn, None) => tracing::warn!("{}", n.text),
         (Level::Error, None) => tracing::error!("{}", n.text),
@@ -761,12 +482,9 @@ pub async fn run(
         updates_tx,
         stops: Vec::new(),
         shutdown: Shutdown::Running,
-        stop_begun: false,
-        order: Order::default(),
-        shutdown_delay: opts.shutdown_delay,
+        held: HashMap::new(),
         stop_at: None,
         container: container::Watch::start(),
-        recycler: None,
         heap_share: watch::Sender::new(None),
         listeners: HashMap::new(),
         sockets: HashMap::new(),
@@ -778,13 +496,13 @@ pub async fn run(
         exit: None,
     };
     match container::recycle_threshold(std::env::var("PM_RUNTIME_MEMORY_RECYCLE").ok().as_deref()) {
-        Ok(t) => co.recycler = t.map(container::Recycler::new),
+        Ok(t) => co.state.recycler = t.map(container::Recycler::new),
         Err(e) => tracing::error!("{e}; recycling stays at {}%", container::RECYCLE_AT * 100.0),
     }
-    co.order.sync(&co.state.apps);
+    co.state.shutdown_delay = opts.shutdown_delay;
     co.step(Event::Begin);
-    co.warn_about_container(&opts);
-    co.after_reports();
+    let planned: Vec<u32> = (0..co.state.apps.len()).map(|i| co.state.slots.values().filter(|s| s.app_index == i).count() as u32).collect();
+    container::warn_at_start(&co.state.apps, &planned, co.container.last, opts.shutdown_delay);
 
     // One watcher per app with `watch`; it names the app, the decider restarts its instances.
     let (restart_tx, mut restart_rx) = mpsc::unbounded_channel::<usize>();
@@ -807,11 +525,12 @@ pub async fn run(
     let mut next_sample = tokio::time::Instant::now();
     let outcome = loop {
         tokio::select! {
-            Some((pm_id, message)) = messages_rx.recv() => co.on_message(pm_id, message),
+            Some((pm_id, message)) = messages_rx.recv() => {
+                co.step(Event::AppMessage { pm_id, message });
+            }
             _ = tokio::time::sleep_until(next_sample), if co.needs_samples() || co.has_memory_limits() || co.governs_memory() => {
                 if co.needs_samples() || co.has_memory_limits() {
                     co.sample();
-                    co.check_memory();
                 }
                 if co.governs_memory() {
                     co.check_container();
@@ -820,22 +539,19 @@ pub async fn run(
                 next_sample = tokio::time::Instant::now() + period;
             }
             Some(update) = updates_rx.recv() => {
-                co.report(update);
+                co.step(Event::Reported(update));
                 // Whatever else has arrived meanwhile, then one table for all of it: N
                 // instances changing at once cost O(N) updates and a few publishes, not N².
                 co.take_updates(&mut updates_rx);
-                co.after_reports();
             }
             Some(ended) = co.tasks.join_next_with_id() => {
                 // What the task reported before it ended (its pid above all) comes first.
                 co.take_updates(&mut updates_rx);
                 co.task_ended(ended);
-                co.after_reports();
             }
             _ = tokio::time::sleep_until(co.stop_at.unwrap_or_else(tokio::time::Instant::now)), if co.stop_at.is_some() => {
                 co.stop_at = None;
-                tracing::info!("shutdown_delay is over: stopping every app (kill_timeout applies)");
-                co.begin_stop();
+                co.step(Event::DelayOver);
             }
             Some(req) = control.recv(), if co.state.accepts_requests() => {
                 let reply = co.request(req.req);
@@ -859,83 +575,6 @@ pub async fn run(
     };
     co.take_updates(&mut updates_rx);
     co.publish();
-    sweep_strays().await;
+    crate::process::strays::sweep().await;
     outcome
-}
-
-impl Coordinator {
-    /// At start: warnings when the apps can outgrow the container's memory, or stopping can
-    /// outlast the platform's grace period.
-    fn warn_about_container(&self, opts: &RunOptions) {
-        if let Some(c) = self.container.last
-            && let Some(limit) = c.limits.memory
-        {
-            let planned: Vec<container::Planned> = self
-                .state
-                .apps
-                .iter()
-                .enumerate()
-                .map(|(i, a)| container::Planned {
-                    name: &a.name,
-                    instances: self.state.slots.values().filter(|s| s.app_index == i).count() as u32,
-                    max_memory: a.max_memory_restart,
-                    node: a.command.is_node,
-                    node_heap: a.node_heap,
-                })
-                .collect();
-            let machine = crate::process::cgroup::machine_memory().unwrap_or(limit);
-            if let Some(w) = container::fit_warning(&planned, limit, c.limits.oom_group, container::v8_default_heap(machine)) {
-                tracing::warn!("{w}");
-            }
-        }
-        let longest = self.state.apps.iter().map(|a| a.kill_timeout).max().unwrap_or_default();
-        let platform = container::platform_grace(&|k| std::env::var(k).ok(), std::path::Path::new("/.dockerenv").exists());
-        if let Some(w) = container::grace_warning(longest, opts.shutdown_delay, platform) {
-            tracing::warn!("{w}");
-        }
-    }
-}
-
-/// After the last app: terminate every process still around that is not ours to keep.
-/// As PID 1 that is everyone in the namespace; as a subreaper, our remaining children
-/// (re-parented orphans of the apps) and their descendants.
-async fn sweep_strays() {
-    let me = std::process::id();
-    let strays = || -> Vec<u32> {
-        let procs = tree::snapshot();
-        if unix::is_pid1() {
-            procs.iter().filter(|p| p.pid != me && p.state != 'Z').map(|p| p.pid).collect()
-        } else {
-            tree::descendants(&procs, me).into_iter().filter(|pid| procs.iter().any(|p| p.pid == *pid && p.state != 'Z')).collect()
-        }
-    };
-    let first = strays();
-    if first.is_empty() {
-        return;
-    }
-    tracing::warn!("Terminating {} stray process(es) left by the apps", first.len());
-    let signal_all = |sig: Signal, pids: &[u32]| {
-        if !unix::signal_everyone_as_pid1(sig) {
-            for &p in pids {
-                unix::signal_pid(p, sig);
-            }
-        }
-    };
-    signal_all(Signal::SIGTERM, &first);
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
-    loop {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let left = strays();
-        if left.is_empty() {
-            return;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            signal_all(Signal::SIGKILL, &left);
-            break;
-        }
-    }
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
-    while !strays().is_empty() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }

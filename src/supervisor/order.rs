@@ -10,19 +10,19 @@
 //!   ([`may_stop`]): dependents first, sidecars last, each app within its own `kill_timeout`.
 //! - Auto-exit counts every app but the sidecars ([`counted`]).
 //!
-//! Must never: touch a process, a clock or a channel (the coordinator does, with the answers).
+//! Must never: touch a process, a clock or a channel (the decider calls these; the loop acts).
 
 use crate::config::deps::Graph;
 use crate::config::{Condition, Role};
 use crate::process::Exit;
 
+use super::machine::Shutdown;
 use super::status::{Report, Status};
 
-/// The coordinator's order state: the graph, which apps are released, what the held ones wait
-/// for, what each instance reached, which apps were told to stop. `H`: a held instance's inbox
-/// (its task starts with it once the app is released).
-#[derive(Debug)]
-pub struct Order<H> {
+/// The order state the decider owns (`coordinator::State::order`): the graph, which apps are
+/// released, what the held ones wait for, what each instance reached, how far the stop has gone.
+#[derive(Debug, Clone)]
+pub struct Order {
     pub graph: Graph,
     pub released: Vec<bool>,
     /// What a held app waits for (for `ls`), or why it cannot start.
@@ -31,10 +31,15 @@ pub struct Order<H> {
     pub blocked: Vec<bool>,
     pub told_stop: Vec<bool>,
     pub reached: std::collections::HashMap<u32, Reached>,
-    pub held: std::collections::HashMap<u32, H>,
+    /// The stop has begun (dependents first: see [`may_stop`]).
+    pub stop_begun: bool,
+    /// How far the stop of every app at once has gone.
+    pub level: Shutdown,
+    /// `shutdown_delay` runs: the apps get the stop when it is over.
+    pub delay_pending: bool,
 }
 
-impl<H> Default for Order<H> {
+impl Default for Order {
     fn default() -> Self {
         Order {
             graph: Graph::default(),
@@ -43,12 +48,14 @@ impl<H> Default for Order<H> {
             blocked: Vec::new(),
             told_stop: Vec::new(),
             reached: Default::default(),
-            held: Default::default(),
+            stop_begun: false,
+            level: Shutdown::Running,
+            delay_pending: false,
         }
     }
 }
 
-impl<H> Order<H> {
+impl Order {
     /// Follows the app list (at start, and when an `apply` adds apps): the graph is rebuilt,
     /// apps that need nobody are released.
     pub fn sync(&mut self, apps: &[std::sync::Arc<crate::config::App>]) {

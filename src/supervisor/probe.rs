@@ -11,23 +11,28 @@ use tokio::net::TcpStream;
 use crate::config::{App, ProbeCheck};
 use crate::process::{Exit, Reaper, unix};
 
-/// One check: `Ok` when it passed, else why not (never the app's env values).
-pub async fn check(app: &App, check: &ProbeCheck, timeout: Duration, reaper: &Reaper) -> Result<(), String> {
+/// One check: `Ok` when it passed, else why not (never the app's env values). `conn`: a
+/// connection already made to the one process being judged (a cluster worker's own, past the
+/// dispatcher), used instead of connecting to the port.
+pub async fn check(app: &App, check: &ProbeCheck, timeout: Duration, reaper: &Reaper, conn: Option<TcpStream>) -> Result<(), String> {
     match check {
         ProbeCheck::Exec { command } => exec(app, command, timeout, reaper).await,
-        net => match tokio::time::timeout(timeout, network(net)).await {
+        net => match tokio::time::timeout(timeout, network(net, conn)).await {
             Ok(r) => r,
             Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
         },
     }
 }
 
-async fn network(check: &ProbeCheck) -> Result<(), String> {
+async fn network(check: &ProbeCheck, conn: Option<TcpStream>) -> Result<(), String> {
     let port = match check {
         ProbeCheck::Http { port, .. } | ProbeCheck::Tcp { port } => *port,
         ProbeCheck::Exec { .. } => return Ok(()),
     };
-    let mut conn = TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| format!("connect to 127.0.0.1:{port}: {e}"))?;
+    let mut conn = match conn {
+        Some(c) => c,
+        None => TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| format!("connect to 127.0.0.1:{port}: {e}"))?,
+    };
     let ProbeCheck::Http { path, status, .. } = check else { return Ok(()) };
     let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: pm-runtime-probe\r\nConnection: close\r\n\r\n");
     conn.write_all(request.as_bytes()).await.map_err(|e| format!("send: {e}"))?;
@@ -52,10 +57,22 @@ async fn network(check: &ProbeCheck) -> Result<(), String> {
     }
 }
 
-/// `sh -c command` in its own process group, in the app's cwd with its env; killed (the whole
-/// group) past the timeout. Its output is discarded.
+/// `sh -c command` in its own process group, in the app's cwd with its env, as the app's
+/// user and group (`uid`/`gid`, as the app runs); killed (the whole group) past the timeout.
+/// Its output is discarded.
 async fn exec(app: &App, command: &str, timeout: Duration, reaper: &Reaper) -> Result<(), String> {
+    let (uid, gid) = super::instance::resolve_ids(app).map_err(|e| format!("cannot run the command: {e}"))?;
     let mut cmd = std::process::Command::new("sh");
+    if let Some(gid) = gid {
+        cmd.gid(gid);
+    }
+    if let Some(uid) = uid {
+        // std drops the runtime's supplementary groups too, as for the app.
+        cmd.uid(uid);
+        if let Some(home) = nix::unistd::User::from_uid(uid.into()).ok().flatten() {
+            cmd.env("HOME", home.dir);
+        }
+    }
     cmd.arg("-c")
         .arg(command)
         .current_dir(&app.cwd)

@@ -254,6 +254,62 @@ pub struct Report {
     pub prev_restart_delay: Duration,
     /// Online and, with a readiness probe, passing it.
     pub ready: bool,
+    /// The state of its probes (those the app has) for the running process.
+    pub probes: ProbeViews,
+}
+
+/// What `jlist`, the API and the dashboard show of one probe of the running process.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProbeView {
+    /// Whether its last check passed; `None` before the first one finished (pending).
+    pub passing: Option<bool>,
+    /// Checks failed in a row.
+    pub failures: u32,
+    /// Why its last failed check failed (never an env value).
+    pub last_failure: Option<Arc<str>>,
+}
+
+impl ProbeView {
+    pub fn state(&self) -> &'static str {
+        match self.passing {
+            None => "pending",
+            Some(true) => "passing",
+            Some(false) => "failing",
+        }
+    }
+
+    /// `{state, failures, last_failure}` (pm-runtime's own key in `pm2_env.probes`).
+    pub fn json(&self) -> Value {
+        serde_json::json!({"state": self.state(), "failures": self.failures, "last_failure": self.last_failure.as_deref()})
+    }
+}
+
+/// The probes an app has, each with its [`ProbeView`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProbeViews {
+    pub liveness: Option<ProbeView>,
+    pub readiness: Option<ProbeView>,
+}
+
+impl ProbeViews {
+    /// Every probe the app has, pending.
+    pub fn pending(app: &App) -> ProbeViews {
+        ProbeViews {
+            liveness: app.liveness_probe.as_ref().map(|_| ProbeView::default()),
+            readiness: app.readiness_probe.as_ref().map(|_| ProbeView::default()),
+        }
+    }
+
+    /// `{liveness: …, readiness: …}` with the probes the app has; `None` without any.
+    pub fn json(&self) -> Option<Value> {
+        let mut o = serde_json::Map::new();
+        for (k, v) in [("liveness", &self.liveness), ("readiness", &self.readiness)] {
+            if let Some(v) = v {
+                o.insert(k.into(), v.json());
+            }
+        }
+        (!o.is_empty()).then_some(Value::Object(o))
+    }
 }
 
 impl Report {
@@ -272,6 +328,7 @@ impl Report {
             prev_restart_delay: Duration::ZERO,
             // Online without a readiness probe is ready.
             ready: status == Status::Online,
+            probes: ProbeViews::default(),
         }
     }
 }

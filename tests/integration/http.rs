@@ -765,6 +765,78 @@ fn dashboard_in_a_real_browser() {
     assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
 }
 
+/// Reads an instance's probes off the dashboard in Chromium: prints what it saw as JSON.
+const PROBES_DRIVER: &str = r#"
+const { chromium } = require('playwright-core');
+const fs = require('fs');
+const [port, ok] = process.argv.slice(2);
+(async () => {
+  const browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+           '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  const page = await browser.newPage({ viewport: { width: 1100, height: 640 } });
+  await page.goto(`http://127.0.0.1:${port}/`);
+  const cell = s => page.textContent(`tr[data-app="api"] .probe[data-probe="${s}"]`);
+  const failing = 'tr[data-app="api"] .probe.failing[data-probe="readiness"]';
+  await page.waitForSelector(failing, { timeout: 20000 });
+  // Two failures in a row at least: the count follows.
+  await page.waitForFunction(s => /\(([2-9]|\d\d+)×\)/.test(document.querySelector(s).textContent), failing, { timeout: 20000 });
+  const out = { failing: await cell('readiness'), title: await page.getAttribute(failing, 'title'), liveness: await cell('liveness') };
+  out.plain = await page.textContent('tr[data-app="plain"] .pr');
+  fs.writeFileSync(ok, '');
+  await page.waitForSelector('tr[data-app="api"] .probe.passing[data-probe="readiness"]', { timeout: 20000 });
+  out.passing = await cell('readiness');
+  out.status = await page.textContent('tr[data-app="api"] .st');
+  console.log(JSON.stringify(out));
+  await browser.close();
+})().catch(e => { console.error(e); process.exit(1); });
+"#;
+
+#[test]
+fn dashboard_shows_each_instances_probes() {
+    let modules = npm_cache("playwright", &["playwright-core@1.65.1"]);
+    let s = Scenario::new()
+        .file(
+            "e.yml",
+            "apps:\n  - name: api\n    script: sh -c 'sleep 600'\n    readiness_probe: {exec: test -f ok, period: 200}\n    liveness_probe: {exec: 'true', initial_delay: 600000}\n  - name: plain\n    script: sh -c 'sleep 600'\n",
+        )
+        .file("driver.js", PROBES_DRIVER);
+    let r = Running::start(s.command(&["e.yml", "--web=0"]));
+    let port = web_port(&r);
+    let out = Command::new("node")
+        .arg("driver.js")
+        .arg(port.to_string())
+        .arg(s.path().join("ok"))
+        .current_dir(s.path())
+        .env("NODE_PATH", &modules)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the browser run failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let failing = seen["failing"].as_str().unwrap();
+    assert!(failing.starts_with("readiness: failing ("), "{seen}");
+    assert!(failing.ends_with("×): the command exited with code 1"), "{seen}");
+    assert_eq!(seen["title"], "last failure: the command exited with code 1", "{seen}");
+    assert_eq!(seen["liveness"], "liveness: pending", "before its first check: {seen}");
+    assert_eq!(seen["plain"], "-", "an app without probes: {seen}");
+    assert_eq!(seen["passing"], "readiness: passing", "{seen}");
+    assert_eq!(seen["status"], "online");
+    // The same in the API the dashboard reads.
+    let (_, body) = get(port, "/api/v1/processes/api");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let probes = &v["processes"][0]["pm2_env"]["probes"];
+    assert_eq!(probes["readiness"]["state"], "passing", "{probes}");
+    assert_eq!(probes["readiness"]["last_failure"], "the command exited with code 1", "{probes}");
+    assert_eq!(probes["liveness"]["state"], "pending", "{probes}");
+}
+
 /// Drives the dashboard's app view in Chromium: metadata, custom metrics, charts, log search,
 /// an action, restart history, the dark theme. Prints what it saw as JSON; screenshots go to
 /// the folder given.

@@ -28,6 +28,7 @@ mod plus;
 #[cfg(feature = "plus")]
 mod plus_mock;
 mod port_sharing;
+mod readiness;
 mod restart;
 mod runtimes;
 mod security;

@@ -57,6 +57,9 @@ fn summary(fx: &[Effect]) -> Vec<String> {
         .filter_map(|e| match e {
             Effect::StartTask { pm_id, resumed: false, .. } => Some(format!("start {pm_id}")),
             Effect::StartTask { pm_id, resumed: true, restart_time } => Some(format!("resume {pm_id} ↺{restart_time}")),
+            Effect::Hold(pm_id) => Some(format!("hold {pm_id}")),
+            Effect::StopApp(app) => Some(format!("stop app {app}")),
+            Effect::StopIn(d) => Some(format!("stop in {}s", d.as_secs_f64())),
             Effect::Send(id, cmd) => Some(format!("{} {id}", cmd_name(cmd))),
             Effect::KillTree(pid) => Some(format!("kill {pid}")),
             Effect::Shutdown(l) => Some(format!("shutdown {l:?}")),
@@ -65,7 +68,7 @@ fn summary(fx: &[Effect]) -> Vec<String> {
             Effect::Reply(r) if !r.ok => Some(format!("refuse: {}", r.error.clone().unwrap_or_default())),
             Effect::Exit(o) => Some(format!("exit {o:?}")),
             Effect::TerminationLog(_) => None,
-            Effect::Publish | Effect::Log(_) | Effect::Announce(_) | Effect::Reply(_) => None,
+            Effect::Publish | Effect::Log(_) | Effect::Announce(_) | Effect::AppMessage { .. } | Effect::Reply(_) => None,
         })
         .collect()
 }
@@ -284,34 +287,6 @@ fn auto_exit_waits_for_every_task_then_says_the_code() {
 }
 
 #[test]
-fn sidecars_do_not_count_and_held_instances_wait_unless_blocked() {
-    use Status::*;
-    // A sidecar (a) neither keeps the run going nor gives the exit code.
-    let apps = |extra: &str| eco(extra).apps.into_iter().map(Arc::new).collect::<Vec<_>>();
-    let mut st = State::new(apps("    role: sidecar\n"), true, 2, uid);
-    step(&mut st, Event::Begin);
-    step(&mut st, report(0, Online, Some(10), None, false));
-    assert_eq!(step(&mut st, report(1, Stopped, None, Some(0), false)), ["shutdown Graceful"]);
-    step(&mut st, Event::TaskEnded { pm_id: 0, panic: None });
-    assert_eq!(step(&mut st, Event::TaskEnded { pm_id: 1, panic: None }), ["exit AppsFinished(0)"]);
-    // b is held: a's end does not end the run until what b waits for has failed.
-    let mut st = begin(true);
-    st.held.insert(1, false);
-    assert_eq!(step(&mut st, report(0, Stopped, None, Some(0), false)), Vec::<String>::new());
-    assert_eq!(step(&mut st, Event::HeldBlocked { pm_id: 1, blocked: true }), ["shutdown Graceful"]);
-    // Dropped held instances are gone: the run ends with the tasks that ran.
-    assert_eq!(step(&mut st, Event::HeldDropped { ids: vec![1] }), Vec::<String>::new());
-    assert_eq!(step(&mut st, Event::TaskEnded { pm_id: 0, panic: None }), ["exit AppsFinished(0)"]);
-    // A failed init job drains the run with its code; SIGHUP never reloads an init job.
-    let mut st = State::new(apps("    role: init\n"), false, 2, uid);
-    step(&mut st, Event::Begin);
-    assert_eq!(step(&mut st, Event::Signal(RuntimeSignal::Reload)), ["reload 1"]);
-    assert_eq!(step(&mut st, Event::InitFailed { code: 3 }), ["shutdown Graceful"]);
-    step(&mut st, Event::TaskEnded { pm_id: 0, panic: None });
-    assert_eq!(step(&mut st, Event::TaskEnded { pm_id: 1, panic: None }), ["exit AppsFinished(3)"]);
-}
-
-#[test]
 fn stop_signal_drains_then_exits_requested_and_a_second_one_kills() {
     let mut st = begin(true);
     assert_eq!(step(&mut st, Event::Signal(RuntimeSignal::Stop)), ["shutdown Graceful"]);
@@ -389,4 +364,333 @@ fn a_refresh_is_no_news_but_a_restart_is_counted() {
     });
     assert_eq!(news(&st.handle(restart, SystemTime::UNIX_EPOCH)), 1);
     assert_eq!(st.slots[&0].restarts.get(RestartReason::Watch), 1);
+}
+
+/// An app set from YAML (`script: /bin/sh` for every app).
+fn apps_of(yaml: &str) -> Vec<Arc<App>> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("e.yml");
+    std::fs::write(&path, yaml).unwrap();
+    crate::config::load(&path, &Default::default()).unwrap_or_else(|e| panic!("{e:?}")).apps.into_iter().map(Arc::new).collect()
+}
+
+/// migrate (init job, pm 0), proxy (sidecar, pm 1), web (pm 2): web waits for migrate to
+/// complete and proxy to be ready; migrate waits for proxy.
+const ORDERED: &str = "apps:\n  - name: migrate\n    role: init\n    script: /bin/sh\n  - name: proxy\n    role: sidecar\n    script: /bin/sh\n  - name: web\n    script: /bin/sh\n";
+
+fn ordered(auto_exit: bool) -> State {
+    let mut st = State::new(apps_of(ORDERED), auto_exit, 2, uid);
+    assert_eq!(step(&mut st, Event::Begin), ["hold 0", "start 1", "hold 2"]);
+    st
+}
+
+/// The ordered app-set's states that matter, by name.
+fn ordered_states() -> Vec<(&'static str, State)> {
+    use Status::*;
+    let with = |auto_exit: bool, events: Vec<Event>| {
+        let mut st = ordered(auto_exit);
+        for e in events {
+            st.handle(e, SystemTime::UNIX_EPOCH);
+        }
+        st
+    };
+    let migrating = || vec![report(1, Online, Some(101), None, false), report(0, Online, Some(100), None, false)];
+    let web_online = || {
+        let mut v = migrating();
+        v.extend([report(0, Stopped, None, Some(0), false), report(2, Online, Some(102), None, false)]);
+        v
+    };
+    vec![
+        ("proxy starting", with(true, vec![report(1, Launching, Some(101), None, false)])),
+        ("migrating", with(true, migrating())),
+        ("web online", with(true, web_online())),
+        ("no auto-exit, web online", with(false, web_online())),
+        ("stopping, web online", with(true, web_online().into_iter().chain([Event::Signal(RuntimeSignal::Stop)]).collect())),
+    ]
+}
+
+fn ordered_events() -> Vec<(&'static str, MakeEvent)> {
+    use Status::*;
+    vec![
+        ("proxy ready", Box::new(|| report(1, Online, Some(101), None, false))),
+        ("migrate exits 0", Box::new(|| report(0, Stopped, None, Some(0), false))),
+        ("migrate exits 3", Box::new(|| report(0, Stopped, None, Some(3), false))),
+        ("web errored", Box::new(|| report(2, Errored, None, Some(1), false))),
+        ("web finishes 0", Box::new(|| report(2, Stopped, None, Some(0), false))),
+        ("proxy errored", Box::new(|| report(1, Errored, None, Some(1), false))),
+        ("stop signal", Box::new(|| Event::Signal(RuntimeSignal::Stop))),
+        ("SIGHUP", Box::new(|| Event::Signal(RuntimeSignal::Reload))),
+        ("start web", Box::new(|| Event::Start { ids: vec![2] })),
+        ("web's task ended", Box::new(|| Event::TaskEnded { pm_id: 2, panic: None })),
+        ("proxy's task ended", Box::new(|| Event::TaskEnded { pm_id: 1, panic: None })),
+    ]
+}
+
+/// Every order event in every state of an app set with an init job and a sidecar.
+#[test]
+fn every_order_event_in_every_ordered_state() {
+    let want = "\
+proxy starting | proxy ready | start 0
+proxy starting | migrate exits 0 | -
+proxy starting | migrate exits 3 | forget 0, forget 2, shutdown Graceful
+proxy starting | web errored | -
+proxy starting | web finishes 0 | -
+proxy starting | proxy errored | forget 0, forget 2, shutdown Graceful
+proxy starting | stop signal | forget 0, forget 2, stop app 0, stop app 1, stop app 2
+proxy starting | SIGHUP | reload 1
+proxy starting | start web | start-cmd 2
+proxy starting | web's task ended | -
+proxy starting | proxy's task ended | -
+migrating | proxy ready | -
+migrating | migrate exits 0 | start 2
+migrating | migrate exits 3 | forget 2, shutdown Graceful
+migrating | web errored | -
+migrating | web finishes 0 | -
+migrating | proxy errored | -
+migrating | stop signal | forget 2, stop app 0, stop app 2
+migrating | SIGHUP | reload 1
+migrating | start web | start-cmd 2
+migrating | web's task ended | -
+migrating | proxy's task ended | -
+web online | proxy ready | -
+web online | migrate exits 0 | -
+web online | migrate exits 3 | -
+web online | web errored | shutdown Graceful
+web online | web finishes 0 | shutdown Graceful
+web online | proxy errored | -
+web online | stop signal | stop app 2
+web online | SIGHUP | reload 1, reload 2
+web online | start web | restart 2
+web online | web's task ended | -
+web online | proxy's task ended | -
+no auto-exit, web online | proxy ready | -
+no auto-exit, web online | migrate exits 0 | -
+no auto-exit, web online | migrate exits 3 | -
+no auto-exit, web online | web errored | -
+no auto-exit, web online | web finishes 0 | -
+no auto-exit, web online | proxy errored | -
+no auto-exit, web online | stop signal | stop app 2
+no auto-exit, web online | SIGHUP | reload 1, reload 2
+no auto-exit, web online | start web | restart 2
+no auto-exit, web online | web's task ended | -
+no auto-exit, web online | proxy's task ended | -
+stopping, web online | proxy ready | -
+stopping, web online | migrate exits 0 | -
+stopping, web online | migrate exits 3 | -
+stopping, web online | web errored | -
+stopping, web online | web finishes 0 | -
+stopping, web online | proxy errored | -
+stopping, web online | stop signal | shutdown Force
+stopping, web online | SIGHUP | -
+stopping, web online | start web | refuse: the runtime is stopping
+stopping, web online | web's task ended | stop app 0
+stopping, web online | proxy's task ended | -
+";
+    let mut got = String::new();
+    for (sname, st) in ordered_states() {
+        for (ename, ev) in ordered_events() {
+            let mut st = st.clone();
+            let fx = step(&mut st, ev());
+            let cell = if fx.is_empty() { "-".to_string() } else { fx.join(", ") };
+            got.push_str(&format!("{sname} | {ename} | {cell}\n"));
+        }
+    }
+    if got != want {
+        let diff: Vec<String> = got.lines().zip(want.lines()).filter(|(g, w)| g != w).map(|(g, w)| format!("got  {g}\nwant {w}")).collect();
+        panic!("{}\n\nwhole table:\n{got}", diff.join("\n"));
+    }
+}
+
+#[test]
+fn a_failed_init_job_ends_the_run_with_its_code_and_nothing_else_starts() {
+    use Status::*;
+    let mut st = ordered(false);
+    assert_eq!(step(&mut st, report(1, Online, Some(101), None, false)), ["start 0"]);
+    assert_eq!(st.order.waiting[2].as_deref(), Some("migrate (completed)"), "ls says what web waits for");
+    // Even without auto-exit: the held web is gone, what runs stops, the code is the job's.
+    assert_eq!(step(&mut st, report(0, Stopped, None, Some(3), false)), ["forget 2", "shutdown Graceful"]);
+    assert!(!st.slots.contains_key(&2));
+    assert_eq!(step(&mut st, Event::TaskEnded { pm_id: 0, panic: None }), Vec::<String>::new());
+    assert_eq!(step(&mut st, Event::TaskEnded { pm_id: 1, panic: None }), ["exit AppsFinished(3)"]);
+}
+
+#[test]
+fn a_completed_init_job_releases_its_dependents_and_the_main_app_ends_the_run_despite_the_sidecar() {
+    use Status::*;
+    let mut st = ordered(true);
+    step(&mut st, report(1, Online, Some(101), None, false));
+    assert_eq!(step(&mut st, report(0, Stopped, None, Some(0), false)), ["start 2"]);
+    assert_eq!(st.order.waiting[2], None);
+    step(&mut st, report(2, Online, Some(102), None, false));
+    // The sidecar leaving neither ends the run nor counts.
+    assert_eq!(step(&mut st, report(1, Errored, None, Some(1), false)), Vec::<String>::new());
+    step(&mut st, report(1, Online, Some(103), None, false));
+    // The last main app errors while the sidecar runs: the run ends (exit 2), the sidecar is
+    // stopped with what is left.
+    assert_eq!(step(&mut st, report(2, Errored, None, Some(1), false)), ["shutdown Graceful"]);
+    step(&mut st, Event::TaskEnded { pm_id: 0, panic: None });
+    step(&mut st, Event::TaskEnded { pm_id: 2, panic: None });
+    assert_eq!(step(&mut st, Event::TaskEnded { pm_id: 1, panic: None }), ["exit AppErrored"]);
+}
+
+#[test]
+fn the_stop_runs_dependents_first_and_the_sidecar_last() {
+    use Status::*;
+    let mut st = ordered(true);
+    for e in
+        [report(1, Online, Some(101), None, false), report(0, Stopped, None, Some(0), false), report(2, Online, Some(102), None, false)]
+    {
+        step(&mut st, e);
+    }
+    assert_eq!(step(&mut st, Event::Signal(RuntimeSignal::Stop)), ["stop app 2"]);
+    // web ends: migrate (its task still runs, done) is next; proxy waits for both.
+    step(&mut st, gone(2));
+    assert_eq!(step(&mut st, Event::TaskEnded { pm_id: 2, panic: None }), ["stop app 0"]);
+    assert_eq!(step(&mut st, Event::TaskEnded { pm_id: 0, panic: None }), ["stop app 1"]);
+    assert_eq!(step(&mut st, Event::TaskEnded { pm_id: 1, panic: None }), ["exit Requested"]);
+}
+
+#[test]
+fn a_stop_signal_during_a_held_start_drops_the_held_instances() {
+    use Status::*;
+    let mut st = ordered(true);
+    step(&mut st, report(1, Online, Some(101), None, false));
+    let fx = step(&mut st, Event::Signal(RuntimeSignal::Stop));
+    assert_eq!(fx, ["forget 2", "stop app 0", "stop app 2"]);
+    assert!(!st.held.contains_key(&2) && !st.slots.contains_key(&2));
+    // Nothing is released any more, whatever the apps reach.
+    assert_eq!(step(&mut st, report(0, Stopped, None, Some(0), false)), Vec::<String>::new());
+    assert_eq!(step(&mut st, Event::TaskEnded { pm_id: 0, panic: None }), ["stop app 1"]);
+    assert_eq!(step(&mut st, Event::TaskEnded { pm_id: 1, panic: None }), ["exit Requested"]);
+}
+
+#[test]
+fn start_of_a_blocked_app_starts_its_stopped_dependencies_then_it_is_released() {
+    use Status::*;
+    let yaml = "apps:\n  - name: db\n    autorestart: false\n    script: /bin/sh\n  - name: web\n    depends_on: {db: completed}\n    script: /bin/sh\n";
+    let mut st = State::new(apps_of(yaml), false, 2, uid);
+    assert_eq!(step(&mut st, Event::Begin), ["start 0", "hold 1"]);
+    step(&mut st, report(0, Stopped, None, Some(3), false));
+    assert_eq!(st.order.waiting[1].as_deref(), Some("db (completed): it ended with code 3; start it to try again"));
+    // `start web`: web's inbox keeps the start, db (stopped, needed) is started.
+    assert_eq!(step(&mut st, Event::Start { ids: vec![1] }), ["start-cmd 1", "start-cmd 0"]);
+    step(&mut st, report(0, Launching, Some(100), None, false));
+    assert_eq!(step(&mut st, report(0, Stopped, None, Some(0), false)), ["start 1"]);
+    // A completed dependency is done, not stopped: it is not started again.
+    step(&mut st, report(1, Stopped, None, Some(0), true));
+    assert_eq!(step(&mut st, Event::Start { ids: vec![1] }), ["start-cmd 1"]);
+}
+
+#[test]
+fn a_blocked_held_app_counts_as_settled_for_auto_exit() {
+    use Status::*;
+    let yaml = "apps:\n  - name: db\n    autorestart: false\n    script: /bin/sh\n  - name: web\n    depends_on: {db: completed}\n    script: /bin/sh\n";
+    let mut st = State::new(apps_of(yaml), true, 2, uid);
+    step(&mut st, Event::Begin);
+    assert_eq!(step(&mut st, report(0, Stopped, None, Some(3), false)), ["forget 1", "shutdown Graceful"]);
+    assert_eq!(step(&mut st, Event::TaskEnded { pm_id: 0, panic: None }), ["exit AppsFinished(3)"]);
+}
+
+#[test]
+fn shutdown_delay_stops_the_apps_when_it_is_over_and_a_second_signal_at_once() {
+    let mut st = begin(true);
+    st.shutdown_delay = std::time::Duration::from_millis(1500);
+    assert_eq!(step(&mut st, Event::Signal(RuntimeSignal::Stop)), ["stop in 1.5s"]);
+    assert!(!st.accepts_requests(), "readiness ends at once");
+    assert_eq!(step(&mut st, Event::DelayOver), ["shutdown Graceful"]);
+    assert_eq!(step(&mut st, Event::DelayOver), Vec::<String>::new());
+    let mut st = begin(true);
+    st.shutdown_delay = std::time::Duration::from_secs(2);
+    step(&mut st, Event::Signal(RuntimeSignal::Stop));
+    assert_eq!(step(&mut st, Event::Signal(RuntimeSignal::Stop)), ["shutdown Force"]);
+    assert_eq!(step(&mut st, Event::DelayOver), Vec::<String>::new(), "the delay is over for nothing");
+}
+
+fn sampled(pairs: &[(u32, u64)]) -> Event {
+    Event::Sampled(pairs.iter().map(|&(id, bytes)| (id, Sample { memory_bytes: bytes, ..Default::default() })).collect())
+}
+
+#[test]
+fn a_sample_over_max_memory_restart_is_told_to_its_running_instance() {
+    use Status::*;
+    let mut st = State::new(eco("    max_memory_restart: 100M\n").apps.into_iter().map(Arc::new).collect(), true, 2, uid);
+    step(&mut st, Event::Begin);
+    step(&mut st, report(0, Online, Some(100), None, false));
+    step(&mut st, report(1, Online, Some(101), None, false));
+    // b has no limit; a under its limit: nothing.
+    assert_eq!(step(&mut st, sampled(&[(0, 50 << 20), (1, 500 << 20)])), Vec::<String>::new());
+    assert_eq!(st.slots[&1].sample.memory_bytes, 500 << 20, "the numbers go into the table");
+    assert_eq!(step(&mut st, sampled(&[(0, 101 << 20)])), ["over-memory 0"]);
+    assert_eq!(st.slots[&1].sample.memory_bytes, 0, "not in the sweep: nothing");
+}
+
+#[test]
+fn recycling_picks_the_largest_online_instance_and_respects_its_backoff() {
+    use Status::*;
+    use std::time::{Duration, Instant};
+    let mut st = begin(true);
+    st.recycler = Some(Recycler::new(0.95));
+    step(&mut st, report(0, Online, Some(100), None, false));
+    step(&mut st, report(1, Online, Some(101), None, false));
+    step(&mut st, sampled(&[(0, 300), (1, 500)]));
+    let t0 = Instant::now();
+    let at = |s: u64| t0 + Duration::from_secs(s);
+    let mem = |used, s| Event::ContainerMemory { used, limit: 1000, at: at(s) };
+    assert!(!st.memory_pressed(949, 1000) && st.memory_pressed(950, 1000));
+    assert_eq!(step(&mut st, mem(949, 0)), Vec::<String>::new());
+    let fx = st.handle(mem(950, 1), SystemTime::UNIX_EPOCH);
+    assert_eq!(summary(&fx), ["container-memory 1"]);
+    let warned =
+        fx.iter().any(|e| matches!(e, Effect::Log(n) if n.level == Level::Warn && n.text.contains("restarting [b:1], the largest")));
+    assert!(warned, "{fx:?}");
+    // b restarts: nothing else meanwhile; online again and still pressed, within 5 s: nothing.
+    step(&mut st, report(1, Launching, Some(102), None, false));
+    assert_eq!(step(&mut st, mem(990, 2)), Vec::<String>::new());
+    step(&mut st, report(1, Online, Some(102), None, false));
+    step(&mut st, sampled(&[(0, 300), (1, 50)]));
+    assert_eq!(step(&mut st, mem(990, 3)), Vec::<String>::new(), "the backoff after a recycle that did not help");
+    assert_eq!(step(&mut st, mem(990, 7)), ["container-memory 0"]);
+    // Stopping: never.
+    step(&mut st, report(0, Online, Some(103), None, false));
+    step(&mut st, Event::Signal(RuntimeSignal::Stop));
+    assert_eq!(step(&mut st, mem(999, 100)), Vec::<String>::new());
+    // Off: never, and no reading is pressed.
+    let mut st = begin(true);
+    assert!(!st.memory_pressed(999, 1000));
+    assert_eq!(step(&mut st, mem(999, 0)), Vec::<String>::new());
+}
+
+#[test]
+fn app_messages_land_in_the_table_bounded_and_go_on_the_bus() {
+    let mut st = begin(true);
+    let msg = |v: serde_json::Value| Event::AppMessage { pm_id: 0, message: v };
+    let on_bus = |fx: &[Effect]| fx.iter().filter(|e| matches!(e, Effect::AppMessage { pm_id: 0, .. })).count();
+    let fx = st.handle(msg(serde_json::json!({"type": "axm:monitor", "data": {"reqs": {"value": 3}}})), SystemTime::UNIX_EPOCH);
+    assert_eq!(on_bus(&fx), 1);
+    assert_eq!(st.slots[&0].axm_monitor["reqs"]["value"], 3);
+    for i in 0..70 {
+        st.handle(msg(serde_json::json!({"type": "axm:action", "data": {"action_name": format!("a{i}")}})), SystemTime::UNIX_EPOCH);
+    }
+    st.handle(msg(serde_json::json!({"type": "axm:action", "data": {"action_name": "a1"}})), SystemTime::UNIX_EPOCH);
+    assert_eq!(st.slots[&0].axm_actions.len(), 64, "at most 64 actions, each once");
+    // The watchdog's heartbeat keeps its lag and is no event.
+    let fx = st.handle(msg(serde_json::json!({"type": crate::preload::HEARTBEAT, "lag": 250.0})), SystemTime::UNIX_EPOCH);
+    assert_eq!(on_bus(&fx), 0);
+    assert_eq!(st.slots[&0].event_loop_lag, Some(0.25));
+    // Anything else only goes on the bus; an unknown instance's, nowhere.
+    assert_eq!(on_bus(&st.handle(msg(serde_json::json!({"hello": 1})), SystemTime::UNIX_EPOCH)), 1);
+    let stray = Event::AppMessage { pm_id: 9, message: serde_json::json!({}) };
+    assert!(st.handle(stray, SystemTime::UNIX_EPOCH).is_empty());
+}
+
+#[test]
+fn an_app_added_by_apply_waits_for_what_it_needs_among_the_running_ones() {
+    use Status::*;
+    let mut st = begin(true);
+    // The file names b as it runs (the client checked the name); only c is new.
+    let c = apps_of("apps:\n  - name: b\n    script: /bin/sh\n  - name: c\n    depends_on: {b: online}\n    script: /bin/sh\n")[1].clone();
+    let new = Ecosystem { apps: vec![(*c).clone()], ..eco("") };
+    assert_eq!(step(&mut st, Event::Apply { action: "startOrRestart".into(), eco: new }), ["hold 2"]);
+    assert_eq!(st.order.waiting[2].as_deref(), Some("b (online)"));
+    assert_eq!(step(&mut st, report(1, Online, Some(101), None, false)), ["start 2"]);
 }

@@ -607,10 +607,22 @@ fn liveness_failures_in_a_row_restart_with_reason_probe() {
     assert!(fail(&mut m, 99).is_empty());
     let fx = fail(&mut m, 100);
     assert_eq!(armed(&fx, Timer::Probe(ProbeKind::Liveness)), Some(now + Duration::from_secs(1)));
-    assert!(reports(&fx).is_empty(), "one failure is below the threshold: {fx:?}");
-    // A success resets the streak.
-    m.step(Input::Probe { kind: ProbeKind::Liveness, pid: 100, result: Ok(()) }, now);
-    assert!(reports(&fail(&mut m, 100)).is_empty());
+    // One failure is below the threshold: still online, the table shows the probe failing.
+    assert_eq!(reports(&fx), [Status::Online], "{fx:?}");
+    let view = |fx: &[Effect]| match fx.iter().find(|e| matches!(e, Effect::Report(_))) {
+        Some(Effect::Report(r)) => r.probes.liveness.clone(),
+        _ => None,
+    };
+    let failing = ProbeView { passing: Some(false), failures: 1, last_failure: Some("refused".into()) };
+    assert_eq!(view(&fx), Some(failing.clone()));
+    // A success resets the streak (the last failure's text stays).
+    let fx = m.step(Input::Probe { kind: ProbeKind::Liveness, pid: 100, result: Ok(()) }, now);
+    assert_eq!(view(&fx), Some(ProbeView { passing: Some(true), failures: 0, ..failing }));
+    assert!(
+        m.step(Input::Probe { kind: ProbeKind::Liveness, pid: 100, result: Ok(()) }, now).iter().all(|e| !matches!(e, Effect::Report(_))),
+        "no change, no report"
+    );
+    assert_eq!(reports(&fail(&mut m, 100)), [Status::Online]);
     let fx = fail(&mut m, 100);
     assert_eq!(reports(&fx), [Status::Stopping], "{fx:?}");
     assert!(matches!(m.state, State::Stopping { then: Then::Restart(RestartReason::Probe), .. }), "{:?}", m.state);
@@ -624,10 +636,10 @@ fn readiness_makes_ready_after_success_threshold_and_unready_after_failure_thres
         let result = if ok { Ok(()) } else { Err("503".to_string()) };
         m.step(Input::Probe { kind: ProbeKind::Readiness, pid: 100, result }, now)
     };
-    assert!(readiness(&probe(&mut m, true)).is_empty(), "one success of two");
+    assert_eq!(readiness(&probe(&mut m, true)), [false], "one success of two: not ready (the probe shows passing)");
     assert_eq!(readiness(&probe(&mut m, true)), [true]);
     assert_eq!(readiness(&probe(&mut m, false)), [false], "one failure is the threshold");
-    assert!(readiness(&probe(&mut m, false)).is_empty(), "already not ready: no new report");
+    assert_eq!(readiness(&probe(&mut m, false)), [false], "already not ready: only the failure count moves");
 }
 
 #[test]
@@ -675,4 +687,29 @@ fn the_watchdog_restarts_only_a_process_whose_heartbeat_stopped() {
     assert!(matches!(m.state, State::Stopping { then: Then::Restart(RestartReason::Watchdog), .. }), "{:?}", m.state);
     // Heartbeats while stopping change nothing.
     assert!(m.step(Input::Heartbeat, later).is_empty());
+}
+
+#[test]
+fn a_readiness_probe_runs_as_soon_as_the_worker_listens() {
+    let (mut m, now) = machine("    readiness_probe: {http: /ready, port: 3000, initial_delay: 2000, period: 10000}\n");
+    m.cluster = true;
+    m.step(Input::Begin, now);
+    let fx = m.step(Input::Spawned { pid: 7 }, now);
+    assert_eq!(armed(&fx, Timer::Probe(ProbeKind::Readiness)), Some(now + Duration::from_secs(2)));
+    // Listening before initial_delay is over: the first check stays at initial_delay.
+    let fx = m.step(Input::Ready(Ready::Listening(3000, None)), now + Duration::from_secs(1));
+    assert_eq!(armed(&fx, Timer::Probe(ProbeKind::Readiness)), Some(now + Duration::from_secs(2)));
+    // A check refused before the app listened waits a period; listening brings it forward.
+    let (mut m, now) = machine("    readiness_probe: {http: /ready, port: 3000, period: 10000}\n");
+    m.cluster = true;
+    m.step(Input::Begin, now);
+    m.step(Input::Spawned { pid: 7 }, now);
+    let fx = m.step(Input::Probe { kind: ProbeKind::Readiness, pid: 7, result: Err("refused".into()) }, now);
+    assert_eq!(armed(&fx, Timer::Probe(ProbeKind::Readiness)), Some(now + Duration::from_secs(10)));
+    let later = now + Duration::from_millis(300);
+    let fx = m.step(Input::Ready(Ready::Listening(3000, None)), later);
+    assert_eq!(armed(&fx, Timer::Probe(ProbeKind::Readiness)), Some(later));
+    // Once ready, listening again (a new generation reports through its own machine) arms nothing extra.
+    m.step(Input::Probe { kind: ProbeKind::Readiness, pid: 7, result: Ok(()) }, later);
+    assert!(m.probes.ready);
 }
