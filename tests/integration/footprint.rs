@@ -123,7 +123,10 @@ fn off_features_have_no_code_page_mapped_after_start() {
     while clean < 10 {
         let pages = resident_pages_of(r.pid(), bin, offset, size);
         clean = if pages == 0 { clean + 1 } else { 0 };
-        assert!(clean > 0 || Instant::now() < deadline, "{pages} pages of the optional features' code are mapped with --web and PM2 Plus off");
+        assert!(
+            clean > 0 || Instant::now() < deadline,
+            "{pages} pages of the optional features' code are mapped with --web and PM2 Plus off"
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
 }
