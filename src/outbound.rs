@@ -522,6 +522,60 @@ mod tests {
         assert_eq!((r.status, r.body.as_slice()), (403, &b"abcd"[..]));
     }
 
+    /// An HTTPS server on 127.0.0.1 with a certificate for `localhost` from the test CA
+    /// (tests/fixtures/tls), answering every request `200 ok`.
+    async fn tls_server() -> u16 {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls/");
+        let certs = CertificateDer::pem_file_iter(format!("{dir}localhost.pem")).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
+        let key = PrivateKeyDer::from_pem_file(format!("{dir}localhost.key")).unwrap();
+        let server = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(s).await else { return };
+                    let mut seen = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tls.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+                    let _ = tls.flush().await;
+                });
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn https_trusts_the_bundled_roots_and_extra_ones_only() {
+        let port = tls_server().await;
+        let url = format!("https://localhost:{port}/v1/metrics");
+        let ca = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls/ca.pem"));
+        let (tls, warning) = tls_config(Some(&ca)).unwrap();
+        assert!(warning.is_none(), "{warning:?}");
+        let c = Client::new(tls, None, "ua/1", Duration::from_secs(10));
+        let r = c.post(&url, &[], b"{}".to_vec(), 100).await.unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"ok"[..]));
+        // The test CA is not among the bundled roots: refused.
+        let e = client(Duration::from_secs(10)).post(&url, &[], b"{}".to_vec(), 100).await.unwrap_err();
+        assert!(matches!(e, Error::Open(OpenError::Tls { .. })) && e.to_string().contains("TLS with localhost failed"), "{e}");
+    }
+
     #[tokio::test]
     async fn errors_say_what_failed() {
         let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
