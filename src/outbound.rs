@@ -325,10 +325,14 @@ impl Client {
     }
 
     async fn exchange(&self, t: &Target, headers: &[(&str, &str)], body: Bytes, max_body: usize) -> Result<Response, Error> {
-        let (mut send, reused) = match self.take_idle(t) {
+        let (mut send, mut reused) = match self.take_idle(t) {
             Some(s) => (s, true),
             None => (self.connect(t).await?, false),
         };
+        if reused && send.ready().await.is_err() {
+            // Closed while it waited: a new one.
+            (send, reused) = (self.connect(t).await?, false);
+        }
         let resp = match send.send_request(self.request(t, headers, body.clone())?).await {
             Ok(r) => r,
             // The server closed the idle connection before taking the request: once more, new.
@@ -574,6 +578,29 @@ mod tests {
         // The test CA is not among the bundled roots: refused.
         let e = client(Duration::from_secs(10)).post(&url, &[], b"{}".to_vec(), 100).await.unwrap_err();
         assert!(matches!(e, Error::Open(OpenError::Tls { .. })) && e.to_string().contains("TLS with localhost failed"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_the_server_closed_is_replaced() {
+        use std::io::{BufRead, BufReader, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        // Each connection answers one request, keep-alive as far as the client can tell, then closes.
+        std::thread::spawn(move || {
+            for _ in 0..2 {
+                let (s, _) = l.accept().unwrap();
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut line = String::new();
+                while r.read_line(&mut line).unwrap() > 0 && !line.ends_with("\r\n\r\n") {}
+                (&s).write_all(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let c = client(Duration::from_secs(10));
+        let url = format!("http://127.0.0.1:{port}/");
+        assert_eq!(c.post(&url, &[], vec![], 10).await.unwrap().status, 204);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(c.post(&url, &[], vec![], 10).await.unwrap().status, 204);
     }
 
     #[tokio::test]
