@@ -1,11 +1,11 @@
 //! The websocket to PM2 Plus, and the policies around it: retry backoff and the queue of
 //! packets kept while the link is down.
 //!
-//! The socket is opened by [`crate::outbound::open`] (TCP, `PM2_PROXY`'s CONNECT when set, TLS
-//! with rustls/ring and the bundled web roots for `wss`), then the websocket handshake carries
-//! PM2's headers. No DNS
-//! probe before reconnecting (the official agent looks up google.com first): a failed connect
-//! is the only signal needed. Every step has a timeout.
+//! The socket is opened by the verify call's client ([`crate::outbound::Client::open`]: TCP,
+//! `PM2_PROXY`'s CONNECT when set, TLS with rustls/ring and the bundled web roots for `wss`),
+//! then the websocket handshake carries PM2's headers. No DNS probe before reconnecting (the
+//! official agent looks up google.com first): a failed connect is the only signal needed. Every
+//! step has a timeout.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
