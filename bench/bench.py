@@ -12,14 +12,20 @@ Measures what DESIGN.md §6 targets, for the core runtime:
   7. cluster mode: 16 workers on one port answering (target <= 0.6 s), failed requests during a
      rolling reload under load (32 keep-alive clients that do not retry + 1 opening a connection per
      request; target 0), and the spread of requests across 4 workers (busiest/idlest)
+  8. the start of 16 Node HTTP apps (fork mode, 16 ports; cluster mode, one port) against its
+     floor: 16 bare `node http.js` started at once by this script, no supervisor. First answer
+     and all answering, every variant once per round in turn, medians of the per-round ratios
+     to the floor (target: all answering <= 1.15x the floor)
 
 Also with OxMgr's `runtime` mode (github.com/Vladimir-Urik/OxMgr, built from OXMGR_COMMIT in
 bench/footprint.py with `cargo build --release`, its path given with --oxmgr): it gets the same
 apps in the shape it reads (`cmd: node x.js`, kill_timeout in seconds); where its runtime mode has
 no equivalent the column says n/a and why.
 
-Usage: python3 bench/bench.py [--no-pm2] [--pm BINARY] [--oxmgr BINARY] [--no-cluster]
+Usage: python3 bench/bench.py [--no-pm2] [--pm BINARY] [--oxmgr BINARY] [--no-cluster] [--start ROUNDS [--vs BINARY]]
   --pm BINARY  measure this pm-runtime binary instead of building target/<triple>/release
+  --start N    only item 8, N rounds (the full run does 3)
+  --vs BINARY  with --start: a second pm-runtime binary in the same rounds (an A/B of a change)
 Not a test: it prints numbers, it asserts nothing.
 """
 import json
@@ -102,6 +108,7 @@ def supervisor_pids(proc):
 
 
 OXMGR = None  # --oxmgr PATH
+VS = None  # --vs PATH: a second pm-runtime binary, measured in the same rounds (bench_start)
 
 
 def command(tool, ecosystem, *extra):
@@ -181,7 +188,59 @@ def bench_idle(tool):
     return rss / 1024, pss / 1024, cpu, term
 
 
-def bench_16(tool):
+def wait_answering(ports, t0, limit=30):
+    """Polls every port that has not answered yet (10 ms apart: a spinning probe would steal CPU
+    from the processes it is timing) until all answer: (first answer, all answering) in seconds
+    from t0."""
+    pending, first = set(ports), None
+    while pending and time.monotonic() - t0 < limit:
+        pending = {port for port in pending if answers(port) is None}
+        if first is None and len(pending) < len(ports):
+            first = time.monotonic() - t0
+        time.sleep(0.01)
+    took = time.monotonic() - t0 if not pending else float("nan")
+    return first if first is not None else float("nan"), took
+
+
+def wait_pids(port, n, t0, limit=30):
+    """Polls one shared port until n different pids answered: (first answer, all n answering).
+    Each sweep asks again as long as a new pid answers (as the floor's sweep tries every port
+    not answering yet): one request per sweep would see workers that start together one per
+    sweep, and time the probe rather than the workers."""
+    pids, first = set(), None
+    while len(pids) < n and time.monotonic() - t0 < limit:
+        while len(pids) < n:
+            a = answers(port)
+            if not a or a in pids:
+                break
+            pids.add(a)
+            if first is None:
+                first = time.monotonic() - t0
+        time.sleep(0.01)
+    took = time.monotonic() - t0 if len(pids) >= n else float("nan")
+    return first if first is not None else float("nan"), took
+
+
+def floor_16():
+    """The floor of a 16-app start: 16 bare Node HTTP servers (the same script) started at once
+    by this process, no supervisor: (first answer, all answering)."""
+    d = tempfile.mkdtemp()
+    with open(os.path.join(d, "http.js"), "w") as f:
+        f.write(HTTP_JS)
+    ports = free_ports(16)
+    t0 = time.monotonic()
+    procs = [subprocess.Popen(["node", "http.js"], cwd=d, env=dict(os.environ, PORT=str(p)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for p in ports]
+    times = wait_answering(ports, t0)
+    for p in procs:
+        p.kill()
+    for p in procs:
+        p.wait()
+    shutil.rmtree(d, ignore_errors=True)
+    return times
+
+
+def bench_16(tool, crash=True):
+    """16 fork-mode apps on 16 ports: (first answer, all answering, crash -> new process answering)."""
     d = tempfile.mkdtemp()
     with open(os.path.join(d, "http.js"), "w") as f:
         f.write(HTTP_JS)
@@ -189,25 +248,90 @@ def bench_16(tool):
     eco = write_eco(d, [{"name": f"h{i}", "script": "http.js", "exec_mode": "fork", "env": {"PORT": str(p)}} for i, p in enumerate(ports)], tool)
     t0 = time.monotonic()
     p = start(tool, eco, d)
-    pending = set(ports)
-    while pending and time.monotonic() - t0 < 30:
-        pending = {port for port in pending if answers(port) is None}
-        time.sleep(0.01)
-    took = time.monotonic() - t0 if not pending else float("nan")
-    # Crash -> new process answering: SIGKILL the app on ports[0] and time until a new pid answers.
-    old = answers(ports[0])
-    t1 = time.monotonic()
-    os.kill(int(old), signal.SIGKILL)
+    first, took = wait_answering(ports, t0)
     restart = float("nan")
-    while time.monotonic() - t1 < 10:
-        now = answers(ports[0])
-        if now is not None and now != old:
-            restart = time.monotonic() - t1
-            break
-        time.sleep(0.005)
+    if crash and took == took:
+        # Crash -> new process answering: SIGKILL the app on ports[0] and time until a new pid answers.
+        old = answers(ports[0])
+        t1 = time.monotonic()
+        os.kill(int(old), signal.SIGKILL)
+        while time.monotonic() - t1 < 10:
+            now = answers(ports[0])
+            if now is not None and now != old:
+                restart = time.monotonic() - t1
+                break
+            time.sleep(0.005)
     stop(p)
     shutil.rmtree(d, ignore_errors=True)
-    return took, restart
+    return first, took, restart
+
+
+def cluster_16(tool):
+    """16 cluster workers on one port: (first answer, 16 pids answered)."""
+    d = tempfile.mkdtemp()
+    with open(os.path.join(d, "c.js"), "w") as f:
+        f.write(CLUSTER_JS)
+    port = free_ports(1)[0]
+    eco = write_eco(d, [{"name": "c", "script": "c.js", "exec_mode": "cluster", "instances": 16, "env": {"PORT": str(port)}}])
+    t0 = time.monotonic()
+    p = start(tool, eco, d)
+    times = wait_pids(port, 16, t0)
+    stop(p)
+    shutil.rmtree(d, ignore_errors=True)
+    return times
+
+
+def median(xs):
+    xs = sorted(x for x in xs if x == x)
+    if not xs:
+        return float("nan")
+    m = len(xs) // 2
+    return xs[m] if len(xs) % 2 else (xs[m - 1] + xs[m]) / 2
+
+
+def bench_start(tools, rounds):
+    """Start of 16 Node HTTP apps against its floor, the variants in turn in every round (the
+    machine's speed drifts; a ratio is taken within a round): first answer and all answering,
+    medians of the times and of the per-round ratios to the floor."""
+    variants = [("floor", floor_16)]
+    pms = [("pm-runtime", PM)] + ([("pm-runtime B", VS)] if VS else [])
+
+    def as_pm(binary, run):
+        # The same tool with another binary (--vs): PM swapped for the call.
+        def go():
+            global PM
+            saved, PM = PM, binary
+            try:
+                return run()
+            finally:
+                PM = saved
+        return go
+
+    for tool in tools:
+        for name, binary in pms if tool == "pm-runtime" else [(tool, None)]:
+            fork, cluster = (lambda t=tool: bench_16(t, crash=False)[:2]), (lambda t=tool: cluster_16(t))
+            if binary:
+                fork, cluster = as_pm(binary, fork), as_pm(binary, cluster)
+            variants.append((f"{name} fork", fork))
+            if tool != "oxmgr":
+                variants.append((f"{name} cluster", cluster))
+    runs = {name: [] for name, _ in variants}
+    for _ in range(rounds):
+        for name, run in variants:
+            runs[name].append(run())
+    floor = runs["floor"]
+    print(f"16 Node HTTP apps, {rounds} rounds in turn (medians; ratio: to the floor of the same round)")
+    print(f"{'':22} {'first answer':>13} {'ratio':>6} {'all answering':>14} {'ratio':>6}")
+    for name, _ in variants:
+        r = runs[name]
+        f1 = median([a[0] / b[0] for a, b in zip(r, floor)])
+        fa = median([a[1] / b[1] for a, b in zip(r, floor)])
+        print(f"{name:22} {median([a[0] for a in r]):>11.2f} s {f1:>5.2f}x {median([a[1] for a in r]):>12.2f} s {fa:>5.2f}x")
+    if VS:
+        print("pm-runtime / pm-runtime B, round by round (medians): first answer, all answering")
+        for mode in ("fork", "cluster"):
+            a, b = runs[f"pm-runtime {mode}"], runs[f"pm-runtime B {mode}"]
+            print(f"{mode:22} {median([x[0] / y[0] for x, y in zip(a, b)]):>11.2f}x {median([x[1] / y[1] for x, y in zip(a, b)]):>12.2f}x")
 
 
 def bench_logs(tool, n=1_000_000, apps=4):
@@ -274,13 +398,7 @@ def bench_cluster(tool):
     eco = write_eco(d, [{"name": "c", "script": "c.js", "exec_mode": "cluster", "instances": 16, "env": {"PORT": str(port)}}])
     t0 = time.monotonic()
     p = start(tool, eco, d)
-    pids = set()
-    while len(pids) < 16 and time.monotonic() - t0 < 30:
-        a = answers(port)
-        if a:
-            pids.add(a)
-        time.sleep(0.01)  # a spinning probe would steal CPU from the workers it is timing
-    up16 = time.monotonic() - t0 if len(pids) >= 16 else float("nan")
+    up16 = wait_pids(port, 16, t0)[1]
     stop(p)
     # 4 workers: distribution and a rolling reload under load.
     eco = write_eco(d, [{"name": "c", "script": "c.js", "exec_mode": "cluster", "instances": 4, "env": {"PORT": str(port)}}])
@@ -320,7 +438,7 @@ def ensure_pm2():
 
 
 def main():
-    global PM, OXMGR
+    global PM, OXMGR, VS
     if "--pm" in sys.argv:
         PM = os.path.abspath(sys.argv[sys.argv.index("--pm") + 1])
     else:
@@ -332,10 +450,15 @@ def main():
     if "--oxmgr" in sys.argv:
         OXMGR = os.path.abspath(sys.argv[sys.argv.index("--oxmgr") + 1])
         tools.append("oxmgr")
+    if "--vs" in sys.argv:
+        VS = os.path.abspath(sys.argv[sys.argv.index("--vs") + 1])
+    if "--start" in sys.argv:
+        bench_start(tools, int(sys.argv[sys.argv.index("--start") + 1]))
+        return
     rows = []
     for tool in tools:
         rss, pss, cpu, term = bench_idle(tool)
-        t16, crash = bench_16(tool)
+        first16, t16, crash = bench_16(tool)
         rate, cpu_per_m, torn, complete = bench_logs(tool)
         # OxMgr's runtime mode neither samples memory nor watches files (both are daemon
         # features there): its idle cost with them set is not comparable.
@@ -351,6 +474,9 @@ def main():
                 continue
             up16, spread, st = bench_cluster(tool)
             print(f"{tool:12} {up16:>12.2f} s {spread:>9.2f}x {st['ok']:>11} {st['fail']:>7} {st['retried']:>8}")
+    if "--no-start" not in sys.argv:
+        print()
+        bench_start(tools, 3)
     print()
     print(f"{'':12} {'RSS 4 idle':>11} {'PSS':>8} {'CPU 10s idle':>13} {'SIGTERM->exit':>14} {'16 answer':>10} {'crash->ans':>11} {'lines/s':>10} {'CPU s/M lines':>14} {'torn':>5} {'all?':>5} {'CPU 20s mem+watch':>18}")
     for tool, rss, pss, cpu, term, t16, crash, rate, cpm, torn, complete, it in rows:

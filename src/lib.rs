@@ -36,8 +36,10 @@
 //!   `role: init/sidecar`) is pure too: the graph in [`config::deps`], the rules in
 //!   `supervisor::order`, applied by the coordinator's decider (held and released apps, a
 //!   failed init job, who stops next); the loop keeps only the held inboxes and the per-app
-//!   stop channels. The container's memory ([`supervisor::container`]: the cgroup reading in
-//!   the table, the `Recycler` the decider asks which instance to recycle near the limit,
+//!   stop channels. So is the start schedule of the run's first instances
+//!   (`supervisor::schedule`: one per CPU first, the rest once one of those is up), applied
+//!   by the decider too. The container's memory ([`supervisor::container`]: the cgroup
+//!   reading in the table, the `Recycler` the decider asks which instance to recycle near the limit,
 //!   `node_heap: auto`, the start-up warnings, the termination log); every exit gets a death
 //!   certificate (reason, pid, uptime, last stderr lines). Every reader (`ls`, `monit`, HTTP,
 //!   PM2 Plus, OpenTelemetry) sees that table through a `watch` feed, and events through the

@@ -27,6 +27,10 @@ pub const SOURCE: &str = include_str!("preload.js");
 pub const WATCHDOG_ENV: &str = "PM_RUNTIME_WATCHDOG_MS";
 pub const HEARTBEAT: &str = "pm-runtime:heartbeat";
 
+/// The IPC message type the preload sends once the app's main module has run (its servers
+/// listen, or in a cluster worker have asked to): the start schedule's "up" (`supervisor::schedule`).
+pub const STARTED: &str = "pm-runtime:started";
+
 /// True when `app` is started with the preload: a Node or Bun app (Bun takes `--require` as
 /// its `--preload`), or a Deno app allowed to read the environment (`-A`, `--allow-all`,
 /// `--allow-env`: the preload reads it, and Deno would stop the app otherwise), that did not
@@ -49,6 +53,11 @@ pub fn with_preload(argv: &[String], preload: &Path) -> Vec<String> {
     out.push(preload.to_string_lossy().into_owned());
     out.extend(argv.iter().cloned());
     out
+}
+
+/// True when `app` is started with the preload (it was installed and put on its command line).
+pub fn given(app: &App) -> bool {
+    matches!(app.command.argv.as_slice(), [flag, path, ..] if flag == "--require" && path.ends_with(FILE_NAME))
 }
 
 /// Writes the preload into `dir` (created if needed) unless it is already there with the same
@@ -186,6 +195,13 @@ mod tests {
         let argv: Vec<String> = ["--max-old-space-size=64", "/app/server.js", "--port", "1"].map(String::from).to_vec();
         let out = with_preload(&argv, Path::new("/h/pm-runtime-preload.cjs"));
         assert_eq!(out, ["--require", "/h/pm-runtime-preload.cjs", "--max-old-space-size=64", "/app/server.js", "--port", "1"]);
+    }
+
+    #[test]
+    fn the_preload_sends_the_message_types_the_runtime_reads() {
+        for kind in [HEARTBEAT, STARTED] {
+            assert!(SOURCE.contains(&format!("type: '{kind}'")), "{kind}");
+        }
     }
 
     #[test]

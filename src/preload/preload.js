@@ -167,6 +167,22 @@
   }
 })();
 
+// The start schedule: when many instances start at once, pm-runtime starts one per CPU first
+// and the others once one of those is up. Up is when the app's main module has run (its servers
+// listen, or in a cluster worker have asked to): the first turn of the event loop after it.
+// Unref'd: an app that has nothing left to do exits as it would (pm-runtime sees the exit).
+if (typeof process.send === 'function') {
+  const once = setImmediate(function pmRuntimeStarted() {
+    try {
+      if (process.connected) process.send({ type: 'pm-runtime:started' });
+    } catch (_) {
+      // The channel is gone: the schedule does not wait for this instance for long.
+    }
+  });
+  // Node, Bun and Deno have it; a runtime without it just runs the callback.
+  if (once && typeof once.unref === 'function') once.unref();
+}
+
 // Hang watchdog (`watchdog: <ms>` in the ecosystem file; PM_RUNTIME_WATCHDOG_MS set by
 // pm-runtime): a heartbeat from the main thread over the IPC channel, four times per watchdog
 // period; pm-runtime restarts the process when heartbeats stop for the whole period. Node's

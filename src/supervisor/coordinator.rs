@@ -24,6 +24,7 @@ use super::container::Recycler;
 use super::machine::{Cmd, Level, Shutdown};
 use super::numbering::Numbering;
 use super::order::Order;
+use super::schedule::{self, Staging};
 use super::status::{Report, RestartCounts, RestartReason, Sample, Status, Update};
 use crate::config::{App, Ecosystem, Role};
 use crate::control::protocol::{Reply, error};
@@ -87,6 +88,8 @@ pub struct State {
     pub recycler: Option<Recycler>,
     /// A new instance's PM2 `unique_id` (a UUID; a counter in tests).
     new_unique_id: fn() -> String,
+    /// The start schedule of the instances the run begins with (see `staging.rs`).
+    staging: Staging,
 }
 
 /// A held instance: what its task will start with once its app is released.
@@ -141,6 +144,9 @@ pub enum Event {
     },
     /// `shutdown_delay` (asked for with [`Effect::StopIn`]) is over.
     DelayOver,
+    /// The start schedule's bound (asked for with [`Effect::StartRestIn`]) is over: every
+    /// instance it still holds starts.
+    StartRest,
     /// A sweep of /proc: the resources of every running instance (`max_memory_restart`).
     Sampled(HashMap<u32, Sample>),
     /// The container's memory (working set) and its limit, read at `at` (recycling).
@@ -182,6 +188,8 @@ pub enum Effect {
     StopApp(usize),
     /// Send [`Event::DelayOver`] after this (`shutdown_delay`).
     StopIn(Duration),
+    /// Send [`Event::StartRest`] after this (the start schedule holds instances).
+    StartRestIn(Duration),
     /// Reopen the log files (SIGUSR2).
     ReopenLogs,
     /// The instance is gone (or, held, will never start): release everything held for it (its
@@ -223,6 +231,7 @@ impl State {
             shutdown_delay: Duration::ZERO,
             recycler: None,
             new_unique_id,
+            staging: Staging::begin(cpus),
         }
     }
 
@@ -241,6 +250,9 @@ impl State {
                     for _ in 0..crate::config::resolve_instances(self.apps[app_index].instances, self.cpus) {
                         self.spawn_instance(app_index, now, &mut fx);
                     }
+                }
+                if self.staging.close() {
+                    fx.push(Effect::StartRestIn(schedule::HOLD_AT_MOST));
                 }
                 fx.push(Effect::Publish);
             }
@@ -293,6 +305,10 @@ impl State {
                     self.begin_stop(&mut fx);
                 }
             }
+            Event::StartRest => {
+                let ids = self.staging.release();
+                self.start_staged(ids, &mut fx);
+            }
             Event::Sampled(samples) => self.sampled(samples, &mut fx),
             Event::AppMessage { pm_id, message } => self.app_message(pm_id, message, &mut fx),
             Event::ContainerMemory { used, limit, at } => self.recycle(used, limit, at, &mut fx),
@@ -341,6 +357,7 @@ impl State {
         if !self.order.graph.is_flat() {
             self.order.reached.entry(update.pm_id).or_default().observe(&update.report);
         }
+        self.staging_report(&update, fx);
         let Some(slot) = self.slots.get_mut(&update.pm_id) else { return };
         // A report that only refreshes facts (the backoff reset of `prev_restart_delay`) is
         // no status event: PM2 Plus would count a second `online`.
@@ -652,5 +669,6 @@ fn note(level: Level, text: String) -> Effect {
 mod memory;
 mod messages;
 mod ordering;
+mod staging;
 #[cfg(test)]
 mod tests;

@@ -32,6 +32,7 @@ mod order;
 mod policy;
 mod probe;
 mod sampler;
+mod schedule;
 pub mod status;
 
 pub use env::uuid_v4;
@@ -116,6 +117,8 @@ struct Coordinator {
     held: HashMap<u32, mpsc::UnboundedReceiver<Cmd>>,
     /// When the decider asked to hear that `shutdown_delay` is over.
     stop_at: Option<tokio::time::Instant>,
+    /// When the start schedule's bound is over (see [`schedule`]).
+    start_rest_at: Option<tokio::time::Instant>,
     /// The container's limits and usage (read with each sample).
     container: container::Watch,
     /// `node_heap: auto`: the heap of each such Node process, MiB, for the next starts.
@@ -173,6 +176,7 @@ impl Coordinator {
                     self.stops[app_index].send_replace(Shutdown::Graceful);
                 }
                 Effect::StopIn(delay) => self.stop_at = Some(tokio::time::Instant::now() + delay),
+                Effect::StartRestIn(delay) => self.start_rest_at = Some(tokio::time::Instant::now() + delay),
                 Effect::ReopenLogs => self.logs.reopen_files(),
                 Effect::Forget(pm_id) => {
                     self.inboxes.remove(&pm_id);
@@ -484,6 +488,7 @@ pub async fn run(
         shutdown: Shutdown::Running,
         held: HashMap::new(),
         stop_at: None,
+        start_rest_at: None,
         container: container::Watch::start(),
         heap_share: watch::Sender::new(None),
         listeners: HashMap::new(),
@@ -548,6 +553,10 @@ pub async fn run(
                 // What the task reported before it ended (its pid above all) comes first.
                 co.take_updates(&mut updates_rx);
                 co.task_ended(ended);
+            }
+            _ = tokio::time::sleep_until(co.start_rest_at.unwrap_or_else(tokio::time::Instant::now)), if co.start_rest_at.is_some() => {
+                co.start_rest_at = None;
+                co.step(Event::StartRest);
             }
             _ = tokio::time::sleep_until(co.stop_at.unwrap_or_else(tokio::time::Instant::now)), if co.stop_at.is_some() => {
                 co.stop_at = None;

@@ -496,7 +496,9 @@ fn scaling_up_and_down_returns_memory_and_descriptors() {
     }
     let (fd1, mem1) = (fds(r.pid()), rss_mib(r.pid()));
     assert!(fd1 <= fd0 + 4, "open descriptors grew from {fd0} to {fd1}");
-    assert!(mem1 <= mem0 + 4.0, "memory grew from {mem0:.1} MiB to {mem1:.1} MiB");
+    // A leak would add ~5 MiB per cycle (40 over these eight); the allocator may keep a few
+    // freed MiB of the last burst (6 were seen under a full parallel run): room for that only.
+    assert!(mem1 <= mem0 + 12.0, "memory grew from {mem0:.1} MiB to {mem1:.1} MiB");
     r.signal(libc::SIGTERM);
     assert!(r.wait(Duration::from_secs(30)).is_some());
 }

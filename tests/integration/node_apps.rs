@@ -162,3 +162,99 @@ fn children_the_app_forks_do_not_inherit_the_preload() {
     r.signal(libc::SIGTERM);
     assert_eq!(r.wait(Duration::from_secs(10)).unwrap().code(), Some(0));
 }
+
+/// Each app notes when its script begins and when its main module is done (`a0`'s takes
+/// `SPIN` ms, or for ever with `SPIN=forever`), in `times`.
+const TIMED_APP: &str = r#"
+const fs = require('fs');
+const note = (what) => fs.appendFileSync('times', `${process.env.name} ${what} ${Date.now()}\n`);
+note('begins');
+if (process.env.SPIN === 'forever') for (;;);
+const until = Date.now() + Number(process.env.SPIN || 0);
+while (Date.now() < until);
+note('main-done');
+setInterval(() => {}, 1000);
+"#;
+
+/// The apps of `times` by what they noted: name -> (begins, main-done) in ms.
+fn timed(s: &Scenario, n: usize) -> std::collections::HashMap<String, (u64, Option<u64>)> {
+    poll("every app begins", Duration::from_secs(30), || {
+        let text = std::fs::read_to_string(s.path().join("times")).unwrap_or_default();
+        let mut apps = std::collections::HashMap::<String, (u64, Option<u64>)>::new();
+        for line in text.lines() {
+            let [name, what, at] = line.split(' ').collect::<Vec<_>>()[..] else { continue };
+            let at: u64 = at.parse().unwrap();
+            let e = apps.entry(name.to_string()).or_insert((0, None));
+            if what == "begins" { e.0 = at } else { e.1 = Some(at) }
+        }
+        (apps.len() == n).then_some(apps)
+    })
+}
+
+/// Four Node apps on one CPU (`taskset`: the runtime sees 1): the first starts alone, so it is
+/// not slowed down by the others, which start once its main module has run.
+fn four_apps_on_one_cpu(spin: &str) -> (Scenario, Running) {
+    on_one_cpu(
+        &format!(
+            "apps:\n  - name: a0\n    script: app.js\n    env:\n      SPIN: '{spin}'\n  - name: a1\n    script: app.js\n  \
+         - name: a2\n    script: app.js\n  - name: a3\n    script: app.js\n"
+        ),
+        TIMED_APP,
+    )
+}
+
+/// pm-runtime with this ecosystem and `app` as app.js, on one CPU.
+fn on_one_cpu(yaml: &str, app: &str) -> (Scenario, Running) {
+    require_tool("taskset", &["-V"]);
+    let s = Scenario::new().file("app.js", app).file("e.yml", yaml);
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", "0", BIN, "e.yml"]).current_dir(s.path()).env("PM2_HOME", s.path().join(".pm2")).env_remove("PM_RUNTIME_LOG");
+    let r = Running::start(cmd);
+    (s, r)
+}
+
+#[test]
+fn with_more_apps_than_cpus_the_first_starts_alone_and_the_others_once_its_main_module_ran() {
+    let (s, mut r) = four_apps_on_one_cpu("600");
+    let apps = timed(&s, 4);
+    let first_done = apps["a0"].1.expect("a0's main module ran before the others began");
+    for a in ["a1", "a2", "a3"] {
+        assert!(apps[a].0 >= first_done, "{a} began at {} before a0's main module was done at {first_done}: {apps:?}", apps[a].0);
+    }
+    r.signal(libc::SIGTERM);
+    assert_eq!(r.wait(Duration::from_secs(10)).unwrap().code(), Some(0));
+}
+
+#[test]
+fn a_first_app_stuck_in_its_start_holds_the_others_one_second_at_most() {
+    let (s, mut r) = four_apps_on_one_cpu("forever");
+    let apps = timed(&s, 4);
+    for a in ["a1", "a2", "a3"] {
+        let after = apps[a].0.saturating_sub(apps["a0"].0);
+        // Held until the bound (1 s after the runtime began, a little less after a0 began).
+        assert!(after >= 700, "{a} began {after} ms after a0 (held for the bound?): {apps:?}");
+    }
+    r.signal(libc::SIGTERM);
+    r.wait(Duration::from_secs(15)).expect("the runtime stops");
+}
+
+#[test]
+fn cluster_workers_beyond_the_cpus_start_once_the_first_one_is_up() {
+    // Each worker notes itself as `c-<instance>`; the first spins 600 ms in its main module.
+    let app = TIMED_APP
+        .replace("process.env.name}", "process.env.name}-${process.env.NODE_APP_INSTANCE}")
+        .replace("Number(process.env.SPIN || 0)", "(process.env.NODE_APP_INSTANCE === '0' ? 600 : 0)");
+    let port = free_port();
+    let (s, mut r) = on_one_cpu(
+        &format!("apps:\n  - name: c\n    script: app.js\n    exec_mode: cluster\n    instances: 3\n    env:\n      PORT: {port}\n"),
+        &format!("{app}require('http').createServer((q, w) => w.end('ok')).listen(process.env.PORT);\n"),
+    );
+    let apps = timed(&s, 3);
+    let first_done = apps["c-0"].1.expect("worker 0's main module ran before the others began");
+    for w in ["c-1", "c-2"] {
+        assert!(apps[w].0 >= first_done, "{w} began at {} before worker 0's main module was done at {first_done}: {apps:?}", apps[w].0);
+    }
+    wait_http(port, Duration::from_secs(15));
+    r.signal(libc::SIGTERM);
+    assert_eq!(r.wait(Duration::from_secs(15)).unwrap().code(), Some(0));
+}

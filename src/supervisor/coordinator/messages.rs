@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use super::{Effect, State};
+use crate::supervisor::schedule::Sign;
 
 /// Custom actions (`axm:action`) kept per instance; one of more than 256 bytes of name or
 /// 16 KiB of description, or beyond this count, is not kept.
@@ -14,6 +15,10 @@ impl State {
     pub(super) fn app_message(&mut self, pm_id: u32, message: serde_json::Value, fx: &mut Vec<Effect>) {
         let Some(slot) = self.slots.get_mut(&pm_id) else { return };
         let kind = message.get("type").and_then(|t| t.as_str());
+        // The preload's "main module has run": for the start schedule only, never on the bus.
+        if kind == Some(crate::preload::STARTED) {
+            return self.staged(pm_id, Sign::Started, fx);
+        }
         // The watchdog's heartbeat: only its lag is kept (shown at the next publish), not an event.
         if kind == Some(crate::preload::HEARTBEAT) {
             slot.event_loop_lag = message.get("lag").and_then(|l| l.as_f64()).map(|ms| ms / 1000.0);

@@ -18,7 +18,7 @@ impl State {
     pub(super) fn start_task(&mut self, pm_id: u32, restart_time: u32, resumed: bool, fx: &mut Vec<Effect>) {
         self.order.sync(&self.apps);
         let Some(app) = self.slots.get(&pm_id).map(|s| s.app_index) else { return };
-        if self.order.released[app] {
+        if self.order.released[app] && self.staging.admit(pm_id) {
             fx.push(Effect::StartTask { pm_id, restart_time, resumed });
         } else {
             self.held.insert(pm_id, Held { blocked: self.order.blocked[app], restart_time, resumed });
@@ -28,6 +28,7 @@ impl State {
 
     /// The runtime is going down: held instances will never start, they are gone.
     pub(super) fn drop_held(&mut self, fx: &mut Vec<Effect>) {
+        self.staging.release();
         let ids: Vec<u32> = std::mem::take(&mut self.held).into_keys().collect();
         if ids.is_empty() {
             return;

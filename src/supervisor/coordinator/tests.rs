@@ -60,6 +60,7 @@ fn summary(fx: &[Effect]) -> Vec<String> {
             Effect::Hold(pm_id) => Some(format!("hold {pm_id}")),
             Effect::StopApp(app) => Some(format!("stop app {app}")),
             Effect::StopIn(d) => Some(format!("stop in {}s", d.as_secs_f64())),
+            Effect::StartRestIn(d) => Some(format!("start the rest in {}s", d.as_secs_f64())),
             Effect::Send(id, cmd) => Some(format!("{} {id}", cmd_name(cmd))),
             Effect::KillTree(pid) => Some(format!("kill {pid}")),
             Effect::Shutdown(l) => Some(format!("shutdown {l:?}")),
@@ -693,4 +694,64 @@ fn an_app_added_by_apply_waits_for_what_it_needs_among_the_running_ones() {
     assert_eq!(step(&mut st, Event::Apply { action: "startOrRestart".into(), eco: new }), ["hold 2"]);
     assert_eq!(st.order.waiting[2].as_deref(), Some("b (online)"));
     assert_eq!(step(&mut st, report(1, Online, Some(101), None, false)), ["start 2"]);
+}
+
+/// The start schedule (`staging.rs`): 4 instances on 2 CPUs, `preload`: started with the preload.
+fn staged(preload: bool) -> State {
+    let mut app = (*apps_of("apps:\n  - name: w\n    script: /bin/sh\n    instances: 4\n")[0]).clone();
+    if preload {
+        app.command.argv = crate::preload::with_preload(&app.command.argv, std::path::Path::new("/h/pm-runtime-preload.cjs"));
+    }
+    let mut st = State::new(vec![Arc::new(app)], true, 2, uid);
+    assert_eq!(step(&mut st, Event::Begin), ["start 0", "start 1", "hold 2", "hold 3", "start the rest in 1s"]);
+    st
+}
+
+fn started(pm_id: u32) -> Event {
+    Event::AppMessage { pm_id, message: serde_json::json!({ "type": crate::preload::STARTED }) }
+}
+
+#[test]
+fn a_first_wave_per_cpu_then_the_rest_once_one_of_it_is_up() {
+    let rest = ["start 2", "start 3"].map(String::from).to_vec();
+    for (what, preload, events, released_by_last) in [
+        ("the preload says the main module ran", true, vec![report(0, Status::Online, Some(10), None, false), started(0)], true),
+        ("a process with the preload exists: not yet", true, vec![report(0, Status::Online, Some(10), None, false)], false),
+        ("a held instance cannot release itself", true, vec![started(2)], false),
+        ("without the preload, its process existing is enough", false, vec![report(1, Status::Online, Some(11), None, false)], true),
+        ("a first-wave instance ended", true, vec![report(0, Status::Errored, None, Some(1), false)], true),
+        ("the bound is over", true, vec![Event::StartRest], true),
+    ] {
+        let mut st = staged(preload);
+        let mut last = Vec::new();
+        for ev in events {
+            last = step(&mut st, ev);
+        }
+        let got: Vec<String> = last.into_iter().filter(|e| e.starts_with("start ")).collect();
+        assert_eq!(got, if released_by_last { rest.clone() } else { vec![] }, "{what}");
+        if released_by_last {
+            // Once: nothing is held any more, the bound starts nothing.
+            assert_eq!(step(&mut st, Event::StartRest), Vec::<String>::new(), "{what}");
+            assert_eq!(step(&mut st, started(1)), Vec::<String>::new(), "{what}");
+        }
+    }
+}
+
+#[test]
+fn the_preloads_start_message_is_never_on_the_bus() {
+    let mut st = staged(true);
+    for id in [0, 2] {
+        let fx = st.handle(started(id), SystemTime::UNIX_EPOCH);
+        assert!(!fx.iter().any(|e| matches!(e, Effect::AppMessage { .. })), "{fx:?}");
+    }
+}
+
+#[test]
+fn a_stop_while_the_schedule_holds_instances_forgets_them() {
+    let mut st = staged(true);
+    let fx = step(&mut st, Event::Signal(RuntimeSignal::Stop));
+    for f in ["forget 2", "forget 3"] {
+        assert!(fx.contains(&f.to_string()), "{fx:?}");
+    }
+    assert_eq!(step(&mut st, Event::StartRest), Vec::<String>::new());
 }
