@@ -7,7 +7,8 @@ ARG RUNTIME_IMAGE=node:20-bookworm-slim
 
 FROM ${BUILDER_IMAGE} AS builder
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
+COPY link ./link
 COPY src ./src
 # A static binary (glibc crt-static) drops into any image: COPY --from=… /pm-runtime …
 RUN target="$(rustc -vV | sed -n 's/^host: //p')" \

@@ -49,11 +49,11 @@ PM2 = os.path.join(PM2_DIR, "node_modules", ".bin", "pm2-runtime")
 OXMGR_COMMIT = "76bed9dc09c20f7f1a179c4f60dda1f2f86f0654"
 
 IDLE_JS = "setInterval(() => {}, 1000);\n"
-# Crates that only the optional features use: with --web and PM2 Plus off none of their code
-# should be resident.
-WEB_CRATES = {"axum", "axum_core", "hyper_util", "matchit", "serde_urlencoded", "form_urlencoded"}
-PLUS_CRATES = {"reqwest", "rustls", "tokio_rustls", "tokio_tungstenite", "tungstenite", "webpki", "webpki_roots", "ring",
-               "rustls_pki_types", "rustls_webpki", "untrusted", "url", "idna", "sha1", "futures_util", "http_body_util"}
+# The code groups of link/layout.ld: each line there is `*(patterns) /* group */`; the patterns
+# match section names `.text.<mangled symbol>`, so they classify the unstripped build's symbols.
+LAYOUT = os.path.join(ROOT, "link", "layout.ld")
+# Groups that belong to features (off in the "plain" run: none of their code should be resident).
+FEATURE_GROUPS = ("web", "http", "tls", "plus", "otel", "monit")
 
 
 # --- a mock PM2 Plus backend: verify call + websocket that reads and drops frames -------------
@@ -240,13 +240,34 @@ def crate_of(name):
     if s.startswith("_") or "::" not in s:
         return "[C/std-sys]" if not s.startswith("_ZN") else "[?]"
     head = s.split("::", 1)[0]
-    return head.split("<", 1)[0].split(" ", 1)[0] or "[?]"
+    return head.split("<", 1)[0].split(" ", 1)[0].split("[", 1)[0] or "[?]"
+
+
+def layout_groups():
+    """[(fnmatch pattern on the mangled name, group)] from link/layout.ld."""
+    import re
+    out = []
+    with open(LAYOUT) as f:
+        for line in f:
+            m = re.match(r"\s*\*\(([^)]*)\)\s*/\*\s*([\w-]+)\s*\*/", line)
+            if m:
+                out += [(p[len(".text."):], m.group(2)) for p in m.group(1).split() if p.startswith(".text.")]
+    return out
+
+
+def group_of(mangled, groups):
+    import fnmatch
+    for pattern, group in groups:
+        if fnmatch.fnmatchcase(mangled, pattern):
+            return group
+    return None
 
 
 def load_symbols(unstripped):
-    """[(addr, size, crate)] of the code symbols of `unstripped`, sorted by address."""
-    out = subprocess.run(["nm", "-C", "-S", "--defined-only", "-n", unstripped], capture_output=True, text=True, check=True).stdout
-    syms = []
+    """[(addr, size, crate, layout group or None)] of the code symbols of `unstripped`, sorted by
+    address."""
+    out = subprocess.run(["nm", "-S", "--defined-only", "-n", unstripped], capture_output=True, text=True, check=True).stdout
+    rows = []
     for line in out.splitlines():
         parts = line.split(" ", 3)
         if len(parts) < 4 or parts[2] not in "tTwW":
@@ -256,8 +277,20 @@ def load_symbols(unstripped):
         except ValueError:
             continue
         if size:
-            syms.append((addr, size, crate_of(parts[3])))
-    return syms
+            rows.append((addr, size, parts[3]))
+    names = subprocess.run(["c++filt"], input="\n".join(r[2] for r in rows), capture_output=True, text=True, check=True).stdout.split("\n")
+    groups = layout_groups()
+    syms = [(a, sz, crate_of(d), group_of(m, groups)) for (a, sz, m), d in zip(rows, names)]
+    # LLVM merges identical functions: one body, several names. A body that also carries a name
+    # outside every group is code the running paths share, not a feature's; and it is counted
+    # once, under its first name.
+    shared = {a for a, _, _, g in syms if g is None}
+    out, seen = [], set()
+    for a, sz, crate, g in syms:
+        if a not in seen:
+            seen.add(a)
+            out.append((a, sz, crate, None if a in shared else g))
+    return out
 
 
 def text_vaddr_base(binary):
@@ -273,23 +306,23 @@ def text_vaddr_base(binary):
 
 def sizes_by_crate(syms):
     total = {}
-    for _, size, crate in syms:
+    for _, size, crate, _ in syms:
         total[crate] = total.get(crate, 0) + size
     return sorted(total.items(), key=lambda kv: -kv[1])
 
 
 def resident_by_crate(pid, binary, syms):
-    """kB of each crate's code on pages that are mapped in `pid`."""
+    """Bytes of each crate's code, and of each layout group's, on pages mapped in `pid`."""
     page = os.sysconf("SC_PAGE_SIZE")
     vaddr, _ = text_vaddr_base(binary)
-    out = {}
+    out, by_group = {}, {}
     for start, end, offset, _ in code_mappings(pid, binary):
         present = resident_pages(pid, start, end)
         # runtime address = load bias + link address; the mapping at file offset `offset`
         # starts at link address (vaddr - segment offset + offset) for page-aligned segments.
         _, seg_off = text_vaddr_base(binary)
         bias = start - (vaddr - seg_off + offset)
-        for addr, size, crate in syms:
+        for addr, size, crate, group in syms:
             a = addr + bias
             if a + size <= start or a >= end:
                 continue
@@ -301,7 +334,9 @@ def resident_by_crate(pid, binary, syms):
                     hit += hi - lo
             if hit:
                 out[crate] = out.get(crate, 0) + hit
-    return out
+                if group:
+                    by_group[group] = by_group.get(group, 0) + hit
+    return out, by_group
 
 
 # --- runs ------------------------------------------------------------------------------------
@@ -411,7 +446,7 @@ def main():
     syms = load_symbols(unstripped) if unstripped else None
     print(f"pm-runtime binary: {pm} ({os.path.getsize(pm) / 1e6:.2f} MB)")
     if syms and "--sizes" in sys.argv:
-        total = sum(s for _, s, _ in syms)
+        total = sum(s for _, s, _, _ in syms)
         print(f"\ncode by crate (symbols of {unstripped}; {total / 1e6:.2f} MB of functions):")
         for crate, size in sizes_by_crate(syms)[:30]:
             print(f"  {crate:28} {size / 1024:8.1f} KiB {100 * size / total:5.1f}%")
@@ -439,15 +474,20 @@ def main():
             continue
         print(f"{label:24} {mb(m['rss']):6.2f} {mb(m['pss']):6.2f} {mb(m['anon']):6.2f} {mb(m['file']):6.2f} {mb(m['code']):6.2f} {m['threads']:>8}")
     if syms:
-        print("\nresident code by crate (KiB; features that are off should show 0 for their crates):")
+        totals = {}
+        for _, size, _, group in syms:
+            totals[group] = totals.get(group, 0) + size
+        print("\nresident code by group of link/layout.ld (KiB mapped of each group's code; in the plain run every")
+        print("feature group is off and should show 0; start-up is unmapped after start):")
+        cols = FEATURE_GROUPS + ("start-up",)
+        print(f"  {'':9} " + " ".join(f"{c:>8}" for c in cols) + "  | top crates")
+        print(f"  {'(size)':9} " + " ".join(f"{totals.get(c, 0) / 1024:8.1f}" for c in cols))
         for tool, mode, m in rows:
             if not m or m["by_crate"] is None:
                 continue
-            bc = m["by_crate"]
-            web = sum(v for k, v in bc.items() if k in WEB_CRATES)
-            plus = sum(v for k, v in bc.items() if k in PLUS_CRATES)
-            top = ", ".join(f"{k} {v / 1024:.0f}" for k, v in sorted(bc.items(), key=lambda kv: -kv[1])[:8])
-            print(f"  {mode or 'plain':9} web crates {web / 1024:6.1f}  plus crates {plus / 1024:6.1f}  | {top}")
+            bc, bg = m["by_crate"]
+            top = ", ".join(f"{k} {v / 1024:.0f}" for k, v in sorted(bc.items(), key=lambda kv: -kv[1])[:6])
+            print(f"  {mode or 'plain':9} " + " ".join(f"{bg.get(c, 0) / 1024:8.1f}" for c in cols) + f"  | {top}")
 
 
 if __name__ == "__main__":

@@ -68,6 +68,9 @@
 //! - [`plus`] is the optional PM2 Plus link (on when both keys are set): its own thread reads
 //!   the status feed and the bus, and asks the coordinator for remote actions through the same
 //!   control requests as the socket; nothing of it exists when it is off.
+//! - `outbound` (with PM2 Plus or OpenTelemetry built in) is their one HTTP client: `POST` on
+//!   hyper's HTTP/1.1 connection API with rustls, `PM2_PROXY`, no redirects, typed errors; it
+//!   also opens PM2 Plus' websocket stream. It exists only once one of them starts.
 //! - [`exit`] is the table of exit codes; [`error`] the top-level errors (critical: the runtime
 //!   cannot run, exit code by kind; runtime: reported, the runtime carries on). Config problems
 //!   are values with file, line, column and key ([`config::Problem`]). Errors that cross a module
@@ -92,6 +95,8 @@ pub mod logs;
 #[cfg(feature = "monit")]
 mod monit;
 pub mod otel;
+#[cfg(any(feature = "plus", feature = "otel"))]
+pub mod outbound;
 pub mod plus;
 pub mod preload;
 pub mod process;

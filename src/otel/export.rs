@@ -6,10 +6,11 @@
 //! and a batch that cannot be sent is counted and dropped, never kept growing.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{broadcast, watch};
+
+use crate::outbound::Client;
 
 use super::model::{self, Host, LogRecord, ResourceLogs, RuntimeCounters};
 use super::{Config, Protocol, Target, count_dropped, dropped_log_records, encode, printable};
@@ -67,21 +68,9 @@ pub fn spawn(cfg: Config, h: Handles) -> std::io::Result<Exporter> {
     Ok(Exporter { stop, done })
 }
 
-fn client(timeout: Duration) -> Option<reqwest::Client> {
-    let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .ok()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .user_agent(concat!("pm-runtime/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(timeout)
-        .timeout(timeout)
-        .no_proxy()
-        .build()
-        .ok()
+fn client(timeout: Duration) -> Result<Client, rustls::Error> {
+    let (tls, _) = crate::outbound::tls_config(None)?;
+    Ok(Client::new(tls, None, concat!("pm-runtime/", env!("CARGO_PKG_VERSION")), timeout))
 }
 
 /// One signal's sender: says once when it starts failing and once when it works again.
@@ -97,17 +86,14 @@ impl Sender {
         Sender { what, target, failing: false, failures: 0 }
     }
 
-    async fn send(&mut self, client: &reqwest::Client, body: Vec<u8>) -> bool {
-        let mut req = client.post(&self.target.url).header(reqwest::header::CONTENT_TYPE, self.target.protocol.content_type());
-        for (k, v) in &self.target.headers {
-            req = req.header(k.as_str(), v.as_str());
-        }
-        let outcome = match req.body(body).send().await {
-            Ok(resp) if resp.status().is_success() => Ok(()),
-            Ok(resp) => Err(format!("HTTP {}", resp.status().as_u16())),
-            Err(e) if e.is_timeout() => Err("no answer in time".to_string()),
-            Err(e) if e.is_connect() => Err("cannot connect".to_string()),
-            Err(_) => Err("request failed".to_string()),
+    async fn send(&mut self, client: &Client, body: Vec<u8>) -> bool {
+        let mut headers = vec![("Content-Type", self.target.protocol.content_type())];
+        headers.extend(self.target.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        // The receiver's answer is not read beyond its status (a few bytes kept to end it).
+        let outcome = match client.post(&self.target.url, &headers, body, 4096).await {
+            Ok(resp) if (200..300).contains(&resp.status) => Ok(()),
+            Ok(resp) => Err(format!("HTTP {}", resp.status)),
+            Err(e) => Err(e.brief()),
         };
         match outcome {
             Ok(()) => {
@@ -136,9 +122,12 @@ impl Sender {
 }
 
 async fn run(cfg: Config, h: Handles, lines: Option<broadcast::Receiver<LiveLine>>, stop: watch::Receiver<bool>) {
-    let Some(client) = client(cfg.timeout) else {
-        tracing::error!("OpenTelemetry: cannot set up the HTTP client; export is off");
-        return;
+    let client = match client(cfg.timeout) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("OpenTelemetry: cannot set up TLS ({e}); export is off");
+            return;
+        }
     };
     let host = Host {
         host_name: crate::plus::hostname(),
@@ -171,14 +160,7 @@ fn encode_metrics(protocol: Protocol, r: &[model::ResourceMetrics]) -> Vec<u8> {
     }
 }
 
-async fn metrics_loop(
-    client: &reqwest::Client,
-    target: Target,
-    interval: Duration,
-    h: &Handles,
-    host: &Host,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn metrics_loop(client: &Client, target: Target, interval: Duration, h: &Handles, host: &Host, mut stop: watch::Receiver<bool>) {
     let mut sender = Sender::new("metrics", target);
     let started_at = {
         let s = crate::http::metrics::SelfStats::read();
@@ -264,7 +246,7 @@ fn records(table: &crate::supervisor::status::StatusTable, host: &Host, lines: V
 }
 
 async fn logs_loop(
-    client: &reqwest::Client,
+    client: &Client,
     target: Target,
     mut rx: broadcast::Receiver<LiveLine>,
     feed: &StatusFeed,

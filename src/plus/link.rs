@@ -66,7 +66,7 @@ pub fn spawn(cfg: Config, h: Handles) -> Result<(), SpawnError> {
     if let Some(w) = warning {
         tracing::warn!("{w}");
     }
-    let client = transport::http_client(&cfg, &tls)?;
+    let client = Arc::new(transport::http_client(&cfg, &tls)?);
     let bus = h.bus.subscribe();
     if cfg.root.starts_with("http://") && !is_loopback_url(&cfg.root) {
         tracing::warn!("PM2 Plus: KEYMETRICS_NODE is plain http://: the keys travel unencrypted");
@@ -76,7 +76,6 @@ pub fn spawn(cfg: Config, h: Handles) -> Result<(), SpawnError> {
         meta: Meta::here(),
         runtime_node_env: std::env::var("NODE_ENV").ok(),
         cfg: Arc::new(cfg),
-        tls,
         client,
         feed: h.feed,
         bus: Some(bus),
@@ -128,8 +127,8 @@ enum End {
 
 struct Link {
     cfg: Arc<Config>,
-    tls: Arc<rustls::ClientConfig>,
-    client: reqwest::Client,
+    /// The verify call's HTTP and the websocket's stream.
+    client: Arc<crate::outbound::Client>,
     host: HostFacts,
     meta: Meta,
     runtime_node_env: Option<String>,
@@ -171,7 +170,7 @@ impl Link {
                     }
                 },
             };
-            let ws = match transport::connect(&ws_url, &self.cfg, &self.tls).await {
+            let ws = match transport::connect(&ws_url, &self.cfg, &self.client).await {
                 Ok(ws) => ws,
                 Err(e) => {
                     self.problem("websocket", &format!("PM2 Plus: cannot open the websocket: {e}; retrying quietly"));

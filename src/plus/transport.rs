@@ -1,24 +1,23 @@
 //! The websocket to PM2 Plus, and the policies around it: retry backoff and the queue of
 //! packets kept while the link is down.
 //!
-//! The socket is opened by hand (TCP, `PM2_PROXY`'s CONNECT when set, TLS with rustls/ring and
-//! the bundled web roots for `wss`), then the websocket handshake carries PM2's headers. No DNS
-//! probe before reconnecting (the official agent looks up google.com first): a failed connect
-//! is the only signal needed. Every step has a timeout.
+//! The socket is opened by the verify call's client ([`crate::outbound::Client::open`]: TCP,
+//! `PM2_PROXY`'s CONNECT when set, TLS with rustls/ring and the bundled web roots for `wss`),
+//! then the websocket handshake carries PM2's headers. No DNS probe before reconnecting (the
+//! official agent looks up google.com first): a failed connect is the only signal needed. Every
+//! step has a timeout.
 
 use std::collections::VecDeque;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, Uri};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::Config;
+use crate::outbound::{self, OpenError, Proxy};
 
 /// Connecting, TLS and the websocket handshake together.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,10 +39,8 @@ pub fn user_agent() -> String {
 pub enum SetupError {
     #[error("TLS setup failed: {0}")]
     Tls(#[from] rustls::Error),
-    #[error("PM2_PROXY is not a valid proxy URL")]
-    Proxy,
-    #[error("cannot build the HTTP client: {0}")]
-    Client(#[source] reqwest::Error),
+    #[error(transparent)]
+    Proxy(#[from] outbound::BadProxy),
 }
 
 /// Why the websocket could not be opened (the link retries).
@@ -51,12 +48,8 @@ pub enum SetupError {
 pub enum ConnectError {
     #[error("the websocket endpoint is not a valid ws:// or wss:// URL")]
     BadUrl,
-    #[error("cannot connect to {addr}: {source}")]
-    Tcp { addr: String, source: std::io::Error },
-    #[error("{0} is not a valid TLS server name")]
-    ServerName(String),
-    #[error("TLS with {host} failed: {source}")]
-    Tls { host: String, source: std::io::Error },
+    #[error(transparent)]
+    Open(#[from] OpenError),
     #[error("a key or the machine name holds characters not allowed in an HTTP header")]
     Header,
     #[error("the websocket was refused with HTTP {0}")]
@@ -65,69 +58,32 @@ pub enum ConnectError {
     Handshake(String),
     #[error("no websocket within {} s", CONNECT_TIMEOUT.as_secs())]
     Timeout,
-    #[error("PM2_PROXY: {0}")]
-    Proxy(String),
 }
 
-/// Any byte stream the websocket can run on.
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+pub type Socket = WebSocketStream<outbound::Stream>;
 
-pub type Socket = WebSocketStream<Pin<Box<dyn Io>>>;
-
-/// rustls with the ring provider and the bundled web roots (no OpenSSL, no system CA store
-/// needed: minimal images often have none), plus the PEM roots of `NODE_EXTRA_CA_CERTS`.
-/// Returns a warning when that file gives nothing usable.
+/// The TLS settings of the verify call and the websocket (see [`outbound::tls_config`]), with
+/// the PEM roots of `NODE_EXTRA_CA_CERTS`. Returns a warning when that file gives nothing usable.
 pub fn tls_config(extra_ca: Option<&std::path::Path>) -> Result<(Arc<rustls::ClientConfig>, Option<String>), SetupError> {
-    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-    let warning = extra_ca.and_then(|path| add_roots(&mut roots, path));
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok((Arc::new(cfg), warning))
+    Ok(outbound::tls_config(extra_ca)?)
 }
 
-/// Adds the certificates of a PEM file to `roots`; a warning if none could be added.
-fn add_roots(roots: &mut rustls::RootCertStore, path: &std::path::Path) -> Option<String> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    match std::fs::read(path) {
-        Ok(pem) => {
-            let (added, _) = roots.add_parsable_certificates(CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok));
-            (added == 0).then(|| format!("PM2 Plus: NODE_EXTRA_CA_CERTS ({}) holds no usable certificate", path.display()))
-        }
-        Err(e) => Some(format!("PM2 Plus: cannot read NODE_EXTRA_CA_CERTS ({}): {e}", path.display())),
-    }
-}
-
-/// The HTTP client of the verify call (proxy from `PM2_PROXY`; no proxy from the system
-/// otherwise, as pm2).
-pub fn http_client(cfg: &Config, tls: &Arc<rustls::ClientConfig>) -> Result<reqwest::Client, SetupError> {
-    let mut b = reqwest::Client::builder()
-        .tls_backend_preconfigured((**tls).clone())
-        .user_agent(user_agent())
-        .connect_timeout(super::verify::TIMEOUT)
-        .timeout(super::verify::TIMEOUT)
-        // The verify call carries the keys: no redirect may send them elsewhere (nor https→http).
-        .redirect(reqwest::redirect::Policy::none())
-        .https_only(cfg.root.trim().get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://")))
-        .no_proxy();
-    if let Some(p) = &cfg.proxy {
-        b = b.proxy(reqwest::Proxy::all(p).map_err(|_| SetupError::Proxy)?);
-    }
-    b.build().map_err(SetupError::Client)
+/// The client of the verify call and the websocket's stream (proxy from `PM2_PROXY`; no proxy
+/// from the system otherwise, as pm2; no redirect followed: the call carries the keys).
+pub fn http_client(cfg: &Config, tls: &Arc<rustls::ClientConfig>) -> Result<outbound::Client, SetupError> {
+    let proxy = cfg.proxy.as_deref().map(Proxy::parse).transpose()?;
+    Ok(outbound::Client::new(tls.clone(), proxy, &user_agent(), super::verify::TIMEOUT))
 }
 
 /// Opens the websocket to `url` (`ws://` or `wss://`) with PM2's headers.
-pub async fn connect(url: &str, cfg: &Config, tls: &Arc<rustls::ClientConfig>) -> Result<Socket, ConnectError> {
-    match tokio::time::timeout(CONNECT_TIMEOUT, connect_inner(url, cfg, tls)).await {
+pub async fn connect(url: &str, cfg: &Config, client: &outbound::Client) -> Result<Socket, ConnectError> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, connect_inner(url, cfg, client)).await {
         Ok(r) => r,
         Err(_) => Err(ConnectError::Timeout),
     }
 }
 
-async fn connect_inner(url: &str, cfg: &Config, tls: &Arc<rustls::ClientConfig>) -> Result<Socket, ConnectError> {
+async fn connect_inner(url: &str, cfg: &Config, client: &outbound::Client) -> Result<Socket, ConnectError> {
     let uri: Uri = url.parse().map_err(|_| ConnectError::BadUrl)?;
     let secure = match uri.scheme_str() {
         Some("wss") => true,
@@ -136,23 +92,7 @@ async fn connect_inner(url: &str, cfg: &Config, tls: &Arc<rustls::ClientConfig>)
     };
     let host = uri.host().ok_or(ConnectError::BadUrl)?.trim_start_matches('[').trim_end_matches(']').to_string();
     let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
-    let tcp = match &cfg.proxy {
-        Some(proxy) => through_proxy(proxy, &host, port).await?,
-        None => TcpStream::connect((host.as_str(), port))
-            .await
-            .map_err(|source| ConnectError::Tcp { addr: format!("{host}:{port}"), source })?,
-    };
-    let _ = tcp.set_nodelay(true);
-    let stream: Pin<Box<dyn Io>> = if secure {
-        let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|_| ConnectError::ServerName(host.clone()))?;
-        let tls = tokio_rustls::TlsConnector::from(tls.clone())
-            .connect(name, tcp)
-            .await
-            .map_err(|source| ConnectError::Tls { host: host.clone(), source })?;
-        Box::pin(tls)
-    } else {
-        Box::pin(tcp)
-    };
+    let stream = client.open(&host, port, secure).await?;
     let mut req = url.into_client_request().map_err(|_| ConnectError::BadUrl)?;
     let h = req.headers_mut();
     let value = |s: &str| HeaderValue::from_str(s).map_err(|_| ConnectError::Header);
@@ -171,35 +111,6 @@ async fn connect_inner(url: &str, cfg: &Config, tls: &Arc<rustls::ClientConfig>)
         other => ConnectError::Handshake(super::verify::clip(&other.to_string())),
     })?;
     Ok(ws)
-}
-
-/// A tunnel through an HTTP proxy (`CONNECT host:port`).
-async fn through_proxy(proxy: &str, host: &str, port: u16) -> Result<TcpStream, ConnectError> {
-    through_proxy_inner(proxy, host, port).await.map_err(ConnectError::Proxy)
-}
-
-async fn through_proxy_inner(proxy: &str, host: &str, port: u16) -> Result<TcpStream, String> {
-    let uri: Uri = proxy.parse().map_err(|_| "PM2_PROXY is not a valid URL".to_string())?;
-    if uri.scheme_str().is_some_and(|s| s != "http") {
-        return Err("PM2_PROXY: only http:// proxies carry the websocket".into());
-    }
-    let (phost, pport) = (uri.host().ok_or("PM2_PROXY has no host")?, uri.port_u16().unwrap_or(3128));
-    let mut s = TcpStream::connect((phost, pport)).await.map_err(|e| format!("cannot connect to the proxy {phost}:{pport}: {e}"))?;
-    let target = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
-    s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes()).await.map_err(|e| format!("proxy: {e}"))?;
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if head.len() > 8192 || s.read(&mut byte).await.map_err(|e| format!("proxy: {e}"))? == 0 {
-            return Err("the proxy closed the connection".into());
-        }
-        head.push(byte[0]);
-    }
-    let status = String::from_utf8_lossy(&head).split_whitespace().nth(1).unwrap_or("").to_string();
-    if status != "200" {
-        return Err(format!("the proxy refused the tunnel (HTTP {})", super::verify::clip(&status)));
-    }
-    Ok(s)
 }
 
 /// Capped exponential backoff with jitter: 1 s, 2 s, 4 s … 60 s, each step 75–100 % of its
@@ -304,20 +215,6 @@ mod tests {
         let rest: Vec<String> = std::iter::from_fn(|| o.pop()).collect();
         assert_eq!(rest.last().map(String::as_str), Some("249"));
         assert!(o.is_empty());
-    }
-
-    #[test]
-    fn extra_roots_from_a_pem_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let missing = dir.path().join("missing.pem");
-        let (_, w) = tls_config(Some(&missing)).unwrap();
-        assert!(w.is_some_and(|w| w.contains("cannot read NODE_EXTRA_CA_CERTS")));
-        let junk = dir.path().join("junk.pem");
-        std::fs::write(&junk, "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n").unwrap();
-        let (_, w) = tls_config(Some(&junk)).unwrap();
-        assert!(w.is_some_and(|w| w.contains("no usable certificate")));
-        let (_, w) = tls_config(None).unwrap();
-        assert!(w.is_none());
     }
 
     #[test]

@@ -182,62 +182,25 @@ pub fn clip(s: &str) -> String {
 }
 
 /// One verify call.
-pub async fn call(client: &reqwest::Client, cfg: &Config, meta: &Meta) -> Verdict {
+pub async fn call(client: &crate::outbound::Client, cfg: &Config, meta: &Meta) -> Verdict {
     let url = format!("{}/api/node/verifyPM2", cfg.root);
-    let req = client
-        .post(&url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body(cfg, meta).to_string())
-        .timeout(TIMEOUT)
-        .send();
-    let read = async {
-        let mut resp = req.await?;
-        let status = resp.status().as_u16();
-        let mut buf = Vec::new();
-        while let Some(chunk) = resp.chunk().await? {
-            buf.extend_from_slice(&chunk);
-            if buf.len() > MAX_BODY {
-                break;
-            }
-        }
-        Ok::<_, reqwest::Error>((status, buf))
-    };
-    match tokio::time::timeout(TIMEOUT, read).await {
+    let sent = client.post(&url, &[("Content-Type", "application/json")], body(cfg, meta).to_string().into_bytes(), MAX_BODY).await;
+    match sent {
         // The client follows no redirect: the request carries the keys, and a redirect could
         // send them elsewhere, or over plain http.
-        Ok(Ok((status, _))) if (300..400).contains(&status) => Verdict::Refused(Refusal::Unreachable(format!(
-            "it answers with a redirect (HTTP {status}), which is not followed since the call carries the keys; set KEYMETRICS_NODE to the final address"
+        Ok(r) if (300..400).contains(&r.status) => Verdict::Refused(Refusal::Unreachable(format!(
+            "it answers with a redirect (HTTP {}), which is not followed since the call carries the keys; set KEYMETRICS_NODE to the final address",
+            r.status
         ))),
-        Ok(Ok((status, buf))) => match verdict(status, &buf) {
+        Ok(r) => match verdict(r.status, &r.body) {
             Verdict::Connect { ws } => match as_secure_as_the_root(&cfg.root, &ws) {
                 Ok(()) => Verdict::Connect { ws },
                 Err(e) => Verdict::Refused(Refusal::NoEndpoint(Some(e))),
             },
             other => other,
         },
-        Ok(Err(e)) => Verdict::Refused(Refusal::Unreachable(describe_http_error(&e))),
-        Err(_) => Verdict::Refused(Refusal::Unreachable(format!("no answer within {} s", TIMEOUT.as_secs()))),
+        Err(e) => Verdict::Refused(Refusal::Unreachable(clip(&e.to_string()))),
     }
-}
-
-/// A reqwest error in a few words (its own text can be long and nested).
-fn describe_http_error(e: &reqwest::Error) -> String {
-    use std::error::Error;
-    let mut text = if e.is_timeout() {
-        format!("no answer within {} s", TIMEOUT.as_secs())
-    } else if e.is_connect() {
-        "connection failed".to_string()
-    } else {
-        "request failed".to_string()
-    };
-    let mut source = e.source();
-    while let Some(s) = source {
-        if s.source().is_none() {
-            text.push_str(&format!(": {}", clip(&s.to_string())));
-        }
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

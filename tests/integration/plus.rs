@@ -224,6 +224,21 @@ fn plus_goes_through_pm2_proxy() {
 }
 
 #[test]
+fn plus_with_a_proxy_it_cannot_use_says_so_and_the_apps_run() {
+    let secret = marker();
+    let mock = MockPlus::start(&secret, ok());
+    let sc = Scenario::new().file("app.js", TICKER);
+    let mut cmd = plus_cmd(&sc, &["app.js", "--name", "api"], &mock.root(), &secret);
+    cmd.env("PM2_PROXY", "socks5://127.0.0.1:1080");
+    let r = Running::start(cmd);
+    r.wait_for("PM2 Plus: PM2_PROXY is not a valid http:// proxy URL; running without it", LONG);
+    r.wait_for("tick", LONG);
+    assert!(!threads(r.pid()).iter().any(|t| t == "pm2-plus"), "no link thread: {:?}", threads(r.pid()));
+    drop(r);
+    assert!(mock.verifies().is_empty(), "nothing reached the backend");
+}
+
+#[test]
 fn plus_remote_restart_scale_ping_and_logs() {
     let secret = marker();
     let mock = MockPlus::start(&secret, ok());
