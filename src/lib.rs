@@ -25,7 +25,7 @@
 //!   instance's lifecycle (`supervisor::machine`, `step(input, now) -> effects`, calling PM2's
 //!   restart policy in `supervisor::policy`; every stop, a reload's retirement and a starved
 //!   start included; probe results and watchdog heartbeats too: `supervisor::probe` only runs a
-//!   bounded check) and the app set (`supervisor::coordinator`, `handle(event) -> effects`:
+//!   bounded check, as the app's user: `supervisor::principal`) and the app set (`supervisor::coordinator`, `handle(event) -> effects`:
 //!   auto-exit and the exit code, scale, apply, watch restarts, panicked tasks, the start and
 //!   stop order, memory limits and recycling, `@pm2/io` messages). Each
 //!   is driven by one loop that turns OS and socket events into inputs and carries out the

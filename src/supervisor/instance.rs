@@ -28,7 +28,7 @@ use super::probe::ProbeFailure;
 use super::status::{DEATH_STDERR_LINES, Death, ExitReason};
 use super::status::{Status, Update};
 use crate::cluster::{Direct, WorkerChannel, WorkerEvent};
-use crate::config::{App, Principal, ProbeCheck};
+use crate::config::{App, ProbeCheck};
 use crate::logs::LogHub;
 use crate::process::{self, Exit, Reaper, SpawnSpec, tree, unix};
 
@@ -381,7 +381,7 @@ impl Instance {
     fn spawn(&mut self, m: &Machine, created_wall: u64) -> Result<Run, Option<Arc<std::io::Error>>> {
         let app = m.app.clone();
         let tag = self.tag();
-        let (uid, gid) = match resolve_ids(&app) {
+        let (uid, gid) = match super::principal::resolve_ids(&app) {
             Ok(ids) => ids,
             Err(e) => {
                 tracing::error!(app = %app.name, id = self.pm_id, "App [{tag}] cannot start: {e}");
@@ -632,33 +632,6 @@ async fn kill_tree(pid: u32, sig: Signal, treekill: bool) -> Vec<u32> {
 
 fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| tree::parse_stat(&s)).is_some_and(|s| s.state != 'Z')
-}
-
-/// A `uid`/`gid` name the system does not know (checked at each start: users may appear later).
-#[derive(Debug, thiserror::Error)]
-pub(super) enum UnknownId {
-    #[error("unknown user {0:?}")]
-    User(String),
-    #[error("unknown group {0:?}")]
-    Group(String),
-}
-
-pub(super) fn resolve_ids(app: &App) -> Result<(Option<u32>, Option<u32>), UnknownId> {
-    let uid = match &app.uid {
-        None => None,
-        Some(Principal::Id(u)) => Some(*u),
-        Some(Principal::Name(n)) => {
-            Some(nix::unistd::User::from_name(n).ok().flatten().ok_or_else(|| UnknownId::User(n.clone()))?.uid.as_raw())
-        }
-    };
-    let gid = match &app.gid {
-        None => None,
-        Some(Principal::Id(g)) => Some(*g),
-        Some(Principal::Name(n)) => {
-            Some(nix::unistd::Group::from_name(n).ok().flatten().ok_or_else(|| UnknownId::Group(n.clone()))?.gid.as_raw())
-        }
-    };
-    Ok((uid, gid))
 }
 
 /// `version` of the package.json in `cwd` (PM2 shows it in `jlist`), read once per start.

@@ -30,6 +30,7 @@ mod machine;
 mod numbering;
 mod order;
 mod policy;
+mod principal;
 mod probe;
 mod sampler;
 mod schedule;

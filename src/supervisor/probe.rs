@@ -13,7 +13,7 @@ use crate::config::{App, ProbeCheck};
 use crate::process::{Exit, Reaper, unix};
 
 /// Why a check failed (never the app's env values). Cheap to clone: it travels in the
-/// machine's [`Input`](super::machine::Input).
+/// machine's `Input::Probe`.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ProbeFailure {
     #[error("no answer within {} ms", .0.as_millis())]
@@ -38,7 +38,7 @@ pub enum ProbeFailure {
     NoStatusLine { path: String },
     /// The app's `uid`/`gid` names nobody here.
     #[error("cannot run the command: {0}")]
-    Principal(Arc<super::instance::UnknownId>),
+    Principal(Arc<super::principal::UnknownId>),
     #[error("cannot run the command: {0}")]
     Spawn(Arc<std::io::Error>),
     #[error("the command exited with code {0}")]
@@ -98,7 +98,7 @@ async fn network(check: &ProbeCheck, conn: Option<TcpStream>) -> Result<(), Prob
 /// user and group (`uid`/`gid`, as the app runs); killed (the whole group) past the timeout.
 /// Its output is discarded.
 async fn exec(app: &App, command: &str, timeout: Duration, reaper: &Reaper) -> Result<(), ProbeFailure> {
-    let (uid, gid) = super::instance::resolve_ids(app).map_err(|e| ProbeFailure::Principal(Arc::new(e)))?;
+    let (uid, gid) = super::principal::resolve_ids(app).map_err(|e| ProbeFailure::Principal(Arc::new(e)))?;
     let mut cmd = std::process::Command::new("sh");
     if let Some(gid) = gid {
         cmd.gid(gid);
