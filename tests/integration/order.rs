@@ -62,8 +62,11 @@ fn dependents_stop_first_and_ls_shows_what_an_app_waits_for() {
     );
     let mut r = s.start(&["e.yml"]);
     r.wait_for("web-up", Duration::from_secs(20));
+    // web may start once api is online (spawned, in fork mode): their own first lines may then
+    // come in either order, the runtime's lines may not.
+    r.wait_for("api-up", Duration::from_secs(20));
     let out = r.stdout();
-    assert!(at(&out, "api-up") < at(&out, "web-up"), "{out}");
+    assert!(at(&out, "App [api:0] online") < at(&out, "App [web:1] starting in"), "{out}");
     let table = poll("ls shows report waiting", Duration::from_secs(10), || {
         let (code, out, _) = s.cli(&["ls"]);
         (code == 0 && out.contains("waiting: batch (completed)")).then_some(out)
