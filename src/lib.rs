@@ -16,8 +16,10 @@
 //! - [`process`] starts processes in their own process groups and owns every `wait` (the
 //!   [`process::Reaper`]), and after the last app terminates the strays (`process::strays`); it is the only place with `unsafe` (also where the runtime unmaps its
 //!   start-up code once the apps run: `process::unix::trim_code`). It reads /proc
-//!   (`process::tree`) and the container's cgroup, v1 or v2 (`process::cgroup`: limits, usage,
-//!   OOM kills).
+//!   (`process::tree`; the runtime's own figures: `process::own`) and the container's cgroup,
+//!   v1 or v2 (`process::cgroup`: limits, usage, OOM kills). [`ids`] makes random identifiers
+//!   (PM2's `unique_id`, the preload's file name). The import graph has no cycle
+//!   (`tests/integration/layers.rs` fails on one).
 //! - [`supervisor`] runs one task per app instance and a coordinator. Its front door is
 //!   small: `run`, the status vocabulary and table ([`supervisor::status`]: `Status`,
 //!   `RestartReason`, `ExitReason`, the one `Report` shape, the table and the bus) and PM2's
@@ -91,6 +93,7 @@ pub mod error;
 pub mod exit;
 pub mod git;
 pub mod http;
+pub mod ids;
 pub mod logs;
 #[cfg(feature = "monit")]
 mod monit;

@@ -30,12 +30,13 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::aggregate::{self, Reply};
-use super::metrics::{RuntimeStats, SelfStats};
+use super::metrics::RuntimeStats;
 use super::{BODY_TIMEOUT, CONTROL_TIMEOUT, MAX_BODY, MAX_STREAMS, Token, Web};
 use crate::config::ExecMode;
 use crate::control::protocol::{Reply as ControlReply, Request};
 use crate::control::server::ControlRequest;
 use crate::logs::Stream;
+use crate::process::own::SelfStats;
 use crate::supervisor::jlist::Env;
 use crate::supervisor::jlist::rows as process_rows;
 use crate::supervisor::status::Status;

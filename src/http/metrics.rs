@@ -16,46 +16,7 @@ pub struct RuntimeStats {
     pub log_lines: (u64, u64),
     pub log_blocked_seconds: f64,
     pub reaped_orphans: u64,
-    pub process: SelfStats,
-}
-
-/// The standard `process_*` series of the runtime's own process.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SelfStats {
-    pub cpu_seconds: f64,
-    pub resident_memory_bytes: u64,
-    pub virtual_memory_bytes: u64,
-    pub start_time_seconds: f64,
-    pub open_fds: u64,
-    pub max_fds: Option<u64>,
-}
-
-impl SelfStats {
-    /// Reads /proc/self (a handful of small reads).
-    pub fn read() -> SelfStats {
-        let mut s = SelfStats::default();
-        if let Ok(stat) = std::fs::read_to_string("/proc/self/stat")
-            && let Some((_, rest)) = stat.rsplit_once(')')
-        {
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            // After the command: state(0) … utime(11) stime(12) … starttime(19) vsize(20) rss(21).
-            let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-            s.cpu_seconds = (n(11) + n(12)) as f64 / 100.0;
-            s.virtual_memory_bytes = n(20);
-            s.resident_memory_bytes = n(21) * crate::process::unix::page_size();
-            let boot = std::fs::read_to_string("/proc/stat")
-                .ok()
-                .and_then(|t| t.lines().find_map(|l| l.strip_prefix("btime ").and_then(|v| v.trim().parse::<u64>().ok())));
-            if let Some(boot) = boot {
-                s.start_time_seconds = boot as f64 + n(19) as f64 / 100.0;
-            }
-        }
-        s.open_fds = std::fs::read_dir("/proc/self/fd").map(|d| d.count() as u64).unwrap_or(0);
-        s.max_fds = std::fs::read_to_string("/proc/self/limits").ok().and_then(|t| {
-            t.lines().find(|l| l.starts_with("Max open files")).and_then(|l| l.split_whitespace().nth(3)).and_then(|v| v.parse().ok())
-        });
-        s
-    }
+    pub process: crate::process::own::SelfStats,
 }
 
 /// Every status an instance can have, for the `_status{status}` state set.
@@ -312,7 +273,7 @@ mod tests {
             apps: vec![AppStatus { app: web.clone(), desired: 2, waiting_on: None }],
             stopping: false,
             sampled_at: None,
-            container: Some(crate::supervisor::container::Container {
+            container: Some(crate::supervisor::status::Container {
                 version: crate::process::cgroup::Version::V2,
                 limits: crate::process::cgroup::Limits { memory: Some(512 << 20), memory_high: None, oom_group: true, cpu: Some(1.5) },
                 usage: Some(crate::process::cgroup::Usage { bytes: 300, working_set: 200 }),
@@ -323,7 +284,12 @@ mod tests {
 
     #[test]
     fn renders_every_series_with_app_instance_pm_id_labels() {
-        let stats = RuntimeStats { log_lines: (10, 2), log_blocked_seconds: 0.5, reaped_orphans: 3, process: SelfStats::read() };
+        let stats = RuntimeStats {
+            log_lines: (10, 2),
+            log_blocked_seconds: 0.5,
+            reaped_orphans: 3,
+            process: crate::process::own::SelfStats::read(),
+        };
         let now = UNIX_EPOCH + Duration::from_secs(1_700_000_060);
         let text = render(&table(), &stats, false, now);
         let l0 = "app=\"we\\\"b\",instance=\"0\",pm_id=\"0\"";
@@ -370,15 +336,5 @@ mod tests {
         assert!(compat.lines().any(|l| l == "pm2_uptime{id=\"0\",name=\"we\\\"b\",instance=\"0\"} 60"));
         assert!(compat.lines().any(|l| l == "pm2_restarts{id=\"1\",name=\"we\\\"b\",instance=\"1\"} 2"));
         assert!(compat.lines().any(|l| l == "pm2_instances{id=\"1\",name=\"we\\\"b\",instance=\"1\"} 2"));
-    }
-
-    #[test]
-    fn reads_its_own_process() {
-        let s = SelfStats::read();
-        assert!(s.resident_memory_bytes > 0 && s.virtual_memory_bytes >= s.resident_memory_bytes);
-        assert!(s.open_fds >= 3);
-        assert!(s.max_fds.is_some_and(|m| m >= s.open_fds));
-        let now = secs(SystemTime::now());
-        assert!(s.start_time_seconds > now - 3600.0 && s.start_time_seconds <= now + 1.0, "{s:?}");
     }
 }

@@ -163,7 +163,7 @@ fn encode_metrics(protocol: Protocol, r: &[model::ResourceMetrics]) -> Vec<u8> {
 async fn metrics_loop(client: &Client, target: Target, interval: Duration, h: &Handles, host: &Host, mut stop: watch::Receiver<bool>) {
     let mut sender = Sender::new("metrics", target);
     let started_at = {
-        let s = crate::http::metrics::SelfStats::read();
+        let s = crate::process::own::SelfStats::read();
         (s.start_time_seconds > 0.0).then(|| SystemTime::UNIX_EPOCH + Duration::from_secs_f64(s.start_time_seconds))
     };
     let mut next = tokio::time::Instant::now() + interval;
@@ -173,7 +173,7 @@ async fn metrics_loop(client: &Client, target: Target, interval: Duration, h: &H
             _ = stop.changed() => return,
         }
         let table = h.feed.borrow().clone();
-        let own = crate::http::metrics::SelfStats::read();
+        let own = crate::process::own::SelfStats::read();
         let counters = RuntimeCounters {
             log_lines: h.logs.line_counts(),
             reaped_orphans: h.reaper.orphans_reaped(),

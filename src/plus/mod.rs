@@ -177,7 +177,7 @@ pub fn root_url(value: Option<&str>) -> Result<String, String> {
 
 /// `<hostname>-<4 hex>`, as PM2 names a server when no name is given.
 pub fn default_machine_name() -> String {
-    format!("{}-{}", hostname(), &crate::supervisor::uuid_v4()[..4])
+    format!("{}-{}", hostname(), &crate::ids::uuid_v4()[..4])
 }
 
 pub fn hostname() -> String {

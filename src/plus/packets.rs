@@ -245,7 +245,7 @@ impl HostFacts {
             username: username(),
             hostname: super::hostname(),
             pm2_version: pm2_version.to_string(),
-            unique_id: crate::supervisor::uuid_v4(),
+            unique_id: crate::ids::uuid_v4(),
             cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             cpu_model,
         }

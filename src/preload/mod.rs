@@ -82,7 +82,7 @@ pub fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{} names no file", path.display())));
     };
-    let random = crate::supervisor::uuid_v4();
+    let random = crate::ids::uuid_v4();
     let tmp = dir.join(format!(".{}.{}", name.to_string_lossy(), &random[..18]));
     let written = (|| {
         let mut f = std::fs::OpenOptions::new()

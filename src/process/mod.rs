@@ -6,6 +6,7 @@
 //! the single [`Reaper`] that owns every `wait`.
 
 pub mod cgroup;
+pub mod own;
 pub mod reaper;
 pub mod strays;
 pub mod tree;

@@ -6,17 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::process::cgroup::{self, Cgroup, Limits, Usage, Version};
-
-/// The container as of the last reading.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Container {
-    pub version: Version,
-    pub limits: Limits,
-    pub usage: Option<Usage>,
-    /// Processes the OOM killer has killed in the cgroup so far.
-    pub oom_kills: Option<u64>,
-}
+use super::status::Container;
+use crate::process::cgroup::{self, Cgroup};
 
 /// The coordinator's view of the container.
 #[derive(Debug, Default)]

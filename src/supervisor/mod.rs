@@ -36,8 +36,6 @@ mod sampler;
 mod schedule;
 pub mod status;
 
-pub use env::uuid_v4;
-
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::sync::Arc;
@@ -476,7 +474,7 @@ pub async fn run(
     let (updates_tx, mut updates_rx) = mpsc::unbounded_channel::<Update>();
     let (messages_tx, mut messages_rx) = mpsc::channel(MESSAGE_QUEUE);
     let mut co = Coordinator {
-        state: State::new(eco.apps.into_iter().map(Arc::new).collect(), opts.auto_exit, opts.cpus, env::uuid_v4),
+        state: State::new(eco.apps.into_iter().map(Arc::new).collect(), opts.auto_exit, opts.cpus, crate::ids::uuid_v4),
         inboxes: HashMap::new(),
         tasks: JoinSet::new(),
         task_ids: HashMap::new(),

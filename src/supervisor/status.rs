@@ -492,7 +492,7 @@ pub struct StatusTable {
     /// When the sampler last read /proc (`None`: never yet).
     pub sampled_at: Option<SystemTime>,
     /// The container's cgroup limits and usage, as of the last sample (`None`: no cgroup found).
-    pub container: Option<super::container::Container>,
+    pub container: Option<Container>,
 }
 
 impl StatusTable {
@@ -564,6 +564,16 @@ pub fn exit_line(name: &str, pm_id: u32, exit: Exit) -> String {
 /// A signal's name (`SIGKILL`), or its number when it has none.
 pub fn signal_name(s: i32) -> String {
     nix::sys::signal::Signal::try_from(s).map(|s| s.as_str().to_string()).unwrap_or_else(|_| s.to_string())
+}
+
+/// The container as of the last reading.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Container {
+    pub version: crate::process::cgroup::Version,
+    pub limits: crate::process::cgroup::Limits,
+    pub usage: Option<crate::process::cgroup::Usage>,
+    /// Processes the OOM killer has killed in the cgroup so far.
+    pub oom_kills: Option<u64>,
 }
 
 #[cfg(test)]
