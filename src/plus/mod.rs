@@ -160,17 +160,26 @@ pub fn resolve(env: &dyn Fn(&str) -> Option<String>, flags: &Flags) -> Resolved 
     })
 }
 
+/// Why `KEYMETRICS_NODE` is refused; the setting's value as given (trimmed), which holds no key.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RootUrlError {
+    #[error("KEYMETRICS_NODE must be an http:// or https:// URL, got {0:?}")]
+    Scheme(String),
+    #[error("KEYMETRICS_NODE has no host: {0:?}")]
+    NoHost(String),
+}
+
 /// `KEYMETRICS_NODE` → root URL: `https://` added when there is no scheme, `http://` allowed
 /// (self-hosted backends), anything else refused.
-pub fn root_url(value: Option<&str>) -> Result<String, String> {
+pub fn root_url(value: Option<&str>) -> Result<String, RootUrlError> {
     let v = value.map(str::trim).unwrap_or(DEFAULT_ROOT);
     let url = if v.contains("://") { v.to_string() } else { format!("https://{v}") };
     let (scheme, rest) = url.split_once("://").unwrap_or(("", ""));
     if !matches!(scheme, "http" | "https") {
-        return Err(format!("KEYMETRICS_NODE must be an http:// or https:// URL, got {v:?}"));
+        return Err(RootUrlError::Scheme(v.to_string()));
     }
     if rest.trim_matches('/').is_empty() {
-        return Err(format!("KEYMETRICS_NODE has no host: {v:?}"));
+        return Err(RootUrlError::NoHost(v.to_string()));
     }
     Ok(url.trim_end_matches('/').to_string())
 }
@@ -248,8 +257,11 @@ mod tests {
         assert_eq!(root_url(Some("api.cloud.pm2.io")).unwrap(), "https://api.cloud.pm2.io");
         assert_eq!(root_url(Some("http://127.0.0.1:3000/")).unwrap(), "http://127.0.0.1:3000");
         assert_eq!(root_url(Some("https://pm2.example.com")).unwrap(), "https://pm2.example.com");
-        assert!(root_url(Some("ws://x")).is_err());
-        assert!(root_url(Some("https://")).is_err());
+        assert_eq!(
+            root_url(Some("ws://x")).unwrap_err().to_string(),
+            r#"KEYMETRICS_NODE must be an http:// or https:// URL, got "ws://x""#
+        );
+        assert_eq!(root_url(Some(" https:// ")).unwrap_err(), RootUrlError::NoHost("https://".into()));
     }
 
     #[test]

@@ -144,33 +144,47 @@ pub fn verdict(status: u16, body: &[u8]) -> Verdict {
     let ws = v.get("endpoints").and_then(|e| e.get("ws")).and_then(Value::as_str);
     match ws.map(ws_url) {
         Some(Ok(ws)) => Verdict::Connect { ws },
-        Some(Err(e)) => Verdict::Refused(Refusal::NoEndpoint(Some(e))),
+        Some(Err(e)) => Verdict::Refused(Refusal::NoEndpoint(Some(e.to_string()))),
         None => Verdict::Refused(Refusal::NoEndpoint(msg)),
     }
 }
 
+/// Why a websocket endpoint handed out by the backend is not used. The URL is the backend's
+/// text, kept whole; it is clipped when displayed.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EndpointError {
+    #[error("endpoint {:?} has no scheme", clip(.0))]
+    NoScheme(String),
+    #[error("endpoint scheme {:?} is not http(s) or ws(s)", clip(.0))]
+    Scheme(String),
+    #[error("endpoint has no host")]
+    NoHost,
+    #[error("endpoint {} is not encrypted while KEYMETRICS_NODE is https://; the secret would travel in clear", clip(.0))]
+    Unencrypted(String),
+}
+
 /// The backend hands out `http(s)://` websocket URLs (Node's ws library accepts them): rewrite
 /// the scheme to `ws(s)://`.
-pub fn ws_url(url: &str) -> Result<String, String> {
+pub fn ws_url(url: &str) -> Result<String, EndpointError> {
     let url = url.trim();
-    let (scheme, rest) = url.split_once("://").ok_or_else(|| format!("endpoint {:?} has no scheme", clip(url)))?;
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| EndpointError::NoScheme(url.to_string()))?;
     let scheme = match scheme.to_ascii_lowercase().as_str() {
         "http" | "ws" => "ws",
         "https" | "wss" => "wss",
-        other => return Err(format!("endpoint scheme {:?} is not http(s) or ws(s)", clip(other))),
+        other => return Err(EndpointError::Scheme(other.to_string())),
     };
     if rest.is_empty() {
-        return Err("endpoint has no host".into());
+        return Err(EndpointError::NoHost);
     }
     Ok(format!("{scheme}://{rest}"))
 }
 
 /// A websocket endpoint handed out by an `https://` root must be `wss://`: the secret goes in
 /// its upgrade request's headers.
-pub fn as_secure_as_the_root(root: &str, ws: &str) -> Result<(), String> {
+pub fn as_secure_as_the_root(root: &str, ws: &str) -> Result<(), EndpointError> {
     let https_root = root.trim().get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://"));
     if https_root && !ws.starts_with("wss://") {
-        return Err(format!("endpoint {} is not encrypted while KEYMETRICS_NODE is https://; the secret would travel in clear", clip(ws)));
+        return Err(EndpointError::Unencrypted(ws.to_string()));
     }
     Ok(())
 }
@@ -195,7 +209,7 @@ pub async fn call(client: &crate::outbound::Client, cfg: &Config, meta: &Meta) -
         Ok(r) => match verdict(r.status, &r.body) {
             Verdict::Connect { ws } => match as_secure_as_the_root(&cfg.root, &ws) {
                 Ok(()) => Verdict::Connect { ws },
-                Err(e) => Verdict::Refused(Refusal::NoEndpoint(Some(e))),
+                Err(e) => Verdict::Refused(Refusal::NoEndpoint(Some(e.to_string()))),
             },
             other => other,
         },
@@ -257,6 +271,8 @@ mod tests {
         assert!(as_secure_as_the_root("HTTPS://root", "wss://a/ws").is_ok());
         assert!(as_secure_as_the_root("http://127.0.0.1:9", "ws://127.0.0.1:9/ws").is_ok());
         let e = as_secure_as_the_root("https://root.keymetrics.io", "ws://evil.example/ws").unwrap_err();
+        assert_eq!(e, EndpointError::Unencrypted("ws://evil.example/ws".into()));
+        let e = e.to_string();
         assert!(e.contains("ws://evil.example/ws") && e.contains("in clear"), "{e}");
     }
 
@@ -265,7 +281,9 @@ mod tests {
         assert_eq!(ws_url("http://a:1/ws").unwrap(), "ws://a:1/ws");
         assert_eq!(ws_url("HTTPS://a/").unwrap(), "wss://a/");
         assert_eq!(ws_url("wss://a").unwrap(), "wss://a");
-        assert!(ws_url("a/b").is_err());
+        assert_eq!(ws_url("a/b").unwrap_err().to_string(), r#"endpoint "a/b" has no scheme"#);
+        assert_eq!(ws_url("FTP://x").unwrap_err().to_string(), r#"endpoint scheme "ftp" is not http(s) or ws(s)"#);
+        assert_eq!(ws_url("wss://").unwrap_err(), EndpointError::NoHost);
         assert_eq!(clip("a\nb"), "a b");
         assert_eq!(clip(&"x".repeat(300)).chars().count(), 201);
     }
