@@ -116,11 +116,18 @@ pub fn pm2_plan(method: &str, params: &Value) -> Pm2Plan {
     }
 }
 
-/// The `trigger:pm2:result` payload.
-pub fn pm2_result(method: &str, app_name: Option<&str>, result: Result<Value, String>, machine_name: &str, public_key: &str) -> Value {
+/// The `trigger:pm2:result` payload. The error's text is the message PM2 Plus shows for the
+/// action: it becomes that string here.
+pub fn pm2_result(
+    method: &str,
+    app_name: Option<&str>,
+    result: Result<Value, impl std::fmt::Display>,
+    machine_name: &str,
+    public_key: &str,
+) -> Value {
     let (err, data) = match result {
         Ok(d) => (Value::Null, d),
-        Err(e) => (json!(e), Value::Null),
+        Err(e) => (json!(e.to_string()), Value::Null),
     };
     json!({
         "ret": { "err": err, "data": data },
@@ -128,25 +135,40 @@ pub fn pm2_result(method: &str, app_name: Option<&str>, result: Result<Value, St
     })
 }
 
+/// Why the runtime did not do what a control request asked.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    /// `{"ok":false}`, with the runtime's own `error` text when it gave one.
+    #[error("{}", .0.as_deref().unwrap_or("failed"))]
+    Failed(Option<String>),
+    /// The reply was not a JSON object.
+    #[error("no answer")]
+    NoAnswer,
+}
+
 /// A control reply (`{"ok":true,…}` / `{"ok":false,"error":…}`) as a result.
-pub fn control_result(reply: Value) -> Result<Value, String> {
+pub fn control_result(reply: Value) -> Result<Value, ControlError> {
     match reply {
         Value::Object(mut m) => {
             if m.remove("ok") == Some(Value::Bool(true)) {
                 Ok(Value::Object(m))
             } else {
-                Err(m.get("error").and_then(Value::as_str).unwrap_or("failed").to_string())
+                Err(ControlError::Failed(m.get("error").and_then(Value::as_str).map(str::to_string)))
             }
         }
-        _ => Err("no answer".into()),
+        _ => Err(ControlError::NoAnswer),
     }
 }
 
-/// The `trigger:action:success` / `:failure` `(channel, payload)`.
-pub fn custom_result(action: &CustomAction, result: Result<(), String>) -> (&'static str, Value) {
+/// The `trigger:action:success` / `:failure` `(channel, payload)`; the error becomes the
+/// payload's `err` text here.
+pub fn custom_result(action: &CustomAction, result: Result<(), impl std::fmt::Display>) -> (&'static str, Value) {
     match result {
         Ok(()) => ("trigger:action:success", json!({ "success": true, "id": action.pm_id, "action_name": action.action_name })),
-        Err(e) => ("trigger:action:failure", json!({ "success": false, "err": e, "id": action.pm_id, "action_name": action.action_name })),
+        Err(e) => (
+            "trigger:action:failure",
+            json!({ "success": false, "err": e.to_string(), "id": action.pm_id, "action_name": action.action_name }),
+        ),
     }
 }
 
@@ -215,9 +237,12 @@ mod tests {
         );
         let err = pm2_result("restart", Some("x"), control_result(json!({"ok":false,"error":"no process"})), "box", "pub");
         assert_eq!(err["ret"]["err"], "no process");
+        assert_eq!(control_result(json!({"ok":false})).unwrap_err().to_string(), "failed");
+        assert_eq!(control_result(json!("ok")), Err(ControlError::NoAnswer));
+        assert_eq!(ControlError::NoAnswer.to_string(), "no answer");
         let a = CustomAction { action_name: "f".into(), pm_id: 1, opts: json!({}), uuid: None };
-        assert_eq!(custom_result(&a, Ok(())).0, "trigger:action:success");
-        let (ch, p) = custom_result(&a, Err("gone".into()));
+        assert_eq!(custom_result(&a, Ok::<(), ControlError>(())).0, "trigger:action:success");
+        let (ch, p) = custom_result(&a, Err("gone"));
         assert_eq!((ch, &p["err"], &p["success"]), ("trigger:action:failure", &json!("gone"), &json!(false)));
     }
 }

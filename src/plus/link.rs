@@ -319,7 +319,7 @@ impl Link {
             while let Some(p) = self.outbox.pop() {
                 if let Err(e) = send(&mut ws, p.clone()).await {
                     self.outbox.requeue(p);
-                    break 'session self.lost(&e);
+                    break 'session self.lost(&e.to_string());
                 }
             }
             loop {
@@ -333,7 +333,7 @@ impl Link {
                         let payload = packets::status(&table, &self.cfg.machine_name, &ip, self.host.server_block(), self.runtime_node_env.as_deref());
                         // A status that cannot be sent is dropped, never queued.
                         if let Err(e) = send(&mut ws, packets::frame("status", &payload)).await {
-                            break 'session self.lost(&e);
+                            break 'session self.lost(&e.to_string());
                         }
                     }
                     _ = ping_tick.tick() => {
@@ -341,7 +341,7 @@ impl Link {
                             break 'session self.lost(&format!("nothing heard for {} s", SILENCE_LIMIT.as_secs()));
                         }
                         if let Err(e) = timed(ws.send(Message::Ping(Vec::new().into()))).await {
-                            break 'session self.lost(&e);
+                            break 'session self.lost(&e.to_string());
                         }
                     }
                     frame = ws.next() => match frame {
@@ -375,7 +375,7 @@ impl Link {
                         && let Err(e) = send(&mut ws, p.clone()).await
                     {
                         self.outbox.push(p);
-                        break 'session self.lost(&e);
+                        break 'session self.lost(&e.to_string());
                     },
                 }
             }
@@ -401,12 +401,12 @@ impl Link {
                     verify::clip(&method),
                     app_name.as_deref().map(|n| format!(" {}", verify::clip(n))).unwrap_or_default()
                 );
-                let reply = move |r: Result<Value, String>| {
+                let reply = move |r: Result<Value, RemoteError>| {
                     let payload = actions::pm2_result(&method, app_name.as_deref(), r, &cfg.machine_name, &cfg.public_key);
                     let _ = tx.send(packets::frame("trigger:pm2:result", &payload));
                 };
                 match plan {
-                    Pm2Plan::Refuse(e) => reply(Err(e)),
+                    Pm2Plan::Refuse(e) => reply(Err(RemoteError::Refused(e))),
                     Pm2Plan::Ping => reply(Ok(serde_json::json!({ "msg": "pong" }))),
                     Pm2Plan::StartLogging => {
                         let until = Instant::now() + LOGGING_FOR;
@@ -422,12 +422,12 @@ impl Link {
                     }
                     Pm2Plan::Control(req) => {
                         let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
-                            return reply(Err(format!("busy: {MAX_REMOTE_ACTIONS} remote actions are in progress; try again")));
+                            return reply(Err(RemoteError::Busy(MAX_REMOTE_ACTIONS)));
                         };
                         let control = self.control.clone();
                         tokio::spawn(async move {
                             let _permit = permit;
-                            reply(ask(&control, req).await.and_then(actions::control_result));
+                            reply(act(&control, req).await);
                         });
                     }
                 }
@@ -435,7 +435,7 @@ impl Link {
             Order::Custom(action) => {
                 tracing::info!("PM2 Plus: remote action {} for process {}", verify::clip(&action.action_name), action.pm_id);
                 let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
-                    let busy = Err(format!("busy: {MAX_REMOTE_ACTIONS} remote actions are in progress; try again"));
+                    let busy = Err(RemoteError::Busy(MAX_REMOTE_ACTIONS));
                     let (channel, payload) = actions::custom_result(&action, busy);
                     let _ = tx.send(packets::frame(channel, &payload));
                     return;
@@ -449,11 +449,11 @@ impl Link {
                 tokio::spawn(async move {
                     let _permit = permit;
                     let result = match declared {
-                        None => Err(format!("no process with id {}", action.pm_id)),
-                        Some(false) => Err(format!("process {} has not declared an action named {:?}", action.pm_id, action.action_name)),
+                        None => Err(RemoteError::NoProcess(action.pm_id)),
+                        Some(false) => Err(RemoteError::Undeclared { pm_id: action.pm_id, action_name: action.action_name.clone() }),
                         Some(true) => {
                             let req = Request::Send { target: action.pm_id.to_string(), message: action.ipc_message() };
-                            ask(&control, req).await.and_then(actions::control_result).map(|_| ())
+                            act(&control, req).await.map(|_| ())
                         }
                     };
                     let (channel, payload) = actions::custom_result(&action, result);
@@ -464,26 +464,72 @@ impl Link {
     }
 }
 
-/// One request to the coordinator, as the control socket sends it.
-async fn ask(control: &mpsc::Sender<ControlRequest>, req: Request) -> Result<Value, String> {
-    let (reply, rx) = oneshot::channel();
-    let asked = async {
-        control.send(ControlRequest { req, reply }).await.map_err(|_| "the runtime is shutting down".to_string())?;
-        let reply = rx.await.map_err(|_| "the runtime is shutting down".to_string())?;
-        serde_json::to_value(reply).map_err(|e| format!("unreadable answer: {e}"))
-    };
-    tokio::time::timeout(CONTROL_TIMEOUT, asked).await.unwrap_or_else(|_| Err("the runtime did not answer in time".into()))
+/// Why a remote action (a PM2 method or an app's custom action) was not done. Its text is the
+/// action's error message PM2 Plus shows: it becomes that string in [`actions::pm2_result`] /
+/// [`actions::custom_result`], word for word.
+#[derive(Debug, thiserror::Error)]
+enum RemoteError {
+    /// The method is not one we run, or lacks a parameter ([`Pm2Plan::Refuse`]'s text).
+    #[error("{0}")]
+    Refused(String),
+    #[error("busy: {0} remote actions are in progress; try again")]
+    Busy(usize),
+    #[error("no process with id {0}")]
+    NoProcess(u32),
+    #[error("process {pm_id} has not declared an action named {action_name:?}")]
+    Undeclared { pm_id: u32, action_name: String },
+    #[error(transparent)]
+    Ask(#[from] AskError),
+    #[error(transparent)]
+    Control(#[from] actions::ControlError),
 }
 
-async fn send(ws: &mut Socket, frame: String) -> Result<(), String> {
+/// Why the coordinator gave no usable answer.
+#[derive(Debug, thiserror::Error)]
+enum AskError {
+    #[error("the runtime is shutting down")]
+    ShuttingDown,
+    #[error("unreadable answer: {0}")]
+    Unreadable(#[source] serde_json::Error),
+    #[error("the runtime did not answer in time")]
+    Timeout,
+}
+
+/// Why a frame could not be written to PM2 Plus (the session is then lost).
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    /// The websocket's own error, its text clipped to one line.
+    #[error("{}", verify::clip(&.0.to_string()))]
+    Ws(#[source] tokio_tungstenite::tungstenite::Error),
+    #[error("a write took more than {} s", .0.as_secs())]
+    Timeout(Duration),
+}
+
+/// One request to the coordinator, as the control socket sends it.
+async fn ask(control: &mpsc::Sender<ControlRequest>, req: Request) -> Result<Value, AskError> {
+    let (reply, rx) = oneshot::channel();
+    let asked = async {
+        control.send(ControlRequest { req, reply }).await.map_err(|_| AskError::ShuttingDown)?;
+        let reply = rx.await.map_err(|_| AskError::ShuttingDown)?;
+        serde_json::to_value(reply).map_err(AskError::Unreadable)
+    };
+    tokio::time::timeout(CONTROL_TIMEOUT, asked).await.unwrap_or(Err(AskError::Timeout))
+}
+
+/// A control request done for PM2 Plus: asked, and its reply read as a result.
+async fn act(control: &mpsc::Sender<ControlRequest>, req: Request) -> Result<Value, RemoteError> {
+    Ok(actions::control_result(ask(control, req).await?)?)
+}
+
+async fn send(ws: &mut Socket, frame: String) -> Result<(), SendError> {
     timed(ws.send(Message::text(frame))).await
 }
 
-async fn timed<E: std::fmt::Display>(f: impl std::future::Future<Output = Result<(), E>>) -> Result<(), String> {
+async fn timed(f: impl std::future::Future<Output = Result<(), tokio_tungstenite::tungstenite::Error>>) -> Result<(), SendError> {
     match tokio::time::timeout(SEND_TIMEOUT, f).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(verify::clip(&e.to_string())),
-        Err(_) => Err(format!("a write took more than {} s", SEND_TIMEOUT.as_secs())),
+        Ok(Err(e)) => Err(SendError::Ws(e)),
+        Err(_) => Err(SendError::Timeout(SEND_TIMEOUT)),
     }
 }
 
@@ -530,5 +576,25 @@ mod tests {
         ] {
             assert_eq!(super::is_loopback_url(url), want, "{url}");
         }
+    }
+
+    /// What PM2 Plus shows as a failed action's message: the same words as before the errors
+    /// were typed.
+    #[test]
+    fn remote_errors_read_as_before() {
+        use super::{AskError, RemoteError, SendError};
+        let texts: [(RemoteError, &str); 7] = [
+            (RemoteError::Refused("Method not allowed".into()), "Method not allowed"),
+            (RemoteError::Busy(8), "busy: 8 remote actions are in progress; try again"),
+            (RemoteError::NoProcess(3), "no process with id 3"),
+            (RemoteError::Undeclared { pm_id: 3, action_name: "f".into() }, r#"process 3 has not declared an action named "f""#),
+            (AskError::ShuttingDown.into(), "the runtime is shutting down"),
+            (AskError::Timeout.into(), "the runtime did not answer in time"),
+            (crate::plus::actions::ControlError::Failed(None).into(), "failed"),
+        ];
+        for (e, want) in texts {
+            assert_eq!(e.to_string(), want);
+        }
+        assert_eq!(SendError::Timeout(std::time::Duration::from_secs(10)).to_string(), "a write took more than 10 s");
     }
 }
