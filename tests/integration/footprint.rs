@@ -31,14 +31,20 @@ fn anonymous_kb(pid: u32) -> (u64, u64) {
     (total, of_files)
 }
 
+/// The runtime with 4 idle Node apps running `script` (a name of its own per test: the apps are
+/// found by it among every process of the machine).
+fn four_idle_apps(script: &str) -> (Scenario, crate::scenario::Running) {
+    let eco = format!(r#"{{"apps":[{{"name":"fp","script":"{script}","instances":4,"exec_mode":"fork"}}]}}"#);
+    let sc = Scenario::new().file(script, "setInterval(() => {}, 1000);\n").file("eco.json", &eco);
+    let r = sc.start(&["start", "eco.json"]);
+    poll("4 idle apps running", Duration::from_secs(30), || (pids_with(script).len() >= 4).then_some(()));
+    (sc, r)
+}
+
 #[test]
 fn runtime_with_four_idle_apps_keeps_its_anonymous_memory_small() {
     require_tool("node", &["--version"]);
-    let sc = Scenario::new()
-        .file("idle-footprint.js", "setInterval(() => {}, 1000);\n")
-        .file("eco.json", r#"{"apps":[{"name":"fp","script":"idle-footprint.js","instances":4,"exec_mode":"fork"}]}"#);
-    let r = sc.start(&["start", "eco.json"]);
-    poll("4 idle apps running", Duration::from_secs(30), || (pids_with("idle-footprint.js").len() >= 4).then_some(()));
+    let (_sc, r) = four_idle_apps("idle-footprint.js");
     // Start-up may briefly hold more (it gives back what it freed once the apps run): the bound
     // must hold within a generous deadline, and keep holding while the apps idle.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -112,11 +118,7 @@ fn off_features_have_no_code_page_mapped_after_start() {
     let bin = crate::scenario::BIN;
     let (offset, size) = elf_section(bin, ".text.features").expect("the binary has a .text.features section (link/layout.ld)");
     assert!(size > 64 * 1024, "the features' code is {size} bytes: link/layout.ld matched too little");
-    let sc = Scenario::new()
-        .file("idle-code.js", "setInterval(() => {}, 1000);\n")
-        .file("eco.json", r#"{"apps":[{"name":"fp","script":"idle-code.js","instances":4,"exec_mode":"fork"}]}"#);
-    let r = sc.start(&["start", "eco.json"]);
-    poll("4 idle apps running", Duration::from_secs(30), || (pids_with("idle-code.js").len() >= 4).then_some(()));
+    let (_sc, r) = four_idle_apps("idle-code.js");
     // The code is unmapped 3 s after start; from then on no feature page may come back.
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut clean = 0;

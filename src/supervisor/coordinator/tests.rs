@@ -133,6 +133,24 @@ fn states() -> Vec<(&'static str, State)> {
 
 type MakeEvent = Box<dyn Fn() -> Event>;
 
+/// Runs every event in every state (each from a fresh copy) and compares the table of effects
+/// with `want`, printing the differing rows and the whole table when they differ.
+fn check_table(states: Vec<(&'static str, State)>, events: Vec<(&'static str, MakeEvent)>, want: &str) {
+    let mut got = String::new();
+    for (sname, st) in &states {
+        for (ename, ev) in &events {
+            let mut st = st.clone();
+            let fx = step(&mut st, ev());
+            let cell = if fx.is_empty() { "-".to_string() } else { fx.join(", ") };
+            got.push_str(&format!("{sname} | {ename} | {cell}\n"));
+        }
+    }
+    if got != want {
+        let diff: Vec<String> = got.lines().zip(want.lines()).filter(|(g, w)| g != w).map(|(g, w)| format!("got  {g}\nwant {w}")).collect();
+        panic!("{}\n\nwhole table:\n{got}", diff.join("\n"));
+    }
+}
+
 fn events() -> Vec<(&'static str, MakeEvent)> {
     use Status::*;
     vec![
@@ -252,19 +270,7 @@ stopping | b's task ended | -
 stopping | scale b +1 | refuse: the runtime is stopping
 stopping | start all | refuse: the runtime is stopping
 ";
-    let mut got = String::new();
-    for (sname, st) in states() {
-        for (ename, ev) in events() {
-            let mut st = st.clone();
-            let fx = step(&mut st, ev());
-            let cell = if fx.is_empty() { "-".to_string() } else { fx.join(", ") };
-            got.push_str(&format!("{sname} | {ename} | {cell}\n"));
-        }
-    }
-    if got != want {
-        let diff: Vec<String> = got.lines().zip(want.lines()).filter(|(g, w)| g != w).map(|(g, w)| format!("got  {g}\nwant {w}")).collect();
-        panic!("{}\n\nwhole table:\n{got}", diff.join("\n"));
-    }
+    check_table(states(), events(), want);
 }
 
 #[test]
@@ -487,19 +493,7 @@ stopping, web online | start web | refuse: the runtime is stopping
 stopping, web online | web's task ended | stop app 0
 stopping, web online | proxy's task ended | -
 ";
-    let mut got = String::new();
-    for (sname, st) in ordered_states() {
-        for (ename, ev) in ordered_events() {
-            let mut st = st.clone();
-            let fx = step(&mut st, ev());
-            let cell = if fx.is_empty() { "-".to_string() } else { fx.join(", ") };
-            got.push_str(&format!("{sname} | {ename} | {cell}\n"));
-        }
-    }
-    if got != want {
-        let diff: Vec<String> = got.lines().zip(want.lines()).filter(|(g, w)| g != w).map(|(g, w)| format!("got  {g}\nwant {w}")).collect();
-        panic!("{}\n\nwhole table:\n{got}", diff.join("\n"));
-    }
+    check_table(ordered_states(), ordered_events(), want);
 }
 
 #[test]
