@@ -391,15 +391,11 @@ http.createServer((q, r) => r.end(String(process.pid))).listen(Number(process.en
 
 
 def bench_cluster(tool):
+    up16 = cluster_16(tool)[1]
     d = tempfile.mkdtemp()
     with open(os.path.join(d, "c.js"), "w") as f:
         f.write(CLUSTER_JS)
     port = free_ports(1)[0]
-    eco = write_eco(d, [{"name": "c", "script": "c.js", "exec_mode": "cluster", "instances": 16, "env": {"PORT": str(port)}}])
-    t0 = time.monotonic()
-    p = start(tool, eco, d)
-    up16 = wait_pids(port, 16, t0)[1]
-    stop(p)
     # 4 workers: distribution and a rolling reload under load.
     eco = write_eco(d, [{"name": "c", "script": "c.js", "exec_mode": "cluster", "instances": 4, "env": {"PORT": str(port)}}])
     p = start(tool, eco, d)
