@@ -554,7 +554,12 @@ fn npm_cache(name: &str, packages: &[&str]) -> PathBuf {
     if packages.iter().all(installed) {
         return modules;
     }
-    std::fs::create_dir_all(&dir).unwrap();
+    // Two tests may need the same folder at once (both dashboard tests use playwright-core):
+    // one installs, the other then finds it installed.
+    let _lock = crate::node_versions::install_lock(&dir);
+    if packages.iter().all(installed) {
+        return modules;
+    }
     let out = Command::new("npm")
         .args(["install", "--no-audit", "--no-fund", "--no-save", "--prefix"])
         .arg(&dir)

@@ -7,7 +7,7 @@
 //! installs them all up front. A version that cannot be installed fails the test.
 
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn root() -> PathBuf {
@@ -23,6 +23,17 @@ fn package() -> String {
     format!("node-linux-{arch}")
 }
 
+/// Creates `dir` and holds its `.lock` until the returned file is dropped: test processes
+/// (nextest runs each in its own) installing into the same folder take turns, and each looks
+/// again whether the install is there once it holds the lock.
+pub fn install_lock(dir: &Path) -> std::fs::File {
+    std::fs::create_dir_all(dir).unwrap();
+    let lock = std::fs::File::create(dir.join(".lock")).unwrap();
+    // SAFETY: flock(2) on a file we own; released when `lock` is dropped.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0, "flock");
+    lock
+}
+
 /// The `node` binary of `major`, installed from npm if it is not there yet.
 pub fn node(major: u32) -> PathBuf {
     let dir = root().join(major.to_string());
@@ -30,10 +41,7 @@ pub fn node(major: u32) -> PathBuf {
     if bin.exists() {
         return bin;
     }
-    std::fs::create_dir_all(root()).unwrap();
-    let lock = std::fs::File::create(root().join(".lock")).unwrap();
-    // SAFETY: flock(2) on a file we own; released when `lock` is dropped.
-    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0, "flock");
+    let _lock = install_lock(&root());
     if !bin.exists() {
         let out = Command::new("npm")
             .args(["install", "--no-save", "--no-audit", "--no-fund", "--prefix"])
@@ -66,10 +74,7 @@ pub fn js_runtime(name: &str) -> PathBuf {
     if works(&bin) {
         return bin;
     }
-    std::fs::create_dir_all(&dir).unwrap();
-    let lock = std::fs::File::create(dir.join(".lock")).unwrap();
-    // SAFETY: flock(2) on a file we own; released when `lock` is dropped.
-    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0, "flock");
+    let _lock = install_lock(&dir);
     if !works(&bin) {
         let out = Command::new("npm")
             .args(["install", "--no-save", "--no-audit", "--no-fund", "--prefix"])
